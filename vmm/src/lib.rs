@@ -1,1 +1,8 @@
+//! nova-vmm: one process, one VM, on /dev/kvm through the rust-vmm crates.
+//!
+//! Owns everything about one VM: KVM setup, guest memory, boot, vCPUs, devices, and
+//! the VM's unix-socket API. It does not know about hosts or clusters (that is
+//! `nova-hostd` and `nova-controller`).
 
+pub mod devices;
+pub mod memory;

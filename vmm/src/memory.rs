@@ -1,0 +1,136 @@
+//! Guest RAM: one memfd, mapped shared, split around the 32-bit MMIO hole.
+//!
+//! Owns the guest physical memory map (where RAM is, where the MMIO hole is) and the
+//! VMM-side dirty bitmap: every write a device makes through vm-memory is recorded in
+//! the regions' `AtomicBitmap`, so migration sees pages that KVM's dirty log cannot.
+//! Code that writes guest memory behind vm-memory's back (io_uring reads) must call
+//! [`mark_dirty`].
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+
+use vm_memory::bitmap::{AtomicBitmap, Bitmap};
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+/// Guest memory as every part of the VMM sees it: mmap-backed, device writes tracked.
+pub type GuestMemory = vm_memory::GuestMemoryMmap<AtomicBitmap>;
+
+/// Start of the 32-bit MMIO hole (devices, IOAPIC, LAPIC); RAM resumes at 4 GiB.
+pub const MMIO_HOLE_START: u64 = 0xC000_0000;
+/// First address above the MMIO hole.
+pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// Smallest guest we accept.
+pub const MIN_MEM_MIB: u64 = 64;
+/// Largest guest we accept (1 TiB): beyond that the size is a typo, not a VM.
+pub const MAX_MEM_MIB: u64 = 1 << 20;
+/// Guest page size for dirty tracking.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Why guest memory could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("memory size {0} MiB is out of range ({MIN_MEM_MIB}..={MAX_MEM_MIB} MiB)")]
+    Size(u64),
+    #[error("memfd_create failed: {0}")]
+    Memfd(std::io::Error),
+    #[error("cannot size guest memory to {mib} MiB: {err}")]
+    Truncate { mib: u64, err: std::io::Error },
+    #[error("cannot map guest memory: {0}")]
+    Map(vm_memory::mmap::FromRangesError),
+}
+
+/// The RAM ranges (guest address, length) of a guest with `mem_bytes` of memory.
+pub fn ram_ranges(mem_bytes: u64) -> Vec<(GuestAddress, u64)> {
+    if mem_bytes <= MMIO_HOLE_START {
+        vec![(GuestAddress(0), mem_bytes)]
+    } else {
+        vec![
+            (GuestAddress(0), MMIO_HOLE_START),
+            (GuestAddress(MMIO_HOLE_END), mem_bytes - MMIO_HOLE_START),
+        ]
+    }
+}
+
+/// Creates the memfd holding `mem_mib` MiB of guest RAM (sparse: nothing is touched).
+pub fn create_memfd(mem_mib: u64) -> Result<File, MemoryError> {
+    if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mem_mib) {
+        return Err(MemoryError::Size(mem_mib));
+    }
+    // SAFETY: the name is a valid NUL-terminated string; the returned fd is checked.
+    let fd = unsafe { libc::memfd_create(c"nova-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(MemoryError::Memfd(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh, owned file descriptor.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(mem_mib << 20)
+        .map_err(|err| MemoryError::Truncate { mib: mem_mib, err })?;
+    Ok(file)
+}
+
+/// Maps `memfd` (of `mem_bytes`) as the guest's RAM, split around the MMIO hole.
+pub fn map_memfd(memfd: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
+    let mut offset = 0u64;
+    let ranges: Vec<_> = ram_ranges(mem_bytes)
+        .into_iter()
+        .map(|(addr, len)| {
+            let file = memfd.try_clone().expect("dup of memfd");
+            let r = (addr, len as usize, Some(FileOffset::new(file, offset)));
+            offset += len;
+            r
+        })
+        .collect();
+    GuestMemory::from_ranges_with_files(ranges).map_err(MemoryError::Map)
+}
+
+/// Records that `len` bytes at `addr` were written by the VMM behind vm-memory's back.
+pub fn mark_dirty(mem: &GuestMemory, addr: GuestAddress, len: usize) {
+    let mut addr = addr;
+    let mut left = len;
+    while left > 0 {
+        let Some(region) = mem.find_region(addr) else { return };
+        let off = addr.0 - region.start_addr().0;
+        let n = left.min((region.len() - off) as usize);
+        region.bitmap().mark_dirty(off as usize, n);
+        addr = GuestAddress(addr.0 + n as u64);
+        left -= n;
+    }
+}
+
+/// Raw fd of the memfd, for handing guest memory to another process or a snapshot.
+pub fn memfd_raw(memfd: &File) -> i32 {
+    memfd.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::Bytes;
+
+    #[test]
+    fn memory_above_the_hole_resumes_at_4gib() {
+        let r = ram_ranges(4 << 30);
+        assert_eq!(r[0], (GuestAddress(0), MMIO_HOLE_START));
+        assert_eq!(r[1], (GuestAddress(MMIO_HOLE_END), (4 << 30) - MMIO_HOLE_START));
+        assert_eq!(ram_ranges(256 << 20), vec![(GuestAddress(0), 256 << 20)]);
+    }
+
+    #[test]
+    fn impossible_sizes_are_refused_by_name() {
+        let err = create_memfd(1).unwrap_err().to_string();
+        assert!(err.contains("1 MiB"), "{err}");
+        assert!(create_memfd(MAX_MEM_MIB + 1).is_err());
+    }
+
+    #[test]
+    fn device_writes_through_vm_memory_are_tracked() {
+        let fd = create_memfd(64).unwrap();
+        let mem = map_memfd(&fd, 64 << 20).unwrap();
+        mem.write_obj(7u32, GuestAddress(0x5000)).unwrap();
+        let bm = mem.find_region(GuestAddress(0)).unwrap().bitmap();
+        assert!(bm.dirty_at(0x5000));
+        assert!(!bm.dirty_at(0x6000));
+        mark_dirty(&mem, GuestAddress(0x8000), 10);
+        assert!(bm.dirty_at(0x8000));
+    }
+}
