@@ -4,5 +4,11 @@
 //! the VM's unix-socket API. It does not know about hosts or clusters (that is
 //! `nova-hostd` and `nova-controller`).
 
+pub mod api;
+pub mod boot;
+pub mod config;
 pub mod devices;
+pub mod kvm;
 pub mod memory;
+pub mod vcpu;
+pub mod vm;

@@ -1,1 +1,153 @@
-fn main() {}
+//! The `nova-vmm` binary: `run` boots one VM in this process; `ctl` talks to a running
+//! one over its API socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nova_vmm::config::{DiskConfig, NetConfig, VmConfig};
+use nova_vmm::kvm::KvmKind;
+use nova_vmm::vcpu::VmExit;
+use nova_vmm::vm::Vm;
+
+#[derive(Parser)]
+#[command(name = "nova-vmm", version, about = "One process, one VM, on /dev/kvm")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a VM and run it until it powers off, resets or is shut down.
+    Run(RunArgs),
+    /// Control a running VM through its API socket.
+    Ctl {
+        #[arg(long)]
+        api_sock: PathBuf,
+        #[command(subcommand)]
+        action: nova_vmm::api::client::Action,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// JSON file with the VM's configuration (the fields of `GET /v1/vm`'s `config`);
+    /// flags given beside it override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// bzImage, ELF vmlinux or PVH ELF kernel.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    #[arg(long)]
+    cmdline: Option<String>,
+    #[arg(long)]
+    vcpus: Option<u8>,
+    #[arg(long)]
+    mem_mib: Option<u64>,
+    /// PATH[,ro]; repeat for more disks.
+    #[arg(long, value_parser = |s: &str| DiskConfig::parse(s).map_err(|e| e.to_string()))]
+    disk: Vec<DiskConfig>,
+    /// tap=NAME[,mac=MAC]; repeat for more NICs.
+    #[arg(long, value_parser = |s: &str| NetConfig::parse(s).map_err(|e| e.to_string()))]
+    net: Vec<NetConfig>,
+    /// Unix socket for the VM's HTTP API.
+    #[arg(long)]
+    api_sock: Option<PathBuf>,
+    /// Write the serial console to this file instead of stdout.
+    #[arg(long)]
+    console: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<VmConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("config {}", path.display()))?;
+                VmConfig::from_json(&text).with_context(|| format!("config {}", path.display()))?
+            }
+            None => VmConfig::new(self.kernel.clone().context("kernel: --kernel is required")?),
+        };
+        if let Some(k) = self.kernel {
+            c.kernel = k;
+        }
+        c.initrd = self.initrd.or(c.initrd);
+        c.cmdline = self.cmdline.or(c.cmdline);
+        c.vcpus = self.vcpus.unwrap_or(c.vcpus);
+        c.mem_mib = self.mem_mib.unwrap_or(c.mem_mib);
+        if !self.disk.is_empty() {
+            c.disks = self.disk;
+        }
+        if !self.net.is_empty() {
+            c.nets = self.net;
+        }
+        c.api_sock = self.api_sock.or(c.api_sock);
+        c.console = self.console.or(c.console);
+        Ok(c)
+    }
+}
+
+fn init_logging() {
+    let level = match std::env::var("NOVA_LOG").as_deref() {
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .init();
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let vm = std::sync::Arc::new(Vm::create(config)?);
+    match vm.kind {
+        KvmKind::Hardware => tracing::info!("KVM: {}", vm.kind),
+        KvmKind::Pvm => tracing::warn!(
+            "KVM: {}: guests not built for PVM run in KVM's instruction emulator, about 100x slower",
+            vm.kind
+        ),
+    }
+    let _api = match &vm.config.api_sock {
+        Some(path) => Some(nova_vmm::api::serve(path, vm.clone())?),
+        None => None,
+    };
+    vm.start()?;
+    let exit = vm.wait();
+    match exit {
+        VmExit::Poweroff | VmExit::Reset | VmExit::Shutdown => {
+            tracing::info!("VM stopped: {exit:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        VmExit::Error(msg) => {
+            tracing::error!("VM failed: {msg}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => {
+            init_logging();
+            run(args)
+        }
+        Command::Ctl { api_sock, action } => nova_vmm::api::client::run(&api_sock, action),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nova-vmm: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

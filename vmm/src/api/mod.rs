@@ -1,0 +1,101 @@
+//! The VM's HTTP/1.1 JSON API on a unix socket, and its client (`nova-vmm ctl`).
+//!
+//! Routes: `GET /v1/vm`, `PUT /v1/vm/pause`, `PUT /v1/vm/resume`, `PUT /v1/vm/shutdown`.
+//! Errors are `{"error": "<message>"}` with a 4xx/5xx status.
+
+pub mod client;
+pub mod http;
+
+use std::io::BufReader;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::{HttpError, Request, Response};
+
+use crate::vm::Vm;
+
+/// The API server; removes its socket when dropped.
+pub struct ApiServer {
+    path: PathBuf,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("api socket {path}: {err}")]
+pub struct ApiError {
+    path: String,
+    err: std::io::Error,
+}
+
+/// Binds `path` and serves `vm` on a thread of its own.
+pub fn serve(path: &Path, vm: Arc<Vm>) -> Result<ApiServer, ApiError> {
+    let err = |err| ApiError { path: path.display().to_string(), err };
+    if path.exists() {
+        // A socket left by a dead VMM; a live one would still be answering.
+        if UnixStream::connect(path).is_ok() {
+            return Err(err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "in use by a running VMM")));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::thread::Builder::new()
+        .name("api".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let vm = vm.clone();
+                let _ = std::thread::Builder::new()
+                    .name("api-conn".into())
+                    .stack_size(256 << 10)
+                    .spawn(move || serve_connection(conn, &vm));
+            }
+        })
+        .map_err(err)?;
+    Ok(ApiServer { path: path.to_owned() })
+}
+
+fn serve_connection(conn: UnixStream, vm: &Vm) {
+    let Ok(mut writer) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let (resp, close) = match http::read_request(&mut reader) {
+            Ok(req) => (route(vm, &req), req.close),
+            Err(HttpError::Closed) | Err(HttpError::Io(_)) => return,
+            Err(e @ HttpError::TooLarge) => (Response::error(413, e), true),
+            Err(e) => (Response::error(400, e), true),
+        };
+        if http::write_response(&mut writer, &resp).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Maps one request to the VM.
+pub fn route(vm: &Vm, req: &Request) -> Response {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/v1/vm") => Response::json(200, &vm.info()),
+        ("PUT", "/v1/vm/pause") => {
+            vm.control.pause();
+            Response::json(200, &vm.info())
+        }
+        ("PUT", "/v1/vm/resume") => {
+            vm.control.resume();
+            Response::json(200, &vm.info())
+        }
+        ("PUT", "/v1/vm/shutdown") => {
+            vm.shutdown();
+            Response::no_content()
+        }
+        (_, "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown") => {
+            Response::error(405, format!("{} is not allowed on {}", req.method, req.path))
+        }
+        _ => Response::error(404, format!("no such resource: {}", req.path)),
+    }
+}

@@ -1,0 +1,326 @@
+//! Building and running one VM: KVM objects, guest memory, devices, boot, vCPUs.
+//!
+//! [`Vm::create`] turns a [`VmConfig`] into a VM ready to run; [`Vm::start`] starts its
+//! vCPUs; [`Vm::wait`] blocks until the guest powers off, resets, fails, or the API
+//! stops it. The API thread holds the same `Arc<Vm>` to pause, resume and report.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use serde::Serialize;
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::{self, EntryPoint};
+use crate::config::{ConfigError, VmConfig};
+use crate::devices::i8042::{I8042, I8042_PORT};
+use crate::devices::power::{SleepControl, SLEEP_CONTROL_ADDR};
+use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
+use crate::devices::Bus;
+use crate::kvm::{self, KvmError, KvmKind};
+use crate::memory::{self, GuestMemory, MemoryError};
+use crate::vcpu::{self, cpuid, regs, ExitSignal, RunControl, VcpuContext, VcpuStats, VmExit};
+
+/// First virtio-mmio device; the next ones follow every [`VIRTIO_MMIO_STRIDE`].
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
+/// GSI of the first virtio device (the serial port has 4).
+pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// Virtio devices one VM may have (GSIs 5..=20 on the 24-pin IOAPIC).
+pub const MAX_VIRTIO_DEVICES: usize = 16;
+/// Where KVM puts its TSS on Intel (three pages below the BIOS area's top).
+const KVM_TSS_ADDR: usize = 0xfffb_d000;
+
+/// Why a VM could not be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error("console {path}: {err}")]
+    Console { path: String, err: std::io::Error },
+    #[error("{what}: {err}")]
+    Setup { what: &'static str, err: std::io::Error },
+    #[error("{what}: {err}")]
+    KvmIoctl { what: &'static str, err: kvm_ioctls::Error },
+    #[error("{0}")]
+    Device(String),
+}
+
+fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |err| VmError::KvmIoctl { what, err }
+}
+
+fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
+    move |err| VmError::Setup { what, err }
+}
+
+/// Running or paused, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Paused,
+}
+
+/// What `GET /v1/vm` returns.
+#[derive(Debug, Serialize)]
+pub struct VmInfo {
+    pub state: RunState,
+    pub kvm: KvmKind,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub config: VmConfig,
+    pub counters: Counters,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Serialize)]
+pub struct Counters {
+    pub vcpu_exits: u64,
+    pub io_exits: u64,
+    pub mmio_exits: u64,
+    pub console_bytes: u64,
+}
+
+/// One VM.
+pub struct Vm {
+    pub config: VmConfig,
+    pub kind: KvmKind,
+    pub mem: GuestMemory,
+    pub control: Arc<RunControl>,
+    pub exit: Arc<ExitSignal>,
+    pub started: Instant,
+    _kvm: Kvm,
+    vm_fd: VmFd,
+    _memfd: File,
+    serial: Arc<Mutex<SerialDevice>>,
+    reset_evt: EventFd,
+    poweroff_evt: EventFd,
+    pio: Bus,
+    mmio: Bus,
+    vcpu_stats: Vec<Arc<VcpuStats>>,
+    pending_vcpus: Mutex<Vec<VcpuFd>>,
+}
+
+fn console_out(config: &VmConfig) -> Result<Box<dyn Write + Send>, VmError> {
+    match &config.console {
+        None => Ok(Box::new(std::io::stdout())),
+        Some(path) => {
+            let f = File::options().create(true).append(true).open(path).map_err(|err| {
+                VmError::Console { path: path.display().to_string(), err }
+            })?;
+            Ok(Box::new(f))
+        }
+    }
+}
+
+/// The command line the guest gets: the user's (or a Linux default) plus one
+/// `virtio_mmio.device=` per device.
+pub fn guest_cmdline(config: &VmConfig, virtio_devices: usize) -> String {
+    let mut cmdline = config
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| "console=ttyS0 reboot=k panic=1 pci=off".to_string());
+    for i in 0..virtio_devices {
+        let addr = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE;
+        let irq = VIRTIO_IRQ_BASE + i as u32;
+        cmdline.push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{irq}"));
+    }
+    cmdline
+}
+
+impl Vm {
+    /// Builds the VM described by `config`, ready to [`start`](Self::start).
+    pub fn create(config: VmConfig) -> Result<Vm, VmError> {
+        config.validate()?;
+        let kind = kvm::detect_kind();
+        let kvm = kvm::open()?;
+        let vm_fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        vm_fd.set_tss_address(KVM_TSS_ADDR).map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        vm_fd.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm_fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
+
+        let mem_bytes = config.mem_mib << 20;
+        let memfd = memory::create_memfd(config.mem_mib)?;
+        let mem = memory::map_memfd(&memfd, mem_bytes)?;
+        for (slot, region) in mem.iter().enumerate() {
+            let r = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+            };
+            // SAFETY: the region is a live mapping of `len` bytes owned by `mem`, which
+            // the Vm keeps for as long as `vm_fd` (and so the slot) exists.
+            unsafe { vm_fd.set_user_memory_region(r) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+
+        let kernel = boot::load_kernel(&mem, &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(path) => {
+                let limit = boot::linux::initrd_limit(kernel.setup_header.as_ref());
+                Some(boot::load_initrd(&mem, path, mem_bytes, kernel.kernel_end, limit)?)
+            }
+            None => None,
+        };
+
+        let exit = Arc::new(ExitSignal::new().map_err(setup("eventfd"))?);
+        let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+        let poweroff_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+        let mut pio = Bus::default();
+        let mut mmio = Bus::default();
+
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+        vm_fd.register_irqfd(&serial_irq, COM1_IRQ).map_err(ioctl("KVM_IRQFD (serial)"))?;
+        let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, console_out(&config)?)));
+        let bus_err = |e: crate::devices::bus::BusRangeError| VmError::Device(e.to_string());
+        pio.insert(serial.clone(), COM1_PORT, 8).map_err(bus_err)?;
+        let reset = reset_evt.try_clone().map_err(setup("eventfd"))?;
+        pio.insert(Arc::new(Mutex::new(I8042::new(reset))), I8042_PORT, 5).map_err(bus_err)?;
+        let off = poweroff_evt.try_clone().map_err(setup("eventfd"))?;
+        mmio.insert(Arc::new(Mutex::new(SleepControl::new(off))), SLEEP_CONTROL_ADDR, 1)
+            .map_err(bus_err)?;
+
+        let virtio_devices = 0;
+        let cmdline = guest_cmdline(&config, virtio_devices);
+        boot::write_cmdline(&mem, &cmdline)?;
+        boot::mptable::write_mptable(&mem, config.vcpus)?;
+        regs::write_tables(&mem, kernel.entry).map_err(boot::BootError::GuestMemory)?;
+        match kernel.entry {
+            EntryPoint::Pvh(_) => boot::pvh::write_start_info(&mem, mem_bytes, initrd)?,
+            EntryPoint::Linux64(_) => boot::linux::write_zero_page(
+                &mem,
+                mem_bytes,
+                kernel.setup_header,
+                cmdline.len(),
+                initrd,
+            )?,
+        }
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut vcpus = Vec::with_capacity(config.vcpus as usize);
+        let mut vcpu_stats = Vec::with_capacity(config.vcpus as usize);
+        let mut tsc_khz = 0;
+        for i in 0..config.vcpus {
+            let fd = vm_fd.create_vcpu(i as u64).map_err(ioctl("KVM_CREATE_VCPU"))?;
+            if i == 0 {
+                tsc_khz = fd.get_tsc_khz().unwrap_or(0);
+            }
+            fd.set_cpuid2(&cpuid::for_vcpu(&supported, i, config.vcpus, tsc_khz))
+                .map_err(ioctl("KVM_SET_CPUID2"))?;
+            regs::setup_common(&fd).map_err(ioctl("vCPU registers"))?;
+            if i == 0 {
+                regs::setup_boot_vcpu(&fd, kernel.entry).map_err(ioctl("boot vCPU registers"))?;
+            }
+            vcpus.push(fd);
+            vcpu_stats.push(Arc::new(VcpuStats::default()));
+        }
+
+        Ok(Vm {
+            config,
+            kind,
+            mem,
+            control: Arc::new(RunControl::default()),
+            exit,
+            started: Instant::now(),
+            _kvm: kvm,
+            vm_fd,
+            _memfd: memfd,
+            serial,
+            reset_evt,
+            poweroff_evt,
+            pio,
+            mmio,
+            vcpu_stats,
+            pending_vcpus: Mutex::new(vcpus),
+        })
+    }
+
+    /// Starts one thread per vCPU.
+    pub fn start(&self) -> Result<(), VmError> {
+        let vcpus: Vec<_> = self.pending_vcpus.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for (i, fd) in vcpus.into_iter().enumerate() {
+            let ctx = VcpuContext {
+                pio: self.pio.clone(),
+                mmio: self.mmio.clone(),
+                control: self.control.clone(),
+                exit: self.exit.clone(),
+                stats: self.vcpu_stats[i].clone(),
+            };
+            vcpu::spawn(i as u8, fd, ctx).map_err(setup("spawning a vCPU thread"))?;
+        }
+        Ok(())
+    }
+
+    /// Blocks until the VM must stop, stops the vCPUs, and says why.
+    pub fn wait(&self) -> VmExit {
+        let fds = [self.exit.evt.as_raw_fd(), self.reset_evt.as_raw_fd(), self.poweroff_evt.as_raw_fd()];
+        let reason = loop {
+            let mut pfds: Vec<libc::pollfd> =
+                fds.iter().map(|fd| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }).collect();
+            // SAFETY: pfds is a valid array of pollfd of the given length.
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                continue;
+            }
+            if pfds[1].revents != 0 {
+                break VmExit::Reset;
+            }
+            if pfds[2].revents != 0 {
+                break VmExit::Poweroff;
+            }
+            if pfds[0].revents != 0 {
+                let _ = self.exit.evt.read();
+                if let Some(r) = self.exit.reason() {
+                    break r;
+                }
+            }
+        };
+        self.control.stop();
+        reason
+    }
+
+    /// Asks the VM to stop (the API's shutdown).
+    pub fn shutdown(&self) {
+        self.exit.send(VmExit::Shutdown);
+    }
+
+    /// State, configuration and counters.
+    pub fn info(&self) -> VmInfo {
+        let sum = |f: fn(&VcpuStats) -> u64| self.vcpu_stats.iter().map(|s| f(s)).sum();
+        VmInfo {
+            state: if self.control.is_paused() { RunState::Paused } else { RunState::Running },
+            kvm: self.kind,
+            pid: std::process::id(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            config: self.config.clone(),
+            counters: Counters {
+                vcpu_exits: sum(|s| s.exits.load(Ordering::Relaxed)),
+                io_exits: sum(|s| s.io_exits.load(Ordering::Relaxed)),
+                mmio_exits: sum(|s| s.mmio_exits.load(Ordering::Relaxed)),
+                console_bytes: self.serial.lock().unwrap_or_else(|e| e.into_inner()).bytes_out(),
+            },
+        }
+    }
+
+    /// The KVM VM, for device setup that needs irqfds and ioeventfds.
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.vm_fd
+    }
+}
