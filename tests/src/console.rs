@@ -1,0 +1,175 @@
+//! A child process whose stdout is a guest's serial console, read line by line with
+//! the host time each line arrived. Killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// One console line and when the host read it.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub at: Instant,
+    pub text: String,
+}
+
+impl Line {
+    /// The value of `key=` in a `NOVA-<KEY> k=v ...` line.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.text.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    /// `field` parsed as a number.
+    pub fn num(&self, key: &str) -> Option<u64> {
+        self.field(key)?.parse().ok()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    lines: Vec<Line>,
+    closed: bool,
+}
+
+/// A running guest (nova-vmm or QEMU) and its console.
+pub struct Console {
+    child: Option<Child>,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    stderr: Arc<Mutex<String>>,
+    pub started: Instant,
+}
+
+impl Console {
+    /// Spawns `cmd` with stdout and stderr captured.
+    pub fn spawn(mut cmd: Command) -> Console {
+        let started = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+        let stdout = child.stdout.take().unwrap();
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let at = Instant::now();
+                        let text = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                        let (m, c) = &*s;
+                        m.lock().unwrap().lines.push(Line { at, text });
+                        c.notify_all();
+                    }
+                }
+            }
+            let (m, c) = &*s;
+            m.lock().unwrap().closed = true;
+            c.notify_all();
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let e = stderr.clone();
+        let child_err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(child_err).lines().map_while(Result::ok) {
+                let mut s = e.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Console { child: Some(child), shared, stderr, started }
+    }
+
+    /// Waits for the first line (from the start) matching `pred`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Line) -> bool) -> Line {
+        self.wait_for_from(0, timeout, pred).1
+    }
+
+    /// Waits for a line matching `pred` at index >= `from`; returns (index, line).
+    pub fn wait_for_from(&self, from: usize, timeout: Duration, pred: impl Fn(&Line) -> bool) -> (usize, Line) {
+        let deadline = Instant::now() + timeout;
+        let (m, c) = &*self.shared;
+        let mut s = m.lock().unwrap();
+        loop {
+            if let Some((i, l)) = s.lines.iter().enumerate().skip(from).find(|(_, l)| pred(l)) {
+                return (i, l.clone());
+            }
+            let now = Instant::now();
+            if s.closed || now >= deadline {
+                let tail: Vec<_> = s.lines.iter().rev().take(20).rev().map(|l| l.text.clone()).collect();
+                drop(s);
+                panic!(
+                    "no matching console line after {:?} (process {}).\nlast lines:\n{}\nstderr:\n{}",
+                    timeout,
+                    if self.is_closed() { "exited" } else { "running" },
+                    tail.join("\n"),
+                    self.stderr()
+                );
+            }
+            s = c.wait_timeout(s, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits for a line starting with `prefix`.
+    pub fn wait_line(&self, prefix: &str, timeout: Duration) -> Line {
+        self.wait_for(timeout, |l| l.text.starts_with(prefix))
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<Line> {
+        self.shared.0.lock().unwrap().lines.clone()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.0.lock().unwrap().closed
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                // Let the readers drain the pipes.
+                let (m, c) = &*self.shared;
+                let s = m.lock().unwrap();
+                let _ = c.wait_timeout_while(s, Duration::from_secs(2), |s| !s.closed).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                return st;
+            }
+            if Instant::now() >= deadline {
+                panic!("process still running after {timeout:?}; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
