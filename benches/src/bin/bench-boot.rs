@@ -1,0 +1,113 @@
+//! `make bench-boot`: the test guest booted by nova-vmm and by QEMU microvm, alternated,
+//! at 256 MiB and 4 GiB on 1 vCPU: wall time from process start to `NOVA-BOOTED`, and
+//! memory used beyond guest pages once booted. Writes docs/benchmarks/boot.{json,md}.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use clap::Parser;
+use nova_benches::{qemu_microvm, rss_kib, spawn_until, write_report, Summary};
+use serde::Serialize;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    vmm: PathBuf,
+    #[arg(long)]
+    guest: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Row {
+    mem_mib: u64,
+    vmm: &'static str,
+    boot_ms: Summary,
+    overhead_kib: Summary,
+    samples_boot_ms: Vec<f64>,
+    samples_overhead_kib: Vec<f64>,
+}
+
+/// Boots once; returns (ms to NOVA-BOOTED, KiB beyond guest pages after settling).
+fn boot_once(cmd: Command) -> anyhow::Result<(f64, f64)> {
+    let (mut t, elapsed) = spawn_until(cmd, "NOVA-BOOTED", Duration::from_secs(30))?;
+    // Let the guest settle (idle: it halts) before reading memory.
+    std::thread::sleep(Duration::from_millis(300));
+    let (own, _guest) = rss_kib(t.child.id())?;
+    let _ = t.child.kill();
+    let _ = t.child.wait();
+    Ok((elapsed.as_secs_f64() * 1000.0, own as f64))
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let cmdline = "nova.workload=idle";
+    let mut rows = Vec::new();
+    for mem in [256u64, 4096] {
+        let (mut nb, mut nm, mut qb, mut qm) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..a.runs {
+            let mut nova = Command::new(&a.vmm);
+            nova.arg("run").arg("--kernel").arg(&a.guest);
+            nova.args(["--vcpus", "1", "--mem-mib", &mem.to_string(), "--cmdline", cmdline]);
+            nova.env("NOVA_LOG", "error");
+            let (b, m) = boot_once(nova)?;
+            nb.push(b);
+            nm.push(m);
+            let (b, m) = boot_once(qemu_microvm(&a.guest, mem, 1, cmdline))?;
+            qb.push(b);
+            qm.push(m);
+        }
+        for (vmm, b, m) in [("nova-vmm", nb, nm), ("qemu-microvm", qb, qm)] {
+            rows.push(Row {
+                mem_mib: mem,
+                vmm,
+                boot_ms: Summary::of(&b),
+                overhead_kib: Summary::of(&m),
+                samples_boot_ms: b,
+                samples_overhead_kib: m,
+            });
+        }
+    }
+    let command = format!(
+        "make bench-boot  # bench-boot --vmm {} --guest {} --runs {}",
+        a.vmm.display(),
+        a.guest.display(),
+        a.runs
+    );
+    let mut md = String::from("# Boot: process start to `NOVA-BOOTED`, and memory beyond guest pages\n\n");
+    md.push_str(&format!("Command: `{command}`\n\n"));
+    md.push_str("Test guest (`nova.workload=idle`), 1 vCPU, runs alternated between the two VMMs. ");
+    md.push_str("QEMU: `qemu-system-x86_64 -M microvm -enable-kvm -cpu host,-arch-capabilities`, guest RAM in a memfd ");
+    md.push_str("like nova-vmm's, so memory beyond guest pages is RssAnon + RssFile of the process 300 ms after boot.\n\n");
+    md.push_str("| memory | VMM | boot median ms | min | max | beyond-guest median MiB | min | max |\n|---|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} MiB | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            r.mem_mib,
+            r.vmm,
+            r.boot_ms.median,
+            r.boot_ms.min,
+            r.boot_ms.max,
+            r.overhead_kib.median / 1024.0,
+            r.overhead_kib.min / 1024.0,
+            r.overhead_kib.max / 1024.0
+        ));
+    }
+    md.push_str("\n| memory | boot time nova/QEMU | memory beyond guest nova/QEMU |\n|---|---|---|\n");
+    let mut ratios = Vec::new();
+    for pair in rows.chunks(2) {
+        let (n, q) = (&pair[0], &pair[1]);
+        let bt = n.boot_ms.median / q.boot_ms.median;
+        let mm = n.overhead_kib.median / q.overhead_kib.median;
+        md.push_str(&format!("| {} MiB | {:.3} | {:.3} |\n", n.mem_mib, bt, mm));
+        ratios.push(serde_json::json!({"mem_mib": n.mem_mib, "boot_time_ratio": bt, "memory_overhead_ratio": mm}));
+    }
+    let json = serde_json::json!({ "command": command, "rows": rows, "ratios": ratios });
+    write_report(&a.out, "boot", &json, &md)?;
+    print!("{md}");
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! What every benchmark shares: timing a process to a console line, reading its
+//! memory, summarising runs, and writing `docs/benchmarks/<name>.{json,md}`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+/// Median, min and max of a set of runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub runs: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(values: &[f64]) -> Summary {
+        let mut v = values.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        let median = if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Summary { runs: n, median, min: *v.first().unwrap_or(&f64::NAN), max: *v.last().unwrap_or(&f64::NAN) }
+    }
+}
+
+/// A child whose stdout is read line by line until a marker.
+pub struct Timed {
+    pub child: Child,
+    pub reader: BufReader<std::process::ChildStdout>,
+    pub started: Instant,
+}
+
+/// Spawns `cmd` and returns once a stdout line starts with `marker`, with the time from
+/// just before spawn to that line's arrival.
+pub fn spawn_until(mut cmd: Command, marker: &str, timeout: Duration) -> anyhow::Result<(Timed, Duration)> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let started = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            let _ = child.kill();
+            bail!("{cmd:?} exited before printing {marker}");
+        }
+        if line.starts_with(marker) {
+            let t = started.elapsed();
+            return Ok((Timed { child, reader, started }, t));
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            bail!("{cmd:?}: no {marker} within {timeout:?}");
+        }
+    }
+}
+
+/// Resident memory of `pid` from /proc: (anonymous + file-backed, shmem) in KiB.
+/// Guest RAM of both VMMs is a memfd, so shmem is the guest pages touched and the
+/// rest is what the VMM itself uses.
+pub fn rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("RssAnon:") + field("RssFile:"), field("RssShmem:")))
+}
+
+/// Writes `name.json` (the data) and `name.md` (a table) under `dir`.
+pub fn write_report(dir: &Path, name: &str, json: &impl Serialize, markdown: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(json)? + "\n")?;
+    std::fs::write(dir.join(format!("{name}.md")), markdown)?;
+    Ok(())
+}
+
+/// The host's TSC frequency in kHz, for guests under QEMU.
+pub fn host_tsc_khz() -> u64 {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|mhz| (mhz * 1000.0) as u64)
+        .unwrap_or(2_000_000)
+}
+
+/// QEMU microvm with KVM, the peer every benchmark compares with: `-kernel` boot of
+/// the same guest, guest RAM in a memfd like nova-vmm's, serial on stdout.
+pub fn qemu_microvm(guest: &Path, mem_mib: u64, vcpus: u8, append: &str) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-M", "microvm,x-option-roms=off,rtc=off,memory-backend=mem"])
+        .args(["-enable-kvm", "-cpu", "host,-arch-capabilities"])
+        .args(["-m", &format!("{mem_mib}M"), "-smp", &vcpus.to_string()])
+        .args(["-object", &format!("memory-backend-memfd,id=mem,size={mem_mib}M")])
+        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
+        .args(["-global", "virtio-mmio.force-legacy=false"])
+        .arg("-kernel")
+        .arg(guest)
+        .args(["-append", append]);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_even_and_odd_runs() {
+        assert_eq!(Summary::of(&[3.0, 1.0, 2.0]).median, 2.0);
+        let s = Summary::of(&[4.0, 1.0, 3.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max, s.runs), (2.5, 1.0, 4.0, 4));
+    }
+}
