@@ -1,0 +1,134 @@
+//! The 8250 UART on COM1 (output only) and line building: every console line is
+//! assembled in a buffer and written whole under a spinlock shared by all vCPUs.
+
+use crate::cpu::{inb, outb};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+const COM1: u16 = 0x3f8;
+const LSR: u16 = COM1 + 5;
+const LSR_THRE: u8 = 0x20;
+
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+fn putc(b: u8) {
+    while inb(LSR) & LSR_THRE == 0 {
+        core::hint::spin_loop();
+    }
+    outb(COM1, b);
+}
+
+/// One console line under construction (at most 160 bytes; longer is truncated).
+pub struct Line {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl Line {
+    /// Starts a line with `key` (e.g. `NOVA-MEM`).
+    pub fn new(key: &str) -> Line {
+        let mut l = Line {
+            buf: [0; 160],
+            len: 0,
+        };
+        l.s(key);
+        l
+    }
+
+    /// Appends one byte.
+    pub fn b(&mut self, b: u8) -> &mut Line {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+        self
+    }
+
+    /// Appends raw bytes.
+    pub fn bytes(&mut self, s: &[u8]) -> &mut Line {
+        for &b in s {
+            self.b(b);
+        }
+        self
+    }
+
+    /// Appends a string.
+    pub fn s(&mut self, s: &str) -> &mut Line {
+        self.bytes(s.as_bytes())
+    }
+
+    /// Appends a decimal number (no core::fmt: it uses SSE).
+    pub fn u(&mut self, mut v: u64) -> &mut Line {
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        loop {
+            if let Some(d) = digits.get_mut(n) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            n += 1;
+            v /= 10;
+            if v == 0 || n >= 20 {
+                break;
+            }
+        }
+        while n > 0 {
+            n -= 1;
+            if let Some(&d) = digits.get(n) {
+                self.b(d);
+            }
+        }
+        self
+    }
+
+    /// Appends `v` as `digits` lowercase hex digits (no prefix).
+    pub fn hex(&mut self, v: u64, digits: u32) -> &mut Line {
+        let mut i = digits;
+        while i > 0 {
+            i -= 1;
+            let nib = ((v >> (i * 4)) & 0xf) as u8;
+            self.b(if nib < 10 {
+                b'0' + nib
+            } else {
+                b'a' + nib - 10
+            });
+        }
+        self
+    }
+
+    /// Appends ` key=<decimal>`.
+    pub fn kv(&mut self, key: &str, v: u64) -> &mut Line {
+        self.b(b' ').s(key).b(b'=').u(v)
+    }
+
+    /// Appends ` key=0x<hex>`.
+    pub fn kx(&mut self, key: &str, v: u64) -> &mut Line {
+        self.b(b' ').s(key).s("=0x").hex(v, 8)
+    }
+
+    /// Appends ` key=value`.
+    pub fn ks(&mut self, key: &str, v: &[u8]) -> &mut Line {
+        self.b(b' ').s(key).b(b'=').bytes(v)
+    }
+
+    /// Writes the line and a newline to COM1, whole, under the console lock.
+    pub fn emit(&self) {
+        while LOCK
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+        for &b in self.buf.iter().take(self.len) {
+            putc(b);
+        }
+        putc(b'\n');
+        LOCK.store(false, Ordering::Release);
+    }
+}
+
+/// Prints `NOVA-ERROR what=<what>`.
+pub fn error(what: &str) {
+    Line::new(nova_guest_abi::line::ERROR)
+        .s(" what=")
+        .s(what)
+        .emit();
+}
