@@ -8,7 +8,14 @@ pub mod api;
 pub mod boot;
 pub mod config;
 pub mod devices;
+pub mod dirty;
 pub mod kvm;
 pub mod memory;
+pub mod snapshot;
+pub mod state;
+pub mod uffd;
 pub mod vcpu;
 pub mod vm;
+
+#[cfg(test)]
+mod test_support;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nova_vmm::config::{DiskConfig, NetConfig, VmConfig};
 use nova_vmm::kvm::KvmKind;
+use nova_vmm::snapshot::{self, RestoreMode};
 use nova_vmm::vcpu::VmExit;
 use nova_vmm::vm::Vm;
 
@@ -60,9 +61,33 @@ struct RunArgs {
     /// Write the serial console to this file instead of stdout.
     #[arg(long)]
     console: Option<PathBuf>,
+    /// Restore the VM from this snapshot directory instead of booting a kernel.
+    #[arg(long, conflicts_with_all = ["kernel", "config", "incoming"])]
+    restore: Option<PathBuf>,
+    /// With --restore: fill memory on first touch (userfaultfd) instead of up front.
+    #[arg(long, requires = "restore", conflicts_with = "clone")]
+    lazy: bool,
+    /// With --restore: map the snapshot's memory copy-on-write, shared with other clones.
+    #[arg(long, requires = "restore")]
+    clone: bool,
+    /// Receive the VM by live migration on tcp:ADDR:PORT instead of booting a kernel.
+    #[arg(long, conflicts_with_all = ["kernel", "config"])]
+    incoming: Option<String>,
 }
 
 impl RunArgs {
+    /// Applies the flags that may change a restored or incoming VM: its backends.
+    fn adjust(&self, c: &mut VmConfig) {
+        if !self.disk.is_empty() {
+            c.disks = self.disk.clone();
+        }
+        if !self.net.is_empty() {
+            c.nets = self.net.clone();
+        }
+        c.api_sock = self.api_sock.clone();
+        c.console = self.console.clone();
+    }
+
     fn into_config(self) -> anyhow::Result<VmConfig> {
         let mut c = match &self.config {
             Some(path) => {
@@ -107,8 +132,19 @@ fn init_logging() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = args.into_config()?;
-    let vm = std::sync::Arc::new(Vm::create(config)?);
+    let vm = if let Some(dir) = args.restore.clone() {
+        let mode = if args.lazy {
+            RestoreMode::Lazy
+        } else if args.clone {
+            RestoreMode::Clone
+        } else {
+            RestoreMode::Eager
+        };
+        snapshot::restore(&dir, mode, |c| args.adjust(c))?
+    } else {
+        Vm::create(args.into_config()?)?
+    };
+    let vm = std::sync::Arc::new(vm);
     match vm.kind {
         KvmKind::Hardware => tracing::info!("KVM: {}", vm.kind),
         KvmKind::Pvm => tracing::warn!(

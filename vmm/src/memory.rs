@@ -10,7 +10,9 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::bitmap::NewBitmap;
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
 /// Guest memory as every part of the VMM sees it: mmap-backed, device writes tracked.
 pub type GuestMemory = vm_memory::GuestMemoryMmap<AtomicBitmap>;
@@ -81,6 +83,26 @@ pub fn map_memfd(memfd: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryErro
         })
         .collect();
     GuestMemory::from_ranges_with_files(ranges).map_err(MemoryError::Map)
+}
+
+/// Maps a snapshot's memory `file` (of `mem_bytes`) private: reads share the file's
+/// page cache with every other VM cloned from it, writes copy the page.
+pub fn map_file_private(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
+    let mut offset = 0u64;
+    let mut regions = Vec::new();
+    for (addr, len) in ram_ranges(mem_bytes) {
+        let f = file.try_clone().map_err(MemoryError::Memfd)?;
+        let region = MmapRegionBuilder::new_with_bitmap(len as usize, AtomicBitmap::with_len(len as usize))
+            .with_file_offset(FileOffset::new(f, offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| MemoryError::Map(e.into()))?;
+        let region = GuestRegionMmap::new(region, addr).ok_or(MemoryError::Size(mem_bytes >> 20))?;
+        regions.push(region);
+        offset += len;
+    }
+    GuestMemory::from_regions(regions).map_err(|e| MemoryError::Map(e.into()))
 }
 
 /// Records that `len` bytes at `addr` were written by the VMM behind vm-memory's back.

@@ -11,10 +11,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_irqchip, kvm_pit_config, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+
 use serde::Serialize;
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, EntryPoint};
@@ -25,6 +28,7 @@ use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
 use crate::devices::Bus;
 use crate::kvm::{self, KvmError, KvmKind};
 use crate::memory::{self, GuestMemory, MemoryError};
+use crate::state::{KvmState, VmState};
 use crate::vcpu::{self, cpuid, regs, ExitSignal, RunControl, VcpuContext, VcpuStats, VmExit};
 
 /// First virtio-mmio device; the next ones follow every [`VIRTIO_MMIO_STRIDE`].
@@ -104,14 +108,30 @@ pub struct Vm {
     pub started: Instant,
     _kvm: Kvm,
     vm_fd: VmFd,
-    _memfd: File,
+    /// The memfd behind guest RAM; None when RAM maps a snapshot file copy-on-write.
+    memfd: Option<File>,
     serial: Arc<Mutex<SerialDevice>>,
     reset_evt: EventFd,
     poweroff_evt: EventFd,
     pio: Bus,
     mmio: Bus,
     vcpu_stats: Vec<Arc<VcpuStats>>,
-    pending_vcpus: Mutex<Vec<VcpuFd>>,
+    vcpus: Vec<Arc<Mutex<VcpuFd>>>,
+    msr_indices: Vec<u32>,
+    vcpus_started: std::sync::atomic::AtomicBool,
+    /// The last snapshot taken, parent of the next diff snapshot.
+    pub snapshot_base: crate::snapshot::SnapshotBase,
+    dirty_logging: std::sync::atomic::AtomicBool,
+}
+
+/// Where guest RAM comes from.
+pub enum MemorySource {
+    /// A new, zeroed memfd.
+    Fresh,
+    /// An existing memfd (restored or received), already holding the guest's pages.
+    Memfd(File),
+    /// A snapshot's memory file mapped private: clones share its pages copy-on-write.
+    SharedFile(File),
 }
 
 fn console_out(config: &VmConfig) -> Result<Box<dyn Write + Send>, VmError> {
@@ -142,8 +162,16 @@ pub fn guest_cmdline(config: &VmConfig, virtio_devices: usize) -> String {
 }
 
 impl Vm {
-    /// Builds the VM described by `config`, ready to [`start`](Self::start).
+    /// Builds the VM described by `config` and loads its kernel, ready to [`start`](Self::start).
     pub fn create(config: VmConfig) -> Result<Vm, VmError> {
+        let vm = Self::build(config, MemorySource::Fresh)?;
+        vm.boot()?;
+        Ok(vm)
+    }
+
+    /// Builds KVM objects, guest memory, devices and vCPUs (with CPUID), but loads
+    /// nothing: [`boot`](Self::boot) a kernel or [`restore_state`](Self::restore_state).
+    pub fn build(config: VmConfig, source: MemorySource) -> Result<Vm, VmError> {
         config.validate()?;
         let kind = kvm::detect_kind();
         let kvm = kvm::open()?;
@@ -154,29 +182,19 @@ impl Vm {
         vm_fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
 
         let mem_bytes = config.mem_mib << 20;
-        let memfd = memory::create_memfd(config.mem_mib)?;
-        let mem = memory::map_memfd(&memfd, mem_bytes)?;
-        for (slot, region) in mem.iter().enumerate() {
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-            };
-            // SAFETY: the region is a live mapping of `len` bytes owned by `mem`, which
-            // the Vm keeps for as long as `vm_fd` (and so the slot) exists.
-            unsafe { vm_fd.set_user_memory_region(r) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
-        }
-
-        let kernel = boot::load_kernel(&mem, &config.kernel)?;
-        let initrd = match &config.initrd {
-            Some(path) => {
-                let limit = boot::linux::initrd_limit(kernel.setup_header.as_ref());
-                Some(boot::load_initrd(&mem, path, mem_bytes, kernel.kernel_end, limit)?)
+        let (memfd, mem) = match source {
+            MemorySource::Fresh => {
+                let memfd = memory::create_memfd(config.mem_mib)?;
+                let mem = memory::map_memfd(&memfd, mem_bytes)?;
+                (Some(memfd), mem)
             }
-            None => None,
+            MemorySource::Memfd(memfd) => {
+                let mem = memory::map_memfd(&memfd, mem_bytes)?;
+                (Some(memfd), mem)
+            }
+            MemorySource::SharedFile(file) => (None, memory::map_file_private(&file, mem_bytes)?),
         };
+        crate::dirty::set_slots(&vm_fd, &mem, 0).map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
 
         let exit = Arc::new(ExitSignal::new().map_err(setup("eventfd"))?);
         let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
@@ -195,22 +213,6 @@ impl Vm {
         mmio.insert(Arc::new(Mutex::new(SleepControl::new(off))), SLEEP_CONTROL_ADDR, 1)
             .map_err(bus_err)?;
 
-        let virtio_devices = 0;
-        let cmdline = guest_cmdline(&config, virtio_devices);
-        boot::write_cmdline(&mem, &cmdline)?;
-        boot::mptable::write_mptable(&mem, config.vcpus)?;
-        regs::write_tables(&mem, kernel.entry).map_err(boot::BootError::GuestMemory)?;
-        match kernel.entry {
-            EntryPoint::Pvh(_) => boot::pvh::write_start_info(&mem, mem_bytes, initrd)?,
-            EntryPoint::Linux64(_) => boot::linux::write_zero_page(
-                &mem,
-                mem_bytes,
-                kernel.setup_header,
-                cmdline.len(),
-                initrd,
-            )?,
-        }
-
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
@@ -225,12 +227,13 @@ impl Vm {
             fd.set_cpuid2(&cpuid::for_vcpu(&supported, i, config.vcpus, tsc_khz))
                 .map_err(ioctl("KVM_SET_CPUID2"))?;
             regs::setup_common(&fd).map_err(ioctl("vCPU registers"))?;
-            if i == 0 {
-                regs::setup_boot_vcpu(&fd, kernel.entry).map_err(ioctl("boot vCPU registers"))?;
-            }
-            vcpus.push(fd);
+            vcpus.push(Arc::new(Mutex::new(fd)));
             vcpu_stats.push(Arc::new(VcpuStats::default()));
         }
+        let msr_indices = {
+            let probe = vcpus[0].lock().unwrap_or_else(|e| e.into_inner());
+            vcpu::state::saveable_msrs(&kvm, &probe).map_err(|e| VmError::Device(e.to_string()))?
+        };
 
         Ok(Vm {
             config,
@@ -241,21 +244,60 @@ impl Vm {
             started: Instant::now(),
             _kvm: kvm,
             vm_fd,
-            _memfd: memfd,
+            memfd,
             serial,
             reset_evt,
             poweroff_evt,
             pio,
             mmio,
             vcpu_stats,
-            pending_vcpus: Mutex::new(vcpus),
+            vcpus,
+            msr_indices,
+            vcpus_started: Default::default(),
+            snapshot_base: Default::default(),
+            dirty_logging: Default::default(),
         })
+    }
+
+    /// Loads the kernel (and initrd), writes the boot structures and sets the boot
+    /// vCPU's entry registers.
+    fn boot(&self) -> Result<(), VmError> {
+        let (config, mem) = (&self.config, &self.mem);
+        let mem_bytes = config.mem_mib << 20;
+        let kernel = boot::load_kernel(mem, &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(path) => {
+                let limit = boot::linux::initrd_limit(kernel.setup_header.as_ref());
+                Some(boot::load_initrd(mem, path, mem_bytes, kernel.kernel_end, limit)?)
+            }
+            None => None,
+        };
+        let virtio_devices = 0;
+        let cmdline = guest_cmdline(config, virtio_devices);
+        boot::write_cmdline(mem, &cmdline)?;
+        boot::mptable::write_mptable(mem, config.vcpus)?;
+        regs::write_tables(mem, kernel.entry).map_err(boot::BootError::GuestMemory)?;
+        match kernel.entry {
+            EntryPoint::Pvh(_) => boot::pvh::write_start_info(mem, mem_bytes, initrd)?,
+            EntryPoint::Linux64(_) => boot::linux::write_zero_page(
+                mem,
+                mem_bytes,
+                kernel.setup_header,
+                cmdline.len(),
+                initrd,
+            )?,
+        }
+        let bsp = self.vcpus[0].lock().unwrap_or_else(|e| e.into_inner());
+        regs::setup_boot_vcpu(&bsp, kernel.entry).map_err(ioctl("boot vCPU registers"))?;
+        Ok(())
     }
 
     /// Starts one thread per vCPU.
     pub fn start(&self) -> Result<(), VmError> {
-        let vcpus: Vec<_> = self.pending_vcpus.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        for (i, fd) in vcpus.into_iter().enumerate() {
+        if self.vcpus_started.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        for (i, fd) in self.vcpus.iter().enumerate() {
             let ctx = VcpuContext {
                 pio: self.pio.clone(),
                 mmio: self.mmio.clone(),
@@ -263,7 +305,7 @@ impl Vm {
                 exit: self.exit.clone(),
                 stats: self.vcpu_stats[i].clone(),
             };
-            vcpu::spawn(i as u8, fd, ctx).map_err(setup("spawning a vCPU thread"))?;
+            vcpu::spawn(i as u8, fd.clone(), ctx).map_err(setup("spawning a vCPU thread"))?;
         }
         Ok(())
     }
@@ -317,6 +359,94 @@ impl Vm {
                 console_bytes: self.serial.lock().unwrap_or_else(|e| e.into_inner()).bytes_out(),
             },
         }
+    }
+
+    /// Pauses the vCPUs and drains the devices: afterwards nothing writes guest memory.
+    pub fn pause(&self) {
+        self.control.pause();
+    }
+
+    /// Lets the vCPUs and devices run again.
+    pub fn resume(&self) {
+        self.control.resume();
+    }
+
+    /// Saves everything but memory. The VM must be paused (or not yet started).
+    pub fn save_state(&self) -> Result<VmState, VmError> {
+        let mut vcpus = Vec::with_capacity(self.vcpus.len());
+        for fd in &self.vcpus {
+            let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
+            vcpus.push(vcpu::state::save(&fd, &self.msr_indices).map_err(|e| VmError::Device(e.to_string()))?);
+        }
+        let chip = |id| -> Result<kvm_irqchip, VmError> {
+            let mut c = kvm_irqchip { chip_id: id, ..Default::default() };
+            self.vm_fd.get_irqchip(&mut c).map_err(ioctl("KVM_GET_IRQCHIP"))?;
+            Ok(c)
+        };
+        let kvm = KvmState {
+            pic_master: chip(KVM_IRQCHIP_PIC_MASTER)?,
+            pic_slave: chip(KVM_IRQCHIP_PIC_SLAVE)?,
+            ioapic: chip(KVM_IRQCHIP_IOAPIC)?,
+            pit: self.vm_fd.get_pit2().map_err(ioctl("KVM_GET_PIT2"))?,
+            clock: self.vm_fd.get_clock().map_err(ioctl("KVM_GET_CLOCK"))?,
+        };
+        let serial = self.serial.lock().unwrap_or_else(|e| e.into_inner()).state().into();
+        Ok(VmState { config: self.config.clone(), vcpus, kvm, serial, virtio: Vec::new() })
+    }
+
+    /// Loads a saved state into a VM built (not booted) from the same configuration.
+    pub fn restore_state(&self, state: &VmState) -> Result<(), VmError> {
+        if state.vcpus.len() != self.vcpus.len() {
+            return Err(VmError::Device(format!(
+                "saved state has {} vCPUs, this VM {}",
+                state.vcpus.len(),
+                self.vcpus.len()
+            )));
+        }
+        for chip in [&state.kvm.pic_master, &state.kvm.pic_slave, &state.kvm.ioapic] {
+            self.vm_fd.set_irqchip(chip).map_err(ioctl("KVM_SET_IRQCHIP"))?;
+        }
+        self.vm_fd.set_pit2(&state.kvm.pit).map_err(ioctl("KVM_SET_PIT2"))?;
+        let mut clock = state.kvm.clock;
+        // Only the clock value is restorable; KVM rejects flags it set itself.
+        clock.flags = 0;
+        self.vm_fd.set_clock(&clock).map_err(ioctl("KVM_SET_CLOCK"))?;
+        for (fd, vs) in self.vcpus.iter().zip(&state.vcpus) {
+            let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
+            vcpu::state::restore(&fd, vs).map_err(|e| VmError::Device(e.to_string()))?;
+        }
+        self.serial.lock().unwrap_or_else(|e| e.into_inner()).restore(&(&state.serial).into());
+        Ok(())
+    }
+
+    /// Pages written since the last call (all of RAM on the first call, which also
+    /// turns dirty logging on).
+    pub fn collect_dirty(&self) -> Result<crate::dirty::DirtyBitmap, VmError> {
+        if !self.dirty_logging.swap(true, Ordering::SeqCst) {
+            crate::dirty::start(&self.vm_fd, &self.mem).map_err(ioctl("enabling dirty logging"))?;
+            return Ok(crate::dirty::DirtyBitmap::full(crate::dirty::ram_pages(&self.mem)));
+        }
+        crate::dirty::collect(&self.vm_fd, &self.mem).map_err(ioctl("KVM_GET_DIRTY_LOG"))
+    }
+
+    /// Restarts dirty logging: the next [`collect_dirty`](Self::collect_dirty) reports all of RAM.
+    pub fn reset_dirty(&self) {
+        if self.dirty_logging.swap(false, Ordering::SeqCst) {
+            let _ = crate::dirty::stop(&self.vm_fd, &self.mem);
+        }
+    }
+
+    /// Copies RAM page `page` into `buf` (one page).
+    pub fn read_page(&self, page: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        use vm_memory::Bytes;
+        let gpa = crate::dirty::page_gpa(&self.mem, page)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "page beyond RAM"))?;
+        self.mem.read_slice(buf, gpa).map_err(std::io::Error::other)
+    }
+
+    /// The memfd behind guest RAM, when there is one.
+    pub fn memfd(&self) -> Option<&File> {
+        self.memfd.as_ref()
     }
 
     /// The KVM VM, for device setup that needs irqfds and ioeventfds.

@@ -20,6 +20,22 @@ pub enum Action {
     Resume,
     /// Stop the VM; the VMM process exits.
     Shutdown,
+    /// Snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotAction),
+}
+
+/// `ctl snapshot ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SnapshotAction {
+    /// Pause, write state and memory to DIR, resume.
+    Create {
+        #[arg(long)]
+        path: std::path::PathBuf,
+        /// Only the pages written since this VM's previous snapshot.
+        #[arg(long)]
+        diff: bool,
+    },
 }
 
 /// Sends one request and returns (status, body).
@@ -35,13 +51,17 @@ pub fn request(sock: &Path, method: &str, path: &str, body: &str) -> anyhow::Res
 
 /// Runs `action` against the VM at `sock`.
 pub fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
-    let (method, path) = match action {
-        Action::Status => ("GET", "/v1/vm"),
-        Action::Pause => ("PUT", "/v1/vm/pause"),
-        Action::Resume => ("PUT", "/v1/vm/resume"),
-        Action::Shutdown => ("PUT", "/v1/vm/shutdown"),
+    let (method, path, body) = match action {
+        Action::Status => ("GET", "/v1/vm", String::new()),
+        Action::Pause => ("PUT", "/v1/vm/pause", String::new()),
+        Action::Resume => ("PUT", "/v1/vm/resume", String::new()),
+        Action::Shutdown => ("PUT", "/v1/vm/shutdown", String::new()),
+        Action::Snapshot(SnapshotAction::Create { path, diff }) => {
+            let path = std::path::absolute(&path)?;
+            ("PUT", "/v1/snapshot", serde_json::json!({ "path": path, "diff": diff }).to_string())
+        }
     };
-    let (status, body) = request(sock, method, path, "")?;
+    let (status, body) = request(sock, method, path, &body)?;
     if !(200..300).contains(&status) {
         let msg = serde_json::from_str::<serde_json::Value>(&body)
             .ok()

@@ -82,18 +82,36 @@ pub fn route(vm: &Vm, req: &Request) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/v1/vm") => Response::json(200, &vm.info()),
         ("PUT", "/v1/vm/pause") => {
-            vm.control.pause();
+            vm.pause();
             Response::json(200, &vm.info())
         }
         ("PUT", "/v1/vm/resume") => {
-            vm.control.resume();
+            vm.resume();
             Response::json(200, &vm.info())
         }
         ("PUT", "/v1/vm/shutdown") => {
             vm.shutdown();
             Response::no_content()
         }
-        (_, "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown") => {
+        ("PUT", "/v1/snapshot") => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct SnapshotRequest {
+                path: std::path::PathBuf,
+                #[serde(default)]
+                diff: bool,
+            }
+            let req: SnapshotRequest = match serde_json::from_slice(&req.body) {
+                Ok(r) => r,
+                Err(e) => return Response::error(400, format!("snapshot request: {e}")),
+            };
+            match crate::snapshot::create(vm, &req.path, req.diff) {
+                Ok(report) => Response::json(200, &report),
+                Err(e @ crate::snapshot::SnapshotError::NoBase) => Response::error(409, e),
+                Err(e) => Response::error(500, e),
+            }
+        }
+        (_, "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown" | "/v1/snapshot") => {
             Response::error(405, format!("{} is not allowed on {}", req.method, req.path))
         }
         _ => Response::error(404, format!("no such resource: {}", req.path)),

@@ -70,6 +70,15 @@ impl SerialDevice {
         Ok(Self { serial })
     }
 
+    /// Takes the registers of a saved UART, keeping this one's output.
+    pub fn restore(&mut self, state: &SerialState) {
+        let trigger = IrqTrigger(self.serial.interrupt_evt().0.try_clone().expect("dup of serial irqfd"));
+        let out = std::mem::replace(self.serial.writer_mut(), ConsoleOut::new(Box::new(std::io::sink())));
+        if let Ok(s) = Serial::from_state(state, trigger, NoEvents, out) {
+            self.serial = s;
+        }
+    }
+
     /// Register state, for snapshots.
     pub fn state(&self) -> SerialState {
         self.serial.state()

@@ -3,6 +3,7 @@
 
 pub mod cpuid;
 pub mod regs;
+pub mod state;
 
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,7 +186,7 @@ pub struct VcpuContext {
 }
 
 /// Starts the thread running vCPU `index`.
-pub fn spawn(index: u8, mut fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<()> {
+pub fn spawn(index: u8, fd: Arc<Mutex<VcpuFd>>, ctx: VcpuContext) -> std::io::Result<()> {
     static HANDLER: Once = Once::new();
     HANDLER.call_once(|| {
         vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler)
@@ -195,14 +196,16 @@ pub fn spawn(index: u8, mut fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<()>
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .stack_size(256 << 10)
-        .spawn(move || run(index, &mut fd, &ctx))?;
+        .spawn(move || run(index, &fd, &ctx))?;
     control.threads.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
     Ok(())
 }
 
-fn run(index: u8, fd: &mut VcpuFd, ctx: &VcpuContext) {
+fn run(index: u8, fd: &Mutex<VcpuFd>, ctx: &VcpuContext) {
     while ctx.control.checkpoint() {
-        if let Some(exit) = run_once(index, fd, ctx) {
+        // Uncontended while running; the VM takes it only while the vCPU is paused.
+        let exit = run_once(index, &mut fd.lock().unwrap_or_else(|e| e.into_inner()), ctx);
+        if let Some(exit) = exit {
             ctx.exit.send(exit);
             // Park until the main thread stops us: the VM is going away.
             ctx.control.lock().want = Want::Stop;

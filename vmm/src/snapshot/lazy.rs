@@ -1,0 +1,44 @@
+//! Lazy restore: guest RAM starts empty and a userfaultfd thread fills each page from
+//! the snapshot's memory file the first time anything (vCPU, device, KVM) touches it.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::memory::{GuestMemory, PAGE_SIZE};
+use crate::uffd::Uffd;
+
+/// Registers every RAM region with a userfaultfd and serves faults from `file` (at the
+/// same RAM offsets) on a thread of its own for the life of the process.
+pub fn serve_from_file(mem: &GuestMemory, file: File) -> std::io::Result<()> {
+    let uffd = Uffd::new()?;
+    // (host start, host end, RAM offset) of each region.
+    let mut regions = Vec::new();
+    let mut ram_off = 0u64;
+    for r in mem.iter() {
+        let host = r.as_ptr() as u64;
+        uffd.register(host, r.len())?;
+        regions.push((host, host + r.len(), ram_off));
+        ram_off += r.len();
+    }
+    std::thread::Builder::new().name("lazy-restore".into()).stack_size(128 << 10).spawn(move || {
+        let mut page = vec![0u8; PAGE_SIZE];
+        while let Ok(fault) = uffd.next_fault() {
+            let Some(fault) = fault else { continue };
+            let addr = fault.addr & !(PAGE_SIZE as u64 - 1);
+            let Some((host, _, off)) = regions.iter().find(|(s, e, _)| (*s..*e).contains(&addr)) else {
+                continue;
+            };
+            let file_off = off + (addr - host);
+            let served = match file.read_exact_at(&mut page, file_off) {
+                Ok(()) if page.iter().any(|b| *b != 0) => uffd.copy(addr, &page),
+                _ => uffd.zero(addr, PAGE_SIZE as u64),
+            };
+            if let Err(e) = served {
+                tracing::error!("lazy restore: cannot serve page at {file_off:#x}: {e}");
+            }
+        }
+    })?;
+    Ok(())
+}
