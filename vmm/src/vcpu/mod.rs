@@ -240,7 +240,11 @@ fn run_once(index: u8, fd: &mut VcpuFd, ctx: &VcpuContext) -> Option<VmExit> {
             }
         }
         Ok(VcpuExit::Hlt) => std::thread::sleep(Duration::from_millis(1)),
-        Ok(VcpuExit::Shutdown) => return Some(VmExit::Reset),
+        Ok(VcpuExit::Shutdown) => {
+            // A triple fault: a reset on real hardware, and how guests reboot by force.
+            tracing::info!("vcpu{index}: triple fault (reset): {}", regs::describe(fd));
+            return Some(VmExit::Reset);
+        }
         Ok(VcpuExit::SystemEvent(kind, _)) => {
             return Some(if kind == kvm_bindings::KVM_SYSTEM_EVENT_RESET {
                 VmExit::Reset

@@ -15,6 +15,8 @@ const GDT: [u64; 5] = [
     0x00cf_9300_0000_ffff, // 0x18: data, flat
     0x0000_8b00_0000_0067, // 0x20: TSS, busy, base 0
 ];
+/// Initial stack pointer: top of the free page below the page tables.
+const BOOT_STACK: u64 = 0x8ff0;
 const SEL_CODE32: u16 = 0x08;
 const SEL_CODE64: u16 = 0x10;
 const SEL_DATA: u16 = 0x18;
@@ -95,6 +97,8 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: EntryPoint) -> Result<(), kvm_ioctl
             sregs.efer = 0;
             regs.rip = rip;
             regs.rbx = START_INFO_ADDR;
+            // PVH leaves ESP undefined; a usable one forgives entry code that calls early.
+            regs.rsp = BOOT_STACK;
         }
         EntryPoint::Linux64(rip) => {
             sregs.cs = segment(SEL_CODE64);
@@ -104,8 +108,8 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: EntryPoint) -> Result<(), kvm_ioctl
             sregs.efer = EFER_LME | EFER_LMA;
             regs.rip = rip;
             regs.rsi = ZERO_PAGE_ADDR;
-            regs.rsp = 0x8ff0;
-            regs.rbp = 0x8ff0;
+            regs.rsp = BOOT_STACK;
+            regs.rbp = BOOT_STACK;
         }
     }
     vcpu.set_sregs(&sregs)?;
