@@ -225,7 +225,7 @@ fn parse_dirty(v: &[u8]) -> Option<DirtyArgs> {
     let mib = parse_num(it.next()?)?;
     let rate = match it.next()? {
         b"max" => 0,
-        r => parse_num(r).filter(|&r| r > 0)?,
+        r => parse_num(r).filter(|&r| r > 0 && r <= 1 << 20)?,
     };
     if it.next().is_some() || mib == 0 || mib > 1 << 20 {
         return None;

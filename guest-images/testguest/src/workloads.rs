@@ -6,6 +6,7 @@ use crate::cpu::{halt_forever, outb, rdtsc, Clock};
 use crate::net::Net;
 use crate::pvh::{BootInfo, Config, DirtyArgs};
 use crate::serial::{error, Line};
+use core::num::NonZeroU64;
 use nova_guest_abi::{
     check_block, dirty_words, fill_block, line, GUEST_BLOCKS, GUEST_BLOCKS_START, GUEST_MAGIC,
     HOST_BLOCKS, HOST_MAGIC, PAGE_SIZE,
@@ -45,8 +46,8 @@ const DIRTY_CHUNK: u64 = 8;
 struct Dirty {
     base: u64,
     pages: u64,
-    /// TSC ticks per page at the requested rate; 0 for `max`.
-    ticks_per_page: u64,
+    /// TSC ticks per page at the requested rate; `None` for `max`.
+    ticks_per_page: Option<NonZeroU64>,
     generation: u64,
     next: u64,
     errors: u64,
@@ -76,8 +77,8 @@ impl Dirty {
         };
         let pages = bytes / PAGE_SIZE as u64;
         let ticks_per_page = match args.rate {
-            0 => 0,
-            r => (clock.per_ms * 1000 / (r * 256)).max(1),
+            0 => None,
+            r => NonZeroU64::new((clock.per_ms * 1000 / (r * 256)).max(1)),
         };
         Some(Dirty {
             base,
@@ -103,9 +104,9 @@ impl Dirty {
             }
             first = false;
             let mut budget = DIRTY_CHUNK;
-            if self.ticks_per_page != 0 {
-                let allowed = now.wrapping_sub(self.rate_start) / self.ticks_per_page;
-                let slack = self.pages.min(clock.per_ms * 100 / self.ticks_per_page + 1);
+            if let Some(tpp) = self.ticks_per_page {
+                let allowed = now.wrapping_sub(self.rate_start) / tpp;
+                let slack = self.pages.min(clock.per_ms * 100 / tpp + 1);
                 if allowed > self.rate_pages + slack {
                     // Far behind (the VM was paused): rebase instead of bursting.
                     self.rate_start = now;
@@ -314,7 +315,8 @@ fn reset() -> ! {
     let idt = [0u16; 5];
     // SAFETY: loading a zero-limit IDT and raising an exception resets the VM, which
     // is exactly what is wanted.
-    unsafe { core::arch::asm!("lidt [{}]", "int3", in(reg) idt.as_ptr(), options(nostack)) };
+    // (`ud2`, not `int3`: KVM's emulator cannot emulate `int3` in protected mode.)
+    unsafe { core::arch::asm!("lidt [{}]", "ud2", in(reg) idt.as_ptr(), options(nostack)) };
     halt_forever()
 }
 
