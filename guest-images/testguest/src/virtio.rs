@@ -234,7 +234,7 @@ impl Queue {
 
     /// Makes the chain starting at `head` available and notifies the device.
     pub fn submit(&mut self, head: u16) {
-        let slot = (self.next_avail % self.size) as usize;
+        let slot = (self.next_avail & (self.size - 1)) as usize;
         self.next_avail = self.next_avail.wrapping_add(1);
         // SAFETY: the avail ring (flags, idx, ring[size]) lies in the queue page.
         unsafe {
@@ -255,7 +255,7 @@ impl Queue {
                 return None;
             }
             compiler_fence(Ordering::SeqCst);
-            let slot = (self.last_used % self.size) as usize;
+            let slot = (self.last_used & (self.size - 1)) as usize;
             let e = self.page.add(USED_OFF + 4 + 8 * slot);
             let id = (e as *const u32).read_volatile();
             let len = (e.add(4) as *const u32).read_volatile();
