@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Longest VM id, VM name, snapshot name or image name.
@@ -25,7 +26,7 @@ pub const MAX_CMDLINE_LEN: usize = 2048;
 pub const MAX_DISK_MIB: u64 = 16 << 20;
 
 /// A request value that is wrong, and the field it came from (`disks[1].size_mib`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
 #[error("{field}: {problem}")]
 pub struct FieldError {
     pub field: String,
@@ -34,12 +35,15 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { field: field.into(), problem: problem.into() }
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 }
 
 /// Every error answer: `{"error": "...", "field": "..."}` (field only for bad input).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,20 +57,34 @@ pub fn validate_id(field: &str, s: &str) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "must not be empty"));
     }
     if s.len() > MAX_ID_LEN {
-        return Err(FieldError::new(field, format!("longer than {MAX_ID_LEN} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("longer than {MAX_ID_LEN} characters"),
+        ));
     }
     if s.starts_with('.') || s.starts_with('-') {
         return Err(FieldError::new(field, "must not start with '.' or '-'"));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(FieldError::new(field, format!("character {c:?} not allowed (only A-Z a-z 0-9 . _ -)")));
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("character {c:?} not allowed (only A-Z a-z 0-9 . _ -)"),
+        ));
     }
     Ok(())
 }
 
 /// Checks `aa:bb:cc:dd:ee:ff`: unicast, not all zero.
 pub fn parse_mac(field: &str, s: &str) -> Result<[u8; 6], FieldError> {
-    let bad = || FieldError::new(field, format!("'{s}' is not a MAC address like 02:00:00:00:00:01"));
+    let bad = || {
+        FieldError::new(
+            field,
+            format!("'{s}' is not a MAC address like 02:00:00:00:00:01"),
+        )
+    };
     let parts: Vec<_> = s.split(':').collect();
     if parts.len() != 6 {
         return Err(bad());
@@ -91,19 +109,29 @@ pub fn parse_mac(field: &str, s: &str) -> Result<[u8; 6], FieldError> {
 /// absolute path on the host (imported into the cache when the VM is created).
 pub fn validate_image_ref(field: &str, s: &str) -> Result<(), FieldError> {
     if let Some(hex) = s.strip_prefix("sha256:") {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Ok(());
         }
-        return Err(FieldError::new(field, "sha256: must be followed by 64 lowercase hex digits"));
+        return Err(FieldError::new(
+            field,
+            "sha256: must be followed by 64 lowercase hex digits",
+        ));
     }
     if s.starts_with('/') && !s.contains('\0') && s.len() <= 4096 {
         return Ok(());
     }
-    Err(FieldError::new(field, "must be sha256:<hex> or an absolute path"))
+    Err(FieldError::new(
+        field,
+        "must be sha256:<hex> or an absolute path",
+    ))
 }
 
 /// What hostd does when a VM's VMM exits on its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RestartPolicy {
     /// Report it (`stopped` or `crashed`) and leave it.
@@ -116,7 +144,7 @@ pub enum RestartPolicy {
 }
 
 /// One VM as the controller asks for it (`POST /v1/vms`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmSpec {
     /// The VM's id on this host (and the directory `DATA/vms/<id>`); generated when absent.
@@ -156,7 +184,7 @@ fn default_true() -> bool {
 }
 
 /// A disk: a copy-on-write clone of a base image, or a blank sparse disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
     /// Base image (`sha256:<hex>` or an absolute path); blank disk when absent.
@@ -170,7 +198,7 @@ pub struct DiskSpec {
 }
 
 /// A NIC on the host's bridge.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicSpec {
     /// `02:..`; assigned by hostd (locally administered, unique on the host) when absent.
@@ -186,12 +214,18 @@ impl VmSpec {
         }
         validate_id("name", &self.name)?;
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(FieldError::new("vcpus", format!("{} is out of range 1..={MAX_VCPUS}", self.vcpus)));
+            return Err(FieldError::new(
+                "vcpus",
+                format!("{} is out of range 1..={MAX_VCPUS}", self.vcpus),
+            ));
         }
         if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
             return Err(FieldError::new(
                 "mem_mib",
-                format!("{} is out of range {MIN_MEM_MIB}..={MAX_MEM_MIB}", self.mem_mib),
+                format!(
+                    "{} is out of range {MIN_MEM_MIB}..={MAX_MEM_MIB}",
+                    self.mem_mib
+                ),
             ));
         }
         validate_image_ref("kernel", &self.kernel)?;
@@ -200,20 +234,29 @@ impl VmSpec {
         }
         if let Some(c) = &self.cmdline {
             if c.len() > MAX_CMDLINE_LEN {
-                return Err(FieldError::new("cmdline", format!("longer than {MAX_CMDLINE_LEN} bytes")));
+                return Err(FieldError::new(
+                    "cmdline",
+                    format!("longer than {MAX_CMDLINE_LEN} bytes"),
+                ));
             }
             if c.bytes().any(|b| b == 0 || b == b'\n') {
                 return Err(FieldError::new("cmdline", "contains NUL or a newline"));
             }
         }
         if self.disks.len() > MAX_DISKS {
-            return Err(FieldError::new("disks", format!("more than {MAX_DISKS} disks")));
+            return Err(FieldError::new(
+                "disks",
+                format!("more than {MAX_DISKS} disks"),
+            ));
         }
         for (i, d) in self.disks.iter().enumerate() {
             if let Some(img) = &d.image {
                 validate_image_ref(&format!("disks[{i}].image"), img)?;
             } else if d.size_mib.is_none() {
-                return Err(FieldError::new(format!("disks[{i}].size_mib"), "required for a blank disk"));
+                return Err(FieldError::new(
+                    format!("disks[{i}].size_mib"),
+                    "required for a blank disk",
+                ));
             }
             if let Some(s) = d.size_mib {
                 if s == 0 || s > MAX_DISK_MIB {
@@ -225,14 +268,20 @@ impl VmSpec {
             }
         }
         if self.nics.len() > MAX_NICS {
-            return Err(FieldError::new("nics", format!("more than {MAX_NICS} NICs")));
+            return Err(FieldError::new(
+                "nics",
+                format!("more than {MAX_NICS} NICs"),
+            ));
         }
         let mut seen = Vec::new();
         for (i, n) in self.nics.iter().enumerate() {
             if let Some(m) = &n.mac {
                 let mac = parse_mac(&format!("nics[{i}].mac"), m)?;
                 if seen.contains(&mac) {
-                    return Err(FieldError::new(format!("nics[{i}].mac"), "used twice in this VM"));
+                    return Err(FieldError::new(
+                        format!("nics[{i}].mac"),
+                        "used twice in this VM",
+                    ));
                 }
                 seen.push(mac);
             }
@@ -242,7 +291,7 @@ impl VmSpec {
 }
 
 /// Where a VM is in its life on this host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     /// Defined, never started (or stopped by request before start).
@@ -262,7 +311,7 @@ pub enum VmState {
 }
 
 /// How a VMM ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ExitInfo {
     /// Exit code, when hostd was the VMM's parent (not after a reattach).
     pub code: Option<i32>,
@@ -279,7 +328,7 @@ pub struct ExitInfo {
 }
 
 /// How a disk was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CloneMethod {
     /// FICLONE: shares blocks with the base image until written.
@@ -291,7 +340,7 @@ pub enum CloneMethod {
 }
 
 /// A VM disk as made on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DiskInfo {
     pub path: String,
     /// `sha256:<hex>` of the base image, if cloned.
@@ -302,14 +351,14 @@ pub struct DiskInfo {
 }
 
 /// A VM NIC as made on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NicInfo {
     pub mac: String,
     pub tap: String,
 }
 
 /// One VM as hostd reports it (`GET /v1/vms/{id}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VmInfo {
     pub id: String,
     pub name: String,
@@ -333,13 +382,13 @@ pub struct VmInfo {
 }
 
 /// `GET /v1/vms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VmList {
     pub vms: Vec<VmInfo>,
 }
 
 /// Countable host resources.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Resources {
     pub vcpus: u64,
     pub mem_mib: u64,
@@ -347,7 +396,7 @@ pub struct Resources {
 }
 
 /// Host facts and capacity (`GET /v1/host`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostInfo {
     pub host_id: String,
     pub hostname: String,
@@ -372,7 +421,7 @@ pub struct HostInfo {
 }
 
 /// The host's network as hostd set it up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkInfo {
     pub bridge: String,
     pub host_cidr: Option<String>,
@@ -380,7 +429,7 @@ pub struct NetworkInfo {
 }
 
 /// The VXLAN overlay device on the bridge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VxlanInfo {
     pub device: String,
     pub vni: u32,
@@ -389,14 +438,14 @@ pub struct VxlanInfo {
 }
 
 /// `POST /v1/network/peers`: add a VXLAN peer (another host's underlay address).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerRequest {
     pub address: IpAddr,
 }
 
 /// Live migration modes (the VMM's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationMode {
     #[default]
@@ -406,7 +455,7 @@ pub enum MigrationMode {
 }
 
 /// Stream compression (the VMM's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]
@@ -416,7 +465,7 @@ pub enum Compression {
 }
 
 /// The destination hostd and the token to call it with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationTarget {
     /// `http://host:port` of the destination hostd.
@@ -425,7 +474,7 @@ pub struct MigrationTarget {
 }
 
 /// `POST /v1/vms/{id}/migrate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MigrateRequest {
     pub to: MigrationTarget,
@@ -455,28 +504,40 @@ impl MigrateRequest {
     pub fn validate(&self) -> Result<(), FieldError> {
         let u = &self.to.url;
         if !(u.starts_with("http://")) || u.len() > 512 || u.chars().any(char::is_whitespace) {
-            return Err(FieldError::new("to.url", "must be http://HOST:PORT of the destination hostd"));
+            return Err(FieldError::new(
+                "to.url",
+                "must be http://HOST:PORT of the destination hostd",
+            ));
         }
         if self.to.token.is_empty() || self.to.token.len() > 4096 {
             return Err(FieldError::new("to.token", "must be 1 to 4096 characters"));
         }
         if !(1..=60_000).contains(&self.downtime_ms) {
-            return Err(FieldError::new("downtime_ms", format!("{} is out of range 1..=60000", self.downtime_ms)));
+            return Err(FieldError::new(
+                "downtime_ms",
+                format!("{} is out of range 1..=60000", self.downtime_ms),
+            ));
         }
         if let Some(b) = self.bandwidth_mbit {
             if !(1..=1_000_000).contains(&b) {
-                return Err(FieldError::new("bandwidth_mbit", format!("{b} is out of range 1..=1000000")));
+                return Err(FieldError::new(
+                    "bandwidth_mbit",
+                    format!("{b} is out of range 1..=1000000"),
+                ));
             }
         }
         if !(1..=16).contains(&self.connections) {
-            return Err(FieldError::new("connections", format!("{} is out of range 1..=16", self.connections)));
+            return Err(FieldError::new(
+                "connections",
+                format!("{} is out of range 1..=16", self.connections),
+            ));
         }
         Ok(())
     }
 }
 
 /// Which way a migration goes from this host's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationDirection {
     Outgoing,
@@ -484,7 +545,7 @@ pub enum MigrationDirection {
 }
 
 /// Where a migration is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationState {
     /// Asking the destination to get ready / getting ready for the source.
@@ -499,7 +560,7 @@ pub enum MigrationState {
 }
 
 /// A migration's progress and result (`GET /v1/vms/{id}/migration`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MigrationStatus {
     pub id: String,
     pub vm_id: String,
@@ -524,7 +585,7 @@ pub struct MigrationStatus {
 }
 
 /// `POST /v1/migrations/incoming` (hostd to hostd): get ready to receive a VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncomingRequest {
     pub migration_id: String,
@@ -539,7 +600,7 @@ pub struct IncomingRequest {
 }
 
 /// The destination's answer: where the source VMM should send the VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IncomingReady {
     pub migration_id: String,
     /// `tcp:IP:PORT` for the source VMM's `PUT /v1/migration {"to"}`.
@@ -547,7 +608,7 @@ pub struct IncomingReady {
 }
 
 /// `POST /v1/migrations/incoming/{id}/complete` or `/abort` (hostd to hostd).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncomingOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -557,7 +618,7 @@ pub struct IncomingOutcome {
 }
 
 /// `POST /v1/vms/{id}/snapshot`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotRequest {
     /// Directory name under `DATA/vms/<id>/snapshots/`.
@@ -574,7 +635,7 @@ impl SnapshotRequest {
 }
 
 /// A snapshot taken on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotInfo {
     pub vm_id: String,
     pub name: String,
@@ -584,7 +645,7 @@ pub struct SnapshotInfo {
 }
 
 /// `GET /v1/vms/{id}/console?lines=N`: the last N lines of the console log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ConsoleLog {
     pub lines: Vec<String>,
     /// Size of the whole log.
@@ -592,7 +653,7 @@ pub struct ConsoleLog {
 }
 
 /// `POST /v1/images`: import a file already on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageImportRequest {
     /// Absolute path on the host.
@@ -600,7 +661,7 @@ pub struct ImageImportRequest {
 }
 
 /// An image in the content-addressed cache.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ImageInfo {
     /// `sha256:<hex>`.
     pub id: String,
@@ -610,13 +671,13 @@ pub struct ImageInfo {
 }
 
 /// `GET /v1/images`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ImageList {
     pub images: Vec<ImageInfo>,
 }
 
 /// `GET /v1/health` (no token needed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Health {
     pub status: String,
     pub host_id: String,
@@ -624,7 +685,7 @@ pub struct Health {
 }
 
 /// hostd to controller: `POST {controller}/v1/hosts/register` with the join token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub host_id: String,
@@ -637,7 +698,7 @@ pub struct RegisterRequest {
 }
 
 /// hostd to controller every few seconds: `POST {controller}/v1/hosts/{host_id}/heartbeat`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub host_id: String,
@@ -647,7 +708,7 @@ pub struct Heartbeat {
 }
 
 /// A VM in a heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmSummary {
     pub id: String,
     pub state: VmState,
@@ -663,7 +724,19 @@ mod tests {
 
     #[test]
     fn ids_that_could_escape_the_data_dir_are_refused() {
-        for bad in ["", ".", "..", "../x", "a/b", "a\0b", "-x", ".hidden", &"x".repeat(64), "a b", "é"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\0b",
+            "-x",
+            ".hidden",
+            &"x".repeat(64),
+            "a b",
+            "é",
+        ] {
             assert!(validate_id("id", bad).is_err(), "{bad:?} accepted");
         }
         for good in ["a", "vm-1", "web_2.prod", &"x".repeat(63)] {
@@ -673,7 +746,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_with_their_name() {
-        let e = serde_json::from_str::<VmSpec>(r#"{"name":"a","kernel":"/k","cpus":2}"#).unwrap_err();
+        let e =
+            serde_json::from_str::<VmSpec>(r#"{"name":"a","kernel":"/k","cpus":2}"#).unwrap_err();
         assert!(e.to_string().contains("cpus"), "{e}");
     }
 
@@ -686,10 +760,16 @@ mod tests {
         s.mem_mib = 8;
         assert_eq!(s.validate().unwrap_err().field, "mem_mib");
         let mut s = spec();
-        s.disks = vec![DiskSpec { image: None, size_mib: None, read_only: false }];
+        s.disks = vec![DiskSpec {
+            image: None,
+            size_mib: None,
+            read_only: false,
+        }];
         assert_eq!(s.validate().unwrap_err().field, "disks[0].size_mib");
         let mut s = spec();
-        s.nics = vec![NicSpec { mac: Some("01:00:00:00:00:01".into()) }];
+        s.nics = vec![NicSpec {
+            mac: Some("01:00:00:00:00:01".into()),
+        }];
         assert_eq!(s.validate().unwrap_err().field, "nics[0].mac");
         let mut s = spec();
         s.kernel = "relative".into();

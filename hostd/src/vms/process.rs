@@ -1,0 +1,101 @@
+//! `nova-vmm` processes: started detached from hostd (their own session, stdio on
+//! files, never on pipes to hostd) so that hostd can die, restart or be upgraded
+//! without taking a VM down; and found again from their pid files.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::error::{IoContext, Result};
+
+/// A VMM hostd started: its pid and a handle to reap it.
+pub struct Spawned {
+    pub pid: u32,
+    pub child: tokio::process::Child,
+}
+
+/// Starts `vmm_bin run <args>` in the VM's directory, stderr appended to `log`.
+pub fn spawn(vmm_bin: &Path, args: &[String], dir: &Path, log: &Path) -> Result<Spawned> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .ctx(|| format!("opening {}", log.display()))?;
+    let mut cmd = tokio::process::Command::new(vmm_bin);
+    cmd.arg("run")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    cmd.env("NO_COLOR", "1");
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .ctx(|| format!("starting {}", vmm_bin.display()))?;
+    let pid = child.id().unwrap_or(0);
+    Ok(Spawned { pid, child })
+}
+
+/// Whether `pid` is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` is a nova-vmm whose command line names `marker` (its VM directory).
+pub fn is_our_vmm(pid: u32, marker: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let exe_ok = args.first().is_some_and(|a| a.ends_with("nova-vmm"));
+    let m = marker.to_string_lossy();
+    exe_ok && args.iter().any(|a| a.contains(m.as_ref()))
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: kill(2) on a pid we supervise; no memory involved.
+    unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
+}
+
+/// Reads a pid file.
+pub fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&p| p > 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_process_is_alive_and_not_a_vmm() {
+        let me = std::process::id();
+        assert!(super::alive(me));
+        assert!(!super::is_our_vmm(me, std::path::Path::new("/nonexistent")));
+        assert!(!super::alive(0x7fff_fff0));
+    }
+}
