@@ -11,6 +11,7 @@ pub mod devices;
 pub mod dirty;
 pub mod kvm;
 pub mod memory;
+pub mod migration;
 pub mod snapshot;
 pub mod state;
 pub mod uffd;

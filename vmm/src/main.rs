@@ -132,7 +132,17 @@ fn init_logging() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let vm = if let Some(dir) = args.restore.clone() {
+    let vm = if let Some(to) = args.incoming.clone() {
+        let addr = to.strip_prefix("tcp:").context("--incoming: expected tcp:ADDR:PORT")?.to_string();
+        // The VM is already running when receive returns.
+        let vm = nova_vmm::migration::receiver::receive(&addr, |c| args.adjust(c))?;
+        report_kind(&vm);
+        let _api = match &vm.config.api_sock {
+            Some(path) => Some(nova_vmm::api::serve(path, vm.clone())?),
+            None => None,
+        };
+        return Ok(finish(vm.wait()));
+    } else if let Some(dir) = args.restore.clone() {
         let mode = if args.lazy {
             RestoreMode::Lazy
         } else if args.clone {
@@ -145,6 +155,26 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Vm::create(args.into_config()?)?
     };
     let vm = std::sync::Arc::new(vm);
+    report_kind(&vm);
+    let _api = match &vm.config.api_sock {
+        Some(path) => Some(nova_vmm::api::serve(path, vm.clone())?),
+        None => None,
+    };
+    vm.start()?;
+    let exit = vm.wait();
+    if exit == VmExit::Migrated {
+        // Let whoever started the migration read its result before the API goes away.
+        if let Some(m) = vm.migration() {
+            let t = std::time::Instant::now();
+            while !m.result_read.load(std::sync::atomic::Ordering::SeqCst) && t.elapsed().as_secs() < 3 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+    Ok(finish(exit))
+}
+
+fn report_kind(vm: &Vm) {
     match vm.kind {
         KvmKind::Hardware => tracing::info!("KVM: {}", vm.kind),
         KvmKind::Pvm => tracing::warn!(
@@ -152,20 +182,18 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             vm.kind
         ),
     }
-    let _api = match &vm.config.api_sock {
-        Some(path) => Some(nova_vmm::api::serve(path, vm.clone())?),
-        None => None,
-    };
-    vm.start()?;
-    let exit = vm.wait();
+}
+
+/// The process's exit code for how the VM stopped.
+fn finish(exit: VmExit) -> ExitCode {
     match exit {
-        VmExit::Poweroff | VmExit::Reset | VmExit::Shutdown => {
+        VmExit::Poweroff | VmExit::Reset | VmExit::Shutdown | VmExit::Migrated => {
             tracing::info!("VM stopped: {exit:?}");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         VmExit::Error(msg) => {
             tracing::error!("VM failed: {msg}");
-            Ok(ExitCode::from(1))
+            ExitCode::from(1)
         }
     }
 }

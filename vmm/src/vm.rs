@@ -122,6 +122,7 @@ pub struct Vm {
     /// The last snapshot taken, parent of the next diff snapshot.
     pub snapshot_base: crate::snapshot::SnapshotBase,
     dirty_logging: std::sync::atomic::AtomicBool,
+    migration: Mutex<Option<Arc<crate::migration::Migration>>>,
 }
 
 /// Where guest RAM comes from.
@@ -256,6 +257,7 @@ impl Vm {
             vcpus_started: Default::default(),
             snapshot_base: Default::default(),
             dirty_logging: Default::default(),
+            migration: Mutex::new(None),
         })
     }
 
@@ -442,6 +444,16 @@ impl Vm {
         let gpa = crate::dirty::page_gpa(&self.mem, page)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "page beyond RAM"))?;
         self.mem.read_slice(buf, gpa).map_err(std::io::Error::other)
+    }
+
+    /// The latest migration, running or finished.
+    pub fn migration(&self) -> Option<Arc<crate::migration::Migration>> {
+        self.migration.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The migration slot, for starting one.
+    pub fn migration_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<crate::migration::Migration>>> {
+        self.migration.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The memfd behind guest RAM, when there is one.

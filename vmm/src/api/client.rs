@@ -23,6 +23,42 @@ pub enum Action {
     /// Snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotAction),
+    /// Live-migrate the VM to a `nova-vmm run --incoming` destination. Progress on
+    /// stderr, the result as one JSON object on stdout.
+    Migrate {
+        /// tcp:HOST:PORT of the destination.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value = "hybrid")]
+        mode: MigrateMode,
+        /// Longest pause pre-copy aims for.
+        #[arg(long, default_value_t = 5)]
+        downtime_ms: u64,
+        /// Bandwidth cap, all connections together.
+        #[arg(long)]
+        bandwidth_mbit: Option<u64>,
+        #[arg(long, value_enum, default_value = "none")]
+        compress: MigrateCompress,
+        /// TCP connections carrying memory in parallel.
+        #[arg(long, default_value_t = 1)]
+        connections: u32,
+    },
+    /// Cancel a running migration (the VM keeps running here).
+    MigrateCancel,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum MigrateMode {
+    Precopy,
+    Postcopy,
+    Hybrid,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum MigrateCompress {
+    None,
+    Zstd,
+    Lz4,
 }
 
 /// `ctl snapshot ...`
@@ -49,6 +85,54 @@ pub fn request(sock: &Path, method: &str, path: &str, body: &str) -> anyhow::Res
     Ok(http::read_response(&mut BufReader::new(stream))?)
 }
 
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.to_string())
+}
+
+/// Starts a migration and follows it to the end.
+fn migrate(sock: &Path, body: &str) -> anyhow::Result<ExitCode> {
+    let (status, resp) = request(sock, "PUT", "/v1/migration", body)?;
+    if status != 200 {
+        bail!("PUT /v1/migration: {status}: {}", error_message(&resp));
+    }
+    let mut last_phase = String::new();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (status, resp) = match request(sock, "GET", "/v1/migration", "") {
+            Ok(r) => r,
+            // The source VMM exits once its VM has moved; its last answer was the result.
+            Err(_) => bail!("lost the source VMM before the migration reported its result"),
+        };
+        if status != 200 {
+            bail!("GET /v1/migration: {status}: {}", error_message(&resp));
+        }
+        let v: serde_json::Value = serde_json::from_str(&resp)?;
+        let phase = v["phase"].as_str().unwrap_or("").to_string();
+        if phase != last_phase {
+            eprintln!(
+                "migration: {phase} (round {}, {} pages to go, {:.1} MB sent)",
+                v["rounds"], v["remaining_pages"], v["bytes_sent"].as_f64().unwrap_or(0.0) / 1e6
+            );
+            last_phase = phase;
+        }
+        match v["state"].as_str() {
+            Some("running") => continue,
+            Some("completed") => {
+                println!("{resp}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => {
+                println!("{resp}");
+                eprintln!("migration {}: {}", v["state"], v["error"]);
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+}
+
 /// Runs `action` against the VM at `sock`.
 pub fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
     let (method, path, body) = match action {
@@ -56,6 +140,18 @@ pub fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
         Action::Pause => ("PUT", "/v1/vm/pause", String::new()),
         Action::Resume => ("PUT", "/v1/vm/resume", String::new()),
         Action::Shutdown => ("PUT", "/v1/vm/shutdown", String::new()),
+        Action::Migrate { to, mode, downtime_ms, bandwidth_mbit, compress, connections } => {
+            let body = serde_json::json!({
+                "to": to,
+                "mode": format!("{mode:?}").to_lowercase(),
+                "downtime_ms": downtime_ms,
+                "bandwidth_mbit": bandwidth_mbit,
+                "compress": format!("{compress:?}").to_lowercase(),
+                "connections": connections,
+            });
+            return migrate(sock, &body.to_string());
+        }
+        Action::MigrateCancel => ("DELETE", "/v1/migration", String::new()),
         Action::Snapshot(SnapshotAction::Create { path, diff }) => {
             let path = std::path::absolute(&path)?;
             ("PUT", "/v1/snapshot", serde_json::json!({ "path": path, "diff": diff }).to_string())
@@ -63,11 +159,7 @@ pub fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
     };
     let (status, body) = request(sock, method, path, &body)?;
     if !(200..300).contains(&status) {
-        let msg = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or(body);
-        bail!("{method} {path}: {status}: {msg}");
+        bail!("{method} {path}: {status}: {}", error_message(&body));
     }
     if !body.is_empty() {
         println!("{body}");

@@ -61,7 +61,7 @@ pub fn serve(path: &Path, vm: Arc<Vm>) -> Result<ApiServer, ApiError> {
     Ok(ApiServer { path: path.to_owned() })
 }
 
-fn serve_connection(conn: UnixStream, vm: &Vm) {
+fn serve_connection(conn: UnixStream, vm: &Arc<Vm>) {
     let Ok(mut writer) = conn.try_clone() else { return };
     let mut reader = BufReader::new(conn);
     loop {
@@ -78,7 +78,35 @@ fn serve_connection(conn: UnixStream, vm: &Vm) {
 }
 
 /// Maps one request to the VM.
-pub fn route(vm: &Vm, req: &Request) -> Response {
+fn start_migration(vm: &Arc<Vm>, body: &[u8]) -> Response {
+    use crate::migration::{Migration, MigrationRequest, State};
+    let req: MigrationRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return Response::error(400, format!("migration request: {e}")),
+    };
+    if let Err(e) = req.validate() {
+        return Response::error(400, e);
+    }
+    let mig = Arc::new(Migration::new(req.mode));
+    {
+        let mut slot = vm.migration_slot();
+        if slot.as_ref().is_some_and(|m| m.snapshot().state == State::Running) {
+            return Response::error(409, "a migration is already running");
+        }
+        *slot = Some(mig.clone());
+    }
+    let (vm2, m2) = (vm.clone(), mig.clone());
+    let spawned = std::thread::Builder::new()
+        .name("migration".into())
+        .spawn(move || crate::migration::sender::run(vm2, req, m2));
+    if let Err(e) = spawned {
+        return Response::error(500, format!("cannot start the migration thread: {e}"));
+    }
+    Response::json(200, &mig.snapshot())
+}
+
+/// Maps one request to the VM.
+pub fn route(vm: &Arc<Vm>, req: &Request) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/v1/vm") => Response::json(200, &vm.info()),
         ("PUT", "/v1/vm/pause") => {
@@ -111,7 +139,25 @@ pub fn route(vm: &Vm, req: &Request) -> Response {
                 Err(e) => Response::error(500, e),
             }
         }
-        (_, "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown" | "/v1/snapshot") => {
+        ("PUT", "/v1/migration") => start_migration(vm, &req.body),
+        ("GET", "/v1/migration") => match vm.migration() {
+            Some(m) => {
+                let status = m.snapshot();
+                if status.state != crate::migration::State::Running {
+                    m.result_read.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                Response::json(200, &status)
+            }
+            None => Response::error(404, "no migration has been started"),
+        },
+        ("DELETE", "/v1/migration") => match vm.migration() {
+            Some(m) => {
+                m.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                Response::json(200, &m.snapshot())
+            }
+            None => Response::error(404, "no migration has been started"),
+        },
+        (_, "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown" | "/v1/snapshot" | "/v1/migration") => {
             Response::error(405, format!("{} is not allowed on {}", req.method, req.path))
         }
         _ => Response::error(404, format!("no such resource: {}", req.path)),

@@ -25,6 +25,8 @@ pub enum VmExit {
     Reset,
     /// The API asked the VM to stop.
     Shutdown,
+    /// The VM was migrated away and runs elsewhere now.
+    Migrated,
     /// A vCPU hit something the VMM cannot continue from.
     Error(String),
 }

@@ -1,0 +1,392 @@
+//! The migration stream: one framed, versioned message enum spoken over TCP by the
+//! sender (source VMM) and the receiver (destination VMM), for every mode.
+//!
+//! Frame: `u32 length | u8 kind | payload` (length counts kind and payload). A stream
+//! opens with [`Message::Hello`]; the data connections of a multi-connection migration
+//! open with [`Message::DataHello`]. Anything malformed ends the migration with an
+//! error, never a panic, and the source keeps running.
+
+use std::io::{Read, Write};
+
+/// Magic in every Hello, so a stray connection is refused at once.
+pub const MAGIC: &[u8; 8] = b"NOVAMIGR";
+/// Version of this protocol; a peer with another version is refused.
+pub const VERSION: u32 = 1;
+/// Largest frame we accept (a batch of 256 pages plus indices, with room to spare).
+pub const MAX_FRAME: usize = 4 << 20;
+/// Pages per [`Message::Pages`] batch.
+pub const BATCH_PAGES: usize = 256;
+
+/// How a batch of page data is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Zstd,
+    Lz4,
+}
+
+impl Compression {
+    fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd => 1,
+            Compression::Lz4 => 2,
+        }
+    }
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => Compression::None,
+            1 => Compression::Zstd,
+            2 => Compression::Lz4,
+            _ => return None,
+        })
+    }
+}
+
+/// Every message of the protocol.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Source -> destination, first on the control connection: version, how many data
+    /// connections follow, and the VM's configuration (JSON).
+    Hello { version: u32, connections: u32, config: Vec<u8> },
+    /// First on each extra data connection: its index (1..connections).
+    DataHello { version: u32, index: u32 },
+    /// Pages by RAM page index, with their data (4096 bytes each) encoded.
+    Pages { indices: Vec<u64>, compression: Compression, data: Vec<u8> },
+    /// Pages that are now zero.
+    ZeroPages { indices: Vec<u64> },
+    /// Everything sent before this on this connection is in the stream; the receiver
+    /// confirms with `Flushed` on the control connection once all connections flushed.
+    Flush,
+    /// Destination: every connection flushed.
+    Flushed,
+    /// Encoded VM state (see `crate::state`), after the last pre-copy pages.
+    State(Vec<u8>),
+    /// Like `State`, for post-copy: also the bitmap (words) of pages the destination
+    /// must still fetch from the source.
+    PostcopyState { state: Vec<u8>, pending: Vec<u64> },
+    /// Destination: state loaded, vCPUs ready to run.
+    Ready,
+    /// Source: run the VM now. From here on, the destination owns it.
+    Switch,
+    /// Destination: vCPUs are running.
+    Resumed,
+    /// Destination (post-copy): send this page first.
+    PageRequest(u64),
+    /// Destination (post-copy): every pending page arrived; fault statistics attached.
+    PostcopyDone { faults: u64, latency_p50_us: u64, latency_p99_us: u64 },
+    /// Either side: giving up, with the reason.
+    Abort(String),
+}
+
+/// Why a stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    FrameTooLarge(usize),
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    #[error("peer speaks migration protocol version {0}, this nova-vmm speaks {VERSION}")]
+    Version(u32),
+    #[error("not a NovaCron migration stream")]
+    Magic,
+    #[error("page data does not decompress: {0}")]
+    Decompress(String),
+}
+
+const K_HELLO: u8 = 1;
+const K_DATA_HELLO: u8 = 2;
+const K_PAGES: u8 = 3;
+const K_ZERO: u8 = 4;
+const K_FLUSH: u8 = 5;
+const K_FLUSHED: u8 = 6;
+const K_STATE: u8 = 7;
+const K_POSTCOPY_STATE: u8 = 8;
+const K_READY: u8 = 9;
+const K_SWITCH: u8 = 10;
+const K_RESUMED: u8 = 11;
+const K_PAGE_REQUEST: u8 = 12;
+const K_POSTCOPY_DONE: u8 = 13;
+const K_ABORT: u8 = 14;
+
+fn put_u64s(out: &mut Vec<u8>, v: &[u64]) {
+    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+struct Cursor<'a>(&'a [u8], &'static str);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.0.len() < n {
+            return Err(ProtocolError::Malformed(self.1));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn u64s(&mut self) -> Result<Vec<u64>, ProtocolError> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() / 8 {
+            return Err(ProtocolError::Malformed(self.1));
+        }
+        (0..n).map(|_| self.u64()).collect()
+    }
+    fn rest(self) -> &'a [u8] {
+        self.0
+    }
+    fn done(self) -> Result<(), ProtocolError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::Malformed(self.1))
+        }
+    }
+}
+
+impl Message {
+    /// Encodes the message as one frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        let kind = match self {
+            Message::Hello { version, connections, config } => {
+                p.extend_from_slice(MAGIC);
+                p.extend_from_slice(&version.to_le_bytes());
+                p.extend_from_slice(&connections.to_le_bytes());
+                p.extend_from_slice(config);
+                K_HELLO
+            }
+            Message::DataHello { version, index } => {
+                p.extend_from_slice(MAGIC);
+                p.extend_from_slice(&version.to_le_bytes());
+                p.extend_from_slice(&index.to_le_bytes());
+                K_DATA_HELLO
+            }
+            Message::Pages { indices, compression, data } => {
+                p.push(compression.code());
+                put_u64s(&mut p, indices);
+                p.extend_from_slice(data);
+                K_PAGES
+            }
+            Message::ZeroPages { indices } => {
+                put_u64s(&mut p, indices);
+                K_ZERO
+            }
+            Message::Flush => K_FLUSH,
+            Message::Flushed => K_FLUSHED,
+            Message::State(s) => {
+                p.extend_from_slice(s);
+                K_STATE
+            }
+            Message::PostcopyState { state, pending } => {
+                put_u64s(&mut p, pending);
+                p.extend_from_slice(state);
+                K_POSTCOPY_STATE
+            }
+            Message::Ready => K_READY,
+            Message::Switch => K_SWITCH,
+            Message::Resumed => K_RESUMED,
+            Message::PageRequest(page) => {
+                p.extend_from_slice(&page.to_le_bytes());
+                K_PAGE_REQUEST
+            }
+            Message::PostcopyDone { faults, latency_p50_us, latency_p99_us } => {
+                for v in [faults, latency_p50_us, latency_p99_us] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                K_POSTCOPY_DONE
+            }
+            Message::Abort(why) => {
+                p.extend_from_slice(why.as_bytes());
+                K_ABORT
+            }
+        };
+        let mut frame = Vec::with_capacity(p.len() + 5);
+        frame.extend_from_slice(&((p.len() + 1) as u32).to_le_bytes());
+        frame.push(kind);
+        frame.extend_from_slice(&p);
+        frame
+    }
+
+    /// Decodes one frame's kind and payload.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Message, ProtocolError> {
+        let hello = |c: &mut Cursor| -> Result<u32, ProtocolError> {
+            if c.take(8).map_err(|_| ProtocolError::Magic)? != MAGIC {
+                return Err(ProtocolError::Magic);
+            }
+            let v = c.u32()?;
+            if v != VERSION {
+                return Err(ProtocolError::Version(v));
+            }
+            Ok(v)
+        };
+        Ok(match kind {
+            K_HELLO => {
+                let mut c = Cursor(payload, "hello");
+                let version = hello(&mut c)?;
+                let connections = c.u32()?;
+                Message::Hello { version, connections, config: c.rest().to_vec() }
+            }
+            K_DATA_HELLO => {
+                let mut c = Cursor(payload, "data hello");
+                let version = hello(&mut c)?;
+                let index = c.u32()?;
+                c.done()?;
+                Message::DataHello { version, index }
+            }
+            K_PAGES => {
+                let mut c = Cursor(payload, "pages");
+                let compression = Compression::from_code(c.take(1)?[0]).ok_or(ProtocolError::Malformed("pages"))?;
+                let indices = c.u64s()?;
+                Message::Pages { indices, compression, data: c.rest().to_vec() }
+            }
+            K_ZERO => {
+                let mut c = Cursor(payload, "zero pages");
+                let indices = c.u64s()?;
+                c.done()?;
+                Message::ZeroPages { indices }
+            }
+            K_FLUSH | K_FLUSHED | K_READY | K_SWITCH | K_RESUMED if !payload.is_empty() => {
+                return Err(ProtocolError::Malformed("empty message with a payload"))
+            }
+            K_FLUSH => Message::Flush,
+            K_FLUSHED => Message::Flushed,
+            K_READY => Message::Ready,
+            K_SWITCH => Message::Switch,
+            K_RESUMED => Message::Resumed,
+            K_STATE => Message::State(payload.to_vec()),
+            K_POSTCOPY_STATE => {
+                let mut c = Cursor(payload, "post-copy state");
+                let pending = c.u64s()?;
+                Message::PostcopyState { state: c.rest().to_vec(), pending }
+            }
+            K_PAGE_REQUEST => {
+                let mut c = Cursor(payload, "page request");
+                let page = c.u64()?;
+                c.done()?;
+                Message::PageRequest(page)
+            }
+            K_POSTCOPY_DONE => {
+                let mut c = Cursor(payload, "post-copy done");
+                let m = Message::PostcopyDone { faults: c.u64()?, latency_p50_us: c.u64()?, latency_p99_us: c.u64()? };
+                c.done()?;
+                m
+            }
+            K_ABORT => Message::Abort(String::from_utf8_lossy(payload).into_owned()),
+            k => return Err(ProtocolError::UnknownKind(k)),
+        })
+    }
+}
+
+/// Writes one message.
+pub fn send<W: Write>(w: &mut W, m: &Message) -> Result<(), ProtocolError> {
+    w.write_all(&m.encode())?;
+    Ok(())
+}
+
+/// Reads one message.
+pub fn recv<R: Read>(r: &mut R) -> Result<Message, ProtocolError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 {
+        return Err(ProtocolError::Malformed("empty frame"));
+    }
+    if len > MAX_FRAME {
+        return Err(ProtocolError::FrameTooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    Message::decode(buf[0], &buf[1..])
+}
+
+/// Encodes page data (a multiple of 4096 bytes).
+pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
+    match c {
+        Compression::None => data.to_vec(),
+        Compression::Zstd => zstd::bulk::compress(data, 1).expect("zstd compression of memory"),
+        Compression::Lz4 => lz4_flex::compress(data),
+    }
+}
+
+/// Decodes page data that must come out as exactly `len` bytes.
+pub fn decompress(c: Compression, data: &[u8], len: usize) -> Result<Vec<u8>, ProtocolError> {
+    let out = match c {
+        Compression::None => data.to_vec(),
+        Compression::Zstd => zstd::bulk::decompress(data, len).map_err(|e| ProtocolError::Decompress(e.to_string()))?,
+        Compression::Lz4 => lz4_flex::decompress(data, len).map_err(|e| ProtocolError::Decompress(e.to_string()))?,
+    };
+    if out.len() != len {
+        return Err(ProtocolError::Decompress(format!("{} bytes, expected {len}", out.len())));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(m: Message) {
+        let frame = m.encode();
+        let back = recv(&mut &frame[..]).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round_trip(Message::Hello { version: VERSION, connections: 2, config: b"{}".to_vec() });
+        round_trip(Message::DataHello { version: VERSION, index: 1 });
+        round_trip(Message::Pages { indices: vec![1, 9], compression: Compression::Lz4, data: vec![7; 10] });
+        round_trip(Message::ZeroPages { indices: vec![3] });
+        round_trip(Message::PostcopyState { state: vec![1, 2], pending: vec![u64::MAX] });
+        round_trip(Message::PostcopyDone { faults: 3, latency_p50_us: 40, latency_p99_us: 90 });
+        for m in [Message::Flush, Message::Flushed, Message::Ready, Message::Switch, Message::Resumed] {
+            round_trip(m);
+        }
+        round_trip(Message::PageRequest(77));
+        round_trip(Message::Abort("why".into()));
+    }
+
+    #[test]
+    fn corrupt_frames_are_errors_not_panics() {
+        // Wrong magic, wrong version, oversized, truncated, unknown kind, lying counts.
+        let mut hello = Message::Hello { version: VERSION, connections: 1, config: vec![] }.encode();
+        hello[5] ^= 0xff;
+        assert!(matches!(recv(&mut &hello[..]), Err(ProtocolError::Magic)));
+        let mut v = Message::DataHello { version: VERSION, index: 1 }.encode();
+        v[13] = 9;
+        assert!(matches!(recv(&mut &v[..]), Err(ProtocolError::Version(_))));
+        let big = ((MAX_FRAME + 1) as u32).to_le_bytes();
+        assert!(matches!(recv(&mut &big[..]), Err(ProtocolError::FrameTooLarge(_))));
+        let short = Message::PageRequest(1).encode();
+        assert!(matches!(recv(&mut &short[..short.len() - 1]), Err(ProtocolError::Io(_))));
+        assert!(matches!(recv(&mut &[1u8, 0, 0, 0, 99][..]), Err(ProtocolError::UnknownKind(99))));
+        let lying = [9u8, 0, 0, 0, K_ZERO, 0xff, 0xff, 0xff, 0x0f];
+        assert!(matches!(recv(&mut &lying[..]), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(recv(&mut &[0u8, 0, 0, 0][..]), Err(ProtocolError::Malformed(_))));
+    }
+
+    #[test]
+    fn page_data_compresses_and_bad_data_is_refused() {
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 7) as u8).collect();
+        for c in [Compression::None, Compression::Zstd, Compression::Lz4] {
+            let z = compress(c, &data);
+            assert_eq!(decompress(c, &z, data.len()).unwrap(), data);
+            assert!(decompress(c, &z[..z.len() / 2], data.len()).is_err());
+        }
+        assert!(compress(Compression::Zstd, &data).len() < data.len() / 4);
+    }
+}

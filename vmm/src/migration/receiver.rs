@@ -1,0 +1,182 @@
+//! The destination side: `nova-vmm run --incoming tcp:ADDR:PORT`. Learns the VM's
+//! configuration from the stream, builds the VM, writes pages as they come, loads the
+//! state, and runs the VM only when the source says `Switch`. Any failure before that
+//! ends this process with an error; the source then keeps the VM.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::protocol::{self, Message, VERSION};
+use super::MigrationError;
+use crate::config::VmConfig;
+use crate::dirty::DirtyBitmap;
+use crate::memory::PAGE_SIZE;
+use crate::vm::{MemorySource, Vm};
+
+/// Writes received pages into the memfd at their RAM offsets.
+struct PageSink {
+    memfd: File,
+    pages: usize,
+}
+
+impl PageSink {
+    fn apply(&self, m: Message) -> Result<(), MigrationError> {
+        match m {
+            Message::Pages { indices, compression, data } => {
+                let data = protocol::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
+                for (i, p) in indices.iter().enumerate() {
+                    self.check(*p)?;
+                    self.memfd
+                        .write_all_at(&data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE], p * PAGE_SIZE as u64)
+                        .map_err(MigrationError::Memory)?;
+                }
+            }
+            Message::ZeroPages { indices } => {
+                for p in indices {
+                    self.check(p)?;
+                    // SAFETY: fallocate on an owned memfd, range checked above.
+                    let r = unsafe {
+                        libc::fallocate(
+                            self.memfd.as_raw_fd(),
+                            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                            (p * PAGE_SIZE as u64) as i64,
+                            PAGE_SIZE as i64,
+                        )
+                    };
+                    if r < 0 {
+                        return Err(MigrationError::Memory(std::io::Error::last_os_error()));
+                    }
+                }
+            }
+            other => return Err(MigrationError::Unexpected(format!("{other:?}").chars().take(60).collect(), "pages")),
+        }
+        Ok(())
+    }
+
+    fn check(&self, page: u64) -> Result<(), MigrationError> {
+        if page as usize >= self.pages {
+            return Err(MigrationError::Unexpected(format!("page {page}"), "a page inside guest RAM"));
+        }
+        Ok(())
+    }
+}
+
+/// Receives a VM on `addr` (`HOST:PORT`); returns it running. `adjust` may replace
+/// its backends (console, API socket, disks, NICs) before it is built.
+pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>, MigrationError> {
+    let listener = TcpListener::bind(addr).map_err(|err| MigrationError::Connect { addr: addr.into(), err })?;
+    tracing::info!("waiting for an incoming migration on {addr}");
+    let (control, peer) = listener.accept().map_err(MigrationError::Memory)?;
+    control.set_nodelay(true).map_err(MigrationError::Memory)?;
+    let mut reader = BufReader::new(control.try_clone().map_err(MigrationError::Memory)?);
+    let mut writer = control;
+    let result = receive_on(&listener, &mut reader, &mut writer, adjust);
+    if let Err(e) = &result {
+        // Tell the source why, if it still listens; it resumes the VM either way.
+        let _ = protocol::send(&mut writer, &Message::Abort(e.to_string()));
+        tracing::error!("incoming migration from {peer} failed: {e}");
+    }
+    result
+}
+
+fn receive_on(
+    listener: &TcpListener,
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+    adjust: impl FnOnce(&mut VmConfig),
+) -> Result<Arc<Vm>, MigrationError> {
+    let Message::Hello { connections, config, .. } = protocol::recv(reader)? else {
+        return Err(MigrationError::Unexpected("another message".into(), "Hello"));
+    };
+    let mut config: VmConfig =
+        serde_json::from_slice(&config).map_err(|e| MigrationError::Vm(format!("VM configuration in the stream: {e}")))?;
+    adjust(&mut config);
+    let memfd = crate::memory::create_memfd(config.mem_mib).map_err(|e| MigrationError::Vm(e.to_string()))?;
+    let sink = Arc::new(PageSink {
+        memfd: memfd.try_clone().map_err(MigrationError::Memory)?,
+        pages: ((config.mem_mib << 20) as usize) / PAGE_SIZE,
+    });
+    let vm = Arc::new(Vm::build(config, MemorySource::Memfd(memfd))?);
+
+    // Data connections: each thread applies its pages and reports every Flush.
+    let (flushed_tx, flushed_rx) = mpsc::channel::<Result<(), String>>();
+    listener.set_nonblocking(false).map_err(MigrationError::Memory)?;
+    for _ in 1..connections.min(16) {
+        let (c, _) = listener.accept().map_err(MigrationError::Memory)?;
+        c.set_read_timeout(Some(Duration::from_secs(30))).map_err(MigrationError::Memory)?;
+        let mut r = BufReader::new(c);
+        match protocol::recv(&mut r)? {
+            Message::DataHello { version: VERSION, .. } => {}
+            m => return Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), "DataHello")),
+        }
+        r.get_ref().set_read_timeout(None).map_err(MigrationError::Memory)?;
+        let (sink, tx) = (sink.clone(), flushed_tx.clone());
+        std::thread::Builder::new().name("migration-data".into()).spawn(move || loop {
+            let r = match protocol::recv(&mut r) {
+                Ok(Message::Flush) => Ok(()),
+                Ok(m) => match sink.apply(m) {
+                    Ok(()) => continue,
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let failed = r.is_err();
+            if tx.send(r).is_err() || failed {
+                return;
+            }
+        }).map_err(MigrationError::Memory)?;
+    }
+    let data_conns = connections.clamp(1, 16) as usize - 1;
+
+    loop {
+        match protocol::recv(reader)? {
+            m @ (Message::Pages { .. } | Message::ZeroPages { .. }) => sink.apply(m)?,
+            Message::Flush => {
+                for _ in 0..data_conns {
+                    match flushed_rx.recv() {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(MigrationError::Vm(format!("data connection: {e}"))),
+                        Err(_) => return Err(MigrationError::Vm("data connection lost".into())),
+                    }
+                }
+                protocol::send(writer, &Message::Flushed)?;
+            }
+            Message::State(bytes) => {
+                let state = crate::state::decode(&bytes).map_err(|e| MigrationError::Vm(e.to_string()))?;
+                vm.restore_state(&state)?;
+                return switch(vm, reader, writer);
+            }
+            Message::PostcopyState { state, pending } => {
+                let state = crate::state::decode(&state).map_err(|e| MigrationError::Vm(e.to_string()))?;
+                let pending = DirtyBitmap::from_words(pending, sink.pages)
+                    .ok_or_else(|| MigrationError::Unexpected("a page map of another size".into(), "post-copy state"))?;
+                let conn = writer.try_clone().map_err(MigrationError::Memory)?;
+                super::postcopy::start_destination(&vm.mem, &sink.memfd, pending, conn).map_err(MigrationError::Memory)?;
+                vm.restore_state(&state)?;
+                return switch(vm, reader, writer);
+            }
+            Message::Abort(why) => return Err(MigrationError::Aborted(why)),
+            m => return Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), "pages or state")),
+        }
+    }
+}
+
+/// Ready -> Switch -> run -> Resumed.
+fn switch(vm: Arc<Vm>, reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Result<Arc<Vm>, MigrationError> {
+    protocol::send(writer, &Message::Ready)?;
+    match protocol::recv(reader)? {
+        Message::Switch => {}
+        Message::Abort(why) => return Err(MigrationError::Aborted(why)),
+        m => return Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), "Switch")),
+    }
+    vm.start()?;
+    // The VM runs here now; failing to say so leaves the source paused, not running.
+    let _ = protocol::send(writer, &Message::Resumed);
+    Ok(vm)
+}

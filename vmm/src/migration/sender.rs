@@ -1,0 +1,406 @@
+//! The source side: connects to the destination, copies memory in rounds while the VM
+//! runs, then pauses it, sends the rest and the device state, and hands over.
+//! Every failure before `Switch` resumes the VM here, untouched.
+
+use std::io::BufReader;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::protocol::{self, Compression, Message, BATCH_PAGES, VERSION};
+use super::{Migration, MigrationError, MigrationRequest, Mode, Round, State};
+use crate::dirty::DirtyBitmap;
+use crate::memory::PAGE_SIZE;
+use crate::vcpu::VmExit;
+use crate::vm::Vm;
+
+/// Pre-copy rounds before giving up on convergence (pre-copy mode: forced stop-and-copy).
+const MAX_ROUNDS: u32 = 30;
+/// Hybrid: switch to post-copy after this many rounds without the dirty set shrinking.
+const HYBRID_STALL_ROUNDS: u32 = 3;
+
+/// Byte counters shared by the sending threads.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) bytes: AtomicU64,
+    pub(super) sent: AtomicU64,
+    zero: AtomicU64,
+    compressed: AtomicU64,
+}
+
+/// Caps the bandwidth of all connections together.
+struct Limiter {
+    bytes_per_sec: Option<f64>,
+    start: Instant,
+    sent: AtomicU64,
+}
+
+impl Limiter {
+    fn new(mbit: Option<u64>) -> Self {
+        Limiter { bytes_per_sec: mbit.map(|m| m as f64 * 1e6 / 8.0), start: Instant::now(), sent: AtomicU64::new(0) }
+    }
+    /// Accounts `n` bytes and sleeps until sending them keeps within the cap.
+    fn take(&self, n: usize) {
+        let total = self.sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if let Some(rate) = self.bytes_per_sec {
+            let due = Duration::from_secs_f64(total as f64 / rate);
+            let elapsed = self.start.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+    }
+}
+
+/// Reads guest RAM pages: through the memfd (a hole reads as zeros without being
+/// allocated) or, for RAM mapped from a snapshot, through the mapping.
+fn read_page(vm: &Vm, page: usize, buf: &mut [u8]) -> std::io::Result<()> {
+    match vm.memfd() {
+        Some(f) => f.read_exact_at(buf, (page * PAGE_SIZE) as u64),
+        None => vm.read_page(page, buf),
+    }
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(16).all(|c| u128::from_ne_bytes(c.try_into().unwrap()) == 0)
+}
+
+/// Everything the sending threads share.
+struct Ctx<'a> {
+    vm: &'a Vm,
+    mig: &'a Migration,
+    counters: Counters,
+    limiter: Limiter,
+    compression: Compression,
+}
+
+impl Ctx<'_> {
+    fn check_cancel(&self) -> Result<(), MigrationError> {
+        if self.mig.cancel.load(Ordering::Relaxed) {
+            return Err(MigrationError::Cancelled);
+        }
+        Ok(())
+    }
+}
+
+/// Sends `pages` on `conn`. In the first pass zero pages are skipped (the destination's
+/// memory starts zeroed); later they are sent as `ZeroPages`.
+fn send_pages(ctx: &Ctx, conn: &mut TcpStream, pages: &[usize], first_pass: bool) -> Result<(), MigrationError> {
+    let mut page = vec![0u8; PAGE_SIZE];
+    let mut data = Vec::with_capacity(BATCH_PAGES * PAGE_SIZE);
+    let mut indices = Vec::with_capacity(BATCH_PAGES);
+    let mut zeros = Vec::new();
+    let flush = |conn: &mut TcpStream, indices: &mut Vec<u64>, data: &mut Vec<u8>, zeros: &mut Vec<u64>| -> Result<(), MigrationError> {
+        if !indices.is_empty() {
+            let payload = protocol::compress(ctx.compression, data);
+            if ctx.compression != Compression::None {
+                ctx.counters.compressed.fetch_add(indices.len() as u64, Ordering::Relaxed);
+            }
+            let frame = Message::Pages { indices: std::mem::take(indices), compression: ctx.compression, data: payload }.encode();
+            ctx.limiter.take(frame.len());
+            std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
+            ctx.counters.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            data.clear();
+        }
+        if !zeros.is_empty() {
+            let frame = Message::ZeroPages { indices: std::mem::take(zeros) }.encode();
+            ctx.limiter.take(frame.len());
+            std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
+            ctx.counters.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        }
+        ctx.check_cancel()
+    };
+    for &p in pages {
+        read_page(ctx.vm, p, &mut page).map_err(MigrationError::Memory)?;
+        if is_zero(&page) {
+            ctx.counters.zero.fetch_add(1, Ordering::Relaxed);
+            if !first_pass {
+                zeros.push(p as u64);
+            }
+        } else {
+            indices.push(p as u64);
+            data.extend_from_slice(&page);
+            ctx.counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        if indices.len() == BATCH_PAGES || zeros.len() >= 4 * BATCH_PAGES {
+            flush(conn, &mut indices, &mut data, &mut zeros)?;
+        }
+    }
+    flush(conn, &mut indices, &mut data, &mut zeros)
+}
+
+/// Sends `pages` spread over all connections: page `p` always goes on connection
+/// `p % n`, so a page's rounds arrive in order even over several connections.
+fn send_spread(ctx: &Ctx, conns: &mut [TcpStream], pages: &[usize], first_pass: bool) -> Result<(), MigrationError> {
+    if conns.len() == 1 {
+        return send_pages(ctx, &mut conns[0], pages, first_pass);
+    }
+    let n = conns.len();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = conns
+            .iter_mut()
+            .enumerate()
+            .map(|(i, conn)| {
+                let mine: Vec<usize> = pages.iter().copied().filter(|p| p % n == i).collect();
+                s.spawn(move || send_pages(ctx, conn, &mine, first_pass))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(MigrationError::Vm("sender thread panicked".into())))).collect()
+    })
+}
+
+fn expect(conn: &mut BufReader<TcpStream>, want: &'static str, ok: impl Fn(&Message) -> bool) -> Result<Message, MigrationError> {
+    match protocol::recv(conn)? {
+        Message::Abort(why) => Err(MigrationError::Aborted(why)),
+        m if ok(&m) => Ok(m),
+        m => Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), want)),
+    }
+}
+
+fn connect(addr: &str) -> Result<TcpStream, MigrationError> {
+    let err = |err| MigrationError::Connect { addr: addr.to_string(), err };
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(err)?
+        .next()
+        .ok_or_else(|| err(std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))?;
+    let s = TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(err)?;
+    s.set_nodelay(true).map_err(err)?;
+    Ok(s)
+}
+
+/// How a migration ended, from the source's point of view.
+enum Outcome {
+    Completed,
+    /// Contact lost after Switch: the VM stays paused here.
+    Unknown(String),
+}
+
+/// Runs a migration of `vm` as `req` says, recording progress in `mig`. On success the
+/// VM's process is told to exit (the VM now runs elsewhere); on failure before the
+/// switch the VM is resumed here.
+pub fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Migration>) {
+    let t0 = Instant::now();
+    let was_paused = vm.control.is_paused();
+    let result = migrate(&vm, &req, &mig, t0);
+    let total_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(Outcome::Completed) => {
+            mig.update(|s| {
+                s.state = State::Completed;
+                s.phase = "done".into();
+                s.total_ms = total_ms;
+            });
+            tracing::info!("migration to {} completed in {total_ms:.1} ms", req.to);
+            vm.exit.send(VmExit::Migrated);
+        }
+        Ok(Outcome::Unknown(why)) => {
+            mig.update(|s| {
+                s.state = State::Unknown;
+                s.total_ms = total_ms;
+                s.error = Some(format!(
+                    "{why}: the VM is paused here and may be running on the destination; resume it here only if it is not"
+                ));
+            });
+            tracing::error!("migration to {}: contact lost after the switch: {why}", req.to);
+        }
+        Err(e) => {
+            vm.reset_dirty();
+            if !was_paused {
+                vm.resume();
+            }
+            let state = if matches!(e, MigrationError::Cancelled) { State::Cancelled } else { State::Failed };
+            mig.update(|s| {
+                s.state = state;
+                s.total_ms = total_ms;
+                s.error = Some(e.to_string());
+            });
+            tracing::warn!("migration to {} failed, VM resumed here: {e}", req.to);
+        }
+    }
+}
+
+fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Result<Outcome, MigrationError> {
+    let addr = req.validate().map_err(MigrationError::Vm)?;
+    let control = connect(addr)?;
+    let mut conns = vec![control.try_clone().map_err(MigrationError::Memory)?];
+    let config = serde_json::to_vec(&vm.config).map_err(|e| MigrationError::Vm(e.to_string()))?;
+    protocol::send(&mut conns[0], &Message::Hello { version: VERSION, connections: req.connections, config })?;
+    for i in 1..req.connections {
+        let mut c = connect(addr)?;
+        protocol::send(&mut c, &Message::DataHello { version: VERSION, index: i })?;
+        conns.push(c);
+    }
+    let mut reader = BufReader::new(control);
+    let ctx = Ctx {
+        vm,
+        mig,
+        counters: Counters::default(),
+        limiter: Limiter::new(req.bandwidth_mbit),
+        compression: req.compress,
+    };
+    let publish = |ctx: &Ctx| {
+        mig.update(|s| {
+            s.bytes_sent = ctx.counters.bytes.load(Ordering::Relaxed);
+            s.pages.sent = ctx.counters.sent.load(Ordering::Relaxed);
+            s.pages.zero = ctx.counters.zero.load(Ordering::Relaxed);
+            s.pages.compressed = ctx.counters.compressed.load(Ordering::Relaxed);
+            s.total_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        })
+    };
+
+    // Dirty logging from before the first pass: anything written during it is resent.
+    vm.reset_dirty();
+    vm.snapshot_base.set(None);
+    vm.collect_dirty()?;
+    let total_pages = crate::dirty::ram_pages(&vm.mem);
+    let touched = crate::snapshot::ranges::touched_pages(vm).map_err(MigrationError::Memory)?;
+    mig.update(|s| s.pages.skipped = (total_pages - touched.len()) as u64);
+
+    // Pages the destination does not have in their current form.
+    let mut pending = DirtyBitmap::new(total_pages);
+    let mut go_postcopy = req.mode == Mode::Postcopy;
+    if go_postcopy {
+        for p in &touched {
+            pending.set(*p);
+        }
+    } else {
+        mig.update(|s| s.phase = "first-pass".into());
+        let t = Instant::now();
+        let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
+        send_spread(&ctx, &mut conns, &touched, true)?;
+        let mut last_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let mut bandwidth = (ctx.counters.bytes.load(Ordering::Relaxed) - b0) as f64 / last_ms.max(0.05); // bytes/ms
+        publish(&ctx);
+        let mut best = u64::MAX;
+        let mut stalled = 0;
+        mig.update(|s| s.phase = "dirty-rounds".into());
+        for round in 1..=MAX_ROUNDS {
+            ctx.check_cancel()?;
+            let dirty = vm.collect_dirty()?;
+            let n = dirty.count() as u64;
+            let expected_ms = (n * PAGE_SIZE as u64) as f64 / bandwidth.max(1.0);
+            if expected_ms <= req.downtime_ms as f64 {
+                pending = dirty;
+                mig.update(|s| s.converged = true);
+                break;
+            }
+            if n < best {
+                best = n;
+                stalled = 0;
+            } else {
+                stalled += 1;
+            }
+            if req.mode == Mode::Hybrid && (stalled >= HYBRID_STALL_ROUNDS || round == MAX_ROUNDS) {
+                pending = dirty;
+                go_postcopy = true;
+                break;
+            }
+            if round == MAX_ROUNDS {
+                pending = dirty; // pre-copy only: forced stop-and-copy, not converged
+                break;
+            }
+            let pages: Vec<usize> = dirty.iter().collect();
+            let t = Instant::now();
+            let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
+            send_spread(&ctx, &mut conns, &pages, false)?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let sent = ctx.counters.bytes.load(Ordering::Relaxed) - b0;
+            bandwidth = sent as f64 / ms.max(0.05);
+            let dirty_rate = (n * PAGE_SIZE as u64) as f64 / last_ms.max(0.05);
+            last_ms = ms;
+            publish(&ctx);
+            mig.update(|s| {
+                s.rounds = round;
+                s.remaining_pages = n;
+                s.round_log.push(Round {
+                    round,
+                    pages: n,
+                    ms,
+                    bandwidth_mbit: bandwidth * 8.0 / 1000.0,
+                    dirty_rate_mbit: dirty_rate * 8.0 / 1000.0,
+                });
+            });
+        }
+    }
+
+    // Stop: from here the guest does not run until one side resumes it.
+    mig.update(|s| s.phase = "stop-and-copy".into());
+    let paused_at = Instant::now();
+    vm.pause();
+    pending.union(&vm.collect_dirty()?);
+    let state = crate::state::encode(&vm.save_state()?);
+    if go_postcopy {
+        mig.update(|s| {
+            s.switched_to_postcopy = true;
+            s.phase = "device-state".into();
+        });
+        flush_all(&mut conns, &mut reader)?;
+        protocol::send(&mut conns[0], &Message::PostcopyState { state, pending: pending.words().to_vec() })?;
+    } else {
+        let pages: Vec<usize> = pending.iter().collect();
+        send_spread(&ctx, &mut conns, &pages, false)?;
+        flush_all(&mut conns, &mut reader)?;
+        mig.update(|s| s.phase = "device-state".into());
+        protocol::send(&mut conns[0], &Message::State(state))?;
+    }
+    expect(&mut reader, "Ready", |m| *m == Message::Ready)?;
+    ctx.check_cancel()?;
+
+    // The switch. After this line the destination owns the VM.
+    mig.update(|s| s.phase = "switch".into());
+    protocol::send(&mut conns[0], &Message::Switch)?;
+    let resumed = expect(&mut reader, "Resumed", |m| *m == Message::Resumed);
+    let downtime_ms = paused_at.elapsed().as_secs_f64() * 1000.0;
+    if let Err(e) = resumed {
+        return Ok(Outcome::Unknown(e.to_string()));
+    }
+    mig.update(|s| s.downtime_ms = downtime_ms);
+    publish(&ctx);
+    if go_postcopy {
+        mig.update(|s| s.phase = "post-copy".into());
+        // A small send buffer keeps requested pages from queueing behind megabytes of
+        // background pushes: fault latency is bounded by what is in flight.
+        set_send_buffer(&conns[0], 128 << 10);
+        let stats = super::postcopy::serve(&ctx_page_source(vm), &mut conns[0], reader, &pending, &ctx.counters)
+            .map_err(|e| MigrationError::Vm(format!("post-copy after the switch: {e}")));
+        match stats {
+            Ok(stats) => mig.update(|s| s.postcopy = stats),
+            // The destination runs the VM; pages it never got are lost with this error.
+            Err(e) => return Ok(Outcome::Unknown(e.to_string())),
+        }
+        publish(&ctx);
+        mig.update(|s| s.converged = true);
+    }
+    Ok(Outcome::Completed)
+}
+
+fn set_send_buffer(s: &TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on an open socket with a pointer to a live i32.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &bytes as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Sends `Flush` on every connection and waits for the destination's `Flushed`.
+fn flush_all(conns: &mut [TcpStream], reader: &mut BufReader<TcpStream>) -> Result<(), MigrationError> {
+    for c in conns.iter_mut() {
+        protocol::send(c, &Message::Flush)?;
+    }
+    expect(reader, "Flushed", |m| *m == Message::Flushed)?;
+    Ok(())
+}
+
+/// Pages of a paused VM for the post-copy server.
+fn ctx_page_source(vm: &Vm) -> impl Fn(usize, &mut [u8]) -> std::io::Result<()> + '_ {
+    move |p, buf| read_page(vm, p, buf)
+}
