@@ -5,14 +5,19 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 static SINK: OnceLock<Mutex<Box<dyn Write + Send>>> = OnceLock::new();
 /// The guest console's file, kept to drain it before power off.
 static TTY: OnceLock<File> = OnceLock::new();
 
+/// Set in host mode: a reader that went away ends the process.
+static ON_HOST: AtomicBool = AtomicBool::new(false);
+
 /// Sends lines to stdout (host mode).
 pub fn use_stdout() {
+    ON_HOST.store(true, Ordering::Relaxed);
     let _ = SINK.set(Mutex::new(Box::new(std::io::stdout())));
 }
 
@@ -56,8 +61,12 @@ pub fn line(text: &str) {
     buf.extend_from_slice(text.as_bytes());
     buf.push(b'\n');
     let mut out = sink.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = out.write_all(&buf);
-    let _ = out.flush();
+    let written = out.write_all(&buf).and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe && ON_HOST.load(Ordering::Relaxed) {
+            std::process::exit(0);
+        }
+    }
 }
 
 /// Prints `NOVA-ERROR what=<what>` followed by `extra` (` k=v` pairs, may be empty).

@@ -77,7 +77,7 @@ pub fn run(plan: &Plan, env: &Env) -> ! {
         let env = env.clone();
         let ip = plan.ip;
         let spawned = match w {
-            Workload::Counter => spawn("counter", move || counter::run()),
+            Workload::Counter => spawn("counter", counter::run),
             Workload::Dirty { mib, rate_mib_s } => {
                 let token = gate.token();
                 spawn("dirty", move || dirty::run(mib, rate_mib_s, token))
