@@ -94,14 +94,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = inner.to_string();
-        let field = if let Some(rest) = msg.strip_prefix("unknown field `") {
-            let name = rest.split('`').next().unwrap_or("");
-            if path == "." {
-                name.to_string()
-            } else {
-                format!("{path}.{name}")
-            }
-        } else if let Some(rest) = msg.strip_prefix("missing field `") {
+        // An unknown field's path already ends with its name; a missing field's
+        // path is its parent's.
+        let field = if let Some(rest) = msg.strip_prefix("missing field `") {
             let name = rest.split('`').next().unwrap_or("");
             if path == "." {
                 name.to_string()
@@ -420,4 +415,25 @@ async fn metrics(State(h): S) -> Response {
         .clone();
     let text = crate::metrics::render(&h.info(), &vms, &mig);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<VmSpec>(br#"{"name":"a","kernel":"/k","cpus":1}"#).unwrap_err();
+        assert_eq!(e.field, "cpus");
+        let e =
+            parse_json::<VmSpec>(br#"{"name":"a","kernel":"/k","disks":[{"size_mib":1,"x":2}]}"#)
+                .unwrap_err();
+        assert_eq!(e.field, "disks[0].x");
+        let e = parse_json::<VmSpec>(br#"{"name":"a"}"#).unwrap_err();
+        assert_eq!(e.field, "kernel");
+        let e = parse_json::<VmSpec>(br#"{"name":"a","kernel":"/k","vcpus":-1}"#).unwrap_err();
+        assert_eq!(e.field, "vcpus");
+        let e = parse_json::<VmSpec>(b"not json").unwrap_err();
+        assert_eq!(e.field, "body");
+    }
 }
