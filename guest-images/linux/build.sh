@@ -3,7 +3,7 @@
 # for PVH boot) and an initramfs whose /init is the static nova-agent with the virtio
 # modules it loads. Usage: build.sh [OUT_DIR] (default guest-images/out).
 # Idempotent; downloads and extractions are cached in guest-images/linux/work/.
-set -euo pipefail
+set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
