@@ -218,6 +218,12 @@ impl Hostd {
 
     /// Waits until the VM's console has a line starting with `prefix`; returns it.
     pub fn wait_console(&self, id: &str, prefix: &str, timeout: Duration) -> String {
+        self.wait_console_any(id, &[prefix], timeout)
+    }
+
+    /// Waits until the VM's console has a line starting with any of `prefixes`.
+    pub fn wait_console_any(&self, id: &str, prefixes: &[&str], timeout: Duration) -> String {
+        let prefix = prefixes;
         let deadline = Instant::now() + timeout;
         loop {
             let (s, v) = self.request("GET", &format!("/v1/vms/{id}/console?lines=10000"), None);
@@ -225,7 +231,7 @@ impl Hostd {
                 if let Some(l) = v["lines"].as_array().and_then(|ls| {
                     ls.iter()
                         .filter_map(|l| l.as_str())
-                        .find(|l| l.starts_with(prefix))
+                        .find(|l| prefix.iter().any(|p| l.starts_with(p)))
                         .map(str::to_owned)
                 }) {
                     return l;

@@ -1,0 +1,199 @@
+//! VM disks under hostd: base images in a content-addressed cache, VM disks cloned
+//! from them (reflink where the filesystem has it, sparse copies otherwise), removed
+//! with their VM.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nova_tests::hostd::{testguest, Hostd, Opts};
+use nova_tests::{disk_with_host_blocks, require_kvm};
+use serde_json::json;
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Whether the filesystem at `dir` does reflinks (asks the kernel with `cp`).
+fn reflink_supported(dir: &Path) -> bool {
+    let a = dir.join("reflink-probe-a");
+    let b = dir.join("reflink-probe-b");
+    std::fs::write(&a, b"probe").unwrap();
+    let ok = Command::new("cp")
+        .arg("--reflink=always")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+    ok
+}
+
+#[test]
+fn disks_are_sparse_clones_of_base_images() {
+    let h = Hostd::start(Opts {
+        args: vec!["--no-reflink".into()],
+        ..Opts::default()
+    });
+    let base = h.dir.join("base.raw");
+    disk_with_host_blocks(&base, 32);
+    let base_sum = sha256(&base);
+    let img = h.post("/v1/images", &json!({"path": base}));
+    assert_eq!(
+        img["id"],
+        format!("sha256:{base_sum}"),
+        "content-addressed: {img}"
+    );
+    assert_eq!(img["size_bytes"], 32 << 20);
+    // Importing again is the same image.
+    assert_eq!(
+        h.post("/v1/images", &json!({"path": base}))["id"],
+        img["id"]
+    );
+    let cached = h.data().join(format!("images/sha256-{base_sum}"));
+    assert!(
+        allocated(&cached) < 1 << 20,
+        "the cached image stays sparse: {}",
+        allocated(&cached)
+    );
+
+    let vm = h.create_vm(json!({
+        "id": "d", "name": "d", "kernel": testguest(), "mem_mib": 64, "start": false,
+        "disks": [{"image": img["id"], "size_mib": 64}, {"size_mib": 16}],
+    }));
+    let disks = vm["disks"].as_array().unwrap();
+    assert_eq!(disks[0]["method"], "sparse_copy", "{vm}");
+    assert_eq!(disks[0]["base"], img["id"]);
+    assert_eq!(disks[1]["method"], "blank");
+    let d0 = Path::new(disks[0]["path"].as_str().unwrap()).to_path_buf();
+    let d1 = Path::new(disks[1]["path"].as_str().unwrap()).to_path_buf();
+    assert!(d0.starts_with(h.data().join("vms/d")), "{}", d0.display());
+    assert_eq!(
+        std::fs::metadata(&d0).unwrap().len(),
+        64 << 20,
+        "grown to size_mib"
+    );
+    assert_eq!(std::fs::metadata(&d1).unwrap().len(), 16 << 20);
+    assert!(
+        allocated(&d0) <= allocated(&base) + (64 << 10),
+        "clone copied holes: {} vs {}",
+        allocated(&d0),
+        allocated(&base)
+    );
+    assert_eq!(allocated(&d1), 0, "a blank disk is all hole");
+    let (a, b) = (std::fs::read(&base).unwrap(), std::fs::read(&d0).unwrap());
+    assert_eq!(&a[..], &b[..a.len()], "the clone has the base's data");
+    assert!(b[a.len()..].iter().all(|&x| x == 0));
+    // Writing the clone leaves the base alone.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&d0)
+        .and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"guest data", 0)
+        })
+        .unwrap();
+    assert_eq!(sha256(&cached), base_sum, "the cached base is unchanged");
+    assert_eq!(
+        h.get("/v1/host")["allocated"]["disk_mib"],
+        80,
+        "disks are accounted at their virtual size"
+    );
+
+    let (s, _) = h.request("DELETE", "/v1/vms/d", None);
+    assert_eq!(s, 204);
+    assert!(!d0.exists() && !d1.exists(), "disks go with their VM");
+    assert!(cached.exists(), "the base image stays cached");
+    assert_eq!(h.get("/v1/host")["allocated"]["disk_mib"], 0);
+}
+
+#[test]
+fn disk_clone_uses_reflink_where_the_filesystem_has_it() {
+    let h = Hostd::start(Opts::default());
+    let base = h.dir.join("base.raw");
+    disk_with_host_blocks(&base, 8);
+    let img = h.post("/v1/images", &json!({"path": base}));
+    let vm = h.create_vm(json!({
+        "id": "r", "name": "r", "kernel": testguest(), "mem_mib": 64, "start": false,
+        "disks": [{"image": img["id"]}],
+    }));
+    let method = vm["disks"][0]["method"].as_str().unwrap().to_string();
+    if reflink_supported(&h.data()) {
+        assert_eq!(method, "reflink", "{vm}");
+    } else {
+        // ext4 and friends: FICLONE fails and hostd falls back to the sparse copy. This
+        // test cannot prove the reflink path here; it proves the fallback is taken.
+        eprintln!("\n*** the data dir's filesystem has no reflink: checked the sparse-copy fallback only ***\n");
+        assert_eq!(method, "sparse_copy", "{vm}");
+    }
+    let d = vm["disks"][0]["path"].as_str().unwrap();
+    assert_eq!(std::fs::read(d).unwrap(), std::fs::read(&base).unwrap());
+}
+
+#[test]
+fn a_vm_boots_with_its_cloned_disk() {
+    if !require_kvm() {
+        return;
+    }
+    let h = Hostd::start(Opts::default());
+    let base = h.dir.join("base.raw");
+    disk_with_host_blocks(&base, 16);
+    let img = h.post("/v1/images", &json!({"path": base}));
+    h.create_vm(json!({
+        "id": "io", "name": "io", "kernel": testguest(), "mem_mib": 64,
+        "cmdline": "nova.workload=disk",
+        "disks": [{"image": img["id"]}],
+    }));
+    let line = h.wait_console_any(
+        "io",
+        &["NOVA-DISK", "NOVA-ERROR what=no_blk"],
+        Duration::from_secs(30),
+    );
+    if !nova_tests::require(
+        !line.contains("no_blk"),
+        "nova-vmm gives the guest no virtio-blk device yet",
+    ) {
+        return;
+    }
+    assert!(
+        line.contains("host_ok=16") && line.contains("errors=0"),
+        "{line}"
+    );
+}
+
+#[test]
+fn images_upload_and_deduplicate() {
+    let h = Hostd::start(Opts::default());
+    let (s, v) = h.request("PUT", "/v1/images", Some("hello image\n"));
+    assert_eq!(s, 201, "{v}");
+    let f = h.dir.join("hello");
+    std::fs::write(&f, "hello image\n").unwrap();
+    assert_eq!(v["id"], format!("sha256:{}", sha256(&f)));
+    assert_eq!(
+        h.post("/v1/images", &json!({"path": f}))["id"],
+        v["id"],
+        "the same content is one image"
+    );
+    assert_eq!(h.get("/v1/images")["images"].as_array().unwrap().len(), 1);
+    let (s, _) = h.request(
+        "GET",
+        &format!("/v1/images/{}", v["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(s, 200);
+    let tmp: Vec<_> = std::fs::read_dir(h.data().join("images/tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "no upload leftovers");
+}
