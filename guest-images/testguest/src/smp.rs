@@ -28,19 +28,39 @@ pub extern "C" fn ap_main() -> ! {
     halt_forever()
 }
 
-/// Counts enabled processor entries of an Intel MP table in 0xF0000..0x100000.
-fn mp_table_cpus() -> Option<u32> {
-    let mut fp = 0xf0000usize;
-    while fp < 0x100000 {
-        // SAFETY: the BIOS area below 1 MiB is identity-mapped and readable.
-        if unsafe { mmio_read32(fp) } == u32::from_le_bytes(*b"_MP_") && sum8(fp, 16) == 0 {
-            break;
+/// Finds a checksummed MP floating pointer on a 16-byte boundary in `start..end`.
+/// Uses `repne scasd`: KVM's emulator repeats string instructions internally, which is
+/// far cheaper than a loop of emulated instructions (the BIOS area is 64 KiB).
+fn find_mp_pointer(start: usize, end: usize) -> Option<usize> {
+    const SIG: u32 = u32::from_le_bytes(*b"_MP_");
+    let mut at = start;
+    while at + 16 <= end {
+        let next: usize;
+        // SAFETY: scans dwords in at..end, memory below 1 MiB (identity-mapped,
+        // readable); DF is clear per the ABI.
+        unsafe {
+            core::arch::asm!("repne scasd", inout("rdi") at => next, inout("rcx") (end - at) / 4 => _,
+                             in("eax") SIG, options(nostack, readonly));
         }
-        fp += 16;
+        // `next` is one dword past the last one compared.
+        let hit = next - 4;
+        // SAFETY: hit lies in at..end.
+        if hit < at || unsafe { mmio_read32(hit) } != SIG {
+            return None;
+        }
+        if hit % 16 == 0 && sum8(hit, 16) == 0 {
+            return Some(hit);
+        }
+        at = next;
     }
-    if fp >= 0x100000 {
-        return None;
-    }
+    None
+}
+
+/// Counts enabled processor entries of an Intel MP table whose floating pointer is in
+/// the BIOS area 0xF0000..0x100000 (where nova-vmm puts it) or in the last KiB of
+/// base memory 0x9FC00..0xA0000 (the MP spec's other usual place).
+fn mp_table_cpus() -> Option<u32> {
+    let fp = find_mp_pointer(0xf0000, 0x100000).or_else(|| find_mp_pointer(0x9fc00, 0xa0000))?;
     // SAFETY: a checksummed MP floating pointer; its config table address is at +4.
     let cfg = unsafe { mmio_read32(fp + 4) } as usize;
     if cfg == 0 || cfg >= 0x1_0000_0000 {

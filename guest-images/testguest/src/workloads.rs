@@ -78,7 +78,12 @@ impl Dirty {
         let pages = bytes / PAGE_SIZE as u64;
         let ticks_per_page = match args.rate {
             0 => None,
-            r => NonZeroU64::new((clock.per_ms * 1000).checked_div(r * 256).unwrap_or(1).max(1)),
+            r => NonZeroU64::new(
+                (clock.per_ms * 1000)
+                    .checked_div(r * 256)
+                    .unwrap_or(1)
+                    .max(1),
+            ),
         };
         Some(Dirty {
             base,
