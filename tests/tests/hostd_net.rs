@@ -5,78 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use nova_tests::hostd::{testguest, Hostd, Opts};
-use nova_tests::net::{ip, require_netns, NetNs};
-use nova_tests::{require_kvm, unique};
+use nova_tests::hostd::{ping, testguest, Hostd, Opts, TwoHosts};
+use nova_tests::net::{require_netns, NetNs};
+use nova_tests::require_kvm;
 use serde_json::json;
-
-/// Two hosts (namespaces) joined by veth, each with a hostd on the overlay.
-pub struct TwoHosts {
-    pub a: Hostd,
-    pub b: Hostd,
-    pub ns_a: NetNs,
-    pub ns_b: NetNs,
-}
-
-fn host_opts(ns: &NetNs, me: u8, peer: u8, dev: &str) -> Opts {
-    let addr = format!("198.51.100.{me}");
-    Opts {
-        netns: Some(ns.name.clone()),
-        listen: Some(format!("{addr}:7070").parse().unwrap()),
-        args: [
-            "--bridge",
-            "novabr0",
-            "--host-cidr",
-            &format!("203.0.113.{me}/24"),
-            "--advertise-ip",
-            &addr,
-            "--vxlan-vni",
-            "42",
-            "--vxlan-dev",
-            dev,
-            "--vxlan-peer",
-            &format!("198.51.100.{peer}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    }
-}
-
-impl TwoHosts {
-    pub fn new() -> TwoHosts {
-        let (ns_a, ns_b) = (NetNs::new(), NetNs::new());
-        let (va, vb) = (unique("nva"), unique("nvb"));
-        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
-        ip(&["link", "set", &va, "netns", &ns_a.name]);
-        ip(&["link", "set", &vb, "netns", &ns_b.name]);
-        for (ns, dev, a) in [
-            (&ns_a, &va, "198.51.100.1/24"),
-            (&ns_b, &vb, "198.51.100.2/24"),
-        ] {
-            ip(&["-n", &ns.name, "addr", "add", a, "dev", dev]);
-            ip(&["-n", &ns.name, "link", "set", dev, "up"]);
-        }
-        let a = Hostd::start(host_opts(&ns_a, 1, 2, &va));
-        let b = Hostd::start(host_opts(&ns_b, 2, 1, &vb));
-        TwoHosts { a, b, ns_a, ns_b }
-    }
-}
-
-/// `ping` from inside `ns`; true when a reply came.
-pub fn ping(ns: &NetNs, addr: &str, count: u32) -> bool {
-    let out = ns.run(&[
-        "ping",
-        "-c",
-        &count.to_string(),
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        addr,
-    ]);
-    out.status.success()
-}
 
 fn link_exists(ns: &NetNs, dev: &str) -> bool {
     Command::new("ip")
