@@ -174,9 +174,20 @@ impl Transport {
 /// Finds the first virtio-mmio device with `device_id`: the `virtio_mmio.device=`
 /// entries in order, else QEMU microvm's window from its top slot down.
 pub fn find(cfg: &Config, device_id: u32) -> Option<Transport> {
+    let named = cfg.nmmio > 0;
     let probe = |base: usize| -> Option<Transport> {
         let t = Transport { base };
-        if t.r(MAGIC) != MMIO_MAGIC || t.r(DEVICE_ID) != device_id {
+        if t.r(MAGIC) != MMIO_MAGIC {
+            if named {
+                // The VMM named a device that is not there: say so.
+                Line::new(line::ERROR)
+                    .s(" what=virtio_bad_magic")
+                    .kx("addr", base as u64)
+                    .emit();
+            }
+            return None;
+        }
+        if t.r(DEVICE_ID) != device_id {
             return None;
         }
         match t.r(VERSION) {
@@ -197,7 +208,7 @@ pub fn find(cfg: &Config, device_id: u32) -> Option<Transport> {
             }
         }
     };
-    if cfg.nmmio > 0 {
+    if named {
         return cfg.mmio().iter().find_map(|d| probe(d.addr as usize));
     }
     (0..MICROVM_SLOTS)
