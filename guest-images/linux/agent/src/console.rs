@@ -54,13 +54,29 @@ fn raw_output(file: &File) {
     }
 }
 
+/// Set once the last line (poweroff, reset) is out: nothing may follow it.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
 /// Prints one line (without its newline).
 pub fn line(text: &str) {
+    print(text, false);
+}
+
+/// Prints the machine's last line: later lines from other threads are dropped.
+pub fn last_line(text: &str) {
+    print(text, true);
+}
+
+fn print(text: &str, last: bool) {
     let sink = SINK.get_or_init(|| Mutex::new(Box::new(std::io::stdout())));
     let mut buf = Vec::with_capacity(text.len() + 1);
     buf.extend_from_slice(text.as_bytes());
     buf.push(b'\n');
     let mut out = sink.lock().unwrap_or_else(|e| e.into_inner());
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    CLOSED.store(last, Ordering::Relaxed);
     let written = out.write_all(&buf).and_then(|()| out.flush());
     if let Err(e) = written {
         if e.kind() == std::io::ErrorKind::BrokenPipe && ON_HOST.load(Ordering::Relaxed) {

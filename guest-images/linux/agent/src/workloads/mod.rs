@@ -104,7 +104,7 @@ pub fn run(plan: &Plan, env: &Env) -> ! {
         init::sleep_forever()
     };
     gate.wait();
-    console::line(end_line);
+    console::last_line(end_line);
     if env.pid1 {
         ends()
     }
