@@ -48,7 +48,7 @@ fn find_mp_pointer(start: usize, end: usize) -> Option<usize> {
         if hit < at || unsafe { mmio_read32(hit) } != SIG {
             return None;
         }
-        if hit % 16 == 0 && sum8(hit, 16) == 0 {
+        if hit & 15 == 0 && sum8(hit, 16) == 0 {
             return Some(hit);
         }
         at = next;

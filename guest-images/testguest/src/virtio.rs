@@ -110,6 +110,10 @@ impl Transport {
     /// Returns the accepted word-0 features.
     pub fn negotiate(&self, want: u32) -> Result<u32, &'static str> {
         self.w(STATUS, 0);
+        let mut spins = 0;
+        while self.r(STATUS) != 0 && spins < 10_000 {
+            spins += 1;
+        }
         self.w(STATUS, STATUS_ACK);
         self.w(STATUS, STATUS_ACK | STATUS_DRIVER);
         self.w(DEVICE_FEATURES_SEL, 1);
