@@ -226,6 +226,11 @@ impl TestDriver {
         head
     }
 
+    /// The descriptor index the next `add_chain` on queue `q` starts at.
+    pub fn next_head(&self, q: usize) -> u16 {
+        self.queues[q].next_desc
+    }
+
     /// QueueNotify through the register (the path without an ioeventfd).
     pub fn kick(&mut self, q: usize) {
         self.write_reg(0x50, q as u32);
