@@ -163,6 +163,7 @@ impl Transport {
             last_used: 0,
             notify: self.base + QUEUE_NOTIFY,
             index,
+            broken: false,
         })
     }
 
@@ -229,6 +230,7 @@ pub struct Queue {
     last_used: u16,
     notify: usize,
     index: u32,
+    broken: bool,
 }
 
 impl Queue {
@@ -267,6 +269,18 @@ impl Queue {
         unsafe {
             let idx = (self.page.add(USED_OFF + 2) as *const u16).read_volatile();
             if idx == self.last_used {
+                return None;
+            }
+            if idx.wrapping_sub(self.last_used) > self.size {
+                // More completions than buffers: the device is broken. Say so once
+                // and stop consuming from this queue.
+                if !self.broken {
+                    self.broken = true;
+                    Line::new(line::ERROR)
+                        .s(" what=virtio_used_idx")
+                        .kv("queue", self.index as u64)
+                        .emit();
+                }
                 return None;
             }
             compiler_fence(Ordering::SeqCst);
