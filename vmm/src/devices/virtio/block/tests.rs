@@ -658,3 +658,56 @@ fn reset_during_io_drains_and_the_device_starts_again() {
     driver.start(QUEUE_SIZE);
     assert_serves_a_good_request(&mut driver);
 }
+
+#[test]
+fn pause_completes_every_request_it_took() {
+    let file = disk("pausedrain");
+    let mut driver = started(&file, false);
+    write_header(&driver, VIRTIO_BLK_T_IN, 0);
+    // 80 chains of 3: the 256-entry descriptor table holds them all.
+    for i in 0..80u64 {
+        let data = DATA + i * 0x2000;
+        driver.add_chain(
+            0,
+            &[
+                (HEADER, 16, false),
+                (data, 8192, true),
+                (STATUS_BYTE, 1, true),
+            ],
+        );
+    }
+    driver.kick(0);
+    std::thread::sleep(Duration::from_millis(1));
+    driver.transport.pause();
+    let state = driver.transport.state().unwrap();
+    let queue = state.queues[0];
+    assert_eq!(
+        queue.next_used, queue.next_avail,
+        "a request taken but not completed"
+    );
+    assert_eq!(driver.used_idx(0), queue.next_used, "used ring published");
+    // Nothing moves while paused, everything after resume.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(driver.used_idx(0), queue.next_used);
+    driver.transport.resume().unwrap();
+    for _ in 0..80 {
+        assert_eq!(driver.wait_used(0).1, 8193);
+    }
+}
+
+#[test]
+fn a_backend_failure_is_reported_as_an_io_error() {
+    let file = disk("shrunk");
+    let mut driver = started(&file, false);
+    // The file shrinks under the device: reads past the new end come back short.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file.0)
+        .unwrap()
+        .set_len(512 * 1024)
+        .unwrap();
+    let (_, status) = request(&mut driver, VIRTIO_BLK_T_IN, 1500, &[(DATA, 4096)]);
+    assert_eq!(status, VIRTIO_BLK_S_IOERR as u8);
+    assert_eq!(counters(&driver).failed_requests, 1);
+    assert_serves_a_good_request(&mut driver);
+}

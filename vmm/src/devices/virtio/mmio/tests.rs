@@ -235,3 +235,11 @@ fn random_register_traffic_never_panics() {
     }
     d.start(256);
 }
+
+#[test]
+fn a_transport_can_live_behind_the_bus_mutex() {
+    fn is_send<T: Send + 'static>() {}
+    is_send::<MmioTransport>();
+    let _: std::sync::Arc<std::sync::Mutex<dyn BusDevice>> =
+        std::sync::Arc::new(std::sync::Mutex::new(driver().1.transport));
+}
