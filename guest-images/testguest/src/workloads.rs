@@ -335,7 +335,7 @@ pub fn run(cfg: &Config, boot: &BootInfo, clock: &Clock) -> ! {
     let mut net = match (w.net, cfg.ip) {
         (false, _) => None,
         (true, None) => {
-            error("net_needs_nova.ip");
+            error("no_ip");
             None
         }
         (true, Some(ip)) => match Net::init(cfg, ip) {
