@@ -24,7 +24,7 @@ use crate::memory::GuestMemory;
 
 pub use block::{Block, BlockConfig, BlockCounters, BlockError, BlockState};
 pub use mmio::{MmioTransport, TransportError, TransportState, MMIO_LEN};
-pub use net::{Net, NetConfig, NetCounters, NetError, NetState};
+pub use net::{format_mac, parse_mac, Net, NetConfig, NetCounters, NetError, NetState};
 
 /// Interrupt status bit: a used buffer was added.
 pub const INT_VRING: u32 = 1;
