@@ -15,7 +15,7 @@ use crate::net::{ip, NetNs};
 use crate::{binary, unique, Console, TempDir};
 
 /// How to start a hostd.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Opts {
     /// Network namespace to run in (and to reach it through); root namespace if None.
     pub netns: Option<String>,
@@ -25,15 +25,6 @@ pub struct Opts {
     pub args: Vec<String>,
 }
 
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            netns: None,
-            listen: None,
-            args: Vec::new(),
-        }
-    }
-}
 
 /// A running nova-hostd.
 pub struct Hostd {

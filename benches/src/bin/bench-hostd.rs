@@ -1,0 +1,346 @@
+//! bench-hostd: VMs through nova-hostd on one host. Create-to-`NOVA-BOOTED` through the
+//! API (hostd's overhead over a bare VMM start), N small VMs (test guest, 64 MiB,
+//! 1 vCPU, idle) started in sequence and concurrently (time, VMM memory per VM), and
+//! a hostd restart under all N (time to reattach every VM, none stopped). Writes
+//! docs/benchmarks/hostd.{json,md}. Host-to-host migration downtime through hostd is
+//! measured once nova-vmm has live migration.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use nova_benches::{rss_kib, write_report, Summary};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "target/release/nova-hostd")]
+    hostd: PathBuf,
+    #[arg(long, default_value = "target/release/nova-vmm")]
+    vmm: PathBuf,
+    #[arg(long, default_value = "guest-images/out/testguest.elf")]
+    guest: PathBuf,
+    /// VMs started together.
+    #[arg(long, default_value_t = 100)]
+    vms: usize,
+    /// Single create-to-boot runs.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+}
+
+struct Hostd {
+    child: Child,
+    addr: SocketAddr,
+    token: String,
+    dir: PathBuf,
+}
+
+impl Hostd {
+    fn start(args: &Args, dir: &Path) -> anyhow::Result<Hostd> {
+        let token = format!("bench-token-{}", std::process::id());
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("token"), &token)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = std::fs::File::create(dir.join("hostd.log"))?;
+        let child = Command::new(&args.hostd)
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--cpu-overcommit",
+                "100",
+                "--token-file",
+            ])
+            .arg(dir.join("token"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--vmm-bin")
+            .arg(&args.vmm)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", args.hostd.display()))?;
+        let h = Hostd {
+            child,
+            addr,
+            token,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while h.call("GET", "/v1/health", None).is_err() {
+            if Instant::now() > deadline {
+                bail!("hostd did not answer");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(h)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut s = TcpStream::connect(self.addr)?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        )?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf);
+        let (head, rest) = text.split_once("\r\n\r\n").context("bad response")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("bad status")?;
+        Ok((status, serde_json::from_str(rest).unwrap_or(Value::Null)))
+    }
+
+    fn console(&self, id: &str) -> PathBuf {
+        self.dir.join("data/vms").join(id).join("console.log")
+    }
+}
+
+impl Drop for Hostd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spec(args: &Args, id: &str) -> Value {
+    json!({"id": id, "name": id, "kernel": args.guest, "mem_mib": 64, "vcpus": 1, "cmdline": "nova.workload=idle"})
+}
+
+fn wait_booted(path: &Path, deadline: Instant) -> anyhow::Result<Instant> {
+    loop {
+        if std::fs::read(path).is_ok_and(|b| b.starts_with(b"NOVA-BOOTED")) {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("{} shows no NOVA-BOOTED", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn create(h: &Hostd, args: &Args, id: &str) -> anyhow::Result<u32> {
+    let (s, v) = h.call("POST", "/v1/vms", Some(&spec(args, id)))?;
+    if s != 201 {
+        bail!("create {id}: {s} {v}");
+    }
+    Ok(v["pid"].as_u64().unwrap_or(0) as u32)
+}
+
+fn delete_all(h: &Hostd) -> anyhow::Result<()> {
+    let (_, list) = h.call("GET", "/v1/vms", None)?;
+    for vm in list["vms"].as_array().cloned().unwrap_or_default() {
+        h.call(
+            "DELETE",
+            &format!("/v1/vms/{}", vm["id"].as_str().unwrap_or("")),
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Report {
+    vms: usize,
+    create_to_booted_ms: Summary,
+    bare_vmm_to_booted_ms: Summary,
+    sequential_total_s: f64,
+    concurrent_total_s: f64,
+    vmm_rss_mib_per_vm: f64,
+    guest_touched_mib_per_vm: f64,
+    hostd_rss_mib: f64,
+    reattach_s: f64,
+    reattached: usize,
+    still_running_after_restart: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    for p in [&mut args.hostd, &mut args.vmm, &mut args.guest] {
+        *p = p
+            .canonicalize()
+            .with_context(|| format!("{}", p.display()))?;
+    }
+    let tmp = std::env::temp_dir().join(format!("bench-hostd-{}", std::process::id()));
+    let result = run(&args, &tmp);
+    kill_vmms_under(&tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+/// Kills (by pid) every nova-vmm this run started: their command lines name `dir`.
+fn kill_vmms_under(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let c = String::from_utf8_lossy(&c);
+        if c.contains("nova-vmm") && c.contains(&needle) {
+            // SAFETY: kill(2) on a VMM this benchmark started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
+    let mut h = Hostd::start(args, tmp)?;
+
+    // 1. One VM, create-to-NOVA-BOOTED, against the same VMM started bare.
+    let mut through = Vec::new();
+    let mut bare = Vec::new();
+    for i in 0..args.runs {
+        let id = format!("one-{i}");
+        let t0 = Instant::now();
+        create(&h, args, &id)?;
+        let t = wait_booted(&h.console(&id), t0 + Duration::from_secs(30))?;
+        through.push((t - t0).as_secs_f64() * 1e3);
+        h.call("DELETE", &format!("/v1/vms/{id}"), None)?;
+
+        let console = tmp.join(format!("bare-{i}.log"));
+        let t0 = Instant::now();
+        let mut c = Command::new(&args.vmm)
+            .args([
+                "run",
+                "--mem-mib",
+                "64",
+                "--cmdline",
+                "nova.workload=idle",
+                "--kernel",
+            ])
+            .arg(&args.guest)
+            .arg("--console")
+            .arg(&console)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let t = wait_booted(&console, t0 + Duration::from_secs(30))?;
+        bare.push((t - t0).as_secs_f64() * 1e3);
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    // 2. N in sequence.
+    let t0 = Instant::now();
+    for i in 0..args.vms {
+        let id = format!("seq-{i}");
+        create(&h, args, &id)?;
+        wait_booted(&h.console(&id), t0 + Duration::from_secs(600))?;
+    }
+    let sequential = t0.elapsed().as_secs_f64();
+    delete_all(&h)?;
+
+    // 3. N concurrently.
+    let t0 = Instant::now();
+    let pids: Vec<u32> = std::thread::scope(|s| {
+        let hs = &h;
+        let handles: Vec<_> = (0..args.vms)
+            .map(|i| {
+                s.spawn(move || -> anyhow::Result<u32> {
+                    let id = format!("par-{i}");
+                    let pid = create(hs, args, &id)?;
+                    wait_booted(&hs.console(&id), t0 + Duration::from_secs(600))?;
+                    Ok(pid)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|j| j.join().expect("thread"))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let concurrent = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut own, mut shmem) = (0u64, 0u64);
+    for &p in &pids {
+        let (o, s) = rss_kib(p)?;
+        own += o;
+        shmem += s;
+    }
+    let hostd_rss = rss_kib(h.child.id())?.0 as f64 / 1024.0;
+
+    // 4. hostd killed and restarted under N running VMs.
+    let _ = h.child.kill();
+    let _ = h.child.wait();
+    let t0 = Instant::now();
+    let dir = h.dir.clone();
+    std::mem::forget(h);
+    let h = Hostd::start(args, &dir)?;
+    let (_, list) = h.call("GET", "/v1/vms", None)?;
+    let reattach = t0.elapsed().as_secs_f64();
+    let vms = list["vms"].as_array().cloned().unwrap_or_default();
+    let reattached = vms
+        .iter()
+        .filter(|v| {
+            v["state"] == "running" && pids.contains(&(v["pid"].as_u64().unwrap_or(0) as u32))
+        })
+        .count();
+    let still = pids
+        .iter()
+        .filter(|&&p| Path::new(&format!("/proc/{p}")).exists())
+        .count();
+    delete_all(&h)?;
+
+    let n = args.vms as f64;
+    let report = Report {
+        vms: args.vms,
+        create_to_booted_ms: Summary::of(&through),
+        bare_vmm_to_booted_ms: Summary::of(&bare),
+        sequential_total_s: sequential,
+        concurrent_total_s: concurrent,
+        vmm_rss_mib_per_vm: own as f64 / 1024.0 / n,
+        guest_touched_mib_per_vm: shmem as f64 / 1024.0 / n,
+        hostd_rss_mib: hostd_rss,
+        reattach_s: reattach,
+        reattached,
+        still_running_after_restart: still,
+    };
+    let md = format!(
+        "# nova-hostd\n\nTest guest (64 MiB, 1 vCPU, idle), debug or release as built; one host, 2 cores.\n\n\
+| measure | value |\n|---|---|\n\
+| create-to-NOVA-BOOTED through hostd (median of {runs}) | {c:.1} ms |\n\
+| bare nova-vmm start-to-NOVA-BOOTED (median of {runs}) | {b:.1} ms |\n\
+| hostd overhead (median difference) | {d:.1} ms |\n\
+| {n} VMs in sequence | {seq:.2} s |\n\
+| {n} VMs concurrently | {par:.2} s |\n\
+| VMM memory per VM (RssAnon+RssFile) | {own:.1} MiB |\n\
+| guest memory touched per VM (RssShmem) | {sh:.1} MiB |\n\
+| hostd RSS with {n} VMs | {hr:.1} MiB |\n\
+| hostd restart under {n} VMs: reattached / still running | {ra} / {st} in {rt:.2} s |\n\n\
+Host-to-host migration downtime through hostd: not measured yet (nova-vmm live migration pending).\n",
+        runs = args.runs,
+        c = report.create_to_booted_ms.median,
+        b = report.bare_vmm_to_booted_ms.median,
+        d = report.create_to_booted_ms.median - report.bare_vmm_to_booted_ms.median,
+        n = args.vms,
+        seq = sequential,
+        par = concurrent,
+        own = report.vmm_rss_mib_per_vm,
+        sh = report.guest_touched_mib_per_vm,
+        hr = hostd_rss,
+        ra = reattached,
+        st = still,
+        rt = reattach,
+    );
+    print!("{md}");
+    write_report(&args.out, "hostd", &report, &md)
+}
