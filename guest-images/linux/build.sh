@@ -146,7 +146,7 @@ fi
 step="resolve modules"
 declare -A KO_PATH=() LOADED=()
 while IFS= read -r -d '' f; do
-	n=$(basename "$f")
+	n=${f##*/}
 	n=${n%%.ko*}
 	KO_PATH[${n//-/_}]=$f
 done < <(find "$MODDIR/kernel" -name '*.ko*' -print0)
