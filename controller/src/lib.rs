@@ -5,7 +5,14 @@
 //! runs on a host (hostd does) nor the VM itself (nova-vmm does).
 
 pub mod model;
+pub mod scheduler;
 pub mod store;
 
 #[cfg(test)]
 mod testing;
+pub mod api;
+pub mod auth;
+pub mod events;
+pub mod hostd;
+pub mod migration;
+pub mod reconcile;
