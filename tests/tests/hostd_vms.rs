@@ -261,3 +261,44 @@ fn a_vmm_that_cannot_start_is_reported_with_its_error() {
         "the VMM's error is kept: {vm}"
     );
 }
+
+#[test]
+fn snapshots_are_taken_into_the_vm_directory() {
+    if !require_kvm() {
+        return;
+    }
+    let h = Hostd::start(Opts::default());
+    h.create_vm(guest_spec("s", "counter"));
+    h.wait_console("s", "NOVA-TICK", BOOT);
+    let (s, v) = h.request("POST", "/v1/vms/s/snapshot", Some(r#"{"name":"first"}"#));
+    if s == 502 && v["error"].as_str().unwrap_or("").contains("404") {
+        nova_tests::require(false, "nova-vmm has no snapshot API yet");
+        return;
+    }
+    assert_eq!(s, 201, "{v}");
+    let dir = h.data().join("vms/s/snapshots/first");
+    assert_eq!(v["path"], dir.to_str().unwrap());
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() > 0,
+        "the VMM wrote the snapshot there"
+    );
+    assert_eq!(
+        h.get("/v1/vms/s")["state"],
+        "running",
+        "the VM runs on after a snapshot"
+    );
+    let (s, v) = h.request("POST", "/v1/vms/s/snapshot", Some(r#"{"name":"first"}"#));
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = h.request(
+        "POST",
+        "/v1/vms/s/snapshot",
+        Some(r#"{"name":"../../../escape"}"#),
+    );
+    assert_eq!((s, v["field"].as_str()), (400, Some("name")), "{v}");
+    let vm = h.get("/v1/vms/s");
+    assert!(vm["counters"]["process_cpu_ms"].as_u64().is_some(), "{vm}");
+    assert!(
+        vm["counters"]["guest_resident_bytes"].as_u64().unwrap() > 0,
+        "{vm}"
+    );
+}

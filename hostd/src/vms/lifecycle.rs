@@ -723,6 +723,11 @@ impl Host {
     /// The VM with its VMM's live state and counters.
     pub async fn vm_info(&self, vm: &Vm) -> VmInfo {
         let mut info = vm.info();
+        if let Some((cpu_ms, rss, guest)) = info.pid.and_then(process::stats) {
+            info.counters.insert("process_cpu_ms".into(), cpu_ms);
+            info.counters.insert("process_rss_bytes".into(), rss);
+            info.counters.insert("guest_resident_bytes".into(), guest);
+        }
         if is_active(info.state) && info.pid.is_some() {
             if let Ok(r) = client::unix(
                 &vm.api_sock(),
