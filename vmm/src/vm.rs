@@ -15,7 +15,7 @@ use kvm_bindings::{
     kvm_irqchip, kvm_pit_config, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
     KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
 
 use serde::Serialize;
 use vmm_sys_util::eventfd::EventFd;
@@ -25,7 +25,10 @@ use crate::config::{ConfigError, VmConfig};
 use crate::devices::i8042::{I8042, I8042_PORT};
 use crate::devices::power::{SleepControl, SLEEP_CONTROL_ADDR};
 use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
-use crate::devices::Bus;
+use crate::devices::virtio::{
+    self, Block, BlockConfig, DeviceCounters, Interrupt, MmioTransport, Net, TransportState, VirtioDevice, MMIO_LEN,
+};
+use crate::devices::{Bus, BusDevice};
 use crate::kvm::{self, KvmError, KvmKind};
 use crate::memory::{self, GuestMemory, MemoryError};
 use crate::state::{KvmState, VmState};
@@ -96,6 +99,46 @@ pub struct Counters {
     pub io_exits: u64,
     pub mmio_exits: u64,
     pub console_bytes: u64,
+    /// Per virtio device, in device order (disks, then NICs).
+    pub devices: Vec<DeviceCounters>,
+}
+
+/// A virtio-mmio device's place on the bus. The transport is rebuilt on restore,
+/// after the old device is dropped (a tap can be attached by one device at a time).
+pub struct VirtioSlot {
+    transport: Option<MmioTransport>,
+    interrupt: Arc<Interrupt>,
+    queue_evts: Vec<EventFd>,
+}
+
+impl BusDevice for VirtioSlot {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match &mut self.transport {
+            Some(t) => t.read(offset, data),
+            None => data.fill(0),
+        }
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Some(t) = &mut self.transport {
+            t.write(offset, data);
+        }
+    }
+}
+
+fn clone_evts(evts: &[EventFd]) -> Result<Vec<EventFd>, VmError> {
+    evts.iter().map(|e| e.try_clone().map_err(setup("eventfd"))).collect()
+}
+
+/// The device behind virtio slot `index`: disks first, then NICs.
+fn make_device(config: &VmConfig, index: usize) -> Result<Box<dyn VirtioDevice>, VmError> {
+    if let Some(d) = config.disks.get(index) {
+        let cfg = BlockConfig { path: d.path.clone(), read_only: d.read_only, id: format!("disk{index}") };
+        return Ok(Box::new(Block::new(cfg).map_err(|e| VmError::Device(e.to_string()))?));
+    }
+    let n = &config.nets[index - config.disks.len()];
+    let mac = n.mac.as_deref().and_then(crate::config::parse_mac);
+    let cfg = virtio::NetConfig { tap: n.tap.clone(), mac };
+    Ok(Box::new(Net::new(cfg).map_err(|e| VmError::Device(e.to_string()))?))
 }
 
 /// One VM.
@@ -116,6 +159,7 @@ pub struct Vm {
     pio: Bus,
     mmio: Bus,
     vcpu_stats: Vec<Arc<VcpuStats>>,
+    virtio: Vec<Arc<Mutex<VirtioSlot>>>,
     vcpus: Vec<Arc<Mutex<VcpuFd>>>,
     msr_indices: Vec<u32>,
     vcpus_started: std::sync::atomic::AtomicBool,
@@ -214,6 +258,27 @@ impl Vm {
         mmio.insert(Arc::new(Mutex::new(SleepControl::new(off))), SLEEP_CONTROL_ADDR, 1)
             .map_err(bus_err)?;
 
+        let mut virtio = Vec::new();
+        for i in 0..config.disks.len() + config.nets.len() {
+            let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE;
+            let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+            vm_fd.register_irqfd(&irqfd, VIRTIO_IRQ_BASE + i as u32).map_err(ioctl("KVM_IRQFD (virtio)"))?;
+            let interrupt = Arc::new(Interrupt::new(irqfd));
+            let device = make_device(&config, i)?;
+            let mut queue_evts = Vec::new();
+            for q in 0..device.queue_max_sizes().len() {
+                let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+                let addr = IoEventAddress::Mmio(base + virtio::mmio::reg::QUEUE_NOTIFY);
+                vm_fd.register_ioevent(&evt, &addr, q as u32).map_err(ioctl("KVM_IOEVENTFD"))?;
+                queue_evts.push(evt);
+            }
+            let transport = MmioTransport::new(device, mem.clone(), interrupt.clone(), clone_evts(&queue_evts)?)
+                .map_err(|e| VmError::Device(e.to_string()))?;
+            let slot = Arc::new(Mutex::new(VirtioSlot { transport: Some(transport), interrupt, queue_evts }));
+            mmio.insert(slot.clone(), base, MMIO_LEN).map_err(bus_err)?;
+            virtio.push(slot);
+        }
+
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
@@ -252,6 +317,7 @@ impl Vm {
             pio,
             mmio,
             vcpu_stats,
+            virtio,
             vcpus,
             msr_indices,
             vcpus_started: Default::default(),
@@ -274,8 +340,7 @@ impl Vm {
             }
             None => None,
         };
-        let virtio_devices = 0;
-        let cmdline = guest_cmdline(config, virtio_devices);
+        let cmdline = guest_cmdline(config, self.virtio.len());
         boot::write_cmdline(mem, &cmdline)?;
         boot::mptable::write_mptable(mem, config.vcpus)?;
         regs::write_tables(mem, kernel.entry).map_err(boot::BootError::GuestMemory)?;
@@ -299,6 +364,8 @@ impl Vm {
         if self.vcpus_started.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        // Restored devices come back paused.
+        self.resume_devices();
         for (i, fd) in self.vcpus.iter().enumerate() {
             let ctx = VcpuContext {
                 pio: self.pio.clone(),
@@ -359,6 +426,11 @@ impl Vm {
                 io_exits: sum(|s| s.io_exits.load(Ordering::Relaxed)),
                 mmio_exits: sum(|s| s.mmio_exits.load(Ordering::Relaxed)),
                 console_bytes: self.serial.lock().unwrap_or_else(|e| e.into_inner()).bytes_out(),
+                devices: self
+                    .virtio
+                    .iter()
+                    .filter_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).transport.as_ref().map(|t| t.device().counters()))
+                    .collect(),
             },
         }
     }
@@ -366,11 +438,27 @@ impl Vm {
     /// Pauses the vCPUs and drains the devices: afterwards nothing writes guest memory.
     pub fn pause(&self) {
         self.control.pause();
+        for slot in &self.virtio {
+            if let Some(t) = &mut slot.lock().unwrap_or_else(|e| e.into_inner()).transport {
+                t.pause();
+            }
+        }
     }
 
     /// Lets the vCPUs and devices run again.
     pub fn resume(&self) {
+        self.resume_devices();
         self.control.resume();
+    }
+
+    fn resume_devices(&self) {
+        for (i, slot) in self.virtio.iter().enumerate() {
+            if let Some(t) = &mut slot.lock().unwrap_or_else(|e| e.into_inner()).transport {
+                if let Err(e) = t.resume() {
+                    tracing::error!("virtio device {i} cannot resume: {e}");
+                }
+            }
+        }
     }
 
     /// Saves everything but memory. The VM must be paused (or not yet started).
@@ -393,7 +481,16 @@ impl Vm {
             clock: self.vm_fd.get_clock().map_err(ioctl("KVM_GET_CLOCK"))?,
         };
         let serial = self.serial.lock().unwrap_or_else(|e| e.into_inner()).state().into();
-        Ok(VmState { config: self.config.clone(), vcpus, kvm, serial, virtio: Vec::new() })
+        let mut virtio = Vec::with_capacity(self.virtio.len());
+        for (i, slot) in self.virtio.iter().enumerate() {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(t) = &slot.transport else {
+                return Err(VmError::Device(format!("virtio device {i} is missing")));
+            };
+            let state = t.state().map_err(|e| VmError::Device(format!("virtio device {i}: {e}")))?;
+            virtio.push(serde_json::to_value(state).map_err(|e| VmError::Device(e.to_string()))?);
+        }
+        Ok(VmState { config: self.config.clone(), vcpus, kvm, serial, virtio })
     }
 
     /// Loads a saved state into a VM built (not booted) from the same configuration.
@@ -418,6 +515,23 @@ impl Vm {
             vcpu::state::restore(&fd, vs).map_err(|e| VmError::Device(e.to_string()))?;
         }
         self.serial.lock().unwrap_or_else(|e| e.into_inner()).restore(&(&state.serial).into());
+        if state.virtio.len() != self.virtio.len() {
+            return Err(VmError::Device(format!(
+                "saved state has {} virtio devices, this VM {}",
+                state.virtio.len(),
+                self.virtio.len()
+            )));
+        }
+        for (i, (slot, saved)) in self.virtio.iter().zip(&state.virtio).enumerate() {
+            let saved: TransportState = serde_json::from_value(saved.clone())
+                .map_err(|e| VmError::Device(format!("virtio device {i} state: {e}")))?;
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.transport = None; // release the backend (tap) before reopening it
+            let device = make_device(&self.config, i)?;
+            let t = MmioTransport::restore(&saved, device, self.mem.clone(), slot.interrupt.clone(), clone_evts(&slot.queue_evts)?)
+                .map_err(|e| VmError::Device(format!("virtio device {i}: {e}")))?;
+            slot.transport = Some(t);
+        }
         Ok(())
     }
 

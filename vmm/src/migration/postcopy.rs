@@ -34,7 +34,7 @@ enum Event {
 
 /// Source: pushes every `pending` page, requested ones first, until the destination
 /// reports it has them all.
-pub fn serve(
+pub(super) fn serve(
     read: &impl Fn(usize, &mut [u8]) -> std::io::Result<()>,
     conn: &mut TcpStream,
     mut reader: BufReader<TcpStream>,
@@ -172,9 +172,18 @@ fn punch_pending(memfd: &File, pending: &DirtyBitmap) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Destination: readies guest RAM for post-copy and starts the fault and receive
-/// threads. Call before the vCPUs run; `conn` is the control connection.
-pub fn start_destination(mem: &GuestMemory, memfd: &File, pending: DirtyBitmap, conn: TcpStream) -> std::io::Result<()> {
+/// The destination's post-copy machinery, armed before the switch.
+pub struct Destination {
+    uffd: Arc<Uffd>,
+    map: Arc<Vec<(u64, u64, usize)>>,
+    shared: Arc<Mutex<Shared>>,
+    writer: Arc<Mutex<TcpStream>>,
+}
+
+/// Destination: readies guest RAM for post-copy (stale copies of pending pages dropped,
+/// RAM registered with a userfaultfd) and starts the fault thread. Call before the
+/// vCPUs run; `conn` is the control connection, used here only to send requests.
+pub fn start_destination(mem: &GuestMemory, memfd: &File, pending: DirtyBitmap, conn: TcpStream) -> std::io::Result<Destination> {
     punch_pending(memfd, &pending)?;
     let uffd = Arc::new(Uffd::new()?);
     for r in mem.iter() {
@@ -191,7 +200,7 @@ pub fn start_destination(mem: &GuestMemory, memfd: &File, pending: DirtyBitmap, 
         waiting: HashMap::new(),
         latencies_us: Vec::new(),
     }));
-    let writer = Arc::new(Mutex::new(conn.try_clone()?));
+    let writer = Arc::new(Mutex::new(conn));
 
     let (u, m, sh, w) = (uffd.clone(), map.clone(), shared.clone(), writer.clone());
     std::thread::Builder::new().name("postcopy-faults".into()).stack_size(256 << 10).spawn(move || {
@@ -218,26 +227,32 @@ pub fn start_destination(mem: &GuestMemory, memfd: &File, pending: DirtyBitmap, 
             }
         }
     })?;
+    Ok(Destination { uffd, map, shared, writer })
+}
 
-    std::thread::Builder::new().name("postcopy-pages".into()).stack_size(256 << 10).spawn(move || {
-        let mut reader = BufReader::new(conn);
-        let result = receive_pages(&mut reader, &uffd, &map, &shared);
-        match result {
-            Ok(()) => {
-                let (faults, p50, p99) = {
-                    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                    s.latencies_us.sort_unstable();
-                    let pct = |q: f64| s.latencies_us.get(((s.latencies_us.len() as f64 * q) as usize).min(s.latencies_us.len().saturating_sub(1))).copied().unwrap_or(0);
-                    (s.latencies_us.len() as u64, pct(0.5), pct(0.99))
-                };
-                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = protocol::send(&mut *w, &Message::PostcopyDone { faults, latency_p50_us: p50, latency_p99_us: p99 });
-                tracing::info!("post-copy complete: {faults} faults served, p50 {p50} us, p99 {p99} us");
+impl Destination {
+    /// After the switch: receives the source's pages on `reader` (the control
+    /// connection, past `Switch`) until none is pending, then reports the fault figures.
+    pub fn receive(self, mut reader: BufReader<TcpStream>) -> std::io::Result<()> {
+        std::thread::Builder::new().name("postcopy-pages".into()).stack_size(256 << 10).spawn(move || {
+            match receive_pages(&mut reader, &self.uffd, &self.map, &self.shared) {
+                Ok(()) => {
+                    let (faults, p50, p99) = {
+                        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                        s.latencies_us.sort_unstable();
+                        let n = s.latencies_us.len();
+                        let pct = |q: f64| s.latencies_us.get(((n as f64 * q) as usize).min(n.saturating_sub(1))).copied().unwrap_or(0);
+                        (n as u64, pct(0.5), pct(0.99))
+                    };
+                    let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = protocol::send(&mut *w, &Message::PostcopyDone { faults, latency_p50_us: p50, latency_p99_us: p99 });
+                    tracing::info!("post-copy complete: {faults} faults served, p50 {p50} us, p99 {p99} us");
+                }
+                Err(e) => tracing::error!("post-copy: lost the source with pages outstanding, the VM cannot continue safely: {e}"),
             }
-            Err(e) => tracing::error!("post-copy: lost the source with pages outstanding, the VM cannot continue safely: {e}"),
-        }
-    })?;
-    Ok(())
+        })?;
+        Ok(())
+    }
 }
 
 fn receive_pages(

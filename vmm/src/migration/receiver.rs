@@ -74,9 +74,9 @@ pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>
     tracing::info!("waiting for an incoming migration on {addr}");
     let (control, peer) = listener.accept().map_err(MigrationError::Memory)?;
     control.set_nodelay(true).map_err(MigrationError::Memory)?;
-    let mut reader = BufReader::new(control.try_clone().map_err(MigrationError::Memory)?);
+    let reader = BufReader::new(control.try_clone().map_err(MigrationError::Memory)?);
     let mut writer = control;
-    let result = receive_on(&listener, &mut reader, &mut writer, adjust);
+    let result = receive_on(&listener, reader, &mut writer, adjust);
     if let Err(e) = &result {
         // Tell the source why, if it still listens; it resumes the VM either way.
         let _ = protocol::send(&mut writer, &Message::Abort(e.to_string()));
@@ -87,11 +87,11 @@ pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>
 
 fn receive_on(
     listener: &TcpListener,
-    reader: &mut BufReader<TcpStream>,
+    mut reader: BufReader<TcpStream>,
     writer: &mut TcpStream,
     adjust: impl FnOnce(&mut VmConfig),
 ) -> Result<Arc<Vm>, MigrationError> {
-    let Message::Hello { connections, config, .. } = protocol::recv(reader)? else {
+    let Message::Hello { connections, config, .. } = protocol::recv(&mut reader)? else {
         return Err(MigrationError::Unexpected("another message".into(), "Hello"));
     };
     let mut config: VmConfig =
@@ -135,7 +135,7 @@ fn receive_on(
     let data_conns = connections.clamp(1, 16) as usize - 1;
 
     loop {
-        match protocol::recv(reader)? {
+        match protocol::recv(&mut reader)? {
             m @ (Message::Pages { .. } | Message::ZeroPages { .. }) => sink.apply(m)?,
             Message::Flush => {
                 for _ in 0..data_conns {
@@ -150,16 +150,23 @@ fn receive_on(
             Message::State(bytes) => {
                 let state = crate::state::decode(&bytes).map_err(|e| MigrationError::Vm(e.to_string()))?;
                 vm.restore_state(&state)?;
-                return switch(vm, reader, writer);
+                switch(&vm, &mut reader, writer)?;
+                return Ok(vm);
             }
             Message::PostcopyState { state, pending } => {
                 let state = crate::state::decode(&state).map_err(|e| MigrationError::Vm(e.to_string()))?;
                 let pending = DirtyBitmap::from_words(pending, sink.pages)
                     .ok_or_else(|| MigrationError::Unexpected("a page map of another size".into(), "post-copy state"))?;
                 let conn = writer.try_clone().map_err(MigrationError::Memory)?;
-                super::postcopy::start_destination(&vm.mem, &sink.memfd, pending, conn).map_err(MigrationError::Memory)?;
+                let postcopy = super::postcopy::start_destination(&vm.mem, &sink.memfd, pending, conn)
+                    .map_err(MigrationError::Memory)?;
                 vm.restore_state(&state)?;
-                return switch(vm, reader, writer);
+                switch(&vm, &mut reader, writer)?;
+                // Only now: the control connection has one reader at a time.
+                if let Err(e) = postcopy.receive(reader) {
+                    tracing::error!("post-copy: cannot start receiving pages: {e}");
+                }
+                return Ok(vm);
             }
             Message::Abort(why) => return Err(MigrationError::Aborted(why)),
             m => return Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), "pages or state")),
@@ -168,7 +175,7 @@ fn receive_on(
 }
 
 /// Ready -> Switch -> run -> Resumed.
-fn switch(vm: Arc<Vm>, reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Result<Arc<Vm>, MigrationError> {
+fn switch(vm: &Vm, reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Result<(), MigrationError> {
     protocol::send(writer, &Message::Ready)?;
     match protocol::recv(reader)? {
         Message::Switch => {}
@@ -178,5 +185,5 @@ fn switch(vm: Arc<Vm>, reader: &mut BufReader<TcpStream>, writer: &mut TcpStream
     vm.start()?;
     // The VM runs here now; failing to say so leaves the source paused, not running.
     let _ = protocol::send(writer, &Message::Resumed);
-    Ok(vm)
+    Ok(())
 }

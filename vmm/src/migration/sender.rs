@@ -330,8 +330,12 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
     mig.update(|s| s.phase = "stop-and-copy".into());
     let paused_at = Instant::now();
     vm.pause();
+    let t_paused = paused_at.elapsed();
     pending.union(&vm.collect_dirty()?);
+    let t_dirty = paused_at.elapsed();
     let state = crate::state::encode(&vm.save_state()?);
+    let t_state = paused_at.elapsed();
+    tracing::debug!("stop-and-copy: paused {t_paused:?}, dirty log {t_dirty:?}, state {t_state:?}, {} pages", pending.count());
     if go_postcopy {
         mig.update(|s| {
             s.switched_to_postcopy = true;
@@ -346,7 +350,9 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
         mig.update(|s| s.phase = "device-state".into());
         protocol::send(&mut conns[0], &Message::State(state))?;
     }
+    tracing::debug!("stop-and-copy: sent at {:?}", paused_at.elapsed());
     expect(&mut reader, "Ready", |m| *m == Message::Ready)?;
+    tracing::debug!("stop-and-copy: ready at {:?}", paused_at.elapsed());
     ctx.check_cancel()?;
 
     // The switch. After this line the destination owns the VM.

@@ -32,7 +32,7 @@ pub const MMIO_VERSION: u32 = 2;
 /// Vendor ID reported to the guest ("NOVA" would do, but any value is fine to Linux).
 pub const MMIO_VENDOR_ID: u32 = 0x4e4f_5641;
 
-mod reg {
+pub mod reg {
     pub const MAGIC_VALUE: u64 = 0x000;
     pub const VERSION: u64 = 0x004;
     pub const DEVICE_ID: u64 = 0x008;
