@@ -374,7 +374,7 @@ mod tests {
         let short = Message::PageRequest(1).encode();
         assert!(matches!(recv(&mut &short[..short.len() - 1]), Err(ProtocolError::Io(_))));
         assert!(matches!(recv(&mut &[1u8, 0, 0, 0, 99][..]), Err(ProtocolError::UnknownKind(99))));
-        let lying = [9u8, 0, 0, 0, K_ZERO, 0xff, 0xff, 0xff, 0x0f];
+        let lying = [5u8, 0, 0, 0, K_ZERO, 0xff, 0xff, 0xff, 0x0f];
         assert!(matches!(recv(&mut &lying[..]), Err(ProtocolError::Malformed(_))));
         assert!(matches!(recv(&mut &[0u8, 0, 0, 0][..]), Err(ProtocolError::Malformed(_))));
     }
