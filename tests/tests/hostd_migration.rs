@@ -2,9 +2,6 @@
 //! prepare, the VMMs move the VM, and exactly one hostd owns it at the end. Failure
 //! before the switch leaves the VM running on the source and nothing on the
 //! destination.
-//!
-//! The stories that need the VMM's live migration (`nova-vmm run --incoming`,
-//! `PUT /v1/migration`) are ignored until it lands.
 
 use std::time::{Duration, Instant};
 
@@ -118,7 +115,6 @@ fn a_migration_the_destination_refuses_leaves_the_vm_on_the_source() {
 }
 
 #[test]
-#[ignore = "needs nova-vmm live migration"]
 fn a_vm_moves_between_hosts_and_keeps_answering_pings() {
     if !require_netns() || !require_kvm() {
         return;
@@ -166,7 +162,11 @@ fn a_vm_moves_between_hosts_and_keeps_answering_pings() {
         t.a.stderr(),
         t.b.stderr()
     );
-    assert!(m["downtime_ms"].as_u64().is_some(), "{m}");
+    assert!(m["downtime_ms"].as_f64().is_some(), "{m}");
+    assert!(
+        m["hostd_switch_ms"].as_f64().unwrap() < 20.0,
+        "hostd's handover is quick: {m}"
+    );
     // Exactly one owner: B.
     assert!(vm_ids(&t.a).is_empty(), "A let go of it");
     let on_b = t.b.get("/v1/vms/mv");
@@ -206,7 +206,6 @@ fn a_vm_moves_between_hosts_and_keeps_answering_pings() {
 }
 
 #[test]
-#[ignore = "needs nova-vmm live migration"]
 fn a_failed_stream_leaves_the_vm_on_the_source_and_the_destination_clean() {
     if !require_kvm() {
         return;
@@ -262,7 +261,6 @@ fn a_failed_stream_leaves_the_vm_on_the_source_and_the_destination_clean() {
 }
 
 #[test]
-#[ignore = "needs nova-vmm live migration"]
 fn a_hostd_killed_after_the_switch_finds_its_vm_again() {
     if !require_kvm() {
         return;
@@ -285,7 +283,6 @@ fn a_hostd_killed_after_the_switch_finds_its_vm_again() {
 }
 
 #[test]
-#[ignore = "needs nova-vmm live migration"]
 fn killing_the_source_hostd_during_a_migration_leaves_one_owner() {
     if !require_kvm() {
         return;
