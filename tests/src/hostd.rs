@@ -53,7 +53,7 @@ impl Hostd {
     /// Starts a hostd and waits until `/v1/health` answers.
     pub fn start(opts: Opts) -> Hostd {
         let dir = TempDir::new();
-        let token = format!("tok-{:x}-{}", std::process::id(), crate::unique("t"));
+        let token = format!("nova-test-token-{}", crate::unique("t"));
         std::fs::write(dir.join("token"), &token).unwrap();
         let addr = opts
             .listen
