@@ -14,7 +14,7 @@ pub struct MigrationCounters {
     pub incoming_completed: u64,
     pub incoming_failed: u64,
     /// Sum and count of VMM-reported downtimes (ms) of completed outgoing migrations.
-    pub downtime_ms_sum: u64,
+    pub downtime_ms_sum: f64,
     pub downtime_count: u64,
 }
 

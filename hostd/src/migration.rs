@@ -30,7 +30,9 @@ use crate::vms::lifecycle::{vmm_call, vmm_ok, Launch};
 use crate::vms::{now_ms, Vm, VmRecord};
 
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(20);
+/// The source VMM lost the destination after the switch.
+const UNKNOWN: &str = "contact with the destination VMM was lost after the switch";
 
 /// What the source keeps on disk while a migration runs (`migration-target.json`),
 /// so a restarted hostd can finish it.
@@ -70,7 +72,12 @@ fn set_status(vm: &Vm, f: impl FnOnce(&mut MigrationStatus)) {
 }
 
 fn field_u64(v: &Value, k: &str) -> Option<u64> {
-    v.get(k).and_then(|x| x.as_u64())
+    v.get(k)
+        .and_then(|x| x.as_u64().or_else(|| x.as_f64().map(|f| f as u64)))
+}
+
+fn field_f64(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(|x| x.as_f64())
 }
 
 /// Starts an outgoing migration; answers at once with its status (then poll
@@ -237,28 +244,23 @@ async fn follow(vm: &Arc<Vm>) -> Result<Value> {
         let r = match vmm_call(vm, "GET", "/v1/migration", None).await {
             Ok(r) if r.ok() => r,
             other => {
-                // The VMM exits 0 right after a completed migration: the last answer
-                // we saw (or the exit) decides.
                 if vm.lock().rt.pid.is_none() {
-                    let exit0 = vm
-                        .lock()
-                        .rec
-                        .exit
-                        .as_ref()
-                        .is_some_and(|e| e.code == Some(0) || e.code.is_none());
+                    // The VMM exits right after a completed migration (once its result
+                    // was read); if we never saw `completed`, only the destination
+                    // knows whether the VM runs there.
                     let last = vm.lock().rec.migration.as_ref().and_then(|m| m.vmm.clone());
                     let completed = last
                         .as_ref()
                         .and_then(|v| v.get("state"))
                         .and_then(|s| s.as_str())
                         == Some("completed");
-                    if completed || exit0 {
+                    if completed {
                         return Ok(last.unwrap_or_default());
                     }
-                    return Err(Error::Vmm("the VMM exited during the migration".into()));
+                    return Err(Error::Vmm(UNKNOWN.into()));
                 }
                 failures += 1;
-                if failures > 100 {
+                if failures > 250 {
                     return Err(Error::Vmm(format!(
                         "GET /v1/migration keeps failing: {other:?}"
                     )));
@@ -280,6 +282,11 @@ async fn follow(vm: &Arc<Vm>) -> Result<Value> {
         });
         match state.as_str() {
             "completed" => return Ok(v),
+            "unknown" => {
+                // Contact lost after the switch: the VM is paused here and may run
+                // there. Never resume it here on a guess: the destination decides.
+                return Err(Error::Vmm(UNKNOWN.into()));
+            }
             "failed" | "cancelled" => {
                 let err = v
                     .get("error")
@@ -293,12 +300,73 @@ async fn follow(vm: &Arc<Vm>) -> Result<Value> {
     }
 }
 
+/// After an `unknown` end: asks the destination hostd who has the VM. Ok when it
+/// runs there; Err when the destination gave it up (so it may resume here); None when
+/// nobody can tell yet (the VM stays paused here).
+async fn settle_unknown(vm: &Arc<Vm>, p: &Pending) -> Option<Result<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let path = format!("/v1/vms/{}", vm.id);
+    while Instant::now() < deadline {
+        match client::tcp(
+            &p.target.url,
+            Some(&p.target.token),
+            "GET",
+            &path,
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            Ok(r) if r.status == 404 => {
+                return Some(Err(Error::Peer(
+                    "the destination gave the VM up after losing the source".into(),
+                )))
+            }
+            Ok(r) if r.ok() => {
+                let state = serde_json::from_str::<Value>(&r.body)
+                    .ok()
+                    .and_then(|v| v.get("state")?.as_str().map(str::to_owned));
+                if matches!(state.as_deref(), Some("running") | Some("paused")) {
+                    return Some(Ok(Value::Null));
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
 async fn finish_outgoing(host: &Arc<Host>, vm: &Arc<Vm>, p: &Pending, result: Result<Value>) {
+    let result = match result {
+        Err(Error::Vmm(m)) if m == UNKNOWN => {
+            match settle_unknown(vm, p).await {
+                Some(r) => r,
+                None => {
+                    tracing::error!(
+                        vm = vm.id,
+                        "{UNKNOWN}; the destination cannot tell; the VM stays paused here"
+                    );
+                    {
+                        let mut g = vm.lock();
+                        g.rec.state = VmState::Paused;
+                        if let Some(m) = g.rec.migration.as_mut() {
+                            m.state = MigrationState::Failed;
+                            m.error = Some(format!("{UNKNOWN}; left paused here: resume only if it does not run elsewhere"));
+                        }
+                    }
+                    let _ = vm.persist();
+                    return;
+                }
+            }
+        }
+        r => r,
+    };
     let _ = std::fs::remove_file(vm.dir.join("migration-target.json"));
     match result {
         Ok(v) => {
             let t0 = Instant::now();
-            let downtime = field_u64(&v, "downtime_ms");
+            let downtime = field_f64(&v, "downtime_ms");
             let outcome = serde_json::to_string(&IncomingOutcome {
                 downtime_ms: downtime,
                 error: None,
@@ -329,8 +397,8 @@ async fn finish_outgoing(host: &Arc<Host>, vm: &Arc<Vm>, p: &Pending, result: Re
             if let Some(m) = status.as_mut() {
                 m.state = MigrationState::Completed;
                 m.finished_at_ms = Some(now_ms());
-                m.total_ms =
-                    field_u64(&v, "total_ms").or(Some(now_ms().saturating_sub(m.started_at_ms)));
+                m.total_ms = field_f64(&v, "total_ms")
+                    .or(Some(now_ms().saturating_sub(m.started_at_ms) as f64));
                 m.downtime_ms = downtime;
                 m.bytes_sent = field_u64(&v, "bytes_sent").or(m.bytes_sent);
                 m.rounds = field_u64(&v, "rounds").or(m.rounds);
@@ -391,7 +459,13 @@ async fn finish_outgoing(host: &Arc<Host>, vm: &Arc<Vm>, p: &Pending, result: Re
     }
 }
 
-/// After a hostd restart with a migration out under way: follow it to its end.
+/// Whether the VM has an outgoing migration hostd can resume.
+pub fn has_pending(vm: &Vm) -> bool {
+    vm.dir.join("migration-target.json").exists()
+}
+
+/// After a hostd restart with a migration out under way: follow it to its end (if the
+/// VMM is gone already, the destination says whether the VM runs there).
 pub fn resume_outgoing(host: Arc<Host>, vm: Arc<Vm>) {
     let Some(p) = std::fs::read(vm.dir.join("migration-target.json"))
         .ok()
@@ -415,6 +489,40 @@ pub async fn cancel(host: &Arc<Host>, id: &str) -> Result<()> {
     }
     vmm_ok(&vm, "DELETE", "/v1/migration", None).await?;
     Ok(())
+}
+
+/// Whether something listens on TCP `port` in this network namespace (/proc/net/tcp*),
+/// without connecting to it (a connection would be taken for the migration stream).
+fn listening(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && format!("{} ", cols[1]).ends_with(&needle) && cols[3] == "0A"
+            })
+        })
+    })
+}
+
+/// Waits until the receiving VMM listens on `port` (or exits, or 10 s pass).
+async fn wait_listening(vm: &Vm, port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if listening(port) {
+            return Ok(());
+        }
+        if vm.lock().rt.pid.is_none() {
+            let log = crate::vms::tail_lines(&vm.vmm_log(), 3).0.join(" | ");
+            return Err(Error::Vmm(format!("the receiving nova-vmm exited: {log}")));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Vmm(format!(
+                "the receiving nova-vmm does not listen on port {port}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// A free TCP port on `ip` for the incoming VMM to listen on.
@@ -538,6 +646,7 @@ pub async fn prepare_incoming(host: Arc<Host>, req: IncomingRequest) -> Result<I
         };
         let _op = vm.op.lock().await;
         host.launch(&vm, Launch::Incoming(address.clone())).await?;
+        wait_listening(&vm, port).await?;
         Ok::<_, Error>(address)
     };
     match setup.await {
@@ -562,7 +671,7 @@ pub async fn prepare_incoming(host: Arc<Host>, req: IncomingRequest) -> Result<I
 fn watch_incoming(host: Arc<Host>, vm: Arc<Vm>) {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             if vm.state() != VmState::MigratingIn || !host.vms.contains(&vm.id) {
                 return;
             }
@@ -574,16 +683,11 @@ fn watch_incoming(host: Arc<Host>, vm: Arc<Vm>) {
                 let _ = abort_vm(&host, &vm, "the receiving VMM exited before the switch").await;
                 return;
             }
-            if let Ok(r) = vmm_call(&vm, "GET", "/v1/migration", None).await {
-                if r.ok()
-                    && serde_json::from_str::<Value>(&r.body)
-                        .ok()
-                        .and_then(|v| v.get("state")?.as_str().map(str::to_owned))
-                        .as_deref()
-                        == Some("completed")
-                {
-                    let v: Value = serde_json::from_str(&r.body).unwrap_or_default();
-                    let _ = take_over(&host, &vm, field_u64(&v, "downtime_ms")).await;
+            // The receiving VMM serves its API only once the VM runs here (after the
+            // switch): from then on this host owns it, whatever the source hostd says.
+            if let Ok(r) = vmm_call(&vm, "GET", "/v1/vm", None).await {
+                if r.ok() {
+                    let _ = take_over(&host, &vm, None).await;
                     return;
                 }
             }
@@ -607,7 +711,7 @@ fn find_incoming(host: &Host, mid: &str) -> Result<Arc<Vm>> {
 }
 
 /// The VM is ours now: running, its MACs announced.
-async fn take_over(host: &Arc<Host>, vm: &Arc<Vm>, downtime_ms: Option<u64>) -> Result<()> {
+async fn take_over(host: &Arc<Host>, vm: &Arc<Vm>, downtime_ms: Option<f64>) -> Result<()> {
     {
         let mut g = vm.lock();
         if g.rec.state != VmState::MigratingIn {
@@ -617,8 +721,8 @@ async fn take_over(host: &Arc<Host>, vm: &Arc<Vm>, downtime_ms: Option<u64>) -> 
         if let Some(m) = g.rec.migration.as_mut() {
             m.state = MigrationState::Completed;
             m.finished_at_ms = Some(now_ms());
-            m.downtime_ms = downtime_ms;
-            m.total_ms = Some(now_ms().saturating_sub(m.started_at_ms));
+            m.downtime_ms = downtime_ms.or(m.downtime_ms);
+            m.total_ms = Some(now_ms().saturating_sub(m.started_at_ms) as f64);
         }
     }
     vm.persist()?;
@@ -638,10 +742,21 @@ async fn take_over(host: &Arc<Host>, vm: &Arc<Vm>, downtime_ms: Option<u64>) -> 
     Ok(())
 }
 
-/// Source says: completed.
+/// Source says: completed. Answers at once; the MAC announcement runs behind it.
 pub async fn complete_incoming(host: Arc<Host>, mid: &str, o: IncomingOutcome) -> Result<()> {
     let vm = find_incoming(&host, mid)?;
-    take_over(&host, &vm, o.downtime_ms).await
+    if let Some(d) = o.downtime_ms {
+        let mut g = vm.lock();
+        if let Some(m) = g.rec.migration.as_mut() {
+            m.downtime_ms = Some(d);
+        }
+    }
+    tokio::spawn(async move {
+        if let Err(e) = take_over(&host, &vm, o.downtime_ms).await {
+            tracing::error!(vm = vm.id, "taking over a migrated VM: {e}");
+        }
+    });
+    Ok(())
 }
 
 async fn abort_vm(host: &Arc<Host>, vm: &Arc<Vm>, why: &str) -> Result<()> {
@@ -686,4 +801,16 @@ pub async fn abort_incoming(host: Arc<Host>, mid: &str, o: IncomingOutcome) -> R
         o.error.as_deref().unwrap_or("aborted by the source"),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sees_a_listening_port_without_connecting() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(super::listening(port));
+        drop(l);
+        assert!(!super::listening(port));
+    }
 }

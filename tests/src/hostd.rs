@@ -25,7 +25,6 @@ pub struct Opts {
     pub args: Vec<String>,
 }
 
-
 /// A running nova-hostd.
 pub struct Hostd {
     pub opts: Opts,
@@ -94,6 +93,16 @@ impl Hostd {
         loop {
             if let Ok((200, _)) = self.try_request("GET", "/v1/health", None, None) {
                 return;
+            }
+            let err = self.stderr();
+            if err.contains("nova-hostd: listening on") && self.opts.listen.is_none() {
+                // Another process took the free port first: try another.
+                self.kill();
+                self.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                return self.spawn();
+            }
+            if err.contains("\nnova-hostd: ") || err.starts_with("nova-hostd: ") {
+                panic!("nova-hostd failed to start:\n{err}");
             }
             if Instant::now() > deadline {
                 panic!(

@@ -572,8 +572,8 @@ pub struct MigrationStatus {
     pub started_at_ms: u64,
     pub finished_at_ms: Option<u64>,
     /// Downtime the VMM measured (pause on the source to run on the destination).
-    pub downtime_ms: Option<u64>,
-    pub total_ms: Option<u64>,
+    pub downtime_ms: Option<f64>,
+    pub total_ms: Option<f64>,
     pub bytes_sent: Option<u64>,
     pub rounds: Option<u64>,
     /// hostd's own time on the switch: from the VMM reporting completion to hostd
@@ -608,11 +608,11 @@ pub struct IncomingReady {
 }
 
 /// `POST /v1/migrations/incoming/{id}/complete` or `/abort` (hostd to hostd).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncomingOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub downtime_ms: Option<u64>,
+    pub downtime_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -836,10 +836,13 @@ impl Host {
                         let _ = self.release(&vm).await;
                         continue;
                     }
+                    if state == VmState::MigratingOut && crate::migration::has_pending(&vm) {
+                        // The VMM is gone: either the VM moved (the source VMM exits
+                        // after a completed migration) or it died. The destination knows.
+                        crate::migration::resume_outgoing(self.clone(), vm.clone());
+                        continue;
+                    }
                     if state == VmState::MigratingOut {
-                        // The VMM is gone: either the VM moved (source VMM exits 0
-                        // after a completed migration) or it died. The destination
-                        // knows; until asked, report it as crashed.
                         vm.lock().rec.state = VmState::Running;
                     }
                     let host = self.clone();
