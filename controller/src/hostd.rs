@@ -34,7 +34,9 @@ pub struct Hostd<'a> {
 
 /// A client with short timeouts: a slow host must not stall a reconcile pass.
 pub fn client() -> reqwest::Client {
+    // Hosts are reached directly, never through an HTTP proxy from the environment.
     reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(2))
         .build()

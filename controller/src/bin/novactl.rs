@@ -375,7 +375,8 @@ async fn events(api: &Api) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let api = Api { http: reqwest::Client::new(), url: cli.url.clone(), token: cli.token.clone() };
+    let http = reqwest::Client::builder().no_proxy().build().context("HTTP client")?;
+    let api = Api { http, url: cli.url.clone(), token: cli.token.clone() };
     let out = cli.output;
     match cli.cmd {
         Cmd::Host(c) => match c {
