@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Line {
     pub at: Instant,
     pub text: String,
+    /// False for a last line cut off without its newline (the process ended mid-line).
+    pub complete: bool,
 }
 
 impl Line {
@@ -61,9 +63,10 @@ impl Console {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let at = Instant::now();
+                        let complete = buf.ends_with(b"\n");
                         let text = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
                         let (m, c) = &*s;
-                        m.lock().unwrap().lines.push(Line { at, text });
+                        m.lock().unwrap().lines.push(Line { at, text, complete });
                         c.notify_all();
                     }
                 }

@@ -7,6 +7,7 @@
 //! return (skip), unless `NOVA_REQUIRE_KVM=1`, under which they fail.
 
 pub mod console;
+pub mod migration;
 pub mod vmm;
 pub mod controller;
 pub mod hostd;

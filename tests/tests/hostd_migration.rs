@@ -318,3 +318,102 @@ fn killing_the_source_hostd_during_a_migration_leaves_one_owner() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Waits until the destination has an incoming VMM for `id`; returns its pid.
+fn incoming_vmm(dst: &Hostd, id: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, v) = dst.request("GET", &format!("/v1/vms/{id}"), None);
+        if s == 200 && v["state"] == "migrating_in" && v["pid"].is_u64() {
+            return v["pid"].as_u64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no incoming VMM on the destination: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn killing_the_destination_hostd_before_the_switch_leaves_the_vm_on_the_source() {
+    if !require_kvm() {
+        return;
+    }
+    let src = Hostd::start(Opts::default());
+    let mut dst = Hostd::start(Opts::default());
+    let vm = src.create_vm(json!({
+        "id": "d", "name": "d", "kernel": testguest(), "mem_mib": 64,
+        "cmdline": "nova.workload=dirty:16:50,counter",
+    }));
+    src.wait_console("d", "NOVA-TICK", BOOT);
+    migrate(&src, "d", &dst, json!({"bandwidth_mbit": 8}));
+    let dst_vmm = incoming_vmm(&dst, "d");
+    dst.kill();
+    let m = wait_migration(&src, "d", Duration::from_secs(30));
+    assert_eq!(m["state"], "failed", "{m}");
+    let after = src.get("/v1/vms/d");
+    assert_eq!(after["state"], "running", "{after}");
+    assert_eq!(after["pid"], vm["pid"]);
+    // The destination hostd, back, finds a receiving VMM that never switched: it
+    // kills it and forgets the VM.
+    dst.restart();
+    let (s, v) = dst.request("GET", "/v1/vms/d", None);
+    assert_eq!(s, 404, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_vmm(dst_vmm as u32) {
+        assert!(Instant::now() < deadline, "the receiving VMM was left running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(src.get("/v1/vms/d")["state"], "running");
+}
+
+#[test]
+fn cutting_the_link_before_the_switch_leaves_the_vm_on_the_source() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let t = TwoHosts::new();
+    let vm = t.a.create_vm(json!({
+        "id": "c", "name": "c", "kernel": testguest(), "mem_mib": 64,
+        "cmdline": "nova.workload=dirty:16:50,counter",
+    }));
+    t.a.wait_console("c", "NOVA-TICK", BOOT);
+    migrate(&t.a, "c", &t.b, json!({"bandwidth_mbit": 8}));
+    incoming_vmm(&t.b, "c");
+    let dev =
+        t.a.opts
+            .args
+            .iter()
+            .skip_while(|a| *a != "--vxlan-dev")
+            .nth(1)
+            .unwrap()
+            .clone();
+    nova_tests::net::ip(&["-n", &t.ns_a.name, "link", "set", &dev, "down"]);
+    let m = wait_migration(&t.a, "c", Duration::from_secs(30));
+    assert_eq!(m["state"], "failed", "{m}");
+    let after = t.a.get("/v1/vms/c");
+    assert_eq!(after["state"], "running", "{after}");
+    assert_eq!(after["pid"], vm["pid"]);
+    let n0 = t.a.get("/v1/vms/c/console?lines=1")["lines"][0].clone();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(
+        t.a.get("/v1/vms/c/console?lines=1")["lines"][0],
+        n0,
+        "the guest runs on the source"
+    );
+    // The link back: the destination has let go of it by itself.
+    nova_tests::net::ip(&["-n", &t.ns_a.name, "link", "set", &dev, "up"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = t.b.request("GET", "/v1/vms/c", None);
+        if s == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the destination still holds the VM: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -137,7 +137,7 @@ pub struct Round {
 pub struct MigrationStatus {
     pub state: State,
     pub mode: Mode,
-    /// The phase now: connecting, first-pass, dirty-rounds, stop-and-copy, device-state,
+    /// The phase now: handshake, first-pass, dirty-rounds, stop-and-copy, device-state,
     /// switch, post-copy, done.
     pub phase: String,
     pub converged: bool,
@@ -168,7 +168,7 @@ impl Migration {
             status: Mutex::new(MigrationStatus {
                 state: State::Running,
                 mode,
-                phase: "connecting".into(),
+                phase: "handshake".into(),
                 converged: false,
                 switched_to_postcopy: false,
                 rounds: 0,

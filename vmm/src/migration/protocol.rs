@@ -50,6 +50,8 @@ pub enum Message {
     /// Source -> destination, first on the control connection: version, how many data
     /// connections follow, and the VM's configuration (JSON).
     Hello { version: u32, connections: u32, config: Vec<u8> },
+    /// Destination: the VM is built from the Hello's configuration; send memory.
+    Welcome,
     /// First on each extra data connection: its index (1..connections).
     DataHello { version: u32, index: u32 },
     /// Pages by RAM page index, with their data (4096 bytes each) encoded.
@@ -113,6 +115,7 @@ const K_RESUMED: u8 = 11;
 const K_PAGE_REQUEST: u8 = 12;
 const K_POSTCOPY_DONE: u8 = 13;
 const K_ABORT: u8 = 14;
+const K_WELCOME: u8 = 15;
 
 fn put_u64s(out: &mut Vec<u8>, v: &[u64]) {
     out.extend_from_slice(&(v.len() as u32).to_le_bytes());
@@ -185,6 +188,7 @@ impl Message {
                 put_u64s(&mut p, indices);
                 K_ZERO
             }
+            Message::Welcome => K_WELCOME,
             Message::Flush => K_FLUSH,
             Message::Flushed => K_FLUSHED,
             Message::State(s) => {
@@ -259,9 +263,10 @@ impl Message {
                 c.done()?;
                 Message::ZeroPages { indices }
             }
-            K_FLUSH | K_FLUSHED | K_READY | K_SWITCH | K_RESUMED if !payload.is_empty() => {
+            K_WELCOME | K_FLUSH | K_FLUSHED | K_READY | K_SWITCH | K_RESUMED if !payload.is_empty() => {
                 return Err(ProtocolError::Malformed("empty message with a payload"))
             }
+            K_WELCOME => Message::Welcome,
             K_FLUSH => Message::Flush,
             K_FLUSHED => Message::Flushed,
             K_READY => Message::Ready,
@@ -353,7 +358,7 @@ mod tests {
         round_trip(Message::ZeroPages { indices: vec![3] });
         round_trip(Message::PostcopyState { state: vec![1, 2], pending: vec![u64::MAX] });
         round_trip(Message::PostcopyDone { faults: 3, latency_p50_us: 40, latency_p99_us: 90 });
-        for m in [Message::Flush, Message::Flushed, Message::Ready, Message::Switch, Message::Resumed] {
+        for m in [Message::Welcome, Message::Flush, Message::Flushed, Message::Ready, Message::Switch, Message::Resumed] {
             round_trip(m);
         }
         round_trip(Message::PageRequest(77));

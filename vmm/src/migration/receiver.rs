@@ -103,12 +103,14 @@ fn receive_on(
         pages: ((config.mem_mib << 20) as usize) / PAGE_SIZE,
     });
     let vm = Arc::new(Vm::build(config, MemorySource::Memfd(memfd))?);
+    protocol::send(writer, &Message::Welcome)?;
 
     // Data connections: each thread applies its pages and reports every Flush.
     let (flushed_tx, flushed_rx) = mpsc::channel::<Result<(), String>>();
     listener.set_nonblocking(false).map_err(MigrationError::Memory)?;
     for _ in 1..connections.min(16) {
-        let (c, _) = listener.accept().map_err(MigrationError::Memory)?;
+        let (c, peer) = listener.accept().map_err(MigrationError::Memory)?;
+        tracing::info!("migration data connection from {peer}");
         c.set_read_timeout(Some(Duration::from_secs(30))).map_err(MigrationError::Memory)?;
         let mut r = BufReader::new(c);
         match protocol::recv(&mut r)? {

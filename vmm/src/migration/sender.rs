@@ -234,6 +234,8 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
         conns.push(c);
     }
     let mut reader = BufReader::new(control);
+    // The destination built the VM from our configuration (or told us why not).
+    expect(&mut reader, "Welcome", |m| *m == Message::Welcome)?;
     let ctx = Ctx {
         vm,
         mig,

@@ -280,7 +280,12 @@ fn run_once(index: u8, fd: &mut VcpuFd, ctx: &VcpuContext) -> Option<VmExit> {
                 regs::describe(fd)
             )));
         }
-        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+            let reason = fd.get_kvm_run().exit_reason;
+            if reason != kvm_bindings::KVM_EXIT_INTR {
+                tracing::warn!("vcpu{index}: KVM_RUN interrupted with exit reason {reason} pending");
+            }
+        }
         Err(e) => {
             return Some(VmExit::Error(format!("vcpu{index}: KVM_RUN failed: {e}: {}", regs::describe(fd))));
         }

@@ -1,0 +1,209 @@
+//! Live migration test kit: a source and destination nova-vmm on loopback, a proxy
+//! between them that can cut, corrupt or kill at a chosen protocol message, and the
+//! checks every migration story makes (the counter never skips or repeats).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::vmm::{ctl, VmmCmd, Vm};
+use crate::Line;
+
+/// Message kinds of the migration protocol (vmm/src/migration/protocol.rs).
+pub mod kind {
+    pub const HELLO: u8 = 1;
+    pub const PAGES: u8 = 3;
+    pub const FLUSH: u8 = 5;
+    pub const STATE: u8 = 7;
+    pub const POSTCOPY_STATE: u8 = 8;
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A destination VMM waiting on a port.
+pub struct Destination {
+    pub vm: Vm,
+    pub sock: PathBuf,
+    pub port: u16,
+}
+
+impl Destination {
+    pub fn start(extra: &[&str]) -> Destination {
+        let port = free_port();
+        let (cmd, sock) = VmmCmd::raw().args(["--incoming", &format!("tcp:127.0.0.1:{port}")]).args(extra).with_api();
+        let vm = cmd.spawn();
+        // Wait until it listens.
+        for _ in 0..500 {
+            if vm.console.stderr().contains("waiting for an incoming migration") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Destination { vm, sock, port }
+    }
+}
+
+/// `nova-vmm ctl migrate` from `src_sock` to `port`: (success, result JSON, stderr).
+pub fn migrate(src_sock: &std::path::Path, port: u16, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let to = format!("tcp:127.0.0.1:{port}");
+    let mut a = vec!["migrate", "--to", &to];
+    a.extend_from_slice(args);
+    let (status, out, err) = ctl(src_sock, &a);
+    let v = serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
+    (status.success(), v, err)
+}
+
+/// The console of a VM that moved: the source's lines, then the destination's, with a
+/// line split by the switch joined again.
+pub fn joined(src: &[Line], dst: &[Line]) -> Vec<Line> {
+    let mut out: Vec<Line> = src.to_vec();
+    let mut rest = dst;
+    if let (Some(last), Some(first)) = (out.last_mut(), dst.first()) {
+        if !last.complete {
+            last.text.push_str(&first.text);
+            last.at = first.at;
+            last.complete = first.complete;
+            rest = &dst[1..];
+        }
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Asserts the counter went up by exactly one per line; returns the longest gap between
+/// two ticks (the guest-observed pause).
+pub fn assert_counter_continuous(lines: &[Line]) -> Duration {
+    let t = crate::vmm::ticks(lines);
+    assert!(t.len() > 10, "too few ticks: {}", t.len());
+    let mut gap = Duration::ZERO;
+    for w in t.windows(2) {
+        if w[1].0 != w[0].0 + 1 {
+            let around: Vec<_> = lines.iter().map(|l| format!("{:?} {}", l.complete, l.text)).filter(|l| l.contains(&format!(" {}", w[0].0)) || l.contains(&format!(" {}", w[1].0))).collect();
+            let i = lines.iter().position(|l| l.text.ends_with(&format!(" {}", w[0].0))).unwrap_or(0);
+            let ctx: Vec<_> = lines[i.saturating_sub(3)..(i + 4).min(lines.len())].iter().map(|l| format!("{:?} {:?}", l.complete, l.text)).collect();
+            panic!("counter went from {} to {}: {around:?}\ncontext: {ctx:#?}", w[0].0, w[1].0);
+        }
+        gap = gap.max(w[1].1.saturating_duration_since(w[0].1));
+    }
+    gap
+}
+
+/// What the proxy does with a message from the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Close both connections instead of forwarding it.
+    Cut,
+    /// Forward it with its kind byte replaced by garbage.
+    Corrupt,
+    /// SIGKILL the destination, then go on forwarding (into a dead peer).
+    KillDestination,
+}
+
+/// Where the proxy strikes: the `nth` (from 1) message of `kind` the source sends,
+/// counting only those sent while the source reports `phase`, when given.
+#[derive(Clone)]
+pub struct Trigger {
+    pub kind: u8,
+    pub nth: usize,
+    pub phase: Option<(PathBuf, &'static str)>,
+}
+
+impl Trigger {
+    fn counts(&self, frame_kind: u8) -> bool {
+        frame_kind == self.kind
+            && self.phase.as_ref().is_none_or(|(sock, phase)| {
+                crate::vmm::api(sock, "GET", "/v1/migration", "").1["phase"].as_str() == Some(phase)
+            })
+    }
+}
+
+/// A TCP proxy from the source to a destination that injects a fault where the
+/// trigger says.
+pub struct Proxy {
+    pub port: u16,
+    pub fired: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(dest_port: u16, dest_pid: u32, trigger: Trigger, fault: Fault) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fired = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(0usize));
+        let f = fired.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", dest_port)) else { return };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                // Destination -> source: plain copy.
+                std::thread::spawn(move || pipe(s2, c2));
+                let (f, seen, t) = (f.clone(), seen.clone(), trigger.clone());
+                std::thread::spawn(move || inject(client, server, &t, fault, dest_pid, &f, &seen));
+            }
+        });
+        Proxy { port, fired }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+fn inject(mut from: TcpStream, mut to: TcpStream, trigger: &Trigger, fault: Fault, pid: u32, fired: &AtomicBool, seen: &Mutex<usize>) {
+    loop {
+        let mut len = [0u8; 4];
+        if from.read_exact(&mut len).is_err() {
+            break;
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        let mut frame = vec![0u8; n];
+        if n > 64 << 20 || from.read_exact(&mut frame).is_err() {
+            break;
+        }
+        let hit = !fired.load(Ordering::SeqCst) && trigger.counts(frame[0]) && {
+            let mut s = seen.lock().unwrap();
+            *s += 1;
+            *s == trigger.nth
+        };
+        if hit && !fired.swap(true, Ordering::SeqCst) {
+            match fault {
+                Fault::Cut => {
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+                Fault::Corrupt => frame[0] = 0xee,
+                Fault::KillDestination => {
+                    // SAFETY-free: plain kill(2) of a child we started.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        if to.write_all(&len).and_then(|_| to.write_all(&frame)).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
