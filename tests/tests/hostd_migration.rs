@@ -362,7 +362,10 @@ fn killing_the_destination_hostd_before_the_switch_leaves_the_vm_on_the_source()
     assert_eq!(s, 404, "{v}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while is_vmm(dst_vmm as u32) {
-        assert!(Instant::now() < deadline, "the receiving VMM was left running");
+        assert!(
+            Instant::now() < deadline,
+            "the receiving VMM was left running"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(src.get("/v1/vms/d")["state"], "running");
