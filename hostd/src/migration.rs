@@ -29,8 +29,12 @@ use crate::host::Host;
 use crate::vms::lifecycle::{vmm_call, vmm_ok, Launch};
 use crate::vms::{now_ms, Vm, VmRecord};
 
-const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
+/// How often (and with what timeout) the source checks the destination hostd is there.
+const PEER_CHECK: Duration = Duration::from_millis(300);
+/// How long the VMM gets to confirm a cancel.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// The source VMM lost the destination after the switch.
 const UNKNOWN: &str = "contact with the destination VMM was lost after the switch";
 
@@ -233,14 +237,46 @@ async fn run_outgoing(
     .to_string();
     vmm_ok(vm, "PUT", "/v1/migration", Some(&start)).await?;
     set_status(vm, |m| m.state = MigrationState::Running);
-    follow(vm).await
+    follow(vm, &p.target).await
 }
 
 /// Follows the source VMM's `GET /v1/migration` to its end; Ok(result) when completed.
-async fn follow(vm: &Arc<Vm>) -> Result<Value> {
+async fn follow(vm: &Arc<Vm>, target: &MigrationTarget) -> Result<Value> {
     let mut failures = 0;
+    let mut peer_check = Instant::now();
+    let mut peer_failures = 0;
+    let mut cancelled = false;
+    let mut cancelled_at = Instant::now();
     loop {
         tokio::time::sleep(POLL).await;
+        // The destination hostd must stay reachable until the switch: if it is gone
+        // (killed, or the link cut), cancel, so the VM stays here rather than arriving
+        // on a host whose daemon nobody can reach.
+        if !cancelled && peer_check.elapsed() >= PEER_CHECK {
+            peer_check = Instant::now();
+            let ok = client::tcp(&target.url, None, "GET", "/v1/health", None, PEER_CHECK)
+                .await
+                .is_ok_and(|r| r.ok());
+            peer_failures = if ok { 0 } else { peer_failures + 1 };
+            if peer_failures >= 3 {
+                tracing::warn!(
+                    vm = vm.id,
+                    "the destination hostd {} does not answer: cancelling",
+                    target.url
+                );
+                cancelled = true;
+                cancelled_at = Instant::now();
+                let _ = vmm_call(vm, "DELETE", "/v1/migration", None).await;
+            }
+        }
+        if cancelled && cancelled_at.elapsed() > CANCEL_GRACE {
+            // The VMM has not confirmed the cancel (its stream is stuck on a dead
+            // link). It never switched, so the VM runs here: stop waiting for it.
+            return Err(Error::Peer(format!(
+                "the destination hostd {} stopped answering before the switch; migration cancelled",
+                target.url
+            )));
+        }
         let r = match vmm_call(vm, "GET", "/v1/migration", None).await {
             Ok(r) if r.ok() => r,
             other => {
@@ -362,7 +398,6 @@ async fn finish_outgoing(host: &Arc<Host>, vm: &Arc<Vm>, p: &Pending, result: Re
         }
         r => r,
     };
-    let _ = std::fs::remove_file(vm.dir.join("migration-target.json"));
     match result {
         Ok(v) => {
             let t0 = Instant::now();
@@ -426,7 +461,29 @@ async fn finish_outgoing(host: &Arc<Host>, vm: &Arc<Vm>, p: &Pending, result: Re
                 error: Some(e.to_string()),
             })
             .unwrap_or_default();
-            let _ = peer(&p.target, "POST", &path, Some(&body)).await;
+            // The destination must hear it, even if it is unreachable right now (a cut
+            // link): keep telling it for a while, in the background.
+            let target = p.target.clone();
+            tokio::spawn(async move {
+                let mut delay = Duration::from_millis(200);
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while Instant::now() < deadline {
+                    let r = client::tcp(
+                        &target.url,
+                        Some(&target.token),
+                        "POST",
+                        &path,
+                        Some(&body),
+                        Duration::from_secs(5),
+                    );
+                    match r.await {
+                        Ok(r) if r.ok() || r.status == 404 || r.status == 409 => return,
+                        _ => {}
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            });
             host.migrations
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -454,6 +511,7 @@ async fn finish_outgoing(host: &Arc<Host>, vm: &Arc<Vm>, p: &Pending, result: Re
                     }
                 }
             }
+            let _ = std::fs::remove_file(vm.dir.join("migration-target.json"));
             let _ = vm.persist();
         }
     }
@@ -462,6 +520,17 @@ async fn finish_outgoing(host: &Arc<Host>, vm: &Arc<Vm>, p: &Pending, result: Re
 /// Whether the VM has an outgoing migration hostd can resume.
 pub fn has_pending(vm: &Vm) -> bool {
     vm.dir.join("migration-target.json").exists()
+}
+
+/// Whether the source VMM last reported this VM's outgoing migration completed.
+pub fn last_seen_completed(vm: &Vm) -> bool {
+    let g = vm.lock();
+    let state = g
+        .rec
+        .migration
+        .as_ref()
+        .and_then(|m| m.vmm.as_ref()?.get("state")?.as_str().map(str::to_owned));
+    state.as_deref() == Some("completed")
 }
 
 /// After a hostd restart with a migration out under way: follow it to its end (if the
@@ -476,7 +545,7 @@ pub fn resume_outgoing(host: Arc<Host>, vm: Arc<Vm>) {
     };
     tokio::spawn(async move {
         let _op = vm.op.lock().await;
-        let result = follow(&vm).await;
+        let result = follow(&vm, &p.target).await;
         finish_outgoing(&host, &vm, &p, result).await;
     });
 }

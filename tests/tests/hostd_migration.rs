@@ -81,10 +81,10 @@ fn a_migration_the_destination_refuses_leaves_the_vm_on_the_source() {
     assert_eq!(after["state"], "running", "{after}");
     assert_eq!(after["pid"], vm["pid"]);
     assert!(is_vmm(vm["pid"].as_u64().unwrap() as u32));
-    let ticks = src.get("/v1/vms/m/console?lines=1")["lines"][0].clone();
+    let ticks = src.get("/v1/vms/m/console?lines=1")["bytes"].clone();
     std::thread::sleep(Duration::from_millis(200));
     assert_ne!(
-        src.get("/v1/vms/m/console?lines=1")["lines"][0],
+        src.get("/v1/vms/m/console?lines=1")["bytes"],
         ticks,
         "still ticking"
     );
@@ -235,10 +235,10 @@ fn a_failed_stream_leaves_the_vm_on_the_source_and_the_destination_clean() {
     let after = src.get("/v1/vms/f");
     assert_eq!(after["state"], "running", "{after}");
     assert_eq!(after["pid"], vm["pid"], "the same VMM on the source");
-    let n0 = src.get("/v1/vms/f/console?lines=1")["lines"][0].clone();
+    let n0 = src.get("/v1/vms/f/console?lines=1")["bytes"].clone();
     std::thread::sleep(Duration::from_millis(300));
     assert_ne!(
-        src.get("/v1/vms/f/console?lines=1")["lines"][0],
+        src.get("/v1/vms/f/console?lines=1")["bytes"],
         n0,
         "the guest runs on the source"
     );
@@ -384,6 +384,11 @@ fn cutting_the_link_before_the_switch_leaves_the_vm_on_the_source() {
     t.a.wait_console("c", "NOVA-TICK", BOOT);
     migrate(&t.a, "c", &t.b, json!({"bandwidth_mbit": 8}));
     incoming_vmm(&t.b, "c");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.a.get("/v1/vms/c/migration")["state"] != "running" {
+        assert!(Instant::now() < deadline, "the stream did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let dev =
         t.a.opts
             .args
@@ -393,15 +398,15 @@ fn cutting_the_link_before_the_switch_leaves_the_vm_on_the_source() {
             .unwrap()
             .clone();
     nova_tests::net::ip(&["-n", &t.ns_a.name, "link", "set", &dev, "down"]);
-    let m = wait_migration(&t.a, "c", Duration::from_secs(30));
+    let m = wait_migration(&t.a, "c", Duration::from_secs(60));
     assert_eq!(m["state"], "failed", "{m}");
     let after = t.a.get("/v1/vms/c");
     assert_eq!(after["state"], "running", "{after}");
     assert_eq!(after["pid"], vm["pid"]);
-    let n0 = t.a.get("/v1/vms/c/console?lines=1")["lines"][0].clone();
+    let n0 = t.a.get("/v1/vms/c/console?lines=1")["bytes"].clone();
     std::thread::sleep(Duration::from_millis(300));
     assert_ne!(
-        t.a.get("/v1/vms/c/console?lines=1")["lines"][0],
+        t.a.get("/v1/vms/c/console?lines=1")["bytes"],
         n0,
         "the guest runs on the source"
     );

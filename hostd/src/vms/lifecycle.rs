@@ -842,6 +842,16 @@ impl Host {
                         crate::migration::resume_outgoing(self.clone(), vm.clone());
                         continue;
                     }
+                    if state == VmState::MigratingOut && crate::migration::last_seen_completed(&vm)
+                    {
+                        // It moved; hostd died before letting go of it.
+                        tracing::info!(
+                            vm = id,
+                            "migrated out while hostd was away; letting go of it"
+                        );
+                        let _ = self.release(&vm).await;
+                        continue;
+                    }
                     if state == VmState::MigratingOut {
                         vm.lock().rec.state = VmState::Running;
                     }
