@@ -9,11 +9,16 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Expect, Store, StoreError, Versioned};
 
-/// A store in one SQLite file. Writes are serialized by the connection's lock, which
-/// makes compare-and-swap a read and a write under one transaction.
+/// A store in one SQLite file. Writes are serialized by the writer connection's lock,
+/// which makes compare-and-swap a read and a write under one transaction; reads use a
+/// few more connections (WAL lets them run beside the writer).
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
 }
+
+const READERS: usize = 4;
 
 fn be(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -32,13 +37,30 @@ impl SqliteStore {
              INSERT OR IGNORE INTO meta (id, rev) VALUES (0, 0);",
         )
         .map_err(be)?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        let mut readers = vec![];
+        for _ in 0..READERS {
+            let r = Connection::open(path).map_err(be)?;
+            r.busy_timeout(std::time::Duration::from_secs(5)).map_err(be)?;
+            readers.push(Mutex::new(r));
+        }
+        Ok(SqliteStore { conn: Mutex::new(conn), readers, next: Default::default() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (the transaction
         // rolls back on drop), so a poisoned lock is safe to take.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A free reader connection (or the next one in turn, waiting for it).
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            if let Ok(g) = r.try_lock() {
+                return g;
+            }
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -69,7 +91,7 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
-        let c = self.lock();
+        let c = self.reader();
         let mut st = c.prepare_cached("SELECT value, rev FROM kv WHERE key = ?1").map_err(be)?;
         st.query_row([key], |r| Ok(Versioned { value: r.get(0)?, revision: r.get::<_, i64>(1)? as u64 }))
             .optional()
@@ -106,7 +128,7 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned<Vec<u8>>)>, StoreError> {
-        let c = self.lock();
+        let c = self.reader();
         // Keys under a prefix are the range [prefix, prefix + U+10FFFF).
         let end = format!("{prefix}\u{10FFFF}");
         let mut st = c.prepare_cached("SELECT key, value, rev FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key").map_err(be)?;

@@ -1,0 +1,225 @@
+//! bench-api: the controller's API throughput and latency under `wrk` on loopback,
+//! reads (`GET /v1/vms/{id}`) and writes (`POST /v1/vms`), on the SQLite and the etcd
+//! backends. Each write is a compare-and-swap create plus an audit-log append.
+//! Writes docs/benchmarks/api.{json,md}.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use nova_benches::write_report;
+
+#[derive(Parser)]
+struct Args {
+    /// The nova-controller binary (release build).
+    #[arg(long, default_value = "target/release/nova-controller")]
+    controller: PathBuf,
+    #[arg(long, default_value = "wrk")]
+    wrk: String,
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    etcd: PathBuf,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!("nothing listens on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn start_etcd(bin: &Path, dir: &Path) -> anyhow::Result<(Proc, String)> {
+    let (port, peer) = (free_port()?, free_port()?);
+    let child = Command::new(bin)
+        .args(["--data-dir", &dir.join("etcd").to_string_lossy(), "--name", "b"])
+        .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
+        .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!("--initial-cluster=b=http://127.0.0.1:{peer}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting etcd")?;
+    wait_port(port)?;
+    Ok((Proc(child), format!("http://127.0.0.1:{port}")))
+}
+
+fn start_controller(bin: &Path, dir: &Path, store: &str) -> anyhow::Result<(Proc, String, String)> {
+    let port = free_port()?;
+    let child = Command::new(bin)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])
+        .arg("--admin-token-file")
+        .arg(dir.join("admin.token"))
+        .arg("--join-token-file")
+        .arg(dir.join("join.token"))
+        // The loops would compete with the API for the CPU; this measures the API.
+        .args(["--reconcile-interval-ms", "3600000"])
+        .env("NOVA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nova-controller")?;
+    wait_port(port)?;
+    let t = Instant::now();
+    let token = loop {
+        if let Ok(t) = std::fs::read_to_string(dir.join("admin.token")) {
+            break t.trim().to_string();
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("no admin token");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok((Proc(child), format!("http://127.0.0.1:{port}"), token))
+}
+
+/// A VM to read.
+fn create_vm(url: &str, token: &str) -> anyhow::Result<String> {
+    let addr = url.trim_start_matches("http://");
+    let body = r#"{"name":"bench","image":"/k","start":false}"#;
+    let req = format!(
+        "POST /v1/vms HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(req.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let json = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(json).context("create answer")?;
+    Ok(v["id"].as_str().context("no id")?.to_string())
+}
+
+/// One wrk result.
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn to_ms(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(a: &Args, url: &str, script: &Path) -> anyhow::Result<Run> {
+    let o = Command::new(&a.wrk)
+        .args(["-t", &a.threads.to_string(), "-c", &a.connections.to_string(), "-d", &format!("{}s", a.duration), "--latency", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("running wrk (Debian package wrk)")?;
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let mut r = Run { rps: f64::NAN, p50_ms: f64::NAN, p99_ms: f64::NAN, errors: 0 };
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["Requests/sec:", v] => r.rps = v.parse().unwrap_or(f64::NAN),
+            ["50%", v] => r.p50_ms = to_ms(v),
+            ["99%", v] => r.p99_ms = to_ms(v),
+            ["Non-2xx", "or", "3xx", "responses:", n] => r.errors += n.parse::<u64>().unwrap_or(0),
+            _ => {}
+        }
+    }
+    if r.rps.is_nan() {
+        bail!("could not read wrk's output:\n{text}");
+    }
+    Ok(r)
+}
+
+fn script(dir: &Path, name: &str, token: &str, method: &str, body: &str) -> anyhow::Result<PathBuf> {
+    let p = dir.join(name);
+    let mut s = format!("wrk.method = \"{method}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n");
+    if !body.is_empty() {
+        s += &format!("wrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{body}'\n");
+    }
+    std::fs::write(&p, s)?;
+    Ok(p)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let command = format!(
+        "bench-api --controller {} --duration {} --connections {} --threads {} --out {}",
+        a.controller.display(),
+        a.duration,
+        a.connections,
+        a.threads,
+        a.out.display()
+    );
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mut rows = vec![];
+    let mut md = String::from("# Controller API throughput\n\n");
+    md += &format!("Command: `{command}` (release build; `make bench`). wrk and the controller share this machine's {cores} cores over loopback; the reconcile loops are idle so the API alone is measured. Every request is authenticated (token hash lookup in the store).\n\n");
+    md += "| backend | request | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|\n";
+    for backend in ["sqlite", "etcd"] {
+        let dir = std::env::temp_dir().join(format!("nova-bench-api-{}-{backend}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut _etcd = None;
+        let store = if backend == "sqlite" {
+            format!("sqlite:{}", dir.join("controller.db").display())
+        } else {
+            if !a.etcd.exists() {
+                eprintln!("etcd not installed: skipping the etcd backend");
+                continue;
+            }
+            let (p, url) = start_etcd(&a.etcd, &dir)?;
+            _etcd = Some(p);
+            format!("etcd:{url}")
+        };
+        let (_ctl, url, token) = start_controller(&a.controller, &dir, &store)?;
+        let id = create_vm(&url, &token)?;
+        let get = script(&dir, "get.lua", &token, "GET", "")?;
+        let post = script(&dir, "post.lua", &token, "POST", r#"{"name":"bench","image":"/k","start":false}"#)?;
+        for (what, path, s) in [("GET /v1/vms/{id}", format!("{url}/v1/vms/{id}"), &get), ("POST /v1/vms", format!("{url}/v1/vms"), &post)] {
+            let r = wrk(&a, &path, s)?;
+            println!("{backend} {what}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx {}", r.rps, r.p50_ms, r.p99_ms, r.errors);
+            md += &format!("| {backend} | `{what}` | {:.0} | {:.2} | {:.2} | {} |\n", r.rps, r.p50_ms, r.p99_ms, r.errors);
+            rows.push(serde_json::json!({"backend": backend, "request": what, "requests_per_s": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "non_2xx": r.errors}));
+        }
+        drop(_ctl);
+        drop(_etcd);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    md += "\nTarget: >= 20,000 GET/s with p99 < 5 ms on 2 cores with SQLite.\n";
+    let json = serde_json::json!({"command": command, "cores": cores, "connections": a.connections, "duration_s": a.duration, "rows": rows,
+        "targets": {"sqlite_get_per_s": 20000, "sqlite_get_p99_ms": 5}});
+    write_report(&a.out, "api", &json, &md)?;
+    Ok(())
+}
