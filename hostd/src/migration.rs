@@ -401,7 +401,19 @@ async fn finish_outgoing(host: &Arc<Host>, vm: &Arc<Vm>, p: &Pending, result: Re
     match result {
         Ok(v) => {
             let t0 = Instant::now();
-            let downtime = field_f64(&v, "downtime_ms");
+            // When the VMM was gone before hostd read its result, the last answer seen.
+            let v = if v.is_null() {
+                vm.lock()
+                    .rec
+                    .migration
+                    .as_ref()
+                    .and_then(|m| m.vmm.clone())
+                    .unwrap_or_default()
+            } else {
+                v
+            };
+            let downtime = field_f64(&v, "downtime_ms")
+                .filter(|_| v.get("state").and_then(|s| s.as_str()) == Some("completed"));
             let outcome = serde_json::to_string(&IncomingOutcome {
                 downtime_ms: downtime,
                 error: None,

@@ -411,7 +411,12 @@ impl Host {
         });
         if let Launch::Boot = launch {
             self.wait_ready(vm, gen).await?;
-            vm.set_state(VmState::Running);
+            let mut g = vm.lock();
+            if g.rt.generation == gen && g.rt.pid.is_some() && g.rec.state == VmState::Starting {
+                g.rec.state = VmState::Running;
+                drop(g);
+                let _ = vm.persist();
+            }
         }
         Ok(())
     }
@@ -422,6 +427,10 @@ impl Host {
         loop {
             {
                 let g = vm.lock();
+                if g.rt.generation == gen && g.rt.pid.is_none() && g.rec.state == VmState::Stopped {
+                    // It ran and the guest already powered off: started all right.
+                    return Ok(());
+                }
                 if g.rt.generation != gen || g.rt.pid.is_none() {
                     let reason = g
                         .rec
