@@ -40,14 +40,24 @@ impl Default for Events {
 impl Events {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        Events { tx, seq: Default::default() }
+        Events {
+            tx,
+            seq: Default::default(),
+        }
     }
 
     /// Publishes a change (dropped when nobody listens).
     pub fn publish(&self, kind: &str, tenant: &str, id: &str, data: serde_json::Value) {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         tracing::debug!(kind, id, "event");
-        let _ = self.tx.send(Event { seq, at_ms: now_ms(), kind: kind.into(), tenant: tenant.into(), id: id.into(), data });
+        let _ = self.tx.send(Event {
+            seq,
+            at_ms: now_ms(),
+            kind: kind.into(),
+            tenant: tenant.into(),
+            id: id.into(),
+            data,
+        });
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

@@ -8,11 +8,11 @@ pub mod model;
 pub mod scheduler;
 pub mod store;
 
-#[cfg(test)]
-mod testing;
 pub mod api;
 pub mod auth;
 pub mod events;
 pub mod hostd;
 pub mod migration;
 pub mod reconcile;
+#[cfg(test)]
+mod testing;

@@ -24,7 +24,11 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:7070", env = "NOVA_LISTEN")]
     listen: SocketAddr,
     /// `sqlite:PATH` (default) or `etcd:http://HOST:PORT[,...]`.
-    #[arg(long, default_value = "sqlite:/var/lib/nova/controller.db", env = "NOVA_STORE")]
+    #[arg(
+        long,
+        default_value = "sqlite:/var/lib/nova/controller.db",
+        env = "NOVA_STORE"
+    )]
     store: String,
     /// Where the first admin token is written (0600) when the cluster is new.
     #[arg(long, default_value = "/var/lib/nova/admin.token")]
@@ -58,7 +62,12 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
         std::fs::create_dir_all(d)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(secret.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -68,13 +77,26 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
 /// The first admin of a new cluster: user `admin` of the system tenant and a token,
 /// created once (whichever controller gets there first).
 async fn bootstrap_admin(store: &store::DynStore, file: &Path) -> anyhow::Result<()> {
-    let admin = User { id: "admin".into(), tenant: SYSTEM_TENANT.into(), role: Role::Admin, created_at_ms: now_ms() };
+    let admin = User {
+        id: "admin".into(),
+        tenant: SYSTEM_TENANT.into(),
+        role: Role::Admin,
+        created_at_ms: now_ms(),
+    };
     if store.create(&admin).await.is_err() {
         return Ok(()); // not a new cluster
     }
     let secret = auth::new_secret();
     let hash = auth::hash(&secret);
-    let t = Token { id: hash[..16].into(), hash, user: "admin".into(), tenant: SYSTEM_TENANT.into(), role: Role::Admin, host: None, created_at_ms: now_ms() };
+    let t = Token {
+        id: hash[..16].into(),
+        hash,
+        user: "admin".into(),
+        tenant: SYSTEM_TENANT.into(),
+        role: Role::Admin,
+        host: None,
+        created_at_ms: now_ms(),
+    };
     store.create(&t).await?;
     write_secret(file, &secret).with_context(|| format!("writing {}", file.display()))?;
     tracing::info!("new cluster: admin token written to {}", file.display());
@@ -84,7 +106,11 @@ async fn bootstrap_admin(store: &store::DynStore, file: &Path) -> anyhow::Result
 fn join_token(file: &Path) -> anyhow::Result<String> {
     if let Ok(s) = std::fs::read_to_string(file) {
         let s = s.trim().to_string();
-        anyhow::ensure!(s.len() >= 32, "{}: join token shorter than 32 characters", file.display());
+        anyhow::ensure!(
+            s.len() >= 32,
+            "{}: join token shorter than 32 characters",
+            file.display()
+        );
         return Ok(s);
     }
     let s = auth::new_secret();
@@ -96,19 +122,33 @@ fn join_token(file: &Path) -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NOVA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("NOVA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let a = Args::parse();
     let weights = match a.strategy.as_str() {
-        "spread" => Weights { binpack: 0.0, spread: 1.0 },
-        "binpack" => Weights { binpack: 1.0, spread: 0.0 },
+        "spread" => Weights {
+            binpack: 0.0,
+            spread: 1.0,
+        },
+        "binpack" => Weights {
+            binpack: 1.0,
+            spread: 0.0,
+        },
         other => anyhow::bail!("--strategy {other}: expected spread or binpack"),
     };
-    if let Some(p) = a.store.strip_prefix("sqlite:").map(Path::new).and_then(Path::parent) {
+    if let Some(p) = a
+        .store
+        .strip_prefix("sqlite:")
+        .map(Path::new)
+        .and_then(Path::parent)
+    {
         std::fs::create_dir_all(p).ok();
     }
-    let store = store::open(&a.store).await.with_context(|| format!("opening {}", a.store))?;
+    let store = store::open(&a.store)
+        .await
+        .with_context(|| format!("opening {}", a.store))?;
     bootstrap_admin(&store, &a.admin_token_file).await?;
     let join = join_token(&a.join_token_file)?;
 
@@ -119,18 +159,28 @@ async fn main() -> anyhow::Result<()> {
         leading,
         node: a.node.clone(),
         join_hash: Arc::new(auth::hash(&join)),
-        limiter: Arc::new(FailedAuthLimiter::new(a.max_failed_auth, Duration::from_secs(60))),
+        limiter: Arc::new(FailedAuthLimiter::new(
+            a.max_failed_auth,
+            Duration::from_secs(60),
+        )),
         http: nova_controller::hostd::client(),
         slots: Default::default(),
         heartbeat_ms: a.heartbeat_ms,
     };
-    let timing = Timing { interval: Duration::from_millis(a.reconcile_interval_ms), down_after: Duration::from_millis(a.down_after_ms) };
+    let timing = Timing {
+        interval: Duration::from_millis(a.reconcile_interval_ms),
+        down_after: Duration::from_millis(a.down_after_ms),
+    };
     tokio::spawn(reconcile::run(st.clone(), timing, weights));
 
-    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("binding {}", a.listen))?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding {}", a.listen))?;
     tracing::info!(node = %a.node, backend = st.store.backend(), "API on http://{}", listener.local_addr()?);
     let app = api::router(st).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
     Ok(())
 }
 
@@ -139,7 +189,11 @@ async fn leadership(a: &Args, store: &store::DynStore) -> anyhow::Result<watch::
     if let Some(eps) = a.store.strip_prefix("etcd:") {
         let eps: Vec<String> = eps.split(',').map(String::from).collect();
         let e = store::etcd::EtcdStore::connect(&eps, "").await?;
-        return Ok(store::etcd::elect(e.client(), "nova/leader".into(), a.node.clone()));
+        return Ok(store::etcd::elect(
+            e.client(),
+            "nova/leader".into(),
+            a.node.clone(),
+        ));
     }
     // One SQLite file, one controller: it always leads.
     let _ = store;

@@ -29,7 +29,11 @@ pub struct Resources {
 impl Resources {
     /// Component-wise sum.
     pub fn plus(self, o: Resources) -> Resources {
-        Resources { vcpus: self.vcpus + o.vcpus, mem_mib: self.mem_mib + o.mem_mib, disk_mib: self.disk_mib + o.disk_mib }
+        Resources {
+            vcpus: self.vcpus + o.vcpus,
+            mem_mib: self.mem_mib + o.mem_mib,
+            disk_mib: self.disk_mib + o.disk_mib,
+        }
     }
     /// Component-wise difference, floored at zero.
     pub fn minus(self, o: Resources) -> Resources {
@@ -47,7 +51,11 @@ impl Resources {
 
 impl From<nova_hostd::api::types::Resources> for Resources {
     fn from(r: nova_hostd::api::types::Resources) -> Self {
-        Resources { vcpus: r.vcpus, mem_mib: r.mem_mib, disk_mib: r.disk_mib }
+        Resources {
+            vcpus: r.vcpus,
+            mem_mib: r.mem_mib,
+            disk_mib: r.disk_mib,
+        }
     }
 }
 
@@ -187,7 +195,11 @@ impl VmSpec {
     /// What the VM holds on its host.
     pub fn resources(&self) -> Resources {
         let disk: u64 = self.disks.iter().filter_map(|d| d.size_mib).sum();
-        Resources { vcpus: self.vcpus as u64, mem_mib: self.mem_mib, disk_mib: disk }
+        Resources {
+            vcpus: self.vcpus as u64,
+            mem_mib: self.mem_mib,
+            disk_mib: disk,
+        }
     }
 
     /// The VM's labels as `k=v` strings.
@@ -209,9 +221,17 @@ impl VmSpec {
             disks: self
                 .disks
                 .iter()
-                .map(|d| h::DiskSpec { image: d.image.clone(), size_mib: d.size_mib, read_only: d.read_only })
+                .map(|d| h::DiskSpec {
+                    image: d.image.clone(),
+                    size_mib: d.size_mib,
+                    read_only: d.read_only,
+                })
                 .collect(),
-            nics: self.nics.iter().map(|n| h::NicSpec { mac: n.mac.clone() }).collect(),
+            nics: self
+                .nics
+                .iter()
+                .map(|n| h::NicSpec { mac: n.mac.clone() })
+                .collect(),
             restart: h::RestartPolicy::Never,
             start: self.start,
         }
@@ -264,7 +284,10 @@ pub enum OpState {
 impl OpState {
     /// Succeeded, failed or cancelled.
     pub fn is_final(self) -> bool {
-        matches!(self, OpState::Succeeded | OpState::Failed | OpState::Cancelled)
+        matches!(
+            self,
+            OpState::Succeeded | OpState::Failed | OpState::Cancelled
+        )
     }
 }
 

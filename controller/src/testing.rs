@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// An etcd server with a temporary data dir, killed and removed on drop.
@@ -34,7 +37,9 @@ impl Etcd {
             .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
             .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
             .arg(format!("--initial-cluster=t=http://127.0.0.1:{peer}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -15,7 +15,11 @@ use crate::{binary, require, TempDir};
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An answer: status and JSON body (`Value::Null` when empty or not JSON).
@@ -36,7 +40,8 @@ fn dechunk(b: &[u8]) -> Vec<u8> {
     let mut out = vec![];
     let mut rest = b;
     while let Some(p) = rest.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(std::str::from_utf8(&rest[..p]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        let n = usize::from_str_radix(std::str::from_utf8(&rest[..p]).unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
         if n == 0 || rest.len() < p + 2 + n {
             break;
         }
@@ -51,7 +56,10 @@ pub fn raw(base: &str, token: Option<&str>, method: &str, path: &str, body: &[u8
     let addr = base.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !body.is_empty() {
         head += "Content-Type: application/json\r\n";
     }
@@ -63,18 +71,37 @@ pub fn raw(base: &str, token: Option<&str>, method: &str, path: &str, body: &[u8
     let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
     let mut resp = vec![];
     let _ = s.read_to_end(&mut resp);
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(resp.len());
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(resp.len());
     let head = String::from_utf8_lossy(&resp[..split]).to_string();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut payload = resp.get(split + 4..).unwrap_or_default().to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         payload = dechunk(&payload);
     }
-    Answer { status, body: serde_json::from_slice(&payload).unwrap_or(Value::Null) }
+    Answer {
+        status,
+        body: serde_json::from_slice(&payload).unwrap_or(Value::Null),
+    }
 }
 
 /// One JSON request.
-pub fn call(base: &str, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> Answer {
+pub fn call(
+    base: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Answer {
     let b = body.map(|b| b.to_string()).unwrap_or_default();
     raw(base, token, method, path, b.as_bytes())
 }
@@ -86,7 +113,10 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         if let Some(v) = f() {
             return v;
         }
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out after {secs} s waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -102,24 +132,40 @@ impl Etcd {
     /// None (skipped loudly) when etcd is not installed; a failure under NOVA_REQUIRE_KVM=1.
     pub fn start() -> Option<Etcd> {
         let bin = std::env::var("NOVA_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into());
-        if !require(Path::new(&bin).exists(), "etcd is not installed (Debian package etcd-server)") {
+        if !require(
+            Path::new(&bin).exists(),
+            "etcd is not installed (Debian package etcd-server)",
+        ) {
             return None;
         }
         let dir = TempDir::new();
         let (port, peer) = (free_port(), free_port());
         let child = Command::new(bin)
-            .args(["--data-dir", &dir.join("etcd").to_string_lossy(), "--name", "t"])
+            .args([
+                "--data-dir",
+                &dir.join("etcd").to_string_lossy(),
+                "--name",
+                "t",
+            ])
             .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
             .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
             .arg(format!("--initial-cluster=t=http://127.0.0.1:{peer}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start etcd");
-        let e = Etcd { child, _dir: dir, url: format!("http://127.0.0.1:{port}") };
-        wait_for(20, "etcd to listen", || TcpStream::connect(("127.0.0.1", port)).ok());
+        let e = Etcd {
+            child,
+            _dir: dir,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        wait_for(20, "etcd to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
         Some(e)
     }
 }
@@ -157,7 +203,14 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { store: None, node: crate::unique("ctl"), reconcile_ms: 200, down_after_ms: 3000, max_failed_auth: 20, port: None }
+        Opts {
+            store: None,
+            node: crate::unique("ctl"),
+            reconcile_ms: 200,
+            down_after_ms: 3000,
+            max_failed_auth: 20,
+            port: None,
+        }
     }
 }
 
@@ -170,7 +223,10 @@ impl Controller {
     /// Starts one with `o`; state files (tokens, database) live in `dir`.
     pub fn start(dir: &Path, o: Opts) -> Controller {
         let port = o.port.unwrap_or_else(free_port);
-        let store = o.store.clone().unwrap_or_else(|| format!("sqlite:{}", dir.join("controller.db").display()));
+        let store = o
+            .store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", dir.join("controller.db").display()));
         let log = std::fs::File::create(dir.join(format!("{}.log", o.node))).unwrap();
         let child = Command::new(binary("nova-controller"))
             .arg("--listen")
@@ -192,17 +248,37 @@ impl Controller {
             .spawn()
             .expect("start nova-controller");
         let url = format!("http://127.0.0.1:{port}");
-        let mut c = Controller { child: Some(child), url: url.clone(), admin: String::new(), join: String::new(), node: o.node, dir: dir.into() };
+        let mut c = Controller {
+            child: Some(child),
+            url: url.clone(),
+            admin: String::new(),
+            join: String::new(),
+            node: o.node,
+            dir: dir.into(),
+        };
         wait_for(30, "the controller to answer /v1/health", || {
             if let Some(ch) = c.child.as_mut() {
                 if let Ok(Some(st)) = ch.try_wait() {
-                    panic!("nova-controller exited {st}: {}", std::fs::read_to_string(dir.join(format!("{}.log", c.node))).unwrap_or_default());
+                    panic!(
+                        "nova-controller exited {st}: {}",
+                        std::fs::read_to_string(dir.join(format!("{}.log", c.node)))
+                            .unwrap_or_default()
+                    );
                 }
             }
-            TcpStream::connect(url.trim_start_matches("http://")).ok().map(|_| ()).filter(|_| call(&url, None, "GET", "/v1/health", None).status == 200)
+            TcpStream::connect(url.trim_start_matches("http://"))
+                .ok()
+                .map(|_| ())
+                .filter(|_| call(&url, None, "GET", "/v1/health", None).status == 200)
         });
-        c.admin = std::fs::read_to_string(dir.join("admin.token")).unwrap_or_default().trim().to_string();
-        c.join = std::fs::read_to_string(dir.join("join.token")).unwrap_or_default().trim().to_string();
+        c.admin = std::fs::read_to_string(dir.join("admin.token"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        c.join = std::fs::read_to_string(dir.join("join.token"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         c
     }
 
@@ -220,7 +296,11 @@ impl Controller {
     pub fn token_for(&self, tenant: &str, user: &str, role: &str) -> String {
         let t = self.admin("POST", "/v1/tenants", Some(json!({"id": tenant})));
         assert!(t.status == 201 || t.status == 409, "{t:?}");
-        let u = self.admin("POST", "/v1/users", Some(json!({"id": user, "role": role, "tenant": tenant})));
+        let u = self.admin(
+            "POST",
+            "/v1/users",
+            Some(json!({"id": user, "role": role, "tenant": tenant})),
+        );
         assert_eq!(u.status, 201, "{u:?}");
         let k = self.admin("POST", "/v1/tokens", Some(json!({"user": user})));
         assert_eq!(k.status, 201, "{k:?}");
@@ -266,7 +346,9 @@ pub fn register_host(c: &Controller, id: &str, url: &str, vcpus: u64, mem_mib: u
         Some(&c.join),
         "POST",
         "/v1/hosts/register",
-        Some(json!({"host_id": id, "hostname": id, "url": url, "token": "hostd-secret", "info": host_info(id, vcpus, mem_mib)})),
+        Some(
+            json!({"host_id": id, "hostname": id, "url": url, "token": "hostd-secret", "info": host_info(id, vcpus, mem_mib)}),
+        ),
     );
     assert_eq!(a.status, 201, "register {id}: {a:?}");
     a.body["token"].as_str().unwrap().to_string()
@@ -304,7 +386,10 @@ impl EventStream {
             head.push(b[0]);
         }
         let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "event stream refused: {head}");
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "event stream refused: {head}"
+        );
         EventStream { s }
     }
 

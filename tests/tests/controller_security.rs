@@ -19,8 +19,18 @@ fn viewer_tokens_cannot_mutate() {
     assert_eq!(made.status, 201, "{made:?}");
     let id = made.body["id"].as_str().unwrap();
     // The viewer reads...
-    assert_eq!(c.as_(&viewer, "GET", &format!("/v1/vms/{id}"), None).status, 200);
-    assert_eq!(c.as_(&viewer, "GET", "/v1/vms", None).body.as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.as_(&viewer, "GET", &format!("/v1/vms/{id}"), None).status,
+        200
+    );
+    assert_eq!(
+        c.as_(&viewer, "GET", "/v1/vms", None)
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // ...and can change nothing.
     for (m, p, b) in [
         ("POST", "/v1/vms".to_string(), Some(vm("x"))),
@@ -28,14 +38,30 @@ fn viewer_tokens_cannot_mutate() {
         ("POST", format!("/v1/vms/{id}/stop"), None),
         ("DELETE", format!("/v1/vms/{id}"), None),
         ("POST", format!("/v1/vms/{id}/migrate"), None),
-        ("POST", "/v1/users".to_string(), Some(json!({"id": "evil", "role": "admin"}))),
-        ("POST", "/v1/tokens".to_string(), Some(json!({"user": "vic"}))),
-        ("POST", "/v1/tenants".to_string(), Some(json!({"id": "mine"}))),
+        (
+            "POST",
+            "/v1/users".to_string(),
+            Some(json!({"id": "evil", "role": "admin"})),
+        ),
+        (
+            "POST",
+            "/v1/tokens".to_string(),
+            Some(json!({"user": "vic"})),
+        ),
+        (
+            "POST",
+            "/v1/tenants".to_string(),
+            Some(json!({"id": "mine"})),
+        ),
     ] {
         let a = c.as_(&viewer, m, &p, b);
         assert_eq!(a.status, 403, "{m} {p} as a viewer: {a:?}");
     }
-    assert_eq!(c.admin("GET", &format!("/v1/vms/{id}"), None).body["desired"], "stopped", "nothing changed");
+    assert_eq!(
+        c.admin("GET", &format!("/v1/vms/{id}"), None).body["desired"],
+        "stopped",
+        "nothing changed"
+    );
 }
 
 #[test]
@@ -44,8 +70,14 @@ fn tenants_cannot_see_each_others_vms() {
     let c = Controller::sqlite(d.path());
     let a = c.token_for("acme", "ann", "admin");
     let b = c.token_for("globex", "bob", "admin");
-    let va = c.as_(&a, "POST", "/v1/vms", Some(vm("a-secret"))).body["id"].as_str().unwrap().to_string();
-    let vb = c.as_(&b, "POST", "/v1/vms", Some(vm("b-secret"))).body["id"].as_str().unwrap().to_string();
+    let va = c.as_(&a, "POST", "/v1/vms", Some(vm("a-secret"))).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vb = c.as_(&b, "POST", "/v1/vms", Some(vm("b-secret"))).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let list = c.as_(&a, "GET", "/v1/vms", None).body;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], va.as_str());
@@ -61,17 +93,67 @@ fn tenants_cannot_see_each_others_vms() {
     }
     // Nor their users, tokens, audit entries, or a way to act for the other tenant.
     let users = c.as_(&a, "GET", "/v1/users", None).body;
-    assert!(users.as_array().unwrap().iter().all(|u| u["tenant"] == "acme"), "{users}");
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["tenant"] == "acme"),
+        "{users}"
+    );
     let tokens = c.as_(&a, "GET", "/v1/tokens", None).body;
-    assert!(tokens.as_array().unwrap().iter().all(|t| t["tenant"] == "acme"), "{tokens}");
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["tenant"] == "acme"),
+        "{tokens}"
+    );
     let audit = c.as_(&a, "GET", "/v1/audit", None).body;
-    assert!(audit.as_array().unwrap().iter().all(|e| e["tenant"] == "acme"), "{audit}");
-    assert_eq!(c.as_(&a, "POST", "/v1/vms?tenant=globex", Some(vm("sneaky"))).status, 403);
-    assert_eq!(c.as_(&a, "POST", "/v1/users", Some(json!({"id": "mole", "role": "admin", "tenant": "globex"}))).status, 403);
-    assert_eq!(c.as_(&a, "POST", "/v1/tokens", Some(json!({"user": "bob"}))).status, 400, "bob is not in acme");
-    assert_eq!(c.as_(&a, "GET", "/v1/hosts", None).status, 403, "hosts belong to the cluster");
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["tenant"] == "acme"),
+        "{audit}"
+    );
+    assert_eq!(
+        c.as_(&a, "POST", "/v1/vms?tenant=globex", Some(vm("sneaky")))
+            .status,
+        403
+    );
+    assert_eq!(
+        c.as_(
+            &a,
+            "POST",
+            "/v1/users",
+            Some(json!({"id": "mole", "role": "admin", "tenant": "globex"}))
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        c.as_(&a, "POST", "/v1/tokens", Some(json!({"user": "bob"})))
+            .status,
+        400,
+        "bob is not in acme"
+    );
+    assert_eq!(
+        c.as_(&a, "GET", "/v1/hosts", None).status,
+        403,
+        "hosts belong to the cluster"
+    );
     // The system admin sees both.
-    assert_eq!(c.admin("GET", "/v1/vms", None).body.as_array().unwrap().len(), 2);
+    assert_eq!(
+        c.admin("GET", "/v1/vms", None)
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -79,7 +161,10 @@ fn api_tokens_are_stored_only_as_hashes() {
     let d = TempDir::new();
     let c = Controller::sqlite(d.path());
     let t = c.token_for("acme", "ann", "viewer");
-    assert!(t.starts_with("nova_") && t.len() == 69, "256-bit secret: {t}");
+    assert!(
+        t.starts_with("nova_") && t.len() == 69,
+        "256-bit secret: {t}"
+    );
     drop(c); // flush
     let db = std::fs::read(d.join("controller.db")).unwrap();
     let wal = std::fs::read(d.join("controller.db-wal")).unwrap_or_default();
@@ -89,21 +174,47 @@ fn api_tokens_are_stored_only_as_hashes() {
     }
     let listed = Controller::sqlite(d.path());
     let tokens = listed.admin("GET", "/v1/tokens", None).body;
-    assert!(tokens.as_array().unwrap().iter().all(|t| t.get("hash").is_none()), "{tokens}");
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("hash").is_none()),
+        "{tokens}"
+    );
 }
 
 #[test]
 fn failed_authentication_is_rate_limited_per_client() {
     let d = TempDir::new();
-    let c = Controller::start(d.path(), Opts { max_failed_auth: 5, ..Opts::default() });
+    let c = Controller::start(
+        d.path(),
+        Opts {
+            max_failed_auth: 5,
+            ..Opts::default()
+        },
+    );
     for i in 0..5 {
-        let a = call(&c.url, Some(&format!("nova_{i:064}")), "GET", "/v1/vms", None);
+        let a = call(
+            &c.url,
+            Some(&format!("nova_{i:064}")),
+            "GET",
+            "/v1/vms",
+            None,
+        );
         assert_eq!(a.status, 401, "{a:?}");
     }
-    assert_eq!(call(&c.url, Some("nova_guess"), "GET", "/v1/vms", None).status, 429);
+    assert_eq!(
+        call(&c.url, Some("nova_guess"), "GET", "/v1/vms", None).status,
+        429
+    );
     // Locked out, even with a good token, until the window passes.
     assert_eq!(c.admin("GET", "/v1/vms", None).status, 429);
-    assert_eq!(call(&c.url, None, "GET", "/v1/health", None).status, 200, "health stays open");
+    assert_eq!(
+        call(&c.url, None, "GET", "/v1/health", None).status,
+        200,
+        "health stays open"
+    );
 }
 
 #[test]
@@ -118,11 +229,26 @@ fn every_request_is_validated_and_the_error_names_the_field() {
         (json!({"name": "../etc", "image": "/k"}), "name"),
         (json!({"image": "/k"}), "name"),
         (json!({"name": "a", "image": "/k", "cpus": 2}), "cpus"),
-        (json!({"name": "a", "image": "/k", "disks": [{"image": "/d"}, {}]}), "disks[1].size_mib"),
-        (json!({"name": "a", "image": "/k", "nics": [{"mac": "ff:ff:ff:ff:ff:ff"}]}), "nics[0].mac"),
-        (json!({"name": "a", "image": "/k", "labels": {"app": "we b"}}), "labels.app"),
-        (json!({"name": "a", "image": "/k", "affinity": {"apart_from": ["nokey"]}}), "affinity.apart_from[0]"),
-        (json!({"name": "a", "image": "/k", "affinity": {"with": 3}}), "affinity.with"),
+        (
+            json!({"name": "a", "image": "/k", "disks": [{"image": "/d"}, {}]}),
+            "disks[1].size_mib",
+        ),
+        (
+            json!({"name": "a", "image": "/k", "nics": [{"mac": "ff:ff:ff:ff:ff:ff"}]}),
+            "nics[0].mac",
+        ),
+        (
+            json!({"name": "a", "image": "/k", "labels": {"app": "we b"}}),
+            "labels.app",
+        ),
+        (
+            json!({"name": "a", "image": "/k", "affinity": {"apart_from": ["nokey"]}}),
+            "affinity.apart_from[0]",
+        ),
+        (
+            json!({"name": "a", "image": "/k", "affinity": {"with": 3}}),
+            "affinity.with",
+        ),
         (json!({"name": "a", "image": "/k", "vcpus": "two"}), "vcpus"),
     ];
     for (body, field) in cases {
@@ -131,8 +257,14 @@ fn every_request_is_validated_and_the_error_names_the_field() {
         assert_eq!(a.field(), Some(field), "{body}: {a:?}");
         assert!(a.body["error"].as_str().unwrap().contains(field), "{a:?}");
     }
-    let p = c.admin("PUT", "/v1/migration-policy", Some(json!({"mode": "postcopy", "downtime_ms": 100, "completion_timeout_s": 60,
-        "postcopy_allowed": false, "max_parallel_cluster": 2, "max_parallel_per_host": 1})));
+    let p = c.admin(
+        "PUT",
+        "/v1/migration-policy",
+        Some(
+            json!({"mode": "postcopy", "downtime_ms": 100, "completion_timeout_s": 60,
+        "postcopy_allowed": false, "max_parallel_cluster": 2, "max_parallel_per_host": 1}),
+        ),
+    );
     assert_eq!(p.field(), Some("mode"), "{p:?}");
 }
 
@@ -152,16 +284,35 @@ fn no_request_can_panic_the_server() {
         format!("{}1{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
         vec![b'a'; 2 << 20],
     ];
-    let paths = ["/v1/vms", "/v1/tenants", "/v1/users", "/v1/tokens", "/v1/hosts/register", "/v1/migration-policy", "/v1/vms/x/migrate"];
+    let paths = [
+        "/v1/vms",
+        "/v1/tenants",
+        "/v1/users",
+        "/v1/tokens",
+        "/v1/hosts/register",
+        "/v1/migration-policy",
+        "/v1/vms/x/migrate",
+    ];
     for p in paths {
         for g in &garbage {
             for m in ["POST", "PUT"] {
                 let a = raw(&c.url, Some(&c.admin), m, p, g);
-                assert!((400..500).contains(&a.status), "{m} {p} with {} bytes: {a:?}", g.len());
+                assert!(
+                    (400..500).contains(&a.status),
+                    "{m} {p} with {} bytes: {a:?}",
+                    g.len()
+                );
             }
         }
     }
-    for p in ["/v1/vms/%00", "/v1/vms/..%2F..%2Fetc", "/v1/operations/\u{7f}", "/v1/hosts/x/drain", "/nope", "/v1/vms/a/b/c"] {
+    for p in [
+        "/v1/vms/%00",
+        "/v1/vms/..%2F..%2Fetc",
+        "/v1/operations/\u{7f}",
+        "/v1/hosts/x/drain",
+        "/nope",
+        "/v1/vms/a/b/c",
+    ] {
         let a = c.admin("GET", p, None);
         assert!((400..500).contains(&a.status), "{p}: {a:?}");
     }
@@ -174,19 +325,61 @@ fn hosts_join_with_the_join_token_and_get_credentials_of_their_own() {
     let d = TempDir::new();
     let c = Controller::sqlite(d.path());
     let body = json!({"host_id": "h1", "hostname": "h1", "url": "http://192.0.2.10:7071", "token": "t", "info": host_info("h1", 4, 4096)});
-    assert_eq!(call(&c.url, Some("nova_wrong"), "POST", "/v1/hosts/register", Some(body.clone())).status, 401);
+    assert_eq!(
+        call(
+            &c.url,
+            Some("nova_wrong"),
+            "POST",
+            "/v1/hosts/register",
+            Some(body.clone())
+        )
+        .status,
+        401
+    );
     let viewer = c.token_for("acme", "vic", "viewer");
-    assert_eq!(call(&c.url, Some(&viewer), "POST", "/v1/hosts/register", Some(body)).status, 403);
+    assert_eq!(
+        call(
+            &c.url,
+            Some(&viewer),
+            "POST",
+            "/v1/hosts/register",
+            Some(body)
+        )
+        .status,
+        403
+    );
     let h1 = register_host(&c, "h1", "http://192.0.2.10:7071", 4, 4096);
     let h2 = register_host(&c, "h2", "http://192.0.2.11:7071", 4, 4096);
     assert_ne!(h1, c.join);
     assert_eq!(heartbeat(&c, "h1", &h1, 4, 4096).status, 200);
-    assert_eq!(heartbeat(&c, "h2", &h1, 4, 4096).status, 403, "h1's credentials cannot speak for h2");
-    assert_eq!(c.as_(&h1, "GET", "/v1/vms", None).body.as_array().map(|a| a.len()), Some(0), "a host sees no VMs it is not given");
-    assert_eq!(c.as_(&h1, "POST", "/v1/vms", Some(vm("x"))).status, 403, "a host cannot create VMs");
+    assert_eq!(
+        heartbeat(&c, "h2", &h1, 4, 4096).status,
+        403,
+        "h1's credentials cannot speak for h2"
+    );
+    assert_eq!(
+        c.as_(&h1, "GET", "/v1/vms", None)
+            .body
+            .as_array()
+            .map(|a| a.len()),
+        Some(0),
+        "a host sees no VMs it is not given"
+    );
+    assert_eq!(
+        c.as_(&h1, "POST", "/v1/vms", Some(vm("x"))).status,
+        403,
+        "a host cannot create VMs"
+    );
     let hosts = c.admin("GET", "/v1/hosts", None).body;
     assert_eq!(hosts.as_array().unwrap().len(), 2);
-    assert!(hosts.as_array().unwrap().iter().all(|h| h["hostd_token"] == ""), "hostd tokens are not shown: {hosts}");
+    assert!(
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["hostd_token"] == ""),
+        "hostd tokens are not shown: {hosts}"
+    );
     let _ = h2;
 }
 
@@ -195,7 +388,10 @@ fn every_mutating_call_is_in_the_audit_log() {
     let d = TempDir::new();
     let c = Controller::sqlite(d.path());
     let op = c.token_for("acme", "olga", "operator");
-    let id = c.as_(&op, "POST", "/v1/vms", Some(vm("web"))).body["id"].as_str().unwrap().to_string();
+    let id = c.as_(&op, "POST", "/v1/vms", Some(vm("web"))).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     c.as_(&op, "POST", &format!("/v1/vms/{id}/start"), None);
     c.as_(&op, "DELETE", &format!("/v1/vms/{id}"), None);
     let viewer = c.token_for("acme", "vic", "viewer");
@@ -205,7 +401,15 @@ fn every_mutating_call_is_in_the_audit_log() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{} {} {} {}", e["actor"].as_str().unwrap(), e["method"].as_str().unwrap(), e["path"].as_str().unwrap(), e["status"]))
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["actor"].as_str().unwrap(),
+                e["method"].as_str().unwrap(),
+                e["path"].as_str().unwrap(),
+                e["status"]
+            )
+        })
         .collect();
     for want in [
         "olga POST /v1/vms 201".to_string(),
@@ -216,7 +420,10 @@ fn every_mutating_call_is_in_the_audit_log() {
     ] {
         assert!(lines.contains(&want), "{want} missing from {lines:#?}");
     }
-    assert!(!lines.iter().any(|l| l.contains(" GET ")), "reads are not audited");
+    assert!(
+        !lines.iter().any(|l| l.contains(" GET ")),
+        "reads are not audited"
+    );
 }
 
 #[test]
@@ -225,10 +432,28 @@ fn the_openapi_document_describes_the_api() {
     let c = Controller::sqlite(d.path());
     let doc = call(&c.url, None, "GET", "/v1/openapi.json", None).body;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
-    for p in ["/v1/vms", "/v1/vms/{id}/migrate", "/v1/hosts/{id}/drain", "/v1/operations/{id}/cancel", "/v1/events", "/v1/tokens", "/v1/audit"] {
+    for p in [
+        "/v1/vms",
+        "/v1/vms/{id}/migrate",
+        "/v1/hosts/{id}/drain",
+        "/v1/operations/{id}/cancel",
+        "/v1/events",
+        "/v1/tokens",
+        "/v1/audit",
+    ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing");
     }
-    for s in ["Vm", "VmSpec", "Operation", "Host", "MigrationPolicy", "Event"] {
-        assert!(doc["components"]["schemas"].get(s).is_some(), "schema {s} missing");
+    for s in [
+        "Vm",
+        "VmSpec",
+        "Operation",
+        "Host",
+        "MigrationPolicy",
+        "Event",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(s).is_some(),
+            "schema {s} missing"
+        );
     }
 }

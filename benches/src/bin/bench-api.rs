@@ -40,7 +40,9 @@ impl Drop for Proc {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn wait_port(port: u16) -> anyhow::Result<()> {
@@ -57,11 +59,18 @@ fn wait_port(port: u16) -> anyhow::Result<()> {
 fn start_etcd(bin: &Path, dir: &Path) -> anyhow::Result<(Proc, String)> {
     let (port, peer) = (free_port()?, free_port()?);
     let child = Command::new(bin)
-        .args(["--data-dir", &dir.join("etcd").to_string_lossy(), "--name", "b"])
+        .args([
+            "--data-dir",
+            &dir.join("etcd").to_string_lossy(),
+            "--name",
+            "b",
+        ])
         .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
         .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
         .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
         .arg(format!("--initial-cluster=b=http://127.0.0.1:{peer}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -140,13 +149,27 @@ fn to_ms(s: &str) -> f64 {
 
 fn wrk(a: &Args, url: &str, script: &Path) -> anyhow::Result<Run> {
     let o = Command::new(&a.wrk)
-        .args(["-t", &a.threads.to_string(), "-c", &a.connections.to_string(), "-d", &format!("{}s", a.duration), "--latency", "-s"])
+        .args([
+            "-t",
+            &a.threads.to_string(),
+            "-c",
+            &a.connections.to_string(),
+            "-d",
+            &format!("{}s", a.duration),
+            "--latency",
+            "-s",
+        ])
         .arg(script)
         .arg(url)
         .output()
         .context("running wrk (Debian package wrk)")?;
     let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let mut r = Run { rps: f64::NAN, p50_ms: f64::NAN, p99_ms: f64::NAN, errors: 0 };
+    let mut r = Run {
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        errors: 0,
+    };
     for line in text.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
@@ -163,11 +186,19 @@ fn wrk(a: &Args, url: &str, script: &Path) -> anyhow::Result<Run> {
     Ok(r)
 }
 
-fn script(dir: &Path, name: &str, token: &str, method: &str, body: &str) -> anyhow::Result<PathBuf> {
+fn script(
+    dir: &Path,
+    name: &str,
+    token: &str,
+    method: &str,
+    body: &str,
+) -> anyhow::Result<PathBuf> {
     let p = dir.join(name);
-    let mut s = format!("wrk.method = \"{method}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n");
+    let mut s =
+        format!("wrk.method = \"{method}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n");
     if !body.is_empty() {
-        s += &format!("wrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{body}'\n");
+        s +=
+            &format!("wrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{body}'\n");
     }
     std::fs::write(&p, s)?;
     Ok(p)
@@ -183,13 +214,16 @@ fn main() -> anyhow::Result<()> {
         a.threads,
         a.out.display()
     );
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mut rows = vec![];
     let mut md = String::from("# Controller API throughput\n\n");
     md += &format!("Command: `{command}` (release build; `make bench`). wrk and the controller share this machine's {cores} cores over loopback; the reconcile loops are idle so the API alone is measured. Every request is authenticated (token hash lookup in the store).\n\n");
     md += "| backend | request | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|\n";
     for backend in ["sqlite", "etcd"] {
-        let dir = std::env::temp_dir().join(format!("nova-bench-api-{}-{backend}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("nova-bench-api-{}-{backend}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut _etcd = None;
         let store = if backend == "sqlite" {
@@ -206,11 +240,26 @@ fn main() -> anyhow::Result<()> {
         let (_ctl, url, token) = start_controller(&a.controller, &dir, &store)?;
         let id = create_vm(&url, &token)?;
         let get = script(&dir, "get.lua", &token, "GET", "")?;
-        let post = script(&dir, "post.lua", &token, "POST", r#"{"name":"bench","image":"/k","start":false}"#)?;
-        for (what, path, s) in [("GET /v1/vms/{id}", format!("{url}/v1/vms/{id}"), &get), ("POST /v1/vms", format!("{url}/v1/vms"), &post)] {
+        let post = script(
+            &dir,
+            "post.lua",
+            &token,
+            "POST",
+            r#"{"name":"bench","image":"/k","start":false}"#,
+        )?;
+        for (what, path, s) in [
+            ("GET /v1/vms/{id}", format!("{url}/v1/vms/{id}"), &get),
+            ("POST /v1/vms", format!("{url}/v1/vms"), &post),
+        ] {
             let r = wrk(&a, &path, s)?;
-            println!("{backend} {what}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx {}", r.rps, r.p50_ms, r.p99_ms, r.errors);
-            md += &format!("| {backend} | `{what}` | {:.0} | {:.2} | {:.2} | {} |\n", r.rps, r.p50_ms, r.p99_ms, r.errors);
+            println!(
+                "{backend} {what}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx {}",
+                r.rps, r.p50_ms, r.p99_ms, r.errors
+            );
+            md += &format!(
+                "| {backend} | `{what}` | {:.0} | {:.2} | {:.2} | {} |\n",
+                r.rps, r.p50_ms, r.p99_ms, r.errors
+            );
             rows.push(serde_json::json!({"backend": backend, "request": what, "requests_per_s": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "non_2xx": r.errors}));
         }
         drop(_ctl);

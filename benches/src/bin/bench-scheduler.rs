@@ -24,7 +24,10 @@ struct Args {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -37,11 +40,26 @@ fn cluster(n: usize, rng: &mut Lcg) -> Vec<HostView> {
             if i % 3 == 0 {
                 labels.insert("ssd".to_string(), "yes".to_string());
             }
-            let cap = Resources { vcpus: 64, mem_mib: 256 * 1024, disk_mib: 4 << 20 };
-            let mut h = HostView { id: format!("host-{i:05}"), ready: i % 50 != 0, cordoned: i % 97 == 0, labels, capacity: cap, ..Default::default() };
+            let cap = Resources {
+                vcpus: 64,
+                mem_mib: 256 * 1024,
+                disk_mib: 4 << 20,
+            };
+            let mut h = HostView {
+                id: format!("host-{i:05}"),
+                ready: i % 50 != 0,
+                cordoned: i % 97 == 0,
+                labels,
+                capacity: cap,
+                ..Default::default()
+            };
             // Start 0..50 % full.
             let used = rng.next() % 32;
-            h.used = Resources { vcpus: used, mem_mib: used * 4096, disk_mib: 0 };
+            h.used = Resources {
+                vcpus: used,
+                mem_mib: used * 4096,
+                disk_mib: 0,
+            };
             h
         })
         .collect()
@@ -51,7 +69,11 @@ fn request(i: usize, rng: &mut Lcg) -> Request {
     let v = 1 + rng.next() % 4;
     let mut r = Request {
         tenant: format!("t{}", i % 10),
-        resources: Resources { vcpus: v, mem_mib: v * 1024, disk_mib: 1024 },
+        resources: Resources {
+            vcpus: v,
+            mem_mib: v * 1024,
+            disk_mib: 1024,
+        },
         ..Default::default()
     };
     if i % 4 == 0 {
@@ -81,7 +103,9 @@ fn run(n: usize, count: usize, w: Weights) -> Run {
     for i in 0..count {
         let req = request(i, &mut rng);
         let t = Instant::now();
-        let idx = place(&req, &hosts, w).ok().map(|h| h as *const HostView as usize);
+        let idx = place(&req, &hosts, w)
+            .ok()
+            .map(|h| h as *const HostView as usize);
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         // Commit the pick to the view, as the controller does after its CAS write.
         if let Some(addr) = idx {
@@ -95,21 +119,50 @@ fn run(n: usize, count: usize, w: Weights) -> Run {
     lat.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     assert!(placed > count / 2, "the simulated cluster filled up");
-    Run { hosts: n, placements: count, per_s: count as f64 / secs, p50_us: pct(0.50), p99_us: pct(0.99), max_us: pct(1.0) }
+    Run {
+        hosts: n,
+        placements: count,
+        per_s: count as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        max_us: pct(1.0),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let command = format!("bench-scheduler --placements {} --out {}", a.placements, a.out.display());
+    let command = format!(
+        "bench-scheduler --placements {} --out {}",
+        a.placements,
+        a.out.display()
+    );
     let mut rows = vec![];
     let mut md = String::from("# Scheduler throughput\n\n");
     md += &format!("Command: `{command}` (release build; `make bench`).\n\n");
     md += "Each placement runs every filter (health, cordon, capacity, labels, affinity, anti-affinity, quota) and the weighted score over every host, then commits the pick to the in-memory view. One thread.\n\n";
     md += "| hosts | strategy | placements | placements/s | p50 µs | p99 µs | max µs |\n|---|---|---|---|---|---|---|\n";
     for n in [1_000usize, 10_000] {
-        for (name, w) in [("spread", Weights { binpack: 0.0, spread: 1.0 }), ("binpack", Weights { binpack: 1.0, spread: 0.0 })] {
+        for (name, w) in [
+            (
+                "spread",
+                Weights {
+                    binpack: 0.0,
+                    spread: 1.0,
+                },
+            ),
+            (
+                "binpack",
+                Weights {
+                    binpack: 1.0,
+                    spread: 0.0,
+                },
+            ),
+        ] {
             let r = run(n, a.placements, w);
-            println!("{n} hosts {name}: {:.0} placements/s, p50 {:.1} µs, p99 {:.1} µs", r.per_s, r.p50_us, r.p99_us);
+            println!(
+                "{n} hosts {name}: {:.0} placements/s, p50 {:.1} µs, p99 {:.1} µs",
+                r.per_s, r.p50_us, r.p99_us
+            );
             md += &format!(
                 "| {} | {name} | {} | {:.0} | {:.1} | {:.1} | {:.1} |\n",
                 r.hosts, r.placements, r.per_s, r.p50_us, r.p99_us, r.max_us

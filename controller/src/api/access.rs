@@ -31,19 +31,40 @@ pub struct NewTenant {
 
 /// `POST /v1/tenants` (system admins).
 #[utoipa::path(post, path = "/v1/tenants", request_body = NewTenant, responses((status = 201, body = Tenant)))]
-pub async fn create_tenant(State(st): State<AppState>, Extension(c): Extension<Caller>, ApiJson(t): ApiJson<NewTenant>) -> ApiResult<Response> {
+pub async fn create_tenant(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiJson(t): ApiJson<NewTenant>,
+) -> ApiResult<Response> {
     must_be_cluster(&c, true)?;
     must_admin(&c)?;
     validate_id("id", &t.id)?;
-    let tenant = Tenant { id: t.id, quota: t.quota, created_at_ms: now_ms() };
-    st.store.create(&tenant).await.map_err(|_| ApiError::conflict("tenant exists").with_field("id"))?;
+    let tenant = Tenant {
+        id: t.id,
+        quota: t.quota,
+        created_at_ms: now_ms(),
+    };
+    st.store
+        .create(&tenant)
+        .await
+        .map_err(|_| ApiError::conflict("tenant exists").with_field("id"))?;
     Ok(created(tenant))
 }
 
 /// `GET /v1/tenants`: every tenant for the system tenant, one's own otherwise.
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [Tenant])))]
-pub async fn list_tenants(State(st): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Json<Vec<Tenant>>> {
-    Ok(Json(st.store.list_all::<Tenant>().await?.into_iter().filter(|t| c.sees(&t.id)).collect()))
+pub async fn list_tenants(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<Tenant>>> {
+    Ok(Json(
+        st.store
+            .list_all::<Tenant>()
+            .await?
+            .into_iter()
+            .filter(|t| c.sees(&t.id))
+            .collect(),
+    ))
 }
 
 /// `POST /v1/users` body.
@@ -59,7 +80,11 @@ pub struct NewUser {
 
 /// `POST /v1/users` (admins, in their tenant).
 #[utoipa::path(post, path = "/v1/users", request_body = NewUser, responses((status = 201, body = User)))]
-pub async fn create_user(State(st): State<AppState>, Extension(c): Extension<Caller>, ApiJson(u): ApiJson<NewUser>) -> ApiResult<Response> {
+pub async fn create_user(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiJson(u): ApiJson<NewUser>,
+) -> ApiResult<Response> {
     must_admin(&c)?;
     validate_id("id", &u.id)?;
     if u.role == Role::Host {
@@ -68,23 +93,45 @@ pub async fn create_user(State(st): State<AppState>, Extension(c): Extension<Cal
     let tenant = match u.tenant {
         Some(t) if t != c.tenant => {
             if !c.is_cluster() {
-                return Err(ApiError::forbidden("users are created in your own tenant").with_field("tenant"));
+                return Err(ApiError::forbidden("users are created in your own tenant")
+                    .with_field("tenant"));
             }
-            st.store.read::<Tenant>(&t).await?.ok_or_else(|| FieldError::new("tenant", "no such tenant"))?;
+            st.store
+                .read::<Tenant>(&t)
+                .await?
+                .ok_or_else(|| FieldError::new("tenant", "no such tenant"))?;
             t
         }
         _ => c.tenant.clone(),
     };
     // User ids are global (they name the actor in the audit log).
-    let user = User { id: u.id, tenant, role: u.role, created_at_ms: now_ms() };
-    st.store.create(&user).await.map_err(|_| ApiError::conflict("user exists").with_field("id"))?;
+    let user = User {
+        id: u.id,
+        tenant,
+        role: u.role,
+        created_at_ms: now_ms(),
+    };
+    st.store
+        .create(&user)
+        .await
+        .map_err(|_| ApiError::conflict("user exists").with_field("id"))?;
     Ok(created(user))
 }
 
 /// `GET /v1/users`.
 #[utoipa::path(get, path = "/v1/users", responses((status = 200, body = [User])))]
-pub async fn list_users(State(st): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Json<Vec<User>>> {
-    Ok(Json(st.store.list_all::<User>().await?.into_iter().filter(|u| c.sees(&u.tenant)).collect()))
+pub async fn list_users(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(
+        st.store
+            .list_all::<User>()
+            .await?
+            .into_iter()
+            .filter(|u| c.sees(&u.tenant))
+            .collect(),
+    ))
 }
 
 /// `POST /v1/tokens` body.
@@ -99,7 +146,11 @@ pub struct NewToken {
 
 /// `POST /v1/tokens`: a new API token for a user; the secret is in the answer only.
 #[utoipa::path(post, path = "/v1/tokens", request_body = NewToken, responses((status = 201, description = "{token, info}")))]
-pub async fn create_token(State(st): State<AppState>, Extension(c): Extension<Caller>, ApiJson(t): ApiJson<NewToken>) -> ApiResult<Response> {
+pub async fn create_token(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiJson(t): ApiJson<NewToken>,
+) -> ApiResult<Response> {
     must_admin(&c)?;
     let user = match st.store.read::<User>(&t.user).await? {
         Some(u) if c.sees(&u.tenant) => u,
@@ -111,7 +162,15 @@ pub async fn create_token(State(st): State<AppState>, Extension(c): Extension<Ca
     }
     let secret = auth::new_secret();
     let hash = auth::hash(&secret);
-    let token = Token { id: hash[..16].to_string(), hash, user: user.id, tenant: user.tenant, role, host: None, created_at_ms: now_ms() };
+    let token = Token {
+        id: hash[..16].to_string(),
+        hash,
+        user: user.id,
+        tenant: user.tenant,
+        role,
+        host: None,
+        created_at_ms: now_ms(),
+    };
     st.store.create(&token).await?;
     let mut info = token;
     info.hash.clear();
@@ -120,9 +179,18 @@ pub async fn create_token(State(st): State<AppState>, Extension(c): Extension<Ca
 
 /// `GET /v1/tokens`: tokens of the caller's tenant (hashes never shown).
 #[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [Token])))]
-pub async fn list_tokens(State(st): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Json<Vec<Token>>> {
+pub async fn list_tokens(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<Token>>> {
     must_admin(&c)?;
-    let mut v: Vec<Token> = st.store.list_all::<Token>().await?.into_iter().filter(|t| c.sees(&t.tenant)).collect();
+    let mut v: Vec<Token> = st
+        .store
+        .list_all::<Token>()
+        .await?
+        .into_iter()
+        .filter(|t| c.sees(&t.tenant))
+        .collect();
     for t in &mut v {
         t.hash.clear();
     }
@@ -131,7 +199,11 @@ pub async fn list_tokens(State(st): State<AppState>, Extension(c): Extension<Cal
 
 /// `DELETE /v1/tokens/{id}`: revokes a token by its public id.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", responses((status = 200, description = "revoked")))]
-pub async fn delete_token(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn delete_token(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     must_admin(&c)?;
     let t = st
         .store
@@ -152,7 +224,11 @@ pub struct Limit {
 
 /// `GET /v1/audit`: the audit log of the caller's tenant (all for system admins).
 #[utoipa::path(get, path = "/v1/audit", responses((status = 200, body = [AuditEntry])))]
-pub async fn audit(State(st): State<AppState>, Extension(c): Extension<Caller>, Query(l): Query<Limit>) -> ApiResult<Json<Vec<AuditEntry>>> {
+pub async fn audit(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Query(l): Query<Limit>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
     must_admin(&c)?;
     let limit = l.limit.unwrap_or(1000).min(10_000);
     let log = st.store.audit_log(usize::MAX).await?;

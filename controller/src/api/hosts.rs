@@ -29,7 +29,9 @@ pub async fn register(
     ApiJson(r): ApiJson<RegisterRequest>,
 ) -> ApiResult<Response> {
     if c.user != "join-token" && !(c.is_cluster() && c.is_admin()) {
-        return Err(ApiError::forbidden("registering a host needs the join token"));
+        return Err(ApiError::forbidden(
+            "registering a host needs the join token",
+        ));
     }
     validate_id("host_id", &r.host_id)?;
     if !r.url.starts_with("http://") || r.url.len() > 512 || r.url.contains(char::is_whitespace) {
@@ -83,8 +85,15 @@ pub async fn register(
         created_at_ms: now,
     };
     st.store.create(&token).await?;
-    st.events.publish("host.registered", SYSTEM_TENANT, &r.host_id, serde_json::json!({"url": r.url}));
-    Ok(created(serde_json::json!({"host_id": r.host_id, "token": secret, "heartbeat_interval_ms": st.heartbeat_ms})))
+    st.events.publish(
+        "host.registered",
+        SYSTEM_TENANT,
+        &r.host_id,
+        serde_json::json!({"url": r.url}),
+    );
+    Ok(created(
+        serde_json::json!({"host_id": r.host_id, "token": secret, "heartbeat_interval_ms": st.heartbeat_ms}),
+    ))
 }
 
 /// `POST /v1/hosts/{id}/heartbeat` with the host's own token.
@@ -98,7 +107,9 @@ pub async fn heartbeat(
 ) -> ApiResult<Json<serde_json::Value>> {
     let own = c.role == Role::Host && c.host.as_deref() == Some(id.as_str());
     if !(own || c.user == "join-token") || hb.host_id != id {
-        return Err(ApiError::forbidden("a host heartbeats for itself only, with its own token"));
+        return Err(ApiError::forbidden(
+            "a host heartbeats for itself only, with its own token",
+        ));
     }
     let mut came_back = false;
     st.store
@@ -112,7 +123,8 @@ pub async fn heartbeat(
         })
         .await?;
     if came_back {
-        st.events.publish("host.ready", SYSTEM_TENANT, &id, serde_json::json!({}));
+        st.events
+            .publish("host.ready", SYSTEM_TENANT, &id, serde_json::json!({}));
     }
     crate::reconcile::observe_heartbeat(&st, &id, &hb.vms).await?;
     Ok(Json(serde_json::json!({"ok": true})))
@@ -120,16 +132,34 @@ pub async fn heartbeat(
 
 /// `GET /v1/hosts`.
 #[utoipa::path(get, path = "/v1/hosts", responses((status = 200, body = [Host])))]
-pub async fn list(State(st): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Json<Vec<Host>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<Host>>> {
     must_be_cluster(&c, false)?;
-    Ok(Json(st.store.list_all::<Host>().await?.into_iter().map(shown).collect()))
+    Ok(Json(
+        st.store
+            .list_all::<Host>()
+            .await?
+            .into_iter()
+            .map(shown)
+            .collect(),
+    ))
 }
 
 /// `GET /v1/hosts/{id}`.
 #[utoipa::path(get, path = "/v1/hosts/{id}", responses((status = 200, body = Host)))]
-pub async fn get_host(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Host>> {
+pub async fn get_host(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Host>> {
     must_be_cluster(&c, false)?;
-    let h = st.store.read::<Host>(&id).await?.ok_or_else(|| ApiError::not_found("host"))?;
+    let h = st
+        .store
+        .read::<Host>(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("host"))?;
     Ok(Json(shown(h)))
 }
 
@@ -146,35 +176,65 @@ async fn set_cordon(st: &AppState, c: &Caller, id: &str, on: bool) -> ApiResult<
         })
         .await
         .map_err(|_| ApiError::not_found("host"))?;
-    st.events.publish(if on { "host.cordoned" } else { "host.uncordoned" }, SYSTEM_TENANT, id, serde_json::json!({}));
+    st.events.publish(
+        if on {
+            "host.cordoned"
+        } else {
+            "host.uncordoned"
+        },
+        SYSTEM_TENANT,
+        id,
+        serde_json::json!({}),
+    );
     Ok(Json(shown(h)))
 }
 
 /// `POST /v1/hosts/{id}/cordon`: no new VMs land there.
 #[utoipa::path(post, path = "/v1/hosts/{id}/cordon", responses((status = 200, body = Host)))]
-pub async fn cordon(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Host>> {
+pub async fn cordon(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Host>> {
     set_cordon(&st, &c, &id, true).await
 }
 
 /// `POST /v1/hosts/{id}/uncordon`.
 #[utoipa::path(post, path = "/v1/hosts/{id}/uncordon", responses((status = 200, body = Host)))]
-pub async fn uncordon(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Host>> {
+pub async fn uncordon(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Host>> {
     set_cordon(&st, &c, &id, false).await
 }
 
 /// `POST /v1/hosts/{id}/drain`: cordons the host and live-migrates every VM away,
 /// within the migration policy; answers the operation to follow.
 #[utoipa::path(post, path = "/v1/hosts/{id}/drain", responses((status = 202, body = Operation)))]
-pub async fn drain(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn drain(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     must_be_cluster(&c, true)?;
-    st.store.read::<Host>(&id).await?.ok_or_else(|| ApiError::not_found("host"))?;
+    st.store
+        .read::<Host>(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("host"))?;
     let op = crate::migration::drain::start(&st, &id).await?;
-    Ok(axum::response::IntoResponse::into_response((axum::http::StatusCode::ACCEPTED, Json(op))))
+    Ok(axum::response::IntoResponse::into_response((
+        axum::http::StatusCode::ACCEPTED,
+        Json(op),
+    )))
 }
 
 /// `GET /v1/migration-policy`.
 #[utoipa::path(get, path = "/v1/migration-policy", responses((status = 200, body = MigrationPolicy)))]
-pub async fn get_policy(State(st): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Json<MigrationPolicy>> {
+pub async fn get_policy(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<MigrationPolicy>> {
     must_be_cluster(&c, false)?;
     Ok(Json(crate::migration::load_policy(&st).await?))
 }
@@ -188,17 +248,25 @@ pub async fn put_policy(
 ) -> ApiResult<Json<MigrationPolicy>> {
     must_be_cluster(&c, true)?;
     if !c.is_admin() {
-        return Err(ApiError::forbidden("only admins change the migration policy"));
+        return Err(ApiError::forbidden(
+            "only admins change the migration policy",
+        ));
     }
     p.validate()?;
-    let bytes = serde_json::to_vec(&p).map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    st.store.put(MigrationPolicy::KEY, bytes, Expect::Any).await?;
+    let bytes = serde_json::to_vec(&p)
+        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    st.store
+        .put(MigrationPolicy::KEY, bytes, Expect::Any)
+        .await?;
     Ok(Json(p))
 }
 
 /// `GET /v1/rebalance`: live migrations the rebalancer proposes now.
 #[utoipa::path(get, path = "/v1/rebalance", responses((status = 200, body = [Move])))]
-pub async fn rebalance(State(st): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Json<Vec<Move>>> {
+pub async fn rebalance(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<Move>>> {
     must_be_cluster(&c, false)?;
     let (views, _) = crate::reconcile::host_views(&st).await?;
     Ok(Json(rebalance::propose(&views, 0.25, 16)))

@@ -57,7 +57,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        ApiError { status, error: error.into(), field: None }
+        ApiError {
+            status,
+            error: error.into(),
+            field: None,
+        }
     }
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
@@ -72,7 +76,11 @@ impl ApiError {
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, error: e.to_string(), field: Some(e.field) }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error: e.to_string(),
+            field: Some(e.field),
+        }
     }
 }
 
@@ -91,7 +99,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = nova_hostd::api::types::ErrorBody { error: self.error, field: self.field };
+        let body = nova_hostd::api::types::ErrorBody {
+            error: self.error,
+            field: self.field,
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -120,13 +131,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let mut field = e.path().to_string();
         // "missing field `name`": the field is in the message, its parent in the path.
         // (The path of an unknown field already ends with it.)
-        if let Some(name) = inner.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-            field = if field == "." { name.to_string() } else { format!("{field}.{name}") };
+        if let Some(name) = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            field = if field == "." {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
         }
         if field == "." {
             field = "body".into();
         }
-        ApiError { status: StatusCode::BAD_REQUEST, error: format!("{field}: {inner}"), field: Some(field) }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error: format!("{field}: {inner}"),
+            field: Some(field),
+        }
     })
 }
 
@@ -139,7 +161,12 @@ const PUBLIC: &[&str] = &["/v1/health", "/v1/openapi.json", "/v1/leader"];
 const REGISTER: &str = "/v1/hosts/register";
 
 fn bearer(req: &Request) -> Option<&str> {
-    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 /// Authenticates every non-public request and audits every mutating one.
@@ -154,13 +181,20 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) 
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     if st.limiter.blocked(ip) {
-        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many failed authentication attempts; try later")
-            .into_response();
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentication attempts; try later",
+        )
+        .into_response();
     }
     let secret = bearer(&req).unwrap_or_default().to_string();
     let unauthorized = |st: &AppState| {
         st.limiter.failed(ip);
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing or unknown API token (Authorization: Bearer ...)").into_response()
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or unknown API token (Authorization: Bearer ...)",
+        )
+        .into_response()
     };
     if secret.is_empty() || secret.len() > 256 {
         return unauthorized(&st);
@@ -168,9 +202,15 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) 
     let hashed = auth::hash(&secret);
     // The join token registers hosts; hostd versions that keep using it for heartbeats
     // are accepted too (the handler then checks the body names a registered host).
-    let joining = path == REGISTER || (path.starts_with("/v1/hosts/") && path.ends_with("/heartbeat"));
+    let joining =
+        path == REGISTER || (path.starts_with("/v1/hosts/") && path.ends_with("/heartbeat"));
     let caller = if joining && hashed == *st.join_hash {
-        Caller { user: "join-token".into(), tenant: SYSTEM_TENANT.into(), role: Role::Host, host: None }
+        Caller {
+            user: "join-token".into(),
+            tenant: SYSTEM_TENANT.into(),
+            role: Role::Host,
+            host: None,
+        }
     } else {
         match st.store.read::<Token>(&hashed).await {
             Ok(Some(t)) => Caller::from_token(&t),
@@ -206,7 +246,9 @@ async fn health() -> Json<serde_json::Value> {
 /// `GET /v1/leader`: this controller and whether it leads.
 #[utoipa::path(get, path = "/v1/leader", responses((status = 200, description = "{node, leader, backend}")))]
 async fn leader(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"node": st.node, "leader": *st.leading.borrow(), "backend": st.store.backend()}))
+    Json(
+        serde_json::json!({"node": st.node, "leader": *st.leading.borrow(), "backend": st.store.backend()}),
+    )
 }
 
 /// `GET /v1/whoami`.
@@ -217,21 +259,58 @@ async fn whoami(Extension(c): Extension<Caller>) -> Json<serde_json::Value> {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "NovaCron controller", description = "The cluster API: hosts, VMs, operations, events, tenants, users, tokens, audit."),
+    info(
+        title = "NovaCron controller",
+        description = "The cluster API: hosts, VMs, operations, events, tenants, users, tokens, audit."
+    ),
     paths(
-        health, leader, whoami,
-        hosts::register, hosts::heartbeat, hosts::list, hosts::get_host, hosts::cordon, hosts::uncordon, hosts::drain,
-        hosts::get_policy, hosts::put_policy, hosts::rebalance,
-        vms::create, vms::list, vms::get_vm, vms::start, vms::stop, vms::delete, vms::migrate,
-        operations::list, operations::get_op, operations::cancel,
-        access::create_tenant, access::list_tenants, access::create_user, access::list_users,
-        access::create_token, access::list_tokens, access::delete_token, access::audit,
+        health,
+        leader,
+        whoami,
+        hosts::register,
+        hosts::heartbeat,
+        hosts::list,
+        hosts::get_host,
+        hosts::cordon,
+        hosts::uncordon,
+        hosts::drain,
+        hosts::get_policy,
+        hosts::put_policy,
+        hosts::rebalance,
+        vms::create,
+        vms::list,
+        vms::get_vm,
+        vms::start,
+        vms::stop,
+        vms::delete,
+        vms::migrate,
+        operations::list,
+        operations::get_op,
+        operations::cancel,
+        access::create_tenant,
+        access::list_tenants,
+        access::create_user,
+        access::list_users,
+        access::create_token,
+        access::list_tokens,
+        access::delete_token,
+        access::audit,
         stream::events,
     ),
     components(schemas(
-        crate::model::Host, crate::model::Vm, crate::model::VmSpec, crate::model::Operation, crate::model::Tenant,
-        crate::model::User, crate::model::Token, crate::model::AuditEntry, crate::model::Quota, crate::model::Role,
-        crate::events::Event, crate::migration::policy::MigrationPolicy, crate::scheduler::rebalance::Move,
+        crate::model::Host,
+        crate::model::Vm,
+        crate::model::VmSpec,
+        crate::model::Operation,
+        crate::model::Tenant,
+        crate::model::User,
+        crate::model::Token,
+        crate::model::AuditEntry,
+        crate::model::Quota,
+        crate::model::Role,
+        crate::events::Event,
+        crate::migration::policy::MigrationPolicy,
+        crate::scheduler::rebalance::Move,
     ))
 )]
 pub struct ApiDoc;
@@ -258,7 +337,10 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/hosts/{id}/cordon", post(hosts::cordon))
         .route("/v1/hosts/{id}/uncordon", post(hosts::uncordon))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))
-        .route("/v1/migration-policy", get(hosts::get_policy).put(hosts::put_policy))
+        .route(
+            "/v1/migration-policy",
+            get(hosts::get_policy).put(hosts::put_policy),
+        )
         .route("/v1/rebalance", get(hosts::rebalance))
         .route("/v1/vms", get(vms::list).post(vms::create))
         .route("/v1/vms/{id}", get(vms::get_vm).delete(vms::delete))
@@ -269,13 +351,28 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/operations/{id}", get(operations::get_op))
         .route("/v1/operations/{id}/cancel", post(operations::cancel))
         .route("/v1/events", get(stream::events))
-        .route("/v1/tenants", get(access::list_tenants).post(access::create_tenant))
-        .route("/v1/users", get(access::list_users).post(access::create_user))
-        .route("/v1/tokens", get(access::list_tokens).post(access::create_token))
-        .route("/v1/tokens/{id}", axum::routing::delete(access::delete_token))
+        .route(
+            "/v1/tenants",
+            get(access::list_tenants).post(access::create_tenant),
+        )
+        .route(
+            "/v1/users",
+            get(access::list_users).post(access::create_user),
+        )
+        .route(
+            "/v1/tokens",
+            get(access::list_tokens).post(access::create_token),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(access::delete_token),
+        )
         .route("/v1/audit", get(access::audit))
         .fallback(fallback)
-        .layer(axum::middleware::from_fn_with_state(st.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            authenticate,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(st)
 }
@@ -285,8 +382,14 @@ pub fn validate_label(field: &str, s: &str) -> Result<(), FieldError> {
     if s.is_empty() || s.len() > 63 {
         return Err(FieldError::new(field, "must be 1 to 63 characters"));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))) {
-        return Err(FieldError::new(field, format!("character {c:?} not allowed")));
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("character {c:?} not allowed"),
+        ));
     }
     Ok(())
 }
@@ -296,14 +399,18 @@ pub fn must_operate(c: &Caller) -> ApiResult<()> {
     if c.can_operate() {
         Ok(())
     } else {
-        Err(ApiError::forbidden("this token's role cannot change anything (viewer)"))
+        Err(ApiError::forbidden(
+            "this token's role cannot change anything (viewer)",
+        ))
     }
 }
 
 /// Requires the cluster's own tenant (hosts, tenants, policy).
 pub fn must_be_cluster(c: &Caller, mutate: bool) -> ApiResult<()> {
     if !c.is_cluster() {
-        return Err(ApiError::forbidden("only the system tenant manages the cluster"));
+        return Err(ApiError::forbidden(
+            "only the system tenant manages the cluster",
+        ));
     }
     if mutate {
         must_operate(c)?;

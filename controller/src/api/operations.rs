@@ -10,13 +10,27 @@ use crate::store::Objects;
 
 /// `GET /v1/operations`.
 #[utoipa::path(get, path = "/v1/operations", responses((status = 200, body = [Operation])))]
-pub async fn list(State(st): State<AppState>, Extension(c): Extension<Caller>) -> ApiResult<Json<Vec<Operation>>> {
-    Ok(Json(st.store.list_all::<Operation>().await?.into_iter().filter(|o| c.sees(&o.tenant)).collect()))
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+) -> ApiResult<Json<Vec<Operation>>> {
+    Ok(Json(
+        st.store
+            .list_all::<Operation>()
+            .await?
+            .into_iter()
+            .filter(|o| c.sees(&o.tenant))
+            .collect(),
+    ))
 }
 
 /// `GET /v1/operations/{id}`.
 #[utoipa::path(get, path = "/v1/operations/{id}", responses((status = 200, body = Operation)))]
-pub async fn get_op(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Operation>> {
+pub async fn get_op(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Operation>> {
     match st.store.read::<Operation>(&id).await? {
         Some(o) if c.sees(&o.tenant) => Ok(Json(o)),
         _ => Err(ApiError::not_found("operation")),
@@ -26,7 +40,11 @@ pub async fn get_op(State(st): State<AppState>, Extension(c): Extension<Caller>,
 /// `POST /v1/operations/{id}/cancel`: asks the operation to stop; a migration not yet
 /// switched over leaves its VM on the source.
 #[utoipa::path(post, path = "/v1/operations/{id}/cancel", responses((status = 200, body = Operation)))]
-pub async fn cancel(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Operation>> {
+pub async fn cancel(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Operation>> {
     must_operate(&c)?;
     match st.store.read::<Operation>(&id).await? {
         Some(o) if c.sees(&o.tenant) => {}
@@ -43,6 +61,11 @@ pub async fn cancel(State(st): State<AppState>, Extension(c): Extension<Caller>,
             true
         })
         .await?;
-    st.events.publish("operation.cancel_requested", &o.tenant, &id, serde_json::json!({}));
+    st.events.publish(
+        "operation.cancel_requested",
+        &o.tenant,
+        &id,
+        serde_json::json!({}),
+    );
     Ok(Json(o))
 }

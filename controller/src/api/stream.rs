@@ -12,12 +12,20 @@ use crate::auth::Caller;
 
 /// `GET /v1/events` (WebSocket upgrade).
 #[utoipa::path(get, path = "/v1/events", responses((status = 101, description = "WebSocket of Event messages")))]
-pub async fn events(State(st): State<AppState>, Extension(c): Extension<Caller>, ws: WebSocketUpgrade) -> Response {
+pub async fn events(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let rx = st.events.subscribe();
     ws.on_upgrade(move |socket| send_events(socket, rx, c))
 }
 
-async fn send_events(mut socket: WebSocket, mut rx: tokio::sync::broadcast::Receiver<crate::events::Event>, c: Caller) {
+async fn send_events(
+    mut socket: WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    c: Caller,
+) {
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {

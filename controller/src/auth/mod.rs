@@ -34,7 +34,12 @@ pub struct Caller {
 
 impl Caller {
     pub fn from_token(t: &Token) -> Caller {
-        Caller { user: t.user.clone(), tenant: t.tenant.clone(), role: t.role, host: t.host.clone() }
+        Caller {
+            user: t.user.clone(),
+            tenant: t.tenant.clone(),
+            role: t.role,
+            host: t.host.clone(),
+        }
     }
     /// Audit name.
     pub fn actor(&self) -> String {
@@ -71,13 +76,18 @@ pub struct FailedAuthLimiter {
 
 impl FailedAuthLimiter {
     pub fn new(max: u32, window: Duration) -> Self {
-        FailedAuthLimiter { max, window, seen: Mutex::new(HashMap::new()) }
+        FailedAuthLimiter {
+            max,
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether `ip` is locked out now.
     pub fn blocked(&self, ip: IpAddr) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(&ip).is_some_and(|(n, t)| *n >= self.max && t.elapsed() < self.window)
+        seen.get(&ip)
+            .is_some_and(|(n, t)| *n >= self.max && t.elapsed() < self.window)
     }
 
     /// Counts a failure.
@@ -119,6 +129,9 @@ mod tests {
             l.failed(ip);
         }
         assert!(l.blocked(ip));
-        assert!(!l.blocked("192.0.2.8".parse().unwrap()), "other clients are not affected");
+        assert!(
+            !l.blocked("192.0.2.8".parse().unwrap()),
+            "other clients are not affected"
+        );
     }
 }

@@ -14,10 +14,21 @@ use serde_json::{json, Value};
 #[command(name = "novactl", about = "NovaCron cluster CLI", version)]
 struct Cli {
     /// Controller URL.
-    #[arg(long, env = "NOVA_URL", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "NOVA_URL",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     url: String,
     /// API token.
-    #[arg(long, env = "NOVA_TOKEN", hide_env_values = true, global = true, default_value = "")]
+    #[arg(
+        long,
+        env = "NOVA_TOKEN",
+        hide_env_values = true,
+        global = true,
+        default_value = ""
+    )]
     token: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
@@ -32,6 +43,8 @@ enum Output {
     Json,
 }
 
+// Parsed once per run: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Hosts: list, get, cordon, uncordon, drain.
@@ -68,9 +81,15 @@ enum Cmd {
 #[derive(Subcommand)]
 enum HostCmd {
     List,
-    Get { id: String },
-    Cordon { id: String },
-    Uncordon { id: String },
+    Get {
+        id: String,
+    },
+    Cordon {
+        id: String,
+    },
+    Uncordon {
+        id: String,
+    },
     /// Cordon and live-migrate every VM away (progress bar until done).
     Drain {
         id: String,
@@ -79,10 +98,13 @@ enum HostCmd {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum VmCmd {
     List,
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Create {
         #[arg(long)]
         name: String,
@@ -127,9 +149,15 @@ enum VmCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
-    Start { id: String },
-    Stop { id: String },
-    Delete { id: String },
+    Start {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
     /// Live-migrate (progress bar until done).
     Migrate {
         id: String,
@@ -144,10 +172,16 @@ enum VmCmd {
 #[derive(Subcommand)]
 enum OpCmd {
     List,
-    Get { id: String },
-    Cancel { id: String },
+    Get {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
     /// Progress bar until the operation ends.
-    Wait { id: String },
+    Wait {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,7 +220,9 @@ enum TokenCmd {
         #[arg(long)]
         role: Option<String>,
     },
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,19 +254,32 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut rq = self.http.request(method, format!("{}{path}", self.url.trim_end_matches('/')));
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut rq = self
+            .http
+            .request(method, format!("{}{path}", self.url.trim_end_matches('/')));
         if !self.token.is_empty() {
             rq = rq.bearer_auth(&self.token);
         }
         if let Some(b) = body {
             rq = rq.json(&b);
         }
-        let r = rq.send().await.with_context(|| format!("calling {}", self.url))?;
+        let r = rq
+            .send()
+            .await
+            .with_context(|| format!("calling {}", self.url))?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let msg = v.get("error").and_then(Value::as_str).unwrap_or("no details");
+            let msg = v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no details");
             bail!("{}: {msg}", status);
         }
         Ok(v)
@@ -246,7 +295,9 @@ impl Api {
 fn kv(field: &str, items: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
     let mut m = serde_json::Map::new();
     for i in items {
-        let (k, v) = i.split_once('=').with_context(|| format!("--{field} {i}: expected key=value"))?;
+        let (k, v) = i
+            .split_once('=')
+            .with_context(|| format!("--{field} {i}: expected key=value"))?;
         m.insert(k.into(), Value::String(v.into()));
     }
     Ok(m)
@@ -270,11 +321,37 @@ fn show(out: Output, v: &Value, cols: &[(&str, &str)]) {
         Value::Array(a) => a.iter().collect(),
         other => vec![other],
     };
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|(_, p)| s(r.pointer(p).unwrap_or(&Value::Null))).collect()).collect();
-    let widths: Vec<usize> =
-        cols.iter().enumerate().map(|(i, (h, _))| cells.iter().map(|c| c[i].len()).chain([h.len()]).max().unwrap_or(0)).collect();
-    let line = |c: Vec<String>| c.iter().zip(&widths).map(|(x, w)| format!("{x:<w$}")).collect::<Vec<_>>().join("  ");
-    println!("{}", line(cols.iter().map(|(h, _)| h.to_uppercase()).collect()));
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|(_, p)| s(r.pointer(p).unwrap_or(&Value::Null)))
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |c: Vec<String>| {
+        c.iter()
+            .zip(&widths)
+            .map(|(x, w)| format!("{x:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!(
+        "{}",
+        line(cols.iter().map(|(h, _)| h.to_uppercase()).collect())
+    );
     for c in cells {
         println!("{}", line(c));
     }
@@ -299,14 +376,25 @@ const HOST_COLS: &[(&str, &str)] = &[
     ("mem_mib", "/capacity/mem_mib"),
     ("url", "/url"),
 ];
-const OP_COLS: &[(&str, &str)] =
-    &[("id", "/id"), ("kind", "/kind"), ("target", "/target"), ("state", "/state"), ("progress", "/progress"), ("message", "/message")];
+const OP_COLS: &[(&str, &str)] = &[
+    ("id", "/id"),
+    ("kind", "/kind"),
+    ("target", "/target"),
+    ("state", "/state"),
+    ("progress", "/progress"),
+    ("message", "/message"),
+];
 
 /// Follows an operation with a progress bar (or silently with `-o json`) until it ends.
 async fn wait_op(api: &Api, out: Output, id: &str) -> anyhow::Result<Value> {
-    let bar = if out == Output::Table { ProgressBar::new(100) } else { ProgressBar::hidden() };
+    let bar = if out == Output::Table {
+        ProgressBar::new(100)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{bar:40}] {pos:>3}% {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:40}] {pos:>3}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     loop {
@@ -340,7 +428,18 @@ fn print_result(out: Output, op: &Value) {
         );
     } else if let Some(m) = r.as_object() {
         for (vm, res) in m {
-            println!("{vm}: {}", if res.get("error").is_some() { s(&res["error"]) } else { format!("-> {}, downtime {} ms", s(&res["to"]), s(&res["downtime_ms"])) });
+            println!(
+                "{vm}: {}",
+                if res.get("error").is_some() {
+                    s(&res["error"])
+                } else {
+                    format!(
+                        "-> {}, downtime {} ms",
+                        s(&res["to"]),
+                        s(&res["downtime_ms"])
+                    )
+                }
+            );
         }
     }
 }
@@ -353,17 +452,29 @@ async fn follow_or_show(api: &Api, out: Output, op: Value, no_wait: bool) -> any
     let done = wait_op(api, out, &s(&op["id"])).await?;
     print_result(out, &done);
     if done["state"] != "succeeded" {
-        bail!("{} {}: {}", s(&done["kind"]), s(&done["state"]), s(&done["message"]));
+        bail!(
+            "{} {}: {}",
+            s(&done["kind"]),
+            s(&done["state"]),
+            s(&done["message"])
+        );
     }
     Ok(())
 }
 
 async fn events(api: &Api) -> anyhow::Result<()> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let ws_url = api.url.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1) + "/v1/events";
+    let ws_url = api
+        .url
+        .replacen("http://", "ws://", 1)
+        .replacen("https://", "wss://", 1)
+        + "/v1/events";
     let mut req = ws_url.into_client_request()?;
-    req.headers_mut().insert("Authorization", format!("Bearer {}", api.token).parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.context("opening the event stream")?;
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {}", api.token).parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .context("opening the event stream")?;
     while let Some(msg) = ws.next().await {
         if let tokio_tungstenite::tungstenite::Message::Text(t) = msg? {
             println!("{t}");
@@ -375,15 +486,32 @@ async fn events(api: &Api) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let http = reqwest::Client::builder().no_proxy().build().context("HTTP client")?;
-    let api = Api { http, url: cli.url.clone(), token: cli.token.clone() };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .context("HTTP client")?;
+    let api = Api {
+        http,
+        url: cli.url.clone(),
+        token: cli.token.clone(),
+    };
     let out = cli.output;
     match cli.cmd {
         Cmd::Host(c) => match c {
             HostCmd::List => show(out, &api.get("/v1/hosts").await?, HOST_COLS),
-            HostCmd::Get { id } => show(out, &api.get(&format!("/v1/hosts/{id}")).await?, HOST_COLS),
-            HostCmd::Cordon { id } => show(out, &api.post(&format!("/v1/hosts/{id}/cordon"), None).await?, HOST_COLS),
-            HostCmd::Uncordon { id } => show(out, &api.post(&format!("/v1/hosts/{id}/uncordon"), None).await?, HOST_COLS),
+            HostCmd::Get { id } => {
+                show(out, &api.get(&format!("/v1/hosts/{id}")).await?, HOST_COLS)
+            }
+            HostCmd::Cordon { id } => show(
+                out,
+                &api.post(&format!("/v1/hosts/{id}/cordon"), None).await?,
+                HOST_COLS,
+            ),
+            HostCmd::Uncordon { id } => show(
+                out,
+                &api.post(&format!("/v1/hosts/{id}/uncordon"), None).await?,
+                HOST_COLS,
+            ),
             HostCmd::Drain { id, no_wait } => {
                 let op = api.post(&format!("/v1/hosts/{id}/drain"), None).await?;
                 follow_or_show(&api, out, op, no_wait).await?;
@@ -410,7 +538,8 @@ async fn main() -> anyhow::Result<()> {
                 no_start,
                 tenant,
             } => {
-                let mut disks: Vec<Value> = disk_mib.iter().map(|m| json!({"size_mib": m})).collect();
+                let mut disks: Vec<Value> =
+                    disk_mib.iter().map(|m| json!({"size_mib": m})).collect();
                 disks.extend(disk_image.iter().map(|i| json!({"image": i})));
                 let mut spec = json!({
                     "name": name, "image": image, "vcpus": vcpus, "mem_mib": mem_mib, "disks": disks,
@@ -430,18 +559,42 @@ async fn main() -> anyhow::Result<()> {
                 };
                 show(out, &api.post(&path, Some(spec)).await?, VM_COLS);
             }
-            VmCmd::Start { id } => show(out, &api.post(&format!("/v1/vms/{id}/start"), None).await?, VM_COLS),
-            VmCmd::Stop { id } => show(out, &api.post(&format!("/v1/vms/{id}/stop"), None).await?, VM_COLS),
-            VmCmd::Delete { id } => show(out, &api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None).await?, VM_COLS),
+            VmCmd::Start { id } => show(
+                out,
+                &api.post(&format!("/v1/vms/{id}/start"), None).await?,
+                VM_COLS,
+            ),
+            VmCmd::Stop { id } => show(
+                out,
+                &api.post(&format!("/v1/vms/{id}/stop"), None).await?,
+                VM_COLS,
+            ),
+            VmCmd::Delete { id } => show(
+                out,
+                &api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None)
+                    .await?,
+                VM_COLS,
+            ),
             VmCmd::Migrate { id, to, no_wait } => {
-                let op = api.post(&format!("/v1/vms/{id}/migrate"), Some(json!({"to": to}))).await?;
+                let op = api
+                    .post(&format!("/v1/vms/{id}/migrate"), Some(json!({"to": to})))
+                    .await?;
                 follow_or_show(&api, out, op, no_wait).await?;
             }
         },
         Cmd::Op(c) => match c {
             OpCmd::List => show(out, &api.get("/v1/operations").await?, OP_COLS),
-            OpCmd::Get { id } => show(out, &api.get(&format!("/v1/operations/{id}")).await?, OP_COLS),
-            OpCmd::Cancel { id } => show(out, &api.post(&format!("/v1/operations/{id}/cancel"), None).await?, OP_COLS),
+            OpCmd::Get { id } => show(
+                out,
+                &api.get(&format!("/v1/operations/{id}")).await?,
+                OP_COLS,
+            ),
+            OpCmd::Cancel { id } => show(
+                out,
+                &api.post(&format!("/v1/operations/{id}/cancel"), None)
+                    .await?,
+                OP_COLS,
+            ),
             OpCmd::Wait { id } => {
                 let op = wait_op(&api, out, &id).await?;
                 print_result(out, &op);
@@ -449,58 +602,128 @@ async fn main() -> anyhow::Result<()> {
         },
         Cmd::Events => events(&api).await?,
         Cmd::Tenant(c) => match c {
-            TenantCmd::List => show(out, &api.get("/v1/tenants").await?, &[("id", "/id"), ("quota", "/quota")]),
-            TenantCmd::Create { id, quota_vcpus, quota_mem_mib, quota_vms } => {
+            TenantCmd::List => show(
+                out,
+                &api.get("/v1/tenants").await?,
+                &[("id", "/id"), ("quota", "/quota")],
+            ),
+            TenantCmd::Create {
+                id,
+                quota_vcpus,
+                quota_mem_mib,
+                quota_vms,
+            } => {
                 let quota = match (quota_vcpus, quota_mem_mib, quota_vms) {
                     (None, None, None) => Value::Null,
-                    (v, m, n) => json!({"vcpus": v.unwrap_or(u64::MAX >> 1), "mem_mib": m.unwrap_or(u64::MAX >> 1), "vms": n.unwrap_or(u64::MAX >> 1)}),
+                    (v, m, n) => {
+                        json!({"vcpus": v.unwrap_or(u64::MAX >> 1), "mem_mib": m.unwrap_or(u64::MAX >> 1), "vms": n.unwrap_or(u64::MAX >> 1)})
+                    }
                 };
-                show(out, &api.post("/v1/tenants", Some(json!({"id": id, "quota": quota}))).await?, &[("id", "/id"), ("quota", "/quota")]);
+                show(
+                    out,
+                    &api.post("/v1/tenants", Some(json!({"id": id, "quota": quota})))
+                        .await?,
+                    &[("id", "/id"), ("quota", "/quota")],
+                );
             }
         },
         Cmd::User(c) => {
             let cols = &[("id", "/id"), ("tenant", "/tenant"), ("role", "/role")];
             match c {
                 UserCmd::List => show(out, &api.get("/v1/users").await?, cols),
-                UserCmd::Create { id, role, tenant } => {
-                    show(out, &api.post("/v1/users", Some(json!({"id": id, "role": role, "tenant": tenant}))).await?, cols)
-                }
+                UserCmd::Create { id, role, tenant } => show(
+                    out,
+                    &api.post(
+                        "/v1/users",
+                        Some(json!({"id": id, "role": role, "tenant": tenant})),
+                    )
+                    .await?,
+                    cols,
+                ),
             }
         }
         Cmd::Token(c) => {
-            let cols = &[("id", "/id"), ("user", "/user"), ("tenant", "/tenant"), ("role", "/role"), ("host", "/host")];
+            let cols = &[
+                ("id", "/id"),
+                ("user", "/user"),
+                ("tenant", "/tenant"),
+                ("role", "/role"),
+                ("host", "/host"),
+            ];
             match c {
                 TokenCmd::List => show(out, &api.get("/v1/tokens").await?, cols),
                 TokenCmd::Create { user, role } => {
-                    let t = api.post("/v1/tokens", Some(json!({"user": user, "role": role}))).await?;
+                    let t = api
+                        .post("/v1/tokens", Some(json!({"user": user, "role": role})))
+                        .await?;
                     if out == Output::Json {
                         println!("{}", serde_json::to_string_pretty(&t)?);
                     } else {
                         println!("{}", s(&t["token"]));
                     }
                 }
-                TokenCmd::Revoke { id } => show(out, &api.call(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), None).await?, &[("revoked", "/revoked")]),
+                TokenCmd::Revoke { id } => show(
+                    out,
+                    &api.call(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), None)
+                        .await?,
+                    &[("revoked", "/revoked")],
+                ),
             }
         }
         Cmd::Audit { limit } => show(
             out,
             &api.get(&format!("/v1/audit?limit={limit}")).await?,
-            &[("at_ms", "/at_ms"), ("actor", "/actor"), ("tenant", "/tenant"), ("method", "/method"), ("path", "/path"), ("status", "/status")],
+            &[
+                ("at_ms", "/at_ms"),
+                ("actor", "/actor"),
+                ("tenant", "/tenant"),
+                ("method", "/method"),
+                ("path", "/path"),
+                ("status", "/status"),
+            ],
         ),
         Cmd::Policy(c) => {
-            let cols = &[("mode", "/mode"), ("downtime_ms", "/downtime_ms"), ("bandwidth_mbit", "/bandwidth_mbit"), ("timeout_s", "/completion_timeout_s"),
-                ("postcopy", "/postcopy_allowed"), ("cluster", "/max_parallel_cluster"), ("per_host", "/max_parallel_per_host")];
+            let cols = &[
+                ("mode", "/mode"),
+                ("downtime_ms", "/downtime_ms"),
+                ("bandwidth_mbit", "/bandwidth_mbit"),
+                ("timeout_s", "/completion_timeout_s"),
+                ("postcopy", "/postcopy_allowed"),
+                ("cluster", "/max_parallel_cluster"),
+                ("per_host", "/max_parallel_per_host"),
+            ];
             match c {
                 PolicyCmd::Get => show(out, &api.get("/v1/migration-policy").await?, cols),
-                PolicyCmd::Set { mode, downtime_ms, bandwidth_mbit, completion_timeout_s, postcopy_allowed, max_parallel_cluster, max_parallel_per_host } => {
+                PolicyCmd::Set {
+                    mode,
+                    downtime_ms,
+                    bandwidth_mbit,
+                    completion_timeout_s,
+                    postcopy_allowed,
+                    max_parallel_cluster,
+                    max_parallel_per_host,
+                } => {
                     let p = json!({"mode": mode, "downtime_ms": downtime_ms, "bandwidth_mbit": bandwidth_mbit, "completion_timeout_s": completion_timeout_s,
                         "postcopy_allowed": postcopy_allowed, "max_parallel_cluster": max_parallel_cluster, "max_parallel_per_host": max_parallel_per_host});
-                    show(out, &api.call(reqwest::Method::PUT, "/v1/migration-policy", Some(p)).await?, cols);
+                    show(
+                        out,
+                        &api.call(reqwest::Method::PUT, "/v1/migration-policy", Some(p))
+                            .await?,
+                        cols,
+                    );
                 }
             }
         }
-        Cmd::Rebalance => show(out, &api.get("/v1/rebalance").await?, &[("vm", "/vm"), ("from", "/from"), ("to", "/to")]),
-        Cmd::Whoami => show(out, &api.get("/v1/whoami").await?, &[("user", "/user"), ("tenant", "/tenant"), ("role", "/role")]),
+        Cmd::Rebalance => show(
+            out,
+            &api.get("/v1/rebalance").await?,
+            &[("vm", "/vm"), ("from", "/from"), ("to", "/to")],
+        ),
+        Cmd::Whoami => show(
+            out,
+            &api.get("/v1/whoami").await?,
+            &[("user", "/user"), ("tenant", "/tenant"), ("role", "/role")],
+        ),
     }
     Ok(())
 }

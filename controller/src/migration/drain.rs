@@ -20,14 +20,25 @@ pub async fn start(st: &AppState, host_id: &str) -> Result<Operation, ApiError> 
             true
         })
         .await?;
-    st.events.publish("host.cordoned", SYSTEM_TENANT, host_id, serde_json::json!({"draining": true}));
+    st.events.publish(
+        "host.cordoned",
+        SYSTEM_TENANT,
+        host_id,
+        serde_json::json!({"draining": true}),
+    );
     let op = operation(SYSTEM_TENANT, "drain", host_id);
     st.store.create(&op).await?;
     let (st2, h, id) = (st.clone(), host_id.to_string(), op.id.clone());
     tokio::spawn(async move {
         let outcome = run(&st2, &h, &id).await;
         super::finish(&st2, &id, outcome).await;
-        let _ = st2.store.update::<Host, _>(&h, |h| { h.draining = false; true }).await;
+        let _ = st2
+            .store
+            .update::<Host, _>(&h, |h| {
+                h.draining = false;
+                true
+            })
+            .await;
     });
     Ok(op)
 }
@@ -49,19 +60,42 @@ async fn run(st: &AppState, host_id: &str, op_id: &str) -> super::Outcome {
     })
     .await
     .map_err(super::failed)?;
-    let host = st.store.must_read::<Host>(host_id).await.map_err(super::failed)?;
+    let host = st
+        .store
+        .must_read::<Host>(host_id)
+        .await
+        .map_err(super::failed)?;
     let per_host = Arc::new(Semaphore::new(policy.max_parallel_per_host as usize));
     let mut tasks = tokio::task::JoinSet::new();
     for vm in vms {
-        let (st, host, per_host, op_id) = (st.clone(), host.clone(), per_host.clone(), op_id.to_string());
+        let (st, host, per_host, op_id) = (
+            st.clone(),
+            host.clone(),
+            per_host.clone(),
+            op_id.to_string(),
+        );
         tasks.spawn(async move {
             let _permit = per_host.acquire_owned().await;
-            if st.store.read::<Operation>(&op_id).await.ok().flatten().is_some_and(|o| o.cancel_requested) {
-                return (vm.id, Err((OpState::Cancelled, "drain cancelled".to_string())));
+            if st
+                .store
+                .read::<Operation>(&op_id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|o| o.cancel_requested)
+            {
+                return (
+                    vm.id,
+                    Err((OpState::Cancelled, "drain cancelled".to_string())),
+                );
             }
             if vm.desired == DesiredState::Stopped {
                 // Not running: let hostd forget it; the scheduler places it elsewhere.
-                let hd = Hostd { http: &st.http, url: &host.url, token: &host.hostd_token };
+                let hd = Hostd {
+                    http: &st.http,
+                    url: &host.url,
+                    token: &host.hostd_token,
+                };
                 let r = match hd.delete(&vm.id).await {
                     Ok(_) => Ok(()),
                     Err(e) if e.is_not_found() => Ok(()),
@@ -70,7 +104,11 @@ async fn run(st: &AppState, host_id: &str, op_id: &str) -> super::Outcome {
                 let r = match r {
                     Ok(()) => st
                         .store
-                        .update::<Vm, _>(&vm.id, |v| { v.host = None; v.observed = None; true })
+                        .update::<Vm, _>(&vm.id, |v| {
+                            v.host = None;
+                            v.observed = None;
+                            true
+                        })
                         .await
                         .map(|_| serde_json::json!({"moved": "re-placed (stopped)"}))
                         .map_err(super::failed),
@@ -111,7 +149,10 @@ async fn run(st: &AppState, host_id: &str, op_id: &str) -> super::Outcome {
         .await;
     }
     if failures > 0 {
-        return Err((OpState::Failed, format!("{failures} VMs could not be moved; the host stays cordoned")));
+        return Err((
+            OpState::Failed,
+            format!("{failures} VMs could not be moved; the host stays cordoned"),
+        ));
     }
     Ok(serde_json::Value::Object(results))
 }

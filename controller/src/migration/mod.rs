@@ -15,7 +15,9 @@ use nova_hostd::api::types::{MigrateRequest, MigrationState, MigrationStatus, Mi
 
 use crate::api::{ApiError, AppState};
 use crate::hostd::Hostd;
-use crate::model::{now_ms, DesiredState, Host, HostState, Observed, OpState, Operation, Tenant, Vm};
+use crate::model::{
+    now_ms, DesiredState, Host, HostState, Observed, OpState, Operation, Tenant, Vm,
+};
 use crate::scheduler::{self, Weights};
 use crate::store::{Objects, StoreError};
 use policy::MigrationPolicy;
@@ -23,7 +25,8 @@ use policy::MigrationPolicy;
 /// Reads the cluster's policy (the default when none was set).
 pub async fn load_policy(st: &AppState) -> Result<MigrationPolicy, StoreError> {
     match st.store.get(MigrationPolicy::KEY).await? {
-        Some(v) => serde_json::from_slice(&v.value).map_err(|e| StoreError::Codec(MigrationPolicy::KEY.into(), e.to_string())),
+        Some(v) => serde_json::from_slice(&v.value)
+            .map_err(|e| StoreError::Codec(MigrationPolicy::KEY.into(), e.to_string())),
         None => Ok(MigrationPolicy::default()),
     }
 }
@@ -59,13 +62,19 @@ impl Slots {
     fn try_take(self: &Arc<Self>, p: &MigrationPolicy, from: &str, to: &str) -> Option<Slot> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let busy = |h: &str| g.1.get(h).copied().unwrap_or(0);
-        if g.0 >= p.max_parallel_cluster || busy(from) >= p.max_parallel_per_host || busy(to) >= p.max_parallel_per_host {
+        if g.0 >= p.max_parallel_cluster
+            || busy(from) >= p.max_parallel_per_host
+            || busy(to) >= p.max_parallel_per_host
+        {
             return None;
         }
         g.0 += 1;
         *g.1.entry(from.into()).or_default() += 1;
         *g.1.entry(to.into()).or_default() += 1;
-        Some(Slot { slots: self.clone(), hosts: [from.into(), to.into()] })
+        Some(Slot {
+            slots: self.clone(),
+            hosts: [from.into(), to.into()],
+        })
     }
 }
 
@@ -87,7 +96,11 @@ pub(crate) fn new_op(tenant: &str, kind: &str, target: &str) -> Operation {
 }
 
 /// Updates an operation and publishes the change.
-pub async fn set_op(st: &AppState, id: &str, f: impl FnMut(&mut Operation) + Send) -> Result<Operation, StoreError> {
+pub async fn set_op(
+    st: &AppState,
+    id: &str,
+    f: impl FnMut(&mut Operation) + Send,
+) -> Result<Operation, StoreError> {
     let mut f = f;
     let o = st
         .store
@@ -100,15 +113,26 @@ pub async fn set_op(st: &AppState, id: &str, f: impl FnMut(&mut Operation) + Sen
             true
         })
         .await?;
-    let kind = if o.state.is_final() { "operation.done" } else { "operation.progress" };
-    st.events.publish(kind, &o.tenant, &o.id, serde_json::to_value(&o).unwrap_or_default());
+    let kind = if o.state.is_final() {
+        "operation.done"
+    } else {
+        "operation.progress"
+    };
+    st.events.publish(
+        kind,
+        &o.tenant,
+        &o.id,
+        serde_json::to_value(&o).unwrap_or_default(),
+    );
     Ok(o)
 }
 
 /// Starts migrating `vm` (to `to`, or where the scheduler says) and answers its operation.
 pub async fn start_one(st: &AppState, vm: &Vm, to: Option<String>) -> Result<Operation, ApiError> {
     if vm.host.is_none() || vm.desired != DesiredState::Running {
-        return Err(ApiError::conflict("only a placed, running VM can be live-migrated"));
+        return Err(ApiError::conflict(
+            "only a placed, running VM can be live-migrated",
+        ));
     }
     if vm.migrating.is_some() {
         return Err(ApiError::conflict("the VM is already migrating"));
@@ -153,19 +177,31 @@ fn failed(e: impl std::fmt::Display) -> (OpState, String) {
 pub async fn migrate(st: &AppState, vm_id: &str, to: Option<String>, op_id: &str) -> Outcome {
     let policy = load_policy(st).await.map_err(failed)?;
     let vm = st.store.must_read::<Vm>(vm_id).await.map_err(failed)?;
-    let src_id = vm.host.clone().ok_or_else(|| failed("the VM is not placed"))?;
+    let src_id = vm
+        .host
+        .clone()
+        .ok_or_else(|| failed("the VM is not placed"))?;
     let src = st.store.must_read::<Host>(&src_id).await.map_err(failed)?;
     // Destination: the one asked for (it must pass the filters) or the scheduler's pick.
     let (views, vms) = crate::reconcile::host_views(st).await.map_err(failed)?;
-    let tenants: HashMap<String, Tenant> =
-        st.store.list_all::<Tenant>().await.map_err(failed)?.into_iter().map(|t| (t.id.clone(), t)).collect();
+    let tenants: HashMap<String, Tenant> = st
+        .store
+        .list_all::<Tenant>()
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect();
     let mut req = crate::reconcile::request_for(&vm, &tenants, &vms);
     req.exclude = vec![src_id.clone()];
     let candidates: Vec<_> = match &to {
         Some(t) => views.into_iter().filter(|h| h.id == *t).collect(),
         None => views,
     };
-    let dst_id = scheduler::place(&req, &candidates, Weights::default()).map_err(failed)?.id.clone();
+    let dst_id = scheduler::place(&req, &candidates, Weights::default())
+        .map_err(failed)?
+        .id
+        .clone();
     let dst = st.store.must_read::<Host>(&dst_id).await.map_err(failed)?;
 
     // Wait for a slot within the policy's limits.
@@ -173,10 +209,21 @@ pub async fn migrate(st: &AppState, vm_id: &str, to: Option<String>, op_id: &str
         if let Some(s) = st.slots.try_take(&policy, &src_id, &dst_id) {
             break s;
         }
-        if st.store.read::<Operation>(op_id).await.ok().flatten().is_some_and(|o| o.cancel_requested) {
+        if st
+            .store
+            .read::<Operation>(op_id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|o| o.cancel_requested)
+        {
             return Err((OpState::Cancelled, "cancelled while queued".into()));
         }
-        set_op(st, op_id, |o| o.message = "waiting for a migration slot".into()).await.map_err(failed)?;
+        set_op(st, op_id, |o| {
+            o.message = "waiting for a migration slot".into()
+        })
+        .await
+        .map_err(failed)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // Claim the VM: nobody else may migrate it, the reconcile loop leaves it alone.
@@ -202,17 +249,29 @@ pub async fn migrate(st: &AppState, vm_id: &str, to: Option<String>, op_id: &str
     })
     .await
     .map_err(failed)?;
-    st.events.publish("vm.migrating", &vm.tenant, vm_id, serde_json::json!({"from": src_id, "to": dst_id, "operation": op_id}));
+    st.events.publish(
+        "vm.migrating",
+        &vm.tenant,
+        vm_id,
+        serde_json::json!({"from": src_id, "to": dst_id, "operation": op_id}),
+    );
 
     let rq = MigrateRequest {
-        to: MigrationTarget { url: dst.url.clone(), token: dst.hostd_token.clone() },
+        to: MigrationTarget {
+            url: dst.url.clone(),
+            token: dst.hostd_token.clone(),
+        },
         mode: policy.mode.into(),
         downtime_ms: policy.downtime_ms,
         bandwidth_mbit: policy.bandwidth_mbit,
         compress: Default::default(),
         connections: 1,
     };
-    let hd = Hostd { http: &st.http, url: &src.url, token: &src.hostd_token };
+    let hd = Hostd {
+        http: &st.http,
+        url: &src.url,
+        token: &src.hostd_token,
+    };
     let outcome = match hd.migrate(vm_id, &rq).await {
         Ok(_) => follow(st, &src, &dst_id, vm_id, op_id, &policy).await,
         Err(e) => Err(failed(format!("source hostd refused: {e}"))),
@@ -224,9 +283,24 @@ pub async fn migrate(st: &AppState, vm_id: &str, to: Option<String>, op_id: &str
 
 /// Follows the source hostd's migration status until it ends, cancelling on request
 /// or on the policy's completion timeout.
-async fn follow(st: &AppState, src: &Host, dst_id: &str, vm_id: &str, op_id: &str, policy: &MigrationPolicy) -> Outcome {
-    st.slots.following.lock().unwrap_or_else(|p| p.into_inner()).insert(op_id.to_string());
-    let hd = Hostd { http: &st.http, url: &src.url, token: &src.hostd_token };
+async fn follow(
+    st: &AppState,
+    src: &Host,
+    dst_id: &str,
+    vm_id: &str,
+    op_id: &str,
+    policy: &MigrationPolicy,
+) -> Outcome {
+    st.slots
+        .following
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(op_id.to_string());
+    let hd = Hostd {
+        http: &st.http,
+        url: &src.url,
+        token: &src.hostd_token,
+    };
     let started = Instant::now();
     let mut cancelling = false;
     let mut unreachable_since: Option<Instant> = None;
@@ -253,8 +327,15 @@ async fn follow(st: &AppState, src: &Host, dst_id: &str, vm_id: &str, op_id: &st
                     "bytes": status.bytes_sent, "rounds": status.rounds,
                 }))
             }
-            MigrationState::Failed => break Err(failed(status.error.unwrap_or_else(|| "failed".into()))),
-            MigrationState::Cancelled => break Err((OpState::Cancelled, "cancelled; the VM stays on its source".into())),
+            MigrationState::Failed => {
+                break Err(failed(status.error.unwrap_or_else(|| "failed".into())))
+            }
+            MigrationState::Cancelled => {
+                break Err((
+                    OpState::Cancelled,
+                    "cancelled; the VM stays on its source".into(),
+                ))
+            }
             MigrationState::Preparing | MigrationState::Running => {}
         }
         let op = st.store.read::<Operation>(op_id).await.ok().flatten();
@@ -266,7 +347,11 @@ async fn follow(st: &AppState, src: &Host, dst_id: &str, vm_id: &str, op_id: &st
             }
         }
         let rounds = status.rounds.unwrap_or(0);
-        let progress = if status.state == MigrationState::Preparing { 10 } else { (20 + rounds * 10).min(95) as u8 };
+        let progress = if status.state == MigrationState::Preparing {
+            10
+        } else {
+            (20 + rounds * 10).min(95) as u8
+        };
         let vmm = status.vmm.clone();
         let _ = set_op(st, op_id, |o| {
             o.progress = o.progress.max(progress);
@@ -278,7 +363,11 @@ async fn follow(st: &AppState, src: &Host, dst_id: &str, vm_id: &str, op_id: &st
         })
         .await;
     };
-    st.slots.following.lock().unwrap_or_else(|p| p.into_inner()).remove(op_id);
+    st.slots
+        .following
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(op_id);
     out
 }
 
@@ -293,13 +382,23 @@ async fn release(st: &AppState, vm_id: &str, op_id: &str, dst_id: &str, outcome:
             v.migrating = None;
             if outcome.is_ok() {
                 v.host = Some(dst_id.to_string());
-                v.observed = Some(Observed { state: "running".into(), host: Some(dst_id.into()), at_ms: now_ms(), error: None });
+                v.observed = Some(Observed {
+                    state: "running".into(),
+                    host: Some(dst_id.into()),
+                    at_ms: now_ms(),
+                    error: None,
+                });
             }
             true
         })
         .await;
     match r {
-        Ok(v) if outcome.is_ok() => st.events.publish("vm.migrated", &v.tenant, vm_id, outcome.clone().unwrap_or_default()),
+        Ok(v) if outcome.is_ok() => st.events.publish(
+            "vm.migrated",
+            &v.tenant,
+            vm_id,
+            outcome.clone().unwrap_or_default(),
+        ),
         Ok(_) => {}
         Err(e) => tracing::error!(vm = vm_id, "releasing after migration: {e}"),
     }
@@ -312,7 +411,13 @@ pub async fn resume_orphans(st: &AppState) -> Result<(), StoreError> {
         if op.state.is_final() || op.kind != "migrate" {
             continue;
         }
-        if st.slots.following.lock().unwrap_or_else(|p| p.into_inner()).contains(&op.id) {
+        if st
+            .slots
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&op.id)
+        {
             continue;
         }
         let Some(vm) = st.store.read::<Vm>(&op.target).await? else {
@@ -322,19 +427,38 @@ pub async fn resume_orphans(st: &AppState) -> Result<(), StoreError> {
         if vm.migrating.as_deref() != Some(op.id.as_str()) {
             // Pending (queued) on a controller that died: nothing was started.
             if now_ms().saturating_sub(op.updated_at_ms) > 5_000 {
-                finish(st, &op.id, Err(failed("interrupted by a controller restart before it started"))).await;
+                finish(
+                    st,
+                    &op.id,
+                    Err(failed(
+                        "interrupted by a controller restart before it started",
+                    )),
+                )
+                .await;
             }
             continue;
         }
-        let (Some(src_id), Some(dst_id)) = (vm.host.clone(), op.result.get("to").and_then(|v| v.as_str()).map(String::from)) else {
+        let (Some(src_id), Some(dst_id)) = (
+            vm.host.clone(),
+            op.result
+                .get("to")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+        ) else {
             continue;
         };
-        let Some(src) = st.store.read::<Host>(&src_id).await? else { continue };
+        let Some(src) = st.store.read::<Host>(&src_id).await? else {
+            continue;
+        };
         if src.state != HostState::Ready {
             continue;
         }
         tracing::info!(op = %op.id, "following a migration started before a restart");
-        st.slots.following.lock().unwrap_or_else(|p| p.into_inner()).insert(op.id.clone());
+        st.slots
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(op.id.clone());
         let st2 = st.clone();
         tokio::spawn(async move {
             let policy = load_policy(&st2).await.unwrap_or_default();

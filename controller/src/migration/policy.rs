@@ -66,24 +66,39 @@ impl MigrationPolicy {
 
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.mode != Mode::Precopy && !self.postcopy_allowed {
-            return Err(FieldError::new("mode", "post-copy and hybrid need postcopy_allowed: true"));
+            return Err(FieldError::new(
+                "mode",
+                "post-copy and hybrid need postcopy_allowed: true",
+            ));
         }
         if !(1..=60_000).contains(&self.downtime_ms) {
             return Err(FieldError::new("downtime_ms", "out of range 1..=60000"));
         }
         if let Some(b) = self.bandwidth_mbit {
             if !(1..=1_000_000).contains(&b) {
-                return Err(FieldError::new("bandwidth_mbit", "out of range 1..=1000000"));
+                return Err(FieldError::new(
+                    "bandwidth_mbit",
+                    "out of range 1..=1000000",
+                ));
             }
         }
         if !(1..=86_400).contains(&self.completion_timeout_s) {
-            return Err(FieldError::new("completion_timeout_s", "out of range 1..=86400"));
+            return Err(FieldError::new(
+                "completion_timeout_s",
+                "out of range 1..=86400",
+            ));
         }
         if !(1..=256).contains(&self.max_parallel_cluster) {
-            return Err(FieldError::new("max_parallel_cluster", "out of range 1..=256"));
+            return Err(FieldError::new(
+                "max_parallel_cluster",
+                "out of range 1..=256",
+            ));
         }
         if !(1..=64).contains(&self.max_parallel_per_host) {
-            return Err(FieldError::new("max_parallel_per_host", "out of range 1..=64"));
+            return Err(FieldError::new(
+                "max_parallel_per_host",
+                "out of range 1..=64",
+            ));
         }
         Ok(())
     }
@@ -96,9 +111,15 @@ mod tests {
     #[test]
     fn postcopy_needs_to_be_allowed_and_limits_are_checked() {
         MigrationPolicy::default().validate().unwrap();
-        let p = MigrationPolicy { mode: Mode::Hybrid, ..Default::default() };
+        let p = MigrationPolicy {
+            mode: Mode::Hybrid,
+            ..Default::default()
+        };
         assert_eq!(p.validate().unwrap_err().field, "mode");
-        let p = MigrationPolicy { max_parallel_per_host: 0, ..Default::default() };
+        let p = MigrationPolicy {
+            max_parallel_per_host: 0,
+            ..Default::default()
+        };
         assert_eq!(p.validate().unwrap_err().field, "max_parallel_per_host");
     }
 }

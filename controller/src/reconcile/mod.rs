@@ -11,7 +11,9 @@ use nova_hostd::api::types::{VmState, VmSummary};
 
 use crate::api::AppState;
 use crate::hostd::Hostd;
-use crate::model::{now_ms, DesiredState, Host, HostFailurePolicy, HostState, Observed, Tenant, Vm, SYSTEM_TENANT};
+use crate::model::{
+    now_ms, DesiredState, Host, HostFailurePolicy, HostState, Observed, Tenant, Vm, SYSTEM_TENANT,
+};
 use crate::scheduler::{self, HostView, Request, Weights};
 use crate::store::{Objects, StoreError};
 
@@ -58,7 +60,8 @@ async fn check_hosts(st: &AppState, down_after: Duration) -> Result<(), StoreErr
         let mut marked = false;
         st.store
             .update::<Host, _>(&h.id, |h| {
-                marked = h.state == HostState::Ready && now_ms().saturating_sub(h.last_heartbeat_ms) > limit;
+                marked = h.state == HostState::Ready
+                    && now_ms().saturating_sub(h.last_heartbeat_ms) > limit;
                 if marked {
                     h.state = HostState::Down;
                 }
@@ -69,12 +72,18 @@ async fn check_hosts(st: &AppState, down_after: Duration) -> Result<(), StoreErr
             continue;
         }
         tracing::warn!(host = %h.id, "missed heartbeats: host down");
-        st.events.publish("host.down", SYSTEM_TENANT, &h.id, serde_json::json!({"last_heartbeat_ms": h.last_heartbeat_ms}));
+        st.events.publish(
+            "host.down",
+            SYSTEM_TENANT,
+            &h.id,
+            serde_json::json!({"last_heartbeat_ms": h.last_heartbeat_ms}),
+        );
         for vm in st.store.list_all::<Vm>().await? {
             if vm.host.as_deref() != Some(h.id.as_str()) {
                 continue;
             }
-            let restart = vm.spec.on_host_failure == HostFailurePolicy::Restart && vm.desired != DesiredState::Deleted;
+            let restart = vm.spec.on_host_failure == HostFailurePolicy::Restart
+                && vm.desired != DesiredState::Deleted;
             let v = st
                 .store
                 .update::<Vm, _>(&vm.id, |v| {
@@ -86,7 +95,11 @@ async fn check_hosts(st: &AppState, down_after: Duration) -> Result<(), StoreErr
                         v.migrating = None;
                     }
                     v.observed = Some(Observed {
-                        state: if restart { "rescheduling".into() } else { "unknown".into() },
+                        state: if restart {
+                            "rescheduling".into()
+                        } else {
+                            "unknown".into()
+                        },
                         host: Some(h.id.clone()),
                         at_ms: now_ms(),
                         error: Some(format!("host {} is down", h.id)),
@@ -94,8 +107,13 @@ async fn check_hosts(st: &AppState, down_after: Duration) -> Result<(), StoreErr
                     true
                 })
                 .await?;
-            let kind = if restart { "vm.rescheduling" } else { "vm.host_down" };
-            st.events.publish(kind, &v.tenant, &v.id, serde_json::json!({"host": h.id}));
+            let kind = if restart {
+                "vm.rescheduling"
+            } else {
+                "vm.host_down"
+            };
+            st.events
+                .publish(kind, &v.tenant, &v.id, serde_json::json!({"host": h.id}));
         }
     }
     Ok(())
@@ -116,10 +134,18 @@ pub async fn host_views(st: &AppState) -> Result<(Vec<HostView>, Vec<Vm>), Store
             ..Default::default()
         })
         .collect();
-    let index: HashMap<String, usize> = views.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
+    let index: HashMap<String, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.id.clone(), i))
+        .collect();
     for vm in &vms {
         if let Some(i) = vm.host.as_ref().and_then(|h| index.get(h)) {
-            let labels: Vec<String> = vm.spec.label_pairs().map(|l| format!("{}/{l}", vm.tenant)).collect();
+            let labels: Vec<String> = vm
+                .spec
+                .label_pairs()
+                .map(|l| format!("{}/{l}", vm.tenant))
+                .collect();
             views[*i].add(&vm.id, vm.spec.resources(), &labels);
         }
     }
@@ -130,7 +156,12 @@ pub async fn host_views(st: &AppState) -> Result<(Vec<HostView>, Vec<Vm>), Store
 pub fn request_for(vm: &Vm, tenants: &HashMap<String, Tenant>, vms: &[Vm]) -> Request {
     let mut used = crate::model::Resources::default();
     let mut count = 0;
-    for o in vms.iter().filter(|o| o.tenant == vm.tenant && o.id != vm.id && o.host.is_some() && o.desired != DesiredState::Deleted) {
+    for o in vms.iter().filter(|o| {
+        o.tenant == vm.tenant
+            && o.id != vm.id
+            && o.host.is_some()
+            && o.desired != DesiredState::Deleted
+    }) {
         used = used.plus(o.spec.resources());
         count += 1;
     }
@@ -138,8 +169,20 @@ pub fn request_for(vm: &Vm, tenants: &HashMap<String, Tenant>, vms: &[Vm]) -> Re
         tenant: vm.tenant.clone(),
         resources: vm.spec.resources(),
         host_labels: vm.spec.affinity.host_labels.clone(),
-        with: vm.spec.affinity.with.iter().map(|l| format!("{}/{l}", vm.tenant)).collect(),
-        apart_from: vm.spec.affinity.apart_from.iter().map(|l| format!("{}/{l}", vm.tenant)).collect(),
+        with: vm
+            .spec
+            .affinity
+            .with
+            .iter()
+            .map(|l| format!("{}/{l}", vm.tenant))
+            .collect(),
+        apart_from: vm
+            .spec
+            .affinity
+            .apart_from
+            .iter()
+            .map(|l| format!("{}/{l}", vm.tenant))
+            .collect(),
         exclude: vec![],
         quota: tenants.get(&vm.tenant).and_then(|t| t.quota),
         tenant_usage: (used, count),
@@ -151,7 +194,9 @@ async fn set_observed(st: &AppState, id: &str, obs: Observed) -> Result<(), Stor
     let v = st
         .store
         .update::<Vm, _>(id, |v| {
-            let same = v.observed.as_ref().is_some_and(|o| o.state == obs.state && o.host == obs.host && o.error == obs.error);
+            let same = v.observed.as_ref().is_some_and(|o| {
+                o.state == obs.state && o.host == obs.host && o.error == obs.error
+            });
             changed = !same;
             if changed {
                 v.observed = Some(obs.clone());
@@ -160,7 +205,12 @@ async fn set_observed(st: &AppState, id: &str, obs: Observed) -> Result<(), Stor
         })
         .await?;
     if changed {
-        st.events.publish("vm.state", &v.tenant, id, serde_json::to_value(&obs).unwrap_or_default());
+        st.events.publish(
+            "vm.state",
+            &v.tenant,
+            id,
+            serde_json::to_value(&obs).unwrap_or_default(),
+        );
     }
     Ok(())
 }
@@ -168,11 +218,20 @@ async fn set_observed(st: &AppState, id: &str, obs: Observed) -> Result<(), Stor
 /// Places every VM that has no host.
 async fn place_pending(st: &AppState, weights: Weights) -> Result<(), StoreError> {
     let (mut views, vms) = host_views(st).await?;
-    let pending: Vec<&Vm> = vms.iter().filter(|v| v.host.is_none() && v.desired != DesiredState::Deleted).collect();
+    let pending: Vec<&Vm> = vms
+        .iter()
+        .filter(|v| v.host.is_none() && v.desired != DesiredState::Deleted)
+        .collect();
     if pending.is_empty() {
         return Ok(());
     }
-    let tenants: HashMap<String, Tenant> = st.store.list_all::<Tenant>().await?.into_iter().map(|t| (t.id.clone(), t)).collect();
+    let tenants: HashMap<String, Tenant> = st
+        .store
+        .list_all::<Tenant>()
+        .await?
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect();
     for vm in pending {
         let req = request_for(vm, &tenants, &vms);
         let picked = scheduler::place(&req, &views, weights).map(|h| h.id.clone());
@@ -191,14 +250,33 @@ async fn place_pending(st: &AppState, weights: Weights) -> Result<(), StoreError
                     .await?;
                 if placed {
                     if let Some(h) = views.iter_mut().find(|h| h.id == host) {
-                        let labels: Vec<String> = v.spec.label_pairs().map(|l| format!("{}/{l}", v.tenant)).collect();
+                        let labels: Vec<String> = v
+                            .spec
+                            .label_pairs()
+                            .map(|l| format!("{}/{l}", v.tenant))
+                            .collect();
                         h.add(&v.id, v.spec.resources(), &labels);
                     }
-                    st.events.publish("vm.placed", &v.tenant, &v.id, serde_json::json!({"host": host}));
+                    st.events.publish(
+                        "vm.placed",
+                        &v.tenant,
+                        &v.id,
+                        serde_json::json!({"host": host}),
+                    );
                 }
             }
             Err(e) => {
-                set_observed(st, &vm.id, Observed { state: "pending".into(), host: None, at_ms: now_ms(), error: Some(e.to_string()) }).await?;
+                set_observed(
+                    st,
+                    &vm.id,
+                    Observed {
+                        state: "pending".into(),
+                        host: None,
+                        at_ms: now_ms(),
+                        error: Some(e.to_string()),
+                    },
+                )
+                .await?;
             }
         }
     }
@@ -207,7 +285,13 @@ async fn place_pending(st: &AppState, weights: Weights) -> Result<(), StoreError
 
 /// Drives every placed VM on a Ready host towards its desired state, hosts in parallel.
 async fn drive_all(st: &AppState) -> Result<(), StoreError> {
-    let hosts: HashMap<String, Host> = st.store.list_all::<Host>().await?.into_iter().map(|h| (h.id.clone(), h)).collect();
+    let hosts: HashMap<String, Host> = st
+        .store
+        .list_all::<Host>()
+        .await?
+        .into_iter()
+        .map(|h| (h.id.clone(), h))
+        .collect();
     let vms = st.store.list_all::<Vm>().await?;
     let mut tasks = tokio::task::JoinSet::new();
     for vm in vms {
@@ -225,7 +309,12 @@ async fn drive_all(st: &AppState) -> Result<(), StoreError> {
                 Some(_) => continue,
                 None => {
                     // Its host was removed from the cluster: place it again.
-                    st.store.update::<Vm, _>(&vm.id, |v| { v.host = None; true }).await?;
+                    st.store
+                        .update::<Vm, _>(&vm.id, |v| {
+                            v.host = None;
+                            true
+                        })
+                        .await?;
                     continue;
                 }
             },
@@ -243,23 +332,38 @@ async fn drive_all(st: &AppState) -> Result<(), StoreError> {
 
 async fn forget(st: &AppState, vm: &Vm) -> Result<(), StoreError> {
     if st.store.remove::<Vm>(&vm.id).await? {
-        st.events.publish("vm.deleted", &vm.tenant, &vm.id, serde_json::json!({}));
+        st.events
+            .publish("vm.deleted", &vm.tenant, &vm.id, serde_json::json!({}));
     }
     Ok(())
 }
 
 fn state_name(s: VmState) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_else(|| format!("{s:?}"))
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| format!("{s:?}"))
 }
 
 /// One VM on its host: create, start, stop or delete it as needed (idempotent).
 async fn drive(st: &AppState, vm: &Vm, host: &Host) -> Result<(), StoreError> {
-    let hd = Hostd { http: &st.http, url: &host.url, token: &host.hostd_token };
-    let obs = |state: String, error: Option<String>| Observed { state, host: Some(host.id.clone()), at_ms: now_ms(), error };
+    let hd = Hostd {
+        http: &st.http,
+        url: &host.url,
+        token: &host.hostd_token,
+    };
+    let obs = |state: String, error: Option<String>| Observed {
+        state,
+        host: Some(host.id.clone()),
+        at_ms: now_ms(),
+        error,
+    };
     let info = match hd.vm(&vm.id).await {
         Ok(i) => Some(i),
         Err(e) if e.is_not_found() => None,
-        Err(e) => return set_observed(st, &vm.id, obs("unknown".into(), Some(e.to_string()))).await,
+        Err(e) => {
+            return set_observed(st, &vm.id, obs("unknown".into(), Some(e.to_string()))).await
+        }
     };
     let result = match (vm.desired, info) {
         (DesiredState::Deleted, None) => return forget(st, vm).await,
@@ -273,10 +377,20 @@ async fn drive(st: &AppState, vm: &Vm, host: &Host) -> Result<(), StoreError> {
             spec.start = d == DesiredState::Running;
             hd.create(&spec).await.map(|i| state_name(i.state))
         }
-        (DesiredState::Running, Some(i)) if matches!(i.state, VmState::Created | VmState::Stopped | VmState::Crashed) => {
+        (DesiredState::Running, Some(i))
+            if matches!(
+                i.state,
+                VmState::Created | VmState::Stopped | VmState::Crashed
+            ) =>
+        {
             hd.start(&vm.id).await.map(|_| "starting".to_string())
         }
-        (DesiredState::Stopped, Some(i)) if matches!(i.state, VmState::Running | VmState::Paused | VmState::Starting) => {
+        (DesiredState::Stopped, Some(i))
+            if matches!(
+                i.state,
+                VmState::Running | VmState::Paused | VmState::Starting
+            ) =>
+        {
             hd.stop(&vm.id).await.map(|_| "stopping".to_string())
         }
         (_, Some(i)) => Ok(state_name(i.state)),
@@ -288,17 +402,37 @@ async fn drive(st: &AppState, vm: &Vm, host: &Host) -> Result<(), StoreError> {
 }
 
 /// Records the VM states a host reported in its heartbeat.
-pub async fn observe_heartbeat(st: &AppState, host: &str, vms: &[VmSummary]) -> Result<(), StoreError> {
+pub async fn observe_heartbeat(
+    st: &AppState,
+    host: &str,
+    vms: &[VmSummary],
+) -> Result<(), StoreError> {
     for s in vms {
-        let Some(vm) = st.store.read::<Vm>(&s.id).await? else { continue };
+        let Some(vm) = st.store.read::<Vm>(&s.id).await? else {
+            continue;
+        };
         if vm.host.as_deref() != Some(host) || vm.migrating.is_some() {
             continue;
         }
         let state = state_name(s.state);
-        if vm.observed.as_ref().is_some_and(|o| o.state == state && o.error.is_none()) {
+        if vm
+            .observed
+            .as_ref()
+            .is_some_and(|o| o.state == state && o.error.is_none())
+        {
             continue;
         }
-        set_observed(st, &s.id, Observed { state, host: Some(host.into()), at_ms: now_ms(), error: None }).await?;
+        set_observed(
+            st,
+            &s.id,
+            Observed {
+                state,
+                host: Some(host.into()),
+                at_ms: now_ms(),
+                error: None,
+            },
+        )
+        .await?;
     }
     Ok(())
 }

@@ -69,7 +69,10 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights { binpack: 0.0, spread: 1.0 }
+        Weights {
+            binpack: 0.0,
+            spread: 1.0,
+        }
     }
 }
 
@@ -84,14 +87,21 @@ pub enum NoPlacement {
 
 /// Chooses a host for `req` among `hosts`: every filter must pass, the best weighted
 /// score wins (ties: the first host).
-pub fn place<'a>(req: &Request, hosts: &'a [HostView], w: Weights) -> Result<&'a HostView, NoPlacement> {
+pub fn place<'a>(
+    req: &Request,
+    hosts: &'a [HostView],
+    w: Weights,
+) -> Result<&'a HostView, NoPlacement> {
     filters::quota(req).map_err(NoPlacement::Quota)?;
     let mut best: Option<(&HostView, f64)> = None;
     // Few distinct reasons: a small vector beats a map in the hot loop.
     let mut rejected: Vec<(&'static str, usize)> = Vec::with_capacity(8);
     for h in hosts {
         if let Err(why) = filters::all(req, h) {
-            match rejected.iter_mut().find(|(k, _)| std::ptr::eq(*k, why) || *k == why) {
+            match rejected
+                .iter_mut()
+                .find(|(k, _)| std::ptr::eq(*k, why) || *k == why)
+            {
                 Some((_, n)) => *n += 1,
                 None => rejected.push((why, 1)),
             }
@@ -104,7 +114,11 @@ pub fn place<'a>(req: &Request, hosts: &'a [HostView], w: Weights) -> Result<&'a
     }
     best.map(|(h, _)| h).ok_or_else(|| {
         let why: Vec<String> = rejected.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        NoPlacement::NoHost(if why.is_empty() { "no hosts".into() } else { why.join(", ") })
+        NoPlacement::NoHost(if why.is_empty() {
+            "no hosts".into()
+        } else {
+            why.join(", ")
+        })
     })
 }
 
@@ -116,13 +130,25 @@ pub(crate) mod fixture {
         HostView {
             id: id.into(),
             ready: true,
-            capacity: Resources { vcpus, mem_mib: mem, disk_mib: 0 },
+            capacity: Resources {
+                vcpus,
+                mem_mib: mem,
+                disk_mib: 0,
+            },
             ..Default::default()
         }
     }
 
     pub fn req(vcpus: u64, mem: u64) -> Request {
-        Request { tenant: "t".into(), resources: Resources { vcpus, mem_mib: mem, disk_mib: 0 }, ..Default::default() }
+        Request {
+            tenant: "t".into(),
+            resources: Resources {
+                vcpus,
+                mem_mib: mem,
+                disk_mib: 0,
+            },
+            ..Default::default()
+        }
     }
 }
 
@@ -134,18 +160,53 @@ mod tests {
     #[test]
     fn spread_picks_the_emptiest_host_and_binpack_the_fullest_that_fits() {
         let mut hosts = vec![host("a", 8, 8192), host("b", 8, 8192), host("c", 8, 8192)];
-        hosts[0].used = Resources { vcpus: 4, mem_mib: 4096, disk_mib: 0 };
-        hosts[2].used = Resources { vcpus: 7, mem_mib: 7000, disk_mib: 0 };
+        hosts[0].used = Resources {
+            vcpus: 4,
+            mem_mib: 4096,
+            disk_mib: 0,
+        };
+        hosts[2].used = Resources {
+            vcpus: 7,
+            mem_mib: 7000,
+            disk_mib: 0,
+        };
         let r = req(2, 1024);
-        assert_eq!(place(&r, &hosts, Weights { binpack: 0.0, spread: 1.0 }).unwrap().id, "b");
-        assert_eq!(place(&r, &hosts, Weights { binpack: 1.0, spread: 0.0 }).unwrap().id, "a", "c is too full");
+        assert_eq!(
+            place(
+                &r,
+                &hosts,
+                Weights {
+                    binpack: 0.0,
+                    spread: 1.0
+                }
+            )
+            .unwrap()
+            .id,
+            "b"
+        );
+        assert_eq!(
+            place(
+                &r,
+                &hosts,
+                Weights {
+                    binpack: 1.0,
+                    spread: 0.0
+                }
+            )
+            .unwrap()
+            .id,
+            "a",
+            "c is too full"
+        );
     }
 
     #[test]
     fn no_placement_says_which_filters_refused() {
         let mut hosts = vec![host("a", 1, 512), host("b", 8, 8192)];
         hosts[1].cordoned = true;
-        let e = place(&req(2, 1024), &hosts, Weights::default()).unwrap_err().to_string();
+        let e = place(&req(2, 1024), &hosts, Weights::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("capacity") && e.contains("cordoned"), "{e}");
     }
 }

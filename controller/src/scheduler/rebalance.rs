@@ -40,10 +40,13 @@ pub fn propose(hosts: &[HostView], threshold: f64, max_moves: usize) -> Vec<Move
         }
         // The largest VM whose move narrows the gap and which the idle host takes.
         let mut vms = hosts[hi].vms.clone();
-        vms.sort_by(|a, b| (b.1.vcpus, b.1.mem_mib).cmp(&(a.1.vcpus, a.1.mem_mib)));
+        vms.sort_by_key(|(_, r)| std::cmp::Reverse((r.vcpus, r.mem_mib)));
         let mut chosen = None;
         for (vm, r) in vms {
-            let req = Request { resources: r, ..Default::default() };
+            let req = Request {
+                resources: r,
+                ..Default::default()
+            };
             if filters::capacity(&req, &hosts[lo]).is_err() {
                 continue;
             }
@@ -57,7 +60,11 @@ pub fn propose(hosts: &[HostView], threshold: f64, max_moves: usize) -> Vec<Move
             }
         }
         let Some((vm, r)) = chosen else { break };
-        moves.push(Move { vm: vm.clone(), from: hosts[hi].id.clone(), to: hosts[lo].id.clone() });
+        moves.push(Move {
+            vm: vm.clone(),
+            from: hosts[hi].id.clone(),
+            to: hosts[lo].id.clone(),
+        });
         hosts[hi].used = hosts[hi].used.minus(r);
         hosts[hi].vms.retain(|(v, _)| *v != vm);
         hosts[lo].add(&vm, r, &[]);
@@ -72,7 +79,11 @@ mod tests {
     use crate::scheduler::fixture::*;
 
     fn r(v: u64) -> Resources {
-        Resources { vcpus: v, mem_mib: v * 512, disk_mib: 0 }
+        Resources {
+            vcpus: v,
+            mem_mib: v * 512,
+            disk_mib: 0,
+        }
     }
 
     #[test]

@@ -27,7 +27,10 @@ impl EtcdStore {
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(5));
         let client = Client::connect(endpoints, Some(opts)).await.map_err(be)?;
-        Ok(EtcdStore { client, prefix: prefix.to_string() })
+        Ok(EtcdStore {
+            client,
+            prefix: prefix.to_string(),
+        })
     }
 
     /// The client, for leader election.
@@ -55,13 +58,23 @@ impl Store for EtcdStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
-        let r = self.client.kv_client().get(self.k(key), None).await.map_err(be)?;
-        Ok(r.kvs().first().map(|kv| Versioned { value: kv.value().to_vec(), revision: kv.mod_revision() as u64 }))
+        let r = self
+            .client
+            .kv_client()
+            .get(self.k(key), None)
+            .await
+            .map_err(be)?;
+        Ok(r.kvs().first().map(|kv| Versioned {
+            value: kv.value().to_vec(),
+            revision: kv.mod_revision() as u64,
+        }))
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<u64, StoreError> {
         let k = self.k(key);
-        let txn = Txn::new().when(self.guard(&k, expect)).and_then([TxnOp::put(k.clone(), value, None::<PutOptions>)]);
+        let txn = Txn::new()
+            .when(self.guard(&k, expect))
+            .and_then([TxnOp::put(k.clone(), value, None::<PutOptions>)]);
         let r = self.client.kv_client().txn(txn).await.map_err(be)?;
         if !r.succeeded() {
             return Err(StoreError::Conflict(key.to_string()));
@@ -71,7 +84,9 @@ impl Store for EtcdStore {
 
     async fn delete(&self, key: &str, expect: Expect) -> Result<bool, StoreError> {
         let k = self.k(key);
-        let txn = Txn::new().when(self.guard(&k, expect)).and_then([TxnOp::delete(k.clone(), None::<DeleteOptions>)]);
+        let txn = Txn::new()
+            .when(self.guard(&k, expect))
+            .and_then([TxnOp::delete(k.clone(), None::<DeleteOptions>)]);
         let r = self.client.kv_client().txn(txn).await.map_err(be)?;
         if !r.succeeded() {
             return Err(StoreError::Conflict(key.to_string()));
@@ -84,13 +99,27 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned<Vec<u8>>)>, StoreError> {
-        let r = self.client.kv_client().get(self.k(prefix), Some(GetOptions::new().with_prefix())).await.map_err(be)?;
+        let r = self
+            .client
+            .kv_client()
+            .get(self.k(prefix), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(be)?;
         let strip = self.prefix.len();
         Ok(r.kvs()
             .iter()
             .map(|kv| {
-                let key = String::from_utf8_lossy(kv.key()).get(strip..).unwrap_or_default().to_string();
-                (key, Versioned { value: kv.value().to_vec(), revision: kv.mod_revision() as u64 })
+                let key = String::from_utf8_lossy(kv.key())
+                    .get(strip..)
+                    .unwrap_or_default()
+                    .to_string();
+                (
+                    key,
+                    Versioned {
+                        value: kv.value().to_vec(),
+                        revision: kv.mod_revision() as u64,
+                    },
+                )
             })
             .collect())
     }
@@ -117,7 +146,12 @@ pub fn elect(client: Client, key: String, me: String) -> watch::Receiver<bool> {
     rx
 }
 
-async fn campaign(client: Client, key: &str, me: &str, leading: &watch::Sender<bool>) -> Result<(), etcd_client::Error> {
+async fn campaign(
+    client: Client,
+    key: &str,
+    me: &str,
+    leading: &watch::Sender<bool>,
+) -> Result<(), etcd_client::Error> {
     let mut lease = client.lease_client();
     let id = lease.grant(LEASE_TTL_S, None).await?.id();
     let (mut keeper, mut acks) = lease.keep_alive(id).await?;
@@ -151,5 +185,7 @@ async fn campaign(client: Client, key: &str, me: &str, leading: &watch::Sender<b
 /// Who leads right now (the value under `key`).
 pub async fn leader(client: &Client, key: &str) -> Option<String> {
     let r = client.kv_client().get(key, None).await.ok()?;
-    r.kvs().first().map(|k| String::from_utf8_lossy(k.value()).to_string())
+    r.kvs()
+        .first()
+        .map(|k| String::from_utf8_lossy(k.value()).to_string())
 }

@@ -71,20 +71,21 @@ pub type DynStore = Arc<dyn Store>;
 /// A kind of stored object, keyed under its own prefix.
 pub trait Object: Serialize + DeserializeOwned + Send + Sync {
     const PREFIX: &'static str;
-    fn id(&self) -> &str;
+    /// The object's key under `PREFIX` (its id; a token's hash).
+    fn key(&self) -> &str;
     /// Called after a read with the record's revision.
     fn set_revision(&mut self, _rev: u64) {}
 }
 
 impl Object for Host {
     const PREFIX: &'static str = "hosts/";
-    fn id(&self) -> &str {
+    fn key(&self) -> &str {
         &self.id
     }
 }
 impl Object for Vm {
     const PREFIX: &'static str = "vms/";
-    fn id(&self) -> &str {
+    fn key(&self) -> &str {
         &self.id
     }
     fn set_revision(&mut self, rev: u64) {
@@ -93,38 +94,40 @@ impl Object for Vm {
 }
 impl Object for Operation {
     const PREFIX: &'static str = "ops/";
-    fn id(&self) -> &str {
+    fn key(&self) -> &str {
         &self.id
     }
 }
 impl Object for Tenant {
     const PREFIX: &'static str = "tenants/";
-    fn id(&self) -> &str {
+    fn key(&self) -> &str {
         &self.id
     }
 }
 impl Object for User {
     const PREFIX: &'static str = "users/";
-    fn id(&self) -> &str {
+    fn key(&self) -> &str {
         &self.id
     }
 }
 /// Tokens are keyed by the hash of their secret, so authenticating is one read.
 impl Object for Token {
     const PREFIX: &'static str = "tokens/";
-    fn id(&self) -> &str {
+    fn key(&self) -> &str {
         &self.hash
     }
 }
 
 fn decode<T: Object>(key: &str, v: Versioned<Vec<u8>>) -> Result<T, StoreError> {
-    let mut o: T = serde_json::from_slice(&v.value).map_err(|e| StoreError::Codec(key.into(), e.to_string()))?;
+    let mut o: T = serde_json::from_slice(&v.value)
+        .map_err(|e| StoreError::Codec(key.into(), e.to_string()))?;
     o.set_revision(v.revision);
     Ok(o)
 }
 
 fn encode<T: Object>(o: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(o).map_err(|e| StoreError::Codec(format!("{}{}", T::PREFIX, o.id()), e.to_string()))
+    serde_json::to_vec(o)
+        .map_err(|e| StoreError::Codec(format!("{}{}", T::PREFIX, o.key()), e.to_string()))
 }
 
 /// Typed access to the stored objects, for any [`Store`].
@@ -154,7 +157,7 @@ pub trait Objects {
 #[async_trait]
 impl<S: Store + ?Sized> Objects for S {
     async fn create<T: Object>(&self, o: &T) -> Result<u64, StoreError> {
-        let key = format!("{}{}", T::PREFIX, o.id());
+        let key = format!("{}{}", T::PREFIX, o.key());
         self.put(&key, encode(o)?, Expect::Absent).await
     }
 
@@ -167,11 +170,17 @@ impl<S: Store + ?Sized> Objects for S {
     }
 
     async fn must_read<T: Object>(&self, id: &str) -> Result<T, StoreError> {
-        self.read(id).await?.ok_or_else(|| StoreError::NotFound(format!("{}{id}", T::PREFIX)))
+        self.read(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{}{id}", T::PREFIX)))
     }
 
     async fn list_all<T: Object>(&self) -> Result<Vec<T>, StoreError> {
-        self.list(T::PREFIX).await?.into_iter().map(|(k, v)| decode(&k, v)).collect()
+        self.list(T::PREFIX)
+            .await?
+            .into_iter()
+            .map(|(k, v)| decode(&k, v))
+            .collect()
     }
 
     async fn update<T, F>(&self, id: &str, mut f: F) -> Result<T, StoreError>
@@ -196,7 +205,10 @@ impl<S: Store + ?Sized> Objects for S {
                 }
                 Err(StoreError::Conflict(_)) => {
                     if attempt > 3 {
-                        tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(0..5))).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(
+                            0..5,
+                        )))
+                        .await;
                     }
                 }
                 Err(e) => return Err(e),
@@ -206,12 +218,13 @@ impl<S: Store + ?Sized> Objects for S {
     }
 
     async fn replace<T: Object>(&self, o: &T, revision: u64) -> Result<u64, StoreError> {
-        let key = format!("{}{}", T::PREFIX, o.id());
+        let key = format!("{}{}", T::PREFIX, o.key());
         self.put(&key, encode(o)?, Expect::Revision(revision)).await
     }
 
     async fn remove<T: Object>(&self, id: &str) -> Result<bool, StoreError> {
-        self.delete(&format!("{}{id}", T::PREFIX), Expect::Any).await
+        self.delete(&format!("{}{id}", T::PREFIX), Expect::Any)
+            .await
     }
 
     async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
@@ -226,7 +239,9 @@ impl<S: Store + ?Sized> Objects for S {
         let skip = all.len().saturating_sub(limit);
         all.into_iter()
             .skip(skip)
-            .map(|(k, v)| serde_json::from_slice(&v.value).map_err(|e| StoreError::Codec(k, e.to_string())))
+            .map(|(k, v)| {
+                serde_json::from_slice(&v.value).map_err(|e| StoreError::Codec(k, e.to_string()))
+            })
             .collect()
     }
 }
@@ -234,12 +249,16 @@ impl<S: Store + ?Sized> Objects for S {
 /// Opens a store from `sqlite:PATH` or `etcd:http://HOST:PORT[,...]`.
 pub async fn open(spec: &str) -> Result<DynStore, StoreError> {
     if let Some(path) = spec.strip_prefix("sqlite:") {
-        return Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path))?));
+        return Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(
+            path,
+        ))?));
     }
     #[cfg(feature = "etcd")]
     if let Some(eps) = spec.strip_prefix("etcd:") {
         let eps: Vec<String> = eps.split(',').map(String::from).collect();
         return Ok(Arc::new(etcd::EtcdStore::connect(&eps, "nova/").await?));
     }
-    Err(StoreError::Backend(format!("unknown store '{spec}' (sqlite:PATH or etcd:URL)")))
+    Err(StoreError::Backend(format!(
+        "unknown store '{spec}' (sqlite:PATH or etcd:URL)"
+    )))
 }

@@ -28,9 +28,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(be)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(be)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(be)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(be)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(be)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(be)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(be)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, rev INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), rev INTEGER NOT NULL);
@@ -40,10 +43,15 @@ impl SqliteStore {
         let mut readers = vec![];
         for _ in 0..READERS {
             let r = Connection::open(path).map_err(be)?;
-            r.busy_timeout(std::time::Duration::from_secs(5)).map_err(be)?;
+            r.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(be)?;
             readers.push(Mutex::new(r));
         }
-        Ok(SqliteStore { conn: Mutex::new(conn), readers, next: Default::default() })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            readers,
+            next: Default::default(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -65,10 +73,12 @@ impl SqliteStore {
 }
 
 fn current(tx: &Connection, key: &str) -> Result<Option<u64>, StoreError> {
-    tx.query_row("SELECT rev FROM kv WHERE key = ?1", [key], |r| r.get::<_, i64>(0))
-        .optional()
-        .map(|o| o.map(|r| r as u64))
-        .map_err(be)
+    tx.query_row("SELECT rev FROM kv WHERE key = ?1", [key], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map(|o| o.map(|r| r as u64))
+    .map_err(be)
 }
 
 fn check(key: &str, have: Option<u64>, expect: Expect) -> Result<(), StoreError> {
@@ -92,17 +102,32 @@ impl Store for SqliteStore {
 
     async fn get(&self, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StoreError> {
         let c = self.reader();
-        let mut st = c.prepare_cached("SELECT value, rev FROM kv WHERE key = ?1").map_err(be)?;
-        st.query_row([key], |r| Ok(Versioned { value: r.get(0)?, revision: r.get::<_, i64>(1)? as u64 }))
-            .optional()
-            .map_err(be)
+        let mut st = c
+            .prepare_cached("SELECT value, rev FROM kv WHERE key = ?1")
+            .map_err(be)?;
+        st.query_row([key], |r| {
+            Ok(Versioned {
+                value: r.get(0)?,
+                revision: r.get::<_, i64>(1)? as u64,
+            })
+        })
+        .optional()
+        .map_err(be)
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<u64, StoreError> {
         let mut c = self.lock();
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(be)?;
         check(key, current(&tx, key)?, expect)?;
-        let rev: i64 = tx.query_row("UPDATE meta SET rev = rev + 1 WHERE id = 0 RETURNING rev", [], |r| r.get(0)).map_err(be)?;
+        let rev: i64 = tx
+            .query_row(
+                "UPDATE meta SET rev = rev + 1 WHERE id = 0 RETURNING rev",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(be)?;
         tx.execute(
             "INSERT INTO kv (key, value, rev) VALUES (?1, ?2, ?3)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value, rev = excluded.rev",
@@ -115,14 +140,18 @@ impl Store for SqliteStore {
 
     async fn delete(&self, key: &str, expect: Expect) -> Result<bool, StoreError> {
         let mut c = self.lock();
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(be)?;
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(be)?;
         let have = current(&tx, key)?;
         check(key, have, expect)?;
         if have.is_none() {
             return Ok(false);
         }
-        tx.execute("DELETE FROM kv WHERE key = ?1", [key]).map_err(be)?;
-        tx.execute("UPDATE meta SET rev = rev + 1 WHERE id = 0", []).map_err(be)?;
+        tx.execute("DELETE FROM kv WHERE key = ?1", [key])
+            .map_err(be)?;
+        tx.execute("UPDATE meta SET rev = rev + 1 WHERE id = 0", [])
+            .map_err(be)?;
         tx.commit().map_err(be)?;
         Ok(true)
     }
@@ -131,10 +160,20 @@ impl Store for SqliteStore {
         let c = self.reader();
         // Keys under a prefix are the range [prefix, prefix + U+10FFFF).
         let end = format!("{prefix}\u{10FFFF}");
-        let mut st = c.prepare_cached("SELECT key, value, rev FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key").map_err(be)?;
+        let mut st = c
+            .prepare_cached(
+                "SELECT key, value, rev FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key",
+            )
+            .map_err(be)?;
         let rows = st
             .query_map([prefix, end.as_str()], |r| {
-                Ok((r.get::<_, String>(0)?, Versioned { value: r.get(1)?, revision: r.get::<_, i64>(2)? as u64 }))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Versioned {
+                        value: r.get(1)?,
+                        revision: r.get::<_, i64>(2)? as u64,
+                    },
+                ))
             })
             .map_err(be)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(be)

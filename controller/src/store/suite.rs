@@ -32,7 +32,11 @@ fn host(id: &str) -> Host {
         state: HostState::Ready,
         cordoned: false,
         draining: false,
-        capacity: Resources { vcpus: 8, mem_mib: 8192, disk_mib: 0 },
+        capacity: Resources {
+            vcpus: 8,
+            mem_mib: 8192,
+            disk_mib: 0,
+        },
         allocated: Resources::default(),
         kvm: "pvm".into(),
         registered_at_ms: 0,
@@ -45,8 +49,17 @@ pub async fn run(store: DynStore) {
     let s = &*store;
     // hosts
     s.create(&host("h1")).await.unwrap();
-    assert!(matches!(s.create(&host("h1")).await, Err(StoreError::Conflict(_))), "ids are unique");
-    let h = s.update::<Host, _>("h1", |h| { h.cordoned = true; true }).await.unwrap();
+    assert!(
+        matches!(s.create(&host("h1")).await, Err(StoreError::Conflict(_))),
+        "ids are unique"
+    );
+    let h = s
+        .update::<Host, _>("h1", |h| {
+            h.cordoned = true;
+            true
+        })
+        .await
+        .unwrap();
     assert!(h.cordoned);
     assert!(s.must_read::<Host>("h1").await.unwrap().cordoned);
     // VMs: desired and observed state
@@ -55,7 +68,12 @@ pub async fn run(store: DynStore) {
     let v = s.read::<Vm>("a").await.unwrap().unwrap();
     assert!(v.revision > 0);
     s.update::<Vm, _>("a", |v| {
-        v.observed = Some(Observed { state: "running".into(), host: Some("h1".into()), at_ms: 1, error: None });
+        v.observed = Some(Observed {
+            state: "running".into(),
+            host: Some("h1".into()),
+            at_ms: 1,
+            error: None,
+        });
         v.host = Some("h1".into());
         true
     })
@@ -64,14 +82,20 @@ pub async fn run(store: DynStore) {
     // A stale revision is refused.
     let mut stale = v.clone();
     stale.desired = DesiredState::Stopped;
-    assert!(matches!(s.replace(&stale, v.revision).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.replace(&stale, v.revision).await,
+        Err(StoreError::Conflict(_))
+    ));
     let now = s.must_read::<Vm>("a").await.unwrap();
     assert_eq!(now.observed.as_ref().unwrap().state, "running");
     assert_eq!(s.list_all::<Vm>().await.unwrap().len(), 2);
     assert!(s.remove::<Vm>("b").await.unwrap());
     assert!(!s.remove::<Vm>("b").await.unwrap());
     assert!(s.read::<Vm>("b").await.unwrap().is_none());
-    assert!(matches!(s.update::<Vm, _>("b", |_| true).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.update::<Vm, _>("b", |_| true).await,
+        Err(StoreError::NotFound(_))
+    ));
     // operations, tenants, users, tokens
     let op = Operation {
         id: "op1".into(),
@@ -87,13 +111,41 @@ pub async fn run(store: DynStore) {
         updated_at_ms: 0,
     };
     s.create(&op).await.unwrap();
-    s.update::<Operation, _>("op1", |o| { o.progress = 50; true }).await.unwrap();
+    s.update::<Operation, _>("op1", |o| {
+        o.progress = 50;
+        true
+    })
+    .await
+    .unwrap();
     assert_eq!(s.must_read::<Operation>("op1").await.unwrap().progress, 50);
-    s.create(&Tenant { id: "t1".into(), quota: Some(Quota { vcpus: 4, mem_mib: 1024, vms: 2 }), created_at_ms: 0 })
-        .await
-        .unwrap();
-    assert_eq!(s.must_read::<Tenant>("t1").await.unwrap().quota.unwrap().vms, 2);
-    s.create(&User { id: "ann".into(), tenant: "t1".into(), role: Role::Viewer, created_at_ms: 0 }).await.unwrap();
+    s.create(&Tenant {
+        id: "t1".into(),
+        quota: Some(Quota {
+            vcpus: 4,
+            mem_mib: 1024,
+            vms: 2,
+        }),
+        created_at_ms: 0,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.must_read::<Tenant>("t1")
+            .await
+            .unwrap()
+            .quota
+            .unwrap()
+            .vms,
+        2
+    );
+    s.create(&User {
+        id: "ann".into(),
+        tenant: "t1".into(),
+        role: Role::Viewer,
+        created_at_ms: 0,
+    })
+    .await
+    .unwrap();
     let tok = Token {
         id: "abcd".into(),
         hash: "ff".repeat(32),
@@ -106,7 +158,11 @@ pub async fn run(store: DynStore) {
     s.create(&tok).await.unwrap();
     let back = s.must_read::<Token>(&"ff".repeat(32)).await.unwrap();
     assert_eq!(back.user, "ann");
-    assert_eq!(back.hash, "ff".repeat(32), "the hash is stored (it is only hidden from the API)");
+    assert_eq!(
+        back.hash,
+        "ff".repeat(32),
+        "the hash is stored (it is only hidden from the API)"
+    );
     assert_eq!(s.list_all::<User>().await.unwrap().len(), 1);
     // audit log: ordered, bounded
     for i in 0..5 {
@@ -122,7 +178,10 @@ pub async fn run(store: DynStore) {
         .unwrap();
     }
     let log = s.audit_log(3).await.unwrap();
-    assert_eq!(log.iter().map(|e| e.at_ms).collect::<Vec<_>>(), vec![1002, 1003, 1004]);
+    assert_eq!(
+        log.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+        vec![1002, 1003, 1004]
+    );
     // Prefixes do not leak into each other: "vms/" is not "vmsx/".
     s.put("vmsx/1", b"{}".to_vec(), Expect::Any).await.unwrap();
     assert_eq!(s.list_all::<Vm>().await.unwrap().len(), 1);
@@ -134,14 +193,26 @@ pub async fn run(store: DynStore) {
         let st = store.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                st.update::<Host, _>("counter", |h| { h.allocated.vcpus += 1; true }).await.unwrap();
+                st.update::<Host, _>("counter", |h| {
+                    h.allocated.vcpus += 1;
+                    true
+                })
+                .await
+                .unwrap();
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(s.must_read::<Host>("counter").await.unwrap().allocated.vcpus, 200);
+    assert_eq!(
+        s.must_read::<Host>("counter")
+            .await
+            .unwrap()
+            .allocated
+            .vcpus,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -159,7 +230,13 @@ async fn same_suite_passes_on_sqlite() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_suite_passes_on_etcd() {
-    let Some(etcd) = crate::testing::Etcd::start() else { return };
-    let store: DynStore = Arc::new(etcd::EtcdStore::connect(&[etcd.url()], "suite/").await.unwrap());
+    let Some(etcd) = crate::testing::Etcd::start() else {
+        return;
+    };
+    let store: DynStore = Arc::new(
+        etcd::EtcdStore::connect(&[etcd.url()], "suite/")
+            .await
+            .unwrap(),
+    );
     run(store).await;
 }

@@ -4,7 +4,12 @@
 use crate::scheduler::{HostView, Request};
 
 pub fn affinity(req: &Request, h: &HostView) -> Result<(), &'static str> {
-    if req.with.is_empty() || req.with.iter().any(|l| h.vm_labels.get(l).is_some_and(|n| *n > 0)) {
+    if req.with.is_empty()
+        || req
+            .with
+            .iter()
+            .any(|l| h.vm_labels.get(l).is_some_and(|n| *n > 0))
+    {
         Ok(())
     } else {
         Err("affinity")
@@ -12,7 +17,11 @@ pub fn affinity(req: &Request, h: &HostView) -> Result<(), &'static str> {
 }
 
 pub fn anti_affinity(req: &Request, h: &HostView) -> Result<(), &'static str> {
-    if req.apart_from.iter().any(|l| h.vm_labels.get(l).is_some_and(|n| *n > 0)) {
+    if req
+        .apart_from
+        .iter()
+        .any(|l| h.vm_labels.get(l).is_some_and(|n| *n > 0))
+    {
         Err("anti-affinity")
     } else {
         Ok(())

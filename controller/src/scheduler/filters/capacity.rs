@@ -20,8 +20,15 @@ mod tests {
     fn a_vm_fits_only_where_every_resource_is_left() {
         let mut h = host("a", 4, 4096);
         assert!(capacity(&req(4, 4096), &h).is_ok());
-        h.used = Resources { vcpus: 1, mem_mib: 0, disk_mib: 0 };
+        h.used = Resources {
+            vcpus: 1,
+            mem_mib: 0,
+            disk_mib: 0,
+        };
         assert_eq!(capacity(&req(4, 1024), &h), Err("capacity"));
-        assert_eq!(capacity(&req(1, 8192), &host("b", 64, 4096)), Err("capacity"));
+        assert_eq!(
+            capacity(&req(1, 8192), &host("b", 64, 4096)),
+            Err("capacity")
+        );
     }
 }

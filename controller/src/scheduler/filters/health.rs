@@ -9,7 +9,7 @@ pub fn health(req: &Request, h: &HostView) -> Result<(), &'static str> {
     if h.cordoned {
         return Err("cordoned");
     }
-    if req.exclude.iter().any(|x| *x == h.id) {
+    if req.exclude.contains(&h.id) {
         return Err("excluded");
     }
     Ok(())

@@ -3,7 +3,11 @@
 use crate::scheduler::{HostView, Request};
 
 pub fn labels(req: &Request, h: &HostView) -> Result<(), &'static str> {
-    if req.host_labels.iter().all(|(k, v)| h.labels.get(k) == Some(v)) {
+    if req
+        .host_labels
+        .iter()
+        .all(|(k, v)| h.labels.get(k) == Some(v))
+    {
         Ok(())
     } else {
         Err("labels")

@@ -10,10 +10,16 @@ pub fn quota(req: &Request) -> Result<(), String> {
         return Err(format!("{} already has {vms} of {} VMs", req.tenant, q.vms));
     }
     if used.vcpus + req.resources.vcpus > q.vcpus {
-        return Err(format!("vcpus: {} + {} > {}", used.vcpus, req.resources.vcpus, q.vcpus));
+        return Err(format!(
+            "vcpus: {} + {} > {}",
+            used.vcpus, req.resources.vcpus, q.vcpus
+        ));
     }
     if used.mem_mib + req.resources.mem_mib > q.mem_mib {
-        return Err(format!("mem_mib: {} + {} > {}", used.mem_mib, req.resources.mem_mib, q.mem_mib));
+        return Err(format!(
+            "mem_mib: {} + {} > {}",
+            used.mem_mib, req.resources.mem_mib, q.mem_mib
+        ));
     }
     Ok(())
 }
@@ -28,9 +34,20 @@ mod tests {
     fn a_tenant_cannot_grow_past_its_quota() {
         let mut r = req(2, 512);
         assert!(quota(&r).is_ok(), "no quota, no limit");
-        r.quota = Some(Quota { vcpus: 4, mem_mib: 1024, vms: 2 });
+        r.quota = Some(Quota {
+            vcpus: 4,
+            mem_mib: 1024,
+            vms: 2,
+        });
         assert!(quota(&r).is_ok());
-        r.tenant_usage = (Resources { vcpus: 3, mem_mib: 0, disk_mib: 0 }, 1);
+        r.tenant_usage = (
+            Resources {
+                vcpus: 3,
+                mem_mib: 0,
+                disk_mib: 0,
+            },
+            1,
+        );
         assert!(quota(&r).unwrap_err().contains("vcpus"));
         r.tenant_usage = (Resources::default(), 2);
         assert!(quota(&r).unwrap_err().contains("VMs"));

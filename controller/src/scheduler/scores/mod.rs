@@ -22,7 +22,13 @@ pub fn weighted(req: &Request, h: &HostView, w: Weights) -> f64 {
 
 /// How full the host would be with the VM: mean of vCPU and memory fractions.
 pub(crate) fn fullness_after(req: &Request, h: &HostView) -> f64 {
-    let frac = |used: u64, add: u64, cap: u64| if cap == 0 { 1.0 } else { (used + add) as f64 / cap as f64 };
+    let frac = |used: u64, add: u64, cap: u64| {
+        if cap == 0 {
+            1.0
+        } else {
+            (used + add) as f64 / cap as f64
+        }
+    };
     let c = frac(h.used.vcpus, req.resources.vcpus, h.capacity.vcpus);
     let m = frac(h.used.mem_mib, req.resources.mem_mib, h.capacity.mem_mib);
     ((c + m) / 2.0).min(1.0)

@@ -15,7 +15,11 @@ mod tests {
     #[test]
     fn emptier_hosts_score_higher() {
         let mut full = host("a", 8, 8192);
-        full.used = Resources { vcpus: 6, mem_mib: 6144, disk_mib: 0 };
+        full.used = Resources {
+            vcpus: 6,
+            mem_mib: 6144,
+            disk_mib: 0,
+        };
         let empty = host("b", 8, 8192);
         assert!(spread(&req(1, 1024), &empty) > spread(&req(1, 1024), &full));
     }
