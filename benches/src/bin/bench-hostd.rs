@@ -1,9 +1,9 @@
 //! bench-hostd: VMs through nova-hostd on one host. Create-to-`NOVA-BOOTED` through the
 //! API (hostd's overhead over a bare VMM start), N small VMs (test guest, 64 MiB,
 //! 1 vCPU, idle) started in sequence and concurrently (time, VMM memory per VM), and
-//! a hostd restart under all N (time to reattach every VM, none stopped). Writes
-//! docs/benchmarks/hostd.{json,md}. Host-to-host migration downtime through hostd is
-//! measured once nova-vmm has live migration.
+//! a hostd restart under all N (time to reattach every VM, none stopped), and
+//! host-to-host migration downtime through two hostd against VMM to VMM (and hostd's
+//! own time on the switch). Writes docs/benchmarks/hostd.{json,md}.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -119,6 +119,139 @@ impl Drop for Hostd {
     }
 }
 
+/// One request on a VMM's API socket.
+fn vmm_call(sock: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<Value> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .with_context(|| format!("{}", sock.display()))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let (_, rest) = buf.split_once("\r\n\r\n").context("bad response")?;
+    Ok(serde_json::from_str(rest).unwrap_or(Value::Null))
+}
+
+fn wait_sock(sock: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while vmm_call(sock, "GET", "/v1/vm", "").is_err() {
+        if Instant::now() > deadline {
+            bail!("{} does not answer", sock.display());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// VMM to VMM on loopback, no hostd: (downtime ms, total ms).
+fn bare_migration(args: &Args, dir: &Path, i: usize) -> anyhow::Result<(f64, f64)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let (ssock, dsock) = (
+        dir.join(format!("mig-s{i}.sock")),
+        dir.join(format!("mig-d{i}.sock")),
+    );
+    let mut src = Command::new(&args.vmm)
+        .args([
+            "run",
+            "--mem-mib",
+            "64",
+            "--cmdline",
+            "nova.workload=counter",
+            "--kernel",
+        ])
+        .arg(&args.guest)
+        .arg("--api-sock")
+        .arg(&ssock)
+        .arg("--console")
+        .arg(dir.join(format!("mig-s{i}.log")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut dst = Command::new(&args.vmm)
+        .args(["run", "--incoming", &format!("tcp:127.0.0.1:{port}")])
+        .arg("--api-sock")
+        .arg(&dsock)
+        .arg("--console")
+        .arg(dir.join(format!("mig-d{i}.log")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = (|| {
+        wait_sock(&ssock)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let req =
+            json!({"to": format!("tcp:127.0.0.1:{port}"), "mode": "precopy", "downtime_ms": 300});
+        vmm_call(&ssock, "PUT", "/v1/migration", &req.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = vmm_call(&ssock, "GET", "/v1/migration", "")?;
+            match v["state"].as_str() {
+                Some("completed") => {
+                    return Ok((
+                        v["downtime_ms"].as_f64().unwrap_or(f64::NAN),
+                        v["total_ms"].as_f64().unwrap_or(f64::NAN),
+                    ))
+                }
+                Some("running") => {}
+                _ => bail!("bare migration: {v}"),
+            }
+            if Instant::now() > deadline {
+                bail!("bare migration did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })();
+    for c in [&mut src, &mut dst] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    result
+}
+
+/// Through two hostd on loopback: (downtime ms, hostd switch ms, request-to-completed ms).
+fn hostd_migration(
+    args: &Args,
+    src: &Hostd,
+    dst: &Hostd,
+    i: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let id = format!("mig-{i}");
+    let mut s = spec(args, &id);
+    s["cmdline"] = json!("nova.workload=counter");
+    let (st, v) = src.call("POST", "/v1/vms", Some(&s))?;
+    if st != 201 {
+        bail!("create {id}: {st} {v}");
+    }
+    wait_booted(&src.console(&id), Instant::now() + Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let req = json!({"to": {"url": format!("http://{}", dst.addr), "token": dst.token}, "mode": "precopy", "downtime_ms": 300});
+    let (st, v) = src.call("POST", &format!("/v1/vms/{id}/migrate"), Some(&req))?;
+    if st != 202 {
+        bail!("migrate: {st} {v}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let m = loop {
+        let (_, m) = src.call("GET", &format!("/v1/vms/{id}/migration"), None)?;
+        match m["state"].as_str() {
+            Some("completed") => break m,
+            Some("failed") | Some("cancelled") => bail!("migration through hostd: {m}"),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            bail!("migration through hostd did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let wall = t0.elapsed().as_secs_f64() * 1e3;
+    dst.call("DELETE", &format!("/v1/vms/{id}"), None)?;
+    Ok((
+        m["downtime_ms"].as_f64().unwrap_or(f64::NAN),
+        m["hostd_switch_ms"].as_f64().unwrap_or(f64::NAN),
+        wall,
+    ))
+}
+
 fn spec(args: &Args, id: &str) -> Value {
     json!({"id": id, "name": id, "kernel": args.guest, "mem_mib": 64, "vcpus": 1, "cmdline": "nova.workload=idle"})
 }
@@ -168,6 +301,11 @@ struct Report {
     reattach_s: f64,
     reattached: usize,
     still_running_after_restart: usize,
+    migration_bare_downtime_ms: Summary,
+    migration_bare_total_ms: Summary,
+    migration_hostd_downtime_ms: Summary,
+    migration_hostd_switch_ms: Summary,
+    migration_hostd_request_to_completed_ms: Summary,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -300,6 +438,19 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
         .count();
     delete_all(&h)?;
 
+    // 5. Host-to-host migration: VMM to VMM bare, and through two hostd.
+    let dst = Hostd::start(args, &tmp.join("dst"))?;
+    let (mut bd, mut bt, mut hd, mut hs, mut hw) = (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..args.runs {
+        let (d, t) = bare_migration(args, tmp, i)?;
+        bd.push(d);
+        bt.push(t);
+        let (d, sw, w) = hostd_migration(args, &h, &dst, i)?;
+        hd.push(d);
+        hs.push(sw);
+        hw.push(w);
+    }
+
     let n = args.vms as f64;
     let report = Report {
         vms: args.vms,
@@ -313,6 +464,11 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
         reattach_s: reattach,
         reattached,
         still_running_after_restart: still,
+        migration_bare_downtime_ms: Summary::of(&bd),
+        migration_bare_total_ms: Summary::of(&bt),
+        migration_hostd_downtime_ms: Summary::of(&hd),
+        migration_hostd_switch_ms: Summary::of(&hs),
+        migration_hostd_request_to_completed_ms: Summary::of(&hw),
     };
     let md = format!(
         "# nova-hostd\n\nTest guest (64 MiB, 1 vCPU, idle), debug or release as built; one host, 2 cores.\n\n\
@@ -325,8 +481,12 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
 | VMM memory per VM (RssAnon+RssFile) | {own:.1} MiB |\n\
 | guest memory touched per VM (RssShmem) | {sh:.1} MiB |\n\
 | hostd RSS with {n} VMs | {hr:.1} MiB |\n\
-| hostd restart under {n} VMs: reattached / still running | {ra} / {st} in {rt:.2} s |\n\n\
-Host-to-host migration downtime through hostd: not measured yet (nova-vmm live migration pending).\n",
+| hostd restart under {n} VMs: reattached / still running | {ra} / {st} in {rt:.2} s |\n\
+| migration downtime, VMM to VMM (median of {runs}) | {bd:.2} ms |\n\
+| migration downtime, through two hostd (median of {runs}) | {hd:.2} ms |\n\
+| hostd's own time on the switch (median) | {hs:.2} ms |\n\
+| migration total: VMM to VMM / hostd request to completed | {bt:.1} ms / {hw:.1} ms |\n\n\
+Migration: 64 MiB test guest with the `counter` workload, pre-copy, loopback.\n",
         runs = args.runs,
         c = report.create_to_booted_ms.median,
         b = report.bare_vmm_to_booted_ms.median,
@@ -340,6 +500,11 @@ Host-to-host migration downtime through hostd: not measured yet (nova-vmm live m
         ra = reattached,
         st = still,
         rt = reattach,
+        bd = report.migration_bare_downtime_ms.median,
+        hd = report.migration_hostd_downtime_ms.median,
+        hs = report.migration_hostd_switch_ms.median,
+        bt = report.migration_bare_total_ms.median,
+        hw = report.migration_hostd_request_to_completed_ms.median,
     );
     print!("{md}");
     write_report(&args.out, "hostd", &report, &md)
