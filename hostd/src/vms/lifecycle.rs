@@ -465,7 +465,7 @@ impl Host {
                     "the VMM's API did not answer within {READY_TIMEOUT:?}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
