@@ -348,7 +348,8 @@ pub fn is_vmm(pid: u32) -> bool {
 
 /// Kills every nova-vmm whose command line names a path under `dir`.
 pub fn kill_vmms_under(dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
+    // Paths under the dir (a sibling dir may share its name as a prefix).
+    let needle = format!("{}/", dir.to_string_lossy());
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -357,8 +358,9 @@ pub fn kill_vmms_under(dir: &Path) {
             continue;
         };
         if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let exe = c.split(|&b| b == 0).next().unwrap_or_default().to_vec();
             let c = String::from_utf8_lossy(&c);
-            if c.contains("nova-vmm") && c.contains(&needle) {
+            if String::from_utf8_lossy(&exe).ends_with("nova-vmm") && c.contains(&needle) {
                 // SAFETY: kill(2) on a VMM this test started.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }

@@ -324,7 +324,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Kills (by pid) every nova-vmm this run started: their command lines name `dir`.
 fn kill_vmms_under(dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
+    let needle = format!("{}/", dir.to_string_lossy());
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
@@ -332,8 +332,10 @@ fn kill_vmms_under(dir: &Path) {
         let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
+        let exe_is_vmm = String::from_utf8_lossy(c.split(|&b| b == 0).next().unwrap_or_default())
+            .ends_with("nova-vmm");
         let c = String::from_utf8_lossy(&c);
-        if c.contains("nova-vmm") && c.contains(&needle) {
+        if exe_is_vmm && c.contains(&needle) {
             // SAFETY: kill(2) on a VMM this benchmark started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }

@@ -343,7 +343,9 @@ pub fn tail_lines(path: &Path, n: usize) -> (Vec<String>, u64) {
     if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut buf).is_err() {
         return (Vec::new(), len);
     }
-    let text = String::from_utf8_lossy(&buf);
+    // A line still being written is left for the next read.
+    let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let text = String::from_utf8_lossy(&buf[..complete]);
     let mut lines: Vec<String> = text.lines().map(strip_ansi).collect();
     if start > 0 && !lines.is_empty() {
         lines.remove(0); // partial first line
@@ -377,6 +379,15 @@ pub fn strip_ansi(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tail_leaves_out_a_line_still_being_written() {
+        let p = std::env::temp_dir().join(format!("hostd-tail-{}", std::process::id()));
+        std::fs::write(&p, "a\nb\nNOVA-PAR").unwrap();
+        assert_eq!(super::tail_lines(&p, 10).0, vec!["a", "b"]);
+        assert_eq!(super::tail_lines(&p, 1).0, vec!["b"]);
+        std::fs::remove_file(&p).unwrap();
+    }
+
     #[test]
     fn strips_colour_codes() {
         assert_eq!(

@@ -66,8 +66,9 @@ pub fn is_our_vmm(pid: u32, marker: &Path) -> bool {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     let exe_ok = args.first().is_some_and(|a| a.ends_with("nova-vmm"));
-    let m = marker.to_string_lossy();
-    exe_ok && args.iter().any(|a| a.contains(m.as_ref()))
+    // Under the directory: `/vms/a/` must not match `/vms/ab/`.
+    let m = format!("{}/", marker.to_string_lossy());
+    exe_ok && args.iter().any(|a| a.contains(&m))
 }
 
 /// Sends `sig` to `pid`.
