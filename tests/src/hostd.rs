@@ -332,6 +332,25 @@ pub fn ping(ns: &NetNs, addr: &str, count: u32) -> bool {
     out.status.success()
 }
 
+/// One HTTP/1.1 request to any server on this namespace (`Connection: close`).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    parse(&exchange(addr, req.as_bytes())?)
+}
+
 /// Whether `pid` is a live nova-vmm.
 pub fn is_vmm(pid: u32) -> bool {
     let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -98,6 +98,7 @@ fn schemas() -> Map<String, Value> {
         PeerRequest,
         ErrorBody,
         RegisterRequest,
+        RegisterResponse,
         Heartbeat
     );
     g.take_definitions(true)

@@ -697,6 +697,15 @@ pub struct RegisterRequest {
     pub info: HostInfo,
 }
 
+/// The controller's answer to a registration: this host's own credentials for its
+/// heartbeats (the join token only registers) and how often to send them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RegisterResponse {
+    pub host_id: String,
+    pub token: String,
+    pub heartbeat_interval_ms: u64,
+}
+
 /// hostd to controller every few seconds: `POST {controller}/v1/hosts/{host_id}/heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
