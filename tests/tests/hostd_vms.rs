@@ -263,7 +263,7 @@ fn a_vmm_that_cannot_start_is_reported_with_its_error() {
 }
 
 #[test]
-fn snapshots_are_taken_into_the_vm_directory() {
+fn snapshots_are_taken_into_the_vm_directory_and_restored() {
     if !require_kvm() {
         return;
     }
@@ -295,6 +295,37 @@ fn snapshots_are_taken_into_the_vm_directory() {
         Some(r#"{"name":"../../../escape"}"#),
     );
     assert_eq!((s, v["field"].as_str()), (400, Some("name")), "{v}");
+    // Stopped, then restored from the snapshot: the guest goes on where it was (no new
+    // boot, the counter continues).
+    let stopped = h.post("/v1/vms/s/stop", &json!({}));
+    assert_eq!(stopped["state"], "stopped");
+    let boots = |h: &Hostd| {
+        std::fs::read_to_string(h.data().join("vms/s/console.log"))
+            .unwrap()
+            .matches("NOVA-BOOTED")
+            .count()
+    };
+    assert_eq!(boots(&h), 1);
+    let (s, v) = h.request("POST", "/v1/vms/s/restore", Some(r#"{"snapshot":"nope"}"#));
+    assert_eq!(s, 404, "{v}");
+    let restored = h.post("/v1/vms/s/restore", &json!({"snapshot": "first"}));
+    assert_eq!(restored["state"], "running", "{restored}");
+    let before = std::fs::metadata(h.data().join("vms/s/console.log"))
+        .unwrap()
+        .len();
+    let deadline = std::time::Instant::now() + BOOT;
+    while std::fs::metadata(h.data().join("vms/s/console.log"))
+        .unwrap()
+        .len()
+        < before + 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restored guest does not run"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(boots(&h), 1, "restored, not booted again");
     let vm = h.get("/v1/vms/s");
     assert!(vm["counters"]["process_cpu_ms"].as_u64().is_some(), "{vm}");
     assert!(

@@ -160,6 +160,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/vms/{id}/resume", post(resume_vm))
         .route("/v1/vms/{id}/console", get(console))
         .route("/v1/vms/{id}/snapshot", post(snapshot))
+        .route("/v1/vms/{id}/restore", post(restore))
         .route("/v1/vms/{id}/migrate", post(migrate))
         .route(
             "/v1/vms/{id}/migration",
@@ -276,6 +277,14 @@ async fn snapshot(
     JsonBody(req): JsonBody<SnapshotRequest>,
 ) -> ApiResult<(StatusCode, Json<SnapshotInfo>)> {
     Ok((StatusCode::CREATED, Json(h.snapshot_vm(&id, req).await?)))
+}
+
+async fn restore(
+    State(h): S,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RestoreRequest>,
+) -> ApiResult<Json<VmInfo>> {
+    Ok(Json(h.restore_vm(&id, req).await?))
 }
 
 async fn migrate(

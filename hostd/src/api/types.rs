@@ -634,6 +634,23 @@ impl SnapshotRequest {
     }
 }
 
+/// `POST /v1/vms/{id}/restore`: start a stopped VM from one of its snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// A name given to `POST /v1/vms/{id}/snapshot`.
+    pub snapshot: String,
+    /// Fill memory on first touch (userfaultfd) instead of up front.
+    #[serde(default)]
+    pub lazy: bool,
+}
+
+impl RestoreRequest {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_id("snapshot", &self.snapshot)
+    }
+}
+
 /// A snapshot taken on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotInfo {

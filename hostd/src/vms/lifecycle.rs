@@ -17,7 +17,7 @@ use crate::admission;
 use crate::api::client;
 use crate::api::types::{
     CloneMethod, ConsoleLog, DiskInfo, ExitInfo, FieldError, NicInfo, Resources, RestartPolicy,
-    SnapshotInfo, SnapshotRequest, VmInfo, VmSpec, VmState,
+    RestoreRequest, SnapshotInfo, SnapshotRequest, VmInfo, VmSpec, VmState,
 };
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -35,6 +35,8 @@ pub enum Launch {
     Boot,
     /// Receive the VM from a source VMM (`--incoming tcp:ADDR`).
     Incoming(String),
+    /// Restore from a snapshot directory (`--restore DIR [--lazy]`).
+    Restore { dir: std::path::PathBuf, lazy: bool },
 }
 
 /// Calls the VM's VMM API.
@@ -287,6 +289,50 @@ impl Host {
         Ok(self.vm_info(&vm).await)
     }
 
+    /// Starts a created, stopped or crashed VM from one of its snapshots.
+    pub async fn restore_vm(self: &Arc<Self>, id: &str, req: RestoreRequest) -> Result<VmInfo> {
+        req.validate()?;
+        let vm = self.vms.get(id)?;
+        let dir = vm.dir.join("snapshots").join(&req.snapshot);
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!(
+                "VM '{id}' has no snapshot '{}'",
+                req.snapshot
+            )));
+        }
+        let _op = vm.op.lock().await;
+        {
+            let _adm = self.vms.admission.lock().await;
+            let state = vm.state();
+            if !matches!(
+                state,
+                VmState::Created | VmState::Stopped | VmState::Crashed
+            ) {
+                return Err(Error::Conflict(
+                    format!("VM '{id}' is {state:?}: stop it before restoring").to_lowercase(),
+                ));
+            }
+            let spec = vm.lock().rec.spec.clone();
+            let (allocated, _) = self.vms.allocated();
+            let want = Resources {
+                vcpus: spec.vcpus as u64,
+                mem_mib: spec.mem_mib,
+                disk_mib: 0,
+            };
+            admission::admit(self.capacity(), allocated, want).map_err(Error::NoCapacity)?;
+            vm.set_state(VmState::Starting);
+        }
+        self.launch(
+            &vm,
+            Launch::Restore {
+                dir,
+                lazy: req.lazy,
+            },
+        )
+        .await?;
+        Ok(self.vm_info(&vm).await)
+    }
+
     /// The nova-vmm arguments for `launch`.
     fn vmm_args(&self, vm: &Vm, launch: &Launch) -> Result<Vec<String>> {
         let rec = vm.lock().rec.clone();
@@ -327,15 +373,25 @@ impl Host {
                     .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
                 Ok(vec!["--config".into(), p.to_string_lossy().into_owned()])
             }
-            Launch::Incoming(addr) => {
-                let mut a = vec![
-                    "--incoming".to_string(),
-                    addr.clone(),
+            Launch::Incoming(_) | Launch::Restore { .. } => {
+                let mut a = match launch {
+                    Launch::Incoming(addr) => vec!["--incoming".to_string(), addr.clone()],
+                    Launch::Restore { dir, lazy } => {
+                        let mut a =
+                            vec!["--restore".to_string(), dir.to_string_lossy().into_owned()];
+                        if *lazy {
+                            a.push("--lazy".into());
+                        }
+                        a
+                    }
+                    Launch::Boot => Vec::new(),
+                };
+                a.extend([
                     "--api-sock".into(),
                     vm.api_sock().to_string_lossy().into_owned(),
                     "--console".into(),
                     vm.console_log().to_string_lossy().into_owned(),
-                ];
+                ]);
                 for d in &rec.disks {
                     a.push("--disk".into());
                     a.push(if d.read_only {
@@ -409,7 +465,7 @@ impl Host {
             };
             host.on_exit(vm2, gen, code, signal, true).await;
         });
-        if let Launch::Boot = launch {
+        if matches!(launch, Launch::Boot | Launch::Restore { .. }) {
             self.wait_ready(vm, gen).await?;
             let mut g = vm.lock();
             if g.rt.generation == gen && g.rt.pid.is_some() && g.rec.state == VmState::Starting {
