@@ -23,6 +23,8 @@ pub struct Opts {
     pub listen: Option<SocketAddr>,
     /// More flags (`--bridge`, `--vxlan-vni`, `--cpu-overcommit`, ...).
     pub args: Vec<String>,
+    /// Data dir; a fresh one under the hostd's temp dir when None.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A running nova-hostd.
@@ -81,7 +83,7 @@ impl Hostd {
         cmd.arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")
-            .arg(self.dir.join("data"))
+            .arg(self.data())
             .arg("--token-file")
             .arg(self.dir.join("token"))
             .arg("--vmm-bin")
@@ -116,7 +118,10 @@ impl Hostd {
 
     /// The data dir.
     pub fn data(&self) -> PathBuf {
-        self.dir.join("data")
+        self.opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join("data"))
     }
 
     /// hostd's log so far.
@@ -292,6 +297,7 @@ fn host_opts(ns: &NetNs, me: u8, peer: u8, dev: &str) -> Opts {
         .iter()
         .map(|s| s.to_string())
         .collect(),
+        data_dir: None,
     }
 }
 
@@ -391,6 +397,7 @@ impl Drop for Hostd {
     fn drop(&mut self) {
         self.kill();
         kill_vmms_under(self.dir.path());
+        kill_vmms_under(&self.data());
         // Taps left by VMs still defined (namespaces clean themselves up).
         if self.opts.netns.is_none() {
             if let Ok(rd) = std::fs::read_dir(self.data().join("vms")) {

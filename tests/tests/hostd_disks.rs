@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nova_tests::hostd::{testguest, Hostd, Opts};
-use nova_tests::{disk_with_host_blocks, require_kvm};
+use nova_tests::{disk_with_host_blocks, require_kvm, TempDir};
 use serde_json::json;
 
 fn sha256(path: &Path) -> String {
@@ -196,4 +196,101 @@ fn images_upload_and_deduplicate() {
         .unwrap()
         .collect();
     assert!(tmp.is_empty(), "no upload leftovers");
+}
+
+/// A small XFS with reflink, loop-mounted for one test; unmounted on drop.
+struct ReflinkFs {
+    dir: TempDir,
+}
+
+impl ReflinkFs {
+    fn new() -> Option<ReflinkFs> {
+        let dir = TempDir::new();
+        let img = dir.join("fs.img");
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        let ok = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
+        if !ok(Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&img))
+        {
+            return None;
+        }
+        if !ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt))
+        {
+            return None;
+        }
+        Some(ReflinkFs { dir })
+    }
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.join("mnt")
+    }
+}
+
+impl Drop for ReflinkFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).output();
+    }
+}
+
+#[test]
+fn disk_clones_are_reflinks_on_a_filesystem_that_has_them() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !nova_tests::require(
+        root && nova_tests::which("mkfs.xfs"),
+        "a reflink filesystem needs root and mkfs.xfs (xfsprogs)",
+    ) {
+        return;
+    }
+    let Some(fs) = ReflinkFs::new() else {
+        nova_tests::require(false, "could not make and loop-mount an XFS with reflink");
+        return;
+    };
+    assert!(reflink_supported(&fs.path()), "the XFS has no reflink");
+    let data = fs.path().join("data");
+    let h = Hostd::start(Opts {
+        data_dir: Some(data.clone()),
+        ..Opts::default()
+    });
+    let base = h.dir.join("base.raw");
+    // Dense data: a copy would use its size again; a reflink shares it.
+    std::fs::write(&base, vec![0x5au8; 32 << 20]).unwrap();
+    let img = h.post("/v1/images", &json!({"path": base}));
+    let free = |p: &Path| {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = free(&data);
+    let vm = h.create_vm(json!({
+        "id": "x", "name": "x", "kernel": testguest(), "mem_mib": 64, "start": false,
+        "disks": [{"image": img["id"]}, {"image": img["id"]}],
+    }));
+    assert_eq!(vm["disks"][0]["method"], "reflink", "{vm}");
+    assert_eq!(vm["disks"][1]["method"], "reflink", "{vm}");
+    let used = before.saturating_sub(free(&data));
+    assert!(
+        used < 8 << 20,
+        "two 32 MiB clones took {used} bytes: not shared"
+    );
+    let d = vm["disks"][0]["path"].as_str().unwrap();
+    assert_eq!(std::fs::read(d).unwrap(), std::fs::read(&base).unwrap());
+    drop(h);
 }
