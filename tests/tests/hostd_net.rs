@@ -85,6 +85,7 @@ fn nics_get_unique_macs_and_taps_on_the_bridge() {
         netns: Some(ns.name.clone()),
         listen: Some("127.0.0.1:7070".parse().unwrap()),
         args: vec!["--bridge".into(), "testbr0".into()],
+        ..Opts::default()
     });
     let mut macs = Vec::new();
     let mut taps = Vec::new();
