@@ -23,8 +23,9 @@ struct Args {
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    #[arg(long, default_value_t = 64)]
-    connections: u32,
+    /// wrk connections; a comma list runs each.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    connections: Vec<u32>,
     #[arg(long, default_value_t = 2)]
     threads: u32,
     #[arg(long, default_value = "docs/benchmarks")]
@@ -147,13 +148,13 @@ fn to_ms(s: &str) -> f64 {
     }
 }
 
-fn wrk(a: &Args, url: &str, script: &Path) -> anyhow::Result<Run> {
+fn wrk(a: &Args, conns: u32, url: &str, script: &Path) -> anyhow::Result<Run> {
     let o = Command::new(&a.wrk)
         .args([
             "-t",
             &a.threads.to_string(),
             "-c",
-            &a.connections.to_string(),
+            &conns.to_string(),
             "-d",
             &format!("{}s", a.duration),
             "--latency",
@@ -210,7 +211,11 @@ fn main() -> anyhow::Result<()> {
         "bench-api --controller {} --duration {} --connections {} --threads {} --out {}",
         a.controller.display(),
         a.duration,
-        a.connections,
+        a.connections
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         a.threads,
         a.out.display()
     );
@@ -220,7 +225,7 @@ fn main() -> anyhow::Result<()> {
     let mut rows = vec![];
     let mut md = String::from("# Controller API throughput\n\n");
     md += &format!("Command: `{command}` (release build; `make bench`). wrk and the controller share this machine's {cores} cores over loopback; the reconcile loops are idle so the API alone is measured. Every request is authenticated (token hash lookup in the store).\n\n");
-    md += "| backend | request | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|\n";
+    md += "| backend | request | connections | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|---|---|\n";
     for backend in ["sqlite", "etcd"] {
         let dir =
             std::env::temp_dir().join(format!("nova-bench-api-{}-{backend}", std::process::id()));
@@ -247,27 +252,38 @@ fn main() -> anyhow::Result<()> {
             "POST",
             r#"{"name":"bench","image":"/k","start":false}"#,
         )?;
-        for (what, path, s) in [
-            ("GET /v1/vms/{id}", format!("{url}/v1/vms/{id}"), &get),
-            ("POST /v1/vms", format!("{url}/v1/vms"), &post),
-        ] {
-            let r = wrk(&a, &path, s)?;
-            println!(
-                "{backend} {what}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx {}",
-                r.rps, r.p50_ms, r.p99_ms, r.errors
-            );
-            md += &format!(
-                "| {backend} | `{what}` | {:.0} | {:.2} | {:.2} | {} |\n",
-                r.rps, r.p50_ms, r.p99_ms, r.errors
-            );
-            rows.push(serde_json::json!({"backend": backend, "request": what, "requests_per_s": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "non_2xx": r.errors}));
+        for &conns in &a.connections {
+            for (what, path, s) in [
+                ("GET /v1/vms/{id}", format!("{url}/v1/vms/{id}"), &get),
+                ("POST /v1/vms", format!("{url}/v1/vms"), &post),
+            ] {
+                let r = wrk(&a, conns, &path, s)?;
+                println!(
+                    "{backend} {what} c={conns}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx {}",
+                    r.rps, r.p50_ms, r.p99_ms, r.errors
+                );
+                md += &format!(
+                    "| {backend} | `{what}` | {conns} | {:.0} | {:.2} | {:.2} | {} |\n",
+                    r.rps, r.p50_ms, r.p99_ms, r.errors
+                );
+                rows.push(serde_json::json!({"backend": backend, "request": what, "connections": conns,
+                    "requests_per_s": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "non_2xx": r.errors}));
+            }
         }
         drop(_ctl);
         drop(_etcd);
         let _ = std::fs::remove_dir_all(&dir);
     }
     md += "\nTarget: >= 20,000 GET/s with p99 < 5 ms on 2 cores with SQLite.\n";
-    let json = serde_json::json!({"command": command, "cores": cores, "connections": a.connections, "duration_s": a.duration, "rows": rows,
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    md += &format!(
+        "\nLoad average when the run ended: {} (other work shared the machine).\n",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let json = serde_json::json!({"command": command, "cores": cores, "connections": a.connections, "duration_s": a.duration, "rows": rows, "loadavg": load.trim(),
         "targets": {"sqlite_get_per_s": 20000, "sqlite_get_p99_ms": 5}});
     write_report(&a.out, "api", &json, &md)?;
     Ok(())
