@@ -457,3 +457,33 @@ fn the_openapi_document_describes_the_api() {
         );
     }
 }
+
+#[test]
+fn event_streams_show_a_tenant_only_its_own_objects() {
+    let d = TempDir::new();
+    let c = Controller::sqlite(d.path());
+    let a = c.token_for("acme", "ann", "viewer");
+    let b = c.token_for("globex", "bob", "operator");
+    let op_a = c.token_for("acme", "al", "operator");
+    let mut ann = EventStream::open(&c.url, &a);
+    let mut admin = EventStream::open(&c.url, &c.admin);
+    let theirs = c.as_(&b, "POST", "/v1/vms", Some(vm("b-secret"))).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mine = c.as_(&op_a, "POST", "/v1/vms", Some(vm("a-web"))).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin.until("vm.created", &theirs, 10);
+    let ev = ann.until("vm.created", &mine, 10);
+    assert_eq!(ev["tenant"], "acme");
+    while let Some(e) = ann.next(std::time::Duration::from_millis(700)) {
+        assert_eq!(e["tenant"], "acme", "another tenant's event leaked: {e}");
+    }
+    assert_eq!(
+        raw(&c.url, None, "GET", "/v1/events", b"").status,
+        401,
+        "no token, no stream"
+    );
+}

@@ -436,3 +436,218 @@ pub async fn observe_heartbeat(
     }
     Ok(())
 }
+
+/// The loop logic against an in-process fake hostd (the end-to-end proof against real
+/// hostd processes is in `tests/tests/controller_hostd.rs`).
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::model::{HostState, Resources, VmSpec};
+
+    #[derive(Clone, Default)]
+    struct Fake {
+        vms: Arc<Mutex<HashMap<String, (Value, &'static str)>>>,
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn info(id: &str, spec: &Value, state: &str) -> Value {
+        json!({"id": id, "name": spec["name"], "state": state, "spec": spec, "pid": null, "kvm": null, "uptime_ms": null,
+            "disks": [], "nics": [], "restarts": 0, "exit": null, "counters": {}, "migration": null})
+    }
+
+    async fn fake_hostd() -> (String, Fake) {
+        let fake = Fake::default();
+        async fn get_vm(
+            State(f): State<Fake>,
+            Path(id): Path<String>,
+        ) -> Result<Json<Value>, axum::http::StatusCode> {
+            let vms = f.vms.lock().unwrap();
+            vms.get(&id)
+                .map(|(s, st)| Json(info(&id, s, st)))
+                .ok_or(axum::http::StatusCode::NOT_FOUND)
+        }
+        async fn create(State(f): State<Fake>, Json(spec): Json<Value>) -> Json<Value> {
+            let id = spec["id"].as_str().unwrap_or_default().to_string();
+            let state = if spec["start"] == true {
+                "running"
+            } else {
+                "created"
+            };
+            f.calls.lock().unwrap().push(format!("create {id}"));
+            f.vms
+                .lock()
+                .unwrap()
+                .insert(id.clone(), (spec.clone(), state));
+            Json(info(&id, &spec, state))
+        }
+        async fn act(
+            State(f): State<Fake>,
+            Path((id, what)): Path<(String, String)>,
+        ) -> Json<Value> {
+            f.calls.lock().unwrap().push(format!("{what} {id}"));
+            if let Some(v) = f.vms.lock().unwrap().get_mut(&id) {
+                v.1 = if what == "start" {
+                    "running"
+                } else {
+                    "stopped"
+                };
+            }
+            Json(json!({}))
+        }
+        async fn delete(State(f): State<Fake>, Path(id): Path<String>) -> Json<Value> {
+            f.calls.lock().unwrap().push(format!("delete {id}"));
+            f.vms.lock().unwrap().remove(&id);
+            Json(json!({}))
+        }
+        let app = Router::new()
+            .route("/v1/vms", post(create))
+            .route("/v1/vms/{id}", get(get_vm).delete(delete))
+            .route("/v1/vms/{id}/{what}", post(act))
+            .with_state(fake.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, fake)
+    }
+
+    fn state(dir: &std::path::Path) -> AppState {
+        let (_tx, leading) = tokio::sync::watch::channel(true);
+        AppState {
+            store: Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("db")).unwrap()),
+            events: crate::events::Events::new(),
+            leading,
+            node: "t".into(),
+            join_hash: Arc::new(String::new()),
+            limiter: Arc::new(crate::auth::FailedAuthLimiter::new(
+                5,
+                Duration::from_secs(60),
+            )),
+            http: crate::hostd::client(),
+            slots: Default::default(),
+            heartbeat_ms: 1000,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_drive_a_vm_through_its_life_and_repeat_nothing() {
+        let dir = std::env::temp_dir().join(format!("nova-reconcile-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = state(&dir);
+        let (url, fake) = fake_hostd().await;
+        let host = Host {
+            id: "h1".into(),
+            hostname: "h1".into(),
+            url,
+            hostd_token: "t".into(),
+            labels: Default::default(),
+            state: HostState::Ready,
+            cordoned: false,
+            draining: false,
+            capacity: Resources {
+                vcpus: 4,
+                mem_mib: 4096,
+                disk_mib: 0,
+            },
+            allocated: Resources::default(),
+            kvm: "none".into(),
+            registered_at_ms: now_ms(),
+            last_heartbeat_ms: now_ms(),
+        };
+        st.store.create(&host).await.unwrap();
+        let spec: VmSpec = serde_json::from_value(json!({"name": "web", "image": "/k"})).unwrap();
+        let vm = Vm {
+            id: "vm-1".into(),
+            tenant: "t".into(),
+            spec,
+            desired: DesiredState::Running,
+            host: None,
+            observed: None,
+            migrating: None,
+            created_at_ms: now_ms(),
+            revision: 0,
+        };
+        st.store.create(&vm).await.unwrap();
+        let t = Timing {
+            interval: Duration::from_millis(10),
+            down_after: Duration::from_secs(60),
+        };
+        let w = Weights::default();
+        let calls = |f: &Fake| f.calls.lock().unwrap().clone();
+
+        pass(&st, t, w).await.unwrap();
+        pass(&st, t, w).await.unwrap();
+        let v = st.store.must_read::<Vm>("vm-1").await.unwrap();
+        assert_eq!(v.host.as_deref(), Some("h1"));
+        assert_eq!(v.observed.unwrap().state, "running");
+        assert_eq!(
+            calls(&fake),
+            vec!["create vm-1"],
+            "created once, however many passes"
+        );
+
+        st.store
+            .update::<Vm, _>("vm-1", |v| {
+                v.desired = DesiredState::Stopped;
+                true
+            })
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            pass(&st, t, w).await.unwrap();
+        }
+        assert_eq!(calls(&fake), vec!["create vm-1", "stop vm-1"]);
+        assert_eq!(
+            st.store
+                .must_read::<Vm>("vm-1")
+                .await
+                .unwrap()
+                .observed
+                .unwrap()
+                .state,
+            "stopped"
+        );
+
+        // hostd lost the VM (say, its disk was wiped): the next pass makes it again.
+        fake.vms.lock().unwrap().clear();
+        st.store
+            .update::<Vm, _>("vm-1", |v| {
+                v.desired = DesiredState::Running;
+                true
+            })
+            .await
+            .unwrap();
+        pass(&st, t, w).await.unwrap();
+        assert_eq!(calls(&fake).last().unwrap(), "create vm-1");
+
+        st.store
+            .update::<Vm, _>("vm-1", |v| {
+                v.desired = DesiredState::Deleted;
+                true
+            })
+            .await
+            .unwrap();
+        pass(&st, t, w).await.unwrap();
+        pass(&st, t, w).await.unwrap();
+        assert_eq!(calls(&fake).last().unwrap(), "delete vm-1");
+        assert_eq!(
+            calls(&fake)
+                .iter()
+                .filter(|c| c.starts_with("delete"))
+                .count(),
+            1
+        );
+        assert!(
+            st.store.read::<Vm>("vm-1").await.unwrap().is_none(),
+            "the record goes once hostd let it go"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
