@@ -174,3 +174,42 @@ fn the_scheduler_keeps_anti_affine_vms_apart_and_respects_capacity_and_quota() {
     assert_eq!(q.status, 409, "{q:?}");
     assert!(q.body["error"].as_str().unwrap().contains("quota"));
 }
+
+#[test]
+fn the_rebalancer_proposes_migrations_off_a_crowded_host() {
+    let d = TempDir::new();
+    let c = Controller::sqlite(d.path());
+    register_host(&c, "h1", "http://127.0.0.1:9", 8, 8192);
+    register_host(&c, "h2", "http://127.0.0.1:9", 8, 8192);
+    c.admin("POST", "/v1/hosts/h2/cordon", None);
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            c.admin(
+                "POST",
+                "/v1/vms",
+                Some(json!({"name": format!("v{i}"), "image": "/k", "vcpus": 1, "mem_mib": 1024})),
+            )
+            .body["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for id in &ids {
+        wait_for(10, "placement on h1", || {
+            (c.admin("GET", &format!("/v1/vms/{id}"), None).body["host"] == "h1").then_some(())
+        });
+    }
+    assert_eq!(
+        c.admin("GET", "/v1/rebalance", None).body,
+        json!([]),
+        "nowhere to move while h2 is cordoned"
+    );
+    c.admin("POST", "/v1/hosts/h2/uncordon", None);
+    let moves = c.admin("GET", "/v1/rebalance", None).body;
+    let moves = moves.as_array().unwrap();
+    assert!(!moves.is_empty() && moves.len() <= 3, "{moves:?}");
+    assert!(moves.iter().all(|m| m["from"] == "h1"
+        && m["to"] == "h2"
+        && ids.contains(&m["vm"].as_str().unwrap().to_string())));
+}
