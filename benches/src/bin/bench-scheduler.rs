@@ -2,6 +2,9 @@
 //! controller's scheduler over 1,000 and 10,000 simulated hosts, in process (as Nomad
 //! and Kubernetes measure theirs). Writes docs/benchmarks/scheduler.{json,md}.
 
+// `is_multiple_of` is newer than the workspace's rust-version (1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
