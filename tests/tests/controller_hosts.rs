@@ -39,7 +39,7 @@ fn missed_heartbeats_mark_a_host_down_and_restart_its_vms_elsewhere() {
     let c = Controller::start(
         d.path(),
         Opts {
-            down_after_ms: 1500,
+            down_after_ms: 2500,
             ..Opts::default()
         },
     );
