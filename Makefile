@@ -1,4 +1,5 @@
-# NovaCron. `make up` boots the demo guest; `make test` builds what it needs and
+# NovaCron. `make up` starts a one-machine cluster (controller + two hosts + a demo
+# VM) in the background, `make down` stops it; `make test` builds what it needs and
 # runs every test. Both work on a fresh Debian 12 machine: `deps` installs what the
 # build and the tests need, `guest-images` builds the guests.
 
@@ -10,10 +11,10 @@ RELEASE_BIN := target/release
 
 # Debian packages the build, the guest images, the tests and the benches need.
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server \
-	protobuf-compiler cpio xz-utils zstd binutils gcc wrk
+	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs
 
-.PHONY: all up down test deps guest-images build build-release bench bench-boot \
-	lint fmt clean
+.PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
+	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean
 
 all: build
 
@@ -37,13 +38,18 @@ build:
 build-release:
 	$(CARGO) build --release --workspace --bins
 
-# The demo: the test guest on 2 vCPUs, its console on this terminal. Ctrl-C stops it.
+# A one-machine cluster in the background: the controller on SQLite, two hostd in two
+# network namespaces, a demo VM. Prints the API URL and an admin token.
 up: deps guest-images build
-	$(BIN)/nova-vmm run --kernel $(OUT)/testguest.elf --vcpus 2 --mem-mib 256 \
-		--cmdline "nova.workload=dirty:16:4,counter"
+	NOVA_BIN_DIR=$(CURDIR)/$(BIN) controller/up.sh
 
 down:
-	@pkill -f 'nova-vmm run' || true
+	controller/down.sh
+
+# One VM without the cluster: the test guest on 2 vCPUs, its console on this terminal.
+demo: deps guest-images build
+	$(BIN)/nova-vmm run --kernel $(OUT)/testguest.elf --vcpus 2 --mem-mib 256 \
+		--cmdline "nova.workload=dirty:16:4,counter"
 
 test: deps guest-images build
 	NOVA_BIN_DIR=$(CURDIR)/$(BIN) $(CARGO) nextest run --workspace --no-fail-fast
@@ -55,11 +61,26 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-boot
+# Every bench writes docs/benchmarks/<name>.{json,md}; release builds throughout.
+bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api
 
 bench-boot: deps guest-images build-release
 	$(RELEASE_BIN)/bench-boot --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
 		--runs 10 --out docs/benchmarks
+
+bench-migration: deps guest-images build-release
+	$(RELEASE_BIN)/bench-migration --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
+		--runs 3 --out docs/benchmarks
+
+bench-hostd: deps guest-images build-release
+	$(RELEASE_BIN)/bench-hostd --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \
+		--guest $(OUT)/testguest.elf --out docs/benchmarks
+
+bench-scheduler: build-release
+	$(RELEASE_BIN)/bench-scheduler --out docs/benchmarks
+
+bench-api: deps build-release
+	$(RELEASE_BIN)/bench-api --controller $(RELEASE_BIN)/nova-controller --out docs/benchmarks
 
 clean:
 	$(CARGO) clean

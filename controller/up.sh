@@ -5,7 +5,7 @@
 # migration streams and the VXLAN underlay), and a demo VM (the test guest, counter workload).
 # Returns once both hosts are Ready and the VM runs. `make down` (down.sh) stops it.
 #
-# Addresses are documentation ranges: 192.0.2.0/24 management (controller .1, hosts
+# Addresses are documentation ranges: 198.18.0.0/24 management (controller .1, hosts
 # .11/.12), 198.51.100.0/24 between the hosts, 203.0.113.0/24 the VM bridges.
 set -euo pipefail
 
@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${NOVA_BIN_DIR:-$ROOT/target/debug}"
 RUN="${NOVA_RUN_DIR:-$ROOT/target/up}"
 GUEST="$ROOT/guest-images/out/testguest.elf"
-API="http://192.0.2.1:7070"
+API="http://198.18.0.1:7070"
 
 die() { echo "up: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, bridges, /dev/kvm)"
@@ -27,11 +27,11 @@ rm -rf "$RUN"
 mkdir -p "$RUN"
 
 # Network, routed (no bridge here, no forwarding): a veth from this namespace into
-# each host namespace carries the API (192.0.2.1 here, 192.0.2.11/.12 there); a veth
+# each host namespace carries the API (198.18.0.1 here, 198.18.0.11/.12 there); a veth
 # between the two namespaces (198.51.100.1/.2) carries host-to-host traffic: each
-# host reaches the other's 192.0.2 address through it, so hostd-to-hostd calls,
+# host reaches the other's 198.18.0 address through it, so hostd-to-hostd calls,
 # migration streams and the VXLAN underlay never leave the pair. Each hostd
-# registers (and advertises) its 192.0.2 address, the one all three can reach.
+# registers (and advertises) its 198.18.0 address, the one all three can reach.
 ip link add nux-a type veth peer name nux-b
 for h in a b; do
     n=$([ $h = a ] && echo 1 || echo 2); o=$([ $h = a ] && echo 2 || echo 1)
@@ -40,20 +40,20 @@ for h in a b; do
     ip link add "nup-$h" type veth peer name "nupi-$h"
     ip link set "nupi-$h" netns "nova-$h"
     ip -n "nova-$h" link set "nupi-$h" name mgmt0
-    ip addr add 192.0.2.1/32 dev "nup-$h"
+    ip addr add 198.18.0.1/32 dev "nup-$h"
     ip link set "nup-$h" up
-    ip route add "192.0.2.1$n/32" dev "nup-$h"
-    ip -n "nova-$h" addr add "192.0.2.1$n/32" dev mgmt0
+    ip route add "198.18.0.1$n/32" dev "nup-$h"
+    ip -n "nova-$h" addr add "198.18.0.1$n/32" dev mgmt0
     ip -n "nova-$h" link set mgmt0 up
-    ip -n "nova-$h" route add 192.0.2.1/32 dev mgmt0
+    ip -n "nova-$h" route add 198.18.0.1/32 dev mgmt0
     ip link set "nux-$h" netns "nova-$h"
     ip -n "nova-$h" addr add "198.51.100.$n/24" dev "nux-$h"
     ip -n "nova-$h" link set "nux-$h" up
-    ip -n "nova-$h" route add "192.0.2.1$o/32" dev "nux-$h"
+    ip -n "nova-$h" route add "198.18.0.1$o/32" dev "nux-$h"
 done
 
 # Controller.
-setsid "$BIN/nova-controller" --listen 192.0.2.1:7070 --store "sqlite:$RUN/controller.db" \
+setsid "$BIN/nova-controller" --listen 198.18.0.1:7070 --store "sqlite:$RUN/controller.db" \
     --admin-token-file "$RUN/admin.token" --join-token-file "$RUN/join.token" \
     --heartbeat-ms 5000 >"$RUN/controller.log" 2>&1 < /dev/null &
 echo $! > "$RUN/controller.pid"
@@ -65,10 +65,10 @@ for h in a b; do
     n=$([ $h = a ] && echo 1 || echo 2); peer=$([ $h = a ] && echo 2 || echo 1)
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/hostd-$h.token"
     chmod 600 "$RUN/hostd-$h.token"
-    ip netns exec "nova-$h" setsid "$BIN/nova-hostd" --listen "192.0.2.1$n:7070" --data-dir "$RUN/host-$h" \
+    ip netns exec "nova-$h" setsid "$BIN/nova-hostd" --listen "198.18.0.1$n:7070" --data-dir "$RUN/host-$h" \
         --token-file "$RUN/hostd-$h.token" --controller "$API" --join-token-file "$RUN/join.token" \
         --vmm-bin "$BIN/nova-vmm" --bridge novabr0 --host-cidr "203.0.113.$n/24" \
-        --vxlan-vni 42 --vxlan-dev "nux-$h" --vxlan-peer "192.0.2.1$peer" \
+        --vxlan-vni 42 --vxlan-dev "nux-$h" --vxlan-peer "198.18.0.1$peer" \
         >"$RUN/hostd-$h.log" 2>&1 < /dev/null &
     echo $! > "$RUN/hostd-$h.pid"
 done

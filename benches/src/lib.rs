@@ -1,6 +1,8 @@
 //! What every benchmark shares: timing a process to a console line, reading its
 //! memory, summarising runs, and writing `docs/benchmarks/<name>.{json,md}`.
 
+pub mod qmp;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -128,4 +130,65 @@ mod tests {
         let s = Summary::of(&[4.0, 1.0, 3.0, 2.0]);
         assert_eq!((s.median, s.min, s.max, s.runs), (2.5, 1.0, 4.0, 4));
     }
+}
+
+/// A console line and when it arrived.
+#[derive(Clone, Debug)]
+pub struct Stamped {
+    pub at: Instant,
+    pub text: String,
+    /// False for a last line cut off without its newline.
+    pub complete: bool,
+}
+
+/// Reads a child's stdout lines with arrival times on a thread of its own.
+pub fn collect_lines(stdout: std::process::ChildStdout) -> std::sync::Arc<std::sync::Mutex<Vec<Stamped>>> {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let complete = buf.ends_with(b"\n");
+                    let text = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    l.lock().unwrap().push(Stamped { at: Instant::now(), text, complete });
+                }
+            }
+        }
+    });
+    lines
+}
+
+/// The longest gap between consecutive `NOVA-TICK` lines of the two consoles merged by
+/// arrival time, among ticks after `from`: the pause the guest saw. Also whether the
+/// counter went strictly up by one across both (no tick lost or repeated).
+pub fn guest_pause(src: &[Stamped], dst: &[Stamped], from: Instant) -> (f64, bool) {
+    // A line the switch cut in two: the source printed its start, the destination the rest.
+    let mut src = src.to_vec();
+    let mut dst = dst;
+    if let (Some(last), Some(first)) = (src.last_mut(), dst.first()) {
+        if !last.complete {
+            last.text.push_str(&first.text);
+            last.at = first.at;
+            dst = &dst[1..];
+        }
+    }
+    let mut all: Vec<(Instant, u64)> = src
+        .iter()
+        .chain(dst.iter())
+        .filter(|l| l.at >= from)
+        .filter_map(|l| l.text.strip_prefix("NOVA-TICK ").and_then(|n| n.parse().ok()).map(|n| (l.at, n)))
+        .collect();
+    all.sort_by_key(|(t, _)| *t);
+    let mut gap = Duration::ZERO;
+    let mut continuous = true;
+    for w in all.windows(2) {
+        gap = gap.max(w[1].0 - w[0].0);
+        continuous &= w[1].1 == w[0].1 + 1;
+    }
+    (gap.as_secs_f64() * 1000.0, continuous)
 }

@@ -5,6 +5,9 @@
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT_DIR=${1:-"$HERE/../out"}
+# A relative OUT_DIR is relative to the caller's directory, not to this script's.
+mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
 ABI=$(cd "$HERE/../abi" && pwd)
 cd "$HERE"
 
