@@ -6,6 +6,7 @@
 //! open with [`Message::DataHello`]. Anything malformed ends the migration with an
 //! error, never a panic, and the source keeps running.
 
+use std::borrow::Cow;
 use std::io::{Read, Write};
 
 /// Magic in every Hello, so a stray connection is refused at once.
@@ -163,7 +164,9 @@ impl<'a> Cursor<'a> {
 impl Message {
     /// Encodes the message as one frame.
     pub fn encode(&self) -> Vec<u8> {
-        let mut p = Vec::new();
+        // Length and kind first, patched at the end: the payload is written once.
+        let mut p = Vec::with_capacity(5 + self.payload_hint());
+        p.extend_from_slice(&[0; 5]);
         let kind = match self {
             Message::Hello { version, connections, config } => {
                 p.extend_from_slice(MAGIC);
@@ -218,11 +221,21 @@ impl Message {
                 K_ABORT
             }
         };
-        let mut frame = Vec::with_capacity(p.len() + 5);
-        frame.extend_from_slice(&((p.len() + 1) as u32).to_le_bytes());
-        frame.push(kind);
-        frame.extend_from_slice(&p);
-        frame
+        let len = (p.len() - 4) as u32;
+        p[..4].copy_from_slice(&len.to_le_bytes());
+        p[4] = kind;
+        p
+    }
+
+    /// About how many payload bytes `encode` writes, so it allocates once.
+    fn payload_hint(&self) -> usize {
+        match self {
+            Message::Pages { indices, data, .. } => 5 + indices.len() * 8 + data.len(),
+            Message::ZeroPages { indices } => 4 + indices.len() * 8,
+            Message::State(s) => s.len(),
+            Message::PostcopyState { state, pending } => 4 + pending.len() * 8 + state.len(),
+            _ => 64,
+        }
     }
 
     /// Decodes one frame's kind and payload.
@@ -321,18 +334,20 @@ pub fn recv<R: Read>(r: &mut R) -> Result<Message, ProtocolError> {
 /// Encodes page data (a multiple of 4096 bytes).
 pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
     match c {
-        Compression::None => data.to_vec(),
+        Compression::None => data.to_vec(), // callers move the data instead where it matters
         Compression::Zstd => zstd::bulk::compress(data, 1).expect("zstd compression of memory"),
         Compression::Lz4 => lz4_flex::compress(data),
     }
 }
 
 /// Decodes page data that must come out as exactly `len` bytes.
-pub fn decompress(c: Compression, data: &[u8], len: usize) -> Result<Vec<u8>, ProtocolError> {
-    let out = match c {
-        Compression::None => data.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(data, len).map_err(|e| ProtocolError::Decompress(e.to_string()))?,
-        Compression::Lz4 => lz4_flex::decompress(data, len).map_err(|e| ProtocolError::Decompress(e.to_string()))?,
+pub fn decompress(c: Compression, data: &[u8], len: usize) -> Result<Cow<'_, [u8]>, ProtocolError> {
+    let out: Cow<[u8]> = match c {
+        Compression::None => Cow::Borrowed(data),
+        Compression::Zstd => {
+            Cow::Owned(zstd::bulk::decompress(data, len).map_err(|e| ProtocolError::Decompress(e.to_string()))?)
+        }
+        Compression::Lz4 => Cow::Owned(lz4_flex::decompress(data, len).map_err(|e| ProtocolError::Decompress(e.to_string()))?),
     };
     if out.len() != len {
         return Err(ProtocolError::Decompress(format!("{} bytes, expected {len}", out.len())));
@@ -389,7 +404,7 @@ mod tests {
         let data: Vec<u8> = (0..8192u32).map(|i| (i % 7) as u8).collect();
         for c in [Compression::None, Compression::Zstd, Compression::Lz4] {
             let z = compress(c, &data);
-            assert_eq!(decompress(c, &z, data.len()).unwrap(), data);
+            assert_eq!(&*decompress(c, &z, data.len()).unwrap(), &data[..]);
             assert!(decompress(c, &z[..z.len() / 2], data.len()).is_err());
         }
         assert!(compress(Compression::Zstd, &data).len() < data.len() / 4);

@@ -7,20 +7,23 @@ use std::fs::File;
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
+
+use vm_memory::Bytes;
 
 use super::protocol::{self, Message, VERSION};
 use super::MigrationError;
 use crate::config::VmConfig;
 use crate::dirty::DirtyBitmap;
-use crate::memory::PAGE_SIZE;
+use crate::memory::{GuestMemory, PAGE_SIZE};
 use crate::vm::{MemorySource, Vm};
 
-/// Writes received pages into the memfd at their RAM offsets.
+/// Writes received pages into guest RAM (through the VM's mapping: one copy, no
+/// syscall per page); zero pages become holes in the memfd.
 struct PageSink {
+    mem: GuestMemory,
     memfd: File,
     pages: usize,
 }
@@ -32,9 +35,11 @@ impl PageSink {
                 let data = protocol::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
                 for (i, p) in indices.iter().enumerate() {
                     self.check(*p)?;
-                    self.memfd
-                        .write_all_at(&data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE], p * PAGE_SIZE as u64)
-                        .map_err(MigrationError::Memory)?;
+                    let gpa = crate::dirty::page_gpa(&self.mem, *p as usize)
+                        .ok_or_else(|| MigrationError::Unexpected(format!("page {p}"), "a page inside guest RAM"))?;
+                    self.mem
+                        .write_slice(&data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE], gpa)
+                        .map_err(|e| MigrationError::Memory(std::io::Error::other(e)))?;
                 }
             }
             Message::ZeroPages { indices } => {
@@ -98,11 +103,10 @@ fn receive_on(
         serde_json::from_slice(&config).map_err(|e| MigrationError::Vm(format!("VM configuration in the stream: {e}")))?;
     adjust(&mut config);
     let memfd = crate::memory::create_memfd(config.mem_mib).map_err(|e| MigrationError::Vm(e.to_string()))?;
-    let sink = Arc::new(PageSink {
-        memfd: memfd.try_clone().map_err(MigrationError::Memory)?,
-        pages: ((config.mem_mib << 20) as usize) / PAGE_SIZE,
-    });
+    let pages = ((config.mem_mib << 20) as usize) / PAGE_SIZE;
+    let sink_memfd = memfd.try_clone().map_err(MigrationError::Memory)?;
     let vm = Arc::new(Vm::build(config, MemorySource::Memfd(memfd))?);
+    let sink = Arc::new(PageSink { mem: vm.mem.clone(), memfd: sink_memfd, pages });
     protocol::send(writer, &Message::Welcome)?;
 
     // Data connections: each thread applies its pages and reports every Flush.

@@ -4,7 +4,6 @@
 
 use std::io::BufReader;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,15 +53,6 @@ impl Limiter {
     }
 }
 
-/// Reads guest RAM pages: through the memfd (a hole reads as zeros without being
-/// allocated) or, for RAM mapped from a snapshot, through the mapping.
-fn read_page(vm: &Vm, page: usize, buf: &mut [u8]) -> std::io::Result<()> {
-    match vm.memfd() {
-        Some(f) => f.read_exact_at(buf, (page * PAGE_SIZE) as u64),
-        None => vm.read_page(page, buf),
-    }
-}
-
 fn is_zero(page: &[u8]) -> bool {
     page.chunks_exact(16).all(|c| u128::from_ne_bytes(c.try_into().unwrap()) == 0)
 }
@@ -88,17 +78,25 @@ impl Ctx<'_> {
 /// Sends `pages` on `conn`. In the first pass zero pages are skipped (the destination's
 /// memory starts zeroed); later they are sent as `ZeroPages`.
 fn send_pages(ctx: &Ctx, conn: &mut TcpStream, pages: &[usize], first_pass: bool) -> Result<(), MigrationError> {
-    let mut page = vec![0u8; PAGE_SIZE];
     let mut data = Vec::with_capacity(BATCH_PAGES * PAGE_SIZE);
     let mut indices = Vec::with_capacity(BATCH_PAGES);
     let mut zeros = Vec::new();
     let flush = |conn: &mut TcpStream, indices: &mut Vec<u64>, data: &mut Vec<u8>, zeros: &mut Vec<u64>| -> Result<(), MigrationError> {
         if !indices.is_empty() {
-            let payload = protocol::compress(ctx.compression, data);
-            if ctx.compression != Compression::None {
-                ctx.counters.compressed.fetch_add(indices.len() as u64, Ordering::Relaxed);
+            // Uncompressed pages move into the message and back: no copy but the frame's.
+            let payload = match ctx.compression {
+                Compression::None => std::mem::take(data),
+                c => {
+                    ctx.counters.compressed.fetch_add(indices.len() as u64, Ordering::Relaxed);
+                    protocol::compress(c, data)
+                }
+            };
+            let msg = Message::Pages { indices: std::mem::take(indices), compression: ctx.compression, data: payload };
+            let frame = msg.encode();
+            if let (Compression::None, Message::Pages { data: buf, indices: idx, .. }) = (ctx.compression, msg) {
+                (*data, *indices) = (buf, idx);
+                indices.clear();
             }
-            let frame = Message::Pages { indices: std::mem::take(indices), compression: ctx.compression, data: payload }.encode();
             ctx.limiter.take(frame.len());
             std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
             ctx.counters.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -113,15 +111,18 @@ fn send_pages(ctx: &Ctx, conn: &mut TcpStream, pages: &[usize], first_pass: bool
         ctx.check_cancel()
     };
     for &p in pages {
-        read_page(ctx.vm, p, &mut page).map_err(MigrationError::Memory)?;
-        if is_zero(&page) {
+        // Straight into the batch; dropped again if it is zero.
+        let at = data.len();
+        data.resize(at + PAGE_SIZE, 0);
+        ctx.vm.read_page(p, &mut data[at..]).map_err(MigrationError::Memory)?;
+        if is_zero(&data[at..]) {
+            data.truncate(at);
             ctx.counters.zero.fetch_add(1, Ordering::Relaxed);
             if !first_pass {
                 zeros.push(p as u64);
             }
         } else {
             indices.push(p as u64);
-            data.extend_from_slice(&page);
             ctx.counters.sent.fetch_add(1, Ordering::Relaxed);
         }
         if indices.len() == BATCH_PAGES || zeros.len() >= 4 * BATCH_PAGES {
@@ -273,6 +274,10 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
         let t = Instant::now();
         let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
         send_spread(&ctx, &mut conns, &touched, true)?;
+        // Rounds end when the destination has applied them, not when the socket took
+        // them: megabytes sit in socket buffers, and a bandwidth measured at the sender
+        // would promise a stop-and-copy that then waits for that backlog.
+        flush_all(&mut conns, &mut reader)?;
         let mut last_ms = t.elapsed().as_secs_f64() * 1000.0;
         let mut bandwidth = (ctx.counters.bytes.load(Ordering::Relaxed) - b0) as f64 / last_ms.max(0.05); // bytes/ms
         publish(&ctx);
@@ -308,6 +313,7 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
             let t = Instant::now();
             let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
             send_spread(&ctx, &mut conns, &pages, false)?;
+            flush_all(&mut conns, &mut reader)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             let sent = ctx.counters.bytes.load(Ordering::Relaxed) - b0;
             bandwidth = sent as f64 / ms.max(0.05);
@@ -410,5 +416,5 @@ fn flush_all(conns: &mut [TcpStream], reader: &mut BufReader<TcpStream>) -> Resu
 
 /// Pages of a paused VM for the post-copy server.
 fn ctx_page_source(vm: &Vm) -> impl Fn(usize, &mut [u8]) -> std::io::Result<()> + '_ {
-    move |p, buf| read_page(vm, p, buf)
+    move |p, buf| vm.read_page(p, buf)
 }
