@@ -221,11 +221,6 @@ impl Vm {
         let kind = kvm::detect_kind();
         let kvm = kvm::open()?;
         let vm_fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
-        vm_fd.set_tss_address(KVM_TSS_ADDR).map_err(ioctl("KVM_SET_TSS_ADDR"))?;
-        vm_fd.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-        vm_fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
-
         let mem_bytes = config.mem_mib << 20;
         let (memfd, mem) = match source {
             MemorySource::Fresh => {
@@ -239,7 +234,13 @@ impl Vm {
             }
             MemorySource::SharedFile(file) => (None, memory::map_file_private(&file, mem_bytes)?),
         };
+        // Memory before the irqchip: once the irqchip exists, every memslot change
+        // waits out an SRCU grace period, which costs milliseconds on PVM hosts.
         crate::dirty::set_slots(&vm_fd, &mem, 0).map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        vm_fd.set_tss_address(KVM_TSS_ADDR).map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        vm_fd.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm_fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
 
         let exit = Arc::new(ExitSignal::new().map_err(setup("eventfd"))?);
         let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;

@@ -1,7 +1,7 @@
 //! The 8250 UART on COM1 (output only) and line building: every console line is
 //! assembled in a buffer and written whole under a spinlock shared by all vCPUs.
 
-use crate::cpu::{inb, outb};
+use crate::cpu::inb;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 const COM1: u16 = 0x3f8;
@@ -10,11 +10,29 @@ const LSR_THRE: u8 = 0x20;
 
 static LOCK: AtomicBool = AtomicBool::new(false);
 
-fn putc(b: u8) {
-    while inb(LSR) & LSR_THRE == 0 {
-        core::hint::spin_loop();
+/// Bytes a 16550's transmit FIFO takes once THRE says it is empty.
+const TX_FIFO: usize = 16;
+
+/// Writes `bytes` a FIFO-load at a time: one LSR poll and one `rep outsb` per 16
+/// bytes (the entry code enabled the FIFOs), as Linux's 8250 driver does for a 16550A.
+/// Each port access is a VM exit, so this is 2 exits per 16 bytes instead of 2 per byte.
+fn put(bytes: &[u8]) {
+    for chunk in bytes.chunks(TX_FIFO) {
+        while inb(LSR) & LSR_THRE == 0 {
+            core::hint::spin_loop();
+        }
+        // SAFETY: reads `chunk` (rsi, rcx bytes) and writes them to COM1's THR; the
+        // direction flag is clear (Rust ABI).
+        unsafe {
+            core::arch::asm!(
+                "rep outsb",
+                inout("rsi") chunk.as_ptr() => _,
+                inout("rcx") chunk.len() => _,
+                in("dx") COM1,
+                options(nostack, preserves_flags, readonly)
+            )
+        };
     }
-    outb(COM1, b);
 }
 
 /// One console line under construction (at most 160 bytes; longer is truncated).
@@ -117,10 +135,11 @@ impl Line {
         {
             core::hint::spin_loop();
         }
-        for &b in self.buf.iter().take(self.len) {
-            putc(b);
-        }
-        putc(b'\n');
+        let mut out = [0u8; 161];
+        let n = self.len.min(160);
+        out[..n].copy_from_slice(&self.buf[..n]);
+        out[n] = b'\n';
+        put(&out[..=n]);
         LOCK.store(false, Ordering::Release);
     }
 }

@@ -24,28 +24,37 @@ impl Trigger for IrqTrigger {
 }
 
 /// Where console bytes go, unbuffered like the wire it stands for: a byte the guest
-/// wrote is out of the process at once, so it is neither late nor lost when the
-/// process ends (after a migration the next byte comes from the destination).
+/// wrote is out of the process by the end of the port write that carried it, so it is
+/// neither late nor lost when the process ends (after a migration the next byte comes
+/// from the destination). A string write (`rep outsb`) leaves in one `write(2)`.
 pub struct ConsoleOut {
     out: Box<dyn Write + Send>,
     bytes: u64,
+    /// Bytes of the port write in progress.
+    pending: Vec<u8>,
+    /// Set while one port write feeds several bytes through the UART.
+    hold: bool,
 }
 
 impl ConsoleOut {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out, bytes: 0 }
+        Self { out, bytes: 0, pending: Vec::new(), hold: false }
     }
 }
 
 impl Write for ConsoleOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.bytes += buf.len() as u64;
-        self.out.write_all(buf)?;
-        self.out.flush()?;
+        self.pending.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        if self.hold || self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.out.write_all(&self.pending).and_then(|_| self.out.flush());
+        self.pending.clear();
+        r
     }
 }
 
@@ -97,9 +106,63 @@ impl BusDevice for SerialDevice {
         }
     }
     fn write(&mut self, offset: u64, data: &[u8]) {
+        // An unwritable console must not stop the guest; bytes are dropped.
         if data.len() == 1 && offset < 8 {
-            // An unwritable console must not stop the guest; bytes are dropped.
             let _ = self.serial.write(offset as u8, data[0]);
+        } else if offset == 0 && data.len() <= 4096 {
+            // `rep outsb` to the data register: bytes in order, out in one write.
+            self.serial.writer_mut().hold = true;
+            for &b in data {
+                let _ = self.serial.write(0, b);
+            }
+            let out = self.serial.writer_mut();
+            out.hold = false;
+            let _ = out.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records each `write(2)`-sized chunk the console emits.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn uart() -> (SerialDevice, Writes) {
+        let w = Writes::default();
+        (SerialDevice::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), Box::new(w.clone())), w)
+    }
+
+    #[test]
+    fn each_byte_written_to_the_data_port_leaves_at_once() {
+        let (mut dev, w) = uart();
+        for b in b"ok\n" {
+            dev.write(0, &[*b]);
+        }
+        assert_eq!(*w.0.lock().unwrap(), vec![b"o".to_vec(), b"k".to_vec(), b"\n".to_vec()]);
+        assert_eq!(dev.bytes_out(), 3);
+    }
+
+    #[test]
+    fn a_string_write_leaves_whole_and_in_order() {
+        let (mut dev, w) = uart();
+        dev.write(0, b"NOVA-BOOTED\n");
+        dev.write(0, b"x");
+        assert_eq!(*w.0.lock().unwrap(), vec![b"NOVA-BOOTED\n".to_vec(), b"x".to_vec()]);
+        assert_eq!(dev.bytes_out(), 13);
     }
 }
