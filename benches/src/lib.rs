@@ -106,18 +106,31 @@ pub fn host_tsc_khz() -> u64 {
 
 /// QEMU microvm with KVM, the peer every benchmark compares with: `-kernel` boot of
 /// the same guest, guest RAM in a memfd like nova-vmm's, serial on stdout.
-pub fn qemu_microvm(guest: &Path, mem_mib: u64, vcpus: u8, append: &str) -> Command {
+pub fn qemu_microvm(guest: &Path, mem_mib: u64, vcpus: u8, append: &str, ram: QemuRam) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-M", "microvm,x-option-roms=off,rtc=off,memory-backend=mem"])
-        .args(["-enable-kvm", "-cpu", "host,-arch-capabilities"])
+    c.args(["-M", "microvm,x-option-roms=off,rtc=off"]);
+    if ram == QemuRam::Memfd {
+        c.args(["-machine", "memory-backend=mem"])
+            .args(["-object", &format!("memory-backend-memfd,id=mem,size={mem_mib}M")]);
+    }
+    c.args(["-enable-kvm", "-cpu", "host,-arch-capabilities"])
         .args(["-m", &format!("{mem_mib}M"), "-smp", &vcpus.to_string()])
-        .args(["-object", &format!("memory-backend-memfd,id=mem,size={mem_mib}M")])
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
         .args(["-global", "virtio-mmio.force-legacy=false"])
         .arg("-kernel")
         .arg(guest)
         .args(["-append", append]);
     c
+}
+
+/// How QEMU backs guest RAM.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum QemuRam {
+    /// A memfd, like nova-vmm's: memory figures compare like with like.
+    Memfd,
+    /// QEMU's default anonymous RAM: its fastest migration (on a memfd it reads every
+    /// never-touched page through the mapping, which allocates it: 1 GiB takes seconds).
+    Anonymous,
 }
 
 #[cfg(test)]
@@ -129,6 +142,28 @@ mod tests {
         assert_eq!(Summary::of(&[3.0, 1.0, 2.0]).median, 2.0);
         let s = Summary::of(&[4.0, 1.0, 3.0, 2.0]);
         assert_eq!((s.median, s.min, s.max, s.runs), (2.5, 1.0, 4.0, 4));
+    }
+
+    fn line(t0: Instant, ms: u64, text: &str, complete: bool) -> Stamped {
+        Stamped { at: t0 + Duration::from_millis(ms), text: text.into(), complete }
+    }
+
+    #[test]
+    fn the_pause_spans_the_switch_and_the_worst_stall_may_lie_elsewhere() {
+        let t0 = Instant::now();
+        let src = [line(t0, 1, "NOVA-TICK 1", true), line(t0, 9, "NOVA-TICK 2", true), line(t0, 10, "NOVA-TI", false)];
+        let dst = [line(t0, 14, "CK 3", true), line(t0, 15, "NOVA-TICK 4", true)];
+        let v = guest_view(&src, &dst, t0);
+        assert_eq!((v.pause_ms.round(), v.worst_stall_ms.round(), v.continuous), (5.0, 8.0, true));
+    }
+
+    #[test]
+    fn a_repeated_tick_breaks_continuity() {
+        let t0 = Instant::now();
+        let src = [line(t0, 1, "NOVA-TICK 1", true)];
+        let dst = [line(t0, 3, "NOVA-TICK 1", true)];
+        let v = guest_view(&src, &dst, t0);
+        assert_eq!((v.pause_ms.round(), v.continuous), (2.0, false));
     }
 }
 
@@ -163,32 +198,55 @@ pub fn collect_lines(stdout: std::process::ChildStdout) -> std::sync::Arc<std::s
     lines
 }
 
-/// The longest gap between consecutive `NOVA-TICK` lines of the two consoles merged by
-/// arrival time, among ticks after `from`: the pause the guest saw. Also whether the
-/// counter went strictly up by one across both (no tick lost or repeated).
-pub fn guest_pause(src: &[Stamped], dst: &[Stamped], from: Instant) -> (f64, bool) {
+/// What the guest saw of a migration, from its `NOVA-TICK` lines (one per ms) on both
+/// consoles merged by host arrival time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GuestView {
+    /// The gap across the switch: last tick from the source to first from the
+    /// destination (a line the switch cut in two counts as the destination's).
+    pub pause_ms: f64,
+    /// The longest gap between any two ticks from `from` on: the switch, or a stall
+    /// the migration caused before it (dirty logging) or after it (post-copy faults).
+    pub worst_stall_ms: f64,
+    /// The counter went up by exactly one from line to line: nothing lost or repeated.
+    pub continuous: bool,
+}
+
+/// Reads a migration's effect on the guest from both consoles' lines after `from`.
+pub fn guest_view(src: &[Stamped], dst: &[Stamped], from: Instant) -> GuestView {
     // A line the switch cut in two: the source printed its start, the destination the rest.
     let mut src = src.to_vec();
     let mut dst = dst;
+    let mut joined = false;
     if let (Some(last), Some(first)) = (src.last_mut(), dst.first()) {
         if !last.complete {
             last.text.push_str(&first.text);
             last.at = first.at;
             dst = &dst[1..];
+            joined = true;
         }
     }
-    let mut all: Vec<(Instant, u64)> = src
-        .iter()
-        .chain(dst.iter())
-        .filter(|l| l.at >= from)
-        .filter_map(|l| l.text.strip_prefix("NOVA-TICK ").and_then(|n| n.parse().ok()).map(|n| (l.at, n)))
-        .collect();
-    all.sort_by_key(|(t, _)| *t);
-    let mut gap = Duration::ZERO;
-    let mut continuous = true;
-    for w in all.windows(2) {
-        gap = gap.max(w[1].0 - w[0].0);
-        continuous &= w[1].1 == w[0].1 + 1;
+    let tick = |l: &Stamped| l.text.strip_prefix("NOVA-TICK ").and_then(|n| n.parse::<u64>().ok());
+    let ticks = |lines: &[Stamped], from_dst: bool| -> Vec<(Instant, u64, bool)> {
+        lines.iter().filter(|l| l.at >= from).filter_map(|l| tick(l).map(|n| (l.at, n, from_dst))).collect()
+    };
+    let mut all = ticks(&src, false);
+    if joined && src.last().and_then(tick).is_some() {
+        // The joined line arrived with the destination's output.
+        if let Some(last) = all.last_mut() {
+            last.2 = true;
+        }
     }
-    (gap.as_secs_f64() * 1000.0, continuous)
+    all.extend(ticks(dst, true));
+    all.sort_by_key(|(t, _, _)| *t);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut view = GuestView { pause_ms: f64::NAN, worst_stall_ms: 0.0, continuous: true };
+    for w in all.windows(2) {
+        view.worst_stall_ms = view.worst_stall_ms.max(ms(w[1].0 - w[0].0));
+        view.continuous &= w[1].1 == w[0].1 + 1;
+        if !w[0].2 && w[1].2 {
+            view.pause_ms = ms(w[1].0 - w[0].0);
+        }
+    }
+    view
 }

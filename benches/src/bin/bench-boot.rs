@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use nova_benches::{qemu_microvm, rss_kib, spawn_until, write_report, Summary};
+use nova_benches::{qemu_microvm, rss_kib, QemuRam, spawn_until, write_report, Summary};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             let (b, m) = boot_once(nova)?;
             nb.push(b);
             nm.push(m);
-            let (b, m) = boot_once(qemu_microvm(&a.guest, mem, 1, cmdline))?;
+            let (b, m) = boot_once(qemu_microvm(&a.guest, mem, 1, cmdline, QemuRam::Memfd))?;
             qb.push(b);
             qm.push(m);
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nova_benches::qmp::Qmp;
-use nova_benches::{collect_lines, guest_pause, host_tsc_khz, write_report, Stamped, Summary};
+use nova_benches::{collect_lines, guest_view, host_tsc_khz, write_report, Stamped, Summary};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -44,9 +44,25 @@ struct Run {
     converged: bool,
     downtime_ms: f64,
     guest_pause_ms: f64,
+    worst_stall_ms: f64,
     counter_continuous: bool,
     total_ms: f64,
     bytes: u64,
+}
+
+impl Run {
+    /// A run that did not complete (the error is in the progress log).
+    fn failed() -> Run {
+        Run {
+            converged: false,
+            downtime_ms: f64::NAN,
+            guest_pause_ms: f64::NAN,
+            worst_stall_ms: f64::NAN,
+            counter_continuous: false,
+            total_ms: f64::NAN,
+            bytes: 0,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -58,6 +74,7 @@ struct Cell {
     runs: Vec<Run>,
     downtime_ms: Summary,
     guest_pause_ms: Summary,
+    worst_stall_ms: Summary,
     total_ms: Summary,
     bytes: Summary,
     converged: usize,
@@ -142,19 +159,20 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
         bail!("nova migration failed: {r}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (pause, continuous) = guest_pause(&src.lines(), &dst.lines(), start);
+    let v = guest_view(&src.lines(), &dst.lines(), start);
     Ok(Run {
         converged: r["converged"].as_bool().unwrap_or(false),
         downtime_ms: r["downtime_ms"].as_f64().unwrap_or(f64::NAN),
-        guest_pause_ms: pause,
-        counter_continuous: continuous,
+        guest_pause_ms: v.pause_ms,
+        worst_stall_ms: v.worst_stall_ms,
+        counter_continuous: v.continuous,
         total_ms: r["total_ms"].as_f64().unwrap_or(f64::NAN),
         bytes: r["bytes_sent"].as_u64().unwrap_or(0),
     })
 }
 
 fn qemu(a: &Args, mem: u64, workload: &str, qmp: &Path, incoming: Option<u16>) -> Command {
-    let mut c = nova_benches::qemu_microvm(&a.guest, mem, 1, &format!("{} nova.tsc_khz={}", cmdline(workload), host_tsc_khz()));
+    let mut c = nova_benches::qemu_microvm(&a.guest, mem, 1, &format!("{} nova.tsc_khz={}", cmdline(workload), host_tsc_khz()), nova_benches::QemuRam::Anonymous);
     c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
     if let Some(p) = incoming {
         c.args(["-incoming", &format!("tcp:127.0.0.1:{p}")]);
@@ -195,26 +213,20 @@ fn qemu_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
         }
         if start.elapsed() > deadline {
             let _ = s.cmd("migrate_cancel", json!({}));
-            return Ok(Run {
-                converged: false,
-                downtime_ms: f64::NAN,
-                guest_pause_ms: f64::NAN,
-                counter_continuous: true,
-                total_ms: f64::NAN,
-                bytes: info["ram"]["transferred"].as_u64().unwrap_or(0),
-            });
+            return Ok(Run { bytes: info["ram"]["transferred"].as_u64().unwrap_or(0), ..Run::failed() });
         }
     };
     if info["status"] != "completed" {
         bail!("QEMU migration failed: {info}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (pause, continuous) = guest_pause(&src.lines(), &dst.lines(), start);
+    let v = guest_view(&src.lines(), &dst.lines(), start);
     Ok(Run {
         converged: true,
         downtime_ms: info["downtime"].as_f64().unwrap_or(f64::NAN),
-        guest_pause_ms: pause,
-        counter_continuous: continuous,
+        guest_pause_ms: v.pause_ms,
+        worst_stall_ms: v.worst_stall_ms,
+        counter_continuous: v.continuous,
         total_ms: info["total-time"].as_f64().unwrap_or(f64::NAN),
         bytes: info["ram"]["transferred"].as_u64().unwrap_or(0),
     })
@@ -230,6 +242,7 @@ fn summarize(mem: u64, workload: &str, mode: &str, vmm: &'static str, runs: Vec<
         vmm,
         downtime_ms: f(|r| r.downtime_ms),
         guest_pause_ms: f(|r| r.guest_pause_ms),
+        worst_stall_ms: f(|r| r.worst_stall_ms),
         total_ms: f(|r| r.total_ms),
         bytes: f(|r| r.bytes as f64),
         converged: ok.len(),
@@ -286,8 +299,8 @@ fn main() -> anyhow::Result<()> {
                     let n = nova_run(&a, mem, workload, mode, &dir);
                     let q = qemu_run(&a, mem, workload, mode, &dir);
                     eprintln!("{mem} MiB {workload} {mode} run {run}: nova {n:?} | qemu {q:?}");
-                    nova.push(n.unwrap_or(Run { converged: false, downtime_ms: f64::NAN, guest_pause_ms: f64::NAN, counter_continuous: false, total_ms: f64::NAN, bytes: 0 }));
-                    qemu.push(q.unwrap_or(Run { converged: false, downtime_ms: f64::NAN, guest_pause_ms: f64::NAN, counter_continuous: false, total_ms: f64::NAN, bytes: 0 }));
+                    nova.push(n.unwrap_or_else(|_| Run::failed()));
+                    qemu.push(q.unwrap_or_else(|_| Run::failed()));
                 }
                 cells.push(summarize(mem, workload, mode, "nova-vmm", nova));
                 cells.push(summarize(mem, workload, mode, "qemu", qemu));
@@ -313,14 +326,18 @@ fn main() -> anyhow::Result<()> {
     md.push_str(&format!("Command: `{command}`\n\n"));
     md.push_str(&format!(
         "Test guest with `counter` beside each workload, runs alternated between the VMMs. nova-vmm: defaults \
-         (downtime target 5 ms). QEMU 7.2: downtime-limit {} ms, max-bandwidth unlimited, postcopy-ram for its \
+         (downtime target 5 ms). QEMU 7.2: its default anonymous RAM (its fastest), downtime-limit {} ms, max-bandwidth unlimited, postcopy-ram for its \
          post-copy and hybrid runs (hybrid: migrate-start-postcopy after the third dirty sync). \
-         *pause* is what the guest saw: the longest gap between NOVA-TICK lines of both consoles merged by host \
-         arrival time. Medians over converged runs, worst in brackets; `conv` = runs that completed within 60 s.\n\n",
+         *pause* is what the guest saw of the switch: the gap from the source's last NOVA-TICK line to the \
+         destination's first, both consoles read at once and merged by host arrival time; *stall* is the longest \
+         gap anywhere from the start of the migration (dirty logging before the switch, post-copy faults after it). \
+         The counter prints a line per ms, each byte a VM exit, so a gap includes printing one line. \
+         Medians over converged runs, worst in brackets; `conv` = runs that completed within 60 s; `cont` = runs \
+         whose counter never skipped or repeated.\n\n",
         a.qemu_downtime_ms
     ));
-    md.push_str("| mem | workload | mode | nova pause ms | QEMU pause ms | pause ratio | nova downtime ms | QEMU downtime ms | nova total ms | QEMU total ms | total ratio | nova MB | QEMU MB | conv nova/QEMU |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| mem | workload | mode | nova pause ms | QEMU pause ms | pause ratio | nova stall ms | QEMU stall ms | nova downtime ms | QEMU downtime ms | nova total ms | QEMU total ms | total ratio | nova MB | QEMU MB | conv nova/QEMU | cont nova/QEMU |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut ratios = Vec::new();
     for pair in cells.chunks(2) {
         let (n, q) = (&pair[0], &pair[1]);
@@ -328,12 +345,14 @@ fn main() -> anyhow::Result<()> {
         let tr = n.total_ms.median / q.total_ms.median;
         ratios.push(json!({"mem_mib": n.mem_mib, "workload": n.workload, "mode": n.mode, "pause_ratio": pr, "total_ratio": tr}));
         md.push_str(&format!(
-            "| {} | {} | {} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {}/{} |\n",
+            "| {} | {} | {} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.2} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {}/{} | {}/{} |\n",
             n.mem_mib, n.workload, n.mode,
             n.guest_pause_ms.median, n.guest_pause_ms.max, q.guest_pause_ms.median, q.guest_pause_ms.max, pr,
+            n.worst_stall_ms.median, n.worst_stall_ms.max, q.worst_stall_ms.median, q.worst_stall_ms.max,
             n.downtime_ms.median, n.downtime_ms.max, q.downtime_ms.median, q.downtime_ms.max,
             n.total_ms.median, q.total_ms.median, tr,
             n.bytes.median / 1e6, q.bytes.median / 1e6, n.converged, q.converged,
+            n.runs.iter().filter(|r| r.counter_continuous).count(), q.runs.iter().filter(|r| r.counter_continuous).count(),
         ));
     }
     md.push_str("\n## Snapshots (nova-vmm)\n\nCreate: `ctl snapshot create` wall time on a guest running `counter`. Restore: process start to the restored guest's first `NOVA-TICK` line.\n\n");
