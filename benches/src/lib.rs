@@ -227,6 +227,9 @@ pub fn guest_view(src: &[Stamped], dst: &[Stamped], from: Instant) -> GuestView 
         }
     }
     let tick = |l: &Stamped| l.text.strip_prefix("NOVA-TICK ").and_then(|n| n.parse::<u64>().ok());
+    // Guest order is the source's lines, then the destination's: the source stops
+    // before the destination starts. (Sorting by arrival could swap two lines whose
+    // reader threads ran late.)
     let ticks = |lines: &[Stamped], from_dst: bool| -> Vec<(Instant, u64, bool)> {
         lines.iter().filter(|l| l.at >= from).filter_map(|l| tick(l).map(|n| (l.at, n, from_dst))).collect()
     };
@@ -238,14 +241,13 @@ pub fn guest_view(src: &[Stamped], dst: &[Stamped], from: Instant) -> GuestView 
         }
     }
     all.extend(ticks(dst, true));
-    all.sort_by_key(|(t, _, _)| *t);
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
     let mut view = GuestView { pause_ms: f64::NAN, worst_stall_ms: 0.0, continuous: true };
     for w in all.windows(2) {
-        view.worst_stall_ms = view.worst_stall_ms.max(ms(w[1].0 - w[0].0));
+        view.worst_stall_ms = view.worst_stall_ms.max(ms(w[0].0, w[1].0));
         view.continuous &= w[1].1 == w[0].1 + 1;
         if !w[0].2 && w[1].2 {
-            view.pause_ms = ms(w[1].0 - w[0].0);
+            view.pause_ms = ms(w[0].0, w[1].0);
         }
     }
     view

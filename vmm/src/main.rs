@@ -134,14 +134,9 @@ fn init_logging() {
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let vm = if let Some(to) = args.incoming.clone() {
         let addr = to.strip_prefix("tcp:").context("--incoming: expected tcp:ADDR:PORT")?.to_string();
-        // The VM is already running when receive returns.
-        let vm = nova_vmm::migration::receiver::receive(&addr, |c| args.adjust(c))?;
-        report_kind(&vm);
-        let _api = match &vm.config.api_sock {
-            Some(path) => Some(nova_vmm::api::serve(path, vm.clone())?),
-            None => None,
-        };
-        return Ok(finish(vm.wait()));
+        // The VM is already running when receive returns (`start` below is a no-op),
+        // so its API opens only once it runs here.
+        nova_vmm::migration::receiver::receive(&addr, |c| args.adjust(c))?
     } else if let Some(dir) = args.restore.clone() {
         let mode = if args.lazy {
             RestoreMode::Lazy
@@ -150,11 +145,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             RestoreMode::Eager
         };
-        snapshot::restore(&dir, mode, |c| args.adjust(c))?
+        std::sync::Arc::new(snapshot::restore(&dir, mode, |c| args.adjust(c))?)
     } else {
-        Vm::create(args.into_config()?)?
+        std::sync::Arc::new(Vm::create(args.into_config()?)?)
     };
-    let vm = std::sync::Arc::new(vm);
     report_kind(&vm);
     let _api = match &vm.config.api_sock {
         Some(path) => Some(nova_vmm::api::serve(path, vm.clone())?),

@@ -104,9 +104,15 @@ impl RunControl {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Blocks while paused; false once the VM is stopping.
-    fn checkpoint(&self) -> bool {
+    /// Blocks while paused; false once the VM is stopping. `settle` runs first when a
+    /// pause is wanted, outside the lock, to finish the vCPU's last exit.
+    fn checkpoint(&self, settle: impl FnOnce()) -> bool {
         let mut s = self.lock();
+        if s.want == Want::Pause {
+            drop(s);
+            settle();
+            s = self.lock();
+        }
         if s.want == Want::Pause {
             s.paused += 1;
             self.cond.notify_all();
@@ -204,7 +210,7 @@ pub fn spawn(index: u8, fd: Arc<Mutex<VcpuFd>>, ctx: VcpuContext) -> std::io::Re
 }
 
 fn run(index: u8, fd: &Mutex<VcpuFd>, ctx: &VcpuContext) {
-    while ctx.control.checkpoint() {
+    while ctx.control.checkpoint(|| settle(&mut fd.lock().unwrap_or_else(|e| e.into_inner()))) {
         // Uncontended while running; the VM takes it only while the vCPU is paused.
         let exit = run_once(index, &mut fd.lock().unwrap_or_else(|e| e.into_inner()), ctx);
         if let Some(exit) = exit {
@@ -214,6 +220,22 @@ fn run(index: u8, fd: &Mutex<VcpuFd>, ctx: &VcpuContext) {
             return;
         }
     }
+}
+
+/// Completes the vCPU's last I/O or MMIO exit inside KVM before it parks: until the
+/// next KVM_RUN, an `out` or MMIO write whose effect the VMM already performed still
+/// has its RIP on the instruction (and an `in` or MMIO read has not loaded its
+/// register), so state saved now would replay it on the destination, printing a
+/// console byte twice. KVM_RUN with `immediate_exit` set finishes the instruction and
+/// returns EINTR without running the guest.
+fn settle(fd: &mut VcpuFd) {
+    fd.set_kvm_immediate_exit(1);
+    match fd.run() {
+        Err(e) if e.errno() == libc::EINTR => {}
+        Err(e) => tracing::warn!("completing the last exit before a pause: {e}"),
+        Ok(exit) => tracing::warn!("completing the last exit before a pause: unexpected exit {exit:?}"),
+    }
+    fd.set_kvm_immediate_exit(0);
 }
 
 /// One KVM_RUN and its exit; `Some` when the VM must stop.
