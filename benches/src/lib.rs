@@ -176,26 +176,49 @@ pub struct Stamped {
     pub complete: bool,
 }
 
-/// Reads a child's stdout lines with arrival times on a thread of its own.
-pub fn collect_lines(stdout: std::process::ChildStdout) -> std::sync::Arc<std::sync::Mutex<Vec<Stamped>>> {
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let l = lines.clone();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let complete = buf.ends_with(b"\n");
-                    let text = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    l.lock().unwrap().push(Stamped { at: Instant::now(), text, complete });
+/// A child's stdout lines with arrival times, read on a thread of its own.
+pub struct LineReader {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Stamped>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LineReader {
+    pub fn start(stdout: std::process::ChildStdout) -> LineReader {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        let thread = std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let complete = buf.ends_with(b"\n");
+                        // Only the line end goes: a cut line's trailing space is content.
+                        let end = buf.len() - usize::from(complete);
+                        let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        l.lock().unwrap().push(Stamped { at: Instant::now(), text, complete });
+                    }
                 }
             }
+        });
+        LineReader { lines, thread: Some(thread) }
+    }
+
+    /// The lines so far.
+    pub fn lines(&self) -> Vec<Stamped> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Every line, once the child has closed its stdout (a last line without its
+    /// newline included).
+    pub fn finish(&mut self) -> Vec<Stamped> {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
-    });
-    lines
+        self.lines()
+    }
 }
 
 /// What the guest saw of a migration, from its `NOVA-TICK` lines (one per ms) on both
@@ -245,7 +268,10 @@ pub fn guest_view(src: &[Stamped], dst: &[Stamped], from: Instant) -> GuestView 
     let mut view = GuestView { pause_ms: f64::NAN, worst_stall_ms: 0.0, continuous: true };
     for w in all.windows(2) {
         view.worst_stall_ms = view.worst_stall_ms.max(ms(w[0].0, w[1].0));
-        view.continuous &= w[1].1 == w[0].1 + 1;
+        if w[1].1 != w[0].1 + 1 && view.continuous {
+            eprintln!("counter went from {} to {}", w[0].1, w[1].1);
+            view.continuous = false;
+        }
         if !w[0].2 && w[1].2 {
             view.pause_ms = ms(w[0].0, w[1].0);
         }

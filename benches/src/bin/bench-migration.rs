@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nova_benches::qmp::Qmp;
-use nova_benches::{collect_lines, guest_view, host_tsc_khz, write_report, Stamped, Summary};
+use nova_benches::{guest_view, Stamped, host_tsc_khz, write_report, LineReader, Summary};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -82,7 +82,7 @@ struct Cell {
 
 struct Guest {
     child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<Stamped>>>,
+    lines: LineReader,
 }
 
 impl Drop for Guest {
@@ -96,21 +96,29 @@ impl Guest {
     fn spawn(mut cmd: Command) -> anyhow::Result<Guest> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = cmd.spawn().with_context(|| format!("{cmd:?}"))?;
-        let lines = collect_lines(child.stdout.take().unwrap());
+        let lines = LineReader::start(child.stdout.take().unwrap());
         Ok(Guest { child, lines })
     }
     fn wait_line(&self, prefix: &str, timeout: Duration) -> anyhow::Result<()> {
         let t = Instant::now();
         while t.elapsed() < timeout {
-            if self.lines.lock().unwrap().iter().any(|l| l.text.starts_with(prefix)) {
+            if self.lines.lines().iter().any(|l| l.text.starts_with(prefix)) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         bail!("no {prefix} within {timeout:?}")
     }
-    fn lines(&self) -> Vec<Stamped> {
-        self.lines.lock().unwrap().clone()
+    /// Every line of a source whose VM has left: waits for it to exit (nova-vmm does
+    /// by itself; QEMU's paused source is killed), so a line the switch cut is whole.
+    fn finish_source(&mut self, exits_itself: bool) -> Vec<Stamped> {
+        let t = Instant::now();
+        while exits_itself && t.elapsed() < Duration::from_secs(5) && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.lines.finish()
     }
 }
 
@@ -140,7 +148,7 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
     let mut src = Command::new(&a.vmm);
     src.arg("run").arg("--kernel").arg(&a.guest).args(["--mem-mib", &mem.to_string(), "--cmdline", &cmdline(workload)]);
     src.arg("--api-sock").arg(&sock).env("NOVA_LOG", "error");
-    let src = Guest::spawn(src)?;
+    let mut src = Guest::spawn(src)?;
     let port = free_port();
     let mut dst = Command::new(&a.vmm);
     dst.arg("run").args(["--incoming", &format!("tcp:127.0.0.1:{port}")]).env("NOVA_LOG", "error");
@@ -159,7 +167,7 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
         bail!("nova migration failed: {r}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let v = guest_view(&src.lines(), &dst.lines(), start);
+    let v = guest_view(&src.finish_source(true), &dst.lines.lines(), start);
     Ok(Run {
         converged: r["converged"].as_bool().unwrap_or(false),
         downtime_ms: r["downtime_ms"].as_f64().unwrap_or(f64::NAN),
@@ -183,7 +191,7 @@ fn qemu(a: &Args, mem: u64, workload: &str, qmp: &Path, incoming: Option<u16>) -
 fn qemu_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyhow::Result<Run> {
     let (sq, dq) = (dir.join("src.qmp"), dir.join("dst.qmp"));
     let port = free_port();
-    let src = Guest::spawn(qemu(a, mem, workload, &sq, None))?;
+    let mut src = Guest::spawn(qemu(a, mem, workload, &sq, None))?;
     let dst = Guest::spawn(qemu(a, mem, workload, &dq, Some(port)))?;
     let mut s = Qmp::connect(&sq)?;
     let mut d = Qmp::connect(&dq)?;
@@ -220,7 +228,7 @@ fn qemu_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
         bail!("QEMU migration failed: {info}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let v = guest_view(&src.lines(), &dst.lines(), start);
+    let v = guest_view(&src.finish_source(false), &dst.lines.lines(), start);
     Ok(Run {
         converged: true,
         downtime_ms: info["downtime"].as_f64().unwrap_or(f64::NAN),

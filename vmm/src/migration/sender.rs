@@ -283,17 +283,24 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
         publish(&ctx);
         let mut best = u64::MAX;
         let mut stalled = 0;
+        let mut last_round = touched.len() as u64;
         mig.update(|s| s.phase = "dirty-rounds".into());
         for round in 1..=MAX_ROUNDS {
             ctx.check_cancel()?;
             let dirty = vm.collect_dirty()?;
             let n = dirty.count() as u64;
             let expected_ms = (n * PAGE_SIZE as u64) as f64 / bandwidth.max(1.0);
-            if expected_ms <= req.downtime_ms as f64 {
+            // Stop once the rest fits the target, unless it fills more than a quarter
+            // of it and another round would halve it: a short round costs the guest
+            // nothing, a smaller remainder shortens the pause.
+            let fits = expected_ms <= req.downtime_ms as f64;
+            let worth_a_round = expected_ms > req.downtime_ms as f64 / 4.0 && n * 2 <= last_round;
+            if fits && !worth_a_round {
                 pending = dirty;
                 mig.update(|s| s.converged = true);
                 break;
             }
+            last_round = n;
             if n < best {
                 best = n;
                 stalled = 0;

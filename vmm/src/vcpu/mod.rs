@@ -229,6 +229,12 @@ fn run(index: u8, fd: &Mutex<VcpuFd>, ctx: &VcpuContext) {
 /// console byte twice. KVM_RUN with `immediate_exit` set finishes the instruction and
 /// returns EINTR without running the guest.
 fn settle(fd: &mut VcpuFd) {
+    // Only an I/O or MMIO exit leaves work behind (a kick leaves KVM_EXIT_INTR), and
+    // on PVM hosts every KVM_RUN costs a good part of a millisecond's budget.
+    let reason = fd.get_kvm_run().exit_reason;
+    if reason != kvm_bindings::KVM_EXIT_IO && reason != kvm_bindings::KVM_EXIT_MMIO {
+        return;
+    }
     fd.set_kvm_immediate_exit(1);
     match fd.run() {
         Err(e) if e.errno() == libc::EINTR => {}
