@@ -32,7 +32,12 @@ impl Summary {
         } else {
             (v[n / 2 - 1] + v[n / 2]) / 2.0
         };
-        Summary { runs: n, median, min: *v.first().unwrap_or(&f64::NAN), max: *v.last().unwrap_or(&f64::NAN) }
+        Summary {
+            runs: n,
+            median,
+            min: *v.first().unwrap_or(&f64::NAN),
+            max: *v.last().unwrap_or(&f64::NAN),
+        }
     }
 }
 
@@ -45,8 +50,14 @@ pub struct Timed {
 
 /// Spawns `cmd` and returns once a stdout line starts with `marker`, with the time from
 /// just before spawn to that line's arrival.
-pub fn spawn_until(mut cmd: Command, marker: &str, timeout: Duration) -> anyhow::Result<(Timed, Duration)> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+pub fn spawn_until(
+    mut cmd: Command,
+    marker: &str,
+    timeout: Duration,
+) -> anyhow::Result<(Timed, Duration)> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
     let mut reader = BufReader::new(child.stdout.take().unwrap());
@@ -59,7 +70,14 @@ pub fn spawn_until(mut cmd: Command, marker: &str, timeout: Duration) -> anyhow:
         }
         if line.starts_with(marker) {
             let t = started.elapsed();
-            return Ok((Timed { child, reader, started }, t));
+            return Ok((
+                Timed {
+                    child,
+                    reader,
+                    started,
+                },
+                t,
+            ));
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
@@ -85,9 +103,17 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
 }
 
 /// Writes `name.json` (the data) and `name.md` (a table) under `dir`.
-pub fn write_report(dir: &Path, name: &str, json: &impl Serialize, markdown: &str) -> anyhow::Result<()> {
+pub fn write_report(
+    dir: &Path,
+    name: &str,
+    json: &impl Serialize,
+    markdown: &str,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(json)? + "\n")?;
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(json)? + "\n",
+    )?;
     std::fs::write(dir.join(format!("{name}.md")), markdown)?;
     Ok(())
 }
@@ -110,12 +136,21 @@ pub fn qemu_microvm(guest: &Path, mem_mib: u64, vcpus: u8, append: &str, ram: Qe
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-M", "microvm,x-option-roms=off,rtc=off"]);
     if ram == QemuRam::Memfd {
-        c.args(["-machine", "memory-backend=mem"])
-            .args(["-object", &format!("memory-backend-memfd,id=mem,size={mem_mib}M")]);
+        c.args(["-machine", "memory-backend=mem"]).args([
+            "-object",
+            &format!("memory-backend-memfd,id=mem,size={mem_mib}M"),
+        ]);
     }
     c.args(["-enable-kvm", "-cpu", "host,-arch-capabilities"])
         .args(["-m", &format!("{mem_mib}M"), "-smp", &vcpus.to_string()])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ])
         .args(["-global", "virtio-mmio.force-legacy=false"])
         .arg("-kernel")
         .arg(guest)
@@ -145,16 +180,30 @@ mod tests {
     }
 
     fn line(t0: Instant, ms: u64, text: &str, complete: bool) -> Stamped {
-        Stamped { at: t0 + Duration::from_millis(ms), text: text.into(), complete }
+        Stamped {
+            at: t0 + Duration::from_millis(ms),
+            text: text.into(),
+            complete,
+        }
     }
 
     #[test]
     fn the_pause_spans_the_switch_and_the_worst_stall_may_lie_elsewhere() {
         let t0 = Instant::now();
-        let src = [line(t0, 1, "NOVA-TICK 1", true), line(t0, 9, "NOVA-TICK 2", true), line(t0, 10, "NOVA-TI", false)];
-        let dst = [line(t0, 14, "CK 3", true), line(t0, 15, "NOVA-TICK 4", true)];
+        let src = [
+            line(t0, 1, "NOVA-TICK 1", true),
+            line(t0, 9, "NOVA-TICK 2", true),
+            line(t0, 10, "NOVA-TI", false),
+        ];
+        let dst = [
+            line(t0, 14, "CK 3", true),
+            line(t0, 15, "NOVA-TICK 4", true),
+        ];
         let v = guest_view(&src, &dst, t0);
-        assert_eq!((v.pause_ms.round(), v.worst_stall_ms.round(), v.continuous), (5.0, 8.0, true));
+        assert_eq!(
+            (v.pause_ms.round(), v.worst_stall_ms.round(), v.continuous),
+            (5.0, 8.0, true)
+        );
     }
 
     #[test]
@@ -198,12 +247,19 @@ impl LineReader {
                         // Only the line end goes: a cut line's trailing space is content.
                         let end = buf.len() - usize::from(complete);
                         let text = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        l.lock().unwrap().push(Stamped { at: Instant::now(), text, complete });
+                        l.lock().unwrap().push(Stamped {
+                            at: Instant::now(),
+                            text,
+                            complete,
+                        });
                     }
                 }
             }
         });
-        LineReader { lines, thread: Some(thread) }
+        LineReader {
+            lines,
+            thread: Some(thread),
+        }
     }
 
     /// The lines so far.
@@ -249,12 +305,20 @@ pub fn guest_view(src: &[Stamped], dst: &[Stamped], from: Instant) -> GuestView 
             joined = true;
         }
     }
-    let tick = |l: &Stamped| l.text.strip_prefix("NOVA-TICK ").and_then(|n| n.parse::<u64>().ok());
+    let tick = |l: &Stamped| {
+        l.text
+            .strip_prefix("NOVA-TICK ")
+            .and_then(|n| n.parse::<u64>().ok())
+    };
     // Guest order is the source's lines, then the destination's: the source stops
     // before the destination starts. (Sorting by arrival could swap two lines whose
     // reader threads ran late.)
     let ticks = |lines: &[Stamped], from_dst: bool| -> Vec<(Instant, u64, bool)> {
-        lines.iter().filter(|l| l.at >= from).filter_map(|l| tick(l).map(|n| (l.at, n, from_dst))).collect()
+        lines
+            .iter()
+            .filter(|l| l.at >= from)
+            .filter_map(|l| tick(l).map(|n| (l.at, n, from_dst)))
+            .collect()
     };
     let mut all = ticks(&src, false);
     if joined && src.last().and_then(tick).is_some() {
@@ -265,7 +329,11 @@ pub fn guest_view(src: &[Stamped], dst: &[Stamped], from: Instant) -> GuestView 
     }
     all.extend(ticks(dst, true));
     let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1000.0;
-    let mut view = GuestView { pause_ms: f64::NAN, worst_stall_ms: 0.0, continuous: true };
+    let mut view = GuestView {
+        pause_ms: f64::NAN,
+        worst_stall_ms: 0.0,
+        continuous: true,
+    };
     for w in all.windows(2) {
         view.worst_stall_ms = view.worst_stall_ms.max(ms(w[0].0, w[1].0));
         if w[1].1 != w[0].1 + 1 && view.continuous {

@@ -26,7 +26,10 @@ impl Qmp {
         }
         let stream = stream.with_context(|| format!("QMP socket {}", path.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut q = Qmp { reader: BufReader::new(stream.try_clone()?), writer: stream };
+        let mut q = Qmp {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
         q.read()?; // greeting
         q.cmd("qmp_capabilities", json!({}))?;
         Ok(q)

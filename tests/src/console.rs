@@ -18,7 +18,9 @@ pub struct Line {
 impl Line {
     /// The value of `key=` in a `NOVA-<KEY> k=v ...` line.
     pub fn field(&self, key: &str) -> Option<&str> {
-        self.text.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        self.text
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
     }
 
     /// `field` parsed as a number.
@@ -64,7 +66,9 @@ impl Console {
                     Ok(_) => {
                         let at = Instant::now();
                         let complete = buf.ends_with(b"\n");
-                        let text = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                        let text = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string();
                         let (m, c) = &*s;
                         m.lock().unwrap().lines.push(Line { at, text, complete });
                         c.notify_all();
@@ -85,7 +89,12 @@ impl Console {
                 s.push('\n');
             }
         });
-        Console { child: Some(child), shared, stderr, started }
+        Console {
+            child: Some(child),
+            shared,
+            stderr,
+            started,
+        }
     }
 
     /// Waits for the first line (from the start) matching `pred`.
@@ -94,7 +103,12 @@ impl Console {
     }
 
     /// Waits for a line matching `pred` at index >= `from`; returns (index, line).
-    pub fn wait_for_from(&self, from: usize, timeout: Duration, pred: impl Fn(&Line) -> bool) -> (usize, Line) {
+    pub fn wait_for_from(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&Line) -> bool,
+    ) -> (usize, Line) {
         let deadline = Instant::now() + timeout;
         let (m, c) = &*self.shared;
         let mut s = m.lock().unwrap();
@@ -104,7 +118,14 @@ impl Console {
             }
             let now = Instant::now();
             if s.closed || now >= deadline {
-                let tail: Vec<_> = s.lines.iter().rev().take(20).rev().map(|l| l.text.clone()).collect();
+                let tail: Vec<_> = s
+                    .lines
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .rev()
+                    .map(|l| l.text.clone())
+                    .collect();
                 drop(s);
                 panic!(
                     "no matching console line after {:?} (process {}).\nlast lines:\n{}\nstderr:\n{}",
@@ -121,6 +142,12 @@ impl Console {
     /// Waits for a line starting with `prefix`.
     pub fn wait_line(&self, prefix: &str, timeout: Duration) -> Line {
         self.wait_for(timeout, |l| l.text.starts_with(prefix))
+    }
+
+    /// Waits until the `counter` workload has ticked `n` more times: the guest runs.
+    pub fn wait_more_ticks(&self, n: u64, timeout: Duration) -> Line {
+        let last = crate::vmm::ticks(&self.lines()).last().map_or(0, |t| t.0);
+        self.wait_line(&format!("NOVA-TICK {}", last + n), timeout)
     }
 
     /// Every line so far.
@@ -146,12 +173,17 @@ impl Console {
                 // Let the readers drain the pipes.
                 let (m, c) = &*self.shared;
                 let s = m.lock().unwrap();
-                let _ = c.wait_timeout_while(s, Duration::from_secs(2), |s| !s.closed).unwrap();
+                let _ = c
+                    .wait_timeout_while(s, Duration::from_secs(2), |s| !s.closed)
+                    .unwrap();
                 std::thread::sleep(Duration::from_millis(20));
                 return st;
             }
             if Instant::now() >= deadline {
-                panic!("process still running after {timeout:?}; stderr:\n{}", self.stderr());
+                panic!(
+                    "process still running after {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

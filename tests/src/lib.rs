@@ -7,11 +7,11 @@
 //! return (skip), unless `NOVA_REQUIRE_KVM=1`, under which they fail.
 
 pub mod console;
-pub mod migration;
-pub mod vmm;
 pub mod controller;
 pub mod hostd;
+pub mod migration;
 pub mod net;
+pub mod vmm;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,7 +20,10 @@ pub use console::{Console, Line};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A binary of the workspace (`nova-vmm`, `nova-hostd`, ...), built by `make test`
@@ -30,14 +33,22 @@ pub fn binary(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/debug"));
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `make test` (or `cargo build --workspace --bins`)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run `make test` (or `cargo build --workspace --bins`)",
+        path.display()
+    );
     path
 }
 
 /// A guest image from `guest-images/out/` (`make guest-images`).
 pub fn guest_image(name: &str) -> PathBuf {
     let path = root().join("guest-images/out").join(name);
-    assert!(path.exists(), "{} is missing: run `make guest-images`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make guest-images`",
+        path.display()
+    );
     path
 }
 
@@ -60,13 +71,21 @@ pub fn require(ok: bool, what: &str) -> bool {
 
 /// /dev/kvm is usable.
 pub fn require_kvm() -> bool {
-    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     require(ok, "/dev/kvm is not available")
 }
 
 /// QEMU (qemu-system-x86_64) is installed.
 pub fn require_qemu() -> bool {
-    require_kvm() && require(which("qemu-system-x86_64"), "qemu-system-x86_64 is not installed")
+    require_kvm()
+        && require(
+            which("qemu-system-x86_64"),
+            "qemu-system-x86_64 is not installed",
+        )
 }
 
 /// `cmd` is on PATH.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::vmm::{ctl, VmmCmd, Vm};
+use crate::vmm::{ctl, Vm, VmmCmd};
 use crate::Line;
 
 /// Message kinds of the migration protocol (vmm/src/migration/protocol.rs).
@@ -23,7 +23,11 @@ pub mod kind {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A destination VMM waiting on a port.
@@ -36,11 +40,18 @@ pub struct Destination {
 impl Destination {
     pub fn start(extra: &[&str]) -> Destination {
         let port = free_port();
-        let (cmd, sock) = VmmCmd::raw().args(["--incoming", &format!("tcp:127.0.0.1:{port}")]).args(extra).with_api();
+        let (cmd, sock) = VmmCmd::raw()
+            .args(["--incoming", &format!("tcp:127.0.0.1:{port}")])
+            .args(extra)
+            .with_api();
         let vm = cmd.spawn();
         // Wait until it listens.
         for _ in 0..500 {
-            if vm.console.stderr().contains("waiting for an incoming migration") {
+            if vm
+                .console
+                .stderr()
+                .contains("waiting for an incoming migration")
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -50,7 +61,11 @@ impl Destination {
 }
 
 /// `nova-vmm ctl migrate` from `src_sock` to `port`: (success, result JSON, stderr).
-pub fn migrate(src_sock: &std::path::Path, port: u16, args: &[&str]) -> (bool, serde_json::Value, String) {
+pub fn migrate(
+    src_sock: &std::path::Path,
+    port: u16,
+    args: &[&str],
+) -> (bool, serde_json::Value, String) {
     let to = format!("tcp:127.0.0.1:{port}");
     let mut a = vec!["migrate", "--to", &to];
     a.extend_from_slice(args);
@@ -84,10 +99,25 @@ pub fn assert_counter_continuous(lines: &[Line]) -> Duration {
     let mut gap = Duration::ZERO;
     for w in t.windows(2) {
         if w[1].0 != w[0].0 + 1 {
-            let around: Vec<_> = lines.iter().map(|l| format!("{:?} {}", l.complete, l.text)).filter(|l| l.contains(&format!(" {}", w[0].0)) || l.contains(&format!(" {}", w[1].0))).collect();
-            let i = lines.iter().position(|l| l.text.ends_with(&format!(" {}", w[0].0))).unwrap_or(0);
-            let ctx: Vec<_> = lines[i.saturating_sub(3)..(i + 4).min(lines.len())].iter().map(|l| format!("{:?} {:?}", l.complete, l.text)).collect();
-            panic!("counter went from {} to {}: {around:?}\ncontext: {ctx:#?}", w[0].0, w[1].0);
+            let around: Vec<_> = lines
+                .iter()
+                .map(|l| format!("{:?} {}", l.complete, l.text))
+                .filter(|l| {
+                    l.contains(&format!(" {}", w[0].0)) || l.contains(&format!(" {}", w[1].0))
+                })
+                .collect();
+            let i = lines
+                .iter()
+                .position(|l| l.text.ends_with(&format!(" {}", w[0].0)))
+                .unwrap_or(0);
+            let ctx: Vec<_> = lines[i.saturating_sub(3)..(i + 4).min(lines.len())]
+                .iter()
+                .map(|l| format!("{:?} {:?}", l.complete, l.text))
+                .collect();
+            panic!(
+                "counter went from {} to {}: {around:?}\ncontext: {ctx:#?}",
+                w[0].0, w[1].0
+            );
         }
         gap = gap.max(w[1].1.saturating_duration_since(w[0].1));
     }
@@ -139,7 +169,9 @@ impl Proxy {
         let f = fired.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", dest_port)) else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", dest_port)) else {
+                    return;
+                };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
@@ -169,7 +201,15 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.shutdown(Shutdown::Both);
 }
 
-fn inject(mut from: TcpStream, mut to: TcpStream, trigger: &Trigger, fault: Fault, pid: u32, fired: &AtomicBool, seen: &Mutex<usize>) {
+fn inject(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    trigger: &Trigger,
+    fault: Fault,
+    pid: u32,
+    fired: &AtomicBool,
+    seen: &Mutex<usize>,
+) {
     loop {
         let mut len = [0u8; 4];
         if from.read_exact(&mut len).is_err() {
@@ -200,7 +240,11 @@ fn inject(mut from: TcpStream, mut to: TcpStream, trigger: &Trigger, fault: Faul
                 }
             }
         }
-        if to.write_all(&len).and_then(|_| to.write_all(&frame)).is_err() {
+        if to
+            .write_all(&len)
+            .and_then(|_| to.write_all(&frame))
+            .is_err()
+        {
             break;
         }
     }

@@ -8,7 +8,12 @@ use crate::{require, unique, which};
 /// Runs `ip` with `args`; panics with its stderr on failure.
 pub fn ip(args: &[&str]) -> Output {
     let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -17,7 +22,10 @@ pub fn require_netns() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     require(root, "network namespaces need root")
         && require(which("ip"), "iproute2 (ip) is not installed")
-        && require(std::path::Path::new("/dev/net/tun").exists(), "/dev/net/tun is missing")
+        && require(
+            std::path::Path::new("/dev/net/tun").exists(),
+            "/dev/net/tun is missing",
+        )
 }
 
 /// A network namespace, deleted on drop.
@@ -49,7 +57,11 @@ impl NetNs {
 
     /// Runs a shell-less command inside the namespace and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new("ip").args(["netns", "exec", &self.name]).args(args).output().expect("ip netns exec")
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
     }
 }
 
@@ -62,6 +74,8 @@ impl Default for NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         // Taps die with the namespace.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

@@ -19,7 +19,8 @@ impl VmmCmd {
     pub fn testguest(workload: &str) -> Self {
         let mut c = Self::raw();
         c.cmd.arg("--kernel").arg(guest_image("testguest.elf"));
-        c.cmd.args(["--cmdline", &format!("nova.workload={workload}")]);
+        c.cmd
+            .args(["--cmdline", &format!("nova.workload={workload}")]);
         c
     }
 
@@ -28,13 +29,18 @@ impl VmmCmd {
         let mut cmd = Command::new(binary("nova-vmm"));
         cmd.arg("run");
         cmd.env("NOVA_LOG", "info");
-        VmmCmd { cmd, dir: TempDir::new() }
+        VmmCmd {
+            cmd,
+            dir: TempDir::new(),
+        }
     }
 
     /// The same, run inside network namespace `ns`.
     pub fn in_netns(self, ns: &crate::net::NetNs) -> Self {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name]).arg(self.cmd.get_program()).args(self.cmd.get_args());
+        cmd.args(["netns", "exec", &ns.name])
+            .arg(self.cmd.get_program())
+            .args(self.cmd.get_args());
         for (k, v) in self.cmd.get_envs() {
             if let Some(v) = v {
                 cmd.env(k, v);
@@ -63,7 +69,10 @@ impl VmmCmd {
     /// Starts it; the console is its stdout.
     pub fn spawn(self) -> Vm {
         let console = Console::spawn(self.cmd);
-        Vm { console, _dir: self.dir }
+        Vm {
+            console,
+            _dir: self.dir,
+        }
     }
 }
 
@@ -75,7 +84,8 @@ pub struct Vm {
 
 impl Vm {
     pub fn booted(&self) -> crate::Line {
-        self.console.wait_line("NOVA-BOOTED", Duration::from_secs(20))
+        self.console
+            .wait_line("NOVA-BOOTED", Duration::from_secs(20))
     }
 }
 
@@ -104,7 +114,10 @@ pub fn api(sock: &Path, method: &str, path: &str, body: &str) -> (u16, serde_jso
     }
     let mut b = vec![0u8; len];
     r.read_exact(&mut b).unwrap();
-    (status, serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Connects to `sock`, waiting up to 10 s for the VMM to create it.
@@ -120,20 +133,46 @@ pub fn wait_for_socket(sock: &Path) -> UnixStream {
 
 /// `nova-vmm ctl --api-sock SOCK <args>`: (exit status, stdout, stderr).
 pub fn ctl(sock: &Path, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    let out = Command::new(binary("nova-vmm")).arg("ctl").arg("--api-sock").arg(sock).args(args).output().unwrap();
-    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(binary("nova-vmm"))
+        .arg("ctl")
+        .arg("--api-sock")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// QEMU microvm booting the test guest: same guest, virtio-mmio devices, serial on stdout.
 pub fn qemu_testguest(mem_mib: u64, append: &str, extra: &[&str]) -> Console {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-M", "microvm,x-option-roms=off,rtc=off", "-enable-kvm", "-cpu", "host,-arch-capabilities"])
-        .args(["-m", &format!("{mem_mib}M"), "-smp", "1", "-nodefaults", "-no-user-config"])
-        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-        .args(["-global", "virtio-mmio.force-legacy=false", "-kernel"])
-        .arg(guest_image("testguest.elf"))
-        .args(["-append", &format!("{append} nova.tsc_khz={}", crate::host_tsc_khz())])
-        .args(extra);
+    c.args([
+        "-M",
+        "microvm,x-option-roms=off,rtc=off",
+        "-enable-kvm",
+        "-cpu",
+        "host,-arch-capabilities",
+    ])
+    .args([
+        "-m",
+        &format!("{mem_mib}M"),
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+    ])
+    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    .args(["-global", "virtio-mmio.force-legacy=false", "-kernel"])
+    .arg(guest_image("testguest.elf"))
+    .args([
+        "-append",
+        &format!("{append} nova.tsc_khz={}", crate::host_tsc_khz()),
+    ])
+    .args(extra);
     Console::spawn(c)
 }
 
@@ -141,6 +180,11 @@ pub fn qemu_testguest(mem_mib: u64, append: &str, extra: &[&str]) -> Console {
 pub fn ticks(lines: &[crate::Line]) -> Vec<(u64, std::time::Instant)> {
     lines
         .iter()
-        .filter_map(|l| l.text.strip_prefix("NOVA-TICK ").and_then(|s| s.trim().parse().ok()).map(|n| (n, l.at)))
+        .filter_map(|l| {
+            l.text
+                .strip_prefix("NOVA-TICK ")
+                .and_then(|s| s.trim().parse().ok())
+                .map(|n| (n, l.at))
+        })
         .collect()
 }

@@ -5,14 +5,20 @@ use std::process::Command;
 use nova_tests::{binary, guest_image, TempDir};
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(binary("nova-vmm")).arg("run").args(args).output().unwrap();
+    let out = Command::new(binary("nova-vmm"))
+        .arg("run")
+        .args(args)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!err.contains("panicked"), "nova-vmm panicked: {err}");
     (out.status.code().unwrap_or(-1), err)
 }
 
 fn error_line(err: &str) -> &str {
-    err.lines().find(|l| l.starts_with("nova-vmm: ") || l.starts_with("error:")).unwrap_or_else(|| panic!("no error line in: {err}"))
+    err.lines()
+        .find(|l| l.starts_with("nova-vmm: ") || l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in: {err}"))
 }
 
 #[test]
@@ -20,7 +26,10 @@ fn a_missing_kernel_is_named() {
     let (code, err) = run(&["--kernel", "/nonexistent/vmlinux"]);
     assert_ne!(code, 0);
     let line = error_line(&err);
-    assert!(line.contains("/nonexistent/vmlinux") && line.contains("No such file"), "{err}");
+    assert!(
+        line.contains("/nonexistent/vmlinux") && line.contains("No such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,7 +72,12 @@ fn a_missing_disk_is_named() {
         return;
     }
     let k = guest_image("testguest.elf");
-    let (code, err) = run(&["--kernel", k.to_str().unwrap(), "--disk", "/nonexistent/disk.img"]);
+    let (code, err) = run(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--disk",
+        "/nonexistent/disk.img",
+    ]);
     assert_ne!(code, 0);
     assert!(error_line(&err).contains("/nonexistent/disk.img"), "{err}");
 }
@@ -74,7 +88,12 @@ fn a_tap_that_cannot_be_opened_is_named() {
         return;
     }
     let k = guest_image("testguest.elf");
-    let (code, err) = run(&["--kernel", k.to_str().unwrap(), "--net", "tap=novanosuchtap"]);
+    let (code, err) = run(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--net",
+        "tap=novanosuchtap",
+    ]);
     assert_ne!(code, 0);
     assert!(error_line(&err).contains("novanosuchtap"), "{err}");
 }

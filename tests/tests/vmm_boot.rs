@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use nova_tests::vmm::{api, ctl, ticks, VmmCmd};
 use nova_tests::require_kvm;
+use nova_tests::vmm::{api, ctl, ticks, VmmCmd};
 
 #[test]
 fn the_guest_prints_its_boot_marker_first_and_powers_off_with_exit_0() {
@@ -14,11 +14,21 @@ fn the_guest_prints_its_boot_marker_first_and_powers_off_with_exit_0() {
     let mut vm = VmmCmd::testguest("poweroff").spawn();
     let status = vm.console.wait_exit(Duration::from_secs(30));
     let lines = vm.console.lines();
-    assert_eq!(lines.first().map(|l| l.text.as_str()), Some("NOVA-BOOTED"), "{lines:?}");
-    assert!(lines.iter().skip(1).all(|l| l.text.starts_with("NOVA-")), "{lines:?}");
+    assert_eq!(
+        lines.first().map(|l| l.text.as_str()),
+        Some("NOVA-BOOTED"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().skip(1).all(|l| l.text.starts_with("NOVA-")),
+        "{lines:?}"
+    );
     assert_eq!(lines.last().unwrap().text, "NOVA-POWEROFF");
     assert!(status.success(), "{status:?}: {}", vm.console.stderr());
-    assert!(vm.console.stderr().contains("KVM: "), "the VMM must say which KVM it found");
+    assert!(
+        vm.console.stderr().contains("KVM: "),
+        "the VMM must say which KVM it found"
+    );
 }
 
 #[test]
@@ -30,7 +40,11 @@ fn a_guest_reset_ends_the_vmm_with_exit_0() {
     let status = vm.console.wait_exit(Duration::from_secs(30));
     assert!(vm.console.lines().iter().any(|l| l.text == "NOVA-RESET"));
     assert!(status.success(), "{status:?}: {}", vm.console.stderr());
-    assert!(vm.console.stderr().contains("Reset"), "{}", vm.console.stderr());
+    assert!(
+        vm.console.stderr().contains("Reset"),
+        "{}",
+        vm.console.stderr()
+    );
 }
 
 #[test]
@@ -41,7 +55,13 @@ fn every_vcpu_runs_and_reports_its_apic_id() {
     let vm = VmmCmd::testguest("idle").args(["--vcpus", "4"]).spawn();
     let count = vm.console.wait_line("NOVA-CPUS", Duration::from_secs(30));
     assert_eq!(count.num("count"), Some(4));
-    let mut ids: Vec<u64> = vm.console.lines().iter().filter(|l| l.text.starts_with("NOVA-CPU ")).filter_map(|l| l.num("apic")).collect();
+    let mut ids: Vec<u64> = vm
+        .console
+        .lines()
+        .iter()
+        .filter(|l| l.text.starts_with("NOVA-CPU "))
+        .filter_map(|l| l.num("apic"))
+        .collect();
     ids.sort();
     assert_eq!(ids, vec![0, 1, 2, 3]);
 }
@@ -52,7 +72,9 @@ fn the_guest_sees_the_configured_memory() {
         return;
     }
     for mib in [64u64, 256, 4096] {
-        let vm = VmmCmd::testguest("idle").args(["--mem-mib", &mib.to_string()]).spawn();
+        let vm = VmmCmd::testguest("idle")
+            .args(["--mem-mib", &mib.to_string()])
+            .spawn();
         let mem = vm.console.wait_line("NOVA-MEM", Duration::from_secs(20));
         assert_eq!(mem.num("mib"), Some(mib), "{}", mem.text);
     }
@@ -65,23 +87,35 @@ fn pause_stops_the_guest_and_resume_continues_where_it_was() {
     }
     let (cmd, sock) = VmmCmd::testguest("counter").with_api();
     let vm = cmd.spawn();
-    vm.console.wait_line("NOVA-TICK 50", Duration::from_secs(20));
+    vm.console
+        .wait_line("NOVA-TICK 50", Duration::from_secs(20));
     let (st, body) = api(&sock, "PUT", "/v1/vm/pause", "");
     assert_eq!((st, body["state"].as_str()), (200, Some("paused")));
     let during = vm.console.lines().len();
     std::thread::sleep(Duration::from_millis(300));
     // At most the line being printed when the vCPU stopped may complete.
-    assert!(vm.console.lines().len() <= during + 1, "the guest ran while paused");
+    assert!(
+        vm.console.lines().len() <= during + 1,
+        "the guest ran while paused"
+    );
     let (st, body) = api(&sock, "PUT", "/v1/vm/resume", "");
     assert_eq!((st, body["state"].as_str()), (200, Some("running")));
     let last = ticks(&vm.console.lines()).last().unwrap().0;
-    vm.console.wait_line(&format!("NOVA-TICK {}", last + 50), Duration::from_secs(20));
+    vm.console
+        .wait_line(&format!("NOVA-TICK {}", last + 50), Duration::from_secs(20));
     let t = ticks(&vm.console.lines());
     for w in t.windows(2) {
-        assert_eq!(w[1].0, w[0].0 + 1, "counter skipped or repeated across pause/resume");
+        assert_eq!(
+            w[1].0,
+            w[0].0 + 1,
+            "counter skipped or repeated across pause/resume"
+        );
     }
     let gap = t.windows(2).map(|w| w[1].1 - w[0].1).max().unwrap();
-    assert!(gap >= Duration::from_millis(250), "the pause does not show as a gap: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(250),
+        "the pause does not show as a gap: {gap:?}"
+    );
 }
 
 #[test]
@@ -89,14 +123,23 @@ fn status_reports_state_kvm_kind_config_and_counters() {
     if !require_kvm() {
         return;
     }
-    let (cmd, sock) = VmmCmd::testguest("counter").args(["--vcpus", "2", "--mem-mib", "128"]).with_api();
+    let (cmd, sock) = VmmCmd::testguest("counter")
+        .args(["--vcpus", "2", "--mem-mib", "128"])
+        .with_api();
     let vm = cmd.spawn();
-    vm.console.wait_line("NOVA-TICK 10", Duration::from_secs(20));
+    vm.console
+        .wait_line("NOVA-TICK 10", Duration::from_secs(20));
     let (st, v) = api(&sock, "GET", "/v1/vm", "");
     assert_eq!(st, 200);
     assert_eq!(v["state"], "running");
     assert!(["pvm", "hardware"].contains(&v["kvm"].as_str().unwrap()));
-    assert_eq!((v["config"]["vcpus"].as_u64(), v["config"]["mem_mib"].as_u64()), (Some(2), Some(128)));
+    assert_eq!(
+        (
+            v["config"]["vcpus"].as_u64(),
+            v["config"]["mem_mib"].as_u64()
+        ),
+        (Some(2), Some(128))
+    );
     assert!(v["counters"]["console_bytes"].as_u64().unwrap() > 100);
     assert!(v["counters"]["io_exits"].as_u64().unwrap() > 100);
     // The CLI client says the same.
@@ -120,7 +163,10 @@ fn api_errors_are_json_with_a_message_and_change_nothing() {
     assert!(v["error"].is_string());
     let (st, v) = api(&sock, "PUT", "/v1/migration", "{\"to\": 5}");
     assert_eq!(st, 400);
-    assert!(v["error"].as_str().unwrap().contains("migration request"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("migration request"),
+        "{v}"
+    );
     let (st, v) = api(&sock, "GET", "/v1/vm", "");
     assert_eq!((st, v["state"].as_str()), (200, Some("running")));
     let (status, _, err) = ctl(&sock, &["resume"]);
@@ -157,8 +203,14 @@ fn a_json_config_file_boots_the_same_vm_as_flags() {
     let mut vm = VmmCmd::raw().arg("--config").arg(&cfg).spawn();
     assert!(vm.console.wait_exit(Duration::from_secs(30)).success());
     let lines = vm.console.lines();
-    assert!(lines.iter().any(|l| l.text == "NOVA-MEM mib=96"), "{lines:?}");
-    assert!(lines.iter().any(|l| l.text == "NOVA-CPUS count=2"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.text == "NOVA-MEM mib=96"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.text == "NOVA-CPUS count=2"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -168,9 +220,15 @@ fn the_console_goes_to_a_file_when_asked() {
     }
     let dir = nova_tests::TempDir::new();
     let log = dir.join("console.log");
-    let mut vm = VmmCmd::testguest("poweroff").arg("--console").arg(&log).spawn();
+    let mut vm = VmmCmd::testguest("poweroff")
+        .arg("--console")
+        .arg(&log)
+        .spawn();
     assert!(vm.console.wait_exit(Duration::from_secs(30)).success());
     assert!(vm.console.lines().is_empty(), "nothing on stdout");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.starts_with("NOVA-BOOTED\n") && text.contains("NOVA-POWEROFF"), "{text}");
+    assert!(
+        text.starts_with("NOVA-BOOTED\n") && text.contains("NOVA-POWEROFF"),
+        "{text}"
+    );
 }

@@ -4,18 +4,28 @@
 
 use std::time::Duration;
 
-use nova_tests::migration::{assert_counter_continuous, joined, kind, migrate, Destination, Fault, Proxy, Trigger};
+use nova_tests::migration::{
+    assert_counter_continuous, joined, kind, migrate, Destination, Fault, Proxy, Trigger,
+};
 use nova_tests::vmm::{api, VmmCmd};
 use nova_tests::{disk_with_host_blocks, require_kvm, Line, TempDir};
 
 const WORKLOAD: &str = "counter,dirty:16:max";
 
 fn last_num(lines: &[Line], prefix: &str, key: &str) -> Option<u64> {
-    lines.iter().rev().find(|l| l.text.starts_with(prefix)).and_then(|l| l.num(key))
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.text.starts_with(prefix))
+        .and_then(|l| l.num(key))
 }
 
 /// Boots a source with the standard workload (and a disk when `disk` is set).
-fn source(workload: &str, mem_mib: u64, disk: Option<&std::path::Path>) -> (nova_tests::vmm::Vm, std::path::PathBuf) {
+fn source(
+    workload: &str,
+    mem_mib: u64,
+    disk: Option<&std::path::Path>,
+) -> (nova_tests::vmm::Vm, std::path::PathBuf) {
     let mut cmd = VmmCmd::testguest(workload).args(["--mem-mib", &mem_mib.to_string()]);
     if let Some(d) = disk {
         cmd = cmd.arg("--disk").arg(d);
@@ -23,9 +33,11 @@ fn source(workload: &str, mem_mib: u64, disk: Option<&std::path::Path>) -> (nova
     let (cmd, sock) = cmd.with_api();
     let vm = cmd.spawn();
     if workload.contains("dirty") {
-        vm.console.wait_line("NOVA-DIRTY pass=1", Duration::from_secs(30));
+        vm.console
+            .wait_line("NOVA-DIRTY pass=1", Duration::from_secs(30));
     } else {
-        vm.console.wait_line("NOVA-TICK 20", Duration::from_secs(30));
+        vm.console
+            .wait_line("NOVA-TICK 20", Duration::from_secs(30));
     }
     (vm, sock)
 }
@@ -38,25 +50,46 @@ fn migrates_with_guest_intact(mode: &str) {
     let disk = dir.join("disk.img");
     disk_with_host_blocks(&disk, 8);
     let (mut src, sock) = source(&format!("{WORKLOAD},disk"), 512, Some(&disk));
-    src.console.wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
+    src.console
+        .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
     let dst = Destination::start(&[]);
     let (ok, result, err) = migrate(&sock, dst.port, &["--mode", mode]);
     assert!(ok, "migration failed: {result} {err}");
     assert_eq!(result["state"], "completed");
     assert!(result["downtime_ms"].as_f64().unwrap() > 0.0);
-    assert!(src.console.wait_exit(Duration::from_secs(10)).success(), "the source exits once the VM moved");
+    assert!(
+        src.console.wait_exit(Duration::from_secs(10)).success(),
+        "the source exits once the VM moved"
+    );
     // A full dirty pass and a disk pass on the destination verify every page and block.
     let src_lines = src.console.lines();
     let pass = last_num(&src_lines, "NOVA-DIRTY", "pass").unwrap();
     let disk_pass = last_num(&src_lines, "NOVA-DISK", "pass").unwrap();
-    dst.vm.console.wait_line(&format!("NOVA-DIRTY pass={}", pass + 2), Duration::from_secs(30));
-    dst.vm.console.wait_line(&format!("NOVA-DISK pass={}", disk_pass + 1), Duration::from_secs(30));
+    dst.vm.console.wait_line(
+        &format!("NOVA-DIRTY pass={}", pass + 2),
+        Duration::from_secs(30),
+    );
+    dst.vm.console.wait_line(
+        &format!("NOVA-DISK pass={}", disk_pass + 1),
+        Duration::from_secs(30),
+    );
     let all = joined(&src_lines, &dst.vm.console.lines());
     assert_counter_continuous(&all);
-    assert_eq!(last_num(&all, "NOVA-DIRTY", "errors"), Some(0), "guest memory differs after migration");
-    assert_eq!(last_num(&all, "NOVA-DISK", "errors"), Some(0), "disk blocks differ after migration");
+    assert_eq!(
+        last_num(&all, "NOVA-DIRTY", "errors"),
+        Some(0),
+        "guest memory differs after migration"
+    );
+    assert_eq!(
+        last_num(&all, "NOVA-DISK", "errors"),
+        Some(0),
+        "disk blocks differ after migration"
+    );
     if mode == "postcopy" {
-        assert!(result["postcopy"]["faults_served"].as_u64().unwrap() > 0, "{result}");
+        assert!(
+            result["postcopy"]["faults_served"].as_u64().unwrap() > 0,
+            "{result}"
+        );
     }
     let (st, v) = api(&dst.sock, "GET", "/v1/vm", "");
     assert_eq!((st, v["state"].as_str()), (200, Some("running")));
@@ -77,13 +110,18 @@ fn a_vm_hopping_through_several_hosts_keeps_its_counter_exact() {
         let next = Destination::start(&[]);
         let (ok, result, err) = migrate(&sock, next.port, &["--mode", "precopy"]);
         assert!(ok, "{result} {err}");
-        hosts.last_mut().unwrap().console.wait_exit(Duration::from_secs(10));
-        let t = nova_tests::vmm::ticks(&next.vm.console.lines()).last().map_or(0, |t| t.0);
-        next.vm.console.wait_line(&format!("NOVA-TICK {}", t + 10), Duration::from_secs(10));
+        hosts
+            .last_mut()
+            .unwrap()
+            .console
+            .wait_exit(Duration::from_secs(10));
+        next.vm.console.wait_more_ticks(10, Duration::from_secs(10));
         sock = next.sock;
         hosts.push(next.vm);
     }
-    let all = hosts.iter().fold(Vec::new(), |acc, vm| joined(&acc, &vm.console.lines()));
+    let all = hosts
+        .iter()
+        .fold(Vec::new(), |acc, vm| joined(&acc, &vm.console.lines()));
     assert_counter_continuous(&all);
 }
 
@@ -104,18 +142,26 @@ fn hybrid_moves_a_running_guest_with_counter_memory_and_disk_intact() {
 
 /// Injects `fault` at the `nth` message of `kind` and checks the source VM keeps
 /// running; returns the phase the migration reported when it failed.
-fn source_survives(src: &nova_tests::vmm::Vm, sock: &std::path::Path, trigger: Trigger, fault: Fault, args: &[&str]) -> String {
+fn source_survives(
+    src: &nova_tests::vmm::Vm,
+    sock: &std::path::Path,
+    trigger: Trigger,
+    fault: Fault,
+    args: &[&str],
+) -> String {
     let dst = Destination::start(&[]);
     let proxy = Proxy::start(dst.port, dst.vm.console.pid(), trigger, fault);
     let (ok, result, err) = migrate(sock, proxy.port, args);
-    assert!(proxy.fired.load(std::sync::atomic::Ordering::SeqCst), "the fault never fired: {result} {err}");
+    assert!(
+        proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the fault never fired: {result} {err}"
+    );
     assert!(!ok, "migration succeeded despite {fault:?}: {result}");
     assert_eq!(result["state"], "failed", "{result}");
     // The VM is running here, unharmed.
     let (st, v) = api(sock, "GET", "/v1/vm", "");
     assert_eq!((st, v["state"].as_str()), (200, Some("running")), "{v}");
-    let before = nova_tests::vmm::ticks(&src.console.lines()).last().unwrap().0;
-    src.console.wait_line(&format!("NOVA-TICK {}", before + 20), Duration::from_secs(20));
+    src.console.wait_more_ticks(20, Duration::from_secs(20));
     result["phase"].as_str().unwrap_or("").to_string()
 }
 
@@ -128,28 +174,73 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
     // A bandwidth cap makes each dirty round last tens of milliseconds, so the proxy
     // reliably sees a round's pages while the source still reports that phase (fast
     // rounds would already be in stop-and-copy when their pages reach the proxy).
-    let slow_rounds: &[&str] = &["--mode", "precopy", "--downtime-ms", "1", "--bandwidth-mbit", "400"];
-    let at = |kind, nth| Trigger { kind, nth, phase: None };
+    let slow_rounds: &[&str] = &[
+        "--mode",
+        "precopy",
+        "--downtime-ms",
+        "1",
+        "--bandwidth-mbit",
+        "400",
+    ];
+    let at = |kind, nth| Trigger {
+        kind,
+        nth,
+        phase: None,
+    };
     // (where, migration flags, phase the source must have been in when it failed)
     let cases = [
         (at(kind::HELLO, 1), precopy, "handshake"),
         (at(kind::PAGES, 1), precopy, "first-pass"),
-        (Trigger { kind: kind::PAGES, nth: 1, phase: Some((sock.clone(), "dirty-rounds")) }, slow_rounds, "dirty-rounds"),
+        (
+            Trigger {
+                kind: kind::PAGES,
+                nth: 1,
+                phase: Some((sock.clone(), "dirty-rounds")),
+            },
+            slow_rounds,
+            "dirty-rounds",
+        ),
         // Every round ends with a flush; the one that matters here is stop-and-copy's.
-        (Trigger { kind: kind::FLUSH, nth: 1, phase: Some((sock.clone(), "stop-and-copy")) }, precopy, "stop-and-copy"),
+        (
+            Trigger {
+                kind: kind::FLUSH,
+                nth: 1,
+                phase: Some((sock.clone(), "stop-and-copy")),
+            },
+            precopy,
+            "stop-and-copy",
+        ),
         (at(kind::STATE, 1), precopy, "device-state"),
     ];
-    const ORDER: [&str; 5] = ["handshake", "first-pass", "dirty-rounds", "stop-and-copy", "device-state"];
+    const ORDER: [&str; 5] = [
+        "handshake",
+        "first-pass",
+        "dirty-rounds",
+        "stop-and-copy",
+        "device-state",
+    ];
     for (trigger, args, phase) in cases {
         let what = format!("{fault:?} at message {} #{}", trigger.kind, trigger.nth);
         let got = source_survives(&src, &sock, trigger, fault, args);
         // The fault strikes in `phase`; the source learns of it when a write fails or
         // the destination's Abort arrives, and socket buffers can carry it on into a
         // later phase, but always one before the switch.
-        let (g, p) = (ORDER.iter().position(|x| *x == got), ORDER.iter().position(|x| *x == phase));
-        assert!(g.is_some() && g >= p, "{what}: failed in {got}, expected {phase} or later before the switch");
+        let (g, p) = (
+            ORDER.iter().position(|x| *x == got),
+            ORDER.iter().position(|x| *x == phase),
+        );
+        assert!(
+            g.is_some() && g >= p,
+            "{what}: failed in {got}, expected {phase} or later before the switch"
+        );
     }
-    let got = source_survives(&src, &sock, at(kind::POSTCOPY_STATE, 1), fault, &["--mode", "postcopy"]);
+    let got = source_survives(
+        &src,
+        &sock,
+        at(kind::POSTCOPY_STATE, 1),
+        fault,
+        &["--mode", "postcopy"],
+    );
     assert_eq!(got, "device-state");
     // And it can still migrate.
     let dst = Destination::start(&[]);
@@ -157,7 +248,9 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
     assert!(ok, "{result} {err}");
     src.console.wait_exit(Duration::from_secs(10));
     let src_lines = src.console.lines();
-    dst.vm.console.wait_line("NOVA-TICK", Duration::from_secs(10));
+    dst.vm
+        .console
+        .wait_line("NOVA-TICK", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let all = joined(&src_lines, &dst.vm.console.lines());
     assert_counter_continuous(&all);
@@ -187,7 +280,10 @@ fn a_cancelled_migration_leaves_the_vm_running_on_the_source() {
     let (src, sock) = source(WORKLOAD, 256, None);
     let dst = Destination::start(&[]);
     // Slow enough to be caught in flight.
-    let body = format!(r#"{{"to":"tcp:127.0.0.1:{}","mode":"precopy","bandwidth_mbit":20}}"#, dst.port);
+    let body = format!(
+        r#"{{"to":"tcp:127.0.0.1:{}","mode":"precopy","bandwidth_mbit":20}}"#,
+        dst.port
+    );
     let (st, _) = api(&sock, "PUT", "/v1/migration", &body);
     assert_eq!(st, 200);
     std::thread::sleep(Duration::from_millis(200));
@@ -203,8 +299,7 @@ fn a_cancelled_migration_leaves_the_vm_running_on_the_source() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(state, "cancelled");
-    let before = nova_tests::vmm::ticks(&src.console.lines()).last().unwrap().0;
-    src.console.wait_line(&format!("NOVA-TICK {}", before + 20), Duration::from_secs(20));
+    src.console.wait_more_ticks(20, Duration::from_secs(20));
 }
 
 #[test]
@@ -224,8 +319,18 @@ fn compression_shrinks_what_goes_on_the_wire() {
         bytes.push(r["bytes_sent"].as_u64().unwrap());
     }
     // The dirty pattern leaves most of each page zero: both codecs shrink it a lot.
-    assert!(bytes[1] * 3 < bytes[0], "zstd {} vs none {}", bytes[1], bytes[0]);
-    assert!(bytes[2] * 3 < bytes[0], "lz4 {} vs none {}", bytes[2], bytes[0]);
+    assert!(
+        bytes[1] * 3 < bytes[0],
+        "zstd {} vs none {}",
+        bytes[1],
+        bytes[0]
+    );
+    assert!(
+        bytes[2] * 3 < bytes[0],
+        "lz4 {} vs none {}",
+        bytes[2],
+        bytes[0]
+    );
 }
 
 #[test]
@@ -236,17 +341,27 @@ fn a_bandwidth_cap_slows_the_migration_to_the_cap() {
     // About 17 MB of memory to move.
     let (_src, sock) = source("counter,dirty:16:4", 256, None);
     let dst = Destination::start(&[]);
-    let (ok, r, err) = migrate(&sock, dst.port, &["--mode", "precopy", "--bandwidth-mbit", "100"]);
+    let (ok, r, err) = migrate(
+        &sock,
+        dst.port,
+        &["--mode", "precopy", "--bandwidth-mbit", "100"],
+    );
     assert!(ok, "{r} {err}");
     let bytes = r["bytes_sent"].as_f64().unwrap();
     let floor_ms = bytes * 8.0 / 100e6 * 1000.0;
-    assert!(r["total_ms"].as_f64().unwrap() >= floor_ms * 0.9, "{r}: faster than 100 Mbit/s allows ({floor_ms:.0} ms)");
+    assert!(
+        r["total_ms"].as_f64().unwrap() >= floor_ms * 0.9,
+        "{r}: faster than 100 Mbit/s allows ({floor_ms:.0} ms)"
+    );
     // Uncapped, the same guest moves several times faster.
     let (_src2, sock2) = source("counter,dirty:16:4", 256, None);
     let dst2 = Destination::start(&[]);
     let (ok, r2, _) = migrate(&sock2, dst2.port, &["--mode", "precopy"]);
     assert!(ok);
-    assert!(r2["total_ms"].as_f64().unwrap() * 3.0 < r["total_ms"].as_f64().unwrap(), "{r2} vs {r}");
+    assert!(
+        r2["total_ms"].as_f64().unwrap() * 3.0 < r["total_ms"].as_f64().unwrap(),
+        "{r2} vs {r}"
+    );
 }
 
 #[test]
@@ -256,14 +371,31 @@ fn several_connections_carry_memory_in_parallel() {
     }
     let (mut src, sock) = source(WORKLOAD, 256, None);
     let dst = Destination::start(&[]);
-    let (ok, r, err) = migrate(&sock, dst.port, &["--mode", "precopy", "--connections", "4"]);
+    let (ok, r, err) = migrate(
+        &sock,
+        dst.port,
+        &["--mode", "precopy", "--connections", "4"],
+    );
     assert!(ok, "{r} {err}");
     src.console.wait_exit(Duration::from_secs(10));
-    let accepted = dst.vm.console.stderr().matches("migration data connection").count();
-    assert_eq!(accepted, 3, "the destination saw {accepted} data connections:\n{}", dst.vm.console.stderr());
+    let accepted = dst
+        .vm
+        .console
+        .stderr()
+        .matches("migration data connection")
+        .count();
+    assert_eq!(
+        accepted,
+        3,
+        "the destination saw {accepted} data connections:\n{}",
+        dst.vm.console.stderr()
+    );
     let src_lines = src.console.lines();
     let pass = last_num(&src_lines, "NOVA-DIRTY", "pass").unwrap();
-    dst.vm.console.wait_line(&format!("NOVA-DIRTY pass={}", pass + 2), Duration::from_secs(30));
+    dst.vm.console.wait_line(
+        &format!("NOVA-DIRTY pass={}", pass + 2),
+        Duration::from_secs(30),
+    );
     let all = joined(&src_lines, &dst.vm.console.lines());
     assert_counter_continuous(&all);
     assert_eq!(last_num(&all, "NOVA-DIRTY", "errors"), Some(0));
@@ -278,7 +410,11 @@ fn the_downtime_target_decides_when_precopy_stops() {
     for target in ["1", "2000"] {
         let (_src, sock) = source(WORKLOAD, 256, None);
         let dst = Destination::start(&[]);
-        let (ok, r, err) = migrate(&sock, dst.port, &["--mode", "precopy", "--downtime-ms", target]);
+        let (ok, r, err) = migrate(
+            &sock,
+            dst.port,
+            &["--mode", "precopy", "--downtime-ms", target],
+        );
         assert!(ok, "{r} {err}");
         rounds.push(r["rounds"].as_u64().unwrap());
     }

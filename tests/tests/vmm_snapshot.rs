@@ -18,9 +18,12 @@ fn snapshot(sock: &std::path::Path, dir: &std::path::Path, diff: bool) -> serde_
 
 /// Boots a counter + dirty guest and snapshots it once it has done a dirty pass.
 fn guest_with_snapshot(dir: &std::path::Path) -> (nova_tests::vmm::Vm, std::path::PathBuf, u64) {
-    let (cmd, sock) = VmmCmd::testguest("counter,dirty:8:max").args(["--mem-mib", "256"]).with_api();
+    let (cmd, sock) = VmmCmd::testguest("counter,dirty:8:max")
+        .args(["--mem-mib", "256"])
+        .with_api();
     let vm = cmd.spawn();
-    vm.console.wait_line("NOVA-DIRTY pass=2", Duration::from_secs(30));
+    vm.console
+        .wait_line("NOVA-DIRTY pass=2", Duration::from_secs(30));
     snapshot(&sock, dir, false);
     let tick = ticks(&vm.console.lines()).last().unwrap().0;
     (vm, sock, tick)
@@ -37,15 +40,35 @@ fn restored_guest_continues(mode: Option<&str>) {
         cmd = cmd.arg(m);
     }
     let restored = cmd.spawn();
-    let first = restored.console.wait_for(Duration::from_secs(20), |l| l.text.starts_with("NOVA-TICK "));
+    let first = restored.console.wait_for(Duration::from_secs(20), |l| {
+        l.text.starts_with("NOVA-TICK ")
+    });
     let first = first.text[10..].parse::<u64>().unwrap();
     // The snapshot was taken just after `tick_at_snapshot`: the restored guest goes on from there.
-    assert!(first > 0 && first <= tick_at_snapshot + 20, "restored at tick {first}, snapshot near {tick_at_snapshot}");
-    let pass = restored.console.wait_line("NOVA-DIRTY", Duration::from_secs(30)).num("pass").unwrap();
-    let later = restored.console.wait_line(&format!("NOVA-DIRTY pass={}", pass + 1), Duration::from_secs(30));
-    assert_eq!(later.num("errors"), Some(0), "restored memory differs: {}", later.text);
+    assert!(
+        first > 0 && first <= tick_at_snapshot + 20,
+        "restored at tick {first}, snapshot near {tick_at_snapshot}"
+    );
+    let pass = restored
+        .console
+        .wait_line("NOVA-DIRTY", Duration::from_secs(30))
+        .num("pass")
+        .unwrap();
+    let later = restored.console.wait_line(
+        &format!("NOVA-DIRTY pass={}", pass + 1),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        later.num("errors"),
+        Some(0),
+        "restored memory differs: {}",
+        later.text
+    );
     let t = ticks(&restored.console.lines());
-    assert!(t.windows(2).all(|w| w[1].0 == w[0].0 + 1), "counter skipped after restore");
+    assert!(
+        t.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "counter skipped after restore"
+    );
 }
 
 #[test]
@@ -65,17 +88,38 @@ fn clones_of_one_snapshot_run_side_by_side_sharing_its_memory_file() {
     }
     let snap = TempDir::new();
     let _origin = guest_with_snapshot(snap.path());
-    let a = VmmCmd::raw().arg("--restore").arg(snap.path()).arg("--clone").spawn();
-    let b = VmmCmd::raw().arg("--restore").arg(snap.path()).arg("--clone").spawn();
+    let a = VmmCmd::raw()
+        .arg("--restore")
+        .arg(snap.path())
+        .arg("--clone")
+        .spawn();
+    let b = VmmCmd::raw()
+        .arg("--restore")
+        .arg(snap.path())
+        .arg("--clone")
+        .spawn();
     for vm in [&a, &b] {
-        let pass = vm.console.wait_line("NOVA-DIRTY", Duration::from_secs(30)).num("pass").unwrap();
-        let l = vm.console.wait_line(&format!("NOVA-DIRTY pass={}", pass + 1), Duration::from_secs(30));
+        let pass = vm
+            .console
+            .wait_line("NOVA-DIRTY", Duration::from_secs(30))
+            .num("pass")
+            .unwrap();
+        let l = vm.console.wait_line(
+            &format!("NOVA-DIRTY pass={}", pass + 1),
+            Duration::from_secs(30),
+        );
         assert_eq!(l.num("errors"), Some(0));
         // Guest RAM is the snapshot's memory file, mapped private (copy-on-write).
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", vm.console.pid())).unwrap();
         let mem = snap.join("memory");
-        let line = maps.lines().find(|l| l.ends_with(mem.to_str().unwrap())).expect("memory file mapped");
-        assert!(line.split_whitespace().nth(1).unwrap().ends_with('p'), "not a private mapping: {line}");
+        let line = maps
+            .lines()
+            .find(|l| l.ends_with(mem.to_str().unwrap()))
+            .expect("memory file mapped");
+        assert!(
+            line.split_whitespace().nth(1).unwrap().ends_with('p'),
+            "not a private mapping: {line}"
+        );
     }
 }
 
@@ -85,21 +129,38 @@ fn a_diff_snapshot_holds_only_what_changed_and_restores() {
         return;
     }
     let (full, diff) = (TempDir::new(), TempDir::new());
-    let (cmd, sock) = VmmCmd::testguest("counter,dirty:4:max").args(["--mem-mib", "256"]).with_api();
+    let (cmd, sock) = VmmCmd::testguest("counter,dirty:4:max")
+        .args(["--mem-mib", "256"])
+        .with_api();
     let vm = cmd.spawn();
-    vm.console.wait_line("NOVA-DIRTY pass=2", Duration::from_secs(30));
+    vm.console
+        .wait_line("NOVA-DIRTY pass=2", Duration::from_secs(30));
     let f = snapshot(&sock, full.path(), false);
     std::thread::sleep(Duration::from_millis(300));
     let d = snapshot(&sock, diff.path(), true);
-    let (fp, dp) = (f["pages_written"].as_u64().unwrap(), d["pages_written"].as_u64().unwrap());
+    let (fp, dp) = (
+        f["pages_written"].as_u64().unwrap(),
+        d["pages_written"].as_u64().unwrap(),
+    );
     // The counter and the 4 MiB dirty buffer changed; the guest image did not.
     assert!(dp > 0 && dp < fp, "diff {dp} pages vs full {fp}");
     let restored = VmmCmd::raw().arg("--restore").arg(diff.path()).spawn();
-    let pass = restored.console.wait_line("NOVA-DIRTY", Duration::from_secs(30)).num("pass").unwrap();
-    let l = restored.console.wait_line(&format!("NOVA-DIRTY pass={}", pass + 1), Duration::from_secs(30));
+    let pass = restored
+        .console
+        .wait_line("NOVA-DIRTY", Duration::from_secs(30))
+        .num("pass")
+        .unwrap();
+    let l = restored.console.wait_line(
+        &format!("NOVA-DIRTY pass={}", pass + 1),
+        Duration::from_secs(30),
+    );
     assert_eq!(l.num("errors"), Some(0));
     // Lazy or clone restore needs the whole memory in one file.
-    let out = std::process::Command::new(nova_tests::binary("nova-vmm")).args(["run", "--lazy", "--restore"]).arg(diff.path()).output().unwrap();
+    let out = std::process::Command::new(nova_tests::binary("nova-vmm"))
+        .args(["run", "--lazy", "--restore"])
+        .arg(diff.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a full snapshot"));
 }
@@ -113,7 +174,16 @@ fn a_diff_without_a_full_snapshot_first_is_refused() {
     let vm = cmd.spawn();
     vm.booted();
     let dir = TempDir::new();
-    let (status, _, err) = ctl(&sock, &["snapshot", "create", "--path", dir.path().to_str().unwrap(), "--diff"]);
+    let (status, _, err) = ctl(
+        &sock,
+        &[
+            "snapshot",
+            "create",
+            "--path",
+            dir.path().to_str().unwrap(),
+            "--diff",
+        ],
+    );
     assert!(!status.success());
     assert!(err.contains("full snapshot"), "{err}");
 }
@@ -123,16 +193,27 @@ fn snapshot_size_follows_what_the_guest_touched_not_its_memory() {
     if !require_kvm() {
         return;
     }
-    let (cmd, sock) = VmmCmd::testguest("counter").args(["--mem-mib", "4096"]).with_api();
+    let (cmd, sock) = VmmCmd::testguest("counter")
+        .args(["--mem-mib", "4096"])
+        .with_api();
     let vm = cmd.spawn();
-    vm.console.wait_line("NOVA-TICK 20", Duration::from_secs(20));
+    vm.console
+        .wait_line("NOVA-TICK 20", Duration::from_secs(20));
     let dir = TempDir::new();
     let r = snapshot(&sock, dir.path(), false);
     assert!(r["bytes_written"].as_u64().unwrap() < 4 << 20, "{r}");
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(dir.join("memory")).unwrap();
-    assert_eq!(meta.len(), 4096 << 20, "the memory file has the guest's size");
-    assert!(meta.blocks() * 512 < 8 << 20, "but is sparse: {} bytes allocated", meta.blocks() * 512);
+    assert_eq!(
+        meta.len(),
+        4096 << 20,
+        "the memory file has the guest's size"
+    );
+    assert!(
+        meta.blocks() * 512 < 8 << 20,
+        "but is sparse: {} bytes allocated",
+        meta.blocks() * 512
+    );
 }
 
 #[test]
@@ -145,7 +226,11 @@ fn a_corrupt_or_foreign_snapshot_is_refused_with_the_reason() {
     let state = snap.join("state");
     let good = std::fs::read(&state).unwrap();
     let run = || {
-        let out = std::process::Command::new(nova_tests::binary("nova-vmm")).args(["run", "--restore"]).arg(snap.path()).output().unwrap();
+        let out = std::process::Command::new(nova_tests::binary("nova-vmm"))
+            .args(["run", "--restore"])
+            .arg(snap.path())
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -160,6 +245,11 @@ fn a_corrupt_or_foreign_snapshot_is_refused_with_the_reason() {
     std::fs::write(&state, b"not a snapshot").unwrap();
     assert!(run().contains("bad magic"));
     std::fs::write(&state, &good).unwrap();
-    std::fs::OpenOptions::new().write(true).open(snap.join("memory")).unwrap().set_len(4096).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(snap.join("memory"))
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
     assert!(run().contains("memory file is 4096 bytes"));
 }

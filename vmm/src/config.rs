@@ -70,7 +70,10 @@ pub struct ConfigError {
 }
 
 fn err(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.into(), problem: problem.into() }
+    ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -103,9 +106,17 @@ impl DiskConfig {
             None => false,
             Some("ro") => true,
             Some("rw") => false,
-            Some(o) => return Err(err("disk", format!("unknown option '{o}' (expected ro or rw)"))),
+            Some(o) => {
+                return Err(err(
+                    "disk",
+                    format!("unknown option '{o}' (expected ro or rw)"),
+                ))
+            }
         };
-        Ok(Self { path: path.into(), read_only })
+        Ok(Self {
+            path: path.into(),
+            read_only,
+        })
     }
 }
 
@@ -150,12 +161,18 @@ impl VmConfig {
     /// Checks ranges and formats; files are checked when the VM is built.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(err("vcpus", format!("{} is out of range 1..={MAX_VCPUS}", self.vcpus)));
+            return Err(err(
+                "vcpus",
+                format!("{} is out of range 1..={MAX_VCPUS}", self.vcpus),
+            ));
         }
         if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
             return Err(err(
                 "mem_mib",
-                format!("{} is out of range {MIN_MEM_MIB}..={MAX_MEM_MIB}", self.mem_mib),
+                format!(
+                    "{} is out of range {MIN_MEM_MIB}..={MAX_MEM_MIB}",
+                    self.mem_mib
+                ),
             ));
         }
         if self.kernel.as_os_str().is_empty() {
@@ -167,7 +184,10 @@ impl VmConfig {
             }
             if let Some(m) = &n.mac {
                 if parse_mac(m).is_none() {
-                    return Err(err(format!("nets[{i}].mac"), format!("'{m}' is not a MAC address")));
+                    return Err(err(
+                        format!("nets[{i}].mac"),
+                        format!("'{m}' is not a MAC address"),
+                    ));
                 }
             }
         }
@@ -175,7 +195,10 @@ impl VmConfig {
         if devices > crate::vm::MAX_VIRTIO_DEVICES {
             return Err(err(
                 "disks",
-                format!("{devices} virtio devices; at most {}", crate::vm::MAX_VIRTIO_DEVICES),
+                format!(
+                    "{devices} virtio devices; at most {}",
+                    crate::vm::MAX_VIRTIO_DEVICES
+                ),
             ));
         }
         Ok(())
@@ -190,12 +213,21 @@ mod tests {
     fn disk_and_net_flags_parse_like_the_docs_say() {
         assert_eq!(
             DiskConfig::parse("/d.img,ro").unwrap(),
-            DiskConfig { path: "/d.img".into(), read_only: true }
+            DiskConfig {
+                path: "/d.img".into(),
+                read_only: true
+            }
         );
         assert!(!DiskConfig::parse("/d.img").unwrap().read_only);
-        assert!(DiskConfig::parse("/d.img,bogus").unwrap_err().problem.contains("bogus"));
+        assert!(DiskConfig::parse("/d.img,bogus")
+            .unwrap_err()
+            .problem
+            .contains("bogus"));
         let n = NetConfig::parse("tap=tap0,mac=52:54:00:00:00:01").unwrap();
-        assert_eq!((n.tap.as_str(), n.mac.as_deref()), ("tap0", Some("52:54:00:00:00:01")));
+        assert_eq!(
+            (n.tap.as_str(), n.mac.as_deref()),
+            ("tap0", Some("52:54:00:00:00:01"))
+        );
         assert_eq!(NetConfig::parse("mac=x").unwrap_err().field, "net");
     }
 
@@ -210,7 +242,10 @@ mod tests {
         c.mem_mib = 1;
         assert_eq!(c.validate().unwrap_err().field, "mem_mib");
         c.mem_mib = 64;
-        c.nets.push(NetConfig { tap: "t".into(), mac: Some("zz".into()) });
+        c.nets.push(NetConfig {
+            tap: "t".into(),
+            mac: Some("zz".into()),
+        });
         assert_eq!(c.validate().unwrap_err().field, "nets[0].mac");
     }
 
@@ -224,7 +259,10 @@ mod tests {
 
     #[test]
     fn macs_parse_and_reject() {
-        assert_eq!(parse_mac("52:54:00:ab:cd:ef"), Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+        assert_eq!(
+            parse_mac("52:54:00:ab:cd:ef"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef])
+        );
         assert_eq!(parse_mac("52:54:00:ab:cd"), None);
         assert_eq!(parse_mac("52:54:00:ab:cd:zz"), None);
     }

@@ -24,12 +24,18 @@ pub struct DirtyBitmap {
 impl DirtyBitmap {
     /// All clear, for `pages` pages.
     pub fn new(pages: usize) -> Self {
-        Self { words: vec![0; pages.div_ceil(64)], pages }
+        Self {
+            words: vec![0; pages.div_ceil(64)],
+            pages,
+        }
     }
 
     /// All set.
     pub fn full(pages: usize) -> Self {
-        let mut b = Self { words: vec![u64::MAX; pages.div_ceil(64)], pages };
+        let mut b = Self {
+            words: vec![u64::MAX; pages.div_ceil(64)],
+            pages,
+        };
         b.trim();
         b
     }
@@ -45,7 +51,7 @@ impl DirtyBitmap {
     }
 
     fn trim(&mut self) {
-        if self.pages % 64 != 0 {
+        if self.pages & 63 != 0 {
             if let Some(last) = self.words.last_mut() {
                 *last &= (1u64 << (self.pages % 64)) - 1;
             }
@@ -114,7 +120,9 @@ pub fn page_gpa(mem: &GuestMemory, page: usize) -> Option<GuestAddress> {
     for r in mem.iter() {
         let n = r.len() as usize / PAGE_SIZE;
         if page < first + n {
-            return Some(GuestAddress(r.start_addr().0 + ((page - first) * PAGE_SIZE) as u64));
+            return Some(GuestAddress(
+                r.start_addr().0 + ((page - first) * PAGE_SIZE) as u64,
+            ));
         }
         first += n;
     }
@@ -188,8 +196,14 @@ mod tests {
         let fd = create_memfd(4096).unwrap();
         let mem = map_memfd(&fd, 4096 << 20).unwrap();
         let low = crate::memory::MMIO_HOLE_START as usize / PAGE_SIZE;
-        assert_eq!(page_gpa(&mem, low - 1), Some(GuestAddress(crate::memory::MMIO_HOLE_START - 4096)));
-        assert_eq!(page_gpa(&mem, low), Some(GuestAddress(crate::memory::MMIO_HOLE_END)));
+        assert_eq!(
+            page_gpa(&mem, low - 1),
+            Some(GuestAddress(crate::memory::MMIO_HOLE_START - 4096))
+        );
+        assert_eq!(
+            page_gpa(&mem, low),
+            Some(GuestAddress(crate::memory::MMIO_HOLE_END))
+        );
         assert_eq!(ram_pages(&mem), 1 << 20);
         assert_eq!(page_gpa(&mem, 1 << 20), None);
     }
@@ -208,7 +222,10 @@ mod tests {
         // A device completes a request into guest memory through vm-memory, as virtio does.
         mem.write_obj(0xfeed_u64, GuestAddress(0x12_3000)).unwrap();
         let dirty = collect(&vm_fd, &mem).unwrap();
-        assert!(dirty.get(0x123), "device-written page missing from the dirty set");
+        assert!(
+            dirty.get(0x123),
+            "device-written page missing from the dirty set"
+        );
         assert_eq!(dirty.count(), 1);
         // Collected pages are cleared: a second collection is empty.
         assert_eq!(collect(&vm_fd, &mem).unwrap().count(), 0);

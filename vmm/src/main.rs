@@ -95,7 +95,11 @@ impl RunArgs {
                     .with_context(|| format!("config {}", path.display()))?;
                 VmConfig::from_json(&text).with_context(|| format!("config {}", path.display()))?
             }
-            None => VmConfig::new(self.kernel.clone().context("kernel: --kernel is required")?),
+            None => VmConfig::new(
+                self.kernel
+                    .clone()
+                    .context("kernel: --kernel is required")?,
+            ),
         };
         if let Some(k) = self.kernel {
             c.kernel = k;
@@ -133,7 +137,10 @@ fn init_logging() {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let vm = if let Some(to) = args.incoming.clone() {
-        let addr = to.strip_prefix("tcp:").context("--incoming: expected tcp:ADDR:PORT")?.to_string();
+        let addr = to
+            .strip_prefix("tcp:")
+            .context("--incoming: expected tcp:ADDR:PORT")?
+            .to_string();
         // The VM is already running when receive returns (`start` below is a no-op),
         // so its API opens only once it runs here.
         nova_vmm::migration::receiver::receive(&addr, |c| args.adjust(c))?
@@ -160,7 +167,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Let whoever started the migration read its result before the API goes away.
         if let Some(m) = vm.migration() {
             let t = std::time::Instant::now();
-            while !m.result_read.load(std::sync::atomic::Ordering::SeqCst) && t.elapsed().as_secs() < 3 {
+            while !m.result_read.load(std::sync::atomic::Ordering::SeqCst)
+                && t.elapsed().as_secs() < 3
+            {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }

@@ -9,8 +9,8 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use vm_memory::bitmap::{AtomicBitmap, Bitmap};
 use vm_memory::bitmap::NewBitmap;
+use vm_memory::bitmap::{AtomicBitmap, Bitmap};
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
@@ -92,13 +92,15 @@ pub fn map_file_private(file: &File, mem_bytes: u64) -> Result<GuestMemory, Memo
     let mut regions = Vec::new();
     for (addr, len) in ram_ranges(mem_bytes) {
         let f = file.try_clone().map_err(MemoryError::Memfd)?;
-        let region = MmapRegionBuilder::new_with_bitmap(len as usize, AtomicBitmap::with_len(len as usize))
-            .with_file_offset(FileOffset::new(f, offset))
-            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
-            .build()
-            .map_err(|e| MemoryError::Map(e.into()))?;
-        let region = GuestRegionMmap::new(region, addr).ok_or(MemoryError::Size(mem_bytes >> 20))?;
+        let region =
+            MmapRegionBuilder::new_with_bitmap(len as usize, AtomicBitmap::with_len(len as usize))
+                .with_file_offset(FileOffset::new(f, offset))
+                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+                .build()
+                .map_err(|e| MemoryError::Map(e.into()))?;
+        let region =
+            GuestRegionMmap::new(region, addr).ok_or(MemoryError::Size(mem_bytes >> 20))?;
         regions.push(region);
         offset += len;
     }
@@ -110,7 +112,9 @@ pub fn mark_dirty(mem: &GuestMemory, addr: GuestAddress, len: usize) {
     let mut addr = addr;
     let mut left = len;
     while left > 0 {
-        let Some(region) = mem.find_region(addr) else { return };
+        let Some(region) = mem.find_region(addr) else {
+            return;
+        };
         let off = addr.0 - region.start_addr().0;
         let n = left.min((region.len() - off) as usize);
         region.bitmap().mark_dirty(off as usize, n);
@@ -133,7 +137,10 @@ mod tests {
     fn memory_above_the_hole_resumes_at_4gib() {
         let r = ram_ranges(4 << 30);
         assert_eq!(r[0], (GuestAddress(0), MMIO_HOLE_START));
-        assert_eq!(r[1], (GuestAddress(MMIO_HOLE_END), (4 << 30) - MMIO_HOLE_START));
+        assert_eq!(
+            r[1],
+            (GuestAddress(MMIO_HOLE_END), (4 << 30) - MMIO_HOLE_START)
+        );
         assert_eq!(ram_ranges(256 << 20), vec![(GuestAddress(0), 256 << 20)]);
     }
 

@@ -124,7 +124,9 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeE
         return Err(DecodeError::Version { found: version });
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
-    let end = 20usize.checked_add(len as usize).filter(|e| *e + 4 == bytes.len());
+    let end = 20usize
+        .checked_add(len as usize)
+        .filter(|e| *e + 4 == bytes.len());
     let Some(end) = end else {
         return Err(DecodeError::Truncated(bytes.len()));
     };
@@ -167,11 +169,23 @@ mod tests {
         let bytes = encode(&sample());
         let mut flipped = bytes.clone();
         flipped[30] ^= 0x40;
-        assert_eq!(decode::<VmState>(&flipped).err(), Some(DecodeError::Checksum));
+        assert_eq!(
+            decode::<VmState>(&flipped).err(),
+            Some(DecodeError::Checksum)
+        );
         let mut v2 = bytes.clone();
         v2[8] = 2;
-        assert_eq!(decode::<VmState>(&v2).err(), Some(DecodeError::Version { found: 2 }));
-        assert_eq!(decode::<VmState>(b"ELF....").err(), Some(DecodeError::Magic));
-        assert!(matches!(decode::<VmState>(&bytes[..bytes.len() - 1]), Err(DecodeError::Truncated(_))));
+        assert_eq!(
+            decode::<VmState>(&v2).err(),
+            Some(DecodeError::Version { found: 2 })
+        );
+        assert_eq!(
+            decode::<VmState>(b"ELF....").err(),
+            Some(DecodeError::Magic)
+        );
+        assert!(matches!(
+            decode::<VmState>(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated(_))
+        ));
     }
 }

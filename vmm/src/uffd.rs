@@ -71,7 +71,11 @@ impl Uffd {
         }
         // SAFETY: fd is a fresh, owned descriptor.
         let file = unsafe { File::from_raw_fd(fd) };
-        let mut api = UffdioApi { api: UFFD_API, features: 0, ioctls: 0 };
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: 0,
+            ioctls: 0,
+        };
         // SAFETY: UFFDIO_API takes a pointer to a live uffdio_api.
         if unsafe { libc::ioctl(file.as_raw_fd(), UFFDIO_API as _, &mut api) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -81,7 +85,11 @@ impl Uffd {
 
     /// Reports missing-page faults in `[start, start+len)` (host addresses).
     pub fn register(&self, start: u64, len: u64) -> std::io::Result<()> {
-        let mut reg = UffdioRegister { range: UffdioRange { start, len }, mode: UFFDIO_REGISTER_MODE_MISSING, ioctls: 0 };
+        let mut reg = UffdioRegister {
+            range: UffdioRange { start, len },
+            mode: UFFDIO_REGISTER_MODE_MISSING,
+            ioctls: 0,
+        };
         // SAFETY: UFFDIO_REGISTER takes a pointer to a live uffdio_register.
         if unsafe { libc::ioctl(self.file.as_raw_fd(), UFFDIO_REGISTER as _, &mut reg) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -96,13 +104,21 @@ impl Uffd {
         if msg[0] != UFFD_EVENT_PAGEFAULT {
             return Ok(None);
         }
-        Ok(Some(Fault { addr: u64::from_le_bytes(msg[16..24].try_into().unwrap()) }))
+        Ok(Some(Fault {
+            addr: u64::from_le_bytes(msg[16..24].try_into().unwrap()),
+        }))
     }
 
     /// Fills the page at `dst` (page-aligned host address) with `data` and wakes the
     /// faulting threads. A page already present is not an error.
     pub fn copy(&self, dst: u64, data: &[u8]) -> std::io::Result<()> {
-        let mut c = UffdioCopy { dst, src: data.as_ptr() as u64, len: data.len() as u64, mode: 0, copy: 0 };
+        let mut c = UffdioCopy {
+            dst,
+            src: data.as_ptr() as u64,
+            len: data.len() as u64,
+            mode: 0,
+            copy: 0,
+        };
         // SAFETY: src points to `len` readable bytes; dst lies in a registered range.
         if unsafe { libc::ioctl(self.file.as_raw_fd(), UFFDIO_COPY as _, &mut c) } < 0 {
             let e = std::io::Error::last_os_error();
@@ -115,7 +131,11 @@ impl Uffd {
 
     /// Maps a zero page at `dst` and wakes the faulting threads.
     pub fn zero(&self, dst: u64, len: u64) -> std::io::Result<()> {
-        let mut z = UffdioZeropage { range: UffdioRange { start: dst, len }, mode: 0, zeropage: 0 };
+        let mut z = UffdioZeropage {
+            range: UffdioRange { start: dst, len },
+            mode: 0,
+            zeropage: 0,
+        };
         // SAFETY: UFFDIO_ZEROPAGE takes a pointer to a live uffdio_zeropage.
         if unsafe { libc::ioctl(self.file.as_raw_fd(), UFFDIO_ZEROPAGE as _, &mut z) } < 0 {
             let e = std::io::Error::last_os_error();
@@ -139,7 +159,10 @@ mod tests {
     #[test]
     fn a_fault_on_registered_memfd_memory_is_served_by_copy() {
         let Ok(uffd) = Uffd::new() else {
-            assert!(!crate::test_support::strict(), "userfaultfd unavailable under NOVA_REQUIRE_KVM=1");
+            assert!(
+                !crate::test_support::strict(),
+                "userfaultfd unavailable under NOVA_REQUIRE_KVM=1"
+            );
             eprintln!("*** SKIPPED: userfaultfd unavailable ***");
             return;
         };

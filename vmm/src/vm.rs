@@ -26,7 +26,8 @@ use crate::devices::i8042::{I8042, I8042_PORT};
 use crate::devices::power::{SleepControl, SLEEP_CONTROL_ADDR};
 use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
 use crate::devices::virtio::{
-    self, Block, BlockConfig, DeviceCounters, Interrupt, MmioTransport, Net, TransportState, VirtioDevice, MMIO_LEN,
+    self, Block, BlockConfig, DeviceCounters, Interrupt, MmioTransport, Net, TransportState,
+    VirtioDevice, MMIO_LEN,
 };
 use crate::devices::{Bus, BusDevice};
 use crate::kvm::{self, KvmError, KvmKind};
@@ -58,9 +59,15 @@ pub enum VmError {
     #[error("console {path}: {err}")]
     Console { path: String, err: std::io::Error },
     #[error("{what}: {err}")]
-    Setup { what: &'static str, err: std::io::Error },
+    Setup {
+        what: &'static str,
+        err: std::io::Error,
+    },
     #[error("{what}: {err}")]
-    KvmIoctl { what: &'static str, err: kvm_ioctls::Error },
+    KvmIoctl {
+        what: &'static str,
+        err: kvm_ioctls::Error,
+    },
     #[error("{0}")]
     Device(String),
 }
@@ -126,19 +133,32 @@ impl BusDevice for VirtioSlot {
 }
 
 fn clone_evts(evts: &[EventFd]) -> Result<Vec<EventFd>, VmError> {
-    evts.iter().map(|e| e.try_clone().map_err(setup("eventfd"))).collect()
+    evts.iter()
+        .map(|e| e.try_clone().map_err(setup("eventfd")))
+        .collect()
 }
 
 /// The device behind virtio slot `index`: disks first, then NICs.
 fn make_device(config: &VmConfig, index: usize) -> Result<Box<dyn VirtioDevice>, VmError> {
     if let Some(d) = config.disks.get(index) {
-        let cfg = BlockConfig { path: d.path.clone(), read_only: d.read_only, id: format!("disk{index}") };
-        return Ok(Box::new(Block::new(cfg).map_err(|e| VmError::Device(e.to_string()))?));
+        let cfg = BlockConfig {
+            path: d.path.clone(),
+            read_only: d.read_only,
+            id: format!("disk{index}"),
+        };
+        return Ok(Box::new(
+            Block::new(cfg).map_err(|e| VmError::Device(e.to_string()))?,
+        ));
     }
     let n = &config.nets[index - config.disks.len()];
     let mac = n.mac.as_deref().and_then(crate::config::parse_mac);
-    let cfg = virtio::NetConfig { tap: n.tap.clone(), mac };
-    Ok(Box::new(Net::new(cfg).map_err(|e| VmError::Device(e.to_string()))?))
+    let cfg = virtio::NetConfig {
+        tap: n.tap.clone(),
+        mac,
+    };
+    Ok(Box::new(
+        Net::new(cfg).map_err(|e| VmError::Device(e.to_string()))?,
+    ))
 }
 
 /// One VM.
@@ -183,9 +203,14 @@ fn console_out(config: &VmConfig) -> Result<Box<dyn Write + Send>, VmError> {
     match &config.console {
         None => Ok(Box::new(std::io::stdout())),
         Some(path) => {
-            let f = File::options().create(true).append(true).open(path).map_err(|err| {
-                VmError::Console { path: path.display().to_string(), err }
-            })?;
+            let f = File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|err| VmError::Console {
+                    path: path.display().to_string(),
+                    err,
+                })?;
             Ok(Box::new(f))
         }
     }
@@ -237,9 +262,16 @@ impl Vm {
         // Memory before the irqchip: once the irqchip exists, every memslot change
         // waits out an SRCU grace period, which costs milliseconds on PVM hosts.
         crate::dirty::set_slots(&vm_fd, &mem, 0).map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
-        vm_fd.set_tss_address(KVM_TSS_ADDR).map_err(ioctl("KVM_SET_TSS_ADDR"))?;
-        vm_fd.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm_fd
+            .set_tss_address(KVM_TSS_ADDR)
+            .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        vm_fd
+            .create_irq_chip()
+            .map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
         vm_fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
 
         let exit = Arc::new(ExitSignal::new().map_err(setup("eventfd"))?);
@@ -249,33 +281,56 @@ impl Vm {
         let mut mmio = Bus::default();
 
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
-        vm_fd.register_irqfd(&serial_irq, COM1_IRQ).map_err(ioctl("KVM_IRQFD (serial)"))?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, console_out(&config)?)));
+        vm_fd
+            .register_irqfd(&serial_irq, COM1_IRQ)
+            .map_err(ioctl("KVM_IRQFD (serial)"))?;
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            serial_irq,
+            console_out(&config)?,
+        )));
         let bus_err = |e: crate::devices::bus::BusRangeError| VmError::Device(e.to_string());
         pio.insert(serial.clone(), COM1_PORT, 8).map_err(bus_err)?;
         let reset = reset_evt.try_clone().map_err(setup("eventfd"))?;
-        pio.insert(Arc::new(Mutex::new(I8042::new(reset))), I8042_PORT, 5).map_err(bus_err)?;
-        let off = poweroff_evt.try_clone().map_err(setup("eventfd"))?;
-        mmio.insert(Arc::new(Mutex::new(SleepControl::new(off))), SLEEP_CONTROL_ADDR, 1)
+        pio.insert(Arc::new(Mutex::new(I8042::new(reset))), I8042_PORT, 5)
             .map_err(bus_err)?;
+        let off = poweroff_evt.try_clone().map_err(setup("eventfd"))?;
+        mmio.insert(
+            Arc::new(Mutex::new(SleepControl::new(off))),
+            SLEEP_CONTROL_ADDR,
+            1,
+        )
+        .map_err(bus_err)?;
 
         let mut virtio = Vec::new();
         for i in 0..config.disks.len() + config.nets.len() {
             let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE;
             let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
-            vm_fd.register_irqfd(&irqfd, VIRTIO_IRQ_BASE + i as u32).map_err(ioctl("KVM_IRQFD (virtio)"))?;
+            vm_fd
+                .register_irqfd(&irqfd, VIRTIO_IRQ_BASE + i as u32)
+                .map_err(ioctl("KVM_IRQFD (virtio)"))?;
             let interrupt = Arc::new(Interrupt::new(irqfd));
             let device = make_device(&config, i)?;
             let mut queue_evts = Vec::new();
             for q in 0..device.queue_max_sizes().len() {
                 let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
                 let addr = IoEventAddress::Mmio(base + virtio::mmio::reg::QUEUE_NOTIFY);
-                vm_fd.register_ioevent(&evt, &addr, q as u32).map_err(ioctl("KVM_IOEVENTFD"))?;
+                vm_fd
+                    .register_ioevent(&evt, &addr, q as u32)
+                    .map_err(ioctl("KVM_IOEVENTFD"))?;
                 queue_evts.push(evt);
             }
-            let transport = MmioTransport::new(device, mem.clone(), interrupt.clone(), clone_evts(&queue_evts)?)
-                .map_err(|e| VmError::Device(e.to_string()))?;
-            let slot = Arc::new(Mutex::new(VirtioSlot { transport: Some(transport), interrupt, queue_evts }));
+            let transport = MmioTransport::new(
+                device,
+                mem.clone(),
+                interrupt.clone(),
+                clone_evts(&queue_evts)?,
+            )
+            .map_err(|e| VmError::Device(e.to_string()))?;
+            let slot = Arc::new(Mutex::new(VirtioSlot {
+                transport: Some(transport),
+                interrupt,
+                queue_evts,
+            }));
             mmio.insert(slot.clone(), base, MMIO_LEN).map_err(bus_err)?;
             virtio.push(slot);
         }
@@ -287,7 +342,9 @@ impl Vm {
         let mut vcpu_stats = Vec::with_capacity(config.vcpus as usize);
         let mut tsc_khz = 0;
         for i in 0..config.vcpus {
-            let fd = vm_fd.create_vcpu(i as u64).map_err(ioctl("KVM_CREATE_VCPU"))?;
+            let fd = vm_fd
+                .create_vcpu(i as u64)
+                .map_err(ioctl("KVM_CREATE_VCPU"))?;
             if i == 0 {
                 tsc_khz = fd.get_tsc_khz().unwrap_or(0);
             }
@@ -337,7 +394,13 @@ impl Vm {
         let initrd = match &config.initrd {
             Some(path) => {
                 let limit = boot::linux::initrd_limit(kernel.setup_header.as_ref());
-                Some(boot::load_initrd(mem, path, mem_bytes, kernel.kernel_end, limit)?)
+                Some(boot::load_initrd(
+                    mem,
+                    path,
+                    mem_bytes,
+                    kernel.kernel_end,
+                    limit,
+                )?)
             }
             None => None,
         };
@@ -382,10 +445,20 @@ impl Vm {
 
     /// Blocks until the VM must stop, stops the vCPUs, and says why.
     pub fn wait(&self) -> VmExit {
-        let fds = [self.exit.evt.as_raw_fd(), self.reset_evt.as_raw_fd(), self.poweroff_evt.as_raw_fd()];
+        let fds = [
+            self.exit.evt.as_raw_fd(),
+            self.reset_evt.as_raw_fd(),
+            self.poweroff_evt.as_raw_fd(),
+        ];
         let reason = loop {
-            let mut pfds: Vec<libc::pollfd> =
-                fds.iter().map(|fd| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }).collect();
+            let mut pfds: Vec<libc::pollfd> = fds
+                .iter()
+                .map(|fd| libc::pollfd {
+                    fd: *fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
             // SAFETY: pfds is a valid array of pollfd of the given length.
             let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
             if n < 0 {
@@ -417,7 +490,11 @@ impl Vm {
     pub fn info(&self) -> VmInfo {
         let sum = |f: fn(&VcpuStats) -> u64| self.vcpu_stats.iter().map(|s| f(s)).sum();
         VmInfo {
-            state: if self.control.is_paused() { RunState::Paused } else { RunState::Running },
+            state: if self.control.is_paused() {
+                RunState::Paused
+            } else {
+                RunState::Running
+            },
             kvm: self.kind,
             pid: std::process::id(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -426,11 +503,21 @@ impl Vm {
                 vcpu_exits: sum(|s| s.exits.load(Ordering::Relaxed)),
                 io_exits: sum(|s| s.io_exits.load(Ordering::Relaxed)),
                 mmio_exits: sum(|s| s.mmio_exits.load(Ordering::Relaxed)),
-                console_bytes: self.serial.lock().unwrap_or_else(|e| e.into_inner()).bytes_out(),
+                console_bytes: self
+                    .serial
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .bytes_out(),
                 devices: self
                     .virtio
                     .iter()
-                    .filter_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).transport.as_ref().map(|t| t.device().counters()))
+                    .filter_map(|s| {
+                        s.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .transport
+                            .as_ref()
+                            .map(|t| t.device().counters())
+                    })
                     .collect(),
             },
         }
@@ -467,11 +554,19 @@ impl Vm {
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
         for fd in &self.vcpus {
             let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
-            vcpus.push(vcpu::state::save(&fd, &self.msr_indices).map_err(|e| VmError::Device(e.to_string()))?);
+            vcpus.push(
+                vcpu::state::save(&fd, &self.msr_indices)
+                    .map_err(|e| VmError::Device(e.to_string()))?,
+            );
         }
         let chip = |id| -> Result<kvm_irqchip, VmError> {
-            let mut c = kvm_irqchip { chip_id: id, ..Default::default() };
-            self.vm_fd.get_irqchip(&mut c).map_err(ioctl("KVM_GET_IRQCHIP"))?;
+            let mut c = kvm_irqchip {
+                chip_id: id,
+                ..Default::default()
+            };
+            self.vm_fd
+                .get_irqchip(&mut c)
+                .map_err(ioctl("KVM_GET_IRQCHIP"))?;
             Ok(c)
         };
         let kvm = KvmState {
@@ -481,17 +576,30 @@ impl Vm {
             pit: self.vm_fd.get_pit2().map_err(ioctl("KVM_GET_PIT2"))?,
             clock: self.vm_fd.get_clock().map_err(ioctl("KVM_GET_CLOCK"))?,
         };
-        let serial = self.serial.lock().unwrap_or_else(|e| e.into_inner()).state().into();
+        let serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state()
+            .into();
         let mut virtio = Vec::with_capacity(self.virtio.len());
         for (i, slot) in self.virtio.iter().enumerate() {
             let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             let Some(t) = &slot.transport else {
                 return Err(VmError::Device(format!("virtio device {i} is missing")));
             };
-            let state = t.state().map_err(|e| VmError::Device(format!("virtio device {i}: {e}")))?;
+            let state = t
+                .state()
+                .map_err(|e| VmError::Device(format!("virtio device {i}: {e}")))?;
             virtio.push(serde_json::to_value(state).map_err(|e| VmError::Device(e.to_string()))?);
         }
-        Ok(VmState { config: self.config.clone(), vcpus, kvm, serial, virtio })
+        Ok(VmState {
+            config: self.config.clone(),
+            vcpus,
+            kvm,
+            serial,
+            virtio,
+        })
     }
 
     /// Loads a saved state into a VM built (not booted) from the same configuration.
@@ -503,19 +611,32 @@ impl Vm {
                 self.vcpus.len()
             )));
         }
-        for chip in [&state.kvm.pic_master, &state.kvm.pic_slave, &state.kvm.ioapic] {
-            self.vm_fd.set_irqchip(chip).map_err(ioctl("KVM_SET_IRQCHIP"))?;
+        for chip in [
+            &state.kvm.pic_master,
+            &state.kvm.pic_slave,
+            &state.kvm.ioapic,
+        ] {
+            self.vm_fd
+                .set_irqchip(chip)
+                .map_err(ioctl("KVM_SET_IRQCHIP"))?;
         }
-        self.vm_fd.set_pit2(&state.kvm.pit).map_err(ioctl("KVM_SET_PIT2"))?;
+        self.vm_fd
+            .set_pit2(&state.kvm.pit)
+            .map_err(ioctl("KVM_SET_PIT2"))?;
         let mut clock = state.kvm.clock;
         // Only the clock value is restorable; KVM rejects flags it set itself.
         clock.flags = 0;
-        self.vm_fd.set_clock(&clock).map_err(ioctl("KVM_SET_CLOCK"))?;
+        self.vm_fd
+            .set_clock(&clock)
+            .map_err(ioctl("KVM_SET_CLOCK"))?;
         for (fd, vs) in self.vcpus.iter().zip(&state.vcpus) {
             let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
             vcpu::state::restore(&fd, vs).map_err(|e| VmError::Device(e.to_string()))?;
         }
-        self.serial.lock().unwrap_or_else(|e| e.into_inner()).restore(&(&state.serial).into());
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore(&(&state.serial).into());
         if state.virtio.len() != self.virtio.len() {
             return Err(VmError::Device(format!(
                 "saved state has {} virtio devices, this VM {}",
@@ -529,8 +650,14 @@ impl Vm {
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             slot.transport = None; // release the backend (tap) before reopening it
             let device = make_device(&self.config, i)?;
-            let t = MmioTransport::restore(&saved, device, self.mem.clone(), slot.interrupt.clone(), clone_evts(&slot.queue_evts)?)
-                .map_err(|e| VmError::Device(format!("virtio device {i}: {e}")))?;
+            let t = MmioTransport::restore(
+                &saved,
+                device,
+                self.mem.clone(),
+                slot.interrupt.clone(),
+                clone_evts(&slot.queue_evts)?,
+            )
+            .map_err(|e| VmError::Device(format!("virtio device {i}: {e}")))?;
             slot.transport = Some(t);
         }
         Ok(())
@@ -541,7 +668,9 @@ impl Vm {
     pub fn collect_dirty(&self) -> Result<crate::dirty::DirtyBitmap, VmError> {
         if !self.dirty_logging.swap(true, Ordering::SeqCst) {
             crate::dirty::start(&self.vm_fd, &self.mem).map_err(ioctl("enabling dirty logging"))?;
-            return Ok(crate::dirty::DirtyBitmap::full(crate::dirty::ram_pages(&self.mem)));
+            return Ok(crate::dirty::DirtyBitmap::full(crate::dirty::ram_pages(
+                &self.mem,
+            )));
         }
         crate::dirty::collect(&self.vm_fd, &self.mem).map_err(ioctl("KVM_GET_DIRTY_LOG"))
     }
@@ -556,18 +685,24 @@ impl Vm {
     /// Copies RAM page `page` into `buf` (one page).
     pub fn read_page(&self, page: usize, buf: &mut [u8]) -> std::io::Result<()> {
         use vm_memory::Bytes;
-        let gpa = crate::dirty::page_gpa(&self.mem, page)
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "page beyond RAM"))?;
+        let gpa = crate::dirty::page_gpa(&self.mem, page).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "page beyond RAM")
+        })?;
         self.mem.read_slice(buf, gpa).map_err(std::io::Error::other)
     }
 
     /// The latest migration, running or finished.
     pub fn migration(&self) -> Option<Arc<crate::migration::Migration>> {
-        self.migration.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.migration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The migration slot, for starting one.
-    pub fn migration_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<crate::migration::Migration>>> {
+    pub fn migration_slot(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<Arc<crate::migration::Migration>>> {
         self.migration.lock().unwrap_or_else(|e| e.into_inner())
     }
 

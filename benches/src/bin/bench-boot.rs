@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use nova_benches::{qemu_microvm, rss_kib, QemuRam, spawn_until, write_report, Summary};
+use nova_benches::{qemu_microvm, rss_kib, spawn_until, write_report, QemuRam, Summary};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -52,7 +52,14 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..a.runs {
             let mut nova = Command::new(&a.vmm);
             nova.arg("run").arg("--kernel").arg(&a.guest);
-            nova.args(["--vcpus", "1", "--mem-mib", &mem.to_string(), "--cmdline", cmdline]);
+            nova.args([
+                "--vcpus",
+                "1",
+                "--mem-mib",
+                &mem.to_string(),
+                "--cmdline",
+                cmdline,
+            ]);
             nova.env("NOVA_LOG", "error");
             let (b, m) = boot_once(nova)?;
             nb.push(b);
@@ -78,9 +85,12 @@ fn main() -> anyhow::Result<()> {
         a.guest.display(),
         a.runs
     );
-    let mut md = String::from("# Boot: process start to `NOVA-BOOTED`, and memory beyond guest pages\n\n");
+    let mut md =
+        String::from("# Boot: process start to `NOVA-BOOTED`, and memory beyond guest pages\n\n");
     md.push_str(&format!("Command: `{command}`\n\n"));
-    md.push_str("Test guest (`nova.workload=idle`), 1 vCPU, runs alternated between the two VMMs. ");
+    md.push_str(
+        "Test guest (`nova.workload=idle`), 1 vCPU, runs alternated between the two VMMs. ",
+    );
     md.push_str("QEMU: `qemu-system-x86_64 -M microvm -enable-kvm -cpu host,-arch-capabilities`, guest RAM in a memfd ");
     md.push_str("like nova-vmm's, so memory beyond guest pages is RssAnon + RssFile of the process 300 ms after boot.\n\n");
     md.push_str("| memory | VMM | boot median ms | min | max | beyond-guest median MiB | min | max |\n|---|---|---|---|---|---|---|---|\n");
@@ -97,7 +107,9 @@ fn main() -> anyhow::Result<()> {
             r.overhead_kib.max / 1024.0
         ));
     }
-    md.push_str("\n| memory | boot time nova/QEMU | memory beyond guest nova/QEMU |\n|---|---|---|\n");
+    md.push_str(
+        "\n| memory | boot time nova/QEMU | memory beyond guest nova/QEMU |\n|---|---|---|\n",
+    );
     let mut ratios = Vec::new();
     for pair in rows.chunks(2) {
         let (n, q) = (&pair[0], &pair[1]);

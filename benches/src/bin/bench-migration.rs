@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nova_benches::qmp::Qmp;
-use nova_benches::{guest_view, Stamped, host_tsc_khz, write_report, LineReader, Summary};
+use nova_benches::{guest_view, host_tsc_khz, write_report, LineReader, Stamped, Summary};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -30,7 +30,11 @@ struct Args {
     /// Memory sizes in MiB.
     #[arg(long, value_delimiter = ',', default_value = "1024,4096")]
     mem: Vec<u64>,
-    #[arg(long, value_delimiter = ',', default_value = "idle,dirty:64:max,dirty:512:max")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "idle,dirty:64:max,dirty:512:max"
+    )]
     workloads: Vec<String>,
     #[arg(long, value_delimiter = ',', default_value = "precopy,postcopy,hybrid")]
     modes: Vec<String>,
@@ -94,7 +98,9 @@ impl Drop for Guest {
 
 impl Guest {
     fn spawn(mut cmd: Command) -> anyhow::Result<Guest> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         let mut child = cmd.spawn().with_context(|| format!("{cmd:?}"))?;
         let lines = LineReader::start(child.stdout.take().unwrap());
         Ok(Guest { child, lines })
@@ -102,7 +108,12 @@ impl Guest {
     fn wait_line(&self, prefix: &str, timeout: Duration) -> anyhow::Result<()> {
         let t = Instant::now();
         while t.elapsed() < timeout {
-            if self.lines.lines().iter().any(|l| l.text.starts_with(prefix)) {
+            if self
+                .lines
+                .lines()
+                .iter()
+                .any(|l| l.text.starts_with(prefix))
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -113,7 +124,10 @@ impl Guest {
     /// by itself; QEMU's paused source is killed), so a line the switch cut is whole.
     fn finish_source(&mut self, exits_itself: bool) -> Vec<Stamped> {
         let t = Instant::now();
-        while exits_itself && t.elapsed() < Duration::from_secs(5) && matches!(self.child.try_wait(), Ok(None)) {
+        while exits_itself
+            && t.elapsed() < Duration::from_secs(5)
+            && matches!(self.child.try_wait(), Ok(None))
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         let _ = self.child.kill();
@@ -123,7 +137,11 @@ impl Guest {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn cmdline(workload: &str) -> String {
@@ -146,12 +164,19 @@ fn warm(g: &Guest, workload: &str) -> anyhow::Result<()> {
 fn nova_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyhow::Result<Run> {
     let sock = dir.join("src.sock");
     let mut src = Command::new(&a.vmm);
-    src.arg("run").arg("--kernel").arg(&a.guest).args(["--mem-mib", &mem.to_string(), "--cmdline", &cmdline(workload)]);
+    src.arg("run").arg("--kernel").arg(&a.guest).args([
+        "--mem-mib",
+        &mem.to_string(),
+        "--cmdline",
+        &cmdline(workload),
+    ]);
     src.arg("--api-sock").arg(&sock).env("NOVA_LOG", "error");
     let mut src = Guest::spawn(src)?;
     let port = free_port();
     let mut dst = Command::new(&a.vmm);
-    dst.arg("run").args(["--incoming", &format!("tcp:127.0.0.1:{port}")]).env("NOVA_LOG", "error");
+    dst.arg("run")
+        .args(["--incoming", &format!("tcp:127.0.0.1:{port}")])
+        .env("NOVA_LOG", "error");
     let dst = Guest::spawn(dst)?;
     warm(&src, workload)?;
     let start = Instant::now();
@@ -159,7 +184,13 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
         .arg("ctl")
         .arg("--api-sock")
         .arg(&sock)
-        .args(["migrate", "--to", &format!("tcp:127.0.0.1:{port}"), "--mode", mode])
+        .args([
+            "migrate",
+            "--to",
+            &format!("tcp:127.0.0.1:{port}"),
+            "--mode",
+            mode,
+        ])
         .stderr(Stdio::null())
         .output()?;
     let r: Value = serde_json::from_slice(&out.stdout).context("migration result")?;
@@ -180,8 +211,15 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
 }
 
 fn qemu(a: &Args, mem: u64, workload: &str, qmp: &Path, incoming: Option<u16>) -> Command {
-    let mut c = nova_benches::qemu_microvm(&a.guest, mem, 1, &format!("{} nova.tsc_khz={}", cmdline(workload), host_tsc_khz()), nova_benches::QemuRam::Anonymous);
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    let mut c = nova_benches::qemu_microvm(
+        &a.guest,
+        mem,
+        1,
+        &format!("{} nova.tsc_khz={}", cmdline(workload), host_tsc_khz()),
+        nova_benches::QemuRam::Anonymous,
+    );
+    c.arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()));
     if let Some(p) = incoming {
         c.args(["-incoming", &format!("tcp:127.0.0.1:{p}")]);
     }
@@ -197,9 +235,15 @@ fn qemu_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
     let mut d = Qmp::connect(&dq)?;
     let post = mode != "precopy";
     for q in [&mut s, &mut d] {
-        q.cmd("migrate-set-capabilities", json!({"capabilities": [{"capability": "postcopy-ram", "state": post}]}))?;
+        q.cmd(
+            "migrate-set-capabilities",
+            json!({"capabilities": [{"capability": "postcopy-ram", "state": post}]}),
+        )?;
     }
-    s.cmd("migrate-set-parameters", json!({"downtime-limit": a.qemu_downtime_ms, "max-bandwidth": 100_000_000_000u64}))?;
+    s.cmd(
+        "migrate-set-parameters",
+        json!({"downtime-limit": a.qemu_downtime_ms, "max-bandwidth": 100_000_000_000u64}),
+    )?;
     warm(&src, workload)?;
     let start = Instant::now();
     s.cmd("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}))?;
@@ -215,13 +259,19 @@ fn qemu_run(a: &Args, mem: u64, workload: &str, mode: &str, dir: &Path) -> anyho
         // post-copy: switch at once; hybrid: after the first pass, as ours does when
         // pre-copy stops converging.
         let passes = info["ram"]["dirty-sync-count"].as_u64().unwrap_or(0);
-        if !switched && status == "active" && (mode == "postcopy" || (mode == "hybrid" && passes >= 3)) {
+        if !switched
+            && status == "active"
+            && (mode == "postcopy" || (mode == "hybrid" && passes >= 3))
+        {
             s.cmd("migrate-start-postcopy", json!({}))?;
             switched = true;
         }
         if start.elapsed() > deadline {
             let _ = s.cmd("migrate_cancel", json!({}));
-            return Ok(Run { bytes: info["ram"]["transferred"].as_u64().unwrap_or(0), ..Run::failed() });
+            return Ok(Run {
+                bytes: info["ram"]["transferred"].as_u64().unwrap_or(0),
+                ..Run::failed()
+            });
         }
     };
     if info["status"] != "completed" {
@@ -264,25 +314,44 @@ fn snapshot_times(a: &Args, mem: u64, dir: &Path) -> anyhow::Result<Value> {
     let snap = dir.join(format!("snap-{mem}"));
     let _ = std::fs::remove_dir_all(&snap);
     let mut src = Command::new(&a.vmm);
-    src.arg("run").arg("--kernel").arg(&a.guest).args(["--mem-mib", &mem.to_string(), "--cmdline", "nova.workload=counter"]);
+    src.arg("run").arg("--kernel").arg(&a.guest).args([
+        "--mem-mib",
+        &mem.to_string(),
+        "--cmdline",
+        "nova.workload=counter",
+    ]);
     src.arg("--api-sock").arg(&sock).env("NOVA_LOG", "error");
     let g = Guest::spawn(src)?;
     g.wait_line("NOVA-TICK 100", Duration::from_secs(30))?;
     let t = Instant::now();
-    let out = Command::new(&a.vmm).arg("ctl").arg("--api-sock").arg(&sock).args(["snapshot", "create", "--path"]).arg(&snap).output()?;
+    let out = Command::new(&a.vmm)
+        .arg("ctl")
+        .arg("--api-sock")
+        .arg(&sock)
+        .args(["snapshot", "create", "--path"])
+        .arg(&snap)
+        .output()?;
     let create_ms = t.elapsed().as_secs_f64() * 1000.0;
     let report: Value = serde_json::from_slice(&out.stdout).context("snapshot report")?;
     drop(g);
     let mut restore = json!({});
-    for (name, flag) in [("eager", None), ("lazy", Some("--lazy")), ("clone", Some("--clone"))] {
+    for (name, flag) in [
+        ("eager", None),
+        ("lazy", Some("--lazy")),
+        ("clone", Some("--clone")),
+    ] {
         let mut times = Vec::new();
         for _ in 0..a.runs.max(3) {
             let mut c = Command::new(&a.vmm);
-            c.arg("run").arg("--restore").arg(&snap).env("NOVA_LOG", "error");
+            c.arg("run")
+                .arg("--restore")
+                .arg(&snap)
+                .env("NOVA_LOG", "error");
             if let Some(f) = flag {
                 c.arg(f);
             }
-            let (mut t, elapsed) = nova_benches::spawn_until(c, "NOVA-TICK", Duration::from_secs(30))?;
+            let (mut t, elapsed) =
+                nova_benches::spawn_until(c, "NOVA-TICK", Duration::from_secs(30))?;
             // The first line may be the tail of the tick the snapshot cut; time to a whole one.
             let _ = &mut t;
             times.push(elapsed.as_secs_f64() * 1000.0);
@@ -291,7 +360,9 @@ fn snapshot_times(a: &Args, mem: u64, dir: &Path) -> anyhow::Result<Value> {
         }
         restore[name] = serde_json::to_value(Summary::of(&times))?;
     }
-    Ok(json!({"mem_mib": mem, "create_ms": create_ms, "create_report": report, "restore_to_first_tick_ms": restore}))
+    Ok(
+        json!({"mem_mib": mem, "create_ms": create_ms, "create_report": report, "restore_to_first_tick_ms": restore}),
+    )
 }
 
 fn main() -> anyhow::Result<()> {
@@ -330,7 +401,8 @@ fn main() -> anyhow::Result<()> {
         a.workloads.join(","),
         a.modes.join(",")
     );
-    let mut md = String::from("# Live migration: nova-vmm and QEMU microvm, same guest, loopback TCP\n\n");
+    let mut md =
+        String::from("# Live migration: nova-vmm and QEMU microvm, same guest, loopback TCP\n\n");
     md.push_str(&format!("Command: `{command}`\n\n"));
     md.push_str(&format!(
         "Test guest with `counter` beside each workload, runs alternated between the VMMs. nova-vmm: defaults \
@@ -368,14 +440,22 @@ fn main() -> anyhow::Result<()> {
     for s in &snapshots {
         md.push_str(&format!(
             "| {} MiB | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
-            s["mem_mib"], s["create_ms"].as_f64().unwrap_or(0.0),
+            s["mem_mib"],
+            s["create_ms"].as_f64().unwrap_or(0.0),
             s["create_report"]["bytes_written"].as_f64().unwrap_or(0.0) / 1e6,
-            s["restore_to_first_tick_ms"]["eager"]["median"].as_f64().unwrap_or(0.0),
-            s["restore_to_first_tick_ms"]["lazy"]["median"].as_f64().unwrap_or(0.0),
-            s["restore_to_first_tick_ms"]["clone"]["median"].as_f64().unwrap_or(0.0),
+            s["restore_to_first_tick_ms"]["eager"]["median"]
+                .as_f64()
+                .unwrap_or(0.0),
+            s["restore_to_first_tick_ms"]["lazy"]["median"]
+                .as_f64()
+                .unwrap_or(0.0),
+            s["restore_to_first_tick_ms"]["clone"]["median"]
+                .as_f64()
+                .unwrap_or(0.0),
         ));
     }
-    let json = json!({"command": command, "cells": cells, "ratios": ratios, "snapshots": snapshots});
+    let json =
+        json!({"command": command, "cells": cells, "ratios": ratios, "snapshots": snapshots});
     write_report(&a.out, "migration", &json, &md)?;
     print!("{md}");
     Ok(())

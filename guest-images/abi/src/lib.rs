@@ -125,7 +125,10 @@ pub fn check_block(block: &[u64; BLOCK_WORDS], magic: u64, index: u64) -> Result
 /// `generation` (generations start at 1; an untouched page reads as zeros).
 /// Reading them back verifies the page: a page a migration lost holds an older pair.
 pub const fn dirty_words(page: u64, generation: u64) -> [u64; 2] {
-    [(page << 24) ^ generation ^ 0x4E4F_5641_0000_0000, mix(page, generation)]
+    [
+        (page << 24) ^ generation ^ 0x4E4F_5641_0000_0000,
+        mix(page, generation),
+    ]
 }
 
 #[cfg(test)]
@@ -150,7 +153,10 @@ mod tests {
         assert_eq!(check_block(&torn, HOST_MAGIC, 2), Err(BlockError::Pattern));
         let mut bad_sum = b;
         bad_sum[BLOCK_WORDS - 1] ^= 1;
-        assert_eq!(check_block(&bad_sum, HOST_MAGIC, 2), Err(BlockError::Checksum));
+        assert_eq!(
+            check_block(&bad_sum, HOST_MAGIC, 2),
+            Err(BlockError::Checksum)
+        );
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub enum SnapshotAction {
 
 /// Sends one request and returns (status, body).
 pub fn request(sock: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = UnixStream::connect(sock).with_context(|| format!("api socket {}", sock.display()))?;
+    let mut stream =
+        UnixStream::connect(sock).with_context(|| format!("api socket {}", sock.display()))?;
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -114,7 +115,9 @@ fn migrate(sock: &Path, body: &str) -> anyhow::Result<ExitCode> {
         if phase != last_phase {
             eprintln!(
                 "migration: {phase} (round {}, {} pages to go, {:.1} MB sent)",
-                v["rounds"], v["remaining_pages"], v["bytes_sent"].as_f64().unwrap_or(0.0) / 1e6
+                v["rounds"],
+                v["remaining_pages"],
+                v["bytes_sent"].as_f64().unwrap_or(0.0) / 1e6
             );
             last_phase = phase;
         }
@@ -140,7 +143,14 @@ pub fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
         Action::Pause => ("PUT", "/v1/vm/pause", String::new()),
         Action::Resume => ("PUT", "/v1/vm/resume", String::new()),
         Action::Shutdown => ("PUT", "/v1/vm/shutdown", String::new()),
-        Action::Migrate { to, mode, downtime_ms, bandwidth_mbit, compress, connections } => {
+        Action::Migrate {
+            to,
+            mode,
+            downtime_ms,
+            bandwidth_mbit,
+            compress,
+            connections,
+        } => {
             let body = serde_json::json!({
                 "to": to,
                 "mode": format!("{mode:?}").to_lowercase(),
@@ -154,7 +164,11 @@ pub fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
         Action::MigrateCancel => ("DELETE", "/v1/migration", String::new()),
         Action::Snapshot(SnapshotAction::Create { path, diff }) => {
             let path = std::path::absolute(&path)?;
-            ("PUT", "/v1/snapshot", serde_json::json!({ "path": path, "diff": diff }).to_string())
+            (
+                "PUT",
+                "/v1/snapshot",
+                serde_json::json!({ "path": path, "diff": diff }).to_string(),
+            )
         }
     };
     let (status, body) = request(sock, method, path, &body)?;

@@ -27,13 +27,19 @@ pub struct Response {
 
 impl Response {
     pub fn json(status: u16, value: &impl serde::Serialize) -> Self {
-        Self { status, body: serde_json::to_string(value).unwrap_or_else(|_| "{}".into()) }
+        Self {
+            status,
+            body: serde_json::to_string(value).unwrap_or_else(|_| "{}".into()),
+        }
     }
     pub fn error(status: u16, message: impl std::fmt::Display) -> Self {
         Self::json(status, &serde_json::json!({ "error": message.to_string() }))
     }
     pub fn no_content() -> Self {
-        Self { status: 204, body: String::new() }
+        Self {
+            status: 204,
+            body: String::new(),
+        }
     }
 }
 
@@ -70,7 +76,10 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, HttpError>
     let mut line = String::new();
     let mut next_line = |r: &mut BufReader<R>, line: &mut String| -> Result<usize, HttpError> {
         line.clear();
-        let n = r.by_ref().take((MAX_HEAD - head_len) as u64).read_line(line)?;
+        let n = r
+            .by_ref()
+            .take((MAX_HEAD - head_len) as u64)
+            .read_line(line)?;
         head_len += n;
         if head_len >= MAX_HEAD {
             return Err(HttpError::Malformed("request head too large"));
@@ -81,7 +90,8 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, HttpError>
         return Err(HttpError::Closed);
     }
     let mut parts = line.split_whitespace();
-    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
         return Err(HttpError::Malformed("request line"));
     };
     if !version.starts_with("HTTP/1.") {
@@ -103,7 +113,9 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, HttpError>
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().map_err(|_| HttpError::Malformed("Content-Length"))?;
+            length = value
+                .parse()
+                .map_err(|_| HttpError::Malformed("Content-Length"))?;
         } else if name.eq_ignore_ascii_case("connection") {
             close = value.eq_ignore_ascii_case("close");
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -115,7 +127,12 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, HttpError>
     }
     let mut body = vec![0u8; length];
     r.read_exact(&mut body)?;
-    Ok(Request { method, path, body, close })
+    Ok(Request {
+        method,
+        path,
+        body,
+        close,
+    })
 }
 
 /// Writes `resp`.
@@ -154,7 +171,10 @@ pub fn read_response<R: Read>(r: &mut BufReader<R>) -> Result<(u16, String), Htt
         }
         if let Some((n, v)) = l.split_once(':') {
             if n.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().map_err(|_| HttpError::Malformed("Content-Length"))?;
+                length = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| HttpError::Malformed("Content-Length"))?;
             }
         }
     }
@@ -177,15 +197,32 @@ mod tests {
     #[test]
     fn a_request_with_a_body_parses() {
         let r = parse("PUT /v1/vm/pause HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((r.method.as_str(), r.path.as_str(), r.body.as_slice(), r.close), ("PUT", "/v1/vm/pause", &b"{}"[..], false));
+        assert_eq!(
+            (
+                r.method.as_str(),
+                r.path.as_str(),
+                r.body.as_slice(),
+                r.close
+            ),
+            ("PUT", "/v1/vm/pause", &b"{}"[..], false)
+        );
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
         assert!(matches!(parse("\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert!(matches!(parse("GET / SPDY/3\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert!(matches!(parse("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Err(HttpError::Malformed(_))));
-        assert!(matches!(parse("GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"), Err(HttpError::TooLarge)));
+        assert!(matches!(
+            parse("GET / SPDY/3\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+            Err(HttpError::TooLarge)
+        ));
         assert!(matches!(parse(""), Err(HttpError::Closed)));
         let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
         assert!(matches!(parse(&huge), Err(HttpError::Malformed(_))));

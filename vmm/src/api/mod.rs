@@ -36,11 +36,17 @@ pub struct ApiError {
 
 /// Binds `path` and serves `vm` on a thread of its own.
 pub fn serve(path: &Path, vm: Arc<Vm>) -> Result<ApiServer, ApiError> {
-    let err = |err| ApiError { path: path.display().to_string(), err };
+    let err = |err| ApiError {
+        path: path.display().to_string(),
+        err,
+    };
     if path.exists() {
         // A socket left by a dead VMM; a live one would still be answering.
         if UnixStream::connect(path).is_ok() {
-            return Err(err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "in use by a running VMM")));
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "in use by a running VMM",
+            )));
         }
         std::fs::remove_file(path).map_err(err)?;
     }
@@ -58,11 +64,15 @@ pub fn serve(path: &Path, vm: Arc<Vm>) -> Result<ApiServer, ApiError> {
             }
         })
         .map_err(err)?;
-    Ok(ApiServer { path: path.to_owned() })
+    Ok(ApiServer {
+        path: path.to_owned(),
+    })
 }
 
 fn serve_connection(conn: UnixStream, vm: &Arc<Vm>) {
-    let Ok(mut writer) = conn.try_clone() else { return };
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(conn);
     loop {
         let (resp, close) = match http::read_request(&mut reader) {
@@ -90,7 +100,10 @@ fn start_migration(vm: &Arc<Vm>, body: &[u8]) -> Response {
     let mig = Arc::new(Migration::new(req.mode));
     {
         let mut slot = vm.migration_slot();
-        if slot.as_ref().is_some_and(|m| m.snapshot().state == State::Running) {
+        if slot
+            .as_ref()
+            .is_some_and(|m| m.snapshot().state == State::Running)
+        {
             return Response::error(409, "a migration is already running");
         }
         *slot = Some(mig.clone());
@@ -144,7 +157,8 @@ pub fn route(vm: &Arc<Vm>, req: &Request) -> Response {
             Some(m) => {
                 let status = m.snapshot();
                 if status.state != crate::migration::State::Running {
-                    m.result_read.store(true, std::sync::atomic::Ordering::SeqCst);
+                    m.result_read
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                 }
                 Response::json(200, &status)
             }
@@ -157,9 +171,14 @@ pub fn route(vm: &Arc<Vm>, req: &Request) -> Response {
             }
             None => Response::error(404, "no migration has been started"),
         },
-        (_, "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown" | "/v1/snapshot" | "/v1/migration") => {
-            Response::error(405, format!("{} is not allowed on {}", req.method, req.path))
-        }
+        (
+            _,
+            "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown" | "/v1/snapshot"
+            | "/v1/migration",
+        ) => Response::error(
+            405,
+            format!("{} is not allowed on {}", req.method, req.path),
+        ),
         _ => Response::error(404, format!("no such resource: {}", req.path)),
     }
 }

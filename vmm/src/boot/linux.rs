@@ -38,7 +38,11 @@ pub fn write_zero_page(
     }
     let map = e820_map(mem_bytes);
     for (i, (addr, size, kind)) in map.iter().enumerate() {
-        params.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, r#type: *kind };
+        params.e820_table[i] = boot_e820_entry {
+            addr: *addr,
+            size: *size,
+            r#type: *kind,
+        };
     }
     params.e820_entries = map.len() as u8;
     mem.write_obj(params, GuestAddress(ZERO_PAGE_ADDR))?;

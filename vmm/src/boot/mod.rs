@@ -99,13 +99,17 @@ pub fn e820_map(mem_bytes: u64) -> Vec<(u64, u64, u32)> {
 /// Loads the kernel at `path` into `mem`, choosing the protocol from its format:
 /// a PVH note wins; otherwise ELF and bzImage use the 64-bit Linux entry.
 pub fn load_kernel(mem: &GuestMemory, path: &Path) -> Result<LoadedKernel, BootError> {
-    let open_err = |err| BootError::KernelOpen { path: path.to_owned(), err };
+    let open_err = |err| BootError::KernelOpen {
+        path: path.to_owned(),
+        err,
+    };
     let mut file = File::open(path).map_err(open_err)?;
     let mut magic = [0u8; 4];
-    file.read_exact(&mut magic).map_err(|_| BootError::KernelFormat {
-        path: path.to_owned(),
-        why: "file is shorter than 4 bytes".into(),
-    })?;
+    file.read_exact(&mut magic)
+        .map_err(|_| BootError::KernelFormat {
+            path: path.to_owned(),
+            why: "file is shorter than 4 bytes".into(),
+        })?;
     let format_err = |e: linux_loader::loader::Error| BootError::KernelFormat {
         path: path.to_owned(),
         why: e.to_string(),
@@ -117,7 +121,11 @@ pub fn load_kernel(mem: &GuestMemory, path: &Path) -> Result<LoadedKernel, BootE
             PvhBootCapability::PvhEntryPresent(addr) => EntryPoint::Pvh(addr.0),
             _ => EntryPoint::Linux64(r.kernel_load.0),
         };
-        return Ok(LoadedKernel { entry, setup_header: None, kernel_end: r.kernel_end });
+        return Ok(LoadedKernel {
+            entry,
+            setup_header: None,
+            kernel_end: r.kernel_end,
+        });
     }
     let mut hdr = [0u8; 4];
     file.seek(SeekFrom::Start(0x202)).map_err(open_err)?;
@@ -145,13 +153,22 @@ pub fn load_initrd(
     kernel_end: u64,
     limit: u64,
 ) -> Result<(u64, u64), BootError> {
-    let err = |err| BootError::InitrdOpen { path: path.to_owned(), err };
+    let err = |err| BootError::InitrdOpen {
+        path: path.to_owned(),
+        err,
+    };
     let mut file = File::open(path).map_err(err)?;
     let size = file.metadata().map_err(err)?.len();
     let top = mem_bytes.min(MMIO_HOLE_START).min(limit);
-    let addr = top.checked_sub(size).map(|a| a & !0xfff).filter(|a| *a >= kernel_end);
+    let addr = top
+        .checked_sub(size)
+        .map(|a| a & !0xfff)
+        .filter(|a| *a >= kernel_end);
     let Some(addr) = addr else {
-        return Err(BootError::InitrdTooLarge { path: path.to_owned(), size });
+        return Err(BootError::InitrdTooLarge {
+            path: path.to_owned(),
+            size,
+        });
     };
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)?;
     Ok((addr, size))
@@ -190,9 +207,18 @@ mod tests {
         let fd = crate::memory::create_memfd(64).unwrap();
         let mem = crate::memory::map_memfd(&fd, 64 << 20).unwrap();
         let err = load_kernel(&mem, &bad).err().unwrap().to_string();
-        assert!(err.contains("not-a-kernel") && err.contains("bzImage"), "{err}");
-        let missing = load_kernel(&mem, &dir.join("missing")).err().unwrap().to_string();
-        assert!(missing.contains("missing") && missing.contains("No such file"), "{missing}");
+        assert!(
+            err.contains("not-a-kernel") && err.contains("bzImage"),
+            "{err}"
+        );
+        let missing = load_kernel(&mem, &dir.join("missing"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            missing.contains("missing") && missing.contains("No such file"),
+            "{missing}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,7 +31,10 @@ const INT_TYPE_NMI: u8 = 1;
 const INT_TYPE_EXTINT: u8 = 3;
 
 fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |s, b| s.wrapping_add(*b)).wrapping_neg()
+    bytes
+        .iter()
+        .fold(0u8, |s, b| s.wrapping_add(*b))
+        .wrapping_neg()
 }
 
 /// Builds the floating pointer and configuration table for `vcpus` CPUs.
@@ -51,7 +54,11 @@ fn build(vcpus: u8) -> Vec<u8> {
     entries.extend_from_slice(&[ENTRY_IOAPIC, ioapic_id, APIC_VERSION, 1]);
     entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     for pin in 0..IOAPIC_PINS {
-        let kind = if pin == 0 { INT_TYPE_EXTINT } else { INT_TYPE_INT };
+        let kind = if pin == 0 {
+            INT_TYPE_EXTINT
+        } else {
+            INT_TYPE_INT
+        };
         entries.extend_from_slice(&[ENTRY_IOINT, kind, 0, 0, 0, pin, ioapic_id, pin]);
     }
     // LINT0 is ExtINT and LINT1 NMI on every local APIC (0xff).
@@ -87,7 +94,9 @@ fn build(vcpus: u8) -> Vec<u8> {
 /// Writes the MP table for `vcpus` vCPUs.
 pub fn write_mptable(mem: &GuestMemory, vcpus: u8) -> Result<(), BootError> {
     if vcpus == 0 || vcpus > MAX_VCPUS {
-        return Err(BootError::MpTable(format!("{vcpus} vCPUs; 1..={MAX_VCPUS} supported")));
+        return Err(BootError::MpTable(format!(
+            "{vcpus} vCPUs; 1..={MAX_VCPUS} supported"
+        )));
     }
     mem.write_slice(&build(vcpus), GuestAddress(MPTABLE_ADDR))?;
     Ok(())
@@ -112,8 +121,13 @@ mod tests {
     #[test]
     fn one_processor_entry_per_vcpu_with_the_bsp_first() {
         let t = build(3);
-        let procs: Vec<_> = (0..3).map(|i| &t[16 + 44 + i * 20..16 + 44 + i * 20 + 4]).collect();
-        assert_eq!(procs[0], &[ENTRY_PROCESSOR, 0, APIC_VERSION, CPU_ENABLED | CPU_BSP]);
+        let procs: Vec<_> = (0..3)
+            .map(|i| &t[16 + 44 + i * 20..16 + 44 + i * 20 + 4])
+            .collect();
+        assert_eq!(
+            procs[0],
+            &[ENTRY_PROCESSOR, 0, APIC_VERSION, CPU_ENABLED | CPU_BSP]
+        );
         assert_eq!(procs[2], &[ENTRY_PROCESSOR, 2, APIC_VERSION, CPU_ENABLED]);
     }
 }

@@ -17,7 +17,12 @@ pub fn write_start_info(
 ) -> Result<(), BootError> {
     let map = e820_map(mem_bytes);
     for (i, (addr, size, kind)) in map.iter().enumerate() {
-        let entry = hvm_memmap_table_entry { addr: *addr, size: *size, type_: *kind, reserved: 0 };
+        let entry = hvm_memmap_table_entry {
+            addr: *addr,
+            size: *size,
+            type_: *kind,
+            reserved: 0,
+        };
         mem.write_obj(entry, GuestAddress(MEMMAP_ADDR + (i * 24) as u64))?;
     }
     mem.write_obj(

@@ -10,10 +10,13 @@ pub trait BusDevice: Send {
     fn write(&mut self, offset: u64, data: &[u8]);
 }
 
+/// A device shared between the vCPU threads that reach it.
+pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
+
 /// Devices keyed by address range. Built once before the vCPUs start, then read-only.
 #[derive(Default, Clone)]
 pub struct Bus {
-    ranges: Vec<(u64, u64, Arc<Mutex<dyn BusDevice>>)>,
+    ranges: Vec<(u64, u64, SharedDevice)>,
 }
 
 /// An overlapping or empty range was inserted.
@@ -45,7 +48,10 @@ impl Bus {
     }
 
     fn find(&self, addr: u64) -> Option<(u64, &Arc<Mutex<dyn BusDevice>>)> {
-        let i = self.ranges.partition_point(|r| r.0 <= addr).checked_sub(1)?;
+        let i = self
+            .ranges
+            .partition_point(|r| r.0 <= addr)
+            .checked_sub(1)?;
         let (base, len, dev) = &self.ranges[i];
         (addr - base < *len).then_some((addr - base, dev))
     }
@@ -54,7 +60,9 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr) {
             Some((off, dev)) => {
-                dev.lock().unwrap_or_else(|e| e.into_inner()).read(off, data);
+                dev.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .read(off, data);
                 true
             }
             None => false,
@@ -65,7 +73,9 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr) {
             Some((off, dev)) => {
-                dev.lock().unwrap_or_else(|e| e.into_inner()).write(off, data);
+                dev.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write(off, data);
                 true
             }
             None => false,
@@ -104,9 +114,13 @@ mod tests {
     #[test]
     fn overlapping_devices_are_refused() {
         let mut bus = Bus::default();
-        bus.insert(Arc::new(Mutex::new(Reg(0))), 0x100, 0x10).unwrap();
-        assert!(bus.insert(Arc::new(Mutex::new(Reg(0))), 0x108, 0x10).is_err());
+        bus.insert(Arc::new(Mutex::new(Reg(0))), 0x100, 0x10)
+            .unwrap();
+        assert!(bus
+            .insert(Arc::new(Mutex::new(Reg(0))), 0x108, 0x10)
+            .is_err());
         assert!(bus.insert(Arc::new(Mutex::new(Reg(0))), 0x0, 0).is_err());
-        bus.insert(Arc::new(Mutex::new(Reg(0))), 0x110, 0x10).unwrap();
+        bus.insert(Arc::new(Mutex::new(Reg(0))), 0x110, 0x10)
+            .unwrap();
     }
 }

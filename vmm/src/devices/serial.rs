@@ -38,7 +38,12 @@ pub struct ConsoleOut {
 
 impl ConsoleOut {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out, bytes: 0, pending: Vec::new(), hold: false }
+        Self {
+            out,
+            bytes: 0,
+            pending: Vec::new(),
+            hold: false,
+        }
     }
 }
 
@@ -52,7 +57,10 @@ impl Write for ConsoleOut {
         if self.hold || self.pending.is_empty() {
             return Ok(());
         }
-        let r = self.out.write_all(&self.pending).and_then(|_| self.out.flush());
+        let r = self
+            .out
+            .write_all(&self.pending)
+            .and_then(|_| self.out.flush());
         self.pending.clear();
         r
     }
@@ -66,7 +74,9 @@ pub struct SerialDevice {
 impl SerialDevice {
     /// A UART raising `irq` and writing to `out`.
     pub fn new(irq: EventFd, out: Box<dyn Write + Send>) -> Self {
-        Self { serial: Serial::new(IrqTrigger(irq), ConsoleOut::new(out)) }
+        Self {
+            serial: Serial::new(IrqTrigger(irq), ConsoleOut::new(out)),
+        }
     }
 
     /// A UART restored from saved register state.
@@ -81,8 +91,17 @@ impl SerialDevice {
 
     /// Takes the registers of a saved UART, keeping this one's output.
     pub fn restore(&mut self, state: &SerialState) {
-        let trigger = IrqTrigger(self.serial.interrupt_evt().0.try_clone().expect("dup of serial irqfd"));
-        let out = std::mem::replace(self.serial.writer_mut(), ConsoleOut::new(Box::new(std::io::sink())));
+        let trigger = IrqTrigger(
+            self.serial
+                .interrupt_evt()
+                .0
+                .try_clone()
+                .expect("dup of serial irqfd"),
+        );
+        let out = std::mem::replace(
+            self.serial.writer_mut(),
+            ConsoleOut::new(Box::new(std::io::sink())),
+        );
         if let Ok(s) = Serial::from_state(state, trigger, NoEvents, out) {
             self.serial = s;
         }
@@ -144,7 +163,13 @@ mod tests {
 
     fn uart() -> (SerialDevice, Writes) {
         let w = Writes::default();
-        (SerialDevice::new(EventFd::new(libc::EFD_NONBLOCK).unwrap(), Box::new(w.clone())), w)
+        (
+            SerialDevice::new(
+                EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+                Box::new(w.clone()),
+            ),
+            w,
+        )
     }
 
     #[test]
@@ -153,7 +178,10 @@ mod tests {
         for b in b"ok\n" {
             dev.write(0, &[*b]);
         }
-        assert_eq!(*w.0.lock().unwrap(), vec![b"o".to_vec(), b"k".to_vec(), b"\n".to_vec()]);
+        assert_eq!(
+            *w.0.lock().unwrap(),
+            vec![b"o".to_vec(), b"k".to_vec(), b"\n".to_vec()]
+        );
         assert_eq!(dev.bytes_out(), 3);
     }
 
@@ -162,7 +190,10 @@ mod tests {
         let (mut dev, w) = uart();
         dev.write(0, b"NOVA-BOOTED\n");
         dev.write(0, b"x");
-        assert_eq!(*w.0.lock().unwrap(), vec![b"NOVA-BOOTED\n".to_vec(), b"x".to_vec()]);
+        assert_eq!(
+            *w.0.lock().unwrap(),
+            vec![b"NOVA-BOOTED\n".to_vec(), b"x".to_vec()]
+        );
         assert_eq!(dev.bytes_out(), 13);
     }
 }

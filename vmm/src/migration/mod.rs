@@ -72,15 +72,28 @@ pub struct MigrationRequest {
 impl MigrationRequest {
     /// Checks values and returns the destination's socket address text.
     pub fn validate(&self) -> Result<&str, String> {
-        let addr = self.to.strip_prefix("tcp:").ok_or("to: must be tcp:HOST:PORT")?;
-        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        let addr = self
+            .to
+            .strip_prefix("tcp:")
+            .ok_or("to: must be tcp:HOST:PORT")?;
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
             return Err("to: must be tcp:HOST:PORT".into());
         }
         if !(1..=16).contains(&self.connections) {
-            return Err(format!("connections: {} is out of range 1..=16", self.connections));
+            return Err(format!(
+                "connections: {} is out of range 1..=16",
+                self.connections
+            ));
         }
         if self.downtime_ms == 0 || self.downtime_ms > 60_000 {
-            return Err(format!("downtime_ms: {} is out of range 1..=60000", self.downtime_ms));
+            return Err(format!(
+                "downtime_ms: {} is out of range 1..=60000",
+                self.downtime_ms
+            ));
         }
         if self.bandwidth_mbit == Some(0) {
             return Err("bandwidth_mbit: must be positive".into());
@@ -187,7 +200,10 @@ impl Migration {
     }
 
     pub fn snapshot(&self) -> MigrationStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn update(&self, f: impl FnOnce(&mut MigrationStatus)) {
@@ -227,13 +243,23 @@ mod tests {
     #[test]
     fn requests_default_to_hybrid_with_a_5ms_target_and_name_bad_fields() {
         let r: MigrationRequest = serde_json::from_str(r#"{"to":"tcp:127.0.0.1:4000"}"#).unwrap();
-        assert_eq!((r.mode, r.downtime_ms, r.connections, r.compress), (Mode::Hybrid, 5, 1, Compression::None));
+        assert_eq!(
+            (r.mode, r.downtime_ms, r.connections, r.compress),
+            (Mode::Hybrid, 5, 1, Compression::None)
+        );
         assert_eq!(r.validate().unwrap(), "127.0.0.1:4000");
-        let bad = MigrationRequest { connections: 0, ..r.clone() };
+        let bad = MigrationRequest {
+            connections: 0,
+            ..r.clone()
+        };
         assert!(bad.validate().unwrap_err().starts_with("connections"));
-        let bad = MigrationRequest { to: "udp:x".into(), ..r.clone() };
+        let bad = MigrationRequest {
+            to: "udp:x".into(),
+            ..r.clone()
+        };
         assert!(bad.validate().unwrap_err().starts_with("to"));
-        let e = serde_json::from_str::<MigrationRequest>(r#"{"to":"tcp:a:1","speed":3}"#).unwrap_err();
+        let e =
+            serde_json::from_str::<MigrationRequest>(r#"{"to":"tcp:a:1","speed":3}"#).unwrap_err();
         assert!(e.to_string().contains("speed"));
     }
 }

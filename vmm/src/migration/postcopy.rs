@@ -47,7 +47,11 @@ pub(super) fn serve(
         .spawn(move || loop {
             let ev = match protocol::recv(&mut reader) {
                 Ok(Message::PageRequest(p)) => Event::Request(p as usize),
-                Ok(Message::PostcopyDone { faults, latency_p50_us, latency_p99_us }) => Event::Done(PostcopyStats {
+                Ok(Message::PostcopyDone {
+                    faults,
+                    latency_p50_us,
+                    latency_p99_us,
+                }) => Event::Done(PostcopyStats {
                     faults_served: faults,
                     fault_latency_us_p50: latency_p50_us,
                     fault_latency_us_p99: latency_p99_us,
@@ -71,16 +75,28 @@ pub(super) fn serve(
             data.extend_from_slice(&buf);
             sent.set(p);
         }
-        let m = Message::Pages { indices: pages.iter().map(|p| *p as u64).collect(), compression: Compression::None, data };
+        let m = Message::Pages {
+            indices: pages.iter().map(|p| *p as u64).collect(),
+            compression: Compression::None,
+            data,
+        };
         let frame = m.encode();
         std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
-        counters.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
-        counters.sent.fetch_add(pages.len() as u64, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        counters
+            .sent
+            .fetch_add(pages.len() as u64, Ordering::Relaxed);
         Ok(())
     };
     let mut exhausted = false;
     loop {
-        let ev = if exhausted { rx.recv().ok() } else { rx.try_recv().ok() };
+        let ev = if exhausted {
+            rx.recv().ok()
+        } else {
+            rx.try_recv().ok()
+        };
         match ev {
             Some(Event::Request(p)) => {
                 if pending.get(p) && !sent.get(p) {
@@ -90,10 +106,16 @@ pub(super) fn serve(
             }
             Some(Event::Done(stats)) => return Ok(stats),
             Some(Event::Failed(why)) => return Err(MigrationError::Aborted(why)),
-            None if exhausted => return Err(MigrationError::Aborted("request channel closed".into())),
+            None if exhausted => {
+                return Err(MigrationError::Aborted("request channel closed".into()))
+            }
             None => {}
         }
-        let batch: Vec<usize> = background.by_ref().filter(|p| !sent.get(*p)).take(PUSH_BATCH).collect();
+        let batch: Vec<usize> = background
+            .by_ref()
+            .filter(|p| !sent.get(*p))
+            .take(PUSH_BATCH)
+            .collect();
         if batch.is_empty() {
             exhausted = true;
         } else {
@@ -126,10 +148,12 @@ fn region_map(mem: &GuestMemory) -> Vec<(u64, u64, usize)> {
 }
 
 fn host_to_page(map: &[(u64, u64, usize)], addr: u64) -> Option<(usize, u64)> {
-    map.iter().find(|(s, e, _)| (*s..*e).contains(&addr)).map(|(s, _, first)| {
-        let page_addr = addr & !(PAGE_SIZE as u64 - 1);
-        (first + ((page_addr - s) as usize / PAGE_SIZE), page_addr)
-    })
+    map.iter()
+        .find(|(s, e, _)| (*s..*e).contains(&addr))
+        .map(|(s, _, first)| {
+            let page_addr = addr & !(PAGE_SIZE as u64 - 1);
+            (first + ((page_addr - s) as usize / PAGE_SIZE), page_addr)
+        })
 }
 
 fn page_to_host(map: &[(u64, u64, usize)], page: usize) -> Option<u64> {
@@ -183,7 +207,12 @@ pub struct Destination {
 /// Destination: readies guest RAM for post-copy (stale copies of pending pages dropped,
 /// RAM registered with a userfaultfd) and starts the fault thread. Call before the
 /// vCPUs run; `conn` is the control connection, used here only to send requests.
-pub fn start_destination(mem: &GuestMemory, memfd: &File, pending: DirtyBitmap, conn: TcpStream) -> std::io::Result<Destination> {
+pub fn start_destination(
+    mem: &GuestMemory,
+    memfd: &File,
+    pending: DirtyBitmap,
+    conn: TcpStream,
+) -> std::io::Result<Destination> {
     punch_pending(memfd, &pending)?;
     let uffd = Arc::new(Uffd::new()?);
     for r in mem.iter() {
@@ -203,31 +232,41 @@ pub fn start_destination(mem: &GuestMemory, memfd: &File, pending: DirtyBitmap, 
     let writer = Arc::new(Mutex::new(conn));
 
     let (u, m, sh, w) = (uffd.clone(), map.clone(), shared.clone(), writer.clone());
-    std::thread::Builder::new().name("postcopy-faults".into()).stack_size(256 << 10).spawn(move || {
-        while let Ok(fault) = u.next_fault() {
-            let Some(fault) = fault else { continue };
-            let Some((page, host)) = host_to_page(&m, fault.addr) else { continue };
-            let mut s = sh.lock().unwrap_or_else(|e| e.into_inner());
-            if s.received.get(page) {
-                continue; // landed meanwhile; the copy woke the faulting thread
-            }
-            if !s.pending.get(page) {
-                drop(s);
-                let _ = u.zero(host, PAGE_SIZE as u64);
-                continue;
-            }
-            if !s.requested.get(page) {
-                s.requested.set(page);
-                s.waiting.insert(page, Instant::now());
-                drop(s);
-                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = protocol::send(&mut *w, &Message::PageRequest(page as u64)) {
-                    tracing::error!("post-copy: cannot request page {page}: {e}");
+    std::thread::Builder::new()
+        .name("postcopy-faults".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            while let Ok(fault) = u.next_fault() {
+                let Some(fault) = fault else { continue };
+                let Some((page, host)) = host_to_page(&m, fault.addr) else {
+                    continue;
+                };
+                let mut s = sh.lock().unwrap_or_else(|e| e.into_inner());
+                if s.received.get(page) {
+                    continue; // landed meanwhile; the copy woke the faulting thread
+                }
+                if !s.pending.get(page) {
+                    drop(s);
+                    let _ = u.zero(host, PAGE_SIZE as u64);
+                    continue;
+                }
+                if !s.requested.get(page) {
+                    s.requested.set(page);
+                    s.waiting.insert(page, Instant::now());
+                    drop(s);
+                    let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(e) = protocol::send(&mut *w, &Message::PageRequest(page as u64)) {
+                        tracing::error!("post-copy: cannot request page {page}: {e}");
+                    }
                 }
             }
-        }
-    })?;
-    Ok(Destination { uffd, map, shared, writer })
+        })?;
+    Ok(Destination {
+        uffd,
+        map,
+        shared,
+        writer,
+    })
 }
 
 impl Destination {
@@ -265,16 +304,28 @@ fn receive_pages(
         if shared.lock().unwrap_or_else(|e| e.into_inner()).remaining == 0 {
             return Ok(());
         }
-        let Message::Pages { indices, compression, data } = protocol::recv(reader)? else {
-            return Err(MigrationError::Unexpected("another message".into(), "post-copy pages"));
+        let Message::Pages {
+            indices,
+            compression,
+            data,
+        } = protocol::recv(reader)?
+        else {
+            return Err(MigrationError::Unexpected(
+                "another message".into(),
+                "post-copy pages",
+            ));
         };
         let data = protocol::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
         for (i, p) in indices.iter().enumerate() {
             let p = *p as usize;
             let Some(host) = page_to_host(map, p) else {
-                return Err(MigrationError::Unexpected(format!("page {p}"), "a page inside guest RAM"));
+                return Err(MigrationError::Unexpected(
+                    format!("page {p}"),
+                    "a page inside guest RAM",
+                ));
             };
-            uffd.copy(host, &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]).map_err(MigrationError::Memory)?;
+            uffd.copy(host, &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE])
+                .map_err(MigrationError::Memory)?;
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             if s.pending.get(p) && !s.received.get(p) {
                 s.received.set(p);

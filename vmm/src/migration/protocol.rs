@@ -50,13 +50,21 @@ impl Compression {
 pub enum Message {
     /// Source -> destination, first on the control connection: version, how many data
     /// connections follow, and the VM's configuration (JSON).
-    Hello { version: u32, connections: u32, config: Vec<u8> },
+    Hello {
+        version: u32,
+        connections: u32,
+        config: Vec<u8>,
+    },
     /// Destination: the VM is built from the Hello's configuration; send memory.
     Welcome,
     /// First on each extra data connection: its index (1..connections).
     DataHello { version: u32, index: u32 },
     /// Pages by RAM page index, with their data (4096 bytes each) encoded.
-    Pages { indices: Vec<u64>, compression: Compression, data: Vec<u8> },
+    Pages {
+        indices: Vec<u64>,
+        compression: Compression,
+        data: Vec<u8>,
+    },
     /// Pages that are now zero.
     ZeroPages { indices: Vec<u64> },
     /// Everything sent before this on this connection is in the stream; the receiver
@@ -78,7 +86,11 @@ pub enum Message {
     /// Destination (post-copy): send this page first.
     PageRequest(u64),
     /// Destination (post-copy): every pending page arrived; fault statistics attached.
-    PostcopyDone { faults: u64, latency_p50_us: u64, latency_p99_us: u64 },
+    PostcopyDone {
+        faults: u64,
+        latency_p50_us: u64,
+        latency_p99_us: u64,
+    },
     /// Either side: giving up, with the reason.
     Abort(String),
 }
@@ -168,7 +180,11 @@ impl Message {
         let mut p = Vec::with_capacity(5 + self.payload_hint());
         p.extend_from_slice(&[0; 5]);
         let kind = match self {
-            Message::Hello { version, connections, config } => {
+            Message::Hello {
+                version,
+                connections,
+                config,
+            } => {
                 p.extend_from_slice(MAGIC);
                 p.extend_from_slice(&version.to_le_bytes());
                 p.extend_from_slice(&connections.to_le_bytes());
@@ -181,7 +197,11 @@ impl Message {
                 p.extend_from_slice(&index.to_le_bytes());
                 K_DATA_HELLO
             }
-            Message::Pages { indices, compression, data } => {
+            Message::Pages {
+                indices,
+                compression,
+                data,
+            } => {
                 p.push(compression.code());
                 put_u64s(&mut p, indices);
                 p.extend_from_slice(data);
@@ -210,7 +230,11 @@ impl Message {
                 p.extend_from_slice(&page.to_le_bytes());
                 K_PAGE_REQUEST
             }
-            Message::PostcopyDone { faults, latency_p50_us, latency_p99_us } => {
+            Message::PostcopyDone {
+                faults,
+                latency_p50_us,
+                latency_p99_us,
+            } => {
                 for v in [faults, latency_p50_us, latency_p99_us] {
                     p.extend_from_slice(&v.to_le_bytes());
                 }
@@ -255,7 +279,11 @@ impl Message {
                 let mut c = Cursor(payload, "hello");
                 let version = hello(&mut c)?;
                 let connections = c.u32()?;
-                Message::Hello { version, connections, config: c.rest().to_vec() }
+                Message::Hello {
+                    version,
+                    connections,
+                    config: c.rest().to_vec(),
+                }
             }
             K_DATA_HELLO => {
                 let mut c = Cursor(payload, "data hello");
@@ -266,9 +294,14 @@ impl Message {
             }
             K_PAGES => {
                 let mut c = Cursor(payload, "pages");
-                let compression = Compression::from_code(c.take(1)?[0]).ok_or(ProtocolError::Malformed("pages"))?;
+                let compression = Compression::from_code(c.take(1)?[0])
+                    .ok_or(ProtocolError::Malformed("pages"))?;
                 let indices = c.u64s()?;
-                Message::Pages { indices, compression, data: c.rest().to_vec() }
+                Message::Pages {
+                    indices,
+                    compression,
+                    data: c.rest().to_vec(),
+                }
             }
             K_ZERO => {
                 let mut c = Cursor(payload, "zero pages");
@@ -276,7 +309,9 @@ impl Message {
                 c.done()?;
                 Message::ZeroPages { indices }
             }
-            K_WELCOME | K_FLUSH | K_FLUSHED | K_READY | K_SWITCH | K_RESUMED if !payload.is_empty() => {
+            K_WELCOME | K_FLUSH | K_FLUSHED | K_READY | K_SWITCH | K_RESUMED
+                if !payload.is_empty() =>
+            {
                 return Err(ProtocolError::Malformed("empty message with a payload"))
             }
             K_WELCOME => Message::Welcome,
@@ -289,7 +324,10 @@ impl Message {
             K_POSTCOPY_STATE => {
                 let mut c = Cursor(payload, "post-copy state");
                 let pending = c.u64s()?;
-                Message::PostcopyState { state: c.rest().to_vec(), pending }
+                Message::PostcopyState {
+                    state: c.rest().to_vec(),
+                    pending,
+                }
             }
             K_PAGE_REQUEST => {
                 let mut c = Cursor(payload, "page request");
@@ -299,7 +337,11 @@ impl Message {
             }
             K_POSTCOPY_DONE => {
                 let mut c = Cursor(payload, "post-copy done");
-                let m = Message::PostcopyDone { faults: c.u64()?, latency_p50_us: c.u64()?, latency_p99_us: c.u64()? };
+                let m = Message::PostcopyDone {
+                    faults: c.u64()?,
+                    latency_p50_us: c.u64()?,
+                    latency_p99_us: c.u64()?,
+                };
                 c.done()?;
                 m
             }
@@ -344,13 +386,20 @@ pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
 pub fn decompress(c: Compression, data: &[u8], len: usize) -> Result<Cow<'_, [u8]>, ProtocolError> {
     let out: Cow<[u8]> = match c {
         Compression::None => Cow::Borrowed(data),
-        Compression::Zstd => {
-            Cow::Owned(zstd::bulk::decompress(data, len).map_err(|e| ProtocolError::Decompress(e.to_string()))?)
-        }
-        Compression::Lz4 => Cow::Owned(lz4_flex::decompress(data, len).map_err(|e| ProtocolError::Decompress(e.to_string()))?),
+        Compression::Zstd => Cow::Owned(
+            zstd::bulk::decompress(data, len)
+                .map_err(|e| ProtocolError::Decompress(e.to_string()))?,
+        ),
+        Compression::Lz4 => Cow::Owned(
+            lz4_flex::decompress(data, len)
+                .map_err(|e| ProtocolError::Decompress(e.to_string()))?,
+        ),
     };
     if out.len() != len {
-        return Err(ProtocolError::Decompress(format!("{} bytes, expected {len}", out.len())));
+        return Err(ProtocolError::Decompress(format!(
+            "{} bytes, expected {len}",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -367,13 +416,38 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        round_trip(Message::Hello { version: VERSION, connections: 2, config: b"{}".to_vec() });
-        round_trip(Message::DataHello { version: VERSION, index: 1 });
-        round_trip(Message::Pages { indices: vec![1, 9], compression: Compression::Lz4, data: vec![7; 10] });
+        round_trip(Message::Hello {
+            version: VERSION,
+            connections: 2,
+            config: b"{}".to_vec(),
+        });
+        round_trip(Message::DataHello {
+            version: VERSION,
+            index: 1,
+        });
+        round_trip(Message::Pages {
+            indices: vec![1, 9],
+            compression: Compression::Lz4,
+            data: vec![7; 10],
+        });
         round_trip(Message::ZeroPages { indices: vec![3] });
-        round_trip(Message::PostcopyState { state: vec![1, 2], pending: vec![u64::MAX] });
-        round_trip(Message::PostcopyDone { faults: 3, latency_p50_us: 40, latency_p99_us: 90 });
-        for m in [Message::Welcome, Message::Flush, Message::Flushed, Message::Ready, Message::Switch, Message::Resumed] {
+        round_trip(Message::PostcopyState {
+            state: vec![1, 2],
+            pending: vec![u64::MAX],
+        });
+        round_trip(Message::PostcopyDone {
+            faults: 3,
+            latency_p50_us: 40,
+            latency_p99_us: 90,
+        });
+        for m in [
+            Message::Welcome,
+            Message::Flush,
+            Message::Flushed,
+            Message::Ready,
+            Message::Switch,
+            Message::Resumed,
+        ] {
             round_trip(m);
         }
         round_trip(Message::PageRequest(77));
@@ -383,20 +457,44 @@ mod tests {
     #[test]
     fn corrupt_frames_are_errors_not_panics() {
         // Wrong magic, wrong version, oversized, truncated, unknown kind, lying counts.
-        let mut hello = Message::Hello { version: VERSION, connections: 1, config: vec![] }.encode();
+        let mut hello = Message::Hello {
+            version: VERSION,
+            connections: 1,
+            config: vec![],
+        }
+        .encode();
         hello[5] ^= 0xff;
         assert!(matches!(recv(&mut &hello[..]), Err(ProtocolError::Magic)));
-        let mut v = Message::DataHello { version: VERSION, index: 1 }.encode();
+        let mut v = Message::DataHello {
+            version: VERSION,
+            index: 1,
+        }
+        .encode();
         v[13] = 9;
         assert!(matches!(recv(&mut &v[..]), Err(ProtocolError::Version(_))));
         let big = ((MAX_FRAME + 1) as u32).to_le_bytes();
-        assert!(matches!(recv(&mut &big[..]), Err(ProtocolError::FrameTooLarge(_))));
+        assert!(matches!(
+            recv(&mut &big[..]),
+            Err(ProtocolError::FrameTooLarge(_))
+        ));
         let short = Message::PageRequest(1).encode();
-        assert!(matches!(recv(&mut &short[..short.len() - 1]), Err(ProtocolError::Io(_))));
-        assert!(matches!(recv(&mut &[1u8, 0, 0, 0, 99][..]), Err(ProtocolError::UnknownKind(99))));
+        assert!(matches!(
+            recv(&mut &short[..short.len() - 1]),
+            Err(ProtocolError::Io(_))
+        ));
+        assert!(matches!(
+            recv(&mut &[1u8, 0, 0, 0, 99][..]),
+            Err(ProtocolError::UnknownKind(99))
+        ));
         let lying = [5u8, 0, 0, 0, K_ZERO, 0xff, 0xff, 0xff, 0x0f];
-        assert!(matches!(recv(&mut &lying[..]), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(recv(&mut &[0u8, 0, 0, 0][..]), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(
+            recv(&mut &lying[..]),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            recv(&mut &[0u8, 0, 0, 0][..]),
+            Err(ProtocolError::Malformed(_))
+        ));
     }
 
     #[test]

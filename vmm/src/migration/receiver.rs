@@ -31,12 +31,17 @@ struct PageSink {
 impl PageSink {
     fn apply(&self, m: Message) -> Result<(), MigrationError> {
         match m {
-            Message::Pages { indices, compression, data } => {
+            Message::Pages {
+                indices,
+                compression,
+                data,
+            } => {
                 let data = protocol::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
                 for (i, p) in indices.iter().enumerate() {
                     self.check(*p)?;
-                    let gpa = crate::dirty::page_gpa(&self.mem, *p as usize)
-                        .ok_or_else(|| MigrationError::Unexpected(format!("page {p}"), "a page inside guest RAM"))?;
+                    let gpa = crate::dirty::page_gpa(&self.mem, *p as usize).ok_or_else(|| {
+                        MigrationError::Unexpected(format!("page {p}"), "a page inside guest RAM")
+                    })?;
                     self.mem
                         .write_slice(&data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE], gpa)
                         .map_err(|e| MigrationError::Memory(std::io::Error::other(e)))?;
@@ -59,14 +64,22 @@ impl PageSink {
                     }
                 }
             }
-            other => return Err(MigrationError::Unexpected(format!("{other:?}").chars().take(60).collect(), "pages")),
+            other => {
+                return Err(MigrationError::Unexpected(
+                    format!("{other:?}").chars().take(60).collect(),
+                    "pages",
+                ))
+            }
         }
         Ok(())
     }
 
     fn check(&self, page: u64) -> Result<(), MigrationError> {
         if page as usize >= self.pages {
-            return Err(MigrationError::Unexpected(format!("page {page}"), "a page inside guest RAM"));
+            return Err(MigrationError::Unexpected(
+                format!("page {page}"),
+                "a page inside guest RAM",
+            ));
         }
         Ok(())
     }
@@ -75,7 +88,10 @@ impl PageSink {
 /// Receives a VM on `addr` (`HOST:PORT`); returns it running. `adjust` may replace
 /// its backends (console, API socket, disks, NICs) before it is built.
 pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>, MigrationError> {
-    let listener = TcpListener::bind(addr).map_err(|err| MigrationError::Connect { addr: addr.into(), err })?;
+    let listener = TcpListener::bind(addr).map_err(|err| MigrationError::Connect {
+        addr: addr.into(),
+        err,
+    })?;
     tracing::info!("waiting for an incoming migration on {addr}");
     let (control, peer) = listener.accept().map_err(MigrationError::Memory)?;
     control.set_nodelay(true).map_err(MigrationError::Memory)?;
@@ -96,47 +112,75 @@ fn receive_on(
     writer: &mut TcpStream,
     adjust: impl FnOnce(&mut VmConfig),
 ) -> Result<Arc<Vm>, MigrationError> {
-    let Message::Hello { connections, config, .. } = protocol::recv(&mut reader)? else {
-        return Err(MigrationError::Unexpected("another message".into(), "Hello"));
+    let Message::Hello {
+        connections,
+        config,
+        ..
+    } = protocol::recv(&mut reader)?
+    else {
+        return Err(MigrationError::Unexpected(
+            "another message".into(),
+            "Hello",
+        ));
     };
-    let mut config: VmConfig =
-        serde_json::from_slice(&config).map_err(|e| MigrationError::Vm(format!("VM configuration in the stream: {e}")))?;
+    let mut config: VmConfig = serde_json::from_slice(&config)
+        .map_err(|e| MigrationError::Vm(format!("VM configuration in the stream: {e}")))?;
     adjust(&mut config);
-    let memfd = crate::memory::create_memfd(config.mem_mib).map_err(|e| MigrationError::Vm(e.to_string()))?;
+    let memfd = crate::memory::create_memfd(config.mem_mib)
+        .map_err(|e| MigrationError::Vm(e.to_string()))?;
     let pages = ((config.mem_mib << 20) as usize) / PAGE_SIZE;
     let sink_memfd = memfd.try_clone().map_err(MigrationError::Memory)?;
     let vm = Arc::new(Vm::build(config, MemorySource::Memfd(memfd))?);
-    let sink = Arc::new(PageSink { mem: vm.mem.clone(), memfd: sink_memfd, pages });
+    let sink = Arc::new(PageSink {
+        mem: vm.mem.clone(),
+        memfd: sink_memfd,
+        pages,
+    });
     protocol::send(writer, &Message::Welcome)?;
 
     // Data connections: each thread applies its pages and reports every Flush.
     let (flushed_tx, flushed_rx) = mpsc::channel::<Result<(), String>>();
-    listener.set_nonblocking(false).map_err(MigrationError::Memory)?;
+    listener
+        .set_nonblocking(false)
+        .map_err(MigrationError::Memory)?;
     for _ in 1..connections.min(16) {
         let (c, peer) = listener.accept().map_err(MigrationError::Memory)?;
         tracing::info!("migration data connection from {peer}");
-        c.set_read_timeout(Some(Duration::from_secs(30))).map_err(MigrationError::Memory)?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(MigrationError::Memory)?;
         let mut r = BufReader::new(c);
         match protocol::recv(&mut r)? {
-            Message::DataHello { version: VERSION, .. } => {}
-            m => return Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), "DataHello")),
-        }
-        r.get_ref().set_read_timeout(None).map_err(MigrationError::Memory)?;
-        let (sink, tx) = (sink.clone(), flushed_tx.clone());
-        std::thread::Builder::new().name("migration-data".into()).spawn(move || loop {
-            let r = match protocol::recv(&mut r) {
-                Ok(Message::Flush) => Ok(()),
-                Ok(m) => match sink.apply(m) {
-                    Ok(()) => continue,
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            let failed = r.is_err();
-            if tx.send(r).is_err() || failed {
-                return;
+            Message::DataHello {
+                version: VERSION, ..
+            } => {}
+            m => {
+                return Err(MigrationError::Unexpected(
+                    format!("{m:?}").chars().take(60).collect(),
+                    "DataHello",
+                ))
             }
-        }).map_err(MigrationError::Memory)?;
+        }
+        r.get_ref()
+            .set_read_timeout(None)
+            .map_err(MigrationError::Memory)?;
+        let (sink, tx) = (sink.clone(), flushed_tx.clone());
+        std::thread::Builder::new()
+            .name("migration-data".into())
+            .spawn(move || loop {
+                let r = match protocol::recv(&mut r) {
+                    Ok(Message::Flush) => Ok(()),
+                    Ok(m) => match sink.apply(m) {
+                        Ok(()) => continue,
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    return;
+                }
+            })
+            .map_err(MigrationError::Memory)?;
     }
     let data_conns = connections.clamp(1, 16) as usize - 1;
 
@@ -147,25 +191,34 @@ fn receive_on(
                 for _ in 0..data_conns {
                     match flushed_rx.recv() {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(MigrationError::Vm(format!("data connection: {e}"))),
+                        Ok(Err(e)) => {
+                            return Err(MigrationError::Vm(format!("data connection: {e}")))
+                        }
                         Err(_) => return Err(MigrationError::Vm("data connection lost".into())),
                     }
                 }
                 protocol::send(writer, &Message::Flushed)?;
             }
             Message::State(bytes) => {
-                let state = crate::state::decode(&bytes).map_err(|e| MigrationError::Vm(e.to_string()))?;
+                let state =
+                    crate::state::decode(&bytes).map_err(|e| MigrationError::Vm(e.to_string()))?;
                 vm.restore_state(&state)?;
                 switch(&vm, &mut reader, writer)?;
                 return Ok(vm);
             }
             Message::PostcopyState { state, pending } => {
-                let state = crate::state::decode(&state).map_err(|e| MigrationError::Vm(e.to_string()))?;
-                let pending = DirtyBitmap::from_words(pending, sink.pages)
-                    .ok_or_else(|| MigrationError::Unexpected("a page map of another size".into(), "post-copy state"))?;
+                let state =
+                    crate::state::decode(&state).map_err(|e| MigrationError::Vm(e.to_string()))?;
+                let pending = DirtyBitmap::from_words(pending, sink.pages).ok_or_else(|| {
+                    MigrationError::Unexpected(
+                        "a page map of another size".into(),
+                        "post-copy state",
+                    )
+                })?;
                 let conn = writer.try_clone().map_err(MigrationError::Memory)?;
-                let postcopy = super::postcopy::start_destination(&vm.mem, &sink.memfd, pending, conn)
-                    .map_err(MigrationError::Memory)?;
+                let postcopy =
+                    super::postcopy::start_destination(&vm.mem, &sink.memfd, pending, conn)
+                        .map_err(MigrationError::Memory)?;
                 vm.restore_state(&state)?;
                 switch(&vm, &mut reader, writer)?;
                 // Only now: the control connection has one reader at a time.
@@ -175,18 +228,32 @@ fn receive_on(
                 return Ok(vm);
             }
             Message::Abort(why) => return Err(MigrationError::Aborted(why)),
-            m => return Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), "pages or state")),
+            m => {
+                return Err(MigrationError::Unexpected(
+                    format!("{m:?}").chars().take(60).collect(),
+                    "pages or state",
+                ))
+            }
         }
     }
 }
 
 /// Ready -> Switch -> run -> Resumed.
-fn switch(vm: &Vm, reader: &mut BufReader<TcpStream>, writer: &mut TcpStream) -> Result<(), MigrationError> {
+fn switch(
+    vm: &Vm,
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+) -> Result<(), MigrationError> {
     protocol::send(writer, &Message::Ready)?;
     match protocol::recv(reader)? {
         Message::Switch => {}
         Message::Abort(why) => return Err(MigrationError::Aborted(why)),
-        m => return Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), "Switch")),
+        m => {
+            return Err(MigrationError::Unexpected(
+                format!("{m:?}").chars().take(60).collect(),
+                "Switch",
+            ))
+        }
     }
     vm.start()?;
     // The VM runs here now; failing to say so leaves the source paused, not running.

@@ -38,7 +38,11 @@ struct Limiter {
 
 impl Limiter {
     fn new(mbit: Option<u64>) -> Self {
-        Limiter { bytes_per_sec: mbit.map(|m| m as f64 * 1e6 / 8.0), start: Instant::now(), sent: AtomicU64::new(0) }
+        Limiter {
+            bytes_per_sec: mbit.map(|m| m as f64 * 1e6 / 8.0),
+            start: Instant::now(),
+            sent: AtomicU64::new(0),
+        }
     }
     /// Accounts `n` bytes and sleeps until sending them keeps within the cap.
     fn take(&self, n: usize) {
@@ -54,7 +58,8 @@ impl Limiter {
 }
 
 fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(16).all(|c| u128::from_ne_bytes(c.try_into().unwrap()) == 0)
+    page.chunks_exact(16)
+        .all(|c| u128::from_ne_bytes(c.try_into().unwrap()) == 0)
 }
 
 /// Everything the sending threads share.
@@ -77,36 +82,66 @@ impl Ctx<'_> {
 
 /// Sends `pages` on `conn`. In the first pass zero pages are skipped (the destination's
 /// memory starts zeroed); later they are sent as `ZeroPages`.
-fn send_pages(ctx: &Ctx, conn: &mut TcpStream, pages: &[usize], first_pass: bool) -> Result<(), MigrationError> {
+fn send_pages(
+    ctx: &Ctx,
+    conn: &mut TcpStream,
+    pages: &[usize],
+    first_pass: bool,
+) -> Result<(), MigrationError> {
     let mut data = Vec::with_capacity(BATCH_PAGES * PAGE_SIZE);
     let mut indices = Vec::with_capacity(BATCH_PAGES);
     let mut zeros = Vec::new();
-    let flush = |conn: &mut TcpStream, indices: &mut Vec<u64>, data: &mut Vec<u8>, zeros: &mut Vec<u64>| -> Result<(), MigrationError> {
+    let flush = |conn: &mut TcpStream,
+                 indices: &mut Vec<u64>,
+                 data: &mut Vec<u8>,
+                 zeros: &mut Vec<u64>|
+     -> Result<(), MigrationError> {
         if !indices.is_empty() {
             // Uncompressed pages move into the message and back: no copy but the frame's.
             let payload = match ctx.compression {
                 Compression::None => std::mem::take(data),
                 c => {
-                    ctx.counters.compressed.fetch_add(indices.len() as u64, Ordering::Relaxed);
+                    ctx.counters
+                        .compressed
+                        .fetch_add(indices.len() as u64, Ordering::Relaxed);
                     protocol::compress(c, data)
                 }
             };
-            let msg = Message::Pages { indices: std::mem::take(indices), compression: ctx.compression, data: payload };
+            let msg = Message::Pages {
+                indices: std::mem::take(indices),
+                compression: ctx.compression,
+                data: payload,
+            };
             let frame = msg.encode();
-            if let (Compression::None, Message::Pages { data: buf, indices: idx, .. }) = (ctx.compression, msg) {
+            if let (
+                Compression::None,
+                Message::Pages {
+                    data: buf,
+                    indices: idx,
+                    ..
+                },
+            ) = (ctx.compression, msg)
+            {
                 (*data, *indices) = (buf, idx);
                 indices.clear();
             }
             ctx.limiter.take(frame.len());
             std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
-            ctx.counters.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            ctx.counters
+                .bytes
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
             data.clear();
         }
         if !zeros.is_empty() {
-            let frame = Message::ZeroPages { indices: std::mem::take(zeros) }.encode();
+            let frame = Message::ZeroPages {
+                indices: std::mem::take(zeros),
+            }
+            .encode();
             ctx.limiter.take(frame.len());
             std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
-            ctx.counters.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            ctx.counters
+                .bytes
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
         }
         ctx.check_cancel()
     };
@@ -114,7 +149,9 @@ fn send_pages(ctx: &Ctx, conn: &mut TcpStream, pages: &[usize], first_pass: bool
         // Straight into the batch; dropped again if it is zero.
         let at = data.len();
         data.resize(at + PAGE_SIZE, 0);
-        ctx.vm.read_page(p, &mut data[at..]).map_err(MigrationError::Memory)?;
+        ctx.vm
+            .read_page(p, &mut data[at..])
+            .map_err(MigrationError::Memory)?;
         if is_zero(&data[at..]) {
             data.truncate(at);
             ctx.counters.zero.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +171,12 @@ fn send_pages(ctx: &Ctx, conn: &mut TcpStream, pages: &[usize], first_pass: bool
 
 /// Sends `pages` spread over all connections: page `p` always goes on connection
 /// `p % n`, so a page's rounds arrive in order even over several connections.
-fn send_spread(ctx: &Ctx, conns: &mut [TcpStream], pages: &[usize], first_pass: bool) -> Result<(), MigrationError> {
+fn send_spread(
+    ctx: &Ctx,
+    conns: &mut [TcpStream],
+    pages: &[usize],
+    first_pass: bool,
+) -> Result<(), MigrationError> {
     if conns.len() == 1 {
         return send_pages(ctx, &mut conns[0], pages, first_pass);
     }
@@ -148,25 +190,39 @@ fn send_spread(ctx: &Ctx, conns: &mut [TcpStream], pages: &[usize], first_pass: 
                 s.spawn(move || send_pages(ctx, conn, &mine, first_pass))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err(MigrationError::Vm("sender thread panicked".into())))).collect()
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or(Err(MigrationError::Vm("sender thread panicked".into())))
+        })
     })
 }
 
-fn expect(conn: &mut BufReader<TcpStream>, want: &'static str, ok: impl Fn(&Message) -> bool) -> Result<Message, MigrationError> {
+fn expect(
+    conn: &mut BufReader<TcpStream>,
+    want: &'static str,
+    ok: impl Fn(&Message) -> bool,
+) -> Result<Message, MigrationError> {
     match protocol::recv(conn)? {
         Message::Abort(why) => Err(MigrationError::Aborted(why)),
         m if ok(&m) => Ok(m),
-        m => Err(MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), want)),
+        m => Err(MigrationError::Unexpected(
+            format!("{m:?}").chars().take(60).collect(),
+            want,
+        )),
     }
 }
 
 fn connect(addr: &str) -> Result<TcpStream, MigrationError> {
-    let err = |err| MigrationError::Connect { addr: addr.to_string(), err };
-    let sa = addr
-        .to_socket_addrs()
-        .map_err(err)?
-        .next()
-        .ok_or_else(|| err(std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))?;
+    let err = |err| MigrationError::Connect {
+        addr: addr.to_string(),
+        err,
+    };
+    let sa = addr.to_socket_addrs().map_err(err)?.next().ok_or_else(|| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no address",
+        ))
+    })?;
     let s = TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(err)?;
     s.set_nodelay(true).map_err(err)?;
     Ok(s)
@@ -205,14 +261,21 @@ pub fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Migration>) {
                     "{why}: the VM is paused here and may be running on the destination; resume it here only if it is not"
                 ));
             });
-            tracing::error!("migration to {}: contact lost after the switch: {why}", req.to);
+            tracing::error!(
+                "migration to {}: contact lost after the switch: {why}",
+                req.to
+            );
         }
         Err(e) => {
             vm.reset_dirty();
             if !was_paused {
                 vm.resume();
             }
-            let state = if matches!(e, MigrationError::Cancelled) { State::Cancelled } else { State::Failed };
+            let state = if matches!(e, MigrationError::Cancelled) {
+                State::Cancelled
+            } else {
+                State::Failed
+            };
             mig.update(|s| {
                 s.state = state;
                 s.total_ms = total_ms;
@@ -223,15 +286,33 @@ pub fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Migration>) {
     }
 }
 
-fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Result<Outcome, MigrationError> {
+fn migrate(
+    vm: &Vm,
+    req: &MigrationRequest,
+    mig: &Migration,
+    t0: Instant,
+) -> Result<Outcome, MigrationError> {
     let addr = req.validate().map_err(MigrationError::Vm)?;
     let control = connect(addr)?;
     let mut conns = vec![control.try_clone().map_err(MigrationError::Memory)?];
     let config = serde_json::to_vec(&vm.config).map_err(|e| MigrationError::Vm(e.to_string()))?;
-    protocol::send(&mut conns[0], &Message::Hello { version: VERSION, connections: req.connections, config })?;
+    protocol::send(
+        &mut conns[0],
+        &Message::Hello {
+            version: VERSION,
+            connections: req.connections,
+            config,
+        },
+    )?;
     for i in 1..req.connections {
         let mut c = connect(addr)?;
-        protocol::send(&mut c, &Message::DataHello { version: VERSION, index: i })?;
+        protocol::send(
+            &mut c,
+            &Message::DataHello {
+                version: VERSION,
+                index: i,
+            },
+        )?;
         conns.push(c);
     }
     let mut reader = BufReader::new(control);
@@ -279,7 +360,8 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
         // would promise a stop-and-copy that then waits for that backlog.
         flush_all(&mut conns, &mut reader)?;
         let mut last_ms = t.elapsed().as_secs_f64() * 1000.0;
-        let mut bandwidth = (ctx.counters.bytes.load(Ordering::Relaxed) - b0) as f64 / last_ms.max(0.05); // bytes/ms
+        let mut bandwidth =
+            (ctx.counters.bytes.load(Ordering::Relaxed) - b0) as f64 / last_ms.max(0.05); // bytes/ms
         publish(&ctx);
         let mut best = u64::MAX;
         let mut stalled = 0;
@@ -350,14 +432,23 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
     let t_dirty = paused_at.elapsed();
     let state = crate::state::encode(&vm.save_state()?);
     let t_state = paused_at.elapsed();
-    tracing::debug!("stop-and-copy: paused {t_paused:?}, dirty log {t_dirty:?}, state {t_state:?}, {} pages", pending.count());
+    tracing::debug!(
+        "stop-and-copy: paused {t_paused:?}, dirty log {t_dirty:?}, state {t_state:?}, {} pages",
+        pending.count()
+    );
     if go_postcopy {
         mig.update(|s| {
             s.switched_to_postcopy = true;
             s.phase = "device-state".into();
         });
         flush_all(&mut conns, &mut reader)?;
-        protocol::send(&mut conns[0], &Message::PostcopyState { state, pending: pending.words().to_vec() })?;
+        protocol::send(
+            &mut conns[0],
+            &Message::PostcopyState {
+                state,
+                pending: pending.words().to_vec(),
+            },
+        )?;
     } else {
         let pages: Vec<usize> = pending.iter().collect();
         send_spread(&ctx, &mut conns, &pages, false)?;
@@ -385,8 +476,14 @@ fn migrate(vm: &Vm, req: &MigrationRequest, mig: &Migration, t0: Instant) -> Res
         // A small send buffer keeps requested pages from queueing behind megabytes of
         // background pushes: fault latency is bounded by what is in flight.
         set_send_buffer(&conns[0], 128 << 10);
-        let stats = super::postcopy::serve(&ctx_page_source(vm), &mut conns[0], reader, &pending, &ctx.counters)
-            .map_err(|e| MigrationError::Vm(format!("post-copy after the switch: {e}")));
+        let stats = super::postcopy::serve(
+            &ctx_page_source(vm),
+            &mut conns[0],
+            reader,
+            &pending,
+            &ctx.counters,
+        )
+        .map_err(|e| MigrationError::Vm(format!("post-copy after the switch: {e}")));
         match stats {
             Ok(stats) => mig.update(|s| s.postcopy = stats),
             // The destination runs the VM; pages it never got are lost with this error.
@@ -413,7 +510,10 @@ fn set_send_buffer(s: &TcpStream, bytes: i32) {
 }
 
 /// Sends `Flush` on every connection and waits for the destination's `Flushed`.
-fn flush_all(conns: &mut [TcpStream], reader: &mut BufReader<TcpStream>) -> Result<(), MigrationError> {
+fn flush_all(
+    conns: &mut [TcpStream],
+    reader: &mut BufReader<TcpStream>,
+) -> Result<(), MigrationError> {
     for c in conns.iter_mut() {
         protocol::send(c, &Message::Flush)?;
     }

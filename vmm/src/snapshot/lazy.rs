@@ -22,23 +22,28 @@ pub fn serve_from_file(mem: &GuestMemory, file: File) -> std::io::Result<()> {
         regions.push((host, host + r.len(), ram_off));
         ram_off += r.len();
     }
-    std::thread::Builder::new().name("lazy-restore".into()).stack_size(128 << 10).spawn(move || {
-        let mut page = vec![0u8; PAGE_SIZE];
-        while let Ok(fault) = uffd.next_fault() {
-            let Some(fault) = fault else { continue };
-            let addr = fault.addr & !(PAGE_SIZE as u64 - 1);
-            let Some((host, _, off)) = regions.iter().find(|(s, e, _)| (*s..*e).contains(&addr)) else {
-                continue;
-            };
-            let file_off = off + (addr - host);
-            let served = match file.read_exact_at(&mut page, file_off) {
-                Ok(()) if page.iter().any(|b| *b != 0) => uffd.copy(addr, &page),
-                _ => uffd.zero(addr, PAGE_SIZE as u64),
-            };
-            if let Err(e) = served {
-                tracing::error!("lazy restore: cannot serve page at {file_off:#x}: {e}");
+    std::thread::Builder::new()
+        .name("lazy-restore".into())
+        .stack_size(128 << 10)
+        .spawn(move || {
+            let mut page = vec![0u8; PAGE_SIZE];
+            while let Ok(fault) = uffd.next_fault() {
+                let Some(fault) = fault else { continue };
+                let addr = fault.addr & !(PAGE_SIZE as u64 - 1);
+                let Some((host, _, off)) =
+                    regions.iter().find(|(s, e, _)| (*s..*e).contains(&addr))
+                else {
+                    continue;
+                };
+                let file_off = off + (addr - host);
+                let served = match file.read_exact_at(&mut page, file_off) {
+                    Ok(()) if page.iter().any(|b| *b != 0) => uffd.copy(addr, &page),
+                    _ => uffd.zero(addr, PAGE_SIZE as u64),
+                };
+                if let Err(e) = served {
+                    tracing::error!("lazy restore: cannot serve page at {file_off:#x}: {e}");
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }

@@ -56,7 +56,11 @@ pub enum SnapshotError {
     #[error("snapshot {path}: {err}")]
     Format { path: PathBuf, err: DecodeError },
     #[error("snapshot {path}: memory file is {found} bytes, the VM has {expected}")]
-    MemorySize { path: PathBuf, found: u64, expected: u64 },
+    MemorySize {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     #[error("a diff snapshot needs a full snapshot of this VM first")]
     NoBase,
     #[error("{0} restore needs a full snapshot, and {1} is a diff")]
@@ -66,7 +70,10 @@ pub enum SnapshotError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
-    move |err| SnapshotError::Io { path: path.to_owned(), err }
+    move |err| SnapshotError::Io {
+        path: path.to_owned(),
+        err,
+    }
 }
 
 /// Where the last snapshot of a VM went, so the next `--diff` knows its parent.
@@ -94,7 +101,11 @@ pub struct SnapshotReport {
 
 /// Writes a snapshot of `vm` into `dir`: pauses it, saves state and memory, resumes.
 pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, SnapshotError> {
-    let parent = if diff { Some(vm.snapshot_base.get().ok_or(SnapshotError::NoBase)?) } else { None };
+    let parent = if diff {
+        Some(vm.snapshot_base.get().ok_or(SnapshotError::NoBase)?)
+    } else {
+        None
+    };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let was_paused = vm.control.is_paused();
     let t0 = std::time::Instant::now();
@@ -104,7 +115,8 @@ pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, Snapsho
         vm.resume();
     }
     let (pages, bytes) = result?;
-    vm.snapshot_base.set(Some(std::fs::canonicalize(dir).map_err(io(dir))?));
+    vm.snapshot_base
+        .set(Some(std::fs::canonicalize(dir).map_err(io(dir))?));
     Ok(SnapshotReport {
         path: dir.to_owned(),
         diff,
@@ -114,7 +126,11 @@ pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, Snapsho
     })
 }
 
-fn write_snapshot(vm: &Vm, dir: &Path, parent: Option<PathBuf>) -> Result<(u64, u64), SnapshotError> {
+fn write_snapshot(
+    vm: &Vm,
+    dir: &Path,
+    parent: Option<PathBuf>,
+) -> Result<(u64, u64), SnapshotError> {
     let vmerr = |e: crate::vm::VmError| SnapshotError::Vm(e.to_string());
     let state = vm.save_state().map_err(vmerr)?;
     let mem_path = dir.join("memory");
@@ -125,7 +141,11 @@ fn write_snapshot(vm: &Vm, dir: &Path, parent: Option<PathBuf>) -> Result<(u64, 
     let dirty_now = vm.collect_dirty().map_err(vmerr)?;
     let pages: Box<dyn Iterator<Item = usize>> = match &parent {
         Some(_) => Box::new(dirty_now.iter().collect::<Vec<_>>().into_iter()),
-        None => Box::new(ranges::touched_pages(vm).map_err(io(&mem_path))?.into_iter()),
+        None => Box::new(
+            ranges::touched_pages(vm)
+                .map_err(io(&mem_path))?
+                .into_iter(),
+        ),
     };
     let mut written = DirtyBitmap::new(dirty::ram_pages(&vm.mem));
     let (mut n, mut bytes) = (0u64, 0u64);
@@ -138,18 +158,23 @@ fn write_snapshot(vm: &Vm, dir: &Path, parent: Option<PathBuf>) -> Result<(u64, 
         if parent.is_none() && buf.iter().all(|b| *b == 0) {
             continue;
         }
-        file.write_all_at(&buf, (page * PAGE_SIZE) as u64).map_err(io(&mem_path))?;
+        file.write_all_at(&buf, (page * PAGE_SIZE) as u64)
+            .map_err(io(&mem_path))?;
         n += 1;
         bytes += PAGE_SIZE as u64;
     }
     file.sync_all().map_err(io(&mem_path))?;
     let snap = Snapshot {
-        diff: parent.map(|parent| DiffOf { parent, pages: written.words().to_vec() }),
+        diff: parent.map(|parent| DiffOf {
+            parent,
+            pages: written.words().to_vec(),
+        }),
         vm: state,
     };
     let state_path = dir.join("state");
     let mut f = File::create(&state_path).map_err(io(&state_path))?;
-    f.write_all(&state::encode(&snap)).map_err(io(&state_path))?;
+    f.write_all(&state::encode(&snap))
+        .map_err(io(&state_path))?;
     f.sync_all().map_err(io(&state_path))?;
     Ok((n, bytes))
 }
@@ -167,19 +192,33 @@ pub fn open_memory(dir: &Path, mem_bytes: u64) -> Result<File, SnapshotError> {
     let f = File::open(&path).map_err(io(&path))?;
     let found = f.metadata().map_err(io(&path))?.len();
     if found != mem_bytes {
-        return Err(SnapshotError::MemorySize { path, found, expected: mem_bytes });
+        return Err(SnapshotError::MemorySize {
+            path,
+            found,
+            expected: mem_bytes,
+        });
     }
     Ok(f)
 }
 
 /// Fills `memfd` with a snapshot's memory, following diff snapshots to their base.
-pub fn copy_memory_into(dir: &Path, snap: &Snapshot, memfd: &File, mem_bytes: u64) -> Result<(), SnapshotError> {
+pub fn copy_memory_into(
+    dir: &Path,
+    snap: &Snapshot,
+    memfd: &File,
+    mem_bytes: u64,
+) -> Result<(), SnapshotError> {
     if let Some(diff) = &snap.diff {
         let parent = load(&diff.parent)?;
         copy_memory_into(&diff.parent, &parent, memfd, mem_bytes)?;
         let file = open_memory(dir, mem_bytes)?;
         let pages = DirtyBitmap::from_words(diff.pages.clone(), (mem_bytes as usize) / PAGE_SIZE)
-            .ok_or_else(|| SnapshotError::Vm(format!("{}: diff page map has the wrong size", dir.display())))?;
+            .ok_or_else(|| {
+            SnapshotError::Vm(format!(
+                "{}: diff page map has the wrong size",
+                dir.display()
+            ))
+        })?;
         let mut buf = vec![0u8; PAGE_SIZE];
         for page in pages.iter() {
             let off = (page * PAGE_SIZE) as u64;
@@ -195,7 +234,11 @@ pub fn copy_memory_into(dir: &Path, snap: &Snapshot, memfd: &File, mem_bytes: u6
 /// Builds a VM from the snapshot in `dir`: its configuration with `adjust` applied
 /// (new console, API socket, disks or NICs), its memory by `mode`, its state loaded.
 /// The VM is ready to start.
-pub fn restore(dir: &Path, mode: RestoreMode, adjust: impl FnOnce(&mut crate::config::VmConfig)) -> Result<Vm, SnapshotError> {
+pub fn restore(
+    dir: &Path,
+    mode: RestoreMode,
+    adjust: impl FnOnce(&mut crate::config::VmConfig),
+) -> Result<Vm, SnapshotError> {
     use crate::vm::MemorySource;
     let vmerr = |e: crate::vm::VmError| SnapshotError::Vm(e.to_string());
     let snap = load(dir)?;
@@ -205,17 +248,26 @@ pub fn restore(dir: &Path, mode: RestoreMode, adjust: impl FnOnce(&mut crate::co
     let is_diff = snap.diff.is_some();
     let (source, lazy_file) = match mode {
         RestoreMode::Eager => {
-            let memfd = crate::memory::create_memfd(config.mem_mib).map_err(|e| SnapshotError::Vm(e.to_string()))?;
+            let memfd = crate::memory::create_memfd(config.mem_mib)
+                .map_err(|e| SnapshotError::Vm(e.to_string()))?;
             copy_memory_into(dir, &snap, &memfd, mem_bytes)?;
             (MemorySource::Memfd(memfd), None)
         }
         RestoreMode::Lazy | RestoreMode::Clone if is_diff => {
-            let what = if mode == RestoreMode::Lazy { "lazy" } else { "clone" };
+            let what = if mode == RestoreMode::Lazy {
+                "lazy"
+            } else {
+                "clone"
+            };
             return Err(SnapshotError::DiffNotSupported(what, dir.to_owned()));
         }
         RestoreMode::Lazy => {
-            let memfd = crate::memory::create_memfd(config.mem_mib).map_err(|e| SnapshotError::Vm(e.to_string()))?;
-            (MemorySource::Memfd(memfd), Some(open_memory(dir, mem_bytes)?))
+            let memfd = crate::memory::create_memfd(config.mem_mib)
+                .map_err(|e| SnapshotError::Vm(e.to_string()))?;
+            (
+                MemorySource::Memfd(memfd),
+                Some(open_memory(dir, mem_bytes)?),
+            )
         }
         RestoreMode::Clone => (MemorySource::SharedFile(open_memory(dir, mem_bytes)?), None),
     };

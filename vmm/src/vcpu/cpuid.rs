@@ -75,9 +75,21 @@ mod tests {
 
     fn supported() -> CpuId {
         CpuId::from_entries(&[
-            kvm_cpuid_entry2 { function: 0x4000_0000, eax: 0x4000_0001, ..Default::default() },
-            kvm_cpuid_entry2 { function: 1, ebx: 0xff00_0800, ..Default::default() },
-            kvm_cpuid_entry2 { function: 7, edx: u32::MAX, ..Default::default() },
+            kvm_cpuid_entry2 {
+                function: 0x4000_0000,
+                eax: 0x4000_0001,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 1,
+                ebx: 0xff00_0800,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 7,
+                edx: u32::MAX,
+                ..Default::default()
+            },
         ])
         .unwrap()
     }

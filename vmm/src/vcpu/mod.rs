@@ -39,7 +39,10 @@ pub struct ExitSignal {
 
 impl ExitSignal {
     pub fn new() -> std::io::Result<Self> {
-        Ok(Self { reason: Mutex::new(None), evt: EventFd::new(libc::EFD_NONBLOCK)? })
+        Ok(Self {
+            reason: Mutex::new(None),
+            evt: EventFd::new(libc::EFD_NONBLOCK)?,
+        })
     }
 
     /// Records `reason` unless another came first, and wakes the main thread.
@@ -52,7 +55,10 @@ impl ExitSignal {
     }
 
     pub fn reason(&self) -> Option<VmExit> {
-        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -86,7 +92,10 @@ pub struct RunControl {
 impl Default for RunControl {
     fn default() -> Self {
         Self {
-            state: Mutex::new(Control { want: Want::Run, paused: 0 }),
+            state: Mutex::new(Control {
+                want: Want::Run,
+                paused: 0,
+            }),
             cond: Condvar::new(),
             threads: Mutex::new(Vec::new()),
         }
@@ -126,7 +135,12 @@ impl RunControl {
 
     /// Interrupts every vCPU thread's KVM_RUN.
     fn kick_all(&self) {
-        for t in self.threads.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for t in self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             // SAFETY: the thread handle is alive (joined only in `stop`), and the signal
             // has a no-op handler installed before any vCPU thread starts.
             unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
@@ -171,7 +185,12 @@ impl RunControl {
     pub fn stop(&self) {
         self.lock().want = Want::Stop;
         self.cond.notify_all();
-        let threads: Vec<_> = self.threads.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
         for t in threads {
             while !t.is_finished() {
                 // SAFETY: as in `kick_all`; the thread has not been joined yet.
@@ -205,14 +224,25 @@ pub fn spawn(index: u8, fd: Arc<Mutex<VcpuFd>>, ctx: VcpuContext) -> std::io::Re
         .name(format!("vcpu{index}"))
         .stack_size(256 << 10)
         .spawn(move || run(index, &fd, &ctx))?;
-    control.threads.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+    control
+        .threads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(handle);
     Ok(())
 }
 
 fn run(index: u8, fd: &Mutex<VcpuFd>, ctx: &VcpuContext) {
-    while ctx.control.checkpoint(|| settle(&mut fd.lock().unwrap_or_else(|e| e.into_inner()))) {
+    while ctx
+        .control
+        .checkpoint(|| settle(&mut fd.lock().unwrap_or_else(|e| e.into_inner())))
+    {
         // Uncontended while running; the VM takes it only while the vCPU is paused.
-        let exit = run_once(index, &mut fd.lock().unwrap_or_else(|e| e.into_inner()), ctx);
+        let exit = run_once(
+            index,
+            &mut fd.lock().unwrap_or_else(|e| e.into_inner()),
+            ctx,
+        );
         if let Some(exit) = exit {
             ctx.exit.send(exit);
             // Park until the main thread stops us: the VM is going away.
@@ -239,7 +269,9 @@ fn settle(fd: &mut VcpuFd) {
     match fd.run() {
         Err(e) if e.errno() == libc::EINTR => {}
         Err(e) => tracing::warn!("completing the last exit before a pause: {e}"),
-        Ok(exit) => tracing::warn!("completing the last exit before a pause: unexpected exit {exit:?}"),
+        Ok(exit) => {
+            tracing::warn!("completing the last exit before a pause: unexpected exit {exit:?}")
+        }
     }
     fd.set_kvm_immediate_exit(0);
 }
@@ -311,11 +343,16 @@ fn run_once(index: u8, fd: &mut VcpuFd, ctx: &VcpuContext) -> Option<VmExit> {
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
             let reason = fd.get_kvm_run().exit_reason;
             if reason != kvm_bindings::KVM_EXIT_INTR {
-                tracing::warn!("vcpu{index}: KVM_RUN interrupted with exit reason {reason} pending");
+                tracing::warn!(
+                    "vcpu{index}: KVM_RUN interrupted with exit reason {reason} pending"
+                );
             }
         }
         Err(e) => {
-            return Some(VmExit::Error(format!("vcpu{index}: KVM_RUN failed: {e}: {}", regs::describe(fd))));
+            return Some(VmExit::Error(format!(
+                "vcpu{index}: KVM_RUN failed: {e}: {}",
+                regs::describe(fd)
+            )));
         }
     }
     None

@@ -55,7 +55,10 @@ fn segment(selector: u16) -> kvm_segment {
 
 /// Writes the GDT, and for the 64-bit entry identity page tables over the first 4 GiB
 /// (PML4, one PDPT, four page directories of 2 MiB pages).
-pub fn write_tables(mem: &GuestMemory, entry: EntryPoint) -> Result<(), vm_memory::GuestMemoryError> {
+pub fn write_tables(
+    mem: &GuestMemory,
+    entry: EntryPoint,
+) -> Result<(), vm_memory::GuestMemoryError> {
     for (i, d) in GDT.iter().enumerate() {
         mem.write_obj(*d, GuestAddress(GDT_ADDR + i as u64 * 8))?;
     }
@@ -88,7 +91,10 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: EntryPoint) -> Result<(), kvm_ioctl
     sregs.gs = data;
     sregs.ss = data;
     sregs.tr = segment(SEL_TSS);
-    let mut regs = kvm_regs { rflags: 2, ..Default::default() };
+    let mut regs = kvm_regs {
+        rflags: 2,
+        ..Default::default()
+    };
     match entry {
         EntryPoint::Pvh(rip) => {
             sregs.cs = segment(SEL_CODE32);
@@ -119,7 +125,11 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, entry: EntryPoint) -> Result<(), kvm_ioctl
 
 /// State every vCPU starts with: FPU defaults, MSRs, LAPIC LINT0 = ExtINT, LINT1 = NMI.
 pub fn setup_common(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
     vcpu.set_fpu(&fpu)?;
     let msrs = Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
         index: MSR_IA32_MISC_ENABLE,
@@ -151,8 +161,20 @@ pub fn describe(vcpu: &VcpuFd) -> String {
     format!(
         "rip={:#x} rsp={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} \
          rflags={:#x} cs={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
-        r.rip, r.rsp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rflags, s.cs.selector, s.cr0,
-        s.cr3, s.cr4, s.efer
+        r.rip,
+        r.rsp,
+        r.rax,
+        r.rbx,
+        r.rcx,
+        r.rdx,
+        r.rsi,
+        r.rdi,
+        r.rflags,
+        s.cs.selector,
+        s.cr0,
+        s.cr3,
+        s.cr4,
+        s.efer
     )
 }
 
@@ -163,7 +185,10 @@ mod tests {
     #[test]
     fn gdt_descriptors_decode_to_flat_segments() {
         let cs = segment(SEL_CODE32);
-        assert_eq!((cs.base, cs.limit, cs.db, cs.l, cs.type_), (0, 0xffff_ffff, 1, 0, 0xb));
+        assert_eq!(
+            (cs.base, cs.limit, cs.db, cs.l, cs.type_),
+            (0, 0xffff_ffff, 1, 0, 0xb)
+        );
         let cs64 = segment(SEL_CODE64);
         assert_eq!((cs64.l, cs64.db), (1, 0));
         let tss = segment(SEL_TSS);

@@ -43,13 +43,24 @@ fn e(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StateError {
 
 /// The MSRs this host lets us save and restore: KVM's list minus those it refuses.
 pub fn saveable_msrs(kvm: &Kvm, probe: &VcpuFd) -> Result<Vec<u32>, StateError> {
-    let list = kvm.get_msr_index_list().map_err(e("KVM_GET_MSR_INDEX_LIST"))?;
-    let mut indices: Vec<u32> =
-        list.as_slice().iter().copied().filter(|i| *i != MSR_ARCH_CAPABILITIES).collect();
+    let list = kvm
+        .get_msr_index_list()
+        .map_err(e("KVM_GET_MSR_INDEX_LIST"))?;
+    let mut indices: Vec<u32> = list
+        .as_slice()
+        .iter()
+        .copied()
+        .filter(|i| *i != MSR_ARCH_CAPABILITIES)
+        .collect();
     // KVM_GET_MSRS stops at the first MSR it cannot read; drop those until all read.
     loop {
-        let entries: Vec<_> =
-            indices.iter().map(|i| kvm_msr_entry { index: *i, ..Default::default() }).collect();
+        let entries: Vec<_> = indices
+            .iter()
+            .map(|i| kvm_msr_entry {
+                index: *i,
+                ..Default::default()
+            })
+            .collect();
         let mut msrs = Msrs::from_entries(&entries).expect("MSR list within KVM's limit");
         let n = probe.get_msrs(&mut msrs).map_err(e("KVM_GET_MSRS"))?;
         if n >= indices.len() {
@@ -63,7 +74,10 @@ fn fpu_bytes(fpu: &kvm_fpu) -> Vec<u8> {
     // SAFETY: kvm_fpu is a plain C struct with no padding-dependent invariants; viewing
     // it as bytes for the length of the struct is sound.
     unsafe {
-        std::slice::from_raw_parts(fpu as *const kvm_fpu as *const u8, std::mem::size_of::<kvm_fpu>())
+        std::slice::from_raw_parts(
+            fpu as *const kvm_fpu as *const u8,
+            std::mem::size_of::<kvm_fpu>(),
+        )
     }
     .to_vec()
 }
@@ -75,7 +89,11 @@ fn fpu_from_bytes(bytes: &[u8]) -> Option<kvm_fpu> {
     let mut fpu = kvm_fpu::default();
     // SAFETY: the lengths match and any byte pattern is a valid kvm_fpu.
     unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut fpu as *mut kvm_fpu as *mut u8, bytes.len())
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            &mut fpu as *mut kvm_fpu as *mut u8,
+            bytes.len(),
+        )
     };
     Some(fpu)
 }
@@ -92,11 +110,18 @@ pub fn save(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, StateError> {
     let debugregs = fd.get_debug_regs().map_err(e("KVM_GET_DEBUGREGS"))?;
     let lapic = fd.get_lapic().map_err(e("KVM_GET_LAPIC"))?;
     let events = fd.get_vcpu_events().map_err(e("KVM_GET_VCPU_EVENTS"))?;
-    let entries: Vec<_> =
-        msr_indices.iter().map(|i| kvm_msr_entry { index: *i, ..Default::default() }).collect();
+    let entries: Vec<_> = msr_indices
+        .iter()
+        .map(|i| kvm_msr_entry {
+            index: *i,
+            ..Default::default()
+        })
+        .collect();
     let mut msrs = Msrs::from_entries(&entries).expect("MSR list within KVM's limit");
     let n = fd.get_msrs(&mut msrs).map_err(e("KVM_GET_MSRS"))?;
-    let cpuid = fd.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(e("KVM_GET_CPUID2"))?;
+    let cpuid = fd
+        .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(e("KVM_GET_CPUID2"))?;
     let tsc_khz = fd.get_tsc_khz().unwrap_or(0);
     Ok(VcpuState {
         cpuid: cpuid.as_slice().to_vec(),
@@ -123,7 +148,8 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
     fd.set_cpuid2(&cpuid).map_err(e("KVM_SET_CPUID2"))?;
     if state.tsc_khz != 0 && fd.get_tsc_khz().ok() != Some(state.tsc_khz) {
         // Different host frequency: scale the guest's TSC where KVM can.
-        fd.set_tsc_khz(state.tsc_khz).map_err(e("KVM_SET_TSC_KHZ"))?;
+        fd.set_tsc_khz(state.tsc_khz)
+            .map_err(e("KVM_SET_TSC_KHZ"))?;
     }
     fd.set_sregs(&state.sregs).map_err(e("KVM_SET_SREGS"))?;
     fd.set_regs(&state.regs).map_err(e("KVM_SET_REGS"))?;
@@ -133,7 +159,8 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
     // SAFETY: the xsave area was produced by KVM_GET_XSAVE of the same struct size.
     unsafe { fd.set_xsave(&state.xsave) }.map_err(e("KVM_SET_XSAVE"))?;
     fd.set_xcrs(&state.xcrs).map_err(e("KVM_SET_XCRS"))?;
-    fd.set_debug_regs(&state.debugregs).map_err(e("KVM_SET_DEBUGREGS"))?;
+    fd.set_debug_regs(&state.debugregs)
+        .map_err(e("KVM_SET_DEBUGREGS"))?;
     fd.set_lapic(&state.lapic).map_err(e("KVM_SET_LAPIC"))?;
     let msrs = Msrs::from_entries(&state.msrs).map_err(|_| StateError {
         what: "MSR entries",
@@ -141,9 +168,14 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
     })?;
     let n = fd.set_msrs(&msrs).map_err(e("KVM_SET_MSRS"))?;
     if n != state.msrs.len() {
-        return Err(StateError { what: "KVM_SET_MSRS (partial)", err: kvm_ioctls::Error::new(libc::EINVAL) });
+        return Err(StateError {
+            what: "KVM_SET_MSRS (partial)",
+            err: kvm_ioctls::Error::new(libc::EINVAL),
+        });
     }
-    fd.set_mp_state(state.mp_state).map_err(e("KVM_SET_MP_STATE"))?;
-    fd.set_vcpu_events(&state.events).map_err(e("KVM_SET_VCPU_EVENTS"))?;
+    fd.set_mp_state(state.mp_state)
+        .map_err(e("KVM_SET_MP_STATE"))?;
+    fd.set_vcpu_events(&state.events)
+        .map_err(e("KVM_SET_VCPU_EVENTS"))?;
     Ok(())
 }
