@@ -23,6 +23,9 @@ pub struct Request {
 pub struct Response {
     pub status: u16,
     pub body: String,
+    /// It carries a finished migration's result: once it is written, the source
+    /// process may exit (see `Migration::result_read`).
+    pub delivers_migration_result: bool,
 }
 
 impl Response {
@@ -30,6 +33,7 @@ impl Response {
         Self {
             status,
             body: serde_json::to_string(value).unwrap_or_else(|_| "{}".into()),
+            delivers_migration_result: false,
         }
     }
     pub fn error(status: u16, message: impl std::fmt::Display) -> Self {
@@ -39,6 +43,7 @@ impl Response {
         Self {
             status: 204,
             body: String::new(),
+            delivers_migration_result: false,
         }
     }
 }

@@ -81,7 +81,17 @@ fn serve_connection(conn: UnixStream, vm: &Arc<Vm>) {
             Err(e @ HttpError::TooLarge) => (Response::error(413, e), true),
             Err(e) => (Response::error(400, e), true),
         };
-        if http::write_response(&mut writer, &resp).is_err() || close {
+        if http::write_response(&mut writer, &resp).is_err() {
+            return;
+        }
+        if resp.delivers_migration_result {
+            // Only now: the source process exits once the result is read.
+            if let Some(m) = vm.migration() {
+                m.result_read
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        if close {
             return;
         }
     }
@@ -156,11 +166,9 @@ pub fn route(vm: &Arc<Vm>, req: &Request) -> Response {
         ("GET", "/v1/migration") => match vm.migration() {
             Some(m) => {
                 let status = m.snapshot();
-                if status.state != crate::migration::State::Running {
-                    m.result_read
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                Response::json(200, &status)
+                let mut resp = Response::json(200, &status);
+                resp.delivers_migration_result = status.state != crate::migration::State::Running;
+                resp
             }
             None => Response::error(404, "no migration has been started"),
         },

@@ -40,6 +40,7 @@ pub(super) fn serve(
     mut reader: BufReader<TcpStream>,
     pending: &DirtyBitmap,
     counters: &super::sender::Counters,
+    limiter: &super::sender::Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
@@ -68,7 +69,7 @@ pub(super) fn serve(
     let mut sent = DirtyBitmap::new(pending.pages());
     let mut background = pending.iter();
     let mut buf = vec![0u8; PAGE_SIZE];
-    let mut send = |pages: &[usize], sent: &mut DirtyBitmap| -> Result<(), MigrationError> {
+    let mut send = |pages: &[usize], sent: &mut DirtyBitmap| -> Result<usize, MigrationError> {
         let mut data = Vec::with_capacity(pages.len() * PAGE_SIZE);
         for &p in pages {
             read(p, &mut buf).map_err(MigrationError::Memory)?;
@@ -88,14 +89,19 @@ pub(super) fn serve(
         counters
             .sent
             .fetch_add(pages.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(frame.len())
     };
     let mut exhausted = false;
     loop {
+        // Requested pages go at once; the background push keeps to the bandwidth cap,
+        // waiting for requests while it may not send.
         let ev = if exhausted {
             rx.recv().ok()
         } else {
-            rx.try_recv().ok()
+            match limiter.wait_time() {
+                w if w.is_zero() => rx.try_recv().ok(),
+                w => rx.recv_timeout(w).ok(),
+            }
         };
         match ev {
             Some(Event::Request(p)) => {
@@ -111,6 +117,9 @@ pub(super) fn serve(
             }
             None => {}
         }
+        if !limiter.wait_time().is_zero() {
+            continue;
+        }
         let batch: Vec<usize> = background
             .by_ref()
             .filter(|p| !sent.get(*p))
@@ -119,7 +128,7 @@ pub(super) fn serve(
         if batch.is_empty() {
             exhausted = true;
         } else {
-            send(&batch, &mut sent)?;
+            limiter.account(send(&batch, &mut sent)?);
         }
     }
 }

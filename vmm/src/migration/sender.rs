@@ -30,7 +30,7 @@ pub(super) struct Counters {
 }
 
 /// Caps the bandwidth of all connections together.
-struct Limiter {
+pub(super) struct Limiter {
     bytes_per_sec: Option<f64>,
     start: Instant,
     sent: AtomicU64,
@@ -46,14 +46,20 @@ impl Limiter {
     }
     /// Accounts `n` bytes and sleeps until sending them keeps within the cap.
     fn take(&self, n: usize) {
-        let total = self.sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        if let Some(rate) = self.bytes_per_sec {
-            let due = Duration::from_secs_f64(total as f64 / rate);
-            let elapsed = self.start.elapsed();
-            if due > elapsed {
-                std::thread::sleep(due - elapsed);
-            }
-        }
+        self.account(n);
+        std::thread::sleep(self.wait_time());
+    }
+    /// Accounts `n` bytes sent.
+    pub(super) fn account(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// How long until what was sent so far fits within the cap (zero without a cap).
+    pub(super) fn wait_time(&self) -> Duration {
+        let Some(rate) = self.bytes_per_sec else {
+            return Duration::ZERO;
+        };
+        let due = Duration::from_secs_f64(self.sent.load(Ordering::Relaxed) as f64 / rate);
+        due.saturating_sub(self.start.elapsed())
     }
 }
 
@@ -482,6 +488,7 @@ fn migrate(
             reader,
             &pending,
             &ctx.counters,
+            &ctx.limiter,
         )
         .map_err(|e| MigrationError::Vm(format!("post-copy after the switch: {e}")));
         match stats {
