@@ -341,7 +341,7 @@ fn snapshot_times(a: &Args, mem: u64, dir: &Path) -> anyhow::Result<Value> {
         ("clone", Some("--clone")),
     ] {
         let mut times = Vec::new();
-        for _ in 0..a.runs.max(3) {
+        for _ in 0..a.runs.max(10) {
             let mut c = Command::new(&a.vmm);
             c.arg("run")
                 .arg("--restore")
@@ -435,7 +435,7 @@ fn main() -> anyhow::Result<()> {
             n.runs.iter().filter(|r| r.counter_continuous).count(), q.runs.iter().filter(|r| r.counter_continuous).count(),
         ));
     }
-    md.push_str("\n## Snapshots (nova-vmm)\n\nCreate: `ctl snapshot create` wall time on a guest running `counter`. Restore: process start to the restored guest's first `NOVA-TICK` line.\n\n");
+    md.push_str("\n## Snapshots (nova-vmm)\n\nCreate: `ctl snapshot create` wall time on a guest running `counter`. Restore: process start to the restored guest's first `NOVA-TICK` line, median of at least 10 restores.\n\n");
     md.push_str("| mem | create ms | MB written | restore eager ms | restore lazy ms | restore clone ms |\n|---|---|---|---|---|---|\n");
     for s in &snapshots {
         md.push_str(&format!(
