@@ -33,7 +33,7 @@ pub const PAGE_SIZE: usize = 4096;
 pub enum MemoryError {
     #[error("memory size {0} MiB is out of range ({MIN_MEM_MIB}..={MAX_MEM_MIB} MiB)")]
     Size(u64),
-    #[error("memfd_create failed: {0}")]
+    #[error("guest memory's memfd: {0}")]
     Memfd(std::io::Error),
     #[error("cannot size guest memory to {mib} MiB: {err}")]
     Truncate { mib: u64, err: std::io::Error },
@@ -73,15 +73,12 @@ pub fn create_memfd(mem_mib: u64) -> Result<File, MemoryError> {
 /// Maps `memfd` (of `mem_bytes`) as the guest's RAM, split around the MMIO hole.
 pub fn map_memfd(memfd: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
     let mut offset = 0u64;
-    let ranges: Vec<_> = ram_ranges(mem_bytes)
-        .into_iter()
-        .map(|(addr, len)| {
-            let file = memfd.try_clone().expect("dup of memfd");
-            let r = (addr, len as usize, Some(FileOffset::new(file, offset)));
-            offset += len;
-            r
-        })
-        .collect();
+    let mut ranges = Vec::new();
+    for (addr, len) in ram_ranges(mem_bytes) {
+        let file = memfd.try_clone().map_err(MemoryError::Memfd)?;
+        ranges.push((addr, len as usize, Some(FileOffset::new(file, offset))));
+        offset += len;
+    }
     GuestMemory::from_ranges_with_files(ranges).map_err(MemoryError::Map)
 }
 

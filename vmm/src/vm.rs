@@ -636,7 +636,8 @@ impl Vm {
         self.serial
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .restore(&(&state.serial).into());
+            .restore(&(&state.serial).into())
+            .map_err(|e| VmError::Device(format!("serial: {e}")))?;
         if state.virtio.len() != self.virtio.len() {
             return Err(VmError::Device(format!(
                 "saved state has {} virtio devices, this VM {}",

@@ -90,21 +90,19 @@ impl SerialDevice {
     }
 
     /// Takes the registers of a saved UART, keeping this one's output.
-    pub fn restore(&mut self, state: &SerialState) {
-        let trigger = IrqTrigger(
-            self.serial
-                .interrupt_evt()
-                .0
-                .try_clone()
-                .expect("dup of serial irqfd"),
-        );
+    pub fn restore(&mut self, state: &SerialState) -> std::io::Result<()> {
+        let trigger = IrqTrigger(self.serial.interrupt_evt().0.try_clone()?);
         let out = std::mem::replace(
             self.serial.writer_mut(),
             ConsoleOut::new(Box::new(std::io::sink())),
         );
-        if let Ok(s) = Serial::from_state(state, trigger, NoEvents, out) {
-            self.serial = s;
-        }
+        self.serial = Serial::from_state(state, trigger, NoEvents, out).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("saved serial state: {e:?}"),
+            )
+        })?;
+        Ok(())
     }
 
     /// Register state, for snapshots.
