@@ -147,9 +147,17 @@ pub fn ctl(sock: &Path, args: &[&str]) -> (std::process::ExitStatus, String, Str
     )
 }
 
-/// QEMU microvm booting the test guest: same guest, virtio-mmio devices, serial on stdout.
-pub fn qemu_testguest(mem_mib: u64, append: &str, extra: &[&str]) -> Console {
-    let mut c = Command::new("qemu-system-x86_64");
+/// QEMU microvm booting the test guest: same guest, virtio-mmio devices, serial on
+/// stdout; run inside network namespace `netns` when given.
+pub fn qemu_testguest(netns: Option<&str>, mem_mib: u64, append: &str, extra: &[&str]) -> Console {
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+            c
+        }
+        None => Command::new("qemu-system-x86_64"),
+    };
     c.args([
         "-M",
         "microvm,x-option-roms=off,rtc=off",

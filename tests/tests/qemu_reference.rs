@@ -17,6 +17,7 @@ fn the_disk_workload_passes_on_qemu_virtio_blk() {
     disk_with_host_blocks(&disk, 8);
     let drive = format!("id=d0,file={},format=raw,if=none", disk.display());
     let mut q = qemu_testguest(
+        None,
         128,
         "nova.workload=disk,poweroff",
         &["-drive", &drive, "-device", "virtio-blk-device,drive=d0"],
@@ -44,41 +45,17 @@ fn the_net_workload_answers_ping_and_echo_on_qemu_virtio_net() {
     }
     let ns = NetNs::new();
     ns.add_tap("qtap0", "203.0.113.1/24");
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, "qemu-system-x86_64"]);
-    cmd.args([
-        "-M",
-        "microvm,x-option-roms=off,rtc=off",
-        "-enable-kvm",
-        "-cpu",
-        "host,-arch-capabilities",
-    ])
-    .args([
-        "-m",
-        "128M",
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-    ])
-    .args(["-global", "virtio-mmio.force-legacy=false", "-kernel"])
-    .arg(nova_tests::guest_image("testguest.elf"))
-    .args([
-        "-append",
-        &format!(
-            "nova.workload=net nova.ip=203.0.113.2/24 nova.tsc_khz={}",
-            nova_tests::host_tsc_khz()
-        ),
-    ])
-    .args([
-        "-netdev",
-        "tap,id=n0,ifname=qtap0,script=no,downscript=no",
-        "-device",
-        "virtio-net-device,netdev=n0",
-    ]);
-    let q = nova_tests::Console::spawn(cmd);
+    let q = qemu_testguest(
+        Some(&ns.name),
+        128,
+        "nova.workload=net nova.ip=203.0.113.2/24",
+        &[
+            "-netdev",
+            "tap,id=n0,ifname=qtap0,script=no,downscript=no",
+            "-device",
+            "virtio-net-device,netdev=n0",
+        ],
+    );
     q.wait_line("NOVA-NET", Duration::from_secs(30));
     let ping = ns.run(&["ping", "-c", "2", "-W", "2", "203.0.113.2"]);
     assert!(

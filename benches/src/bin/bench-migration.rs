@@ -350,10 +350,9 @@ fn snapshot_times(a: &Args, mem: u64, dir: &Path) -> anyhow::Result<Value> {
             if let Some(f) = flag {
                 c.arg(f);
             }
+            // A whole line: the tail of a tick the snapshot cut does not start with it.
             let (mut t, elapsed) =
                 nova_benches::spawn_until(c, "NOVA-TICK", Duration::from_secs(30))?;
-            // The first line may be the tail of the tick the snapshot cut; time to a whole one.
-            let _ = &mut t;
             times.push(elapsed.as_secs_f64() * 1000.0);
             let _ = t.child.kill();
             let _ = t.child.wait();

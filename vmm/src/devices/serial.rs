@@ -30,10 +30,8 @@ impl Trigger for IrqTrigger {
 pub struct ConsoleOut {
     out: Box<dyn Write + Send>,
     bytes: u64,
-    /// Bytes of the port write in progress.
+    /// Bytes of the port write in progress, out at its end ([`ConsoleOut::emit`]).
     pending: Vec<u8>,
-    /// Set while one port write feeds several bytes through the UART.
-    hold: bool,
 }
 
 impl ConsoleOut {
@@ -42,19 +40,12 @@ impl ConsoleOut {
             out,
             bytes: 0,
             pending: Vec::new(),
-            hold: false,
         }
     }
-}
 
-impl Write for ConsoleOut {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.bytes += buf.len() as u64;
-        self.pending.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.hold || self.pending.is_empty() {
+    /// Writes out what the port write just ended put through the UART.
+    fn emit(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
             return Ok(());
         }
         let r = self
@@ -63,6 +54,18 @@ impl Write for ConsoleOut {
             .and_then(|_| self.out.flush());
         self.pending.clear();
         r
+    }
+}
+
+/// The UART model flushes after every byte; the device emits once per port write.
+impl Write for ConsoleOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        self.pending.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -128,14 +131,11 @@ impl BusDevice for SerialDevice {
             let _ = self.serial.write(offset as u8, data[0]);
         } else if offset == 0 && data.len() <= 4096 {
             // `rep outsb` to the data register: bytes in order, out in one write.
-            self.serial.writer_mut().hold = true;
             for &b in data {
                 let _ = self.serial.write(0, b);
             }
-            let out = self.serial.writer_mut();
-            out.hold = false;
-            let _ = out.flush();
         }
+        let _ = self.serial.writer_mut().emit();
     }
 }
 

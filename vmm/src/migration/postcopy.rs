@@ -68,20 +68,18 @@ pub(super) fn serve(
         .map_err(MigrationError::Memory)?;
     let mut sent = DirtyBitmap::new(pending.pages());
     let mut background = pending.iter();
-    let mut buf = vec![0u8; PAGE_SIZE];
+    let mut data = vec![0u8; PUSH_BATCH * PAGE_SIZE];
     let mut send = |pages: &[usize], sent: &mut DirtyBitmap| -> Result<usize, MigrationError> {
-        let mut data = Vec::with_capacity(pages.len() * PAGE_SIZE);
-        for &p in pages {
-            read(p, &mut buf).map_err(MigrationError::Memory)?;
-            data.extend_from_slice(&buf);
+        for (&p, buf) in pages.iter().zip(data.chunks_exact_mut(PAGE_SIZE)) {
+            read(p, buf).map_err(MigrationError::Memory)?;
             sent.set(p);
         }
-        let m = Message::Pages {
-            indices: pages.iter().map(|p| *p as u64).collect(),
-            compression: Compression::None,
-            data,
-        };
-        let frame = m.encode();
+        let indices: Vec<u64> = pages.iter().map(|p| *p as u64).collect();
+        let frame = protocol::pages_frame(
+            &indices,
+            Compression::None,
+            &data[..pages.len() * PAGE_SIZE],
+        );
         std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
         counters
             .bytes

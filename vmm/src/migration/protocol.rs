@@ -201,12 +201,7 @@ impl Message {
                 indices,
                 compression,
                 data,
-            } => {
-                p.push(compression.code());
-                put_u64s(&mut p, indices);
-                p.extend_from_slice(data);
-                K_PAGES
-            }
+            } => return pages_frame(indices, *compression, data),
             Message::ZeroPages { indices } => {
                 put_u64s(&mut p, indices);
                 K_ZERO
@@ -245,16 +240,12 @@ impl Message {
                 K_ABORT
             }
         };
-        let len = (p.len() - 4) as u32;
-        p[..4].copy_from_slice(&len.to_le_bytes());
-        p[4] = kind;
-        p
+        finish_frame(p, kind)
     }
 
     /// About how many payload bytes `encode` writes, so it allocates once.
     fn payload_hint(&self) -> usize {
         match self {
-            Message::Pages { indices, data, .. } => 5 + indices.len() * 8 + data.len(),
             Message::ZeroPages { indices } => 4 + indices.len() * 8,
             Message::State(s) => s.len(),
             Message::PostcopyState { state, pending } => 4 + pending.len() * 8 + state.len(),
@@ -374,12 +365,33 @@ pub fn recv<R: Read>(r: &mut R) -> Result<Message, ProtocolError> {
 }
 
 /// Encodes page data (a multiple of 4096 bytes).
-pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
+pub fn compress(c: Compression, data: &[u8]) -> Cow<'_, [u8]> {
     match c {
-        Compression::None => data.to_vec(), // callers move the data instead where it matters
-        Compression::Zstd => zstd::bulk::compress(data, 1).expect("zstd compression of memory"),
-        Compression::Lz4 => lz4_flex::compress(data),
+        Compression::None => Cow::Borrowed(data),
+        Compression::Zstd => {
+            Cow::Owned(zstd::bulk::compress(data, 1).expect("zstd compression of memory"))
+        }
+        Compression::Lz4 => Cow::Owned(lz4_flex::compress(data)),
     }
+}
+
+/// The frame of a `Message::Pages` built straight from borrowed pages: the senders'
+/// hot path, one copy of the data into the frame.
+pub fn pages_frame(indices: &[u64], compression: Compression, data: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(5 + 1 + 4 + indices.len() * 8 + data.len());
+    f.extend_from_slice(&[0; 5]);
+    f.push(compression.code());
+    put_u64s(&mut f, indices);
+    f.extend_from_slice(data);
+    finish_frame(f, K_PAGES)
+}
+
+/// Fills in the length and kind of a frame whose payload follows 5 reserved bytes.
+fn finish_frame(mut f: Vec<u8>, kind: u8) -> Vec<u8> {
+    let len = (f.len() - 4) as u32;
+    f[..4].copy_from_slice(&len.to_le_bytes());
+    f[4] = kind;
+    f
 }
 
 /// Decodes page data that must come out as exactly `len` bytes.

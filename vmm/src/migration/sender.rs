@@ -86,6 +86,16 @@ impl Ctx<'_> {
     }
 }
 
+/// Writes one frame within the bandwidth cap and counts it.
+fn send_frame(ctx: &Ctx, conn: &mut TcpStream, frame: &[u8]) -> Result<(), MigrationError> {
+    ctx.limiter.take(frame.len());
+    std::io::Write::write_all(conn, frame).map_err(protocol::ProtocolError::Io)?;
+    ctx.counters
+        .bytes
+        .fetch_add(frame.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
 /// Sends `pages` on `conn`. In the first pass zero pages are skipped (the destination's
 /// memory starts zeroed); later they are sent as `ZeroPages`.
 fn send_pages(
@@ -103,51 +113,29 @@ fn send_pages(
                  zeros: &mut Vec<u64>|
      -> Result<(), MigrationError> {
         if !indices.is_empty() {
-            // Uncompressed pages move into the message and back: no copy but the frame's.
-            let payload = match ctx.compression {
-                Compression::None => std::mem::take(data),
-                c => {
-                    ctx.counters
-                        .compressed
-                        .fetch_add(indices.len() as u64, Ordering::Relaxed);
-                    protocol::compress(c, data)
-                }
-            };
-            let msg = Message::Pages {
-                indices: std::mem::take(indices),
-                compression: ctx.compression,
-                data: payload,
-            };
-            let frame = msg.encode();
-            if let (
-                Compression::None,
-                Message::Pages {
-                    data: buf,
-                    indices: idx,
-                    ..
-                },
-            ) = (ctx.compression, msg)
-            {
-                (*data, *indices) = (buf, idx);
-                indices.clear();
+            if ctx.compression != Compression::None {
+                ctx.counters
+                    .compressed
+                    .fetch_add(indices.len() as u64, Ordering::Relaxed);
             }
-            ctx.limiter.take(frame.len());
-            std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
-            ctx.counters
-                .bytes
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            let payload = protocol::compress(ctx.compression, data);
+            send_frame(
+                ctx,
+                conn,
+                &protocol::pages_frame(indices, ctx.compression, &payload),
+            )?;
+            indices.clear();
             data.clear();
         }
         if !zeros.is_empty() {
-            let frame = Message::ZeroPages {
-                indices: std::mem::take(zeros),
-            }
-            .encode();
-            ctx.limiter.take(frame.len());
-            std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
-            ctx.counters
-                .bytes
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            send_frame(
+                ctx,
+                conn,
+                &Message::ZeroPages {
+                    indices: std::mem::take(zeros),
+                }
+                .encode(),
+            )?;
         }
         ctx.check_cancel()
     };
