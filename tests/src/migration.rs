@@ -16,6 +16,7 @@ use crate::Line;
 pub mod kind {
     pub const HELLO: u8 = 1;
     pub const PAGES: u8 = 3;
+    pub const ZERO_PAGES: u8 = 4;
     pub const FLUSH: u8 = 5;
     pub const STATE: u8 = 7;
     pub const POSTCOPY_STATE: u8 = 8;
@@ -135,20 +136,21 @@ pub enum Fault {
     KillDestination,
 }
 
-/// Where the proxy strikes: the `nth` (from 1) message of `kind` the source sends,
-/// counting only those sent while the source reports `phase`, when given.
+/// Where the proxy strikes: the `nth` (from 1) message of one of `kinds` the source
+/// sends, counting only those sent while the source reports one of `phases`, when given.
 #[derive(Clone)]
 pub struct Trigger {
-    pub kind: u8,
+    pub kinds: &'static [u8],
     pub nth: usize,
-    pub phase: Option<(PathBuf, &'static str)>,
+    pub phases: Option<(PathBuf, &'static [&'static str])>,
 }
 
 impl Trigger {
     fn counts(&self, frame_kind: u8) -> bool {
-        frame_kind == self.kind
-            && self.phase.as_ref().is_none_or(|(sock, phase)| {
-                crate::vmm::api(sock, "GET", "/v1/migration", "").1["phase"].as_str() == Some(phase)
+        self.kinds.contains(&frame_kind)
+            && self.phases.as_ref().is_none_or(|(sock, phases)| {
+                let (_, m) = crate::vmm::api(sock, "GET", "/v1/migration", "");
+                phases.contains(&m["phase"].as_str().unwrap_or(""))
             })
     }
 }

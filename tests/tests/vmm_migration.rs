@@ -158,11 +158,17 @@ fn source_survives(
     args: &[&str],
 ) -> String {
     let dst = Destination::start(&[]);
+    let what = format!(
+        "{fault:?} at message kinds {:?} #{} in {:?}",
+        trigger.kinds,
+        trigger.nth,
+        trigger.phases.as_ref().map(|p| p.1)
+    );
     let proxy = Proxy::start(dst.port, dst.vm.console.pid(), trigger, fault);
     let (ok, result, err) = migrate(sock, proxy.port, args);
     assert!(
         proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
-        "the fault never fired: {result} {err}"
+        "{what}: the fault never fired: {result} {err}"
     );
     assert!(!ok, "migration succeeded despite {fault:?}: {result}");
     assert_eq!(result["state"], "failed", "{result}");
@@ -190,35 +196,39 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
         "--bandwidth-mbit",
         "400",
     ];
-    let at = |kind, nth| Trigger {
-        kind,
+    let at = |kinds, nth| Trigger {
+        kinds,
         nth,
-        phase: None,
+        phases: None,
     };
     // (where, migration flags, phase the source must have been in when it failed)
     let cases = [
-        (at(kind::HELLO, 1), precopy, "handshake"),
-        (at(kind::PAGES, 1), precopy, "first-pass"),
+        (at(&[kind::HELLO], 1), precopy, "handshake"),
+        (at(&[kind::PAGES], 1), precopy, "first-pass"),
         (
             Trigger {
-                kind: kind::PAGES,
+                kinds: &[kind::PAGES],
                 nth: 1,
-                phase: Some((sock.clone(), "dirty-rounds")),
+                phases: Some((sock.clone(), &["dirty-rounds"])),
             },
             slow_rounds,
             "dirty-rounds",
         ),
-        // Every round ends with a flush; the one that matters here is stop-and-copy's.
+        // Stop-and-copy's pages: every round waits until its pages are applied, so a
+        // page frame the proxy holds while the source reports stop-and-copy (or
+        // device-state, which follows with nothing to wait for) is one of the last.
+        // When the guest wrote nothing since the last round there are none, and the
+        // state that follows takes the fault.
         (
             Trigger {
-                kind: kind::FLUSH,
+                kinds: &[kind::PAGES, kind::ZERO_PAGES, kind::STATE],
                 nth: 1,
-                phase: Some((sock.clone(), "stop-and-copy")),
+                phases: Some((sock.clone(), &["stop-and-copy", "device-state"])),
             },
             precopy,
             "stop-and-copy",
         ),
-        (at(kind::STATE, 1), precopy, "device-state"),
+        (at(&[kind::STATE], 1), precopy, "device-state"),
     ];
     const ORDER: [&str; 5] = [
         "handshake",
@@ -228,7 +238,7 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
         "device-state",
     ];
     for (trigger, args, phase) in cases {
-        let what = format!("{fault:?} at message {} #{}", trigger.kind, trigger.nth);
+        let what = format!("{fault:?} at message {:?} #{}", trigger.kinds, trigger.nth);
         let got = source_survives(&src, &sock, trigger, fault, args);
         // The fault strikes in `phase`; the source learns of it when a write fails or
         // the destination's Abort arrives, and socket buffers can carry it on into a
@@ -245,7 +255,7 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
     let got = source_survives(
         &src,
         &sock,
-        at(kind::POSTCOPY_STATE, 1),
+        at(&[kind::POSTCOPY_STATE], 1),
         fault,
         &["--mode", "postcopy"],
     );

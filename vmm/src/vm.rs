@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kvm_bindings::{
-    kvm_irqchip, kvm_pit_config, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
-    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_clock_data, kvm_irqchip, kvm_pit_config, KVM_CLOCK_REALTIME, KVM_IRQCHIP_IOAPIC,
+    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
 
@@ -33,6 +33,7 @@ use crate::devices::{Bus, BusDevice};
 use crate::kvm::{self, KvmError, KvmKind};
 use crate::memory::{self, GuestMemory, MemoryError};
 use crate::state::{KvmState, VmState};
+use crate::vcpu::tsc::ClockReference;
 use crate::vcpu::{self, cpuid, regs, ExitSignal, RunControl, VcpuContext, VcpuStats, VmExit};
 
 /// First virtio-mmio device; the next ones follow every [`VIRTIO_MMIO_STRIDE`].
@@ -183,6 +184,9 @@ pub struct Vm {
     vcpus: Vec<Arc<Mutex<VcpuFd>>>,
     msr_indices: Vec<u32>,
     vcpus_started: std::sync::atomic::AtomicBool,
+    vcpus_spawned: std::sync::atomic::AtomicBool,
+    /// This host's TSC rate, as KVM gives a new vCPU.
+    host_tsc_khz: u32,
     /// The last snapshot taken, parent of the next diff snapshot.
     pub snapshot_base: crate::snapshot::SnapshotBase,
     dirty_logging: std::sync::atomic::AtomicBool,
@@ -379,6 +383,8 @@ impl Vm {
             vcpus,
             msr_indices,
             vcpus_started: Default::default(),
+            vcpus_spawned: Default::default(),
+            host_tsc_khz: tsc_khz,
             snapshot_base: Default::default(),
             dirty_logging: Default::default(),
             migration: Mutex::new(None),
@@ -423,13 +429,33 @@ impl Vm {
         Ok(())
     }
 
-    /// Starts one thread per vCPU.
+    /// Starts one thread per vCPU, each parked until [`start`](Self::start): a VM
+    /// about to run (a migration's destination before the switch) has its threads
+    /// ready, and starting it is a wake-up, not a thread creation.
+    pub fn spawn_vcpus(&self) -> Result<(), VmError> {
+        if self.vcpus_spawned.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.control.pause();
+        self.spawn_vcpu_threads()
+    }
+
+    /// Runs the vCPUs, spawning their threads unless [`spawn_vcpus`](Self::spawn_vcpus)
+    /// did. Later calls do nothing.
     pub fn start(&self) -> Result<(), VmError> {
         if self.vcpus_started.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        // Restored devices come back paused.
+        if self.vcpus_spawned.swap(true, Ordering::SeqCst) {
+            // Parked by spawn_vcpus; restored devices come back paused too.
+            self.resume();
+            return Ok(());
+        }
         self.resume_devices();
+        self.spawn_vcpu_threads()
+    }
+
+    fn spawn_vcpu_threads(&self) -> Result<(), VmError> {
         for (i, fd) in self.vcpus.iter().enumerate() {
             let ctx = VcpuContext {
                 pio: self.pio.clone(),
@@ -575,6 +601,7 @@ impl Vm {
             ioapic: chip(KVM_IRQCHIP_IOAPIC)?,
             pit: self.vm_fd.get_pit2().map_err(ioctl("KVM_GET_PIT2"))?,
             clock: self.vm_fd.get_clock().map_err(ioctl("KVM_GET_CLOCK"))?,
+            clock_ref: ClockReference::now(),
         };
         let serial = self
             .serial
@@ -660,6 +687,42 @@ impl Vm {
             )
             .map_err(|e| VmError::Device(format!("virtio device {i}: {e}")))?;
             slot.transport = Some(t);
+        }
+        Ok(())
+    }
+
+    /// Moves the guest's clocks on by the real time since `state` was saved, for a VM
+    /// that arrived by live migration (after [`restore_state`](Self::restore_state)):
+    /// kvmclock through KVM_CLOCK_REALTIME, each vCPU's TSC through its offset, so
+    /// the guest's time stays right without a jump for NTP to correct. The TSC stays
+    /// as saved where KVM cannot set offsets or this host's TSC runs at another rate.
+    pub fn catch_up_clocks(&self, state: &VmState) -> Result<(), VmError> {
+        let saved = state.kvm.clock_ref;
+        let clock = kvm_clock_data {
+            clock: state.kvm.clock.clock,
+            flags: KVM_CLOCK_REALTIME,
+            realtime: saved.realtime_ns,
+            ..Default::default()
+        };
+        self.vm_fd
+            .set_clock(&clock)
+            .map_err(ioctl("KVM_SET_CLOCK (realtime)"))?;
+        let now = ClockReference::now();
+        for (fd, vs) in self.vcpus.iter().zip(&state.vcpus) {
+            let Some(then_offset) = vs.tsc_offset else {
+                continue;
+            };
+            if vs.tsc_khz == 0 || vs.tsc_khz != self.host_tsc_khz {
+                tracing::info!(
+                    "guest TSC at {} kHz, host at {} kHz: the TSC resumes where it paused",
+                    vs.tsc_khz,
+                    self.host_tsc_khz
+                );
+                continue;
+            }
+            let offset = vcpu::tsc::caught_up_offset(saved, then_offset, vs.tsc_khz, now);
+            let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
+            vcpu::tsc::set_offset(&fd, offset).map_err(ioctl("KVM_VCPU_TSC_OFFSET"))?;
         }
         Ok(())
     }

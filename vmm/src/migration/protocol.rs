@@ -11,8 +11,10 @@ use std::io::{Read, Write};
 
 /// Magic in every Hello, so a stray connection is refused at once.
 pub const MAGIC: &[u8; 8] = b"NOVAMIGR";
-/// Version of this protocol; a peer with another version is refused.
-pub const VERSION: u32 = 1;
+/// Version of this protocol; a peer with another version is refused. Version 2: the
+/// state follows the data connections' `Flush` without waiting for `Flushed`, and is
+/// encoded as `crate::state` version 2.
+pub const VERSION: u32 = 2;
 /// Largest frame we accept (a batch of 256 pages plus indices, with room to spare).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Pages per [`Message::Pages`] batch.
@@ -72,7 +74,8 @@ pub enum Message {
     Flush,
     /// Destination: every connection flushed.
     Flushed,
-    /// Encoded VM state (see `crate::state`), after the last pre-copy pages.
+    /// Encoded VM state (see `crate::state`), after the last pre-copy pages; every data
+    /// connection sent `Flush` before it, and the destination loads it once they flushed.
     State(Vec<u8>),
     /// Like `State`, for post-copy: also the bitmap (words) of pages the destination
     /// must still fetch from the source.

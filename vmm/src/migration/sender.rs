@@ -435,7 +435,7 @@ fn migrate(
             s.switched_to_postcopy = true;
             s.phase = "device-state".into();
         });
-        flush_all(&mut conns, &mut reader)?;
+        flush_data(&mut conns)?;
         protocol::send(
             &mut conns[0],
             &Message::PostcopyState {
@@ -446,7 +446,7 @@ fn migrate(
     } else {
         let pages: Vec<usize> = pending.iter().collect();
         send_spread(&ctx, &mut conns, &pages, false)?;
-        flush_all(&mut conns, &mut reader)?;
+        flush_data(&mut conns)?;
         mig.update(|s| s.phase = "device-state".into());
         protocol::send(&mut conns[0], &Message::State(state))?;
     }
@@ -513,6 +513,15 @@ fn flush_all(
         protocol::send(c, &Message::Flush)?;
     }
     expect(reader, "Flushed", |m| *m == Message::Flushed)?;
+    Ok(())
+}
+
+/// Sends `Flush` on the data connections only: the state that follows on the control
+/// connection is loaded once they all flushed, without a round trip of its own.
+fn flush_data(conns: &mut [TcpStream]) -> Result<(), MigrationError> {
+    for c in conns.iter_mut().skip(1) {
+        protocol::send(c, &Message::Flush)?;
+    }
     Ok(())
 }
 

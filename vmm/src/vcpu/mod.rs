@@ -4,6 +4,7 @@
 pub mod cpuid;
 pub mod regs;
 pub mod state;
+pub mod tsc;
 
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicU64, Ordering};

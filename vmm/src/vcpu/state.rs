@@ -27,6 +27,9 @@ pub struct VcpuState {
     pub mp_state: kvm_mp_state,
     pub events: kvm_vcpu_events,
     pub tsc_khz: u32,
+    /// Guest TSC = host TSC + this offset (where KVM tells), for a migration to carry
+    /// the TSC on in real time (see [`super::tsc`]).
+    pub tsc_offset: Option<u64>,
 }
 
 /// A vCPU state operation that failed, with the ioctl that failed.
@@ -136,6 +139,7 @@ pub fn save(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, StateError> {
         mp_state,
         events,
         tsc_khz,
+        tsc_offset: super::tsc::offset(fd),
     })
 }
 
@@ -145,7 +149,12 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
         what: "CPUID entries",
         err: kvm_ioctls::Error::new(libc::EINVAL),
     })?;
-    fd.set_cpuid2(&cpuid).map_err(e("KVM_SET_CPUID2"))?;
+    // Skipped when unchanged (a VM rebuilt from the same configuration on the same
+    // kind of host): KVM_SET_CPUID2 resets the vCPU's MMU context, the slowest ioctl here.
+    let current = fd.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES).ok();
+    if current.as_ref().map(|c| c.as_slice()) != Some(cpuid.as_slice()) {
+        fd.set_cpuid2(&cpuid).map_err(e("KVM_SET_CPUID2"))?;
+    }
     if state.tsc_khz != 0 && fd.get_tsc_khz().ok() != Some(state.tsc_khz) {
         // Different host frequency: scale the guest's TSC where KVM can.
         fd.set_tsc_khz(state.tsc_khz)
