@@ -168,7 +168,9 @@ pub fn collect(vm_fd: &VmFd, mem: &GuestMemory) -> Result<DirtyBitmap, kvm_ioctl
     for (slot, r) in mem.iter().enumerate() {
         let kvm_words = vm_fd.get_dirty_log(slot as u32, r.len() as usize)?;
         bitmap.union_words(word, &kvm_words);
-        bitmap.union_words(word, &r.deref().bitmap().get_and_reset());
+        if let Some(device_words) = r.deref().bitmap().take() {
+            bitmap.union_words(word, &device_words);
+        }
         word += (r.len() as usize / PAGE_SIZE).div_ceil(64);
     }
     Ok(bitmap)

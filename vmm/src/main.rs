@@ -201,24 +201,10 @@ fn finish(exit: VmExit) -> ExitCode {
     }
 }
 
-/// Keeps memory the VMM frees for its next allocation instead of handing it back to
-/// the kernel. Migration rounds allocate the same buffers again and again (dirty
-/// bitmaps, page batches, KVM's dirty log); returned to the kernel, each reuse costs a
-/// page fault per 4 KiB, microseconds apiece on a PVM host, and the last round's run
-/// inside the downtime. The VMM's own heap is a few MiB, so little is held back.
-fn keep_freed_memory() {
-    // SAFETY: mallopt only tunes glibc's allocator; called before any other thread.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => {
-            keep_freed_memory();
             init_logging();
             run(args)
         }

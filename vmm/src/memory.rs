@@ -2,20 +2,74 @@
 //!
 //! Owns the guest physical memory map (where RAM is, where the MMIO hole is) and the
 //! VMM-side dirty bitmap: every write a device makes through vm-memory is recorded in
-//! the regions' `AtomicBitmap`, so migration sees pages that KVM's dirty log cannot.
+//! the regions' [`DeviceWrites`], so migration sees pages that KVM's dirty log cannot.
 //! Code that writes guest memory behind vm-memory's back (io_uring reads) must call
 //! [`mark_dirty`].
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use vm_memory::bitmap::NewBitmap;
-use vm_memory::bitmap::{AtomicBitmap, Bitmap};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use vm_memory::bitmap::{AtomicBitmap, Bitmap, NewBitmap, RefSlice, WithBitmapSlice};
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
 /// Guest memory as every part of the VMM sees it: mmap-backed, device writes tracked.
-pub type GuestMemory = vm_memory::GuestMemoryMmap<AtomicBitmap>;
+pub type GuestMemory = vm_memory::GuestMemoryMmap<DeviceWrites>;
+
+/// The pages of one RAM region that the VMM wrote, with a flag raised by every write:
+/// collecting a region nothing wrote since the last time costs one load, not a locked
+/// swap per 64 pages (a 3 GiB region has 12,288 of them, ~80 us inside the downtime).
+#[derive(Debug, Default)]
+pub struct DeviceWrites {
+    pages: AtomicBitmap,
+    written: AtomicBool,
+}
+
+impl DeviceWrites {
+    /// The written pages' bitmap words since the last call, or `None` if there were none.
+    pub fn take(&self) -> Option<Vec<u64>> {
+        // Writers set bits before the flag, so bits set after this swap raise it again.
+        self.written
+            .swap(false, Ordering::AcqRel)
+            .then(|| self.pages.get_and_reset())
+    }
+
+    /// Forgets every write so far.
+    pub fn reset(&self) {
+        self.written.store(false, Ordering::Release);
+        self.pages.reset();
+    }
+}
+
+impl<'a> WithBitmapSlice<'a> for DeviceWrites {
+    type S = RefSlice<'a, Self>;
+}
+
+impl Bitmap for DeviceWrites {
+    fn mark_dirty(&self, offset: usize, len: usize) {
+        self.pages.set_addr_range(offset, len);
+        self.written.store(true, Ordering::Release);
+    }
+
+    fn dirty_at(&self, offset: usize) -> bool {
+        self.pages.is_addr_set(offset)
+    }
+
+    fn slice_at(&self, offset: usize) -> <Self as WithBitmapSlice<'_>>::S {
+        RefSlice::new(self, offset)
+    }
+}
+
+impl NewBitmap for DeviceWrites {
+    fn with_len(len: usize) -> Self {
+        DeviceWrites {
+            pages: AtomicBitmap::with_len(len),
+            written: AtomicBool::new(false),
+        }
+    }
+}
 
 /// Start of the 32-bit MMIO hole (devices, IOAPIC, LAPIC); RAM resumes at 4 GiB.
 pub const MMIO_HOLE_START: u64 = 0xC000_0000;
@@ -90,7 +144,7 @@ pub fn map_file_private(file: &File, mem_bytes: u64) -> Result<GuestMemory, Memo
     for (addr, len) in ram_ranges(mem_bytes) {
         let f = file.try_clone().map_err(MemoryError::Memfd)?;
         let region =
-            MmapRegionBuilder::new_with_bitmap(len as usize, AtomicBitmap::with_len(len as usize))
+            MmapRegionBuilder::new_with_bitmap(len as usize, DeviceWrites::with_len(len as usize))
                 .with_file_offset(FileOffset::new(f, offset))
                 .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
                 .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)

@@ -366,11 +366,11 @@ fn migrate(
             let dirty = vm.collect_dirty()?;
             let n = dirty.count() as u64;
             let expected_ms = (n * PAGE_SIZE as u64) as f64 / bandwidth.max(1.0);
-            // Stop once the rest fits the target, unless it fills more than a quarter
+            // Stop once the rest fits the target, unless it fills more than a twentieth
             // of it and another round would halve it: a short round costs the guest
             // nothing, a smaller remainder shortens the pause.
             let fits = expected_ms <= req.downtime_ms as f64;
-            let worth_a_round = expected_ms > req.downtime_ms as f64 / 4.0 && n * 2 <= last_round;
+            let worth_a_round = expected_ms > req.downtime_ms as f64 / 20.0 && n * 2 <= last_round;
             if fits && !worth_a_round {
                 pending = dirty;
                 mig.update(|s| s.converged = true);
