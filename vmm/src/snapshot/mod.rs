@@ -273,6 +273,7 @@ pub fn restore(
     };
     let vm = Vm::build(config, source).map_err(vmerr)?;
     if let Some(file) = lazy_file {
+        lazy::prefetch_first_touched(&vm.mem, &file, &snap.vm.vcpus);
         lazy::serve_from_file(&vm.mem, file).map_err(io(dir))?;
     }
     vm.restore_state(&snap.vm).map_err(vmerr)?;
