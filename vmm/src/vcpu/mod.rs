@@ -6,6 +6,7 @@ pub mod regs;
 pub mod state;
 pub mod tsc;
 
+use std::cell::Cell;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
@@ -103,7 +104,22 @@ impl Default for RunControl {
     }
 }
 
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+thread_local! {
+    /// This vCPU thread's `kvm_run`, for the kick handler (null on other threads).
+    static KVM_RUN: Cell<*mut kvm_bindings::kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// A kick that lands while the thread is outside KVM_RUN (handling an exit, or about to
+/// enter) must still stop the next one: `immediate_exit` makes that KVM_RUN return at
+/// once instead of running the guest until the next kick.
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let run = KVM_RUN.with(|r| r.get());
+    if !run.is_null() {
+        // SAFETY: `run` is this thread's kvm_run mapping, alive while the thread runs
+        // its vCPU; the kernel reads the flag at KVM_RUN entry.
+        unsafe { std::ptr::write_volatile(&raw mut (*run).immediate_exit, 1) };
+    }
+}
 
 fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN()
@@ -158,9 +174,13 @@ impl RunControl {
         s.want = Want::Pause;
         while s.paused < n {
             drop(s);
-            // A kick can land just before a thread enters KVM_RUN; kick until all ack.
+            // The handler makes a kick outside KVM_RUN stop the next one; kick again
+            // only if a thread is slow to park.
             self.kick_all();
             s = self.lock();
+            if s.paused >= n {
+                break; // they parked while we kicked: their notify came before our wait
+            }
             let (g, _) = self
                 .cond
                 .wait_timeout(s, Duration::from_micros(500))
@@ -234,10 +254,20 @@ pub fn spawn(index: u8, fd: Arc<Mutex<VcpuFd>>, ctx: VcpuContext) -> std::io::Re
 }
 
 fn run(index: u8, fd: &Mutex<VcpuFd>, ctx: &VcpuContext) {
-    while ctx
-        .control
-        .checkpoint(|| settle(&mut fd.lock().unwrap_or_else(|e| e.into_inner())))
-    {
+    let run = fd.lock().unwrap_or_else(|e| e.into_inner()).get_kvm_run() as *mut _;
+    KVM_RUN.with(|r| r.set(run));
+    loop {
+        // Cleared before the checkpoint: a kick from here on either finds the pause
+        // wanted there or sets the flag again for the KVM_RUN below.
+        fd.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_kvm_immediate_exit(0);
+        if !ctx
+            .control
+            .checkpoint(|| settle(&mut fd.lock().unwrap_or_else(|e| e.into_inner())))
+        {
+            break;
+        }
         // Uncontended while running; the VM takes it only while the vCPU is paused.
         let exit = run_once(
             index,
