@@ -129,6 +129,19 @@ pub fn page_gpa(mem: &GuestMemory, page: usize) -> Option<GuestAddress> {
     None
 }
 
+/// RAM page index of guest physical address `gpa` (the inverse of [`page_gpa`]).
+pub fn page_index(mem: &GuestMemory, gpa: u64) -> Option<usize> {
+    let mut first = 0usize;
+    for r in mem.iter() {
+        let start = r.start_addr().0;
+        if (start..start + r.len()).contains(&gpa) {
+            return Some(first + ((gpa - start) as usize) / PAGE_SIZE);
+        }
+        first += r.len() as usize / PAGE_SIZE;
+    }
+    None
+}
+
 /// Registers (or re-registers, to change `flags`) every RAM region as a KVM slot.
 pub fn set_slots(vm_fd: &VmFd, mem: &GuestMemory, flags: u32) -> Result<(), kvm_ioctls::Error> {
     for (slot, region) in mem.iter().enumerate() {
@@ -208,6 +221,10 @@ mod tests {
         );
         assert_eq!(ram_pages(&mem), 1 << 20);
         assert_eq!(page_gpa(&mem, 1 << 20), None);
+        for p in [0, low - 1, low, (1 << 20) - 1] {
+            assert_eq!(page_index(&mem, page_gpa(&mem, p).unwrap().0 + 5), Some(p));
+        }
+        assert_eq!(page_index(&mem, crate::memory::MMIO_HOLE_START), None);
     }
 
     #[test]

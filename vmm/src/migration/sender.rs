@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vm_memory::{Bytes, GuestAddress};
+
 use super::protocol::{self, Compression, Message, BATCH_PAGES, VERSION};
 use super::{Migration, MigrationError, MigrationRequest, Mode, Round, State};
 use crate::dirty::DirtyBitmap;
 use crate::memory::PAGE_SIZE;
-use crate::vcpu::VmExit;
+use crate::vcpu::{first_touch, VmExit};
 use crate::vm::Vm;
 
 /// Pre-copy rounds before giving up on convergence (pre-copy mode: forced stop-and-copy).
@@ -424,7 +426,8 @@ fn migrate(
     let t_paused = paused_at.elapsed();
     pending.union(&vm.collect_dirty()?);
     let t_dirty = paused_at.elapsed();
-    let state = crate::state::encode(&vm.save_state()?);
+    let saved = vm.save_state()?;
+    let state = crate::state::encode(&saved);
     let t_state = paused_at.elapsed();
     tracing::debug!(
         "stop-and-copy: paused {t_paused:?}, dirty log {t_dirty:?}, state {t_state:?}, {} pages",
@@ -436,6 +439,19 @@ fn migrate(
             s.phase = "device-state".into();
         });
         flush_data(&mut conns)?;
+        // The pages the vCPUs touch first go now: on the destination each would be a
+        // fault and a round trip here before the guest's first instructions complete.
+        let first: Vec<usize> = first_touch::pages(&saved.vcpus, |gpa| {
+            vm.mem.read_obj::<u64>(GuestAddress(gpa)).ok()
+        })
+        .into_iter()
+        .filter_map(|gpa| crate::dirty::page_index(&vm.mem, gpa))
+        .filter(|p| pending.get(*p))
+        .collect();
+        send_pages(&ctx, &mut conns[0], &first, false)?;
+        for p in &first {
+            pending.clear(*p);
+        }
         protocol::send(
             &mut conns[0],
             &Message::PostcopyState {

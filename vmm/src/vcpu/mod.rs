@@ -2,6 +2,7 @@
 //! I/O and MMIO buses, and the [`RunControl`] that pauses, resumes and stops them.
 
 pub mod cpuid;
+pub mod first_touch;
 pub mod regs;
 pub mod state;
 pub mod tsc;
