@@ -134,6 +134,9 @@ pub enum Fault {
     Corrupt,
     /// SIGKILL the destination, then go on forwarding (into a dead peer).
     KillDestination,
+    /// Forward nothing more either way but keep both connections open, as a hung
+    /// destination or a network that drops every packet would.
+    Stall,
 }
 
 /// Where the proxy strikes: the `nth` (from 1) message of one of `kinds` the source
@@ -235,6 +238,12 @@ fn inject(
                     return;
                 }
                 Fault::Corrupt => frame[0] = 0xee,
+                Fault::Stall => {
+                    // Read nothing more, so the source's writes block once the socket
+                    // buffers fill, and close nothing: each side must notice by itself.
+                    std::thread::sleep(Duration::from_secs(60));
+                    return;
+                }
                 Fault::KillDestination => {
                     // SAFETY-free: plain kill(2) of a child we started.
                     unsafe { libc::kill(pid as i32, libc::SIGKILL) };

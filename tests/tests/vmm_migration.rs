@@ -285,6 +285,37 @@ fn a_killed_destination_at_any_phase_before_the_switch_leaves_the_vm_on_the_sour
     failures_before_the_switch_leave_the_vm_on_the_source(Fault::KillDestination);
 }
 
+/// A destination that stops answering without closing anything (hung, or behind a
+/// network that drops every packet) must not hold the VM: the source gives up after
+/// the protocol's peer timeout, in the first pass while the guest runs and at the
+/// device state while it is paused, and resumes the VM.
+#[test]
+fn a_silent_destination_before_the_switch_leaves_the_vm_on_the_source() {
+    if !require_kvm() {
+        return;
+    }
+    let (src, sock) = source(WORKLOAD, 256, None);
+    let precopy: &[&str] = &["--mode", "precopy"];
+    for (kinds, phase) in [
+        (&[kind::PAGES][..], "first-pass"),
+        (&[kind::STATE][..], "device-state"),
+    ] {
+        let trigger = Trigger {
+            kinds,
+            nth: 1,
+            phases: None,
+        };
+        let started = std::time::Instant::now();
+        let got = source_survives(&src, &sock, trigger, Fault::Stall, precopy);
+        assert_eq!(got, phase);
+        let (_, m) = api(&sock, "GET", "/v1/migration", "");
+        let error = m["error"].as_str().unwrap_or("");
+        assert!(error.contains("sent and took nothing"), "{m}");
+        // It waited for the peer timeout, not forever and not less.
+        assert!(started.elapsed() >= Duration::from_secs(10), "{m}");
+    }
+}
+
 #[test]
 fn a_corrupt_stream_at_any_phase_before_the_switch_leaves_the_vm_on_the_source() {
     failures_before_the_switch_leave_the_vm_on_the_source(Fault::Corrupt);

@@ -80,7 +80,7 @@ pub(super) fn serve(
             Compression::None,
             &data[..pages.len() * PAGE_SIZE],
         );
-        std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::Io)?;
+        std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::from)?;
         counters
             .bytes
             .fetch_add(frame.len() as u64, Ordering::Relaxed);

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
+use std::time::Duration;
 
 /// Magic in every Hello, so a stray connection is refused at once.
 pub const MAGIC: &[u8; 8] = b"NOVAMIGR";
@@ -15,6 +16,9 @@ pub const MAGIC: &[u8; 8] = b"NOVAMIGR";
 /// state follows the data connections' `Flush` without waiting for `Flushed`, and is
 /// encoded as `crate::state` version 2.
 pub const VERSION: u32 = 2;
+/// How long either side waits for the other to send or take anything before it
+/// counts the peer as gone: a hung or blackholed peer must not keep a VM paused.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame we accept (a batch of 256 pages plus indices, with room to spare).
 pub const MAX_FRAME: usize = 4 << 20;
 /// Pages per [`Message::Pages`] batch.
@@ -102,7 +106,9 @@ pub enum Message {
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    #[error("the peer sent and took nothing for {} s: it is hung or unreachable", PEER_TIMEOUT.as_secs())]
+    PeerSilent,
     #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
     FrameTooLarge(usize),
     #[error("malformed {0} message")]
@@ -115,6 +121,18 @@ pub enum ProtocolError {
     Magic,
     #[error("page data does not decompress: {0}")]
     Decompress(String),
+}
+
+impl From<std::io::Error> for ProtocolError {
+    /// A socket timeout (see [`PEER_TIMEOUT`]) is a silent peer, not an I/O fault.
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ProtocolError::PeerSilent
+            }
+            _ => ProtocolError::Io(e),
+        }
+    }
 }
 
 const K_HELLO: u8 = 1;

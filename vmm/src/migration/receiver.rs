@@ -95,6 +95,10 @@ pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>
     tracing::info!("waiting for an incoming migration on {addr}");
     let (control, peer) = listener.accept().map_err(MigrationError::Memory)?;
     control.set_nodelay(true).map_err(MigrationError::Memory)?;
+    // Until the switch, a silent source is a gone one: give up instead of waiting forever.
+    control
+        .set_read_timeout(Some(protocol::PEER_TIMEOUT))
+        .map_err(MigrationError::Memory)?;
     let reader = BufReader::new(control.try_clone().map_err(MigrationError::Memory)?);
     let mut writer = control;
     let result = receive_on(&listener, reader, &mut writer, adjust);
@@ -221,6 +225,8 @@ fn receive_on(
                 vm.restore_state(&state)?;
                 vm.catch_up_clocks(&state)?;
                 switch(&vm, &mut reader, writer)?;
+                // Pages come as fast as the source's bandwidth cap lets them.
+                let _ = reader.get_ref().set_read_timeout(None);
                 // Only now: the control connection has one reader at a time.
                 if let Err(e) = postcopy.receive(reader) {
                     tracing::error!("post-copy: cannot start receiving pages: {e}");

@@ -91,7 +91,7 @@ impl Ctx<'_> {
 /// Writes one frame within the bandwidth cap and counts it.
 fn send_frame(ctx: &Ctx, conn: &mut TcpStream, frame: &[u8]) -> Result<(), MigrationError> {
     ctx.limiter.take(frame.len());
-    std::io::Write::write_all(conn, frame).map_err(protocol::ProtocolError::Io)?;
+    std::io::Write::write_all(conn, frame).map_err(protocol::ProtocolError::from)?;
     ctx.counters
         .bytes
         .fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -221,6 +221,12 @@ fn connect(addr: &str) -> Result<TcpStream, MigrationError> {
     })?;
     let s = TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(err)?;
     s.set_nodelay(true).map_err(err)?;
+    // A destination that stops answering (hung, or the network drops everything)
+    // fails the migration after PEER_TIMEOUT instead of holding the VM paused here.
+    s.set_read_timeout(Some(protocol::PEER_TIMEOUT))
+        .map_err(err)?;
+    s.set_write_timeout(Some(protocol::PEER_TIMEOUT))
+        .map_err(err)?;
     Ok(s)
 }
 
@@ -486,6 +492,11 @@ fn migrate(
         // A small send buffer keeps requested pages from queueing behind megabytes of
         // background pushes: fault latency is bounded by what is in flight.
         set_send_buffer(&conns[0], 128 << 10);
+        // The destination asks for pages only when its guest faults: silence is normal.
+        reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(MigrationError::Memory)?;
         let stats = super::postcopy::serve(
             &ctx_page_source(vm),
             &mut conns[0],
