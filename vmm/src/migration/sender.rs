@@ -431,15 +431,13 @@ fn migrate(
     vm.pause();
     let t_paused = paused_at.elapsed();
     pending.union(&vm.collect_dirty()?);
-    let t_dirty = paused_at.elapsed();
-    let saved = vm.save_state()?;
-    let state = crate::state::encode(&saved);
-    let t_state = paused_at.elapsed();
     tracing::debug!(
-        "stop-and-copy: paused {t_paused:?}, dirty log {t_dirty:?}, state {t_state:?}, {} pages",
+        "stop-and-copy: paused {t_paused:?}, dirty log {:?}, {} pages",
+        paused_at.elapsed(),
         pending.count()
     );
     if go_postcopy {
+        let saved = vm.save_state()?;
         mig.update(|s| {
             s.switched_to_postcopy = true;
             s.phase = "device-state".into();
@@ -461,14 +459,17 @@ fn migrate(
         protocol::send(
             &mut conns[0],
             &Message::PostcopyState {
-                state,
+                state: crate::state::encode(&saved),
                 pending: pending.words().to_vec(),
             },
         )?;
     } else {
+        // The last pages first: the destination applies them while the state is
+        // saved here, instead of waiting for both in turn.
         let pages: Vec<usize> = pending.iter().collect();
         send_spread(&ctx, &mut conns, &pages, false)?;
         flush_data(&mut conns)?;
+        let state = crate::state::encode(&vm.save_state()?);
         mig.update(|s| s.phase = "device-state".into());
         protocol::send(&mut conns[0], &Message::State(state))?;
     }
