@@ -22,15 +22,6 @@ pub mod kind {
     pub const POSTCOPY_STATE: u8 = 8;
 }
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A destination VMM waiting on a port.
 pub struct Destination {
     pub vm: Vm,
@@ -40,24 +31,26 @@ pub struct Destination {
 
 impl Destination {
     pub fn start(extra: &[&str]) -> Destination {
-        let port = free_port();
+        // Port 0: the destination binds a free port itself and says which, so that
+        // tests running side by side never race for one between choosing and binding.
         let (cmd, sock) = VmmCmd::raw()
-            .args(["--incoming", &format!("tcp:127.0.0.1:{port}")])
+            .args(["--incoming", "tcp:127.0.0.1:0"])
             .args(extra)
             .with_api();
         let vm = cmd.spawn();
-        // Wait until it listens.
-        for _ in 0..500 {
-            if vm
-                .console
-                .stderr()
-                .contains("waiting for an incoming migration")
-            {
-                break;
+        const LISTENING: &str = "waiting for an incoming migration on 127.0.0.1:";
+        for _ in 0..1000 {
+            let err = vm.console.stderr();
+            let port = err.split(LISTENING).nth(1).and_then(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            });
+            if let Some(port) = port {
+                return Destination { vm, sock, port };
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Destination { vm, sock, port }
+        panic!("the destination never listened: {}", vm.console.stderr());
     }
 }
 

@@ -92,7 +92,11 @@ pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>
         addr: addr.into(),
         err,
     })?;
-    tracing::info!("waiting for an incoming migration on {addr}");
+    // The bound address, so that port 0 (any free port) tells which one it got.
+    match listener.local_addr() {
+        Ok(bound) => tracing::info!("waiting for an incoming migration on {bound}"),
+        Err(_) => tracing::info!("waiting for an incoming migration on {addr}"),
+    }
     let (control, peer) = listener.accept().map_err(MigrationError::Memory)?;
     control.set_nodelay(true).map_err(MigrationError::Memory)?;
     // Until the switch, a silent source is a gone one: give up instead of waiting forever.
@@ -285,9 +289,12 @@ fn switch(
         }
     }
     tracing::debug!("stop-and-copy: switch received");
+    // From the Switch on the VM is this side's. Resumed goes before the vCPUs wake
+    // (their threads wait parked, so starting them cannot fail): once they run, a
+    // post-copy fault puts a PageRequest on this connection, and the source must read
+    // Resumed first. Failing to send it leaves the source paused, not running.
+    let _ = protocol::send(writer, &Message::Resumed);
     vm.start()?;
     tracing::debug!("stop-and-copy: vCPUs started");
-    // The VM runs here now; failing to say so leaves the source paused, not running.
-    let _ = protocol::send(writer, &Message::Resumed);
     Ok(())
 }
