@@ -56,7 +56,7 @@ pub fn serve_from_file(mem: &GuestMemory, file: File) -> std::io::Result<()> {
 /// Best effort: a page it cannot read is left to the fault handler.
 pub fn prefetch_first_touched(mem: &GuestMemory, file: &File, vcpus: &[VcpuState]) {
     let read = |gpa: u64| -> Option<Vec<u8>> {
-        let off = ram_offset(mem, gpa & !(PAGE_SIZE as u64 - 1))?;
+        let off = (crate::dirty::page_index(mem, gpa)? * PAGE_SIZE) as u64;
         let mut page = vec![0u8; PAGE_SIZE];
         file.read_exact_at(&mut page, off).ok()?;
         Some(page)
@@ -70,17 +70,4 @@ pub fn prefetch_first_touched(mem: &GuestMemory, file: &File, vcpus: &[VcpuState
             let _ = mem.write_slice(&page, GuestAddress(gpa));
         }
     }
-}
-
-/// RAM offset (the memory file's) of guest physical page `gpa`.
-fn ram_offset(mem: &GuestMemory, gpa: u64) -> Option<u64> {
-    let mut off = 0;
-    for r in mem.iter() {
-        let start = r.start_addr().0;
-        if (start..start + r.len()).contains(&gpa) {
-            return Some(off + gpa - start);
-        }
-        off += r.len();
-    }
-    None
 }
