@@ -257,18 +257,10 @@ pub fn spawn(index: u8, fd: Arc<Mutex<VcpuFd>>, ctx: VcpuContext) -> std::io::Re
 fn run(index: u8, fd: &Mutex<VcpuFd>, ctx: &VcpuContext) {
     let run = fd.lock().unwrap_or_else(|e| e.into_inner()).get_kvm_run() as *mut _;
     KVM_RUN.with(|r| r.set(run));
-    loop {
-        // Cleared before the checkpoint: a kick from here on either finds the pause
-        // wanted there or sets the flag again for the KVM_RUN below.
-        fd.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_kvm_immediate_exit(0);
-        if !ctx
-            .control
-            .checkpoint(|| settle(&mut fd.lock().unwrap_or_else(|e| e.into_inner())))
-        {
-            break;
-        }
+    while ctx
+        .control
+        .checkpoint(|| settle(&mut fd.lock().unwrap_or_else(|e| e.into_inner())))
+    {
         // Uncontended while running; the VM takes it only while the vCPU is paused.
         let exit = run_once(
             index,
@@ -373,6 +365,8 @@ fn run_once(index: u8, fd: &mut VcpuFd, ctx: &VcpuContext) -> Option<VmExit> {
             )));
         }
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+            // A kick's `immediate_exit` has done its work; the next KVM_RUN runs the guest.
+            fd.set_kvm_immediate_exit(0);
             let reason = fd.get_kvm_run().exit_reason;
             if reason != kvm_bindings::KVM_EXIT_INTR {
                 tracing::warn!(
