@@ -6,8 +6,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 OUT := guest-images/out
-BIN := target/debug
-RELEASE_BIN := target/release
+# .cargo/config.toml names the target (static binaries), so cargo puts them here.
+BIN := target/x86_64-unknown-linux-gnu/debug
+RELEASE_BIN := target/x86_64-unknown-linux-gnu/release
 
 # Debian packages the build, the guest images, the tests and the benches need.
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server \

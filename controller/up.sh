@@ -10,7 +10,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="${NOVA_BIN_DIR:-$ROOT/target/debug}"
+BIN="${NOVA_BIN_DIR:-$ROOT/target/x86_64-unknown-linux-gnu/debug}"
 RUN="${NOVA_RUN_DIR:-$ROOT/target/up}"
 GUEST="$ROOT/guest-images/out/testguest.elf"
 API="http://198.18.0.1:7070"

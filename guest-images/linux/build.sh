@@ -129,9 +129,10 @@ fi
 step="build nova-agent"
 need cargo
 AGENT_TARGET=${NOVA_AGENT_TARGET_DIR:-$ROOT/target/agent-static}
+# The workspace's .cargo/config.toml links it statically (and names the target dir).
 (cd "$ROOT" && CARGO_TARGET_DIR=$AGENT_TARGET cargo rustc -q -p nova-agent --release --bin nova-agent \
-	-- -C target-feature=+crt-static -C strip=symbols) || die "cargo rustc -p nova-agent failed"
-AGENT=$AGENT_TARGET/release/nova-agent
+	-- -C strip=symbols) || die "cargo rustc -p nova-agent failed"
+AGENT=$AGENT_TARGET/x86_64-unknown-linux-gnu/release/nova-agent
 step="check nova-agent is static"
 need file
 file -b "$AGENT" | grep -qE 'statically linked|static-pie linked' || die "$AGENT is not static: $(file -b "$AGENT")"

@@ -13,7 +13,7 @@ cd "$HERE"
 
 # Path remapping keeps checkout locations out of the binary (reproducible builds).
 cargo build --release --locked \
-    --config "build.rustflags=['--remap-path-prefix=$HERE=testguest', '--remap-path-prefix=$ABI=abi']"
+    --config "target.x86_64-unknown-linux-gnu.rustflags=['--remap-path-prefix=$HERE=testguest', '--remap-path-prefix=$ABI=abi']"
 
 ELF="$HERE/target/x86_64-unknown-linux-gnu/release/testguest"
 

@@ -27,11 +27,16 @@ pub fn root() -> PathBuf {
 }
 
 /// A binary of the workspace (`nova-vmm`, `nova-hostd`, ...), built by `make test`
-/// (`cargo build --workspace --bins`); `NOVA_BIN_DIR` overrides where to look.
+/// (`cargo build --workspace --bins`) beside the running test (whose executable is in
+/// the profile's `deps/`); `NOVA_BIN_DIR` overrides where to look.
 pub fn binary(name: &str) -> PathBuf {
     let dir = std::env::var_os("NOVA_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/debug"));
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_path_buf())
+        })
+        .unwrap_or_else(|| root().join("target/x86_64-unknown-linux-gnu/debug"));
     let path = dir.join(name);
     assert!(
         path.exists(),

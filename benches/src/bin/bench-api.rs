@@ -14,7 +14,10 @@ use nova_benches::write_report;
 #[derive(Parser)]
 struct Args {
     /// The nova-controller binary (release build).
-    #[arg(long, default_value = "target/release/nova-controller")]
+    #[arg(
+        long,
+        default_value = "target/x86_64-unknown-linux-gnu/release/nova-controller"
+    )]
     controller: PathBuf,
     #[arg(long, default_value = "wrk")]
     wrk: String,

@@ -19,9 +19,15 @@ use serde_json::{json, Value};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, default_value = "target/release/nova-hostd")]
+    #[arg(
+        long,
+        default_value = "target/x86_64-unknown-linux-gnu/release/nova-hostd"
+    )]
     hostd: PathBuf,
-    #[arg(long, default_value = "target/release/nova-vmm")]
+    #[arg(
+        long,
+        default_value = "target/x86_64-unknown-linux-gnu/release/nova-vmm"
+    )]
     vmm: PathBuf,
     #[arg(long, default_value = "guest-images/out/testguest.elf")]
     guest: PathBuf,
