@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kvm_bindings::{
-    kvm_clock_data, kvm_irqchip, kvm_pit_config, KVM_CLOCK_REALTIME, KVM_IRQCHIP_IOAPIC,
-    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_clock_data, kvm_cpuid_entry2, kvm_irqchip, kvm_pit_config, KVM_CLOCK_REALTIME,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
 
@@ -182,6 +183,8 @@ pub struct Vm {
     vcpu_stats: Vec<Arc<VcpuStats>>,
     virtio: Vec<Arc<Mutex<VirtioSlot>>>,
     vcpus: Vec<Arc<Mutex<VcpuFd>>>,
+    /// Each vCPU's CPUID as this VMM last set it (see [`vcpu::state::save`]).
+    cpuid: Mutex<Vec<Vec<kvm_cpuid_entry2>>>,
     msr_indices: Vec<u32>,
     vcpus_started: std::sync::atomic::AtomicBool,
     vcpus_spawned: std::sync::atomic::AtomicBool,
@@ -345,6 +348,7 @@ impl Vm {
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         let mut vcpu_stats = Vec::with_capacity(config.vcpus as usize);
         let mut tsc_khz = 0;
+        let mut cpuids = Vec::with_capacity(config.vcpus as usize);
         for i in 0..config.vcpus {
             let fd = vm_fd
                 .create_vcpu(i as u64)
@@ -352,8 +356,9 @@ impl Vm {
             if i == 0 {
                 tsc_khz = fd.get_tsc_khz().unwrap_or(0);
             }
-            fd.set_cpuid2(&cpuid::for_vcpu(&supported, i, config.vcpus, tsc_khz))
-                .map_err(ioctl("KVM_SET_CPUID2"))?;
+            let entries = cpuid::for_vcpu(&supported, i, config.vcpus, tsc_khz);
+            fd.set_cpuid2(&entries).map_err(ioctl("KVM_SET_CPUID2"))?;
+            cpuids.push(entries.as_slice().to_vec());
             regs::setup_common(&fd).map_err(ioctl("vCPU registers"))?;
             vcpus.push(Arc::new(Mutex::new(fd)));
             vcpu_stats.push(Arc::new(VcpuStats::default()));
@@ -381,6 +386,7 @@ impl Vm {
             vcpu_stats,
             virtio,
             vcpus,
+            cpuid: Mutex::new(cpuids),
             msr_indices,
             vcpus_started: Default::default(),
             vcpus_spawned: Default::default(),
@@ -578,13 +584,15 @@ impl Vm {
     /// Saves everything but memory. The VM must be paused (or not yet started).
     pub fn save_state(&self) -> Result<VmState, VmError> {
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
-        for fd in &self.vcpus {
+        let cpuid = self.cpuid.lock().unwrap_or_else(|e| e.into_inner());
+        for (fd, cpuid) in self.vcpus.iter().zip(cpuid.iter()) {
             let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
             vcpus.push(
-                vcpu::state::save(&fd, &self.msr_indices)
+                vcpu::state::save(&fd, &self.msr_indices, cpuid)
                     .map_err(|e| VmError::Device(e.to_string()))?,
             );
         }
+        drop(cpuid);
         let chip = |id| -> Result<kvm_irqchip, VmError> {
             let mut c = kvm_irqchip {
                 chip_id: id,
@@ -656,10 +664,13 @@ impl Vm {
         self.vm_fd
             .set_clock(&clock)
             .map_err(ioctl("KVM_SET_CLOCK"))?;
-        for (fd, vs) in self.vcpus.iter().zip(&state.vcpus) {
+        let mut cpuid = self.cpuid.lock().unwrap_or_else(|e| e.into_inner());
+        for ((fd, vs), cpuid) in self.vcpus.iter().zip(&state.vcpus).zip(cpuid.iter_mut()) {
             let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
-            vcpu::state::restore(&fd, vs).map_err(|e| VmError::Device(e.to_string()))?;
+            vcpu::state::restore(&fd, vs, cpuid).map_err(|e| VmError::Device(e.to_string()))?;
+            cpuid.clone_from(&vs.cpuid);
         }
+        drop(cpuid);
         self.serial
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -209,7 +209,7 @@ fn receive_on(
                 vm.restore_state(&state)?;
                 vm.catch_up_clocks(&state)?;
                 tracing::debug!("stop-and-copy: state restored");
-                switch(&vm, &mut reader, writer)?;
+                switch(&vm, false, &mut reader, writer)?;
                 return Ok(vm);
             }
             Message::PostcopyState { state, pending } => {
@@ -228,7 +228,7 @@ fn receive_on(
                         .map_err(MigrationError::Memory)?;
                 vm.restore_state(&state)?;
                 vm.catch_up_clocks(&state)?;
-                switch(&vm, &mut reader, writer)?;
+                switch(&vm, true, &mut reader, writer)?;
                 // Pages come as fast as the source's bandwidth cap lets them.
                 let _ = reader.get_ref().set_read_timeout(None);
                 // Only now: the control connection has one reader at a time.
@@ -271,9 +271,10 @@ fn data_flushed(rx: &mpsc::Receiver<Result<(), String>>, n: usize) -> Result<(),
     Ok(())
 }
 
-/// Ready -> Switch -> run -> Resumed.
+/// Ready -> Switch -> run and Resumed (in the order `postcopy` needs).
 fn switch(
     vm: &Vm,
+    postcopy: bool,
     reader: &mut BufReader<TcpStream>,
     writer: &mut TcpStream,
 ) -> Result<(), MigrationError> {
@@ -289,12 +290,19 @@ fn switch(
         }
     }
     tracing::debug!("stop-and-copy: switch received");
-    // From the Switch on the VM is this side's. Resumed goes before the vCPUs wake
-    // (their threads wait parked, so starting them cannot fail): once they run, a
-    // post-copy fault puts a PageRequest on this connection, and the source must read
-    // Resumed first. Failing to send it leaves the source paused, not running.
-    let _ = protocol::send(writer, &Message::Resumed);
-    vm.start()?;
+    // From the Switch on the VM is this side's; its vCPU threads wait parked, so
+    // starting them cannot fail, and failing to send Resumed leaves the source paused,
+    // not running. Pre-copy wakes the vCPUs first: sending Resumed wakes the source's
+    // thread, which can take this CPU for ~0.2 ms before the send returns. Post-copy
+    // sends Resumed first: once the vCPUs run, a fault puts a PageRequest on this
+    // connection, and the source must read Resumed before it.
+    if postcopy {
+        let _ = protocol::send(writer, &Message::Resumed);
+        vm.start()?;
+    } else {
+        vm.start()?;
+        let _ = protocol::send(writer, &Message::Resumed);
+    }
     tracing::debug!("stop-and-copy: vCPUs started");
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! migration: saved from a paused vCPU, restored into a fresh one.
 
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_debugregs, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
-    kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs,
+    kvm_cpuid_entry2, kvm_debugregs, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs,
+    kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs,
 };
 use kvm_ioctls::{Kvm, VcpuFd};
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,7 @@ pub struct VcpuState {
     pub msrs: Vec<kvm_msr_entry>,
     pub regs: kvm_regs,
     pub sregs: kvm_sregs,
-    /// Raw `kvm_fpu` (no serde impl upstream); superseded by `xsave` where present.
-    pub fpu: Vec<u8>,
+    /// x87, SSE and AVX state (the legacy region is what KVM_GET_FPU would give).
     pub xsave: kvm_xsave,
     pub xcrs: kvm_xcrs,
     pub debugregs: kvm_debugregs,
@@ -73,41 +72,19 @@ pub fn saveable_msrs(kvm: &Kvm, probe: &VcpuFd) -> Result<Vec<u32>, StateError> 
     }
 }
 
-fn fpu_bytes(fpu: &kvm_fpu) -> Vec<u8> {
-    // SAFETY: kvm_fpu is a plain C struct with no padding-dependent invariants; viewing
-    // it as bytes for the length of the struct is sound.
-    unsafe {
-        std::slice::from_raw_parts(
-            fpu as *const kvm_fpu as *const u8,
-            std::mem::size_of::<kvm_fpu>(),
-        )
-    }
-    .to_vec()
-}
-
-fn fpu_from_bytes(bytes: &[u8]) -> Option<kvm_fpu> {
-    if bytes.len() != std::mem::size_of::<kvm_fpu>() {
-        return None;
-    }
-    let mut fpu = kvm_fpu::default();
-    // SAFETY: the lengths match and any byte pattern is a valid kvm_fpu.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            &mut fpu as *mut kvm_fpu as *mut u8,
-            bytes.len(),
-        )
-    };
-    Some(fpu)
-}
-
 /// Saves a paused vCPU's state.
-pub fn save(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, StateError> {
+/// `cpuid` is what the VMM last set on this vCPU: KVM_GET_CPUID2 would cost an ioctl
+/// in a migration's downtime, and adds bits KVM derives from registers the state
+/// carries anyway (OSXSAVE from CR4, APIC from the APIC base).
+pub fn save(
+    fd: &VcpuFd,
+    msr_indices: &[u32],
+    cpuid: &[kvm_cpuid_entry2],
+) -> Result<VcpuState, StateError> {
     // mp_state first: KVM_GET_MP_STATE flushes pending APIC events into the state.
     let mp_state = fd.get_mp_state().map_err(e("KVM_GET_MP_STATE"))?;
     let regs = fd.get_regs().map_err(e("KVM_GET_REGS"))?;
     let sregs = fd.get_sregs().map_err(e("KVM_GET_SREGS"))?;
-    let fpu = fd.get_fpu().map_err(e("KVM_GET_FPU"))?;
     let xsave = fd.get_xsave().map_err(e("KVM_GET_XSAVE"))?;
     let xcrs = fd.get_xcrs().map_err(e("KVM_GET_XCRS"))?;
     let debugregs = fd.get_debug_regs().map_err(e("KVM_GET_DEBUGREGS"))?;
@@ -122,16 +99,12 @@ pub fn save(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, StateError> {
         .collect();
     let mut msrs = Msrs::from_entries(&entries).expect("MSR list within KVM's limit");
     let n = fd.get_msrs(&mut msrs).map_err(e("KVM_GET_MSRS"))?;
-    let cpuid = fd
-        .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(e("KVM_GET_CPUID2"))?;
     let tsc_khz = fd.get_tsc_khz().unwrap_or(0);
     Ok(VcpuState {
-        cpuid: cpuid.as_slice().to_vec(),
+        cpuid: cpuid.to_vec(),
         msrs: msrs.as_slice()[..n].to_vec(),
         regs,
         sregs,
-        fpu: fpu_bytes(&fpu),
         xsave,
         xcrs,
         debugregs,
@@ -143,17 +116,20 @@ pub fn save(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuState, StateError> {
     })
 }
 
-/// Restores `state` into a fresh vCPU.
-pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
-    let cpuid = CpuId::from_entries(&state.cpuid).map_err(|_| StateError {
-        what: "CPUID entries",
-        err: kvm_ioctls::Error::new(libc::EINVAL),
-    })?;
+/// Restores `state` into a fresh vCPU whose CPUID the VMM set to `cpuid`.
+pub fn restore(
+    fd: &VcpuFd,
+    state: &VcpuState,
+    cpuid: &[kvm_cpuid_entry2],
+) -> Result<(), StateError> {
     // Skipped when unchanged (a VM rebuilt from the same configuration on the same
     // kind of host): KVM_SET_CPUID2 resets the vCPU's MMU context, the slowest ioctl here.
-    let current = fd.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES).ok();
-    if current.as_ref().map(|c| c.as_slice()) != Some(cpuid.as_slice()) {
-        fd.set_cpuid2(&cpuid).map_err(e("KVM_SET_CPUID2"))?;
+    if state.cpuid != cpuid {
+        let entries = CpuId::from_entries(&state.cpuid).map_err(|_| StateError {
+            what: "CPUID entries",
+            err: kvm_ioctls::Error::new(libc::EINVAL),
+        })?;
+        fd.set_cpuid2(&entries).map_err(e("KVM_SET_CPUID2"))?;
     }
     if state.tsc_khz != 0 && fd.get_tsc_khz().ok() != Some(state.tsc_khz) {
         // Different host frequency: scale the guest's TSC where KVM can.
@@ -162,9 +138,6 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), StateError> {
     }
     fd.set_sregs(&state.sregs).map_err(e("KVM_SET_SREGS"))?;
     fd.set_regs(&state.regs).map_err(e("KVM_SET_REGS"))?;
-    if let Some(fpu) = fpu_from_bytes(&state.fpu) {
-        fd.set_fpu(&fpu).map_err(e("KVM_SET_FPU"))?;
-    }
     // SAFETY: the xsave area was produced by KVM_GET_XSAVE of the same struct size.
     unsafe { fd.set_xsave(&state.xsave) }.map_err(e("KVM_SET_XSAVE"))?;
     fd.set_xcrs(&state.xcrs).map_err(e("KVM_SET_XCRS"))?;
