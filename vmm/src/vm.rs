@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kvm_bindings::{
-    kvm_clock_data, kvm_cpuid_entry2, kvm_irqchip, kvm_pit_config, KVM_CLOCK_REALTIME,
+    kvm_clock_data, kvm_cpuid_entry2, kvm_irqchip, kvm_pit_config, CpuId, KVM_CLOCK_REALTIME,
     KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
     KVM_PIT_SPEAKER_DUMMY,
 };
@@ -34,6 +34,7 @@ use crate::devices::{Bus, BusDevice};
 use crate::kvm::{self, KvmError, KvmKind};
 use crate::memory::{self, GuestMemory, MemoryError};
 use crate::state::{KvmState, VmState};
+use crate::vcpu::state::VcpuState;
 use crate::vcpu::tsc::ClockReference;
 use crate::vcpu::{self, cpuid, regs, ExitSignal, RunControl, VcpuContext, VcpuStats, VmExit};
 
@@ -241,15 +242,30 @@ pub fn guest_cmdline(config: &VmConfig, virtio_devices: usize) -> String {
 impl Vm {
     /// Builds the VM described by `config` and loads its kernel, ready to [`start`](Self::start).
     pub fn create(config: VmConfig) -> Result<Vm, VmError> {
-        let vm = Self::build(config, MemorySource::Fresh)?;
+        let vm = Self::build(config, MemorySource::Fresh, None)?;
         vm.boot()?;
         Ok(vm)
     }
 
     /// Builds KVM objects, guest memory, devices and vCPUs (with CPUID), but loads
     /// nothing: [`boot`](Self::boot) a kernel or [`restore_state`](Self::restore_state).
-    pub fn build(config: VmConfig, source: MemorySource) -> Result<Vm, VmError> {
+    /// `saved`: the vCPU states the VM will be restored from, when known now. Their
+    /// CPUID is set as saved (KVM checks it), instead of being derived from what this
+    /// host supports: KVM_GET_SUPPORTED_CPUID costs ~0.5 ms on a PVM host, where each
+    /// host CPUID instruction traps. And the boot-time registers are left to the restore.
+    pub fn build(
+        config: VmConfig,
+        source: MemorySource,
+        saved: Option<&[VcpuState]>,
+    ) -> Result<Vm, VmError> {
         config.validate()?;
+        if let Some(saved) = saved.filter(|s| s.len() != config.vcpus as usize) {
+            return Err(VmError::Device(format!(
+                "saved state has {} vCPUs, this VM {}",
+                saved.len(),
+                config.vcpus
+            )));
+        }
         let kind = kvm::detect_kind();
         let kvm = kvm::open()?;
         let vm_fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
@@ -342,9 +358,17 @@ impl Vm {
             virtio.push(slot);
         }
 
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        enum CpuidFrom<'a> {
+            Saved(&'a [VcpuState]),
+            Host(CpuId),
+        }
+        let cpuid_from = match saved {
+            Some(saved) => CpuidFrom::Saved(saved),
+            None => CpuidFrom::Host(
+                kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+                    .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?,
+            ),
+        };
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         let mut vcpu_stats = Vec::with_capacity(config.vcpus as usize);
         let mut tsc_khz = 0;
@@ -356,10 +380,19 @@ impl Vm {
             if i == 0 {
                 tsc_khz = fd.get_tsc_khz().unwrap_or(0);
             }
-            let entries = cpuid::for_vcpu(&supported, i, config.vcpus, tsc_khz);
+            let entries = match &cpuid_from {
+                CpuidFrom::Saved(saved) => {
+                    CpuId::from_entries(&saved[i as usize].cpuid).map_err(|_| {
+                        VmError::Device(format!("saved state: vCPU {i}: too many CPUID entries"))
+                    })?
+                }
+                CpuidFrom::Host(supported) => cpuid::for_vcpu(supported, i, config.vcpus, tsc_khz),
+            };
             fd.set_cpuid2(&entries).map_err(ioctl("KVM_SET_CPUID2"))?;
             cpuids.push(entries.as_slice().to_vec());
-            regs::setup_common(&fd).map_err(ioctl("vCPU registers"))?;
+            if saved.is_none() {
+                regs::setup_common(&fd).map_err(ioctl("vCPU registers"))?;
+            }
             vcpus.push(Arc::new(Mutex::new(fd)));
             vcpu_stats.push(Arc::new(VcpuStats::default()));
         }

@@ -138,7 +138,7 @@ fn receive_on(
         .map_err(|e| MigrationError::Vm(e.to_string()))?;
     let pages = ((config.mem_mib << 20) as usize) / PAGE_SIZE;
     let sink_memfd = memfd.try_clone().map_err(MigrationError::Memory)?;
-    let vm = Arc::new(Vm::build(config, MemorySource::Memfd(memfd))?);
+    let vm = Arc::new(Vm::build(config, MemorySource::Memfd(memfd), None)?);
     warm_restore_path(&vm)?;
     vm.spawn_vcpus()?;
     let sink = Arc::new(PageSink {

@@ -271,7 +271,7 @@ pub fn restore(
         }
         RestoreMode::Clone => (MemorySource::SharedFile(open_memory(dir, mem_bytes)?), None),
     };
-    let vm = Vm::build(config, source).map_err(vmerr)?;
+    let vm = Vm::build(config, source, Some(&snap.vm.vcpus)).map_err(vmerr)?;
     if let Some(file) = lazy_file {
         lazy::prefetch_first_touched(&vm.mem, &file, &snap.vm.vcpus);
         lazy::serve_from_file(&vm.mem, file).map_err(io(dir))?;
