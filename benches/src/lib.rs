@@ -118,6 +118,45 @@ pub fn write_report(
     Ok(())
 }
 
+/// CPU time the hypervisor under this machine gave to others ("steal", /proc/stat),
+/// from when the sample was taken: on a shared cloud host, the reason millisecond
+/// timings spread from one run to the next, for every VMM alike.
+pub struct StealSample {
+    steal: u64,
+    total: u64,
+}
+
+impl StealSample {
+    pub fn now() -> StealSample {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu user nice system idle iowait irq softirq steal guest guest_nice
+        let fields: Vec<u64> = stat
+            .lines()
+            .find(|l| l.starts_with("cpu "))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        StealSample {
+            steal: fields.get(7).copied().unwrap_or(0),
+            total: fields.iter().take(8).sum(),
+        }
+    }
+
+    /// Percent of all CPU time since this sample that was stolen.
+    pub fn percent_since(&self) -> f64 {
+        let now = StealSample::now();
+        let total = now.total.saturating_sub(self.total);
+        if total == 0 {
+            return 0.0;
+        }
+        100.0 * now.steal.saturating_sub(self.steal) as f64 / total as f64
+    }
+}
+
 /// The host's TSC frequency in kHz, for guests under QEMU.
 pub fn host_tsc_khz() -> u64 {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -345,4 +384,18 @@ pub fn guest_view(src: &[Stamped], dst: &[Stamped], from: Instant) -> GuestView 
         }
     }
     view
+}
+
+#[cfg(test)]
+mod steal_tests {
+    use super::StealSample;
+
+    #[test]
+    fn steal_is_a_share_of_the_cpu_time_since_the_sample() {
+        let sample = StealSample::now();
+        assert!(sample.total > 0, "/proc/stat has a cpu line");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let percent = sample.percent_since();
+        assert!((0.0..=100.0).contains(&percent), "{percent}");
+    }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nova_benches::qmp::Qmp;
-use nova_benches::{guest_view, host_tsc_khz, write_report, LineReader, Stamped, Summary};
+use nova_benches::{
+    guest_view, host_tsc_khz, write_report, LineReader, Stamped, StealSample, Summary,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -368,6 +370,7 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let dir = std::env::temp_dir().join(format!("nova-bench-migration-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let steal = StealSample::now();
     let mut cells = Vec::new();
     for &mem in &a.mem {
         for workload in &a.workloads {
@@ -390,6 +393,7 @@ fn main() -> anyhow::Result<()> {
         snapshots.push(snapshot_times(&a, mem, &dir)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let steal_percent = steal.percent_since();
 
     let command = format!(
         "make bench-migration  # bench-migration --vmm {} --guest {} --runs {} --mem {} --workloads {} --modes {}",
@@ -412,8 +416,12 @@ fn main() -> anyhow::Result<()> {
          gap anywhere from the start of the migration (dirty logging before the switch, post-copy faults after it). \
          The counter prints a line per ms, each byte a VM exit, so a gap includes printing one line. \
          Medians over converged runs, worst in brackets; `conv` = runs that completed within 60 s; `cont` = runs \
-         whose counter never skipped or repeated.\n\n",
-        a.qemu_downtime_ms
+         whose counter never skipped or repeated.\n\n\
+         Host: {} cores; CPU steal during the run {:.0}% (time the hypervisor under this machine ran \
+         something else on its cores; above a few percent, millisecond gaps spread for both VMMs).\n\n",
+        a.qemu_downtime_ms,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        steal_percent
     ));
     md.push_str("| mem | workload | mode | nova pause ms | QEMU pause ms | pause ratio | nova stall ms | QEMU stall ms | nova downtime ms | QEMU downtime ms | nova total ms | QEMU total ms | total ratio | nova MB | QEMU MB | conv nova/QEMU | cont nova/QEMU |\n");
     md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -453,8 +461,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or(0.0),
         ));
     }
-    let json =
-        json!({"command": command, "cells": cells, "ratios": ratios, "snapshots": snapshots});
+    let json = json!({"command": command, "host_steal_percent": steal_percent, "cells": cells, "ratios": ratios, "snapshots": snapshots});
     write_report(&a.out, "migration", &json, &md)?;
     print!("{md}");
     Ok(())
