@@ -156,6 +156,7 @@ pub struct MigrationStatus {
     pub converged: bool,
     pub switched_to_postcopy: bool,
     pub rounds: u32,
+    /// Source vCPUs paused -> destination vCPUs running (see `sender::downtime`).
     pub downtime_ms: f64,
     pub total_ms: f64,
     pub bytes_sent: u64,

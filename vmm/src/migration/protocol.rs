@@ -13,9 +13,9 @@ use std::time::Duration;
 /// Magic in every Hello, so a stray connection is refused at once.
 pub const MAGIC: &[u8; 8] = b"NOVAMIGR";
 /// Version of this protocol; a peer with another version is refused. Version 2: the
-/// state follows the data connections' `Flush` without waiting for `Flushed`, and is
-/// encoded as `crate::state` version 2.
-pub const VERSION: u32 = 2;
+/// state follows the data connections' `Flush` without waiting for `Flushed`. Version
+/// 3: the state is `crate::state` version 3, and `Resumed` says when the vCPUs ran.
+pub const VERSION: u32 = 3;
 /// How long either side waits for the other to send or take anything before it
 /// counts the peer as gone: a hung or blackholed peer must not keep a VM paused.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,8 +88,13 @@ pub enum Message {
     Ready,
     /// Source: run the VM now. From here on, the destination owns it.
     Switch,
-    /// Destination: vCPUs are running.
-    Resumed,
+    /// Destination: vCPUs are running. Microseconds from the Switch's arrival to the
+    /// vCPUs running and to this message leaving, so that the source can tell the
+    /// downtime without counting the wire back or this side's scheduling after it.
+    Resumed {
+        run_after_us: u64,
+        reply_after_us: u64,
+    },
     /// Destination (post-copy): send this page first.
     PageRequest(u64),
     /// Destination (post-copy): every pending page arrived; fault statistics attached.
@@ -241,7 +246,15 @@ impl Message {
             }
             Message::Ready => K_READY,
             Message::Switch => K_SWITCH,
-            Message::Resumed => K_RESUMED,
+            Message::Resumed {
+                run_after_us,
+                reply_after_us,
+            } => {
+                for v in [run_after_us, reply_after_us] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                K_RESUMED
+            }
             Message::PageRequest(page) => {
                 p.extend_from_slice(&page.to_le_bytes());
                 K_PAGE_REQUEST
@@ -321,9 +334,7 @@ impl Message {
                 c.done()?;
                 Message::ZeroPages { indices }
             }
-            K_WELCOME | K_FLUSH | K_FLUSHED | K_READY | K_SWITCH | K_RESUMED
-                if !payload.is_empty() =>
-            {
+            K_WELCOME | K_FLUSH | K_FLUSHED | K_READY | K_SWITCH if !payload.is_empty() => {
                 return Err(ProtocolError::Malformed("empty message with a payload"))
             }
             K_WELCOME => Message::Welcome,
@@ -331,7 +342,15 @@ impl Message {
             K_FLUSHED => Message::Flushed,
             K_READY => Message::Ready,
             K_SWITCH => Message::Switch,
-            K_RESUMED => Message::Resumed,
+            K_RESUMED => {
+                let mut c = Cursor(payload, "resumed");
+                let (run_after_us, reply_after_us) = (c.u64()?, c.u64()?);
+                c.done()?;
+                Message::Resumed {
+                    run_after_us,
+                    reply_after_us,
+                }
+            }
             K_STATE => Message::State(payload.to_vec()),
             K_POSTCOPY_STATE => {
                 let mut c = Cursor(payload, "post-copy state");
@@ -479,7 +498,10 @@ mod tests {
             Message::Flushed,
             Message::Ready,
             Message::Switch,
-            Message::Resumed,
+            Message::Resumed {
+                run_after_us: 12,
+                reply_after_us: 30,
+            },
         ] {
             round_trip(m);
         }

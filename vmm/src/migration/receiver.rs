@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vm_memory::Bytes;
 
@@ -289,19 +289,36 @@ fn switch(
             ))
         }
     }
+    let switched = Instant::now();
     tracing::debug!("stop-and-copy: switch received");
     // From the Switch on the VM is this side's; its vCPU threads wait parked, so
     // starting them cannot fail, and failing to send Resumed leaves the source paused,
     // not running. Pre-copy wakes the vCPUs first: sending Resumed wakes the source's
     // thread, which can take this CPU for ~0.2 ms before the send returns. Post-copy
     // sends Resumed first: once the vCPUs run, a fault puts a PageRequest on this
-    // connection, and the source must read Resumed before it.
+    // connection, and the source must read Resumed before it (the vCPUs then run
+    // microseconds after it leaves).
+    let us = |t: Instant| t.elapsed().as_micros() as u64;
     if postcopy {
-        let _ = protocol::send(writer, &Message::Resumed);
+        let at = us(switched);
+        let _ = protocol::send(
+            writer,
+            &Message::Resumed {
+                run_after_us: at,
+                reply_after_us: at,
+            },
+        );
         vm.start()?;
     } else {
         vm.start()?;
-        let _ = protocol::send(writer, &Message::Resumed);
+        let run_after_us = us(switched);
+        let _ = protocol::send(
+            writer,
+            &Message::Resumed {
+                run_after_us,
+                reply_after_us: us(switched),
+            },
+        );
     }
     tracing::debug!("stop-and-copy: vCPUs started");
     Ok(())

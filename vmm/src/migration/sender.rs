@@ -481,11 +481,20 @@ fn migrate(
     // The switch. After this line the destination owns the VM.
     mig.update(|s| s.phase = "switch".into());
     protocol::send(&mut conns[0], &Message::Switch)?;
-    let resumed = expect(&mut reader, "Resumed", |m| *m == Message::Resumed);
-    let downtime_ms = paused_at.elapsed().as_secs_f64() * 1000.0;
-    if let Err(e) = resumed {
-        return Ok(Outcome::Unknown(e.to_string()));
-    }
+    let switch_sent = paused_at.elapsed();
+    let resumed = expect(&mut reader, "Resumed", |m| {
+        matches!(m, Message::Resumed { .. })
+    });
+    let answered = paused_at.elapsed();
+    let Ok(Message::Resumed {
+        run_after_us,
+        reply_after_us,
+    }) = resumed
+    else {
+        let e = resumed.err().map(|e| e.to_string()).unwrap_or_default();
+        return Ok(Outcome::Unknown(e));
+    };
+    let downtime_ms = downtime(switch_sent, answered, run_after_us, reply_after_us);
     mig.update(|s| s.downtime_ms = downtime_ms);
     publish(&ctx);
     if go_postcopy {
@@ -516,6 +525,24 @@ fn migrate(
         mig.update(|s| s.converged = true);
     }
     Ok(Outcome::Completed)
+}
+
+/// Milliseconds from the source's pause to the destination's vCPUs running: the
+/// Switch left `switch_sent` after the pause and Resumed arrived `answered` after it;
+/// the destination ran its vCPUs `run_after_us` and replied `reply_after_us` after the
+/// Switch reached it. The wire takes half of what the round trip spent outside the
+/// destination (as NTP reckons it), so neither the way back nor the destination's
+/// scheduling after its vCPUs ran counts.
+fn downtime(
+    switch_sent: Duration,
+    answered: Duration,
+    run_after_us: u64,
+    reply_after_us: u64,
+) -> f64 {
+    let away = answered.saturating_sub(switch_sent);
+    let wire = away.saturating_sub(Duration::from_micros(reply_after_us)) / 2;
+    let ran = switch_sent + wire + Duration::from_micros(run_after_us);
+    ran.min(answered).as_secs_f64() * 1000.0
 }
 
 fn set_send_buffer(s: &TcpStream, bytes: i32) {
@@ -556,4 +583,34 @@ fn flush_data(conns: &mut [TcpStream]) -> Result<(), MigrationError> {
 /// Pages of a paused VM for the post-copy server.
 fn ctx_page_source(vm: &Vm) -> impl Fn(usize, &mut [u8]) -> std::io::Result<()> + '_ {
     move |p, buf| vm.read_page(p, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::downtime;
+    use std::time::Duration;
+
+    const US: fn(u64) -> Duration = Duration::from_micros;
+
+    #[test]
+    fn downtime_counts_the_way_there_and_the_destination_until_its_vcpus_ran() {
+        // Switch sent 500 us after the pause; Resumed back 700 us after it. The
+        // destination ran its vCPUs 20 us after the Switch arrived and replied at 40 us:
+        // 160 us on the wire both ways, 80 each.
+        let ms = downtime(US(500), US(700), 20, 40);
+        assert!((ms - 0.600).abs() < 1e-9, "{ms}");
+    }
+
+    #[test]
+    fn a_destination_descheduled_after_its_vcpus_ran_does_not_inflate_it() {
+        // Its reply left 2.5 ms after the vCPUs ran: that time is not downtime.
+        let ms = downtime(US(500), US(3_100), 20, 2_540);
+        assert!((ms - 0.550).abs() < 1e-9, "{ms}");
+    }
+
+    #[test]
+    fn downtime_never_exceeds_the_time_until_the_answer() {
+        // A destination claiming more time than the round trip had is capped by it.
+        assert_eq!(downtime(US(500), US(600), 5_000, 0), 0.6);
+    }
 }
