@@ -486,13 +486,17 @@ fn migrate(
         matches!(m, Message::Resumed { .. })
     });
     let answered = paused_at.elapsed();
-    let Ok(Message::Resumed {
-        run_after_us,
-        reply_after_us,
-    }) = resumed
-    else {
-        let e = resumed.err().map(|e| e.to_string()).unwrap_or_default();
-        return Ok(Outcome::Unknown(e));
+    let (run_after_us, reply_after_us) = match resumed {
+        Ok(Message::Resumed {
+            run_after_us,
+            reply_after_us,
+        }) => (run_after_us, reply_after_us),
+        Ok(_) => {
+            return Ok(Outcome::Unknown(
+                "another message instead of Resumed".into(),
+            ))
+        }
+        Err(e) => return Ok(Outcome::Unknown(e.to_string())),
     };
     let downtime_ms = downtime(switch_sent, answered, run_after_us, reply_after_us);
     mig.update(|s| s.downtime_ms = downtime_ms);
