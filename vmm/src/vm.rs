@@ -207,6 +207,16 @@ pub enum MemorySource {
     SharedFile(File),
 }
 
+/// A saved state fits this VM only with as many of each thing as the VM has.
+fn same_count(what: &str, saved: usize, here: usize) -> Result<(), VmError> {
+    if saved == here {
+        return Ok(());
+    }
+    Err(VmError::Device(format!(
+        "saved state has {saved} {what}, this VM {here}"
+    )))
+}
+
 fn console_out(config: &VmConfig) -> Result<Box<dyn Write + Send>, VmError> {
     match &config.console {
         None => Ok(Box::new(std::io::stdout())),
@@ -259,12 +269,8 @@ impl Vm {
         saved: Option<&[VcpuState]>,
     ) -> Result<Vm, VmError> {
         config.validate()?;
-        if let Some(saved) = saved.filter(|s| s.len() != config.vcpus as usize) {
-            return Err(VmError::Device(format!(
-                "saved state has {} vCPUs, this VM {}",
-                saved.len(),
-                config.vcpus
-            )));
+        if let Some(saved) = saved {
+            same_count("vCPUs", saved.len(), config.vcpus as usize)?;
         }
         let kind = kvm::detect_kind();
         let kvm = kvm::open()?;
@@ -672,13 +678,7 @@ impl Vm {
 
     /// Loads a saved state into a VM built (not booted) from the same configuration.
     pub fn restore_state(&self, state: &VmState) -> Result<(), VmError> {
-        if state.vcpus.len() != self.vcpus.len() {
-            return Err(VmError::Device(format!(
-                "saved state has {} vCPUs, this VM {}",
-                state.vcpus.len(),
-                self.vcpus.len()
-            )));
-        }
+        same_count("vCPUs", state.vcpus.len(), self.vcpus.len())?;
         for chip in [
             &state.kvm.pic_master,
             &state.kvm.pic_slave,
@@ -709,13 +709,7 @@ impl Vm {
             .unwrap_or_else(|e| e.into_inner())
             .restore(&(&state.serial).into())
             .map_err(|e| VmError::Device(format!("serial: {e}")))?;
-        if state.virtio.len() != self.virtio.len() {
-            return Err(VmError::Device(format!(
-                "saved state has {} virtio devices, this VM {}",
-                state.virtio.len(),
-                self.virtio.len()
-            )));
-        }
+        same_count("virtio devices", state.virtio.len(), self.virtio.len())?;
         for (i, (slot, saved)) in self.virtio.iter().zip(&state.virtio).enumerate() {
             let saved: TransportState = serde_json::from_value(saved.clone())
                 .map_err(|e| VmError::Device(format!("virtio device {i} state: {e}")))?;

@@ -298,29 +298,26 @@ fn switch(
     // sends Resumed first: once the vCPUs run, a fault puts a PageRequest on this
     // connection, and the source must read Resumed before it (the vCPUs then run
     // microseconds after it leaves).
-    let us = |t: Instant| t.elapsed().as_micros() as u64;
-    if postcopy {
-        let at = us(switched);
-        let _ = protocol::send(
-            writer,
-            &Message::Resumed {
-                run_after_us: at,
-                reply_after_us: at,
-            },
-        );
-        vm.start()?;
-    } else {
-        // The vCPUs run once start() wakes them, and often take this CPU at once for a
-        // scheduler slice (~2.5 ms seen): what follows the wake-up is not downtime.
-        let run_after_us = us(switched);
-        vm.start()?;
+    let us = || switched.elapsed().as_micros() as u64;
+    let resumed = |writer: &mut TcpStream, run_after_us| {
+        let reply_after_us = us();
         let _ = protocol::send(
             writer,
             &Message::Resumed {
                 run_after_us,
-                reply_after_us: us(switched),
+                reply_after_us,
             },
         );
+    };
+    if postcopy {
+        resumed(writer, us());
+        vm.start()?;
+    } else {
+        // The vCPUs run once start() wakes them, and often take this CPU at once for a
+        // scheduler slice (~2.5 ms seen): what follows the wake-up is not downtime.
+        let run_after_us = us();
+        vm.start()?;
+        resumed(writer, run_after_us);
     }
     tracing::debug!("stop-and-copy: vCPUs started");
     Ok(())
