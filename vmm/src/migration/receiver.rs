@@ -279,7 +279,7 @@ fn switch(
     writer: &mut TcpStream,
 ) -> Result<(), MigrationError> {
     protocol::send(writer, &Message::Ready)?;
-    match protocol::recv(reader)? {
+    match protocol::recv_polling(reader, protocol::POLL_FOR_ANSWER)? {
         Message::Switch => {}
         Message::Abort(why) => return Err(MigrationError::Aborted(why)),
         m => {

@@ -198,7 +198,28 @@ fn expect(
     want: &'static str,
     ok: impl Fn(&Message) -> bool,
 ) -> Result<Message, MigrationError> {
-    match protocol::recv(conn)? {
+    check(protocol::recv(conn)?, want, ok)
+}
+
+/// [`expect`] for an answer due within the downtime: polls for it first.
+fn expect_soon(
+    conn: &mut BufReader<TcpStream>,
+    want: &'static str,
+    ok: impl Fn(&Message) -> bool,
+) -> Result<Message, MigrationError> {
+    check(
+        protocol::recv_polling(conn, protocol::POLL_FOR_ANSWER)?,
+        want,
+        ok,
+    )
+}
+
+fn check(
+    m: Message,
+    want: &'static str,
+    ok: impl Fn(&Message) -> bool,
+) -> Result<Message, MigrationError> {
+    match m {
         Message::Abort(why) => Err(MigrationError::Aborted(why)),
         m if ok(&m) => Ok(m),
         m => Err(MigrationError::Unexpected(
@@ -474,7 +495,7 @@ fn migrate(
         protocol::send(&mut conns[0], &Message::State(state))?;
     }
     tracing::debug!("stop-and-copy: sent at {:?}", paused_at.elapsed());
-    expect(&mut reader, "Ready", |m| *m == Message::Ready)?;
+    expect_soon(&mut reader, "Ready", |m| *m == Message::Ready)?;
     tracing::debug!("stop-and-copy: ready at {:?}", paused_at.elapsed());
     ctx.check_cancel()?;
 
