@@ -15,7 +15,8 @@ pub const MAGIC: &[u8; 8] = b"NOVAMIGR";
 /// Version of this protocol; a peer with another version is refused. Version 2: the
 /// state follows the data connections' `Flush` without waiting for `Flushed`. Version
 /// 3: the state is `crate::state` version 3, and `Resumed` says when the vCPUs ran.
-pub const VERSION: u32 = 3;
+/// Version 4: the state is `crate::state` version 4 (KVM's blocks as raw bytes).
+pub const VERSION: u32 = 4;
 /// How long either side waits for the other to send or take anything before it
 /// counts the peer as gone: a hung or blackholed peer must not keep a VM paused.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);

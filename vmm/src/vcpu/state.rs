@@ -6,13 +6,13 @@ use kvm_bindings::{
     kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, Msrs,
 };
 use kvm_ioctls::{Kvm, VcpuFd};
-use serde::{Deserialize, Serialize};
+
+use crate::state::{put, RawBlock, Reader};
 
 /// IA32_ARCH_CAPABILITIES: listed by KVM but refused on PVM hosts.
 const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
 
-/// Everything KVM keeps for one vCPU.
-#[derive(Serialize, Deserialize)]
+/// Everything KVM keeps for one vCPU; saved as KVM's own bytes ([`RawBlock`]).
 pub struct VcpuState {
     pub cpuid: Vec<kvm_cpuid_entry2>,
     pub msrs: Vec<kvm_msr_entry>,
@@ -29,6 +29,64 @@ pub struct VcpuState {
     /// Guest TSC = host TSC + this offset (where KVM tells), for a migration to carry
     /// the TSC on in real time (see [`super::tsc`]).
     pub tsc_offset: Option<u64>,
+}
+
+impl RawBlock for VcpuState {
+    fn put(&self, out: &mut Vec<u8>) {
+        put(out, &(self.cpuid.len() as u32));
+        for entry in &self.cpuid {
+            put(out, entry);
+        }
+        put(out, &(self.msrs.len() as u32));
+        for msr in &self.msrs {
+            put(out, msr);
+        }
+        put(out, &self.regs);
+        put(out, &self.sregs);
+        put(out, &self.xsave);
+        put(out, &self.xcrs);
+        put(out, &self.debugregs);
+        put(out, &self.lapic);
+        put(out, &self.mp_state);
+        put(out, &self.events);
+        put(out, &self.tsc_khz);
+        put(out, &u8::from(self.tsc_offset.is_some()));
+        put(out, &self.tsc_offset.unwrap_or(0));
+    }
+
+    fn take(r: &mut Reader<'_>) -> Result<Self, String> {
+        let cpuid = list(r, "CPUID entry")?;
+        let msrs = list(r, "MSR")?;
+        Ok(VcpuState {
+            cpuid,
+            msrs,
+            regs: r.block("registers")?,
+            sregs: r.block("special registers")?,
+            xsave: r.block("XSAVE area")?,
+            xcrs: r.block("XCRs")?,
+            debugregs: r.block("debug registers")?,
+            lapic: r.block("local APIC")?,
+            mp_state: r.block("MP state")?,
+            events: r.block("vCPU events")?,
+            tsc_khz: r.block("TSC frequency")?,
+            tsc_offset: {
+                let present: u8 = r.block("TSC offset")?;
+                let offset: u64 = r.block("TSC offset")?;
+                (present != 0).then_some(offset)
+            },
+        })
+    }
+}
+
+/// A `u32` count, then that many structures (a count beyond the bytes left is corrupt
+/// and refused before anything is allocated).
+fn list<T: zerocopy::FromBytes>(r: &mut Reader<'_>, what: &str) -> Result<Vec<T>, String> {
+    let n: u32 = r.block(what)?;
+    let need = (n as usize).saturating_mul(std::mem::size_of::<T>());
+    if need > r.left() {
+        return Err(format!("{n} of {what} in {} bytes", r.left()));
+    }
+    (0..n).map(|_| r.block(what)).collect()
 }
 
 /// A vCPU state operation that failed, with the ioctl that failed.
