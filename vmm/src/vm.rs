@@ -530,9 +530,12 @@ impl Vm {
                     revents: 0,
                 })
                 .collect();
+            let period = crate::devices::serial::FLUSH_PERIOD.as_millis() as libc::c_int;
             // SAFETY: pfds is a valid array of pollfd of the given length.
-            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-            if n < 0 {
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, period) };
+            if n <= 0 {
+                // Quiet for a period: a line the guest left unended goes out now.
+                self.flush_console();
                 continue;
             }
             if pfds[1].revents != 0 {
@@ -549,7 +552,16 @@ impl Vm {
             }
         };
         self.control.stop();
+        self.flush_console();
         reason
+    }
+
+    /// Writes out console bytes the guest has not ended a line with.
+    fn flush_console(&self) {
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush();
     }
 
     /// Asks the VM to stop (the API's shutdown).
@@ -597,6 +609,9 @@ impl Vm {
     /// Pauses the vCPUs and drains the devices: afterwards nothing writes guest memory.
     pub fn pause(&self) {
         self.control.pause();
+        // What the guest wrote before the pause is out before anything that follows
+        // it: a snapshot, or the destination's console after a migration.
+        self.flush_console();
         for slot in &self.virtio {
             if let Some(t) = &mut slot.lock().unwrap_or_else(|e| e.into_inner()).transport {
                 t.pause();

@@ -23,16 +23,22 @@ impl Trigger for IrqTrigger {
     }
 }
 
-/// Where console bytes go, unbuffered like the wire it stands for: a byte the guest
-/// wrote is out of the process by the end of the port write that carried it, so it is
-/// neither late nor lost when the process ends (after a migration the next byte comes
-/// from the destination). A string write (`rep outsb`) leaves in one `write(2)`.
+/// Where console bytes go, a line at a time. Each `write(2)` wakes whoever reads the
+/// console, and a guest writes a byte per port access: a 15-byte line cost 15 writes
+/// and 15 wake-ups of the reader, which took the vCPU's CPU each time. The bytes of a
+/// line are held until the guest ends it or stops writing: at a newline, at any other
+/// access to the UART (a driver reads LSR or IIR between FIFO loads and after its last
+/// byte), at [`PENDING_MAX`] bytes, when the VM pauses or stops, and at the latest
+/// after [`SerialDevice::flush`]'s period.
 pub struct ConsoleOut {
     out: Box<dyn Write + Send>,
     bytes: u64,
-    /// Bytes of the port write in progress, out at its end ([`ConsoleOut::emit`]).
+    /// Bytes the guest wrote that have not left yet ([`ConsoleOut::emit`]).
     pending: Vec<u8>,
 }
+
+/// Bytes held before they leave regardless.
+const PENDING_MAX: usize = 256;
 
 impl ConsoleOut {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
@@ -43,7 +49,7 @@ impl ConsoleOut {
         }
     }
 
-    /// Writes out what the port write just ended put through the UART.
+    /// Writes out every byte held.
     fn emit(&mut self) -> std::io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -55,9 +61,14 @@ impl ConsoleOut {
         self.pending.clear();
         r
     }
+
+    /// Whether the bytes held end a line or are too many to hold.
+    fn due(&self) -> bool {
+        self.pending.len() >= PENDING_MAX || self.pending.last() == Some(&b'\n')
+    }
 }
 
-/// The UART model flushes after every byte; the device emits once per port write.
+/// The UART model flushes after every byte; the device decides when bytes leave.
 impl Write for ConsoleOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.bytes += buf.len() as u64;
@@ -117,10 +128,21 @@ impl SerialDevice {
     pub fn bytes_out(&self) -> u64 {
         self.serial.writer().bytes
     }
+
+    /// Writes out the bytes of a line the guest has not ended yet: the VM pauses or
+    /// stops, or [`FLUSH_PERIOD`] passed (the guest went quiet in mid-line).
+    pub fn flush(&mut self) {
+        let _ = self.serial.writer_mut().emit();
+    }
 }
+
+/// The longest the bytes of an unended line wait for the guest to end it.
+pub const FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl BusDevice for SerialDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        // The guest polls or reads between writes: what it wrote so far leaves.
+        self.flush();
         if data.len() == 1 && offset < 8 {
             data[0] = self.serial.read(offset as u8);
         }
@@ -130,12 +152,15 @@ impl BusDevice for SerialDevice {
         if data.len() == 1 && offset < 8 {
             let _ = self.serial.write(offset as u8, data[0]);
         } else if offset == 0 && data.len() <= 4096 {
-            // `rep outsb` to the data register: bytes in order, out in one write.
+            // `rep outsb` to the data register: bytes in order.
             for &b in data {
                 let _ = self.serial.write(0, b);
             }
         }
-        let _ = self.serial.writer_mut().emit();
+        let out = self.serial.writer_mut();
+        if offset != 0 || out.due() || data.contains(&b'\n') {
+            let _ = out.emit();
+        }
     }
 }
 
@@ -171,27 +196,41 @@ mod tests {
     }
 
     #[test]
-    fn each_byte_written_to_the_data_port_leaves_at_once() {
+    fn a_line_leaves_whole_at_its_newline() {
         let (mut dev, w) = uart();
         for b in b"ok\n" {
             dev.write(0, &[*b]);
         }
+        dev.write(0, b"NOVA-BOOTED\n");
         assert_eq!(
             *w.0.lock().unwrap(),
-            vec![b"o".to_vec(), b"k".to_vec(), b"\n".to_vec()]
+            vec![b"ok\n".to_vec(), b"NOVA-BOOTED\n".to_vec()]
         );
-        assert_eq!(dev.bytes_out(), 3);
+        assert_eq!(dev.bytes_out(), 15);
     }
 
     #[test]
-    fn a_string_write_leaves_whole_and_in_order() {
+    fn an_unended_line_leaves_when_the_guest_touches_the_uart_or_goes_quiet() {
         let (mut dev, w) = uart();
-        dev.write(0, b"NOVA-BOOTED\n");
-        dev.write(0, b"x");
+        // A prompt, then the driver reads LSR: the prompt leaves.
+        dev.write(0, b"login: ");
+        assert!(w.0.lock().unwrap().is_empty());
+        dev.read(5, &mut [0]);
+        assert_eq!(*w.0.lock().unwrap(), vec![b"login: ".to_vec()]);
+        // Bytes, then a write to another register (IER): they leave.
+        dev.write(0, b"a");
+        dev.write(1, &[0]);
+        // Bytes, then nothing: the periodic (or pause) flush sends them.
+        dev.write(0, b"b");
+        dev.flush();
         assert_eq!(
             *w.0.lock().unwrap(),
-            vec![b"NOVA-BOOTED\n".to_vec(), b"x".to_vec()]
+            vec![b"login: ".to_vec(), b"a".to_vec(), b"b".to_vec()]
         );
-        assert_eq!(dev.bytes_out(), 13);
+        // A guest that never ends its line is held to PENDING_MAX bytes.
+        for _ in 0..PENDING_MAX {
+            dev.write(0, b"x");
+        }
+        assert_eq!(w.0.lock().unwrap().last().unwrap().len(), PENDING_MAX);
     }
 }
