@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use vm_memory::{Bytes, GuestAddress};
 
@@ -338,6 +338,8 @@ fn migrate(
         )?;
         conns.push(c);
     }
+    // For the downtime: when Resumed reaches this host (see the switch below).
+    protocol::stamp_arrivals(&control).map_err(MigrationError::Memory)?;
     let mut reader = BufReader::new(control);
     // The destination built the VM from our configuration (or told us why not).
     expect(&mut reader, "Welcome", |m| *m == Message::Welcome)?;
@@ -501,12 +503,20 @@ fn migrate(
 
     // The switch. After this line the destination owns the VM.
     mig.update(|s| s.phase = "switch".into());
+    let (switch_sent, switch_wall) = (paused_at.elapsed(), SystemTime::now());
     protocol::send(&mut conns[0], &Message::Switch)?;
-    let switch_sent = paused_at.elapsed();
+    // When Resumed reached this host, not when this thread got to it: on a busy host
+    // the thread can wake milliseconds late, and half of that would count as downtime.
+    let arrived = match reader.buffer().is_empty() {
+        true => protocol::wait_arrival(reader.get_ref()).ok().flatten(),
+        false => None,
+    };
     let resumed = expect(&mut reader, "Resumed", |m| {
         matches!(m, Message::Resumed { .. })
     });
-    let answered = paused_at.elapsed();
+    let answered = arrived
+        .and_then(|t| t.duration_since(switch_wall).ok())
+        .map_or_else(|| paused_at.elapsed(), |rtt| switch_sent + rtt);
     let (run_after_us, reply_after_us) = match resumed {
         Ok(Message::Resumed {
             run_after_us,
