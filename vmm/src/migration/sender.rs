@@ -450,6 +450,8 @@ fn migrate(
 
     // Stop: from here the guest does not run until one side resumes it.
     mig.update(|s| s.phase = "stop-and-copy".into());
+    // The encoder's first run pays page faults (~40 us); not in the downtime.
+    drop(crate::state::encode(&vm.state_shape()));
     let paused_at = Instant::now();
     vm.pause();
     let t_paused = paused_at.elapsed();

@@ -13,6 +13,7 @@ use crate::state::{put, RawBlock, Reader};
 const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
 
 /// Everything KVM keeps for one vCPU; saved as KVM's own bytes ([`RawBlock`]).
+#[derive(Default)]
 pub struct VcpuState {
     pub cpuid: Vec<kvm_cpuid_entry2>,
     pub msrs: Vec<kvm_msr_entry>,
