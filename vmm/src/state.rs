@@ -24,7 +24,7 @@ pub struct VmState {
 }
 
 /// KVM's in-kernel devices and clock.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
 pub struct KvmState {
     pub pic_master: kvm_irqchip,
     pub pic_slave: kvm_irqchip,
@@ -276,14 +276,7 @@ mod tests {
         VmState {
             config: VmConfig::new("/k".into()),
             vcpus: vec![],
-            kvm: KvmState {
-                pic_master: Default::default(),
-                pic_slave: Default::default(),
-                ioapic: Default::default(),
-                pit: Default::default(),
-                clock: Default::default(),
-                clock_ref: Default::default(),
-            },
+            kvm: KvmState::default(),
             serial: SerialState::default().into(),
             virtio: vec![],
         }

@@ -652,14 +652,7 @@ impl Vm {
         VmState {
             config: self.config.clone(),
             vcpus,
-            kvm: KvmState {
-                pic_master: Default::default(),
-                pic_slave: Default::default(),
-                ioapic: Default::default(),
-                pit: Default::default(),
-                clock: Default::default(),
-                clock_ref: Default::default(),
-            },
+            kvm: KvmState::default(),
             serial: self
                 .serial
                 .lock()
