@@ -20,6 +20,7 @@ pub mod kind {
     pub const FLUSH: u8 = 5;
     pub const STATE: u8 = 7;
     pub const POSTCOPY_STATE: u8 = 8;
+    pub const SWITCH: u8 = 10;
 }
 
 /// A destination VMM waiting on a port.

@@ -316,6 +316,42 @@ fn a_silent_destination_before_the_switch_leaves_the_vm_on_the_source() {
     }
 }
 
+/// After the Switch the VM is the destination's, whatever happens next. A destination
+/// that goes silent then (the Switch lost, or the host hung) leaves the VM paused on
+/// the source, as it may be running there, and the migration `unknown` after one peer
+/// timeout: not resumed here, and not waiting forever.
+#[test]
+fn a_destination_silent_after_the_switch_leaves_the_vm_paused_and_the_outcome_unknown() {
+    if !require_kvm() {
+        return;
+    }
+    let (src, sock) = source(WORKLOAD, 256, None);
+    let dst = Destination::start(&[]);
+    let trigger = Trigger {
+        kinds: &[kind::SWITCH],
+        nth: 1,
+        phases: None,
+    };
+    let proxy = Proxy::start(dst.port, dst.vm.console.pid(), trigger, Fault::Stall);
+    let started = std::time::Instant::now();
+    let (ok, result, err) = migrate(&sock, proxy.port, &["--mode", "precopy"]);
+    let took = started.elapsed();
+    assert!(!ok, "{result} {err}");
+    assert_eq!(result["state"], "unknown", "{result}");
+    let error = result["error"].as_str().unwrap_or("");
+    assert!(error.contains("sent and took nothing"), "{result}");
+    // One peer timeout (10 s) after the switch, not two.
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(18),
+        "{took:?}"
+    );
+    let (_, v) = api(&sock, "GET", "/v1/vm", "");
+    assert_eq!(v["state"], "paused", "{v}");
+    let printed = src.console.lines().len();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(src.console.lines().len(), printed, "the paused VM printed");
+}
+
 #[test]
 fn a_corrupt_stream_at_any_phase_before_the_switch_leaves_the_vm_on_the_source() {
     failures_before_the_switch_leave_the_vm_on_the_source(Fault::Corrupt);

@@ -426,7 +426,8 @@ pub fn recv_polling(
 }
 
 /// Has the kernel stamp what arrives on `conn` with its arrival time
-/// (`SO_TIMESTAMPNS`), for [`wait_arrival`]. Bytes that arrived before carry no stamp.
+/// (`SO_TIMESTAMPNS`), for [`wait_arrival`]. Bytes that arrived before carry no stamp,
+/// and the first use in a process may take effect a little later (deferred work).
 pub fn stamp_arrivals(conn: &std::net::TcpStream) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
@@ -465,12 +466,18 @@ pub fn wait_arrival(conn: &std::net::TcpStream) -> std::io::Result<Option<std::t
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: msg points at live buffers of the lengths it states; MSG_PEEK leaves the
-    // byte in the socket for the reader.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let n = loop {
+        // SAFETY: msg points at live buffers of the lengths it states; MSG_PEEK leaves
+        // the byte in the socket for the reader.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK) };
+        if n >= 0 {
+            break n;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
     if n == 0 {
         return Ok(None);
     }
@@ -676,6 +683,9 @@ mod tests {
     fn an_answer_read_late_still_tells_when_it_arrived() {
         let (mut rx, mut tx) = connected();
         stamp_arrivals(rx.get_ref()).unwrap();
+        // The kernel may turn receive stamping on in deferred work: give it a moment,
+        // as a migration does between its handshake and the switch.
+        std::thread::sleep(Duration::from_millis(50));
         let sent = std::time::SystemTime::now();
         send(&mut tx, &Message::Ready).unwrap();
         // This side is busy (or descheduled) for a while before it looks.

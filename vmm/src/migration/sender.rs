@@ -509,13 +509,14 @@ fn migrate(
     protocol::send(&mut conns[0], &Message::Switch)?;
     // When Resumed reached this host, not when this thread got to it: on a busy host
     // the thread can wake milliseconds late, and half of that would count as downtime.
-    let arrived = match reader.buffer().is_empty() {
-        true => protocol::wait_arrival(reader.get_ref()).ok().flatten(),
-        false => None,
+    let (arrived, resumed) = match reader.buffer().is_empty() {
+        true => match protocol::wait_arrival(reader.get_ref()) {
+            // Nothing came within the peer timeout: do not wait a second one in recv.
+            Err(e) => (None, Err(protocol::ProtocolError::from(e).into())),
+            Ok(t) => (t, expect(&mut reader, "Resumed", is_resumed)),
+        },
+        false => (None, expect(&mut reader, "Resumed", is_resumed)),
     };
-    let resumed = expect(&mut reader, "Resumed", |m| {
-        matches!(m, Message::Resumed { .. })
-    });
     let answered = arrived
         .and_then(|t| t.duration_since(switch_wall).ok())
         .map_or_else(|| paused_at.elapsed(), |rtt| switch_sent + rtt);
@@ -562,6 +563,10 @@ fn migrate(
         mig.update(|s| s.converged = true);
     }
     Ok(Outcome::Completed)
+}
+
+fn is_resumed(m: &Message) -> bool {
+    matches!(m, Message::Resumed { .. })
 }
 
 /// Milliseconds from the source's pause to the destination's vCPUs running: the
