@@ -3,8 +3,9 @@
 //! Destination: pages still on the source are holes in guest RAM, registered with a
 //! userfaultfd; a fault on one sends a `PageRequest` and the faulting thread sleeps
 //! until the page lands (UFFDIO_COPY wakes it). Faults on pages the source never had
-//! (zero) are filled locally. Source: serves requests first and pushes everything
-//! else in the background, in small batches so a request never waits long.
+//! (zero) are filled locally. Source: the thread that reads the requests sends each
+//! requested page at once on a connection of its own, while everything else is pushed
+//! in the background on the control connection: a request never queues behind it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,60 +28,42 @@ use crate::uffd::Uffd;
 const PUSH_BATCH: usize = 16;
 
 enum Event {
-    Request(usize),
     Done(PostcopyStats),
     Failed(String),
 }
 
-/// Source: pushes every `pending` page, requested ones first, until the destination
-/// reports it has them all.
+/// Source: pushes every `pending` page until the destination reports it has them all;
+/// the thread reading the requests sends each requested page on `urgent` at once.
 pub(super) fn serve(
-    read: &impl Fn(usize, &mut [u8]) -> std::io::Result<()>,
+    read: &(impl Fn(usize, &mut [u8]) -> std::io::Result<()> + Sync),
     conn: &mut TcpStream,
     mut reader: BufReader<TcpStream>,
+    mut urgent: TcpStream,
     pending: &DirtyBitmap,
     counters: &super::sender::Counters,
     limiter: &super::sender::Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("postcopy-requests".into())
-        .spawn(move || loop {
-            let ev = match protocol::recv(&mut reader) {
-                Ok(Message::PageRequest(p)) => Event::Request(p as usize),
-                Ok(Message::PostcopyDone {
-                    faults,
-                    latency_p50_us,
-                    latency_p99_us,
-                }) => Event::Done(PostcopyStats {
-                    faults_served: faults,
-                    fault_latency_us_p50: latency_p50_us,
-                    fault_latency_us_p99: latency_p99_us,
-                }),
-                Ok(other) => Event::Failed(format!("unexpected {other:?}")),
-                Err(e) => Event::Failed(e.to_string()),
-            };
-            let last = !matches!(ev, Event::Request(_));
-            if tx.send(ev).is_err() || last {
-                return;
-            }
-        })
-        .map_err(MigrationError::Memory)?;
-    let mut sent = DirtyBitmap::new(pending.pages());
-    let mut background = pending.iter();
-    let mut data = vec![0u8; PUSH_BATCH * PAGE_SIZE];
-    let mut send = |pages: &[usize], sent: &mut DirtyBitmap| -> Result<usize, MigrationError> {
+    // Pages sent, on either connection: each page goes once.
+    let sent = Mutex::new(DirtyBitmap::new(pending.pages()));
+    let claim = |pages: &mut dyn Iterator<Item = usize>, n: usize| -> Vec<usize> {
+        let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+        let claimed: Vec<usize> = pages
+            .filter(|p| pending.get(*p) && !sent.get(*p))
+            .take(n)
+            .collect();
+        for p in &claimed {
+            sent.set(*p);
+        }
+        claimed
+    };
+    let send = |out: &mut TcpStream, pages: &[usize]| -> Result<usize, MigrationError> {
+        let mut data = vec![0u8; pages.len() * PAGE_SIZE];
         for (&p, buf) in pages.iter().zip(data.chunks_exact_mut(PAGE_SIZE)) {
             read(p, buf).map_err(MigrationError::Memory)?;
-            sent.set(p);
         }
         let indices: Vec<u64> = pages.iter().map(|p| *p as u64).collect();
-        let frame = protocol::pages_frame(
-            &indices,
-            Compression::None,
-            &data[..pages.len() * PAGE_SIZE],
-        );
-        std::io::Write::write_all(conn, &frame).map_err(protocol::ProtocolError::from)?;
+        let frame = protocol::pages_frame(&indices, Compression::None, &data);
+        std::io::Write::write_all(out, &frame).map_err(protocol::ProtocolError::from)?;
         counters
             .bytes
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -89,10 +72,69 @@ pub(super) fn serve(
             .fetch_add(pages.len() as u64, Ordering::Relaxed);
         Ok(frame.len())
     };
+    // To unblock the request reader if the push fails first.
+    let requests_conn = reader
+        .get_ref()
+        .try_clone()
+        .map_err(MigrationError::Memory)?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel();
+        let requests = std::thread::Builder::new()
+            .name("postcopy-requests".into())
+            .spawn_scoped(scope, move || {
+                let ev = loop {
+                    match protocol::recv(&mut reader) {
+                        Ok(Message::PageRequest(p)) => {
+                            // Already pushed (in flight on `conn`): it lands from there.
+                            let claimed = claim(&mut std::iter::once(p as usize), 1);
+                            if claimed.is_empty() {
+                                continue;
+                            }
+                            if let Err(e) = send(&mut urgent, &claimed) {
+                                break Event::Failed(e.to_string());
+                            }
+                        }
+                        Ok(Message::PostcopyDone {
+                            faults,
+                            latency_p50_us,
+                            latency_p99_us,
+                        }) => {
+                            break Event::Done(PostcopyStats {
+                                faults_served: faults,
+                                fault_latency_us_p50: latency_p50_us,
+                                fault_latency_us_p99: latency_p99_us,
+                            })
+                        }
+                        Ok(other) => break Event::Failed(format!("unexpected {other:?}")),
+                        Err(e) => break Event::Failed(e.to_string()),
+                    }
+                };
+                let _ = tx.send(ev);
+            })
+            .map_err(MigrationError::Memory)?;
+        let result = push(conn, pending, &rx, claim, send, limiter);
+        if result.is_err() {
+            let _ = requests_conn.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = requests.join();
+        result
+    })
+}
+
+/// The background push of [`serve`]: batches of pages not sent yet, in order, within
+/// the bandwidth cap, until the request thread reports the end.
+fn push(
+    conn: &mut TcpStream,
+    pending: &DirtyBitmap,
+    rx: &mpsc::Receiver<Event>,
+    claim: impl Fn(&mut dyn Iterator<Item = usize>, usize) -> Vec<usize>,
+    send: impl Fn(&mut TcpStream, &[usize]) -> Result<usize, MigrationError>,
+    limiter: &super::sender::Limiter,
+) -> Result<PostcopyStats, MigrationError> {
+    let mut background = pending.iter();
     let mut exhausted = false;
     loop {
-        // Requested pages go at once; the background push keeps to the bandwidth cap,
-        // waiting for requests while it may not send.
+        // The push keeps to the bandwidth cap, watching for the end meanwhile.
         let ev = if exhausted {
             rx.recv().ok()
         } else {
@@ -102,31 +144,19 @@ pub(super) fn serve(
             }
         };
         match ev {
-            Some(Event::Request(p)) => {
-                if pending.get(p) && !sent.get(p) {
-                    send(&[p], &mut sent)?;
-                }
-                continue;
-            }
             Some(Event::Done(stats)) => return Ok(stats),
             Some(Event::Failed(why)) => return Err(MigrationError::Aborted(why)),
-            None if exhausted => {
-                return Err(MigrationError::Aborted("request channel closed".into()))
-            }
+            None if exhausted => return Err(MigrationError::Aborted("request reader gone".into())),
             None => {}
         }
         if !limiter.wait_time().is_zero() {
             continue;
         }
-        let batch: Vec<usize> = background
-            .by_ref()
-            .filter(|p| !sent.get(*p))
-            .take(PUSH_BATCH)
-            .collect();
+        let batch = claim(&mut background, PUSH_BATCH);
         if batch.is_empty() {
             exhausted = true;
         } else {
-            limiter.account(send(&batch, &mut sent)?);
+            limiter.account(send(conn, &batch)?);
         }
     }
 }
@@ -139,6 +169,8 @@ struct Shared {
     remaining: usize,
     waiting: HashMap<usize, Instant>,
     latencies_us: Vec<u64>,
+    /// `PostcopyDone` went out.
+    done: bool,
 }
 
 /// (host start, host end, first RAM page) of each region.
@@ -235,6 +267,7 @@ pub fn start_destination(
         remaining,
         waiting: HashMap::new(),
         latencies_us: Vec::new(),
+        done: false,
     }));
     let writer = Arc::new(Mutex::new(conn));
 
@@ -278,26 +311,67 @@ pub fn start_destination(
 
 impl Destination {
     /// After the switch: receives the source's pages on `reader` (the control
-    /// connection, past `Switch`) until none is pending, then reports the fault figures.
-    pub fn receive(self, mut reader: BufReader<TcpStream>) -> std::io::Result<()> {
-        std::thread::Builder::new().name("postcopy-pages".into()).stack_size(256 << 10).spawn(move || {
-            match receive_pages(&mut reader, &self.uffd, &self.map, &self.shared) {
-                Ok(()) => {
-                    let (faults, p50, p99) = {
-                        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-                        s.latencies_us.sort_unstable();
-                        let n = s.latencies_us.len();
-                        let pct = |q: f64| s.latencies_us.get(((n as f64 * q) as usize).min(n.saturating_sub(1))).copied().unwrap_or(0);
-                        (n as u64, pct(0.5), pct(0.99))
-                    };
-                    let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-                    let _ = protocol::send(&mut *w, &Message::PostcopyDone { faults, latency_p50_us: p50, latency_p99_us: p99 });
-                    tracing::info!("post-copy complete: {faults} faults served, p50 {p50} us, p99 {p99} us");
-                }
-                Err(e) => tracing::error!("post-copy: lost the source with pages outstanding, the VM cannot continue safely: {e}"),
-            }
-        })?;
+    /// connection, past `Switch`) and on `urgent` (requested pages, when the source
+    /// brought that connection) until none is pending, then reports the fault figures.
+    pub fn receive(
+        self,
+        reader: BufReader<TcpStream>,
+        urgent: Option<BufReader<TcpStream>>,
+    ) -> std::io::Result<()> {
+        let this = Arc::new(self);
+        for (name, reader) in [
+            ("postcopy-pages", Some(reader)),
+            ("postcopy-urgent", urgent),
+        ] {
+            let Some(mut reader) = reader else { continue };
+            // Requests come when the guest faults: silence is normal.
+            reader.get_ref().set_read_timeout(None)?;
+            let this = this.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    let r = receive_pages(&mut reader, &this.uffd, &this.map, &this.shared);
+                    this.finish(r);
+                })?;
+        }
         Ok(())
+    }
+
+    /// Called by each receiving thread as it ends: the first to see every page in
+    /// sends `PostcopyDone`; a thread cut off after that (the source closes its
+    /// connections once it is done) ends quietly.
+    fn finish(&self, r: Result<(), MigrationError>) {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if s.remaining > 0 {
+            if let Err(e) = r {
+                tracing::error!("post-copy: lost the source with pages outstanding, the VM cannot continue safely: {e}");
+            }
+            return;
+        }
+        if std::mem::replace(&mut s.done, true) {
+            return;
+        }
+        s.latencies_us.sort_unstable();
+        let n = s.latencies_us.len();
+        let pct = |q: f64| {
+            s.latencies_us
+                .get(((n as f64 * q) as usize).min(n.saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        let (faults, p50, p99) = (n as u64, pct(0.5), pct(0.99));
+        drop(s);
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = protocol::send(
+            &mut *w,
+            &Message::PostcopyDone {
+                faults,
+                latency_p50_us: p50,
+                latency_p99_us: p99,
+            },
+        );
+        tracing::info!("post-copy complete: {faults} faults served, p50 {p50} us, p99 {p99} us");
     }
 }
 

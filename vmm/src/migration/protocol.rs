@@ -3,7 +3,8 @@
 //!
 //! Frame: `u32 length | u8 kind | payload` (length counts kind and payload). A stream
 //! opens with [`Message::Hello`]; the data connections of a multi-connection migration
-//! open with [`Message::DataHello`]. Anything malformed ends the migration with an
+//! open with [`Message::DataHello`], and a post-copy-capable one's connection for
+//! requested pages with [`Message::UrgentHello`]. Anything malformed ends the migration with an
 //! error, never a panic, and the source keeps running.
 
 use std::borrow::Cow;
@@ -16,7 +17,8 @@ pub const MAGIC: &[u8; 8] = b"NOVAMIGR";
 /// state follows the data connections' `Flush` without waiting for `Flushed`. Version
 /// 3: the state is `crate::state` version 3, and `Resumed` says when the vCPUs ran.
 /// Version 4: the state is `crate::state` version 4 (KVM's blocks as raw bytes).
-pub const VERSION: u32 = 4;
+/// Version 5: post-copy serves requested pages on their own connection (`UrgentHello`).
+pub const VERSION: u32 = 5;
 /// How long either side waits for the other to send or take anything before it
 /// counts the peer as gone: a hung or blackholed peer must not keep a VM paused.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +68,10 @@ pub enum Message {
     Welcome,
     /// First on each extra data connection: its index (1..connections).
     DataHello { version: u32, index: u32 },
+    /// First on the connection that carries only the pages a post-copy destination
+    /// asked for (post-copy and hybrid): they never queue behind the background push.
+    /// `Hello`'s `connections` counts it.
+    UrgentHello { version: u32 },
     /// Pages by RAM page index, with their data (4096 bytes each) encoded.
     Pages {
         indices: Vec<u64>,
@@ -156,6 +162,7 @@ const K_PAGE_REQUEST: u8 = 12;
 const K_POSTCOPY_DONE: u8 = 13;
 const K_ABORT: u8 = 14;
 const K_WELCOME: u8 = 15;
+const K_URGENT_HELLO: u8 = 16;
 
 fn put_u64s(out: &mut Vec<u8>, v: &[u64]) {
     out.extend_from_slice(&(v.len() as u32).to_le_bytes());
@@ -223,6 +230,11 @@ impl Message {
                 p.extend_from_slice(&version.to_le_bytes());
                 p.extend_from_slice(&index.to_le_bytes());
                 K_DATA_HELLO
+            }
+            Message::UrgentHello { version } => {
+                p.extend_from_slice(MAGIC);
+                p.extend_from_slice(&version.to_le_bytes());
+                K_URGENT_HELLO
             }
             Message::Pages {
                 indices,
@@ -317,6 +329,12 @@ impl Message {
                 let index = c.u32()?;
                 c.done()?;
                 Message::DataHello { version, index }
+            }
+            K_URGENT_HELLO => {
+                let mut c = Cursor(payload, "urgent hello");
+                let version = hello(&mut c)?;
+                c.done()?;
+                Message::UrgentHello { version }
             }
             K_PAGES => {
                 let mut c = Cursor(payload, "pages");
@@ -586,6 +604,7 @@ mod tests {
             version: VERSION,
             index: 1,
         });
+        round_trip(Message::UrgentHello { version: VERSION });
         round_trip(Message::Pages {
             indices: vec![1, 9],
             compression: Compression::Lz4,

@@ -153,23 +153,31 @@ fn receive_on(
     listener
         .set_nonblocking(false)
         .map_err(MigrationError::Memory)?;
-    for _ in 1..connections.min(16) {
+    // Up to 16 data connections and the post-copy one for requested pages.
+    let mut urgent = None;
+    let mut data_conns = 0;
+    for _ in 1..connections.min(17) {
         let (c, peer) = listener.accept().map_err(MigrationError::Memory)?;
-        tracing::info!("migration data connection from {peer}");
         c.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(MigrationError::Memory)?;
         let mut r = BufReader::new(c);
         match protocol::recv(&mut r)? {
             Message::DataHello {
                 version: VERSION, ..
-            } => {}
+            } => tracing::info!("migration data connection from {peer}"),
+            Message::UrgentHello { version: VERSION } if urgent.is_none() => {
+                tracing::info!("post-copy page request connection from {peer}");
+                urgent = Some(r);
+                continue;
+            }
             m => {
                 return Err(MigrationError::Unexpected(
                     format!("{m:?}").chars().take(60).collect(),
-                    "DataHello",
+                    "DataHello or UrgentHello",
                 ))
             }
         }
+        data_conns += 1;
         r.get_ref()
             .set_read_timeout(None)
             .map_err(MigrationError::Memory)?;
@@ -192,7 +200,6 @@ fn receive_on(
             })
             .map_err(MigrationError::Memory)?;
     }
-    let data_conns = connections.clamp(1, 16) as usize - 1;
 
     loop {
         match protocol::recv(&mut reader)? {
@@ -232,7 +239,7 @@ fn receive_on(
                 // Pages come as fast as the source's bandwidth cap lets them.
                 let _ = reader.get_ref().set_read_timeout(None);
                 // Only now: the control connection has one reader at a time.
-                if let Err(e) = postcopy.receive(reader) {
+                if let Err(e) = postcopy.receive(reader, urgent) {
                     tracing::error!("post-copy: cannot start receiving pages: {e}");
                 }
                 return Ok(vm);

@@ -319,11 +319,14 @@ fn migrate(
     let control = connect(addr)?;
     let mut conns = vec![control.try_clone().map_err(MigrationError::Memory)?];
     let config = serde_json::to_vec(&vm.config).map_err(|e| MigrationError::Vm(e.to_string()))?;
+    // A migration that may switch to post-copy brings a connection for the pages the
+    // destination faults on, so that they never queue behind the background push.
+    let wants_urgent = req.mode != Mode::Precopy;
     protocol::send(
         &mut conns[0],
         &Message::Hello {
             version: VERSION,
-            connections: req.connections,
+            connections: req.connections + u32::from(wants_urgent),
             config,
         },
     )?;
@@ -337,6 +340,12 @@ fn migrate(
             },
         )?;
         conns.push(c);
+    }
+    let mut urgent = None;
+    if wants_urgent {
+        let mut c = connect(addr)?;
+        protocol::send(&mut c, &Message::UrgentHello { version: VERSION })?;
+        urgent = Some(c);
     }
     // For the downtime: when Resumed reaches this host (see the switch below).
     protocol::stamp_arrivals(&control).map_err(MigrationError::Memory)?;
@@ -449,6 +458,16 @@ fn migrate(
     }
 
     // Stop: from here the guest does not run until one side resumes it.
+    // Post-copy needs the page request connection; checked while the VM still runs.
+    let urgent = match (go_postcopy, urgent) {
+        (true, Some(u)) => Some(u),
+        (true, None) => {
+            return Err(MigrationError::Vm(
+                "post-copy without a page request connection".into(),
+            ))
+        }
+        (false, _) => None,
+    };
     mig.update(|s| s.phase = "stop-and-copy".into());
     // The encoder's first run pays page faults (~40 us); not in the downtime.
     drop(crate::state::encode(&vm.state_shape()));
@@ -535,20 +554,18 @@ fn migrate(
     let downtime_ms = downtime(switch_sent, answered, run_after_us, reply_after_us);
     mig.update(|s| s.downtime_ms = downtime_ms);
     publish(&ctx);
-    if go_postcopy {
+    if let Some(urgent) = urgent {
         mig.update(|s| s.phase = "post-copy".into());
-        // A small send buffer keeps requested pages from queueing behind megabytes of
-        // background pushes: fault latency is bounded by what is in flight.
-        set_send_buffer(&conns[0], 128 << 10);
         // The destination asks for pages only when its guest faults: silence is normal.
-        reader
-            .get_ref()
-            .set_read_timeout(None)
-            .map_err(MigrationError::Memory)?;
+        // (After the switch an error leaves the VM paused here, never resumed.)
+        if let Err(e) = reader.get_ref().set_read_timeout(None) {
+            return Ok(Outcome::Unknown(e.to_string()));
+        }
         let stats = super::postcopy::serve(
             &ctx_page_source(vm),
             &mut conns[0],
             reader,
+            urgent,
             &pending,
             &ctx.counters,
             &ctx.limiter,
@@ -585,20 +602,6 @@ fn downtime(
     let wire = away.saturating_sub(Duration::from_micros(reply_after_us)) / 2;
     let ran = switch_sent + wire + Duration::from_micros(run_after_us);
     ran.min(answered).as_secs_f64() * 1000.0
-}
-
-fn set_send_buffer(s: &TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on an open socket with a pointer to a live i32.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &bytes as *const i32 as *const libc::c_void,
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        );
-    }
 }
 
 /// Sends `Flush` on every connection and waits for the destination's `Flushed`.
