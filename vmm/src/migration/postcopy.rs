@@ -44,7 +44,7 @@ pub(super) fn serve(
     limiter: &super::sender::Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
     // Pages sent, on either connection: each page goes once.
-    let sent = Mutex::new(DirtyBitmap::new(pending.pages()));
+    let sent = &Mutex::new(DirtyBitmap::new(pending.pages()));
     let claim = |pages: &mut dyn Iterator<Item = usize>, n: usize| -> Vec<usize> {
         let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
         let claimed: Vec<usize> = pages
@@ -85,12 +85,15 @@ pub(super) fn serve(
                 let ev = loop {
                     match protocol::recv(&mut reader) {
                         Ok(Message::PageRequest(p)) => {
-                            // Already pushed (in flight on `conn`): it lands from there.
-                            let claimed = claim(&mut std::iter::once(p as usize), 1);
-                            if claimed.is_empty() {
+                            let p = p as usize;
+                            if !pending.get(p) {
                                 continue;
                             }
-                            if let Err(e) = send(&mut urgent, &claimed) {
+                            // Sent even if the push already sent it: that copy may still
+                            // be queued behind the push's data. The destination keeps
+                            // whichever lands first (UFFDIO_COPY never overwrites).
+                            sent.lock().unwrap_or_else(|e| e.into_inner()).set(p);
+                            if let Err(e) = send(&mut urgent, &[p]) {
                                 break Event::Failed(e.to_string());
                             }
                         }

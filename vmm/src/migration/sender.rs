@@ -556,6 +556,10 @@ fn migrate(
     publish(&ctx);
     if let Some(urgent) = urgent {
         mig.update(|s| s.phase = "post-copy".into());
+        // The push keeps little in flight: a page it already sent that the guest then
+        // faults on is sent again on the request connection, but the background data
+        // still competes with the guest for the destination's CPU and receive path.
+        set_send_buffer(&conns[0], 128 << 10);
         // The destination asks for pages only when its guest faults: silence is normal.
         // (After the switch an error leaves the VM paused here, never resumed.)
         if let Err(e) = reader.get_ref().set_read_timeout(None) {
@@ -602,6 +606,20 @@ fn downtime(
     let wire = away.saturating_sub(Duration::from_micros(reply_after_us)) / 2;
     let ran = switch_sent + wire + Duration::from_micros(run_after_us);
     ran.min(answered).as_secs_f64() * 1000.0
+}
+
+fn set_send_buffer(s: &TcpStream, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on an open socket with a pointer to a live i32.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &bytes as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        );
+    }
 }
 
 /// Sends `Flush` on every connection and waits for the destination's `Flushed`.
