@@ -43,7 +43,7 @@ pub(super) fn serve(
     counters: &super::sender::Counters,
     limiter: &super::sender::Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
-    // Pages sent, on either connection: each page goes once.
+    // Pages the push skips: pushed already, or sent on request.
     let sent = &Mutex::new(DirtyBitmap::new(pending.pages()));
     let claim = |pages: &mut dyn Iterator<Item = usize>, n: usize| -> Vec<usize> {
         let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
@@ -56,13 +56,17 @@ pub(super) fn serve(
         }
         claimed
     };
-    let send = |out: &mut TcpStream, pages: &[usize]| -> Result<usize, MigrationError> {
-        let mut data = vec![0u8; pages.len() * PAGE_SIZE];
+    // `data`: the caller's buffer, reused from one send to the next.
+    let send = |out: &mut TcpStream,
+                pages: &[usize],
+                data: &mut Vec<u8>|
+     -> Result<usize, MigrationError> {
+        data.resize(pages.len() * PAGE_SIZE, 0);
         for (&p, buf) in pages.iter().zip(data.chunks_exact_mut(PAGE_SIZE)) {
             read(p, buf).map_err(MigrationError::Memory)?;
         }
         let indices: Vec<u64> = pages.iter().map(|p| *p as u64).collect();
-        let frame = protocol::pages_frame(&indices, Compression::None, &data);
+        let frame = protocol::pages_frame(&indices, Compression::None, data);
         std::io::Write::write_all(out, &frame).map_err(protocol::ProtocolError::from)?;
         counters
             .bytes
@@ -82,6 +86,7 @@ pub(super) fn serve(
         let requests = std::thread::Builder::new()
             .name("postcopy-requests".into())
             .spawn_scoped(scope, move || {
+                let mut data = Vec::with_capacity(PAGE_SIZE);
                 let ev = loop {
                     match protocol::recv(&mut reader) {
                         Ok(Message::PageRequest(p)) => {
@@ -93,7 +98,7 @@ pub(super) fn serve(
                             // be queued behind the push's data. The destination keeps
                             // whichever lands first (UFFDIO_COPY never overwrites).
                             sent.lock().unwrap_or_else(|e| e.into_inner()).set(p);
-                            if let Err(e) = send(&mut urgent, &[p]) {
+                            if let Err(e) = send(&mut urgent, &[p], &mut data) {
                                 break Event::Failed(e.to_string());
                             }
                         }
@@ -131,10 +136,11 @@ fn push(
     pending: &DirtyBitmap,
     rx: &mpsc::Receiver<Event>,
     claim: impl Fn(&mut dyn Iterator<Item = usize>, usize) -> Vec<usize>,
-    send: impl Fn(&mut TcpStream, &[usize]) -> Result<usize, MigrationError>,
+    send: impl Fn(&mut TcpStream, &[usize], &mut Vec<u8>) -> Result<usize, MigrationError>,
     limiter: &super::sender::Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
     let mut background = pending.iter();
+    let mut data = Vec::with_capacity(PUSH_BATCH * PAGE_SIZE);
     let mut exhausted = false;
     loop {
         // The push keeps to the bandwidth cap, watching for the end meanwhile.
@@ -159,7 +165,7 @@ fn push(
         if batch.is_empty() {
             exhausted = true;
         } else {
-            limiter.account(send(conn, &batch)?);
+            limiter.account(send(conn, &batch, &mut data)?);
         }
     }
 }
