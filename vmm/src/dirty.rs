@@ -95,17 +95,28 @@ impl DirtyBitmap {
     }
     /// Indices of the set pages, in order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, w)| {
-            let mut w = *w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let bit = w.trailing_zeros() as usize;
-                w &= w - 1;
-                Some(i * 64 + bit)
+        self.iter_from(0)
+    }
+
+    /// The set pages from `start` on, in order.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = usize> + '_ {
+        let first = start / 64;
+        let mask = !0u64 << (start % 64);
+        self.words
+            .iter()
+            .enumerate()
+            .skip(first)
+            .flat_map(move |(i, w)| {
+                let mut w = if i == first { *w & mask } else { *w };
+                std::iter::from_fn(move || {
+                    if w == 0 {
+                        return None;
+                    }
+                    let bit = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    Some(i * 64 + bit)
+                })
             })
-        })
     }
 }
 
@@ -202,6 +213,10 @@ mod tests {
             b.set(p);
         }
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 63, 64, 199]);
+        assert_eq!(b.iter_from(1).collect::<Vec<_>>(), vec![63, 64, 199]);
+        assert_eq!(b.iter_from(64).collect::<Vec<_>>(), vec![64, 199]);
+        assert_eq!(b.iter_from(65).collect::<Vec<_>>(), vec![199]);
+        assert_eq!(b.iter_from(200).count(), 0);
         assert_eq!(b.count(), 4);
         assert_eq!(DirtyBitmap::full(130).count(), 130);
     }

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
@@ -76,6 +76,10 @@ pub(super) fn serve(
             .fetch_add(pages.len() as u64, Ordering::Relaxed);
         Ok(frame.len())
     };
+    // Where the guest faulted last: the push goes on from there, as the pages after
+    // a faulted one are the likeliest next (a guest sweeping memory faults on each
+    // page it reaches ahead of the push, unless the push follows it).
+    let follow = &AtomicUsize::new(NO_FAULT);
     // To unblock the request reader if the push fails first.
     let requests_conn = reader
         .get_ref()
@@ -98,6 +102,7 @@ pub(super) fn serve(
                             // be queued behind the push's data. The destination keeps
                             // whichever lands first (UFFDIO_COPY never overwrites).
                             sent.lock().unwrap_or_else(|e| e.into_inner()).set(p);
+                            follow.store(p + 1, Ordering::Relaxed);
                             if let Err(e) = send(&mut urgent, &[p], &mut data) {
                                 break Event::Failed(e.to_string());
                             }
@@ -120,7 +125,7 @@ pub(super) fn serve(
                 let _ = tx.send(ev);
             })
             .map_err(MigrationError::Memory)?;
-        let result = push(conn, pending, &rx, claim, send, limiter);
+        let result = push(conn, pending, &rx, follow, claim, send, limiter);
         if result.is_err() {
             let _ = requests_conn.shutdown(std::net::Shutdown::Both);
         }
@@ -129,17 +134,22 @@ pub(super) fn serve(
     })
 }
 
-/// The background push of [`serve`]: batches of pages not sent yet, in order, within
-/// the bandwidth cap, until the request thread reports the end.
+/// No fault yet for the push to follow.
+const NO_FAULT: usize = usize::MAX;
+
+/// The background push of [`serve`]: batches of pages not sent yet, in order from
+/// the last fault (`follow`) or from where it was, wrapping round, within the
+/// bandwidth cap, until the request thread reports the end.
 fn push(
     conn: &mut TcpStream,
     pending: &DirtyBitmap,
     rx: &mpsc::Receiver<Event>,
+    follow: &AtomicUsize,
     claim: impl Fn(&mut dyn Iterator<Item = usize>, usize) -> Vec<usize>,
     send: impl Fn(&mut TcpStream, &[usize], &mut Vec<u8>) -> Result<usize, MigrationError>,
     limiter: &super::sender::Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
-    let mut background = pending.iter();
+    let mut cursor = 0;
     let mut data = Vec::with_capacity(PUSH_BATCH * PAGE_SIZE);
     let mut exhausted = false;
     loop {
@@ -161,7 +171,18 @@ fn push(
         if !limiter.wait_time().is_zero() {
             continue;
         }
-        let batch = claim(&mut background, PUSH_BATCH);
+        match follow.swap(NO_FAULT, Ordering::Relaxed) {
+            NO_FAULT => {}
+            p => cursor = p,
+        }
+        let mut batch = claim(&mut pending.iter_from(cursor), PUSH_BATCH);
+        if batch.is_empty() && cursor > 0 {
+            cursor = 0;
+            batch = claim(&mut pending.iter(), PUSH_BATCH);
+        }
+        if let Some(last) = batch.last() {
+            cursor = last + 1;
+        }
         if batch.is_empty() {
             exhausted = true;
         } else {
