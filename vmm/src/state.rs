@@ -212,6 +212,14 @@ pub fn put<T: IntoBytes + Immutable>(out: &mut Vec<u8>, v: &T) {
     out.extend_from_slice(v.as_bytes());
 }
 
+/// Appends a `u32` count, then that many plain structures ([`Reader::list`]).
+pub fn put_list<T: IntoBytes + Immutable>(out: &mut Vec<u8>, items: &[T]) {
+    put(out, &(items.len() as u32));
+    for item in items {
+        put(out, item);
+    }
+}
+
 /// Reads [`RawBlock`]s from a byte slice, checking every length.
 pub struct Reader<'a>(&'a [u8]);
 
@@ -225,6 +233,17 @@ impl Reader<'_> {
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         T::read_from_bytes(head).map_err(|_| format!("{what}: {n} bytes do not fit"))
+    }
+
+    /// A `u32` count, then that many plain structures ([`put_list`]). A count beyond
+    /// the bytes left is corrupt, and refused before anything is allocated for it.
+    pub fn list<T: FromBytes>(&mut self, what: &str) -> Result<Vec<T>, String> {
+        let n: u32 = self.block(what)?;
+        let need = (n as usize).saturating_mul(std::mem::size_of::<T>());
+        if need > self.left() {
+            return Err(format!("{n} of {what} in {} bytes", self.left()));
+        }
+        (0..n).map(|_| self.block(what)).collect()
     }
 
     /// Bytes not read yet.

@@ -24,7 +24,8 @@ use crate::dirty::DirtyBitmap;
 use crate::memory::{GuestMemory, PAGE_SIZE};
 use crate::uffd::Uffd;
 
-/// Pages per background batch: small, so a fault's page is never stuck behind much.
+/// Pages per background batch (64 KiB frames): between batches the push looks for the
+/// end, the bandwidth cap and the guest's last fault.
 const PUSH_BATCH: usize = 16;
 
 enum Event {
@@ -45,10 +46,12 @@ pub(super) fn serve(
 ) -> Result<PostcopyStats, MigrationError> {
     // Pages the push skips: pushed already, or sent on request.
     let sent = &Mutex::new(DirtyBitmap::new(pending.pages()));
-    let claim = |pages: &mut dyn Iterator<Item = usize>, n: usize| -> Vec<usize> {
+    // Up to `n` pages not sent yet, from page `start` on.
+    let claim = |start: usize, n: usize| -> Vec<usize> {
         let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-        let claimed: Vec<usize> = pages
-            .filter(|p| pending.get(*p) && !sent.get(*p))
+        let claimed: Vec<usize> = pending
+            .iter_from(start)
+            .filter(|p| !sent.get(*p))
             .take(n)
             .collect();
         for p in &claimed {
@@ -76,10 +79,11 @@ pub(super) fn serve(
             .fetch_add(pages.len() as u64, Ordering::Relaxed);
         Ok(frame.len())
     };
-    // Where the guest faulted last: the push goes on from there, as the pages after
-    // a faulted one are the likeliest next (a guest sweeping memory faults on each
-    // page it reaches ahead of the push, unless the push follows it).
-    let follow = &AtomicUsize::new(NO_FAULT);
+    // The page after the guest's last fault (0: none since the push last looked): the
+    // push goes on from there, as the pages after a faulted one are the likeliest next
+    // (a guest sweeping memory faults on each page it reaches ahead of the push,
+    // unless the push follows it).
+    let follow = &AtomicUsize::new(0);
     // To unblock the request reader if the push fails first.
     let requests_conn = reader
         .get_ref()
@@ -125,7 +129,7 @@ pub(super) fn serve(
                 let _ = tx.send(ev);
             })
             .map_err(MigrationError::Memory)?;
-        let result = push(conn, pending, &rx, follow, claim, send, limiter);
+        let result = push(conn, &rx, follow, claim, send, limiter);
         if result.is_err() {
             let _ = requests_conn.shutdown(std::net::Shutdown::Both);
         }
@@ -134,18 +138,14 @@ pub(super) fn serve(
     })
 }
 
-/// No fault yet for the push to follow.
-const NO_FAULT: usize = usize::MAX;
-
 /// The background push of [`serve`]: batches of pages not sent yet, in order from
 /// the last fault (`follow`) or from where it was, wrapping round, within the
 /// bandwidth cap, until the request thread reports the end.
 fn push(
     conn: &mut TcpStream,
-    pending: &DirtyBitmap,
     rx: &mpsc::Receiver<Event>,
     follow: &AtomicUsize,
-    claim: impl Fn(&mut dyn Iterator<Item = usize>, usize) -> Vec<usize>,
+    claim: impl Fn(usize, usize) -> Vec<usize>,
     send: impl Fn(&mut TcpStream, &[usize], &mut Vec<u8>) -> Result<usize, MigrationError>,
     limiter: &super::sender::Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
@@ -171,14 +171,14 @@ fn push(
         if !limiter.wait_time().is_zero() {
             continue;
         }
-        match follow.swap(NO_FAULT, Ordering::Relaxed) {
-            NO_FAULT => {}
+        match follow.swap(0, Ordering::Relaxed) {
+            0 => {}
             p => cursor = p,
         }
-        let mut batch = claim(&mut pending.iter_from(cursor), PUSH_BATCH);
+        let mut batch = claim(cursor, PUSH_BATCH);
         if batch.is_empty() && cursor > 0 {
             cursor = 0;
-            batch = claim(&mut pending.iter(), PUSH_BATCH);
+            batch = claim(0, PUSH_BATCH);
         }
         if let Some(last) = batch.last() {
             cursor = last + 1;
@@ -341,20 +341,17 @@ pub fn start_destination(
 
 impl Destination {
     /// After the switch: receives the source's pages on `reader` (the control
-    /// connection, past `Switch`) and on `urgent` (requested pages, when the source
-    /// brought that connection) until none is pending, then reports the fault figures.
+    /// connection, past `Switch`: the background push) and on `urgent` (the pages
+    /// asked for) until none is pending, then reports the fault figures.
     pub fn receive(
         self,
         reader: BufReader<TcpStream>,
-        urgent: Option<BufReader<TcpStream>>,
+        urgent: BufReader<TcpStream>,
     ) -> std::io::Result<()> {
         let this = Arc::new(self);
-        for (name, reader) in [
-            ("postcopy-pages", Some(reader)),
-            ("postcopy-urgent", urgent),
-        ] {
-            let Some(mut reader) = reader else { continue };
-            // Requests come when the guest faults: silence is normal.
+        for (name, mut reader) in [("postcopy-pages", reader), ("postcopy-urgent", urgent)] {
+            // Pages come as the bandwidth cap and the guest's faults let them: silence
+            // is no sign of a lost source.
             reader.get_ref().set_read_timeout(None)?;
             let this = this.clone();
             std::thread::Builder::new()

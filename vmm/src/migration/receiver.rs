@@ -221,6 +221,10 @@ fn receive_on(
             }
             Message::PostcopyState { state, pending } => {
                 data_flushed(&flushed_rx, data_conns)?;
+                let urgent = urgent.take().ok_or(MigrationError::Unexpected(
+                    "post-copy state without a page request connection".into(),
+                    "UrgentHello before post-copy",
+                ))?;
                 let state =
                     crate::state::decode(&state).map_err(|e| MigrationError::Vm(e.to_string()))?;
                 let pending = DirtyBitmap::from_words(pending, sink.pages).ok_or_else(|| {
@@ -236,8 +240,6 @@ fn receive_on(
                 vm.restore_state(&state)?;
                 vm.catch_up_clocks(&state)?;
                 switch(&vm, true, &mut reader, writer)?;
-                // Pages come as fast as the source's bandwidth cap lets them.
-                let _ = reader.get_ref().set_read_timeout(None);
                 // Only now: the control connection has one reader at a time.
                 if let Err(e) = postcopy.receive(reader, urgent) {
                     tracing::error!("post-copy: cannot start receiving pages: {e}");

@@ -220,12 +220,17 @@ fn check(
     ok: impl Fn(&Message) -> bool,
 ) -> Result<Message, MigrationError> {
     match m {
-        Message::Abort(why) => Err(MigrationError::Aborted(why)),
+        Message::Abort(_) => Err(refusal(m, want)),
         m if ok(&m) => Ok(m),
-        m => Err(MigrationError::Unexpected(
-            format!("{m:?}").chars().take(60).collect(),
-            want,
-        )),
+        m => Err(refusal(m, want)),
+    }
+}
+
+/// What the destination sent instead of `want`, as an error.
+fn refusal(m: Message, want: &'static str) -> MigrationError {
+    match m {
+        Message::Abort(why) => MigrationError::Aborted(why),
+        m => MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), want),
     }
 }
 
@@ -459,14 +464,11 @@ fn migrate(
 
     // Stop: from here the guest does not run until one side resumes it.
     // Post-copy needs the page request connection; checked while the VM still runs.
-    let urgent = match (go_postcopy, urgent) {
-        (true, Some(u)) => Some(u),
-        (true, None) => {
-            return Err(MigrationError::Vm(
-                "post-copy without a page request connection".into(),
-            ))
-        }
-        (false, _) => None,
+    let urgent = match go_postcopy {
+        true => Some(urgent.ok_or_else(|| {
+            MigrationError::Vm("post-copy without a page request connection".into())
+        })?),
+        false => None,
     };
     mig.update(|s| s.phase = "stop-and-copy".into());
     // The encoder's first run pays page faults (~40 us); not in the downtime.
@@ -528,27 +530,27 @@ fn migrate(
     protocol::send(&mut conns[0], &Message::Switch)?;
     // When Resumed reached this host, not when this thread got to it: on a busy host
     // the thread can wake milliseconds late, and half of that would count as downtime.
-    let (arrived, resumed) = match reader.buffer().is_empty() {
+    let arrived = match reader.buffer().is_empty() {
         true => match protocol::wait_arrival(reader.get_ref()) {
+            Ok(t) => t,
             // Nothing came within the peer timeout: do not wait a second one in recv.
-            Err(e) => (None, Err(protocol::ProtocolError::from(e).into())),
-            Ok(t) => (t, expect(&mut reader, "Resumed", is_resumed)),
+            Err(e) => {
+                return Ok(Outcome::Unknown(
+                    protocol::ProtocolError::from(e).to_string(),
+                ))
+            }
         },
-        false => (None, expect(&mut reader, "Resumed", is_resumed)),
+        false => None,
     };
     let answered = arrived
         .and_then(|t| t.duration_since(switch_wall).ok())
         .map_or_else(|| paused_at.elapsed(), |rtt| switch_sent + rtt);
-    let (run_after_us, reply_after_us) = match resumed {
+    let (run_after_us, reply_after_us) = match protocol::recv(&mut reader) {
         Ok(Message::Resumed {
             run_after_us,
             reply_after_us,
         }) => (run_after_us, reply_after_us),
-        Ok(_) => {
-            return Ok(Outcome::Unknown(
-                "another message instead of Resumed".into(),
-            ))
-        }
+        Ok(m) => return Ok(Outcome::Unknown(refusal(m, "Resumed").to_string())),
         Err(e) => return Ok(Outcome::Unknown(e.to_string())),
     };
     let downtime_ms = downtime(switch_sent, answered, run_after_us, reply_after_us);
@@ -584,10 +586,6 @@ fn migrate(
         mig.update(|s| s.converged = true);
     }
     Ok(Outcome::Completed)
-}
-
-fn is_resumed(m: &Message) -> bool {
-    matches!(m, Message::Resumed { .. })
 }
 
 /// Milliseconds from the source's pause to the destination's vCPUs running: the

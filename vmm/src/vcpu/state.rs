@@ -7,7 +7,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuFd};
 
-use crate::state::{put, RawBlock, Reader};
+use crate::state::{put, put_list, RawBlock, Reader};
 
 /// IA32_ARCH_CAPABILITIES: listed by KVM but refused on PVM hosts.
 const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
@@ -34,14 +34,8 @@ pub struct VcpuState {
 
 impl RawBlock for VcpuState {
     fn put(&self, out: &mut Vec<u8>) {
-        put(out, &(self.cpuid.len() as u32));
-        for entry in &self.cpuid {
-            put(out, entry);
-        }
-        put(out, &(self.msrs.len() as u32));
-        for msr in &self.msrs {
-            put(out, msr);
-        }
+        put_list(out, &self.cpuid);
+        put_list(out, &self.msrs);
         put(out, &self.regs);
         put(out, &self.sregs);
         put(out, &self.xsave);
@@ -56,11 +50,9 @@ impl RawBlock for VcpuState {
     }
 
     fn take(r: &mut Reader<'_>) -> Result<Self, String> {
-        let cpuid = list(r, "CPUID entry")?;
-        let msrs = list(r, "MSR")?;
         Ok(VcpuState {
-            cpuid,
-            msrs,
+            cpuid: r.list("CPUID entry")?,
+            msrs: r.list("MSR")?,
             regs: r.block("registers")?,
             sregs: r.block("special registers")?,
             xsave: r.block("XSAVE area")?,
@@ -77,17 +69,6 @@ impl RawBlock for VcpuState {
             },
         })
     }
-}
-
-/// A `u32` count, then that many structures (a count beyond the bytes left is corrupt
-/// and refused before anything is allocated).
-fn list<T: zerocopy::FromBytes>(r: &mut Reader<'_>, what: &str) -> Result<Vec<T>, String> {
-    let n: u32 = r.block(what)?;
-    let need = (n as usize).saturating_mul(std::mem::size_of::<T>());
-    if need > r.left() {
-        return Err(format!("{n} of {what} in {} bytes", r.left()));
-    }
-    (0..n).map(|_| r.block(what)).collect()
 }
 
 /// A vCPU state operation that failed, with the ioctl that failed.
