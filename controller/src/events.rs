@@ -1,28 +1,11 @@
 //! The event stream: every state change (VM, host, operation) is published here and
 //! fanned out to WebSocket subscribers of `/v1/events`, filtered by tenant.
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use utoipa::ToSchema;
 
 use crate::model::now_ms;
 
-/// One state change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Event {
-    /// Increases by one per event on this controller.
-    pub seq: u64,
-    pub at_ms: u64,
-    /// `vm.created`, `vm.placed`, `vm.state`, `vm.deleted`, `host.registered`, `host.ready`,
-    /// `host.down`, `host.cordoned`, `operation.progress`, `operation.done`, ...
-    pub kind: String,
-    /// Owner of the object (`system` for hosts).
-    pub tenant: String,
-    /// The object's id.
-    pub id: String,
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-}
+pub use nova_controller_api::Event;
 
 /// The publisher; cheap to clone.
 #[derive(Clone)]

@@ -4,29 +4,11 @@
 //! ("Pagetable-based Virtual Machine", the `kvm_pvm` module) only guests built for PVM
 //! run natively; every other guest instruction goes through KVM's emulator.
 
-use std::fmt;
 use std::path::Path;
 
 use kvm_ioctls::{Cap, Kvm};
 
-/// Which virtualization backs /dev/kvm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KvmKind {
-    /// Intel VT-x or AMD-V.
-    Hardware,
-    /// Pagetable-based Virtual Machine (kvm_pvm).
-    Pvm,
-}
-
-impl fmt::Display for KvmKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KvmKind::Hardware => f.write_str("hardware (VT-x/AMD-V)"),
-            KvmKind::Pvm => f.write_str("PVM (kvm_pvm)"),
-        }
-    }
-}
+pub use nova_vmm_api::KvmKind;
 
 /// Why KVM cannot be used.
 #[derive(Debug, thiserror::Error)]

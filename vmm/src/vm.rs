@@ -18,17 +18,15 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
 
-use serde::Serialize;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, EntryPoint};
-use crate::config::{ConfigError, VmConfig};
+use crate::config::{FieldError, VmConfig};
 use crate::devices::i8042::{I8042, I8042_PORT};
 use crate::devices::power::{SleepControl, SLEEP_CONTROL_ADDR};
 use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
 use crate::devices::virtio::{
-    self, Block, BlockConfig, DeviceCounters, Interrupt, MmioTransport, Net, TransportState,
-    VirtioDevice, MMIO_LEN,
+    self, Block, BlockConfig, Interrupt, MmioTransport, Net, TransportState, VirtioDevice, MMIO_LEN,
 };
 use crate::devices::{Bus, BusDevice};
 use crate::kvm::{self, KvmError, KvmKind};
@@ -44,7 +42,7 @@ pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
 /// GSI of the first virtio device (the serial port has 4).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// Virtio devices one VM may have (GSIs 5..=20 on the 24-pin IOAPIC).
-pub const MAX_VIRTIO_DEVICES: usize = 16;
+pub use nova_vmm_api::config::MAX_VIRTIO_DEVICES;
 /// Where KVM puts its TSS on Intel (three pages below the BIOS area's top).
 const KVM_TSS_ADDR: usize = 0xfffb_d000;
 
@@ -52,7 +50,7 @@ const KVM_TSS_ADDR: usize = 0xfffb_d000;
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] FieldError),
     #[error(transparent)]
     Kvm(#[from] KvmError),
     #[error(transparent)]
@@ -83,35 +81,7 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
     move |err| VmError::Setup { what, err }
 }
 
-/// Running or paused, as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    Running,
-    Paused,
-}
-
-/// What `GET /v1/vm` returns.
-#[derive(Debug, Serialize)]
-pub struct VmInfo {
-    pub state: RunState,
-    pub kvm: KvmKind,
-    pub pid: u32,
-    pub uptime_ms: u64,
-    pub config: VmConfig,
-    pub counters: Counters,
-}
-
-/// Counters for metrics.
-#[derive(Debug, Serialize)]
-pub struct Counters {
-    pub vcpu_exits: u64,
-    pub io_exits: u64,
-    pub mmio_exits: u64,
-    pub console_bytes: u64,
-    /// Per virtio device, in device order (disks, then NICs).
-    pub devices: Vec<DeviceCounters>,
-}
+pub use nova_vmm_api::vm::{Counters, RunState, VmInfo};
 
 /// A virtio-mmio device's place on the bus. The transport is rebuilt on restore,
 /// after the old device is dropped (a tap can be attached by one device at a time).

@@ -50,8 +50,8 @@ pub async fn register(
         state: HostState::Ready,
         cordoned: false,
         draining: false,
-        capacity: r.info.capacity.into(),
-        allocated: r.info.allocated.into(),
+        capacity: crate::model::resources_from_hostd(r.info.capacity),
+        allocated: crate::model::resources_from_hostd(r.info.allocated),
         kvm: r.info.kvm.clone(),
         registered_at_ms: now,
         last_heartbeat_ms: now,
@@ -63,8 +63,8 @@ pub async fn register(
                 h.url = r.url.clone();
                 h.hostd_token = r.token.clone();
                 h.hostname = r.hostname.clone();
-                h.capacity = r.info.capacity.into();
-                h.allocated = r.info.allocated.into();
+                h.capacity = crate::model::resources_from_hostd(r.info.capacity);
+                h.allocated = crate::model::resources_from_hostd(r.info.allocated);
                 h.kvm = r.info.kvm.clone();
                 h.state = HostState::Ready;
                 h.last_heartbeat_ms = now;
@@ -117,8 +117,8 @@ pub async fn heartbeat(
             came_back = h.state == HostState::Down;
             h.state = HostState::Ready;
             h.last_heartbeat_ms = now_ms();
-            h.capacity = hb.info.capacity.into();
-            h.allocated = hb.info.allocated.into();
+            h.capacity = crate::model::resources_from_hostd(hb.info.capacity);
+            h.allocated = crate::model::resources_from_hostd(hb.info.allocated);
             true
         })
         .await?;

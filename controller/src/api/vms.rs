@@ -22,12 +22,14 @@ pub struct TenantParam {
 
 /// Checks a spec, naming the field.
 pub fn validate_spec(s: &VmSpec) -> Result<(), FieldError> {
-    s.to_hostd("x").validate().map_err(|mut e| {
-        if e.field == "kernel" {
-            e.field = "image".into();
-        }
-        e
-    })?;
+    crate::model::spec_to_hostd(s, "x")
+        .validate()
+        .map_err(|mut e| {
+            if e.field == "kernel" {
+                e.field = "image".into();
+            }
+            e
+        })?;
     if s.labels.len() > 32 {
         return Err(FieldError::new("labels", "more than 32 labels"));
     }

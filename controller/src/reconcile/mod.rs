@@ -373,7 +373,7 @@ async fn drive(st: &AppState, vm: &Vm, host: &Host) -> Result<(), StoreError> {
             Err(e) => Err(e),
         },
         (d, None) => {
-            let mut spec = vm.spec.to_hostd(&vm.id);
+            let mut spec = crate::model::spec_to_hostd(&vm.spec, &vm.id);
             spec.start = d == DesiredState::Running;
             hd.create(&spec).await.map(|i| state_name(i.state))
         }

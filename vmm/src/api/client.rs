@@ -151,15 +151,23 @@ pub fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
             compress,
             connections,
         } => {
-            let body = serde_json::json!({
-                "to": to,
-                "mode": format!("{mode:?}").to_lowercase(),
-                "downtime_ms": downtime_ms,
-                "bandwidth_mbit": bandwidth_mbit,
-                "compress": format!("{compress:?}").to_lowercase(),
-                "connections": connections,
-            });
-            return migrate(sock, &body.to_string());
+            let req = nova_vmm_api::MigrationRequest {
+                to,
+                params: nova_vmm_api::MigrationParams {
+                    mode: format!("{mode:?}")
+                        .to_lowercase()
+                        .parse()
+                        .map_err(anyhow::Error::msg)?,
+                    downtime_ms,
+                    bandwidth_mbit,
+                    compress: format!("{compress:?}")
+                        .to_lowercase()
+                        .parse()
+                        .map_err(anyhow::Error::msg)?,
+                    connections,
+                },
+            };
+            return migrate(sock, &serde_json::to_string(&req)?);
         }
         Action::MigrateCancel => ("DELETE", "/v1/migration", String::new()),
         Action::Snapshot(SnapshotAction::Create { path, diff }) => {

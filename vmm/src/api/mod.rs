@@ -107,7 +107,7 @@ fn start_migration(vm: &Arc<Vm>, body: &[u8]) -> Response {
     if let Err(e) = req.validate() {
         return Response::error(400, e);
     }
-    let mig = Arc::new(Migration::new(req.mode));
+    let mig = Arc::new(Migration::new(req.params.mode));
     {
         let mut slot = vm.migration_slot();
         if slot
@@ -145,14 +145,7 @@ pub fn route(vm: &Arc<Vm>, req: &Request) -> Response {
             Response::no_content()
         }
         ("PUT", "/v1/snapshot") => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct SnapshotRequest {
-                path: std::path::PathBuf,
-                #[serde(default)]
-                diff: bool,
-            }
-            let req: SnapshotRequest = match serde_json::from_slice(&req.body) {
+            let req: nova_vmm_api::SnapshotRequest = match serde_json::from_slice(&req.body) {
                 Ok(r) => r,
                 Err(e) => return Response::error(400, format!("snapshot request: {e}")),
             };

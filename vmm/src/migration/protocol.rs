@@ -27,31 +27,24 @@ pub const MAX_FRAME: usize = 4 << 20;
 /// Pages per [`Message::Pages`] batch.
 pub const BATCH_PAGES: usize = 256;
 
-/// How a batch of page data is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Zstd,
-    Lz4,
+/// How a batch of page data is encoded (the API's compression choice).
+pub use nova_vmm_api::Compression;
+
+fn compression_code(c: Compression) -> u8 {
+    match c {
+        Compression::None => 0,
+        Compression::Zstd => 1,
+        Compression::Lz4 => 2,
+    }
 }
 
-impl Compression {
-    fn code(self) -> u8 {
-        match self {
-            Compression::None => 0,
-            Compression::Zstd => 1,
-            Compression::Lz4 => 2,
-        }
-    }
-    fn from_code(c: u8) -> Option<Self> {
-        Some(match c {
-            0 => Compression::None,
-            1 => Compression::Zstd,
-            2 => Compression::Lz4,
-            _ => return None,
-        })
-    }
+fn compression_from_code(c: u8) -> Option<Compression> {
+    Some(match c {
+        0 => Compression::None,
+        1 => Compression::Zstd,
+        2 => Compression::Lz4,
+        _ => return None,
+    })
 }
 
 /// Every message of the protocol.
@@ -338,7 +331,7 @@ impl Message {
             }
             K_PAGES => {
                 let mut c = Cursor(payload, "pages");
-                let compression = Compression::from_code(c.take(1)?[0])
+                let compression = compression_from_code(c.take(1)?[0])
                     .ok_or(ProtocolError::Malformed("pages"))?;
                 let indices = c.u64s()?;
                 Message::Pages {
@@ -547,7 +540,7 @@ pub fn compress(c: Compression, data: &[u8]) -> Cow<'_, [u8]> {
 pub fn pages_frame(indices: &[u64], compression: Compression, data: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(5 + 1 + 4 + indices.len() * 8 + data.len());
     f.extend_from_slice(&[0; 5]);
-    f.push(compression.code());
+    f.push(compression_code(compression));
     put_u64s(&mut f, indices);
     f.extend_from_slice(data);
     finish_frame(f, K_PAGES)

@@ -320,22 +320,24 @@ fn migrate(
     mig: &Migration,
     t0: Instant,
 ) -> Result<Outcome, MigrationError> {
-    let addr = req.validate().map_err(MigrationError::Vm)?;
+    let addr = req
+        .validate()
+        .map_err(|e| MigrationError::Vm(e.to_string()))?;
     let control = connect(addr)?;
     let mut conns = vec![control.try_clone().map_err(MigrationError::Memory)?];
     let config = serde_json::to_vec(&vm.config).map_err(|e| MigrationError::Vm(e.to_string()))?;
     // A migration that may switch to post-copy brings a connection for the pages the
     // destination faults on, so that they never queue behind the background push.
-    let wants_urgent = req.mode != Mode::Precopy;
+    let wants_urgent = req.params.mode != Mode::Precopy;
     protocol::send(
         &mut conns[0],
         &Message::Hello {
             version: VERSION,
-            connections: req.connections + u32::from(wants_urgent),
+            connections: req.params.connections + u32::from(wants_urgent),
             config,
         },
     )?;
-    for i in 1..req.connections {
+    for i in 1..req.params.connections {
         let mut c = connect(addr)?;
         protocol::send(
             &mut c,
@@ -361,8 +363,8 @@ fn migrate(
         vm,
         mig,
         counters: Counters::default(),
-        limiter: Limiter::new(req.bandwidth_mbit),
-        compression: req.compress,
+        limiter: Limiter::new(req.params.bandwidth_mbit),
+        compression: req.params.compress,
     };
     let publish = |ctx: &Ctx| {
         mig.update(|s| {
@@ -384,7 +386,7 @@ fn migrate(
 
     // Pages the destination does not have in their current form.
     let mut pending = DirtyBitmap::new(total_pages);
-    let mut go_postcopy = req.mode == Mode::Postcopy;
+    let mut go_postcopy = req.params.mode == Mode::Postcopy;
     if go_postcopy {
         for p in &touched {
             pending.set(*p);
@@ -414,8 +416,9 @@ fn migrate(
             // Stop once the rest fits the target, unless it fills more than a twentieth
             // of it and another round would halve it: a short round costs the guest
             // nothing, a smaller remainder shortens the pause.
-            let fits = expected_ms <= req.downtime_ms as f64;
-            let worth_a_round = expected_ms > req.downtime_ms as f64 / 20.0 && n * 2 <= last_round;
+            let fits = expected_ms <= req.params.downtime_ms as f64;
+            let worth_a_round =
+                expected_ms > req.params.downtime_ms as f64 / 20.0 && n * 2 <= last_round;
             if fits && !worth_a_round {
                 pending = dirty;
                 mig.update(|s| s.converged = true);
@@ -428,7 +431,9 @@ fn migrate(
             } else {
                 stalled += 1;
             }
-            if req.mode == Mode::Hybrid && (stalled >= HYBRID_STALL_ROUNDS || round == MAX_ROUNDS) {
+            if req.params.mode == Mode::Hybrid
+                && (stalled >= HYBRID_STALL_ROUNDS || round == MAX_ROUNDS)
+            {
                 pending = dirty;
                 go_postcopy = true;
                 break;

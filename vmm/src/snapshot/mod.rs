@@ -89,15 +89,7 @@ impl SnapshotBase {
     }
 }
 
-/// What a snapshot took.
-#[derive(Debug, Serialize)]
-pub struct SnapshotReport {
-    pub path: PathBuf,
-    pub diff: bool,
-    pub pages_written: u64,
-    pub bytes_written: u64,
-    pub paused_ms: f64,
-}
+pub use nova_vmm_api::SnapshotReport;
 
 /// Writes a snapshot of `vm` into `dir`: pauses it, saves state and memory, resumes.
 pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, SnapshotError> {

@@ -162,13 +162,7 @@ impl DeviceState {
     }
 }
 
-/// A device's counters for metrics, monotonic since the device was created.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum DeviceCounters {
-    Block(BlockCounters),
-    Net(NetCounters),
-}
+pub use nova_vmm_api::vm::DeviceCounters;
 
 /// A virtio device model behind a transport.
 ///

@@ -65,19 +65,7 @@ pub struct BlockState {
     pub capacity_sectors: u64,
 }
 
-/// Block device counters.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct BlockCounters {
-    pub read_requests: u64,
-    pub read_bytes: u64,
-    pub write_requests: u64,
-    pub write_bytes: u64,
-    pub flush_requests: u64,
-    /// Requests completed with IOERR or UNSUPP (bad requests and backend failures).
-    pub failed_requests: u64,
-    /// Chains that were malformed (consumed with an error or used length 0).
-    pub bad_chains: u64,
-}
+pub use nova_vmm_api::vm::BlockCounters;
 
 /// The live counters the worker bumps; [`BlockCounters`] is their snapshot.
 #[derive(Default)]

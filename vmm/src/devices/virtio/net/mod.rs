@@ -56,20 +56,7 @@ pub struct NetState {
     pub mac: [u8; 6],
 }
 
-/// Net device counters.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct NetCounters {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    /// Frames read from the tap that no guest buffer could take.
-    pub rx_dropped: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    /// Frames the guest sent that were malformed or the tap refused.
-    pub tx_dropped: u64,
-    /// Chains that were malformed (consumed with used length 0).
-    pub bad_chains: u64,
-}
+pub use nova_vmm_api::vm::NetCounters;
 
 #[derive(Default)]
 pub(crate) struct NetCounterCells {

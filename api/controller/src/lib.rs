@@ -1,0 +1,19 @@
+//! nova-controller-api: the contract of nova-controller's `/v1` API. The objects it
+//! stores and shows ([`model`]), the request and answer bodies ([`bodies`]), the
+//! cluster's migration policy ([`policy`]), the event stream's [`Event`], and
+//! (feature `client`) [`ControllerClient`]. No storage, scheduling or HTTP server here.
+
+pub mod bodies;
+pub mod model;
+pub mod policy;
+
+#[cfg(feature = "client")]
+mod client;
+
+pub use bodies::*;
+#[cfg(feature = "client")]
+pub use client::ControllerClient;
+pub use model::*;
+pub use nova_http::{ErrorBody, FieldError};
+pub use nova_vmm_api::{Compression, MigrationMode, MigrationParams};
+pub use policy::MigrationPolicy;

@@ -1,0 +1,56 @@
+//! The typed client of one VMM's API socket.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nova_http::{Client, Error};
+
+use crate::{MigrationRequest, MigrationStatus, SnapshotReport, SnapshotRequest, VmInfo};
+
+/// One VMM, reached on its API socket.
+#[derive(Clone, Debug)]
+pub struct VmmClient {
+    http: Client,
+}
+
+impl VmmClient {
+    /// A client of the VMM serving `sock`; every call ends within `timeout`.
+    pub fn new(sock: &Path, timeout: Duration) -> Result<Self, Error> {
+        Ok(VmmClient {
+            http: Client::unix(sock, timeout)?,
+        })
+    }
+
+    /// `GET /v1/vm`.
+    pub async fn info(&self) -> Result<VmInfo, Error> {
+        self.http.get("/v1/vm").await
+    }
+    /// `PUT /v1/vm/pause`.
+    pub async fn pause(&self) -> Result<VmInfo, Error> {
+        self.http.put("/v1/vm/pause", &()).await
+    }
+    /// `PUT /v1/vm/resume`.
+    pub async fn resume(&self) -> Result<VmInfo, Error> {
+        self.http.put("/v1/vm/resume", &()).await
+    }
+    /// `PUT /v1/vm/shutdown`: the VMM stops the VM and exits.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.http.put("/v1/vm/shutdown", &()).await
+    }
+    /// `PUT /v1/snapshot`.
+    pub async fn snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotReport, Error> {
+        self.http.put("/v1/snapshot", req).await
+    }
+    /// `PUT /v1/migration`: starts a migration; follow it with [`Self::migration`].
+    pub async fn migrate(&self, req: &MigrationRequest) -> Result<MigrationStatus, Error> {
+        self.http.put("/v1/migration", req).await
+    }
+    /// `GET /v1/migration`: progress, then the result.
+    pub async fn migration(&self) -> Result<MigrationStatus, Error> {
+        self.http.get("/v1/migration").await
+    }
+    /// `DELETE /v1/migration`: cancels a running migration (the VM stays here).
+    pub async fn cancel_migration(&self) -> Result<MigrationStatus, Error> {
+        self.http.delete("/v1/migration").await
+    }
+}

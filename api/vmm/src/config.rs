@@ -1,0 +1,270 @@
+//! A VM's configuration: what `nova-vmm run` flags, a JSON config file and
+//! `GET /v1/vm` all say, in one struct, with its limits. Validation names the field
+//! that is wrong.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use utoipa::ToSchema;
+
+pub use nova_http::FieldError;
+
+/// Most vCPUs a VM may have (the MP table's and the VMM's limit).
+pub const MAX_VCPUS: u8 = 32;
+/// Guest memory bounds, MiB.
+pub const MIN_MEM_MIB: u64 = 64;
+pub const MAX_MEM_MIB: u64 = 1 << 20;
+/// Most virtio devices (disks and NICs together) per VM.
+pub const MAX_VIRTIO_DEVICES: usize = 16;
+
+/// One VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// bzImage, ELF vmlinux, or PVH ELF.
+    #[schema(value_type = String)]
+    pub kernel: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line; virtio-mmio device parameters are appended to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u8,
+    #[serde(default = "default_mem_mib")]
+    pub mem_mib: u64,
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    #[serde(default)]
+    pub nets: Vec<NetConfig>,
+    /// Unix socket of the VM's HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub api_sock: Option<PathBuf>,
+    /// File the serial console is written to (stdout when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub console: Option<PathBuf>,
+}
+
+/// A raw disk image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    #[schema(value_type = String)]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A NIC backed by an existing tap device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub tap: String,
+    /// `52:54:00:12:34:56`; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+fn default_vcpus() -> u8 {
+    1
+}
+fn default_mem_mib() -> u64 {
+    256
+}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> FieldError {
+    FieldError::new(field, problem)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<_> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *m = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+impl DiskConfig {
+    /// Parses the `--disk PATH[,ro]` flag.
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let (path, opts) = match s.split_once(',') {
+            Some((p, o)) => (p, Some(o)),
+            None => (s, None),
+        };
+        if path.is_empty() {
+            return Err(err("disk", "empty path"));
+        }
+        let read_only = match opts {
+            None => false,
+            Some("ro") => true,
+            Some("rw") => false,
+            Some(o) => {
+                return Err(err(
+                    "disk",
+                    format!("unknown option '{o}' (expected ro or rw)"),
+                ))
+            }
+        };
+        Ok(Self {
+            path: path.into(),
+            read_only,
+        })
+    }
+}
+
+impl NetConfig {
+    /// Parses the `--net tap=NAME[,mac=MAC]` flag.
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let mut tap = None;
+        let mut mac = None;
+        for kv in s.split(',') {
+            match kv.split_once('=') {
+                Some(("tap", v)) if !v.is_empty() => tap = Some(v.to_string()),
+                Some(("mac", v)) => mac = Some(v.to_string()),
+                _ => return Err(err("net", format!("'{kv}' is not tap=NAME or mac=MAC"))),
+            }
+        }
+        let tap = tap.ok_or_else(|| err("net", "tap=NAME is required"))?;
+        Ok(Self { tap, mac })
+    }
+}
+
+impl VmConfig {
+    /// A config with defaults for everything but the kernel.
+    pub fn new(kernel: PathBuf) -> Self {
+        Self {
+            kernel,
+            initrd: None,
+            cmdline: None,
+            vcpus: default_vcpus(),
+            mem_mib: default_mem_mib(),
+            disks: Vec::new(),
+            nets: Vec::new(),
+            api_sock: None,
+            console: None,
+        }
+    }
+
+    /// Parses a JSON config, naming the field of any error.
+    pub fn from_json(text: &str) -> Result<Self, FieldError> {
+        serde_json::from_str(text).map_err(|e| err("config", e.to_string()))
+    }
+
+    /// Checks ranges and formats; files are checked when the VM is built.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(err(
+                "vcpus",
+                format!("{} is out of range 1..={MAX_VCPUS}", self.vcpus),
+            ));
+        }
+        if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
+            return Err(err(
+                "mem_mib",
+                format!(
+                    "{} is out of range {MIN_MEM_MIB}..={MAX_MEM_MIB}",
+                    self.mem_mib
+                ),
+            ));
+        }
+        if self.kernel.as_os_str().is_empty() {
+            return Err(err("kernel", "is required"));
+        }
+        for (i, n) in self.nets.iter().enumerate() {
+            if n.tap.is_empty() || n.tap.len() > 15 {
+                return Err(err(format!("nets[{i}].tap"), "must be 1 to 15 characters"));
+            }
+            if let Some(m) = &n.mac {
+                if parse_mac(m).is_none() {
+                    return Err(err(
+                        format!("nets[{i}].mac"),
+                        format!("'{m}' is not a MAC address"),
+                    ));
+                }
+            }
+        }
+        let devices = self.disks.len() + self.nets.len();
+        if devices > MAX_VIRTIO_DEVICES {
+            return Err(err(
+                "disks",
+                format!("{devices} virtio devices; at most {}", MAX_VIRTIO_DEVICES),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_and_net_flags_parse_like_the_docs_say() {
+        assert_eq!(
+            DiskConfig::parse("/d.img,ro").unwrap(),
+            DiskConfig {
+                path: "/d.img".into(),
+                read_only: true
+            }
+        );
+        assert!(!DiskConfig::parse("/d.img").unwrap().read_only);
+        assert!(DiskConfig::parse("/d.img,bogus")
+            .unwrap_err()
+            .problem
+            .contains("bogus"));
+        let n = NetConfig::parse("tap=tap0,mac=52:54:00:00:00:01").unwrap();
+        assert_eq!(
+            (n.tap.as_str(), n.mac.as_deref()),
+            ("tap0", Some("52:54:00:00:00:01"))
+        );
+        assert_eq!(NetConfig::parse("mac=x").unwrap_err().field, "net");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_field() {
+        let mut c = VmConfig::new("/k".into());
+        c.vcpus = 0;
+        assert_eq!(c.validate().unwrap_err().field, "vcpus");
+        c.vcpus = 33;
+        assert_eq!(c.validate().unwrap_err().field, "vcpus");
+        c.vcpus = 1;
+        c.mem_mib = 1;
+        assert_eq!(c.validate().unwrap_err().field, "mem_mib");
+        c.mem_mib = 64;
+        c.nets.push(NetConfig {
+            tap: "t".into(),
+            mac: Some("zz".into()),
+        });
+        assert_eq!(c.validate().unwrap_err().field, "nets[0].mac");
+    }
+
+    #[test]
+    fn json_config_rejects_unknown_fields_by_name() {
+        let e = VmConfig::from_json(r#"{"kernel":"/k","vcpu":2}"#).unwrap_err();
+        assert!(e.problem.contains("vcpu"), "{e}");
+        let c = VmConfig::from_json(r#"{"kernel":"/k","vcpus":2,"mem_mib":128}"#).unwrap();
+        assert_eq!((c.vcpus, c.mem_mib), (2, 128));
+    }
+
+    #[test]
+    fn macs_parse_and_reject() {
+        assert_eq!(
+            parse_mac("52:54:00:ab:cd:ef"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef])
+        );
+        assert_eq!(parse_mac("52:54:00:ab:cd"), None);
+        assert_eq!(parse_mac("52:54:00:ab:cd:zz"), None);
+    }
+}

@@ -1,0 +1,28 @@
+//! nova-vmm-api: the contract of nova-vmm's unix-socket API. Types with their
+//! defaults and limits (written once, here) and, behind the `client` feature, a typed
+//! client. The VMM serves these types; hostd, `nova-vmm ctl`, tests and benches send
+//! and read them. Nothing here knows how a VM runs.
+//!
+//! Routes: `GET /v1/vm` ([`VmInfo`]), `PUT /v1/vm/pause|resume|shutdown`,
+//! `PUT /v1/snapshot` ([`SnapshotRequest`] -> [`SnapshotReport`]),
+//! `PUT|GET|DELETE /v1/migration` ([`MigrationRequest`] -> [`MigrationStatus`]).
+//! Errors are `{"error": "..."}` (`nova_http::ErrorBody`).
+
+pub mod config;
+pub mod migration;
+pub mod snapshot;
+pub mod vm;
+
+#[cfg(feature = "client")]
+mod client;
+
+#[cfg(feature = "client")]
+pub use client::VmmClient;
+pub use config::{DiskConfig, NetConfig, VmConfig};
+pub use migration::{
+    Compression, MigrationMode, MigrationParams, MigrationRequest, MigrationState, MigrationStatus,
+    PageCounts, PostcopyStats, Round,
+};
+pub use nova_http::{ErrorBody, FieldError};
+pub use snapshot::{SnapshotReport, SnapshotRequest};
+pub use vm::{BlockCounters, Counters, DeviceCounters, KvmKind, NetCounters, RunState, VmInfo};

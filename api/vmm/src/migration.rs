@@ -1,0 +1,352 @@
+//! Live migration's contract: the parameters (one set of defaults for the VMM, hostd
+//! and the controller's policy), the request that starts a migration on the source
+//! VMM, and the status that reports its progress and result.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use nova_http::FieldError;
+
+/// How memory moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationMode {
+    /// Copy while running, switch when the rest fits the downtime target.
+    Precopy,
+    /// Switch at once; the destination fetches pages on first touch.
+    Postcopy,
+    /// Pre-copy rounds, then post-copy if they stop converging.
+    #[default]
+    Hybrid,
+}
+
+impl MigrationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationMode::Precopy => "precopy",
+            MigrationMode::Postcopy => "postcopy",
+            MigrationMode::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl std::str::FromStr for MigrationMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "precopy" => Ok(MigrationMode::Precopy),
+            "postcopy" => Ok(MigrationMode::Postcopy),
+            "hybrid" => Ok(MigrationMode::Hybrid),
+            _ => Err(format!("'{s}' is not precopy, postcopy or hybrid")),
+        }
+    }
+}
+
+/// How page data is compressed on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
+    Lz4,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd),
+            "lz4" => Ok(Compression::Lz4),
+            _ => Err(format!("'{s}' is not none, zstd or lz4")),
+        }
+    }
+}
+
+/// Default downtime target, ms: what pre-copy aims to pause the guest for at most.
+pub const DEFAULT_DOWNTIME_MS: u64 = 5;
+/// Downtime target bounds, ms.
+pub const MAX_DOWNTIME_MS: u64 = 60_000;
+/// Parallel TCP connections bounds.
+pub const MAX_CONNECTIONS: u32 = 16;
+/// Bandwidth cap bounds, Mbit/s.
+pub const MAX_BANDWIDTH_MBIT: u64 = 1_000_000;
+
+fn default_downtime_ms() -> u64 {
+    DEFAULT_DOWNTIME_MS
+}
+fn default_connections() -> u32 {
+    1
+}
+
+/// How a migration runs: the same fields and defaults at every tier (the VMM's
+/// `PUT /v1/migration`, hostd's `POST /v1/vms/{id}/migrate`, the controller's policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationParams {
+    #[serde(default)]
+    pub mode: MigrationMode,
+    /// Longest pause the pre-copy phase aims for, ms.
+    #[serde(default = "default_downtime_ms")]
+    pub downtime_ms: u64,
+    /// Cap on the migration's bandwidth, all connections together; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbit: Option<u64>,
+    #[serde(default)]
+    pub compress: Compression,
+    /// TCP connections carrying memory in parallel.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+}
+
+impl Default for MigrationParams {
+    fn default() -> Self {
+        MigrationParams {
+            mode: MigrationMode::default(),
+            downtime_ms: DEFAULT_DOWNTIME_MS,
+            bandwidth_mbit: None,
+            compress: Compression::default(),
+            connections: 1,
+        }
+    }
+}
+
+impl MigrationParams {
+    /// Checks every range, naming the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let err = |field: &str, problem: String| FieldError::new(field, problem);
+        if !(1..=MAX_DOWNTIME_MS).contains(&self.downtime_ms) {
+            return Err(err(
+                "downtime_ms",
+                format!("{} is out of range 1..={MAX_DOWNTIME_MS}", self.downtime_ms),
+            ));
+        }
+        if let Some(b) = self.bandwidth_mbit {
+            if !(1..=MAX_BANDWIDTH_MBIT).contains(&b) {
+                return Err(err(
+                    "bandwidth_mbit",
+                    format!("{b} is out of range 1..={MAX_BANDWIDTH_MBIT}"),
+                ));
+            }
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(err(
+                "connections",
+                format!("{} is out of range 1..={MAX_CONNECTIONS}", self.connections),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The body of `PUT /v1/migration`: where to, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationRequest {
+    /// `tcp:HOST:PORT` of the destination's `--incoming`.
+    pub to: String,
+    #[serde(default)]
+    pub params: MigrationParams,
+}
+
+impl MigrationRequest {
+    /// Checks values and returns the destination's socket address text (`HOST:PORT`).
+    pub fn validate(&self) -> Result<&str, FieldError> {
+        let bad = || FieldError::new("to", format!("'{}' is not tcp:HOST:PORT", self.to));
+        let addr = self.to.strip_prefix("tcp:").ok_or_else(bad)?;
+        if addr
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.is_empty())
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(bad());
+        }
+        self.params.validate().map_err(|e| e.under("params"))?;
+        Ok(addr)
+    }
+}
+
+/// Where a migration is, on the source VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationState {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    /// Contact was lost after `Switch`: the VM is paused here and may run there.
+    Unknown,
+}
+
+impl MigrationState {
+    /// Completed, failed, cancelled or unknown: the VMM will not change it again.
+    pub fn is_final(self) -> bool {
+        self != MigrationState::Running
+    }
+}
+
+/// Page counts of the result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PageCounts {
+    /// Pages sent with their data.
+    pub sent: u64,
+    /// Pages found zero and sent as such (or not at all in the first pass).
+    pub zero: u64,
+    /// Pages never touched by the guest, never read.
+    pub skipped: u64,
+    /// Pages whose data was compressed.
+    pub compressed: u64,
+}
+
+/// Post-copy figures, reported by the destination.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PostcopyStats {
+    pub faults_served: u64,
+    pub fault_latency_us_p50: u64,
+    pub fault_latency_us_p99: u64,
+}
+
+/// One pre-copy round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Round {
+    pub round: u32,
+    pub pages: u64,
+    pub ms: f64,
+    pub bandwidth_mbit: f64,
+    pub dirty_rate_mbit: f64,
+}
+
+/// Progress, then the result: what `GET /v1/migration` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MigrationStatus {
+    pub state: MigrationState,
+    pub mode: MigrationMode,
+    /// The phase now: handshake, first-pass, dirty-rounds, stop-and-copy, device-state,
+    /// switch, post-copy, done.
+    pub phase: String,
+    pub converged: bool,
+    pub switched_to_postcopy: bool,
+    pub rounds: u32,
+    /// Source vCPUs paused -> destination vCPUs running, ms.
+    pub downtime_ms: f64,
+    pub total_ms: f64,
+    pub bytes_sent: u64,
+    pub pages: PageCounts,
+    pub postcopy: PostcopyStats,
+    pub round_log: Vec<Round>,
+    pub remaining_pages: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl MigrationStatus {
+    /// A migration that has just started.
+    pub fn started(mode: MigrationMode) -> Self {
+        MigrationStatus {
+            state: MigrationState::Running,
+            mode,
+            phase: "handshake".into(),
+            converged: false,
+            switched_to_postcopy: false,
+            rounds: 0,
+            downtime_ms: 0.0,
+            total_ms: 0.0,
+            bytes_sent: 0,
+            pages: PageCounts::default(),
+            postcopy: PostcopyStats::default(),
+            round_log: Vec::new(),
+            remaining_pages: 0,
+            error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_default_to_hybrid_with_a_5ms_target_and_name_bad_fields() {
+        let r: MigrationRequest = serde_json::from_str(r#"{"to":"tcp:127.0.0.1:4000"}"#).unwrap();
+        assert_eq!(r.params, MigrationParams::default());
+        assert_eq!(
+            (
+                r.params.mode,
+                r.params.downtime_ms,
+                r.params.connections,
+                r.params.compress
+            ),
+            (MigrationMode::Hybrid, 5, 1, Compression::None)
+        );
+        assert_eq!(r.validate().unwrap(), "127.0.0.1:4000");
+        let mut bad = r.clone();
+        bad.params.connections = 0;
+        assert_eq!(bad.validate().unwrap_err().field, "params.connections");
+        let mut bad = r.clone();
+        bad.params.downtime_ms = 0;
+        assert_eq!(bad.validate().unwrap_err().field, "params.downtime_ms");
+        let mut bad = r.clone();
+        bad.params.bandwidth_mbit = Some(0);
+        assert_eq!(bad.validate().unwrap_err().field, "params.bandwidth_mbit");
+        for to in ["udp:x:1", "tcp::1", "tcp:h", "tcp:h:99999"] {
+            let bad = MigrationRequest {
+                to: to.into(),
+                ..r.clone()
+            };
+            assert_eq!(bad.validate().unwrap_err().field, "to", "{to}");
+        }
+        let e =
+            serde_json::from_str::<MigrationRequest>(r#"{"to":"tcp:a:1","params":{"speed":3}}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("speed"), "{e}");
+    }
+
+    #[test]
+    fn a_status_reads_back_as_it_was_written() {
+        let mut s = MigrationStatus::started(MigrationMode::Precopy);
+        s.state = MigrationState::Completed;
+        s.round_log.push(Round {
+            round: 1,
+            pages: 10,
+            ms: 1.5,
+            bandwidth_mbit: 900.0,
+            dirty_rate_mbit: 3.0,
+        });
+        s.error = Some("x".into());
+        let back: MigrationStatus =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert!(back.state.is_final());
+    }
+
+    #[test]
+    fn modes_and_compressions_parse_their_wire_names() {
+        for m in [
+            MigrationMode::Precopy,
+            MigrationMode::Postcopy,
+            MigrationMode::Hybrid,
+        ] {
+            assert_eq!(m.as_str().parse::<MigrationMode>().unwrap(), m);
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.as_str())
+            );
+        }
+        for c in [Compression::None, Compression::Zstd, Compression::Lz4] {
+            assert_eq!(c.as_str().parse::<Compression>().unwrap(), c);
+        }
+        assert!("fast".parse::<MigrationMode>().is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! What `GET /v1/vm` says of a running VM: its state, the KVM it runs on, its
+//! configuration and its counters.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::VmConfig;
+
+/// Running or paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Paused,
+}
+
+/// Which virtualization backs /dev/kvm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KvmKind {
+    /// Intel VT-x or AMD-V.
+    Hardware,
+    /// Pagetable-based Virtual Machine (kvm_pvm): only PVM-built guests run natively.
+    Pvm,
+}
+
+impl KvmKind {
+    /// The wire name: `hardware` or `pvm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvmKind::Hardware => "hardware",
+            KvmKind::Pvm => "pvm",
+        }
+    }
+}
+
+impl std::fmt::Display for KvmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvmKind::Hardware => f.write_str("hardware (VT-x/AMD-V)"),
+            KvmKind::Pvm => f.write_str("PVM (kvm_pvm)"),
+        }
+    }
+}
+
+/// Block device counters, monotonic since the device was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockCounters {
+    pub read_requests: u64,
+    pub read_bytes: u64,
+    pub write_requests: u64,
+    pub write_bytes: u64,
+    pub flush_requests: u64,
+    /// Requests completed with IOERR or UNSUPP (bad requests and backend failures).
+    pub failed_requests: u64,
+    /// Chains that were malformed (consumed with an error or used length 0).
+    pub bad_chains: u64,
+}
+
+/// Net device counters, monotonic since the device was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Frames read from the tap that no guest buffer could take.
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames the guest sent that were malformed or the tap refused.
+    pub tx_dropped: u64,
+    /// Chains that were malformed (consumed with used length 0).
+    pub bad_chains: u64,
+}
+
+/// A virtio device's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeviceCounters {
+    Block(BlockCounters),
+    Net(NetCounters),
+}
+
+/// The VM's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Counters {
+    pub vcpu_exits: u64,
+    pub io_exits: u64,
+    pub mmio_exits: u64,
+    pub console_bytes: u64,
+    /// Per virtio device, in device order (disks, then NICs).
+    pub devices: Vec<DeviceCounters>,
+}
+
+/// What `GET /v1/vm` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmInfo {
+    pub state: RunState,
+    pub kvm: KvmKind,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub config: VmConfig,
+    pub counters: Counters,
+}
