@@ -14,6 +14,10 @@ RELEASE_BIN := target/x86_64-unknown-linux-gnu/release
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server \
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs
 
+# PyPI tools the tests run: the OpenAPI documents are validated by
+# openapi-spec-validator.
+PIP_PACKAGES := openapi-spec-validator
+
 .PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
 	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean
 
@@ -28,6 +32,9 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null; \
 	fi
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+	@for p in $(PIP_PACKAGES); do \
+		python3 -m pip show -q $${p%%=*} >/dev/null 2>&1 || python3 -m pip install -q "$$p"; \
+	done
 
 guest-images: deps
 	guest-images/testguest/build.sh $(OUT)

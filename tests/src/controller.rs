@@ -6,21 +6,15 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{binary, require, TempDir};
+use crate::binary;
 
-/// A free loopback TCP port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::etcd::Etcd;
+pub use crate::{free_port, wait_for};
 
 /// An answer: status and JSON body (`Value::Null` when empty or not JSON).
 #[derive(Debug, Clone)]
@@ -104,77 +98,6 @@ pub fn call(
 ) -> Answer {
     let b = body.map(|b| b.to_string()).unwrap_or_default();
     raw(base, token, method, path, b.as_bytes())
-}
-
-/// Polls `f` every 100 ms until it gives Some, or panics after `secs` with `what`.
-pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A real etcd on loopback with a temporary data dir.
-pub struct Etcd {
-    child: Child,
-    _dir: TempDir,
-    pub url: String,
-}
-
-impl Etcd {
-    /// None (skipped loudly) when etcd is not installed; a failure under NOVA_REQUIRE_KVM=1.
-    pub fn start() -> Option<Etcd> {
-        let bin = std::env::var("NOVA_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into());
-        if !require(
-            Path::new(&bin).exists(),
-            "etcd is not installed (Debian package etcd-server)",
-        ) {
-            return None;
-        }
-        let dir = TempDir::new();
-        let (port, peer) = (free_port(), free_port());
-        let child = Command::new(bin)
-            .args([
-                "--data-dir",
-                &dir.join("etcd").to_string_lossy(),
-                "--name",
-                "t",
-            ])
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-            ))
-            .arg(format!("--initial-cluster=t=http://127.0.0.1:{peer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        let e = Etcd {
-            child,
-            _dir: dir,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        wait_for(20, "etcd to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        Some(e)
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A running `nova-controller`.

@@ -4,7 +4,7 @@
 //! detached from hostd on purpose, so they would outlive it), then removes its dir.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -36,14 +36,7 @@ pub struct Hostd {
     proc: Option<Console>,
 }
 
-/// A free port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::free_port;
 
 /// The test guest (`guest-images/out/testguest.elf`).
 pub fn testguest() -> PathBuf {

@@ -8,6 +8,7 @@
 
 pub mod console;
 pub mod controller;
+pub mod etcd;
 pub mod hostd;
 pub mod migration;
 pub mod net;
@@ -55,6 +56,29 @@ pub fn guest_image(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A free loopback TCP port: the one every test and bench asks for.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Polls `f` every 100 ms until it gives a value; panics after `secs` naming `what`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Whether tests must fail rather than skip when the host lacks something.

@@ -45,8 +45,13 @@ impl ControllerClient {
         self.http.get("/v1/whoami").await
     }
 
+    /// One page of `GET /v1/hosts`.
+    pub async fn hosts_page(&self, q: &ListQuery) -> Result<Page<Host>, Error> {
+        self.page("/v1/hosts", q).await
+    }
+    /// Every item of `GET /v1/hosts`, page after page.
     pub async fn hosts(&self) -> Result<Vec<Host>, Error> {
-        self.http.get("/v1/hosts").await
+        self.all("/v1/hosts").await
     }
     pub async fn host(&self, id: &str) -> Result<Host, Error> {
         self.http.get(&format!("/v1/hosts/{id}")).await
@@ -74,14 +79,30 @@ impl ControllerClient {
         self.http.put("/v1/migration-policy", p).await
     }
 
+    /// One page of `GET /v1/vms`.
+    pub async fn vms_page(&self, q: &ListQuery) -> Result<Page<Vm>, Error> {
+        self.page("/v1/vms", q).await
+    }
+    /// Every item of `GET /v1/vms`, page after page.
     pub async fn vms(&self) -> Result<Vec<Vm>, Error> {
-        self.http.get("/v1/vms").await
+        self.all("/v1/vms").await
     }
     pub async fn vm(&self, id: &str) -> Result<Vm, Error> {
         self.http.get(&format!("/v1/vms/{id}")).await
     }
-    pub async fn create_vm(&self, spec: &VmSpec) -> Result<Vm, Error> {
-        self.http.post("/v1/vms", spec).await
+    /// `POST /v1/vms`; with `idempotency_key`, a retry answers the VM the first call made.
+    pub async fn create_vm(
+        &self,
+        spec: &VmSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vm, Error> {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|k| (IDEMPOTENCY_KEY, k))
+            .into_iter()
+            .collect();
+        self.http
+            .call_with(nova_http::Method::POST, "/v1/vms", Some(spec), &headers)
+            .await
     }
     pub async fn start_vm(&self, id: &str) -> Result<Vm, Error> {
         self.http.post(&format!("/v1/vms/{id}/start"), &()).await
@@ -97,8 +118,13 @@ impl ControllerClient {
         self.http.post(&format!("/v1/vms/{id}/migrate"), body).await
     }
 
+    /// One page of `GET /v1/operations`.
+    pub async fn operations_page(&self, q: &ListQuery) -> Result<Page<Operation>, Error> {
+        self.page("/v1/operations", q).await
+    }
+    /// Every item of `GET /v1/operations`, page after page.
     pub async fn operations(&self) -> Result<Vec<Operation>, Error> {
-        self.http.get("/v1/operations").await
+        self.all("/v1/operations").await
     }
     pub async fn operation(&self, id: &str) -> Result<Operation, Error> {
         self.http.get(&format!("/v1/operations/{id}")).await
@@ -109,20 +135,35 @@ impl ControllerClient {
             .await
     }
 
+    /// One page of `GET /v1/tenants`.
+    pub async fn tenants_page(&self, q: &ListQuery) -> Result<Page<Tenant>, Error> {
+        self.page("/v1/tenants", q).await
+    }
+    /// Every item of `GET /v1/tenants`, page after page.
     pub async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
-        self.http.get("/v1/tenants").await
+        self.all("/v1/tenants").await
     }
     pub async fn create_tenant(&self, t: &NewTenant) -> Result<Tenant, Error> {
         self.http.post("/v1/tenants", t).await
     }
+    /// One page of `GET /v1/users`.
+    pub async fn users_page(&self, q: &ListQuery) -> Result<Page<User>, Error> {
+        self.page("/v1/users", q).await
+    }
+    /// Every item of `GET /v1/users`, page after page.
     pub async fn users(&self) -> Result<Vec<User>, Error> {
-        self.http.get("/v1/users").await
+        self.all("/v1/users").await
     }
     pub async fn create_user(&self, u: &NewUser) -> Result<User, Error> {
         self.http.post("/v1/users", u).await
     }
+    /// One page of `GET /v1/tokens`.
+    pub async fn tokens_page(&self, q: &ListQuery) -> Result<Page<Token>, Error> {
+        self.page("/v1/tokens", q).await
+    }
+    /// Every item of `GET /v1/tokens`, page after page.
     pub async fn tokens(&self) -> Result<Vec<Token>, Error> {
-        self.http.get("/v1/tokens").await
+        self.all("/v1/tokens").await
     }
     pub async fn create_token(&self, t: &NewToken) -> Result<CreatedToken, Error> {
         self.http.post("/v1/tokens", t).await
@@ -130,7 +171,37 @@ impl ControllerClient {
     pub async fn revoke_token(&self, id: &str) -> Result<RevokedToken, Error> {
         self.http.delete(&format!("/v1/tokens/{id}")).await
     }
-    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, Error> {
-        self.http.get(&format!("/v1/audit?limit={limit}")).await
+    /// One page of `GET /v1/audit`.
+    pub async fn audit_page(&self, q: &ListQuery) -> Result<Page<AuditEntry>, Error> {
+        self.page("/v1/audit", q).await
+    }
+
+    /// One page of the list at `path` (which may carry its own `?tenant=`).
+    pub async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        q: &ListQuery,
+    ) -> Result<Page<T>, Error> {
+        let query = q.to_query();
+        let path = match (path.contains('?'), query.is_empty()) {
+            (_, true) => path.to_string(),
+            (false, false) => format!("{path}{query}"),
+            (true, false) => format!("{path}&{}", &query[1..]),
+        };
+        self.http.get(&path).await
+    }
+
+    /// Every item of the list at `path`, following `continue` tokens.
+    pub async fn all<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, Error> {
+        let mut q = ListQuery::default();
+        let mut items = Vec::new();
+        loop {
+            let page: Page<T> = self.page(path, &q).await?;
+            items.extend(page.items);
+            match page.continue_token {
+                Some(c) => q.continue_token = Some(c),
+                None => return Ok(items),
+            }
+        }
     }
 }
