@@ -80,6 +80,20 @@ impl ControllerClient {
     }
 
     /// One page of `GET /v1/vms`.
+    /// `PATCH /v1/migration-policy`: changes only the fields `patch` names.
+    pub async fn patch_migration_policy(
+        &self,
+        patch: &MigrationPolicyPatch,
+    ) -> Result<MigrationPolicy, Error> {
+        self.http
+            .call(
+                nova_http::Method::PATCH,
+                "/v1/migration-policy",
+                Some(patch),
+            )
+            .await
+    }
+
     pub async fn vms_page(&self, q: &ListQuery) -> Result<Page<Vm>, Error> {
         self.page("/v1/vms", q).await
     }

@@ -16,4 +16,4 @@ pub use client::ControllerClient;
 pub use model::*;
 pub use nova_http::{ErrorBody, FieldError};
 pub use nova_vmm_api::{Compression, MigrationMode, MigrationParams};
-pub use policy::MigrationPolicy;
+pub use policy::{MigrationParamsPatch, MigrationPolicy, MigrationPolicyPatch};
