@@ -196,10 +196,12 @@ fn main() -> anyhow::Result<()> {
             format!("etcd:{url}")
         };
         let (_ctl, api) = start_controller(&a.controller, &dir, &store)?;
-        let spec: VmSpec =
-            serde_json::from_str(r#"{"name":"bench","image":"/k","start":false}"#)?;
+        let spec: VmSpec = serde_json::from_str(r#"{"name":"bench","image":"/k","start":false}"#)?;
         let id = block_on(api.create_vm(&spec, None))?.id;
-        let (url, token) = (api.url().to_string(), std::fs::read_to_string(dir.join("admin.token"))?);
+        let (url, token) = (
+            api.url().to_string(),
+            std::fs::read_to_string(dir.join("admin.token"))?,
+        );
         let token = token.trim();
         let get = script(&dir, "get.lua", token, "GET")?;
         let post = script(&dir, "post.lua", token, "POST")?;
