@@ -259,3 +259,38 @@ fn operations_and_audit_entries_are_pruned_by_age_from_the_config_file() {
         (!audited("/v1/hosts/h1/drain")).then_some(())
     });
 }
+
+#[test]
+fn the_systemd_unit_starts_the_controller_with_flags_it_knows() {
+    let unit =
+        std::fs::read_to_string(nova_tests::root().join("deploy/systemd/nova-controller.service"))
+            .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let mut words = exec.split_whitespace();
+    assert!(words.next().unwrap().ends_with("/nova-controller"));
+    // The unit's own flags, with its config file in a scratch directory.
+    let d = TempDir::new();
+    let cfg = d.join("controller.toml");
+    std::fs::write(&cfg, "reconcile_interval_ms = 250\n").unwrap();
+    let args: Vec<String> = words
+        .map(|w| {
+            if w == "/etc/nova/controller.toml" {
+                cfg.display().to_string()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    assert!(args.contains(&"--config".to_string()), "{args:?}");
+    let c = Controller::start(
+        d.path(),
+        Opts {
+            args,
+            ..Opts::default()
+        },
+    );
+    block_on(c.api.whoami()).unwrap();
+}
