@@ -1,8 +1,14 @@
 //! nova-controller: the cluster's front door. It owns what should run where: the
-//! stored desired state (hosts, VMs, operations, tenants, users, tokens, audit log),
-//! the scheduler that places VMs, the reconcile loops that drive hostd towards the
-//! desired state, migrations and drains, and the `/v1` HTTP API. It does not own what
-//! runs on a host (hostd does) nor the VM itself (nova-vmm does).
+//! stored desired state (hosts, VMs, operations, tenants, users, tokens, audit log,
+//! event log), the scheduler that places VMs, the reconcile loops that drive hostd
+//! towards the desired state, migrations and drains, and the `/v1` HTTP API. It does
+//! not own what runs on a host (hostd does; the controller speaks to it only through
+//! `nova_hostd_api::HostdClient`) nor the VM itself (nova-vmm does).
+//!
+//! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
+//! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
+//! `retention`, `placement`, `idempotency`), which runs in a `context::Context` over
+//! `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
 pub mod scheduler;
@@ -10,9 +16,17 @@ pub mod store;
 
 pub mod api;
 pub mod auth;
+pub mod config;
+pub mod context;
+pub mod error;
 pub mod events;
-pub mod hostd;
+pub mod hosts;
+pub mod idempotency;
+pub mod metrics;
 pub mod migration;
+pub mod operations;
+pub mod placement;
 pub mod reconcile;
-#[cfg(test)]
-mod testing;
+pub mod retention;
+pub mod slots;
+pub mod vms;

@@ -2,58 +2,20 @@
 //! and bootstraps a new cluster (the first admin token and the join token).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::Parser;
 use nova_controller::api::{self, AppState};
 use nova_controller::auth::{self, FailedAuthLimiter};
-use nova_controller::events::Events;
+use nova_controller::config::{Args, Config};
+use nova_controller::context::Context;
 use nova_controller::model::{now_ms, Role, Token, User, SYSTEM_TENANT};
-use nova_controller::reconcile::{self, Timing};
-use nova_controller::scheduler::Weights;
-use nova_controller::store::{self, Objects};
+use nova_controller::reconcile;
+use nova_controller::store::{self, EtcdOptions, Objects};
 use tokio::sync::watch;
-
-#[derive(Parser)]
-#[command(name = "nova-controller", about = "NovaCron cluster controller")]
-struct Args {
-    /// Address of the API.
-    #[arg(long, default_value = "127.0.0.1:7070", env = "NOVA_LISTEN")]
-    listen: SocketAddr,
-    /// `sqlite:PATH` (default) or `etcd:http://HOST:PORT[,...]`.
-    #[arg(
-        long,
-        default_value = "sqlite:/var/lib/nova/controller.db",
-        env = "NOVA_STORE"
-    )]
-    store: String,
-    /// Where the first admin token is written (0600) when the cluster is new.
-    #[arg(long, default_value = "/var/lib/nova/admin.token")]
-    admin_token_file: PathBuf,
-    /// The join token hosts register with: read from this file, created if missing.
-    #[arg(long, default_value = "/var/lib/nova/join.token")]
-    join_token_file: PathBuf,
-    /// This controller's name (for leader election).
-    #[arg(long, default_value_t = format!("controller-{}", std::process::id()))]
-    node: String,
-    #[arg(long, default_value_t = 1000)]
-    reconcile_interval_ms: u64,
-    /// A host silent this long is marked down.
-    #[arg(long, default_value_t = 16000)]
-    down_after_ms: u64,
-    /// How often hosts are told to heartbeat.
-    #[arg(long, default_value_t = 5000)]
-    heartbeat_ms: u64,
-    /// `spread` or `binpack`.
-    #[arg(long, default_value = "spread")]
-    strategy: String,
-    /// Failed authentications per client address per minute before it is refused.
-    #[arg(long, default_value_t = 20)]
-    max_failed_auth: u32,
-}
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -83,8 +45,10 @@ async fn bootstrap_admin(store: &store::DynStore, file: &Path) -> anyhow::Result
         role: Role::Admin,
         created_at_ms: now_ms(),
     };
-    if store.create(&admin).await.is_err() {
-        return Ok(()); // not a new cluster
+    match store.create(&admin).await {
+        Ok(_) => {}
+        Err(store::StoreError::Conflict(_)) => return Ok(()), // not a new cluster
+        Err(e) => return Err(e).context("the store refuses writes"),
     }
     let secret = auth::new_secret();
     let hash = auth::hash(&secret);
@@ -118,27 +82,32 @@ fn join_token(file: &Path) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// The etcd credentials the flags name, read from their files.
+fn etcd_options(c: &Config) -> anyhow::Result<EtcdOptions> {
+    let read = |p: &Path, flag: &str| {
+        std::fs::read(p).with_context(|| format!("--{flag} {}", p.display()))
+    };
+    let mut o = EtcdOptions::default();
+    if let Some(ca) = &c.etcd.ca {
+        o.ca_pem = Some(read(ca, "etcd-ca")?);
+    }
+    if let (Some(cert), Some(key)) = (&c.etcd.cert, &c.etcd.key) {
+        o.identity_pem = Some((read(cert, "etcd-cert")?, read(key, "etcd-key")?));
+    }
+    if let (Some(user), Some(pw)) = (&c.etcd.user, &c.etcd.password_file) {
+        let pw = String::from_utf8(read(pw, "etcd-password-file")?)
+            .context("--etcd-password-file: not UTF-8")?;
+        o.user = Some((user.clone(), pw.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    Ok(o)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NOVA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let a = Args::parse();
-    let weights = match a.strategy.as_str() {
-        "spread" => Weights {
-            binpack: 0.0,
-            spread: 1.0,
-        },
-        "binpack" => Weights {
-            binpack: 1.0,
-            spread: 0.0,
-        },
-        other => anyhow::bail!("--strategy {other}: expected spread or binpack"),
-    };
-    if let Some(p) = a
+    let args = Args::parse();
+    nova_logging::init(args.log.log_format, "info");
+    let c = args.resolve()?;
+    if let Some(p) = c
         .store
         .strip_prefix("sqlite:")
         .map(Path::new)
@@ -146,60 +115,60 @@ async fn main() -> anyhow::Result<()> {
     {
         std::fs::create_dir_all(p).ok();
     }
-    let store = store::open(&a.store)
+    let etcd = etcd_options(&c)?;
+    let store = store::open(&c.store, &etcd)
         .await
-        .with_context(|| format!("opening {}", a.store))?;
-    bootstrap_admin(&store, &a.admin_token_file).await?;
-    let join = join_token(&a.join_token_file)?;
+        .with_context(|| format!("opening {}", c.store))?;
+    bootstrap_admin(&store, &c.admin_token_file)
+        .await
+        .with_context(|| format!("using {}", c.store))?;
+    let join = join_token(&c.join_token_file)?;
 
-    let leading = leadership(&a, &store).await?;
+    let (leading, resign) = leadership(&c, &etcd).await?;
+    let ctx = Context::new(store, c.settings.clone(), leading, c.node.clone())?;
     let st = AppState {
-        store,
-        events: Events::new(),
-        leading,
-        node: a.node.clone(),
+        ctx: ctx.clone(),
         join_hash: Arc::new(auth::hash(&join)),
         limiter: Arc::new(FailedAuthLimiter::new(
-            a.max_failed_auth,
+            c.max_failed_auth,
             Duration::from_secs(60),
         )),
-        http: nova_controller::hostd::client(),
-        slots: Default::default(),
-        heartbeat_ms: a.heartbeat_ms,
     };
-    let timing = Timing {
-        interval: Duration::from_millis(a.reconcile_interval_ms),
-        down_after: Duration::from_millis(a.down_after_ms),
-    };
-    tokio::spawn(reconcile::run(st.clone(), timing, weights));
+    tokio::spawn(reconcile::run(ctx.clone()));
 
-    let listener = tokio::net::TcpListener::bind(a.listen)
+    let listener = tokio::net::TcpListener::bind(c.listen)
         .await
-        .with_context(|| format!("binding {}", a.listen))?;
-    tracing::info!(node = %a.node, backend = st.store.backend(), "API on http://{}", listener.local_addr()?);
+        .with_context(|| format!("binding {}", c.listen))?;
+    tracing::info!(node = %c.node, backend = ctx.store.backend(), "API on http://{}", listener.local_addr()?);
     let app = api::router(st).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
+    resign.await;
     Ok(())
 }
 
-async fn leadership(a: &Args, store: &store::DynStore) -> anyhow::Result<watch::Receiver<bool>> {
+/// Whether this controller leads, and what gives leadership up on shutdown.
+async fn leadership(
+    c: &Config,
+    etcd: &EtcdOptions,
+) -> anyhow::Result<(
+    watch::Receiver<bool>,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+)> {
     #[cfg(feature = "etcd")]
-    if let Some(eps) = a.store.strip_prefix("etcd:") {
+    if let Some(eps) = c.store.strip_prefix("etcd:") {
         let eps: Vec<String> = eps.split(',').map(String::from).collect();
-        let e = store::etcd::EtcdStore::connect(&eps, "").await?;
-        return Ok(store::etcd::elect(
-            e.client(),
-            "nova/leader".into(),
-            a.node.clone(),
-        ));
+        let client = store::etcd::connect(&eps, etcd).await?;
+        let name = format!("{}leader", store::ETCD_PREFIX);
+        let l = store::election::campaign(client, name, c.node.clone());
+        let leading = l.leading.clone();
+        return Ok((leading, Box::pin(async move { l.resign().await })));
     }
     // One SQLite file, one controller: it always leads.
-    let _ = store;
+    let _ = (c, etcd);
     let (tx, rx) = watch::channel(true);
-    std::mem::forget(tx);
-    Ok(rx)
+    Ok((rx, Box::pin(async move { drop(tx) })))
 }
 
 async fn shutdown() {

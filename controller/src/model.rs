@@ -1,8 +1,8 @@
 //! The stored objects are the API contract's (`nova_controller_api::model`): hosts,
 //! VMs, operations, tenants, users, tokens and audit entries, exactly as the API shows
-//! them. What maps them to hostd's contract lives here.
+//! them. What maps them to hostd's contract (`nova_hostd_api`) lives here.
 
-pub use nova_controller_api::model::*;
+pub use nova_controller_api::*;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -13,7 +13,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// A host's resources as hostd reports them.
-pub fn resources_from_hostd(r: nova_hostd::api::types::Resources) -> Resources {
+pub fn resources_from_hostd(r: nova_hostd_api::Resources) -> Resources {
     Resources {
         vcpus: r.vcpus,
         mem_mib: r.mem_mib,
@@ -22,8 +22,8 @@ pub fn resources_from_hostd(r: nova_hostd::api::types::Resources) -> Resources {
 }
 
 /// The spec hostd receives for this VM.
-pub fn spec_to_hostd(spec: &VmSpec, id: &str) -> nova_hostd::api::types::VmSpec {
-    use nova_hostd::api::types as h;
+pub fn spec_to_hostd(spec: &VmSpec, id: &str) -> nova_hostd_api::VmSpec {
+    use nova_hostd_api as h;
     h::VmSpec {
         id: Some(id.to_string()),
         name: spec.name.clone(),
@@ -48,5 +48,20 @@ pub fn spec_to_hostd(spec: &VmSpec, id: &str) -> nova_hostd::api::types::VmSpec 
             .collect(),
         restart: h::RestartPolicy::Never,
         start: spec.start,
+    }
+}
+
+/// hostd's name for a VM state (`running`, `stopped`, ...), as `Observed.state` shows it.
+pub fn state_name(s: nova_hostd_api::VmState) -> &'static str {
+    use nova_hostd_api::VmState as S;
+    match s {
+        S::Created => "created",
+        S::Starting => "starting",
+        S::Running => "running",
+        S::Paused => "paused",
+        S::Stopped => "stopped",
+        S::Crashed => "crashed",
+        S::MigratingOut => "migrating_out",
+        S::MigratingIn => "migrating_in",
     }
 }

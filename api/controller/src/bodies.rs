@@ -138,9 +138,120 @@ pub struct Page<T> {
     pub continue_token: Option<String>,
 }
 
-/// The header a creating call carries so that a retry returns the first object
-/// instead of creating another (`POST /v1/vms`, `/v1/tenants`, `/v1/users`, `/v1/tokens`).
+/// The header a creating call carries so that a retry returns the first answer
+/// instead of creating another object (`POST /v1/vms`, `/v1/tenants`, `/v1/users`,
+/// `/v1/vms/{id}/migrate`, `/v1/hosts/{id}/drain`). The same key with another body
+/// answers 422; keys expire (24 h by default). `POST /v1/tokens` refuses it: a token's
+/// secret is shown once and never stored, so it cannot be answered again.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// The header an update carries to apply only to the object's revision it read
-/// (the `revision` field; a mismatch answers 412).
+/// (the `revision` field, bare or quoted; a mismatch answers 412).
 pub const IF_MATCH: &str = "If-Match";
+
+/// `?tenant=`: a system-tenant caller acting for (or listing) one tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuery {
+    /// The tenant (system tenant callers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// The query of a list route that a system-tenant caller may narrow to one tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TenantListQuery {
+    /// Items per page, 1 to 1000 (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `continue` of the previous page; the first page when absent.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+    /// Only this tenant's items (system tenant callers; others see only their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl TenantListQuery {
+    /// The page part of the query.
+    pub fn page(&self) -> ListQuery {
+        ListQuery {
+            limit: self.limit,
+            continue_token: self.continue_token.clone(),
+        }
+    }
+}
+
+/// `POST /v1/vms/{id}/stop?force=true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StopQuery {
+    /// Kill the VM's VMM at once instead of asking the guest to power off.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `GET /v1/vms/{id}/console?lines=N`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleQuery {
+    /// The last N lines, 1 to 10000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u32>,
+}
+
+/// `GET /v1/events?since=<revision>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Replay the stored events after this revision, then stream new ones; only new
+    /// ones when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// The `result` of a migration operation (and of each VM in a drain's result).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MigrationResult {
+    /// Source host.
+    pub from: String,
+    /// Destination host (absent when none was picked).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<nova_vmm_api::MigrationMode>,
+    /// The pause the VMM measured, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+    /// Bytes sent so far (all of them once done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u64>,
+    /// Why this VM did not move (in a drain's result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/vms/{id}/console`: the last lines of the VM's console, from its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleLines {
+    pub lines: Vec<String>,
+    /// Size of the whole console log on the host.
+    pub bytes: u64,
+}
+
+/// A live migration the rebalancer proposes (`GET /v1/rebalance`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Move {
+    pub vm: String,
+    pub from: String,
+    pub to: String,
+}

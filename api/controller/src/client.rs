@@ -79,21 +79,36 @@ impl ControllerClient {
         self.http.put("/v1/migration-policy", p).await
     }
 
-    /// One page of `GET /v1/vms`.
     /// `PATCH /v1/migration-policy`: changes only the fields `patch` names.
     pub async fn patch_migration_policy(
         &self,
         patch: &MigrationPolicyPatch,
     ) -> Result<MigrationPolicy, Error> {
+        self.patch_migration_policy_if(patch, None).await
+    }
+    /// `PATCH /v1/migration-policy` applied only if the policy is still at `revision`
+    /// (412 otherwise).
+    pub async fn patch_migration_policy_if(
+        &self,
+        patch: &MigrationPolicyPatch,
+        revision: Option<u64>,
+    ) -> Result<MigrationPolicy, Error> {
+        let h = if_match(revision);
         self.http
-            .call(
+            .call_with(
                 nova_http::Method::PATCH,
                 "/v1/migration-policy",
                 Some(patch),
+                &headers(&h),
             )
             .await
     }
+    /// Live migrations the rebalancer proposes now.
+    pub async fn rebalance(&self) -> Result<Vec<Move>, Error> {
+        self.http.get("/v1/rebalance").await
+    }
 
+    /// One page of `GET /v1/vms` (`?tenant=` through [`ControllerClient::page`]).
     pub async fn vms_page(&self, q: &ListQuery) -> Result<Page<Vm>, Error> {
         self.page("/v1/vms", q).await
     }
@@ -119,17 +134,66 @@ impl ControllerClient {
             .await
     }
     pub async fn start_vm(&self, id: &str) -> Result<Vm, Error> {
-        self.http.post(&format!("/v1/vms/{id}/start"), &()).await
+        self.start_vm_if(id, None).await
+    }
+    /// Starts the VM only if it is still at `revision` (412 otherwise).
+    pub async fn start_vm_if(&self, id: &str, revision: Option<u64>) -> Result<Vm, Error> {
+        let h = if_match(revision);
+        self.http
+            .call_with(
+                nova_http::Method::POST,
+                &format!("/v1/vms/{id}/start"),
+                None::<&()>,
+                &headers(&h),
+            )
+            .await
     }
     pub async fn stop_vm(&self, id: &str) -> Result<Vm, Error> {
-        self.http.post(&format!("/v1/vms/{id}/stop"), &()).await
+        self.stop_vm_if(id, false, None).await
+    }
+    /// Stops the VM (`force`: kill its VMM at once), only if it is still at
+    /// `revision` when one is given (412 otherwise).
+    pub async fn stop_vm_if(
+        &self,
+        id: &str,
+        force: bool,
+        revision: Option<u64>,
+    ) -> Result<Vm, Error> {
+        let h = if_match(revision);
+        let q = if force { "?force=true" } else { "" };
+        self.http
+            .call_with(
+                nova_http::Method::POST,
+                &format!("/v1/vms/{id}/stop{q}"),
+                None::<&()>,
+                &headers(&h),
+            )
+            .await
     }
     pub async fn delete_vm(&self, id: &str) -> Result<Vm, Error> {
-        self.http.delete(&format!("/v1/vms/{id}")).await
+        self.delete_vm_if(id, None).await
+    }
+    /// Deletes the VM only if it is still at `revision` (412 otherwise).
+    pub async fn delete_vm_if(&self, id: &str, revision: Option<u64>) -> Result<Vm, Error> {
+        let h = if_match(revision);
+        self.http
+            .call_with(
+                nova_http::Method::DELETE,
+                &format!("/v1/vms/{id}"),
+                None::<&()>,
+                &headers(&h),
+            )
+            .await
     }
     /// Starts a live migration under the cluster's policy; answers the operation.
     pub async fn migrate_vm(&self, id: &str, body: &MigrateBody) -> Result<Operation, Error> {
         self.http.post(&format!("/v1/vms/{id}/migrate"), body).await
+    }
+    /// The last `lines` lines of the VM's console, from its host.
+    pub async fn console(&self, id: &str, lines: u32) -> Result<ConsoleLines, Error> {
+        self.http
+            .get(&format!("/v1/vms/{id}/console?lines={lines}"))
+            .await
     }
 
     /// One page of `GET /v1/operations`.
@@ -158,7 +222,21 @@ impl ControllerClient {
         self.all("/v1/tenants").await
     }
     pub async fn create_tenant(&self, t: &NewTenant) -> Result<Tenant, Error> {
-        self.http.post("/v1/tenants", t).await
+        self.create_tenant_with_key(t, None).await
+    }
+    /// `POST /v1/tenants`; with `idempotency_key`, a retry answers the first call's tenant.
+    pub async fn create_tenant_with_key(
+        &self,
+        t: &NewTenant,
+        idempotency_key: Option<&str>,
+    ) -> Result<Tenant, Error> {
+        let h: Vec<(&str, &str)> = idempotency_key
+            .map(|k| (IDEMPOTENCY_KEY, k))
+            .into_iter()
+            .collect();
+        self.http
+            .call_with(nova_http::Method::POST, "/v1/tenants", Some(t), &h)
+            .await
     }
     /// One page of `GET /v1/users`.
     pub async fn users_page(&self, q: &ListQuery) -> Result<Page<User>, Error> {
@@ -185,9 +263,32 @@ impl ControllerClient {
     pub async fn revoke_token(&self, id: &str) -> Result<RevokedToken, Error> {
         self.http.delete(&format!("/v1/tokens/{id}")).await
     }
-    /// One page of `GET /v1/audit`.
+    /// One page of `GET /v1/audit`, oldest first.
     pub async fn audit_page(&self, q: &ListQuery) -> Result<Page<AuditEntry>, Error> {
         self.page("/v1/audit", q).await
+    }
+    /// The whole audit log the caller may see, oldest first.
+    pub async fn audit(&self) -> Result<Vec<AuditEntry>, Error> {
+        self.all("/v1/audit").await
+    }
+
+    /// `GET /metrics`: Prometheus (OpenMetrics) text; needs a system-tenant token.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        let (status, bytes) = self.http.get_raw("/metrics").await?;
+        if status != 200 {
+            return Err(Error::Status {
+                method: nova_http::Method::GET,
+                url: format!("{}/metrics", self.url()),
+                status,
+                body: ErrorBody::from_answer(&bytes),
+            });
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The OpenAPI document of this controller's API.
+    pub async fn openapi(&self) -> Result<serde_json::Value, Error> {
+        self.http.get("/v1/openapi.json").await
     }
 
     /// One page of the list at `path` (which may carry its own `?tenant=`).
@@ -218,4 +319,17 @@ impl ControllerClient {
             }
         }
     }
+}
+
+/// The `If-Match` value naming `revision`.
+fn if_match(revision: Option<u64>) -> Option<String> {
+    revision.map(|r| format!("\"{r}\""))
+}
+
+fn headers(if_match: &Option<String>) -> Vec<(&str, &str)> {
+    if_match
+        .as_deref()
+        .map(|v| (IF_MATCH, v))
+        .into_iter()
+        .collect()
 }

@@ -73,6 +73,9 @@ pub struct Host {
     pub kvm: String,
     pub registered_at_ms: u64,
     pub last_heartbeat_ms: u64,
+    /// Store revision of this record (set on read): what `If-Match` names.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// What a user wants of a VM.
@@ -217,7 +220,7 @@ pub struct Vm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrating: Option<String>,
     pub created_at_ms: u64,
-    /// Store revision of this record (set on read).
+    /// Store revision of this record (set on read): what `If-Match` names.
     #[serde(default)]
     pub revision: u64,
 }
@@ -262,6 +265,9 @@ pub struct Operation {
     pub cancel_requested: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Store revision of this record (set on read): what `If-Match` names.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// A tenant and its quota.
@@ -324,6 +330,9 @@ pub struct Token {
 /// One mutating call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
+    /// Sorts by time (`<at_ms>-<random>`).
+    #[serde(default)]
+    pub id: String,
     pub at_ms: u64,
     /// User id (or `host:<id>`, `join-token`).
     pub actor: String,
@@ -333,11 +342,13 @@ pub struct AuditEntry {
     pub status: u16,
 }
 
-/// One state change.
+/// One state change, as stored in the cluster's event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
-    /// Increases by one per event on this controller.
-    pub seq: u64,
+    /// Where the event is in the cluster's log: increases with every event, the same
+    /// on every controller; `GET /v1/events?since=<revision>` resumes after it.
+    #[serde(default)]
+    pub revision: u64,
     pub at_ms: u64,
     /// `vm.created`, `vm.placed`, `vm.state`, `vm.deleted`, `host.registered`, `host.ready`,
     /// `host.down`, `host.cordoned`, `operation.progress`, `operation.done`, ...

@@ -23,6 +23,10 @@ pub struct MigrationPolicy {
     pub max_parallel_cluster: u32,
     /// Migrations at once leaving (or entering) one host.
     pub max_parallel_per_host: u32,
+    /// Store revision of the policy, set by the controller (what `If-Match` names);
+    /// ignored in a `PUT` body.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl Default for MigrationPolicy {
@@ -33,6 +37,7 @@ impl Default for MigrationPolicy {
             postcopy_allowed: true,
             max_parallel_cluster: 4,
             max_parallel_per_host: 2,
+            revision: 0,
         }
     }
 }

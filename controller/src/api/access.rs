@@ -1,16 +1,21 @@
 //! Access routes: tenants (system admins), users and API tokens (admins of a tenant),
 //! and the audit log.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
-use nova_hostd::api::types::validate_id;
-use serde::Deserialize;
+use nova_hostd_api::validate_id;
+use nova_http::FieldError;
 
-use super::{created, must_be_cluster, ApiError, ApiJson, ApiResult, AppState, FieldError};
+use super::error::{answer, ApiJson, ApiQuery};
+use super::{must_be_cluster, page, ApiError, ApiResult, AppState};
 use crate::auth::{self, Caller};
-use crate::model::{now_ms, AuditEntry, Quota, Role, Tenant, Token, User};
-use crate::store::Objects;
+use crate::model::{
+    now_ms, AuditEntry, CreatedToken, ErrorBody, ListQuery, NewTenant, NewToken, NewUser, Page,
+    RevokedToken, Role, Tenant, Token, User,
+};
+use crate::store::{Objects, StoreError};
 
 fn must_admin(c: &Caller) -> ApiResult<()> {
     if c.is_admin() {
@@ -20,17 +25,20 @@ fn must_admin(c: &Caller) -> ApiResult<()> {
     }
 }
 
-/// `POST /v1/tenants` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTenant {
-    pub id: String,
-    #[serde(default)]
-    pub quota: Option<Quota>,
+fn taken(e: StoreError, what: &str) -> ApiError {
+    match e {
+        StoreError::Conflict(_) => {
+            ApiError::new(StatusCode::CONFLICT, format!("{what} exists")).with_field("id")
+        }
+        e => e.into(),
+    }
 }
 
 /// `POST /v1/tenants` (system admins).
-#[utoipa::path(post, path = "/v1/tenants", request_body = NewTenant, responses((status = 201, body = Tenant)))]
+#[utoipa::path(post, path = "/v1/tenants", tag = "access", request_body = NewTenant,
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with this key answers the first call's tenant")),
+    responses((status = 201, body = Tenant), (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 409, description = "the tenant exists", body = ErrorBody)))]
 pub async fn create_tenant(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -44,42 +52,30 @@ pub async fn create_tenant(
         quota: t.quota,
         created_at_ms: now_ms(),
     };
-    st.store
+    st.ctx
+        .store
         .create(&tenant)
         .await
-        .map_err(|_| ApiError::conflict("tenant exists").with_field("id"))?;
-    Ok(created(tenant))
+        .map_err(|e| taken(e, "tenant"))?;
+    Ok(answer(StatusCode::CREATED, None, tenant))
 }
 
 /// `GET /v1/tenants`: every tenant for the system tenant, one's own otherwise.
-#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [Tenant])))]
+#[utoipa::path(get, path = "/v1/tenants", tag = "access", params(ListQuery),
+    responses((status = 200, body = Page<Tenant>), (status = 400, description = "a bad parameter", body = ErrorBody)))]
 pub async fn list_tenants(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-) -> ApiResult<Json<Vec<Tenant>>> {
-    Ok(Json(
-        st.store
-            .list_all::<Tenant>()
-            .await?
-            .into_iter()
-            .filter(|t| c.sees(&t.id))
-            .collect(),
-    ))
-}
-
-/// `POST /v1/users` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    pub id: String,
-    pub role: Role,
-    /// The tenant (system admins only; one's own otherwise).
-    #[serde(default)]
-    pub tenant: Option<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<Tenant>>> {
+    Ok(Json(page::<Tenant>(&st, &q, move |t| c.sees(&t.id)).await?))
 }
 
 /// `POST /v1/users` (admins, in their tenant).
-#[utoipa::path(post, path = "/v1/users", request_body = NewUser, responses((status = 201, body = User)))]
+#[utoipa::path(post, path = "/v1/users", tag = "access", request_body = NewUser,
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with this key answers the first call's user")),
+    responses((status = 201, body = User), (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 409, description = "the user exists", body = ErrorBody)))]
 pub async fn create_user(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -96,7 +92,8 @@ pub async fn create_user(
                 return Err(ApiError::forbidden("users are created in your own tenant")
                     .with_field("tenant"));
             }
-            st.store
+            st.ctx
+                .store
                 .read::<Tenant>(&t)
                 .await?
                 .ok_or_else(|| FieldError::new("tenant", "no such tenant"))?;
@@ -111,48 +108,38 @@ pub async fn create_user(
         role: u.role,
         created_at_ms: now_ms(),
     };
-    st.store
+    st.ctx
+        .store
         .create(&user)
         .await
-        .map_err(|_| ApiError::conflict("user exists").with_field("id"))?;
-    Ok(created(user))
+        .map_err(|e| taken(e, "user"))?;
+    Ok(answer(StatusCode::CREATED, None, user))
 }
 
 /// `GET /v1/users`.
-#[utoipa::path(get, path = "/v1/users", responses((status = 200, body = [User])))]
+#[utoipa::path(get, path = "/v1/users", tag = "access", params(ListQuery),
+    responses((status = 200, body = Page<User>), (status = 400, description = "a bad parameter", body = ErrorBody)))]
 pub async fn list_users(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-) -> ApiResult<Json<Vec<User>>> {
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<User>>> {
     Ok(Json(
-        st.store
-            .list_all::<User>()
-            .await?
-            .into_iter()
-            .filter(|u| c.sees(&u.tenant))
-            .collect(),
+        page::<User>(&st, &q, move |u| c.sees(&u.tenant)).await?,
     ))
 }
 
-/// `POST /v1/tokens` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    pub user: String,
-    /// At most the user's role; the user's role when absent.
-    #[serde(default)]
-    pub role: Option<Role>,
-}
-
-/// `POST /v1/tokens`: a new API token for a user; the secret is in the answer only.
-#[utoipa::path(post, path = "/v1/tokens", request_body = NewToken, responses((status = 201, description = "{token, info}")))]
+/// `POST /v1/tokens`: a new API token for a user; the secret is in the answer only
+/// (so `Idempotency-Key` is refused here).
+#[utoipa::path(post, path = "/v1/tokens", tag = "access", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 400, description = "a bad field", body = ErrorBody)))]
 pub async fn create_token(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     ApiJson(t): ApiJson<NewToken>,
 ) -> ApiResult<Response> {
     must_admin(&c)?;
-    let user = match st.store.read::<User>(&t.user).await? {
+    let user = match st.ctx.store.read::<User>(&t.user).await? {
         Some(u) if c.sees(&u.tenant) => u,
         _ => return Err(FieldError::new("user", "no such user in your tenant").into()),
     };
@@ -171,68 +158,68 @@ pub async fn create_token(
         host: None,
         created_at_ms: now_ms(),
     };
-    st.store.create(&token).await?;
+    st.ctx.store.create(&token).await?;
     let mut info = token;
     info.hash.clear();
-    Ok(created(serde_json::json!({"token": secret, "info": info})))
+    Ok(answer(
+        StatusCode::CREATED,
+        None,
+        CreatedToken {
+            token: secret,
+            info,
+        },
+    ))
 }
 
 /// `GET /v1/tokens`: tokens of the caller's tenant (hashes never shown).
-#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [Token])))]
+#[utoipa::path(get, path = "/v1/tokens", tag = "access", params(ListQuery),
+    responses((status = 200, body = Page<Token>), (status = 400, description = "a bad parameter", body = ErrorBody)))]
 pub async fn list_tokens(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-) -> ApiResult<Json<Vec<Token>>> {
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<Token>>> {
     must_admin(&c)?;
-    let mut v: Vec<Token> = st
-        .store
-        .list_all::<Token>()
-        .await?
-        .into_iter()
-        .filter(|t| c.sees(&t.tenant))
-        .collect();
-    for t in &mut v {
+    let mut p = page::<Token>(&st, &q, move |t| c.sees(&t.tenant)).await?;
+    for t in &mut p.items {
         t.hash.clear();
     }
-    Ok(Json(v))
+    Ok(Json(p))
 }
 
 /// `DELETE /v1/tokens/{id}`: revokes a token by its public id.
-#[utoipa::path(delete, path = "/v1/tokens/{id}", responses((status = 200, description = "revoked")))]
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "access",
+    params(("id" = String, Path, description = "the token's public id")),
+    responses((status = 200, body = RevokedToken), (status = 404, description = "no such token in your tenant", body = ErrorBody)))]
 pub async fn delete_token(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RevokedToken>> {
     must_admin(&c)?;
     let t = st
+        .ctx
         .store
         .list_all::<Token>()
         .await?
         .into_iter()
         .find(|t| t.id == id && c.sees(&t.tenant))
         .ok_or_else(|| ApiError::not_found("token"))?;
-    st.store.remove::<Token>(&t.hash).await?;
-    Ok(Json(serde_json::json!({"revoked": id})))
+    st.ctx.store.remove::<Token>(&t.hash).await?;
+    Ok(Json(RevokedToken { revoked: id }))
 }
 
-/// `?limit=`.
-#[derive(Deserialize)]
-pub struct Limit {
-    limit: Option<usize>,
-}
-
-/// `GET /v1/audit`: the audit log of the caller's tenant (all for system admins).
-#[utoipa::path(get, path = "/v1/audit", responses((status = 200, body = [AuditEntry])))]
+/// `GET /v1/audit`: the audit log of the caller's tenant (all for system admins),
+/// oldest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "access", params(ListQuery),
+    responses((status = 200, body = Page<AuditEntry>), (status = 400, description = "a bad parameter", body = ErrorBody)))]
 pub async fn audit(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-    Query(l): Query<Limit>,
-) -> ApiResult<Json<Vec<AuditEntry>>> {
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<AuditEntry>>> {
     must_admin(&c)?;
-    let limit = l.limit.unwrap_or(1000).min(10_000);
-    let log = st.store.audit_log(usize::MAX).await?;
-    let mine: Vec<AuditEntry> = log.into_iter().filter(|e| c.sees(&e.tenant)).collect();
-    let skip = mine.len().saturating_sub(limit);
-    Ok(Json(mine.into_iter().skip(skip).collect()))
+    Ok(Json(
+        page::<AuditEntry>(&st, &q, move |e| c.sees(&e.tenant)).await?,
+    ))
 }

@@ -1,35 +1,46 @@
-//! `GET /v1/events`: a WebSocket that sends every state change the caller may see, one
-//! JSON [`crate::events::Event`] per text message.
+//! `GET /v1/events[?since=<revision>]`: a WebSocket that sends every state change the
+//! caller may see, one JSON `Event` per text message: the stored events after `since`
+//! first, then new ones as any controller appends them. A client that reconnects with
+//! the last revision it saw loses and repeats nothing.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
-use tokio::sync::broadcast::error::RecvError;
+use futures_util::StreamExt;
 
-use super::AppState;
+use super::error::ApiQuery;
+use super::{ApiResult, AppState};
 use crate::auth::Caller;
+use crate::model::{ErrorBody, EventsQuery};
 
 /// `GET /v1/events` (WebSocket upgrade).
-#[utoipa::path(get, path = "/v1/events", responses((status = 101, description = "WebSocket of Event messages")))]
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 101, description = "a WebSocket of Event messages (JSON text), oldest first",
+            body = crate::model::Event),
+        (status = 400, description = "a bad parameter", body = ErrorBody)))]
 pub async fn events(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     ws: WebSocketUpgrade,
-) -> Response {
-    let rx = st.events.subscribe();
-    ws.on_upgrade(move |socket| send_events(socket, rx, c))
+) -> ApiResult<Response> {
+    let events = st.ctx.events.subscribe(q.since);
+    Ok(ws.on_upgrade(move |socket| send_events(socket, events, c)))
 }
 
 async fn send_events(
     mut socket: WebSocket,
-    mut rx: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    mut events: futures_util::stream::BoxStream<
+        'static,
+        Result<crate::model::Event, crate::store::StoreError>,
+    >,
     c: Caller,
 ) {
     loop {
         tokio::select! {
-            ev = rx.recv() => match ev {
-                Ok(ev) => {
+            ev = events.next() => match ev {
+                Some(Ok(ev)) => {
                     if !c.sees(&ev.tenant) {
                         continue;
                     }
@@ -38,13 +49,13 @@ async fn send_events(
                         return;
                     }
                 }
-                Err(RecvError::Lagged(n)) => {
-                    let msg = format!("{{\"kind\":\"lagged\",\"missed\":{n}}}");
-                    if socket.send(Message::Text(msg.into())).await.is_err() {
-                        return;
-                    }
+                // The store failed: close; the client resumes from its last revision.
+                Some(Err(e)) => {
+                    tracing::warn!("event stream: {e}");
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
                 }
-                Err(RecvError::Closed) => return,
+                None => return,
             },
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,

@@ -1,274 +1,176 @@
-//! VM routes: create from a spec, list, get, start, stop, delete, migrate. They only
-//! change the desired state; the reconcile loop makes hosts follow.
+//! VM routes: create from a spec, list, get, start, stop, delete, migrate, console.
+//! They change the desired state (the reconcile loop makes hosts follow); another
+//! tenant's VMs answer 404, never 403.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
-use serde::Deserialize;
 
-use super::{
-    created, must_operate, validate_label, ApiError, ApiJson, ApiResult, AppState, FieldError,
-};
+use super::error::{answer, parse_optional_json, ApiJson, ApiQuery, IfMatch};
+use super::{must_operate, page, ApiError, ApiResult, AppState};
 use crate::auth::Caller;
-use crate::model::{now_ms, DesiredState, Operation, Tenant, Vm, VmSpec};
+use crate::model::{
+    ConsoleLines, ConsoleQuery, DesiredState, ErrorBody, MigrateBody, Operation, Page, StopQuery,
+    Tenant, TenantListQuery, TenantQuery, Vm, VmSpec,
+};
 use crate::store::Objects;
-
-/// `?tenant=` for cluster callers acting for a tenant.
-#[derive(Deserialize)]
-pub struct TenantParam {
-    tenant: Option<String>,
-}
-
-/// Checks a spec, naming the field.
-pub fn validate_spec(s: &VmSpec) -> Result<(), FieldError> {
-    crate::model::spec_to_hostd(s, "x")
-        .validate()
-        .map_err(|mut e| {
-            if e.field == "kernel" {
-                e.field = "image".into();
-            }
-            e
-        })?;
-    if s.labels.len() > 32 {
-        return Err(FieldError::new("labels", "more than 32 labels"));
-    }
-    for (k, v) in &s.labels {
-        validate_label(&format!("labels.{k}"), k)?;
-        validate_label(&format!("labels.{k}"), v)?;
-    }
-    for (k, v) in &s.affinity.host_labels {
-        validate_label(&format!("affinity.host_labels.{k}"), k)?;
-        validate_label(&format!("affinity.host_labels.{k}"), v)?;
-    }
-    for (name, terms) in [
-        ("with", &s.affinity.with),
-        ("apart_from", &s.affinity.apart_from),
-    ] {
-        if terms.len() > 16 {
-            return Err(FieldError::new(
-                format!("affinity.{name}"),
-                "more than 16 terms",
-            ));
-        }
-        for (i, t) in terms.iter().enumerate() {
-            let field = format!("affinity.{name}[{i}]");
-            let (k, v) = t
-                .split_once('=')
-                .ok_or_else(|| FieldError::new(&field, "must be key=value"))?;
-            validate_label(&field, k)?;
-            validate_label(&field, v)?;
-        }
-    }
-    Ok(())
-}
 
 /// Reads a VM the caller may see; others' VMs are "not found", never "forbidden".
 async fn visible(st: &AppState, c: &Caller, id: &str) -> ApiResult<Vm> {
-    match st.store.read::<Vm>(id).await? {
+    match st.ctx.store.read::<Vm>(id).await? {
         Some(v) if c.sees(&v.tenant) => Ok(v),
         _ => Err(ApiError::not_found("vm")),
     }
 }
 
+/// The tenant a call acts for: `?tenant=` (system tenant callers only) or the caller's.
+async fn acting_for(st: &AppState, c: &Caller, tenant: Option<String>) -> ApiResult<String> {
+    match tenant {
+        Some(t) if c.is_cluster() => {
+            st.ctx
+                .store
+                .read::<Tenant>(&t)
+                .await?
+                .ok_or_else(|| nova_http::FieldError::new("tenant", "no such tenant"))?;
+            Ok(t)
+        }
+        Some(_) => Err(
+            ApiError::forbidden("only the system tenant acts for other tenants")
+                .with_field("tenant"),
+        ),
+        None => Ok(c.tenant.clone()),
+    }
+}
+
 /// `POST /v1/vms`: stores the VM as desired; the scheduler places it.
-#[utoipa::path(post, path = "/v1/vms", request_body = VmSpec, responses((status = 201, body = Vm), (status = 400, description = "bad field")))]
-pub async fn create(
+#[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = VmSpec,
+    params(TenantQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with this key answers the VM the first call made")),
+    responses((status = 201, body = Vm),
+        (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 409, description = "the name is taken in the tenant (field `name`), or the quota is full", body = ErrorBody),
+        (status = 422, description = "the Idempotency-Key was used for another request", body = ErrorBody)))]
+pub async fn create_vm(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-    Query(q): Query<TenantParam>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
     ApiJson(spec): ApiJson<VmSpec>,
 ) -> ApiResult<Response> {
     must_operate(&c)?;
-    validate_spec(&spec)?;
-    let tenant = match q.tenant {
-        Some(t) if c.is_cluster() => {
-            st.store
-                .read::<Tenant>(&t)
-                .await?
-                .ok_or_else(|| FieldError::new("tenant", "no such tenant"))?;
-            t
-        }
-        Some(_) => {
-            return Err(ApiError::forbidden(
-                "only the system tenant acts for other tenants",
-            ))
-        }
-        None => c.tenant.clone(),
-    };
-    // Quota is checked here for a clear answer, and again by the scheduler.
-    if let Some(q) = st
-        .store
-        .read::<Tenant>(&tenant)
-        .await?
-        .and_then(|t| t.quota)
-    {
-        let mine: Vec<Vm> = st
-            .store
-            .list_all::<Vm>()
-            .await?
-            .into_iter()
-            .filter(|v| v.tenant == tenant && v.desired != DesiredState::Deleted)
-            .collect();
-        let used = mine
-            .iter()
-            .fold(crate::model::Resources::default(), |a, v| {
-                a.plus(v.spec.resources())
-            });
-        let r = spec.resources();
-        if mine.len() as u64 + 1 > q.vms
-            || used.vcpus + r.vcpus > q.vcpus
-            || used.mem_mib + r.mem_mib > q.mem_mib
-        {
-            return Err(ApiError::conflict(format!(
-                "tenant quota exceeded: {} VMs, {} vCPUs, {} MiB in use of {} VMs, {} vCPUs, {} MiB",
-                mine.len(),
-                used.vcpus,
-                used.mem_mib,
-                q.vms,
-                q.vcpus,
-                q.mem_mib
-            )));
-        }
-    }
-    let id = format!("vm-{}", hex::encode(rand::random::<[u8; 6]>()));
-    let desired = if spec.start {
-        DesiredState::Running
-    } else {
-        DesiredState::Stopped
-    };
-    let vm = Vm {
-        id: id.clone(),
-        tenant: tenant.clone(),
-        spec,
-        desired,
-        host: None,
-        observed: None,
-        migrating: None,
-        created_at_ms: now_ms(),
-        revision: 0,
-    };
-    let rev = st.store.create(&vm).await?;
-    st.events.publish(
-        "vm.created",
-        &tenant,
-        &id,
-        serde_json::json!({"name": vm.spec.name}),
-    );
-    Ok(created(Vm {
-        revision: rev,
-        ..vm
-    }))
+    let tenant = acting_for(&st, &c, q.tenant).await?;
+    let vm = crate::vms::create(&st.ctx, &tenant, spec).await?;
+    Ok(answer(StatusCode::CREATED, Some(vm.revision), vm))
 }
 
-/// `GET /v1/vms`: the caller's tenant's VMs (every VM for the system tenant).
-#[utoipa::path(get, path = "/v1/vms", responses((status = 200, body = [Vm])))]
-pub async fn list(
+/// `GET /v1/vms`: the caller's tenant's VMs (every tenant's, or `?tenant=`'s, for the
+/// system tenant), a page at a time.
+#[utoipa::path(get, path = "/v1/vms", tag = "vms", params(TenantListQuery),
+    responses((status = 200, body = Page<Vm>), (status = 400, description = "a bad parameter", body = ErrorBody)))]
+pub async fn list_vms(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-) -> ApiResult<Json<Vec<Vm>>> {
-    Ok(Json(
-        st.store
-            .list_all::<Vm>()
-            .await?
-            .into_iter()
-            .filter(|v| c.sees(&v.tenant))
-            .collect(),
-    ))
+    ApiQuery(q): ApiQuery<TenantListQuery>,
+) -> ApiResult<Json<Page<Vm>>> {
+    let only = q.tenant.clone();
+    let p = page::<Vm>(&st, &q.page(), move |v| {
+        c.sees(&v.tenant) && only.as_ref().is_none_or(|t| *t == v.tenant)
+    })
+    .await?;
+    Ok(Json(p))
 }
 
 /// `GET /v1/vms/{id}`.
-#[utoipa::path(get, path = "/v1/vms/{id}", responses((status = 200, body = Vm), (status = 404, description = "no such VM in your tenant")))]
+#[utoipa::path(get, path = "/v1/vms/{id}", tag = "vms",
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 200, body = Vm), (status = 404, description = "no such VM in your tenant", body = ErrorBody)))]
 pub async fn get_vm(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vm>> {
-    Ok(Json(visible(&st, &c, &id).await?))
+) -> ApiResult<Response> {
+    let v = visible(&st, &c, &id).await?;
+    Ok(answer(StatusCode::OK, Some(v.revision), v))
 }
 
-async fn set_desired(st: &AppState, c: &Caller, id: &str, d: DesiredState) -> ApiResult<Vm> {
+async fn set_desired(
+    st: &AppState,
+    c: &Caller,
+    id: &str,
+    d: DesiredState,
+    rev: Option<u64>,
+) -> ApiResult<Vm> {
     must_operate(c)?;
-    let v = visible(st, c, id).await?;
-    if v.desired == DesiredState::Deleted {
-        return Err(ApiError::conflict("the VM is being deleted"));
-    }
-    let v = st
-        .store
-        .update::<Vm, _>(id, |v| {
-            let change = v.desired != d && v.desired != DesiredState::Deleted;
-            v.desired = d;
-            change
-        })
-        .await?;
-    let kind = match d {
-        DesiredState::Running => "vm.start_requested",
-        DesiredState::Stopped => "vm.stop_requested",
-        DesiredState::Deleted => "vm.delete_requested",
-    };
-    st.events
-        .publish(kind, &v.tenant, id, serde_json::json!({"desired": d}));
-    Ok(v)
+    visible(st, c, id).await?;
+    Ok(crate::vms::set_desired(&st.ctx, id, d, rev).await?)
 }
 
 /// `POST /v1/vms/{id}/start`.
-#[utoipa::path(post, path = "/v1/vms/{id}/start", responses((status = 200, body = Vm)))]
-pub async fn start(
+#[utoipa::path(post, path = "/v1/vms/{id}/start", tag = "vms",
+    params(("id" = String, Path, description = "VM id"),
+        ("If-Match" = Option<String>, Header, description = "the VM's revision")),
+    responses((status = 200, body = Vm), (status = 404, description = "no such VM in your tenant", body = ErrorBody),
+        (status = 409, description = "the VM is being deleted", body = ErrorBody),
+        (status = 412, description = "the VM changed since that revision", body = ErrorBody)))]
+pub async fn start_vm(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    IfMatch(rev): IfMatch,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vm>> {
-    Ok(Json(
-        set_desired(&st, &c, &id, DesiredState::Running).await?,
-    ))
+) -> ApiResult<Response> {
+    let v = set_desired(&st, &c, &id, DesiredState::Running, rev).await?;
+    Ok(answer(StatusCode::OK, Some(v.revision), v))
 }
 
-/// `POST /v1/vms/{id}/stop`.
-#[utoipa::path(post, path = "/v1/vms/{id}/stop", responses((status = 200, body = Vm)))]
-pub async fn stop(
+/// `POST /v1/vms/{id}/stop[?force=true]`: `force` kills the VMM at once instead of
+/// asking the guest to power off.
+#[utoipa::path(post, path = "/v1/vms/{id}/stop", tag = "vms",
+    params(("id" = String, Path, description = "VM id"), StopQuery,
+        ("If-Match" = Option<String>, Header, description = "the VM's revision")),
+    responses((status = 200, body = Vm), (status = 404, description = "no such VM in your tenant", body = ErrorBody),
+        (status = 409, description = "the VM is being deleted", body = ErrorBody),
+        (status = 412, description = "the VM changed since that revision", body = ErrorBody)))]
+pub async fn stop_vm(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    IfMatch(rev): IfMatch,
+    ApiQuery(q): ApiQuery<StopQuery>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vm>> {
-    Ok(Json(
-        set_desired(&st, &c, &id, DesiredState::Stopped).await?,
-    ))
+) -> ApiResult<Response> {
+    let v = if q.force {
+        must_operate(&c)?;
+        visible(&st, &c, &id).await?;
+        crate::vms::force_stop(&st.ctx, &id, rev).await?
+    } else {
+        set_desired(&st, &c, &id, DesiredState::Stopped, rev).await?
+    };
+    Ok(answer(StatusCode::OK, Some(v.revision), v))
 }
 
 /// `DELETE /v1/vms/{id}`: the record goes once its host has let it go.
-#[utoipa::path(delete, path = "/v1/vms/{id}", responses((status = 202, body = Vm)))]
-pub async fn delete(
+#[utoipa::path(delete, path = "/v1/vms/{id}", tag = "vms",
+    params(("id" = String, Path, description = "VM id"),
+        ("If-Match" = Option<String>, Header, description = "the VM's revision")),
+    responses((status = 202, body = Vm), (status = 404, description = "no such VM in your tenant", body = ErrorBody),
+        (status = 412, description = "the VM changed since that revision", body = ErrorBody)))]
+pub async fn delete_vm(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    IfMatch(rev): IfMatch,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    must_operate(&c)?;
-    visible(&st, &c, &id).await?;
-    let v = st
-        .store
-        .update::<Vm, _>(&id, |v| {
-            v.desired = DesiredState::Deleted;
-            true
-        })
-        .await?;
-    st.events
-        .publish("vm.delete_requested", &v.tenant, &id, serde_json::json!({}));
-    Ok((StatusCode::ACCEPTED, Json(v)).into_response())
-}
-
-/// `POST /v1/vms/{id}/migrate` body.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MigrateBody {
-    /// Destination host; the scheduler picks one when absent.
-    #[serde(default)]
-    pub to: Option<String>,
+    let v = set_desired(&st, &c, &id, DesiredState::Deleted, rev).await?;
+    Ok(answer(StatusCode::ACCEPTED, Some(v.revision), v))
 }
 
 /// `POST /v1/vms/{id}/migrate`: live-migrates under the cluster's migration policy;
 /// answers the operation to follow.
-#[utoipa::path(post, path = "/v1/vms/{id}/migrate", request_body = MigrateBody, responses((status = 202, body = Operation)))]
-pub async fn migrate(
+#[utoipa::path(post, path = "/v1/vms/{id}/migrate", tag = "vms", request_body = MigrateBody,
+    params(("id" = String, Path, description = "VM id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with this key answers the first call's operation")),
+    responses((status = 202, body = Operation), (status = 404, description = "no such VM in your tenant", body = ErrorBody),
+        (status = 409, description = "the VM is not running, or already migrating", body = ErrorBody)))]
+pub async fn migrate_vm(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
@@ -276,26 +178,33 @@ pub async fn migrate(
 ) -> ApiResult<Response> {
     must_operate(&c)?;
     let vm = visible(&st, &c, &id).await?;
-    let body: MigrateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        MigrateBody::default()
-    } else {
-        super::parse_json(&body)?
-    };
-    let to = body.to;
-    if to.is_some() && !c.is_cluster() {
+    let body: MigrateBody = parse_optional_json(&body)?;
+    if body.to.is_some() && !c.is_cluster() {
         return Err(
             ApiError::forbidden("only the system tenant chooses destination hosts")
                 .with_field("to"),
         );
     }
-    let op = crate::migration::start_one(&st, &vm, to).await?;
-    Ok((StatusCode::ACCEPTED, Json(op)).into_response())
+    let op = crate::migration::start_one(&st.ctx, &vm, body.to).await?;
+    Ok(answer(StatusCode::ACCEPTED, Some(op.revision), op))
 }
 
-impl ApiError {
-    /// Names the field an error is about.
-    pub fn with_field(mut self, f: &str) -> Self {
-        self.field = Some(f.into());
-        self
+/// `GET /v1/vms/{id}/console?lines=N`: the last lines of the VM's console, from its host.
+#[utoipa::path(get, path = "/v1/vms/{id}/console", tag = "vms",
+    params(("id" = String, Path, description = "VM id"), ConsoleQuery),
+    responses((status = 200, body = ConsoleLines), (status = 404, description = "no such VM in your tenant", body = ErrorBody),
+        (status = 409, description = "the VM is not placed yet", body = ErrorBody),
+        (status = 502, description = "its host did not answer", body = ErrorBody)))]
+pub async fn console(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiQuery(q): ApiQuery<ConsoleQuery>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ConsoleLines>> {
+    let lines = q.lines.unwrap_or(100);
+    if !(1..=10_000).contains(&lines) {
+        return Err(nova_http::FieldError::new("lines", "must be 1 to 10000").into());
     }
+    let vm = visible(&st, &c, &id).await?;
+    Ok(Json(crate::vms::console(&st.ctx, &vm, lines).await?))
 }

@@ -284,8 +284,35 @@ impl Api {
         }
         Ok(v)
     }
+    /// A GET; a list's pages (`{"items", "continue"}`) come back as one array.
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, None).await
+        let mut v = self.call(reqwest::Method::GET, path, None).await?;
+        let Some(items) = v.get_mut("items").map(Value::take) else {
+            return Ok(v);
+        };
+        let mut all = match items {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        let mut next = v.get("continue").and_then(Value::as_str).map(String::from);
+        while let Some(c) = next {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let mut page = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("{path}{sep}continue={c}"),
+                    None,
+                )
+                .await?;
+            if let Some(Value::Array(a)) = page.get_mut("items").map(Value::take) {
+                all.extend(a);
+            }
+            next = page
+                .get("continue")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        Ok(Value::Array(all))
     }
     async fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, body).await

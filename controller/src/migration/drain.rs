@@ -1,38 +1,43 @@
 //! Drain: cordon a host and move every VM off it: running VMs by live migration
 //! (within the policy's parallelism limits), stopped ones by re-placement.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::{load_policy, migrate, operation, set_op};
-use crate::api::{ApiError, AppState};
-use crate::hostd::Hostd;
-use crate::model::{DesiredState, Host, OpState, Operation, Vm, SYSTEM_TENANT};
+use super::{migrate, policy};
+use crate::context::Context;
+use crate::error::{missing, Result};
+use crate::model::{DesiredState, Host, MigrationResult, OpState, Operation, Vm, SYSTEM_TENANT};
+use crate::operations::{self, failed, Outcome};
 use crate::store::Objects;
 
-/// Starts draining `host_id`; answers the drain operation.
-pub async fn start(st: &AppState, host_id: &str) -> Result<Operation, ApiError> {
-    st.store
-        .update::<Host, _>(host_id, |h| {
+/// Starts draining `host_id` (at `revision`, when given); answers the drain operation.
+pub async fn start(ctx: &Context, host_id: &str, revision: Option<u64>) -> Result<Operation> {
+    ctx.store
+        .update_at::<Host, _>(host_id, revision, |h| {
             h.cordoned = true;
             h.draining = true;
             true
         })
-        .await?;
-    st.events.publish(
-        "host.cordoned",
-        SYSTEM_TENANT,
-        host_id,
-        serde_json::json!({"draining": true}),
-    );
-    let op = operation(SYSTEM_TENANT, "drain", host_id);
-    st.store.create(&op).await?;
-    let (st2, h, id) = (st.clone(), host_id.to_string(), op.id.clone());
+        .await
+        .map_err(missing("host"))?;
+    ctx.events
+        .publish(
+            "host.cordoned",
+            SYSTEM_TENANT,
+            host_id,
+            serde_json::json!({"draining": true}),
+        )
+        .await;
+    let mut op = operations::new(SYSTEM_TENANT, "drain", host_id);
+    op.revision = ctx.store.create(&op).await?;
+    let (ctx2, h, id) = (ctx.clone(), host_id.to_string(), op.id.clone());
     tokio::spawn(async move {
-        let outcome = run(&st2, &h, &id).await;
-        super::finish(&st2, &id, outcome).await;
-        let _ = st2
+        let outcome = run(&ctx2, &h, &id).await;
+        operations::finish(&ctx2, &id, &outcome).await;
+        let _ = ctx2
             .store
             .update::<Host, _>(&h, |h| {
                 h.draining = false;
@@ -43,105 +48,91 @@ pub async fn start(st: &AppState, host_id: &str) -> Result<Operation, ApiError> 
     Ok(op)
 }
 
-async fn run(st: &AppState, host_id: &str, op_id: &str) -> super::Outcome {
-    let policy = load_policy(st).await.map_err(super::failed)?;
-    let vms: Vec<Vm> = st
+/// Moves one VM off `host`: a stopped one is let go by its hostd and placed again by
+/// the scheduler; a running one is live-migrated under an operation of its own.
+async fn move_one(ctx: &Context, host: &Host, vm: &Vm) -> Outcome {
+    if vm.desired == DesiredState::Stopped {
+        match ctx.hostd(host).map_err(failed)?.delete(&vm.id).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(failed(e)),
+        }
+        ctx.store
+            .update::<Vm, _>(&vm.id, |v| {
+                v.host = None;
+                v.observed = None;
+                true
+            })
+            .await
+            .map_err(failed)?;
+        return Ok(serde_json::to_value(MigrationResult {
+            from: host.id.clone(),
+            ..Default::default()
+        })
+        .unwrap_or_default());
+    }
+    // Each VM migration is an operation of its own, visible to its tenant.
+    let child = operations::new(&vm.tenant, "migrate", &vm.id);
+    ctx.store.create(&child).await.map_err(failed)?;
+    let outcome = migrate(ctx, &vm.id, None, &child.id).await;
+    operations::finish(ctx, &child.id, &outcome).await;
+    outcome
+}
+
+async fn run(ctx: &Context, host_id: &str, op_id: &str) -> Outcome {
+    let policy = policy::load(ctx).await.map_err(failed)?;
+    let vms: Vec<Vm> = ctx
         .store
         .list_all::<Vm>()
         .await
-        .map_err(super::failed)?
+        .map_err(failed)?
         .into_iter()
         .filter(|v| v.host.as_deref() == Some(host_id) && v.desired != DesiredState::Deleted)
         .collect();
     let total = vms.len().max(1);
-    set_op(st, op_id, |o| {
+    operations::update(ctx, op_id, |o| {
         o.state = OpState::Running;
         o.message = format!("{} VMs to move", vms.len());
     })
     .await
-    .map_err(super::failed)?;
-    let host = st
-        .store
-        .must_read::<Host>(host_id)
-        .await
-        .map_err(super::failed)?;
+    .map_err(failed)?;
+    let host = ctx.store.must_read::<Host>(host_id).await.map_err(failed)?;
     let per_host = Arc::new(Semaphore::new(policy.max_parallel_per_host as usize));
     let mut tasks = tokio::task::JoinSet::new();
     for vm in vms {
-        let (st, host, per_host, op_id) = (
-            st.clone(),
+        let (ctx, host, per_host, op_id) = (
+            ctx.clone(),
             host.clone(),
             per_host.clone(),
             op_id.to_string(),
         );
         tasks.spawn(async move {
             let _permit = per_host.acquire_owned().await;
-            if st
-                .store
-                .read::<Operation>(&op_id)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|o| o.cancel_requested)
-            {
-                return (
-                    vm.id,
-                    Err((OpState::Cancelled, "drain cancelled".to_string())),
-                );
+            if operations::cancel_requested(&ctx, &op_id).await {
+                return (vm.id, Err((OpState::Cancelled, "drain cancelled".into())));
             }
-            if vm.desired == DesiredState::Stopped {
-                // Not running: let hostd forget it; the scheduler places it elsewhere.
-                let hd = Hostd {
-                    http: &st.http,
-                    url: &host.url,
-                    token: &host.hostd_token,
-                };
-                let r = match hd.delete(&vm.id).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.is_not_found() => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                };
-                let r = match r {
-                    Ok(()) => st
-                        .store
-                        .update::<Vm, _>(&vm.id, |v| {
-                            v.host = None;
-                            v.observed = None;
-                            true
-                        })
-                        .await
-                        .map(|_| serde_json::json!({"moved": "re-placed (stopped)"}))
-                        .map_err(super::failed),
-                    Err(e) => Err(super::failed(e)),
-                };
-                return (vm.id, r);
-            }
-            // Each VM migration is an operation of its own, visible to its tenant.
-            let child = operation(&vm.tenant, "migrate", &vm.id);
-            if let Err(e) = st.store.create(&child).await {
-                return (vm.id, Err(super::failed(e)));
-            }
-            let outcome = migrate(&st, &vm.id, None, &child.id).await;
-            super::finish(&st, &child.id, outcome.clone()).await;
+            let outcome = move_one(&ctx, &host, &vm).await;
             (vm.id, outcome)
         });
     }
     let mut done = 0usize;
-    let mut results = serde_json::Map::new();
+    let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let mut failures = 0;
     while let Some(r) = tasks.join_next().await {
         let Ok((vm, outcome)) = r else { continue };
         done += 1;
-        let entry = match outcome {
-            Ok(v) => v,
-            Err((_, msg)) => {
-                failures += 1;
-                serde_json::json!({"error": msg})
-            }
-        };
+        let entry = outcome.unwrap_or_else(|(_, msg)| {
+            failures += 1;
+            serde_json::to_value(MigrationResult {
+                from: host_id.into(),
+                error: Some(msg),
+                ..Default::default()
+            })
+            .unwrap_or_default()
+        });
         results.insert(vm, entry);
-        let snapshot = serde_json::Value::Object(results.clone());
-        let _ = set_op(st, op_id, |o| {
+        let snapshot = serde_json::to_value(&results).unwrap_or_default();
+        let _ = operations::update(ctx, op_id, |o| {
             o.progress = ((done * 100) / total).min(99) as u8;
             o.message = format!("{done} of {total} moved");
             o.result = snapshot.clone();
@@ -154,5 +145,5 @@ async fn run(st: &AppState, host_id: &str, op_id: &str) -> super::Outcome {
             format!("{failures} VMs could not be moved; the host stays cordoned"),
         ));
     }
-    Ok(serde_json::Value::Object(results))
+    Ok(serde_json::to_value(&results).unwrap_or_default())
 }

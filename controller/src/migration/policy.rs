@@ -1,125 +1,83 @@
-//! The migration policy: how every live migration and drain of the cluster runs.
+//! The cluster's migration policy (the contract's `MigrationPolicy`: the VMM's own
+//! `MigrationParams` plus timeouts and parallelism) in the store: read it (the default
+//! until one is set), replace it, or change only the fields a patch names, each
+//! validated and guarded by the revision the caller read.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::model::{MigrationPolicy, MigrationPolicyPatch};
+use crate::store::{Expect, StoreError};
 
-use crate::api::FieldError;
-
-/// Live migration mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Precopy,
-    Postcopy,
-    Hybrid,
-}
-
-impl From<Mode> for nova_hostd::api::types::MigrationMode {
-    fn from(m: Mode) -> Self {
-        use nova_hostd::api::types::MigrationMode as H;
-        match m {
-            Mode::Precopy => H::Precopy,
-            Mode::Postcopy => H::Postcopy,
-            Mode::Hybrid => H::Hybrid,
+/// The policy now, with its store revision (0 while the default applies).
+pub async fn load(ctx: &Context) -> Result<MigrationPolicy> {
+    match ctx.store.get(MigrationPolicy::KEY).await? {
+        Some(v) => {
+            let mut p: MigrationPolicy = serde_json::from_slice(&v.value).map_err(|e| {
+                Error::Store(StoreError::Codec(
+                    MigrationPolicy::KEY.into(),
+                    e.to_string(),
+                ))
+            })?;
+            p.revision = v.revision;
+            Ok(p)
         }
+        None => Ok(MigrationPolicy::default()),
     }
 }
 
-/// `GET/PUT /v1/migration-policy`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MigrationPolicy {
-    pub mode: Mode,
-    /// Downtime target of pre-copy, ms.
-    pub downtime_ms: u64,
-    /// Bandwidth cap per migration; none when absent.
-    #[serde(default)]
-    pub bandwidth_mbit: Option<u64>,
-    /// A migration still running after this long is cancelled (the VM stays on its source).
-    pub completion_timeout_s: u64,
-    /// Whether post-copy (and hybrid) may be used.
-    pub postcopy_allowed: bool,
-    /// Migrations at once in the whole cluster.
-    pub max_parallel_cluster: u32,
-    /// Migrations at once leaving (or entering) one host.
-    pub max_parallel_per_host: u32,
-}
-
-impl Default for MigrationPolicy {
-    fn default() -> Self {
-        MigrationPolicy {
-            mode: Mode::Precopy,
-            downtime_ms: 300,
-            bandwidth_mbit: None,
-            completion_timeout_s: 600,
-            postcopy_allowed: false,
-            max_parallel_cluster: 4,
-            max_parallel_per_host: 2,
+/// Writes `change(current)` if it validates, while the stored policy is at `revision`
+/// (when given; retried on a concurrent write otherwise).
+async fn write(
+    ctx: &Context,
+    revision: Option<u64>,
+    change: impl Fn(&MigrationPolicy) -> MigrationPolicy,
+) -> Result<MigrationPolicy> {
+    loop {
+        let now = load(ctx).await?;
+        if let Some(want) = revision.filter(|&w| w != now.revision) {
+            return Err(Error::Stale {
+                expected: want,
+                actual: now.revision,
+            });
         }
-    }
-}
-
-impl MigrationPolicy {
-    /// The store key.
-    pub const KEY: &'static str = "policy/migration";
-
-    pub fn validate(&self) -> Result<(), FieldError> {
-        if self.mode != Mode::Precopy && !self.postcopy_allowed {
-            return Err(FieldError::new(
-                "mode",
-                "post-copy and hybrid need postcopy_allowed: true",
-            ));
-        }
-        if !(1..=60_000).contains(&self.downtime_ms) {
-            return Err(FieldError::new("downtime_ms", "out of range 1..=60000"));
-        }
-        if let Some(b) = self.bandwidth_mbit {
-            if !(1..=1_000_000).contains(&b) {
-                return Err(FieldError::new(
-                    "bandwidth_mbit",
-                    "out of range 1..=1000000",
-                ));
+        let mut next = change(&now);
+        next.validate()?;
+        next.revision = 0;
+        let bytes = serde_json::to_vec(&next).map_err(|e| {
+            Error::Store(StoreError::Codec(
+                MigrationPolicy::KEY.into(),
+                e.to_string(),
+            ))
+        })?;
+        let expect = match now.revision {
+            0 => Expect::Absent,
+            r => Expect::Revision(r),
+        };
+        match ctx.store.put(MigrationPolicy::KEY, bytes, expect).await {
+            Ok(rev) => {
+                next.revision = rev;
+                return Ok(next);
             }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
         }
-        if !(1..=86_400).contains(&self.completion_timeout_s) {
-            return Err(FieldError::new(
-                "completion_timeout_s",
-                "out of range 1..=86400",
-            ));
-        }
-        if !(1..=256).contains(&self.max_parallel_cluster) {
-            return Err(FieldError::new(
-                "max_parallel_cluster",
-                "out of range 1..=256",
-            ));
-        }
-        if !(1..=64).contains(&self.max_parallel_per_host) {
-            return Err(FieldError::new(
-                "max_parallel_per_host",
-                "out of range 1..=64",
-            ));
-        }
-        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Replaces the whole policy.
+pub async fn replace(
+    ctx: &Context,
+    p: &MigrationPolicy,
+    revision: Option<u64>,
+) -> Result<MigrationPolicy> {
+    write(ctx, revision, |_| p.clone()).await
+}
 
-    #[test]
-    fn postcopy_needs_to_be_allowed_and_limits_are_checked() {
-        MigrationPolicy::default().validate().unwrap();
-        let p = MigrationPolicy {
-            mode: Mode::Hybrid,
-            ..Default::default()
-        };
-        assert_eq!(p.validate().unwrap_err().field, "mode");
-        let p = MigrationPolicy {
-            max_parallel_per_host: 0,
-            ..Default::default()
-        };
-        assert_eq!(p.validate().unwrap_err().field, "max_parallel_per_host");
-    }
+/// Changes only the fields `patch` names.
+pub async fn patch(
+    ctx: &Context,
+    patch: &MigrationPolicyPatch,
+    revision: Option<u64>,
+) -> Result<MigrationPolicy> {
+    write(ctx, revision, |now| now.patched(patch)).await
 }

@@ -2,63 +2,74 @@
 //! only) drive hosts towards it through hostd's API. Every pass starts from the store
 //! and what hosts report, so a pass can be killed at any line and a restarted
 //! controller picks up where the last one was. Also: hosts that miss heartbeats are
-//! marked down, and their VMs whose policy says so are restarted elsewhere.
+//! marked down, and their VMs whose policy says so are restarted elsewhere; history
+//! past its retention is pruned.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use nova_hostd::api::types::{VmState, VmSummary};
+use nova_hostd_api::VmState;
 
-use crate::api::AppState;
-use crate::hostd::Hostd;
+use crate::context::Context;
+use crate::error::Result;
 use crate::model::{
-    now_ms, DesiredState, Host, HostFailurePolicy, HostState, Observed, Tenant, Vm, SYSTEM_TENANT,
+    now_ms, state_name, DesiredState, Host, HostFailurePolicy, HostState, Observed, Vm,
+    SYSTEM_TENANT,
 };
-use crate::scheduler::{self, HostView, Request, Weights};
-use crate::store::{Objects, StoreError};
-
-/// Loop timing.
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    /// Between passes.
-    pub interval: Duration,
-    /// A host silent this long is down.
-    pub down_after: Duration,
-}
+use crate::placement::{self, tenant_labels};
+use crate::scheduler;
+use crate::store::Objects;
+use crate::vms::{forget, set_observed};
 
 /// Runs the loops forever; passes only while this controller leads.
-pub async fn run(st: AppState, t: Timing, weights: Weights) {
-    let mut tick = tokio::time::interval(t.interval);
+pub async fn run(ctx: Context) {
+    let mut tick = tokio::time::interval(ctx.settings.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention = ctx.settings.retention;
+    let mut pruned: Option<Instant> = None;
     loop {
         tick.tick().await;
-        if !*st.leading.borrow() {
+        let leads = ctx.leads();
+        ctx.metrics.set_leading(leads);
+        if !leads {
             continue;
         }
-        if let Err(e) = pass(&st, t, weights).await {
+        let t = Instant::now();
+        let r = pass(&ctx).await;
+        ctx.metrics.reconcile_pass(r.is_ok(), t.elapsed());
+        if let Err(e) = r {
             tracing::warn!("reconcile pass: {e}");
+        }
+        if pruned.is_none_or(|t| t.elapsed() >= retention.every) {
+            pruned = Some(Instant::now());
+            if let Err(e) = crate::retention::prune(&ctx, &retention).await {
+                tracing::warn!("pruning history: {e}");
+            }
         }
     }
 }
 
 /// One pass: host health, then placement, then every VM towards its desired state.
-pub async fn pass(st: &AppState, t: Timing, weights: Weights) -> Result<(), StoreError> {
-    check_hosts(st, t.down_after).await?;
-    crate::migration::resume_orphans(st).await?;
-    place_pending(st, weights).await?;
-    drive_all(st).await
+pub async fn pass(ctx: &Context) -> Result<()> {
+    check_hosts(ctx, ctx.settings.down_after).await?;
+    crate::migration::resume_orphans(ctx).await?;
+    place_pending(ctx).await?;
+    drive_all(ctx).await
 }
 
 /// Marks silent hosts down; their VMs with `on_host_failure: restart` lose their
 /// placement so the scheduler restarts them elsewhere.
-async fn check_hosts(st: &AppState, down_after: Duration) -> Result<(), StoreError> {
+async fn check_hosts(ctx: &Context, down_after: Duration) -> Result<()> {
     let limit = down_after.as_millis() as u64;
-    for h in st.store.list_all::<Host>().await? {
+    let hosts = ctx.store.list_all::<Host>().await?;
+    let ready = hosts.iter().filter(|h| h.state == HostState::Ready).count();
+    ctx.metrics.set_hosts(ready, hosts.len() - ready);
+    for h in hosts {
         if h.state != HostState::Ready || now_ms().saturating_sub(h.last_heartbeat_ms) <= limit {
             continue;
         }
         let mut marked = false;
-        st.store
+        ctx.store
             .update::<Host, _>(&h.id, |h| {
                 marked = h.state == HostState::Ready
                     && now_ms().saturating_sub(h.last_heartbeat_ms) > limit;
@@ -72,152 +83,61 @@ async fn check_hosts(st: &AppState, down_after: Duration) -> Result<(), StoreErr
             continue;
         }
         tracing::warn!(host = %h.id, "missed heartbeats: host down");
-        st.events.publish(
-            "host.down",
-            SYSTEM_TENANT,
-            &h.id,
-            serde_json::json!({"last_heartbeat_ms": h.last_heartbeat_ms}),
-        );
-        for vm in st.store.list_all::<Vm>().await? {
+        ctx.events
+            .publish(
+                "host.down",
+                SYSTEM_TENANT,
+                &h.id,
+                serde_json::json!({"last_heartbeat_ms": h.last_heartbeat_ms}),
+            )
+            .await;
+        for vm in ctx.store.list_all::<Vm>().await? {
             if vm.host.as_deref() != Some(h.id.as_str()) {
                 continue;
             }
-            let restart = vm.spec.on_host_failure == HostFailurePolicy::Restart
-                && vm.desired != DesiredState::Deleted;
-            let v = st
-                .store
-                .update::<Vm, _>(&vm.id, |v| {
-                    if v.host.as_deref() != Some(h.id.as_str()) {
-                        return false;
-                    }
-                    if restart {
-                        v.host = None;
-                        v.migrating = None;
-                    }
-                    v.observed = Some(Observed {
-                        state: if restart {
-                            "rescheduling".into()
-                        } else {
-                            "unknown".into()
-                        },
-                        host: Some(h.id.clone()),
-                        at_ms: now_ms(),
-                        error: Some(format!("host {} is down", h.id)),
-                    });
-                    true
-                })
-                .await?;
-            let kind = if restart {
-                "vm.rescheduling"
-            } else {
-                "vm.host_down"
-            };
-            st.events
-                .publish(kind, &v.tenant, &v.id, serde_json::json!({"host": h.id}));
+            host_down(ctx, &h, &vm).await?;
         }
     }
     Ok(())
 }
 
-/// The scheduler's view of every host, built from the store, and the VMs.
-pub async fn host_views(st: &AppState) -> Result<(Vec<HostView>, Vec<Vm>), StoreError> {
-    let hosts = st.store.list_all::<Host>().await?;
-    let vms = st.store.list_all::<Vm>().await?;
-    let mut views: Vec<HostView> = hosts
-        .iter()
-        .map(|h| HostView {
-            id: h.id.clone(),
-            ready: h.state == HostState::Ready,
-            cordoned: h.cordoned,
-            labels: h.labels.clone(),
-            capacity: h.capacity,
-            ..Default::default()
-        })
-        .collect();
-    let index: HashMap<String, usize> = views
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.id.clone(), i))
-        .collect();
-    for vm in &vms {
-        if let Some(i) = vm.host.as_ref().and_then(|h| index.get(h)) {
-            let labels: Vec<String> = vm
-                .spec
-                .label_pairs()
-                .map(|l| format!("{}/{l}", vm.tenant))
-                .collect();
-            views[*i].add(&vm.id, vm.spec.resources(), &labels);
-        }
-    }
-    Ok((views, vms))
-}
-
-/// The scheduler's request for a VM.
-pub fn request_for(vm: &Vm, tenants: &HashMap<String, Tenant>, vms: &[Vm]) -> Request {
-    let mut used = crate::model::Resources::default();
-    let mut count = 0;
-    for o in vms.iter().filter(|o| {
-        o.tenant == vm.tenant
-            && o.id != vm.id
-            && o.host.is_some()
-            && o.desired != DesiredState::Deleted
-    }) {
-        used = used.plus(o.spec.resources());
-        count += 1;
-    }
-    Request {
-        tenant: vm.tenant.clone(),
-        resources: vm.spec.resources(),
-        host_labels: vm.spec.affinity.host_labels.clone(),
-        with: vm
-            .spec
-            .affinity
-            .with
-            .iter()
-            .map(|l| format!("{}/{l}", vm.tenant))
-            .collect(),
-        apart_from: vm
-            .spec
-            .affinity
-            .apart_from
-            .iter()
-            .map(|l| format!("{}/{l}", vm.tenant))
-            .collect(),
-        exclude: vec![],
-        quota: tenants.get(&vm.tenant).and_then(|t| t.quota),
-        tenant_usage: (used, count),
-    }
-}
-
-async fn set_observed(st: &AppState, id: &str, obs: Observed) -> Result<(), StoreError> {
-    let mut changed = false;
-    let v = st
+/// A VM whose host went down: rescheduled (policy `restart`) or left waiting.
+async fn host_down(ctx: &Context, h: &Host, vm: &Vm) -> Result<()> {
+    let restart = vm.spec.on_host_failure == HostFailurePolicy::Restart
+        && vm.desired != DesiredState::Deleted;
+    let v = ctx
         .store
-        .update::<Vm, _>(id, |v| {
-            let same = v.observed.as_ref().is_some_and(|o| {
-                o.state == obs.state && o.host == obs.host && o.error == obs.error
-            });
-            changed = !same;
-            if changed {
-                v.observed = Some(obs.clone());
+        .update::<Vm, _>(&vm.id, |v| {
+            if v.host.as_deref() != Some(h.id.as_str()) {
+                return false;
             }
-            changed
+            if restart {
+                v.host = None;
+                v.migrating = None;
+            }
+            v.observed = Some(Observed {
+                state: if restart { "rescheduling" } else { "unknown" }.into(),
+                host: Some(h.id.clone()),
+                at_ms: now_ms(),
+                error: Some(format!("host {} is down", h.id)),
+            });
+            true
         })
         .await?;
-    if changed {
-        st.events.publish(
-            "vm.state",
-            &v.tenant,
-            id,
-            serde_json::to_value(&obs).unwrap_or_default(),
-        );
-    }
+    let kind = if restart {
+        "vm.rescheduling"
+    } else {
+        "vm.host_down"
+    };
+    ctx.events
+        .publish(kind, &v.tenant, &v.id, serde_json::json!({"host": h.id}))
+        .await;
     Ok(())
 }
 
 /// Places every VM that has no host.
-async fn place_pending(st: &AppState, weights: Weights) -> Result<(), StoreError> {
-    let (mut views, vms) = host_views(st).await?;
+async fn place_pending(ctx: &Context) -> Result<()> {
+    let (mut views, vms) = placement::host_views(ctx).await?;
     let pending: Vec<&Vm> = vms
         .iter()
         .filter(|v| v.host.is_none() && v.desired != DesiredState::Deleted)
@@ -225,74 +145,62 @@ async fn place_pending(st: &AppState, weights: Weights) -> Result<(), StoreError
     if pending.is_empty() {
         return Ok(());
     }
-    let tenants: HashMap<String, Tenant> = st
-        .store
-        .list_all::<Tenant>()
-        .await?
-        .into_iter()
-        .map(|t| (t.id.clone(), t))
-        .collect();
+    let tenants = placement::tenants(ctx).await?;
     for vm in pending {
-        let req = request_for(vm, &tenants, &vms);
-        let picked = scheduler::place(&req, &views, weights).map(|h| h.id.clone());
-        match picked {
-            Ok(host) => {
-                let mut placed = false;
-                let v = st
-                    .store
-                    .update::<Vm, _>(&vm.id, |v| {
-                        placed = v.host.is_none() && v.desired != DesiredState::Deleted;
-                        if placed {
-                            v.host = Some(host.clone());
-                        }
-                        placed
-                    })
-                    .await?;
-                if placed {
-                    if let Some(h) = views.iter_mut().find(|h| h.id == host) {
-                        let labels: Vec<String> = v
-                            .spec
-                            .label_pairs()
-                            .map(|l| format!("{}/{l}", v.tenant))
-                            .collect();
-                        h.add(&v.id, v.spec.resources(), &labels);
-                    }
-                    st.events.publish(
-                        "vm.placed",
-                        &v.tenant,
-                        &v.id,
-                        serde_json::json!({"host": host}),
-                    );
-                }
-            }
+        let req = placement::request_for(vm, &tenants, &vms);
+        let picked = scheduler::place(&req, &views, ctx.settings.weights).map(|h| h.id.clone());
+        ctx.metrics.decision(picked.is_ok());
+        let host = match picked {
+            Ok(host) => host,
             Err(e) => {
-                set_observed(
-                    st,
-                    &vm.id,
-                    Observed {
-                        state: "pending".into(),
-                        host: None,
-                        at_ms: now_ms(),
-                        error: Some(e.to_string()),
-                    },
-                )
-                .await?;
+                let why = Observed {
+                    state: "pending".into(),
+                    host: None,
+                    at_ms: now_ms(),
+                    error: Some(e.to_string()),
+                };
+                set_observed(ctx, &vm.id, why).await?;
+                continue;
             }
+        };
+        let mut placed = false;
+        let v = ctx
+            .store
+            .update::<Vm, _>(&vm.id, |v| {
+                placed = v.host.is_none() && v.desired != DesiredState::Deleted;
+                if placed {
+                    v.host = Some(host.clone());
+                }
+                placed
+            })
+            .await?;
+        if placed {
+            if let Some(h) = views.iter_mut().find(|h| h.id == host) {
+                h.add(&v.id, v.spec.resources(), &tenant_labels(&v));
+            }
+            ctx.events
+                .publish(
+                    "vm.placed",
+                    &v.tenant,
+                    &v.id,
+                    serde_json::json!({"host": host}),
+                )
+                .await;
         }
     }
     Ok(())
 }
 
 /// Drives every placed VM on a Ready host towards its desired state, hosts in parallel.
-async fn drive_all(st: &AppState) -> Result<(), StoreError> {
-    let hosts: HashMap<String, Host> = st
+async fn drive_all(ctx: &Context) -> Result<()> {
+    let hosts: HashMap<String, Host> = ctx
         .store
         .list_all::<Host>()
         .await?
         .into_iter()
         .map(|h| (h.id.clone(), h))
         .collect();
-    let vms = st.store.list_all::<Vm>().await?;
+    let vms = ctx.store.list_all::<Vm>().await?;
     let mut tasks = tokio::task::JoinSet::new();
     for vm in vms {
         if vm.migrating.is_some() {
@@ -300,7 +208,7 @@ async fn drive_all(st: &AppState) -> Result<(), StoreError> {
         }
         let host = match vm.host.as_ref() {
             None if vm.desired == DesiredState::Deleted => {
-                forget(st, &vm).await?;
+                forget(ctx, &vm).await?;
                 continue;
             }
             None => continue,
@@ -309,7 +217,7 @@ async fn drive_all(st: &AppState) -> Result<(), StoreError> {
                 Some(_) => continue,
                 None => {
                     // Its host was removed from the cluster: place it again.
-                    st.store
+                    ctx.store
                         .update::<Vm, _>(&vm.id, |v| {
                             v.host = None;
                             true
@@ -319,9 +227,9 @@ async fn drive_all(st: &AppState) -> Result<(), StoreError> {
                 }
             },
         };
-        let st = st.clone();
+        let ctx = ctx.clone();
         tasks.spawn(async move {
-            if let Err(e) = drive(&st, &vm, &host).await {
+            if let Err(e) = drive(&ctx, &vm, &host).await {
                 tracing::warn!(vm = %vm.id, "reconcile: {e}");
             }
         });
@@ -330,30 +238,11 @@ async fn drive_all(st: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn forget(st: &AppState, vm: &Vm) -> Result<(), StoreError> {
-    if st.store.remove::<Vm>(&vm.id).await? {
-        st.events
-            .publish("vm.deleted", &vm.tenant, &vm.id, serde_json::json!({}));
-    }
-    Ok(())
-}
-
-fn state_name(s: VmState) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_else(|| format!("{s:?}"))
-}
-
 /// One VM on its host: create, start, stop or delete it as needed (idempotent).
-async fn drive(st: &AppState, vm: &Vm, host: &Host) -> Result<(), StoreError> {
-    let hd = Hostd {
-        http: &st.http,
-        url: &host.url,
-        token: &host.hostd_token,
-    };
-    let obs = |state: String, error: Option<String>| Observed {
-        state,
+async fn drive(ctx: &Context, vm: &Vm, host: &Host) -> Result<()> {
+    let hd = ctx.hostd(host)?;
+    let obs = |state: &str, error: Option<String>| Observed {
+        state: state.into(),
         host: Some(host.id.clone()),
         at_ms: now_ms(),
         error,
@@ -361,15 +250,13 @@ async fn drive(st: &AppState, vm: &Vm, host: &Host) -> Result<(), StoreError> {
     let info = match hd.vm(&vm.id).await {
         Ok(i) => Some(i),
         Err(e) if e.is_not_found() => None,
-        Err(e) => {
-            return set_observed(st, &vm.id, obs("unknown".into(), Some(e.to_string()))).await
-        }
+        Err(e) => return set_observed(ctx, &vm.id, obs("unknown", Some(e.to_string()))).await,
     };
     let result = match (vm.desired, info) {
-        (DesiredState::Deleted, None) => return forget(st, vm).await,
+        (DesiredState::Deleted, None) => return forget(ctx, vm).await,
         (DesiredState::Deleted, Some(_)) => match hd.delete(&vm.id).await {
-            Ok(_) => return forget(st, vm).await,
-            Err(e) if e.is_not_found() => return forget(st, vm).await,
+            Ok(()) => return forget(ctx, vm).await,
+            Err(e) if e.is_not_found() => return forget(ctx, vm).await,
             Err(e) => Err(e),
         },
         (d, None) => {
@@ -383,7 +270,7 @@ async fn drive(st: &AppState, vm: &Vm, host: &Host) -> Result<(), StoreError> {
                 VmState::Created | VmState::Stopped | VmState::Crashed
             ) =>
         {
-            hd.start(&vm.id).await.map(|_| "starting".to_string())
+            hd.start(&vm.id).await.map(|_| "starting")
         }
         (DesiredState::Stopped, Some(i))
             if matches!(
@@ -391,76 +278,55 @@ async fn drive(st: &AppState, vm: &Vm, host: &Host) -> Result<(), StoreError> {
                 VmState::Running | VmState::Paused | VmState::Starting
             ) =>
         {
-            hd.stop(&vm.id).await.map(|_| "stopping".to_string())
+            hd.stop(&vm.id, false).await.map(|_| "stopping")
         }
         (_, Some(i)) => Ok(state_name(i.state)),
     };
     match result {
-        Ok(s) => set_observed(st, &vm.id, obs(s, None)).await,
-        Err(e) => set_observed(st, &vm.id, obs("error".into(), Some(e.to_string()))).await,
+        Ok(s) => set_observed(ctx, &vm.id, obs(s, None)).await,
+        Err(e) => set_observed(ctx, &vm.id, obs("error", Some(e.to_string()))).await,
     }
 }
 
-/// Records the VM states a host reported in its heartbeat.
-pub async fn observe_heartbeat(
-    st: &AppState,
-    host: &str,
-    vms: &[VmSummary],
-) -> Result<(), StoreError> {
-    for s in vms {
-        let Some(vm) = st.store.read::<Vm>(&s.id).await? else {
-            continue;
-        };
-        if vm.host.as_deref() != Some(host) || vm.migrating.is_some() {
-            continue;
-        }
-        let state = state_name(s.state);
-        if vm
-            .observed
-            .as_ref()
-            .is_some_and(|o| o.state == state && o.error.is_none())
-        {
-            continue;
-        }
-        set_observed(
-            st,
-            &s.id,
-            Observed {
-                state,
-                host: Some(host.into()),
-                at_ms: now_ms(),
-                error: None,
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// The loop logic against an in-process fake hostd (the end-to-end proof against real
-/// hostd processes is in `tests/tests/controller_hostd.rs`).
+/// The loop logic against an in-process fake hostd that speaks hostd's contract (the
+/// end-to-end proof against real hostd processes is in `tests/tests/controller_hostd.rs`).
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
     use axum::extract::{Path, State};
+    use axum::http::StatusCode;
     use axum::routing::{get, post};
     use axum::{Json, Router};
-    use serde_json::{json, Value};
+    use nova_hostd_api::{VmInfo, VmSpec as HostdSpec, VmState};
 
     use super::*;
-    use crate::model::{HostState, Resources, VmSpec};
+    use crate::context::Settings;
+    use crate::model::{Resources, VmSpec};
 
     #[derive(Clone, Default)]
     struct Fake {
-        vms: Arc<Mutex<HashMap<String, (Value, &'static str)>>>,
+        vms: Arc<Mutex<HashMap<String, VmInfo>>>,
         calls: Arc<Mutex<Vec<String>>>,
     }
 
-    fn info(id: &str, spec: &Value, state: &str) -> Value {
-        json!({"id": id, "name": spec["name"], "state": state, "spec": spec, "pid": null, "kvm": null, "uptime_ms": null,
-            "disks": [], "nics": [], "restarts": 0, "exit": null, "counters": {}, "migration": null})
+    fn info(spec: &HostdSpec, state: VmState) -> VmInfo {
+        VmInfo {
+            id: spec.id.clone().unwrap_or_default(),
+            name: spec.name.clone(),
+            state,
+            spec: spec.clone(),
+            pid: None,
+            kvm: None,
+            uptime_ms: None,
+            disks: vec![],
+            nics: vec![],
+            restarts: 0,
+            exit: None,
+            counters: Default::default(),
+            migration: None,
+        }
     }
 
     async fn fake_hostd() -> (String, Fake) {
@@ -468,44 +334,40 @@ mod tests {
         async fn get_vm(
             State(f): State<Fake>,
             Path(id): Path<String>,
-        ) -> Result<Json<Value>, axum::http::StatusCode> {
+        ) -> std::result::Result<Json<VmInfo>, StatusCode> {
             let vms = f.vms.lock().unwrap();
-            vms.get(&id)
-                .map(|(s, st)| Json(info(&id, s, st)))
-                .ok_or(axum::http::StatusCode::NOT_FOUND)
+            vms.get(&id).cloned().map(Json).ok_or(StatusCode::NOT_FOUND)
         }
-        async fn create(State(f): State<Fake>, Json(spec): Json<Value>) -> Json<Value> {
-            let id = spec["id"].as_str().unwrap_or_default().to_string();
-            let state = if spec["start"] == true {
-                "running"
+        async fn create(State(f): State<Fake>, Json(spec): Json<HostdSpec>) -> Json<VmInfo> {
+            let id = spec.id.clone().unwrap_or_default();
+            let state = if spec.start {
+                VmState::Running
             } else {
-                "created"
+                VmState::Created
             };
             f.calls.lock().unwrap().push(format!("create {id}"));
-            f.vms
-                .lock()
-                .unwrap()
-                .insert(id.clone(), (spec.clone(), state));
-            Json(info(&id, &spec, state))
+            let i = info(&spec, state);
+            f.vms.lock().unwrap().insert(id, i.clone());
+            Json(i)
         }
         async fn act(
             State(f): State<Fake>,
             Path((id, what)): Path<(String, String)>,
-        ) -> Json<Value> {
+        ) -> std::result::Result<Json<VmInfo>, StatusCode> {
             f.calls.lock().unwrap().push(format!("{what} {id}"));
-            if let Some(v) = f.vms.lock().unwrap().get_mut(&id) {
-                v.1 = if what == "start" {
-                    "running"
-                } else {
-                    "stopped"
-                };
-            }
-            Json(json!({}))
+            let mut vms = f.vms.lock().unwrap();
+            let v = vms.get_mut(&id).ok_or(StatusCode::NOT_FOUND)?;
+            v.state = if what == "start" {
+                VmState::Running
+            } else {
+                VmState::Stopped
+            };
+            Ok(Json(v.clone()))
         }
-        async fn delete(State(f): State<Fake>, Path(id): Path<String>) -> Json<Value> {
+        async fn delete(State(f): State<Fake>, Path(id): Path<String>) -> StatusCode {
             f.calls.lock().unwrap().push(format!("delete {id}"));
             f.vms.lock().unwrap().remove(&id);
-            Json(json!({}))
+            StatusCode::NO_CONTENT
         }
         let app = Router::new()
             .route("/v1/vms", post(create))
@@ -518,29 +380,16 @@ mod tests {
         (url, fake)
     }
 
-    fn state(dir: &std::path::Path) -> AppState {
+    fn context(dir: &std::path::Path) -> Context {
         let (_tx, leading) = tokio::sync::watch::channel(true);
-        AppState {
-            store: Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("db")).unwrap()),
-            events: crate::events::Events::new(),
-            leading,
-            node: "t".into(),
-            join_hash: Arc::new(String::new()),
-            limiter: Arc::new(crate::auth::FailedAuthLimiter::new(
-                5,
-                Duration::from_secs(60),
-            )),
-            http: crate::hostd::client(),
-            slots: Default::default(),
-            heartbeat_ms: 1000,
-        }
+        let store = Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("db")).unwrap());
+        Context::new(store, Settings::default(), leading, "t".into()).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_drive_a_vm_through_its_life_and_repeat_nothing() {
-        let dir = std::env::temp_dir().join(format!("nova-reconcile-{}", rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let st = state(&dir);
+        let dir = nova_tests::TempDir::new();
+        let ctx = context(dir.path());
         let (url, fake) = fake_hostd().await;
         let host = Host {
             id: "h1".into(),
@@ -560,94 +409,90 @@ mod tests {
             kvm: "none".into(),
             registered_at_ms: now_ms(),
             last_heartbeat_ms: now_ms(),
-        };
-        st.store.create(&host).await.unwrap();
-        let spec: VmSpec = serde_json::from_value(json!({"name": "web", "image": "/k"})).unwrap();
-        let vm = Vm {
-            id: "vm-1".into(),
-            tenant: "t".into(),
-            spec,
-            desired: DesiredState::Running,
-            host: None,
-            observed: None,
-            migrating: None,
-            created_at_ms: now_ms(),
             revision: 0,
         };
-        st.store.create(&vm).await.unwrap();
-        let t = Timing {
-            interval: Duration::from_millis(10),
-            down_after: Duration::from_secs(60),
-        };
-        let w = Weights::default();
+        ctx.store.create(&host).await.unwrap();
+        let spec: VmSpec = serde_json::from_str(r#"{"name": "web", "image": "/k"}"#).unwrap();
+        let vm = crate::vms::create(&ctx, "t", spec).await.unwrap();
+        let id = vm.id.clone();
         let calls = |f: &Fake| f.calls.lock().unwrap().clone();
 
-        pass(&st, t, w).await.unwrap();
-        pass(&st, t, w).await.unwrap();
-        let v = st.store.must_read::<Vm>("vm-1").await.unwrap();
+        pass(&ctx).await.unwrap();
+        pass(&ctx).await.unwrap();
+        let v = ctx.store.must_read::<Vm>(&id).await.unwrap();
         assert_eq!(v.host.as_deref(), Some("h1"));
         assert_eq!(v.observed.unwrap().state, "running");
         assert_eq!(
             calls(&fake),
-            vec!["create vm-1"],
+            vec![format!("create {id}")],
             "created once, however many passes"
         );
 
-        st.store
-            .update::<Vm, _>("vm-1", |v| {
-                v.desired = DesiredState::Stopped;
-                true
-            })
+        crate::vms::set_desired(&ctx, &id, DesiredState::Stopped, None)
             .await
             .unwrap();
         for _ in 0..3 {
-            pass(&st, t, w).await.unwrap();
+            pass(&ctx).await.unwrap();
         }
-        assert_eq!(calls(&fake), vec!["create vm-1", "stop vm-1"]);
         assert_eq!(
-            st.store
-                .must_read::<Vm>("vm-1")
-                .await
-                .unwrap()
-                .observed
-                .unwrap()
-                .state,
-            "stopped"
+            calls(&fake),
+            vec![format!("create {id}"), format!("stop {id}")]
         );
+        let observed = ctx.store.must_read::<Vm>(&id).await.unwrap().observed;
+        assert_eq!(observed.unwrap().state, "stopped");
 
         // hostd lost the VM (say, its disk was wiped): the next pass makes it again.
         fake.vms.lock().unwrap().clear();
-        st.store
-            .update::<Vm, _>("vm-1", |v| {
-                v.desired = DesiredState::Running;
-                true
-            })
+        crate::vms::set_desired(&ctx, &id, DesiredState::Running, None)
             .await
             .unwrap();
-        pass(&st, t, w).await.unwrap();
-        assert_eq!(calls(&fake).last().unwrap(), "create vm-1");
+        pass(&ctx).await.unwrap();
+        assert_eq!(calls(&fake).last().unwrap(), &format!("create {id}"));
 
-        st.store
-            .update::<Vm, _>("vm-1", |v| {
-                v.desired = DesiredState::Deleted;
-                true
-            })
+        crate::vms::set_desired(&ctx, &id, DesiredState::Deleted, None)
             .await
             .unwrap();
-        pass(&st, t, w).await.unwrap();
-        pass(&st, t, w).await.unwrap();
-        assert_eq!(calls(&fake).last().unwrap(), "delete vm-1");
-        assert_eq!(
-            calls(&fake)
-                .iter()
-                .filter(|c| c.starts_with("delete"))
-                .count(),
-            1
-        );
+        pass(&ctx).await.unwrap();
+        pass(&ctx).await.unwrap();
+        assert_eq!(calls(&fake).last().unwrap(), &format!("delete {id}"));
+        let deletes = calls(&fake)
+            .iter()
+            .filter(|c| c.starts_with("delete"))
+            .count();
+        assert_eq!(deletes, 1);
         assert!(
-            st.store.read::<Vm>("vm-1").await.unwrap().is_none(),
+            ctx.store.read::<Vm>(&id).await.unwrap().is_none(),
             "the record goes once hostd let it go"
         );
-        let _ = std::fs::remove_dir_all(&dir);
+        // ... and its name is free again.
+        let again: VmSpec = serde_json::from_str(r#"{"name": "web", "image": "/k"}"#).unwrap();
+        crate::vms::create(&ctx, "t", again).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_vm_name_is_taken_once_per_tenant() {
+        let dir = nova_tests::TempDir::new();
+        let ctx = context(dir.path());
+        let spec: VmSpec = serde_json::from_str(r#"{"name": "db", "image": "/k"}"#).unwrap();
+        // Raced: exactly one of eight concurrent creates of one name wins.
+        let mut tasks = vec![];
+        for _ in 0..8 {
+            let (ctx, spec) = (ctx.clone(), spec.clone());
+            tasks.push(tokio::spawn(async move {
+                crate::vms::create(&ctx, "t", spec).await
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(crate::error::Error::Conflict { field, .. }) => {
+                    assert_eq!(field.as_deref(), Some("name"))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(won, 1);
+        crate::vms::create(&ctx, "other", spec).await.unwrap();
     }
 }

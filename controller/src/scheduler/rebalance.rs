@@ -1,18 +1,10 @@
 //! The rebalancer: when the busiest and the idlest host differ by more than a
 //! threshold, proposes live migrations that narrow the gap, never breaking a filter.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use super::{filters, HostView, Request};
 
-/// One proposed live migration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Move {
-    pub vm: String,
-    pub from: String,
-    pub to: String,
-}
+/// One proposed live migration (the contract's `GET /v1/rebalance` item).
+pub use crate::model::Move;
 
 fn load(h: &HostView) -> f64 {
     let f = |u: u64, c: u64| if c == 0 { 1.0 } else { u as f64 / c as f64 };

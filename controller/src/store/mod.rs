@@ -1,9 +1,13 @@
 //! The storage trait every backend implements (a versioned key-value store with
 //! compare-and-swap), and the typed layer on top of it that the rest of the
 //! controller uses: create/read/update/list/remove of hosts, VMs, operations, tenants,
-//! users, tokens and the audit log. Backends: [`sqlite`] (default, one file) and
-//! [`etcd`] (several controllers, leader elected through a lease).
+//! users, tokens and the audit log, one page of a list at a time. Besides keys, a
+//! store keeps append-only logs (the event log) that can be read from a revision on
+//! and watched. Backends: [`sqlite`] (default, one file) and [`etcd`] (several
+//! controllers, leader elected through etcd's election API, [`election`]).
 
+#[cfg(feature = "etcd")]
+pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod sqlite;
@@ -13,10 +17,14 @@ mod suite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::model::{AuditEntry, Host, Operation, Tenant, Token, User, Vm};
+
+/// The prefix of the audit log's keys.
+pub const AUDIT_PREFIX: &str = "audit/";
 
 /// What a write expects to find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +44,9 @@ pub struct Versioned<T> {
     pub revision: u64,
 }
 
+/// Keys and their versioned values, in key (or log) order.
+pub type Entries = Vec<(String, Versioned<Vec<u8>>)>;
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +59,13 @@ pub enum StoreError {
     Backend(String),
     #[error("stored value of {0} is unreadable: {1}")]
     Codec(String, String),
+    /// An update named a revision the object is no longer at.
+    #[error("{key} is at revision {actual}, not {expected}")]
+    Stale {
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 /// A versioned key-value store with compare-and-swap: everything the controller
@@ -62,11 +80,48 @@ pub trait Store: Send + Sync {
     /// Removes the key if `expect` holds; false when it was not there.
     async fn delete(&self, key: &str, expect: Expect) -> Result<bool, StoreError>;
     /// Every key under `prefix`, in key order.
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned<Vec<u8>>)>, StoreError>;
+    async fn list(&self, prefix: &str) -> Result<Entries, StoreError>;
+    /// At most `limit` keys under `prefix` that sort after `after` (a whole key; from
+    /// the first when None), in key order.
+    async fn list_range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Entries, StoreError>;
+    /// Appends `value` to the log under `prefix` (an entry never rewritten); returns
+    /// its revision, which orders the log.
+    async fn append(&self, prefix: &str, value: Vec<u8>) -> Result<u64, StoreError>;
+    /// At most `limit` entries of the log under `prefix` whose revision is above
+    /// `after`, oldest first, with their keys (to remove them by).
+    async fn log_since(
+        &self,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Entries, StoreError>;
+    /// The log under `prefix` as it grows, whoever appends (this process or another
+    /// controller): the entries above `after` first (only new ones when None), then
+    /// each new one, in revision order, none twice. Ends with an error if the
+    /// backend fails; the caller resumes from the last revision it saw.
+    fn watch_log(
+        self: Arc<Self>,
+        prefix: &str,
+        after: Option<u64>,
+    ) -> BoxStream<'static, Result<Versioned<Vec<u8>>, StoreError>>;
 }
 
 /// A shared store.
 pub type DynStore = Arc<dyn Store>;
+
+/// What a backend's watcher task sends, as the stream `watch_log` answers.
+fn received(
+    rx: tokio::sync::mpsc::Receiver<Result<Versioned<Vec<u8>>, StoreError>>,
+) -> BoxStream<'static, Result<Versioned<Vec<u8>>, StoreError>> {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|v| (v, rx))
+    }))
+}
 
 /// A kind of stored object, keyed under its own prefix.
 pub trait Object: Serialize + DeserializeOwned + Send + Sync {
@@ -75,12 +130,25 @@ pub trait Object: Serialize + DeserializeOwned + Send + Sync {
     fn key(&self) -> &str;
     /// Called after a read with the record's revision.
     fn set_revision(&mut self, _rev: u64) {}
+    /// Called after a read with the record's key under `PREFIX`.
+    fn set_key(&mut self, _key: &str) {}
+    /// What a list's `continue` token holds for this object (its key by default).
+    fn cursor(&self) -> &str {
+        self.key()
+    }
+    /// The whole key a page after `cursor` starts after.
+    fn resume_after(cursor: &str) -> String {
+        format!("{}{cursor}", Self::PREFIX)
+    }
 }
 
 impl Object for Host {
     const PREFIX: &'static str = "hosts/";
     fn key(&self) -> &str {
         &self.id
+    }
+    fn set_revision(&mut self, rev: u64) {
+        self.revision = rev;
     }
 }
 impl Object for Vm {
@@ -97,6 +165,9 @@ impl Object for Operation {
     fn key(&self) -> &str {
         &self.id
     }
+    fn set_revision(&mut self, rev: u64) {
+        self.revision = rev;
+    }
 }
 impl Object for Tenant {
     const PREFIX: &'static str = "tenants/";
@@ -110,11 +181,33 @@ impl Object for User {
         &self.id
     }
 }
-/// Tokens are keyed by the hash of their secret, so authenticating is one read.
+/// Tokens are keyed by the hash of their secret, so authenticating is one read; a
+/// page of tokens continues from the public id (the hash's first 16 digits), never
+/// from the hash itself.
 impl Object for Token {
     const PREFIX: &'static str = "tokens/";
     fn key(&self) -> &str {
         &self.hash
+    }
+    fn cursor(&self) -> &str {
+        &self.id
+    }
+    fn resume_after(cursor: &str) -> String {
+        // Every hash starting with the id sorts before `<id>g` (hex digits are < 'g').
+        format!("{}{cursor}g", Self::PREFIX)
+    }
+}
+
+/// Audit entries are keyed by time (`<at_ms>-<random>`), oldest first.
+impl Object for AuditEntry {
+    const PREFIX: &'static str = AUDIT_PREFIX;
+    fn key(&self) -> &str {
+        &self.id
+    }
+    fn set_key(&mut self, key: &str) {
+        if self.id.is_empty() {
+            self.id = key.to_string();
+        }
     }
 }
 
@@ -122,6 +215,7 @@ fn decode<T: Object>(key: &str, v: Versioned<Vec<u8>>) -> Result<T, StoreError> 
     let mut o: T = serde_json::from_slice(&v.value)
         .map_err(|e| StoreError::Codec(key.into(), e.to_string()))?;
     o.set_revision(v.revision);
+    o.set_key(key.strip_prefix(T::PREFIX).unwrap_or(key));
     Ok(o)
 }
 
@@ -145,13 +239,28 @@ pub trait Objects {
     where
         T: Object,
         F: FnMut(&mut T) -> bool + Send;
+    /// Like `update`, but only while the object is at `revision` when one is given:
+    /// `Stale` (nothing written) once it is not.
+    async fn update_at<T, F>(&self, id: &str, revision: Option<u64>, f: F) -> Result<T, StoreError>
+    where
+        T: Object,
+        F: FnMut(&mut T) -> bool + Send;
+    /// Objects after `cursor` (a `continue` token) that `keep` accepts, at most
+    /// `limit`; the cursor of the last one when more may follow.
+    async fn page<T, F>(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        keep: F,
+    ) -> Result<(Vec<T>, Option<String>), StoreError>
+    where
+        T: Object,
+        F: Fn(&T) -> bool + Send + Sync;
     /// Writes `o` only if the stored one is still at `revision`.
     async fn replace<T: Object>(&self, o: &T, revision: u64) -> Result<u64, StoreError>;
     async fn remove<T: Object>(&self, id: &str) -> Result<bool, StoreError>;
-    /// Appends to the audit log.
+    /// Appends to the audit log (its `id` is made here).
     async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError>;
-    /// The audit log, oldest first, at most the last `limit` entries.
-    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 #[async_trait]
@@ -183,7 +292,20 @@ impl<S: Store + ?Sized> Objects for S {
             .collect()
     }
 
-    async fn update<T, F>(&self, id: &str, mut f: F) -> Result<T, StoreError>
+    async fn update<T, F>(&self, id: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Object,
+        F: FnMut(&mut T) -> bool + Send,
+    {
+        self.update_at(id, None, f).await
+    }
+
+    async fn update_at<T, F>(
+        &self,
+        id: &str,
+        revision: Option<u64>,
+        mut f: F,
+    ) -> Result<T, StoreError>
     where
         T: Object,
         F: FnMut(&mut T) -> bool + Send,
@@ -194,6 +316,13 @@ impl<S: Store + ?Sized> Objects for S {
                 return Err(StoreError::NotFound(key));
             };
             let rev = v.revision;
+            if let Some(want) = revision.filter(|&w| w != rev) {
+                return Err(StoreError::Stale {
+                    key,
+                    expected: want,
+                    actual: rev,
+                });
+            }
             let mut o: T = decode(&key, v)?;
             if !f(&mut o) {
                 return Ok(o);
@@ -217,6 +346,42 @@ impl<S: Store + ?Sized> Objects for S {
         Err(StoreError::Conflict(key))
     }
 
+    async fn page<T, F>(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        keep: F,
+    ) -> Result<(Vec<T>, Option<String>), StoreError>
+    where
+        T: Object,
+        F: Fn(&T) -> bool + Send + Sync,
+    {
+        let limit = limit.max(1);
+        let mut after = cursor.map(T::resume_after);
+        let mut items: Vec<T> = Vec::new();
+        // Read a little past `limit` so that "more follow" is known, not guessed.
+        loop {
+            let batch = self
+                .list_range(T::PREFIX, after.as_deref(), limit + 1)
+                .await?;
+            let full = batch.len() > limit;
+            for (k, v) in batch {
+                after = Some(k.clone());
+                let o: T = decode(&k, v)?;
+                if keep(&o) {
+                    if items.len() == limit {
+                        let next = items.last().map(|o| o.cursor().to_string());
+                        return Ok((items, next));
+                    }
+                    items.push(o);
+                }
+            }
+            if !full {
+                return Ok((items, None));
+            }
+        }
+    }
+
     async fn replace<T: Object>(&self, o: &T, revision: u64) -> Result<u64, StoreError> {
         let key = format!("{}{}", T::PREFIX, o.key());
         self.put(&key, encode(o)?, Expect::Revision(revision)).await
@@ -229,26 +394,20 @@ impl<S: Store + ?Sized> Objects for S {
 
     async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
         // Time-ordered keys; the random suffix keeps two entries of one millisecond apart.
-        let key = format!("audit/{:016}-{:016x}", e.at_ms, rand::random::<u64>());
-        let v = serde_json::to_vec(e).map_err(|x| StoreError::Codec(key.clone(), x.to_string()))?;
-        self.put(&key, v, Expect::Absent).await.map(|_| ())
-    }
-
-    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let all = self.list("audit/").await?;
-        let skip = all.len().saturating_sub(limit);
-        all.into_iter()
-            .skip(skip)
-            .map(|(k, v)| {
-                serde_json::from_slice(&v.value).map_err(|e| StoreError::Codec(k, e.to_string()))
-            })
-            .collect()
+        let mut e = e.clone();
+        e.id = format!("{:016}-{:016x}", e.at_ms, rand::random::<u64>());
+        self.create(&e).await.map(|_| ())
     }
 }
 
-/// Opens a store from `sqlite:PATH` or `etcd:http://HOST:PORT[,...]`.
-pub async fn open(spec: &str) -> Result<DynStore, StoreError> {
+/// The key prefix of the controller's objects in a shared etcd.
+pub const ETCD_PREFIX: &str = "nova/";
+
+/// Opens a store from `sqlite:PATH` or `etcd:http(s)://HOST:PORT[,...]` (with `tls`
+/// and credentials for etcd).
+pub async fn open(spec: &str, etcd_opts: &EtcdOptions) -> Result<DynStore, StoreError> {
     if let Some(path) = spec.strip_prefix("sqlite:") {
+        let _ = etcd_opts;
         return Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(
             path,
         ))?));
@@ -256,9 +415,23 @@ pub async fn open(spec: &str) -> Result<DynStore, StoreError> {
     #[cfg(feature = "etcd")]
     if let Some(eps) = spec.strip_prefix("etcd:") {
         let eps: Vec<String> = eps.split(',').map(String::from).collect();
-        return Ok(Arc::new(etcd::EtcdStore::connect(&eps, "nova/").await?));
+        return Ok(Arc::new(
+            etcd::EtcdStore::connect(&eps, ETCD_PREFIX, etcd_opts).await?,
+        ));
     }
     Err(StoreError::Backend(format!(
         "unknown store '{spec}' (sqlite:PATH or etcd:URL)"
     )))
+}
+
+/// How to reach a secured etcd: a CA for `https://` endpoints, a client certificate
+/// (when etcd asks for one), a user and password (when etcd has auth enabled).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions {
+    /// PEM of the CA that signs etcd's certificate.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM of this controller's client certificate and key.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// User and password.
+    pub user: Option<(String, String)>,
 }

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use super::*;
 use crate::model::*;
 
@@ -41,6 +43,7 @@ fn host(id: &str) -> Host {
         kvm: "pvm".into(),
         registered_at_ms: 0,
         last_heartbeat_ms: 0,
+        revision: 0,
     }
 }
 
@@ -109,6 +112,7 @@ pub async fn run(store: DynStore) {
         cancel_requested: false,
         created_at_ms: 0,
         updated_at_ms: 0,
+        revision: 0,
     };
     s.create(&op).await.unwrap();
     s.update::<Operation, _>("op1", |o| {
@@ -167,6 +171,7 @@ pub async fn run(store: DynStore) {
     // audit log: ordered, bounded
     for i in 0..5 {
         s.audit(&AuditEntry {
+            id: String::new(),
             at_ms: 1000 + i,
             actor: "ann".into(),
             tenant: "t1".into(),
@@ -177,10 +182,76 @@ pub async fn run(store: DynStore) {
         .await
         .unwrap();
     }
-    let log = s.audit_log(3).await.unwrap();
+    let (first, next) = s.page::<AuditEntry, _>(None, 3, |_| true).await.unwrap();
     assert_eq!(
-        log.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
-        vec![1002, 1003, 1004]
+        first.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+        vec![1000, 1001, 1002],
+        "oldest first"
+    );
+    let (rest, end) = s
+        .page::<AuditEntry, _>(next.as_deref(), 3, |_| true)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+        vec![1003, 1004]
+    );
+    assert_eq!(end, None, "the last page says so");
+    // A filtered page still fills up, and continues after the last item it kept.
+    for i in 0..7 {
+        s.create(&vm(
+            &format!("p{i}"),
+            if i % 2 == 0 { "even" } else { "odd" },
+        ))
+        .await
+        .unwrap();
+    }
+    let even = |v: &Vm| v.tenant == "even";
+    let (p1, c1) = s.page::<Vm, _>(None, 2, even).await.unwrap();
+    let (p2, c2) = s.page::<Vm, _>(c1.as_deref(), 2, even).await.unwrap();
+    let ids: Vec<_> = p1.iter().chain(&p2).map(|v| v.id.as_str()).collect();
+    assert_eq!(ids, vec!["p0", "p2", "p4", "p6"]);
+    assert_eq!(c2, None);
+    for i in 0..7 {
+        s.remove::<Vm>(&format!("p{i}")).await.unwrap();
+    }
+    // Tokens continue from their public id, never their hash.
+    let (toks, _) = s.page::<Token, _>(None, 1, |_| true).await.unwrap();
+    assert_eq!(toks.len(), 1);
+    // If-Match: an update at a stale revision changes nothing.
+    let at = s.must_read::<Vm>("a").await.unwrap().revision;
+    assert!(matches!(
+        s.update_at::<Vm, _>("a", Some(at - 1), |_| true).await,
+        Err(StoreError::Stale { .. })
+    ));
+    s.update_at::<Vm, _>("a", Some(at), |v| {
+        v.desired = DesiredState::Stopped;
+        true
+    })
+    .await
+    .unwrap();
+    // The log: revisions in order, read from one on, watched as it grows.
+    let r1 = s.append("log/", b"one".to_vec()).await.unwrap();
+    let r2 = s.append("log/", b"two".to_vec()).await.unwrap();
+    assert!(r2 > r1);
+    let after = s.log_since("log/", r1, 10).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].1.value, b"two");
+    let mut w = store.clone().watch_log("log/", Some(0));
+    let mut seen = vec![];
+    for _ in 0..2 {
+        seen.push(w.next().await.unwrap().unwrap().value);
+    }
+    let r3 = s.append("log/", b"three".to_vec()).await.unwrap();
+    let live = w.next().await.unwrap().unwrap();
+    assert_eq!((live.value.as_slice(), live.revision), (&b"three"[..], r3));
+    assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec()]);
+    let mut fresh = store.clone().watch_log("log/", None);
+    s.append("log/", b"four".to_vec()).await.unwrap();
+    assert_eq!(
+        fresh.next().await.unwrap().unwrap().value,
+        b"four",
+        "only new ones"
     );
     // Prefixes do not leak into each other: "vms/" is not "vmsx/".
     s.put("vmsx/1", b"{}".to_vec(), Expect::Any).await.unwrap();
@@ -217,26 +288,29 @@ pub async fn run(store: DynStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_suite_passes_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("nova-store-{}", rand::random::<u32>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = nova_tests::TempDir::new();
+    let dir = tmp.path();
     let store: DynStore = Arc::new(sqlite::SqliteStore::open(&dir.join("state.db")).unwrap());
     run(store).await;
     // Reopening the file keeps everything.
     let again = sqlite::SqliteStore::open(&dir.join("state.db")).unwrap();
     assert!(again.read::<Vm>("a").await.unwrap().is_some());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_suite_passes_on_etcd() {
-    let Some(etcd) = crate::testing::Etcd::start() else {
+    let Some(etcd) = nova_tests::etcd::Etcd::start() else {
         return;
     };
     let store: DynStore = Arc::new(
-        etcd::EtcdStore::connect(&[etcd.url()], "suite/")
-            .await
-            .unwrap(),
+        etcd::EtcdStore::connect(
+            std::slice::from_ref(&etcd.url),
+            "suite/",
+            &EtcdOptions::default(),
+        )
+        .await
+        .unwrap(),
     );
     run(store).await;
 }

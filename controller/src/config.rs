@@ -1,0 +1,304 @@
+//! How nova-controller is configured: flags (and their environment variables), or a
+//! TOML file (`--config`) with the same settings under the same names (`_` for `-`);
+//! a flag given on the command line wins over the file. Unknown keys in the file are
+//! refused, naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::context::{Retention, Settings};
+use crate::scheduler::Weights;
+
+/// The command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "nova-controller",
+    version,
+    about = "NovaCron cluster controller: the /v1 API, the scheduler and the reconcile loops"
+)]
+pub struct Args {
+    /// A TOML file with any of the settings below (`listen = "..."`, `etcd_ca = "..."`);
+    /// flags given here override it.
+    #[arg(long, env = "NOVA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub log: nova_logging::LogArgs,
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// Every setting, as a flag or a key of the config file. None: not given there.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Address of the API [default: 127.0.0.1:7070].
+    #[arg(long, env = "NOVA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// `sqlite:PATH` or `etcd:http(s)://HOST:PORT[,...]` [default: sqlite:/var/lib/nova/controller.db].
+    #[arg(long, env = "NOVA_STORE")]
+    pub store: Option<String>,
+    /// Where the first admin token is written (0600) when the cluster is new
+    /// [default: /var/lib/nova/admin.token].
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// The join token hosts register with: read from this file, created if missing
+    /// [default: /var/lib/nova/join.token].
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
+    /// This controller's name in the leader election [default: controller-<pid>].
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Between reconcile passes, ms [default: 1000].
+    #[arg(long)]
+    pub reconcile_interval_ms: Option<u64>,
+    /// A host silent this long is marked down, ms [default: 16000].
+    #[arg(long)]
+    pub down_after_ms: Option<u64>,
+    /// How often hosts are told to heartbeat, ms [default: 5000].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// `spread` or `binpack` [default: spread].
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Failed authentications per client address per minute before it is refused
+    /// [default: 20].
+    #[arg(long)]
+    pub max_failed_auth: Option<u32>,
+    /// PEM file of the CA that signs etcd's certificate (for `etcd:https://`).
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM file of this controller's client certificate, for an etcd that asks for one.
+    #[arg(long)]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM file of the key of `--etcd-cert`.
+    #[arg(long)]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, for an etcd with authentication enabled.
+    #[arg(long)]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password.
+    #[arg(long)]
+    pub etcd_password_file: Option<PathBuf>,
+    /// Finished operations older than this are pruned, s [default: 604800, 7 days].
+    #[arg(long)]
+    pub operations_max_age_s: Option<u64>,
+    /// Finished operations kept at most (the oldest go first) [default: 10000].
+    #[arg(long)]
+    pub operations_max_count: Option<usize>,
+    /// Audit entries older than this are pruned, s [default: 7776000, 90 days].
+    #[arg(long)]
+    pub audit_max_age_s: Option<u64>,
+    /// Audit entries kept at most [default: 100000].
+    #[arg(long)]
+    pub audit_max_count: Option<usize>,
+    /// Events older than this are pruned (a stream cannot resume before them), s
+    /// [default: 86400].
+    #[arg(long)]
+    pub events_max_age_s: Option<u64>,
+    /// Events kept at most [default: 100000].
+    #[arg(long)]
+    pub events_max_count: Option<usize>,
+    /// How long a retried create with the same Idempotency-Key answers the first
+    /// answer, s [default: 86400].
+    #[arg(long)]
+    pub idempotency_ttl_s: Option<u64>,
+    /// How often the leader prunes history, s [default: 60].
+    #[arg(long)]
+    pub prune_interval_s: Option<u64>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: {1}")]
+    File(PathBuf, String),
+    #[error("--{0}: {1}")]
+    Value(&'static str, String),
+}
+
+/// Takes `a`'s value of each field, `b`'s where `a` has none.
+macro_rules! merge {
+    ($a:expr, $b:expr; $($f:ident),* $(,)?) => {
+        Options { $($f: $a.$f.or($b.$f)),* }
+    };
+}
+
+impl Options {
+    /// These options, with `file`'s where these have none.
+    pub fn over(self, file: Options) -> Options {
+        merge!(self, file;
+            listen, store, admin_token_file, join_token_file, node, reconcile_interval_ms,
+            down_after_ms, heartbeat_ms, strategy, max_failed_auth, etcd_ca, etcd_cert,
+            etcd_key, etcd_user, etcd_password_file, operations_max_age_s,
+            operations_max_count, audit_max_age_s, audit_max_count, events_max_age_s,
+            events_max_count, idempotency_ttl_s, prune_interval_s)
+    }
+
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> Result<Options, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File(path.into(), e.to_string()))?;
+        toml::from_str(&text).map_err(|e| ConfigError::File(path.into(), e.to_string()))
+    }
+}
+
+/// The configuration in force: every setting with its default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: String,
+    pub admin_token_file: PathBuf,
+    pub join_token_file: PathBuf,
+    pub node: String,
+    pub max_failed_auth: u32,
+    pub etcd: EtcdFiles,
+    pub settings: Settings,
+}
+
+/// Where the etcd credentials are.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Args {
+    /// The flags over the config file (when there is one), defaults for the rest.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let o = match &self.config {
+            Some(f) => self.options.over(Options::from_file(f)?),
+            None => self.options,
+        };
+        let weights = match o.strategy.as_deref().unwrap_or("spread") {
+            "spread" => Weights {
+                binpack: 0.0,
+                spread: 1.0,
+            },
+            "binpack" => Weights {
+                binpack: 1.0,
+                spread: 0.0,
+            },
+            other => {
+                return Err(ConfigError::Value(
+                    "strategy",
+                    format!("{other:?}: expected spread or binpack"),
+                ))
+            }
+        };
+        if o.etcd_cert.is_some() != o.etcd_key.is_some() {
+            return Err(ConfigError::Value(
+                "etcd-cert",
+                "needs --etcd-key (and the other way round)".into(),
+            ));
+        }
+        if o.etcd_user.is_some() != o.etcd_password_file.is_some() {
+            return Err(ConfigError::Value(
+                "etcd-user",
+                "needs --etcd-password-file (and the other way round)".into(),
+            ));
+        }
+        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        let s = |v: Option<u64>, d: Duration| v.map(Duration::from_secs).unwrap_or(d);
+        let r = Retention::default();
+        let retention = Retention {
+            operations_max_age: s(o.operations_max_age_s, r.operations_max_age),
+            operations_max_count: o.operations_max_count.unwrap_or(r.operations_max_count),
+            audit_max_age: s(o.audit_max_age_s, r.audit_max_age),
+            audit_max_count: o.audit_max_count.unwrap_or(r.audit_max_count),
+            events_max_age: s(o.events_max_age_s, r.events_max_age),
+            events_max_count: o.events_max_count.unwrap_or(r.events_max_count),
+            idempotency_ttl: s(o.idempotency_ttl_s, r.idempotency_ttl),
+            every: s(o.prune_interval_s, r.every),
+        };
+        Ok(Config {
+            listen: o
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            store: o
+                .store
+                .unwrap_or_else(|| "sqlite:/var/lib/nova/controller.db".into()),
+            admin_token_file: o
+                .admin_token_file
+                .unwrap_or_else(|| "/var/lib/nova/admin.token".into()),
+            join_token_file: o
+                .join_token_file
+                .unwrap_or_else(|| "/var/lib/nova/join.token".into()),
+            node: o
+                .node
+                .unwrap_or_else(|| format!("controller-{}", std::process::id())),
+            max_failed_auth: o.max_failed_auth.unwrap_or(20),
+            etcd: EtcdFiles {
+                ca: o.etcd_ca,
+                cert: o.etcd_cert,
+                key: o.etcd_key,
+                user: o.etcd_user,
+                password_file: o.etcd_password_file,
+            },
+            settings: Settings {
+                heartbeat: ms(o.heartbeat_ms, 5000),
+                reconcile_interval: ms(o.reconcile_interval_ms, 1000),
+                down_after: ms(o.down_after_ms, 16000),
+                weights,
+                retention,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn file(text: &str) -> (nova_tests::TempDir, PathBuf) {
+        let d = nova_tests::TempDir::new();
+        let p = d.join("controller.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_file_and_the_file_over_the_default() {
+        let (_d, p) =
+            file("listen = \"127.0.0.1:9000\"\nheartbeat_ms = 700\nstrategy = \"binpack\"\n");
+        let a = Args::parse_from([
+            "nova-controller",
+            "--config",
+            p.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9001",
+        ]);
+        let c = a.resolve().unwrap();
+        assert_eq!(c.listen.port(), 9001, "the flag wins");
+        assert_eq!(
+            c.settings.heartbeat,
+            Duration::from_millis(700),
+            "from the file"
+        );
+        assert_eq!(c.settings.weights.binpack, 1.0, "from the file");
+        assert_eq!(
+            c.settings.down_after,
+            Duration::from_millis(16000),
+            "default"
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_mistyped_key_in_the_file_is_named() {
+        let (_d, p) = file("lisen = \"127.0.0.1:9000\"\n");
+        let a = Args::parse_from(["nova-controller", "--config", p.to_str().unwrap()]);
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let (_d, p) = file("heartbeat_ms = \"often\"\n");
+        let a = Args::parse_from(["nova-controller", "--config", p.to_str().unwrap()]);
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("heartbeat_ms"), "{e}");
+    }
+}

@@ -1,0 +1,132 @@
+//! The context every domain operation runs in: the store, the event log, the pool the
+//! hostd clients come from, the migration slots, the settings, the metrics, and
+//! whether this controller leads. Domain code takes a `&Context` and answers domain
+//! errors; it knows nothing of HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nova_hostd_api::HostdClient;
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::model::Host;
+use crate::scheduler::Weights;
+use crate::slots::Slots;
+use crate::store::DynStore;
+
+/// How the controller runs (from flags or the config file).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often hosts are told to heartbeat.
+    pub heartbeat: Duration,
+    /// Between reconcile passes.
+    pub reconcile_interval: Duration,
+    /// A host silent this long is down.
+    pub down_after: Duration,
+    /// How the scheduler ranks hosts.
+    pub weights: Weights,
+    /// How long finished operations, audit entries, events and idempotency keys stay.
+    pub retention: Retention,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            heartbeat: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(1),
+            down_after: Duration::from_secs(16),
+            weights: Weights::default(),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// How much history is kept: each kind is pruned past an age and past a count (the
+/// oldest go first). Operations still under way are never pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub operations_max_age: Duration,
+    pub operations_max_count: usize,
+    pub audit_max_age: Duration,
+    pub audit_max_count: usize,
+    pub events_max_age: Duration,
+    pub events_max_count: usize,
+    /// How long a retried create with the same `Idempotency-Key` answers the first result.
+    pub idempotency_ttl: Duration,
+    /// How often the leader prunes.
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: Duration = Duration::from_secs(86_400);
+        Retention {
+            operations_max_age: 7 * DAY,
+            operations_max_count: 10_000,
+            audit_max_age: 90 * DAY,
+            audit_max_count: 100_000,
+            events_max_age: DAY,
+            events_max_count: 100_000,
+            idempotency_ttl: DAY,
+            every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What every domain operation and loop shares; cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    pub store: DynStore,
+    pub events: Events,
+    /// Migrations under way here, for the policy's parallelism limits.
+    pub slots: Arc<Slots>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    /// Whether this controller leads (runs the reconcile loops).
+    pub leading: watch::Receiver<bool>,
+    /// This controller's name.
+    pub node: String,
+    /// One keep-alive pool for every hostd.
+    http: nova_http::Client,
+}
+
+impl Context {
+    pub fn new(
+        store: DynStore,
+        settings: Settings,
+        leading: watch::Receiver<bool>,
+        node: String,
+    ) -> Result<Context> {
+        // Short deadlines: a slow host must not stall a reconcile pass.
+        let opts = nova_http::ClientOptions {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            ca_file: None,
+        };
+        let http = nova_http::Client::new("http://hostd.invalid", None, &opts)?;
+        let metrics = Arc::new(Metrics::new());
+        Ok(Context {
+            events: Events::new(store.clone()),
+            store,
+            slots: Arc::default(),
+            settings: Arc::new(settings),
+            metrics,
+            leading,
+            node,
+            http,
+        })
+    }
+
+    /// The client of `host`'s hostd (its URL and the token it registered).
+    pub fn hostd(&self, host: &Host) -> Result<HostdClient> {
+        Ok(HostdClient::with(&self.http, &host.url, &host.hostd_token)?)
+    }
+
+    /// Whether this controller leads right now.
+    pub fn leads(&self) -> bool {
+        *self.leading.borrow()
+    }
+}

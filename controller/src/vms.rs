@@ -1,0 +1,316 @@
+//! VMs as the controller owns them: a spec checked field by field, a name unique in
+//! its tenant, the tenant's quota, the desired state users change (start, stop,
+//! delete, guarded by the revision they read) and the observed state hosts report.
+//! The reconcile loop makes hosts follow; nothing here calls a host except a forced
+//! stop and the console.
+
+use nova_http::FieldError;
+
+use crate::context::Context;
+use crate::error::{missing, Error, Result};
+use crate::model::{now_ms, ConsoleLines, DesiredState, Observed, Resources, Tenant, Vm, VmSpec};
+use crate::store::{Expect, Objects, StoreError};
+
+/// The prefix of the name claims: `vmnames/<tenant>/<name>` holds the VM's id.
+const NAMES: &str = "vmnames/";
+
+/// Checks a label key or value (also used for `k=v` affinity terms).
+pub fn validate_label(field: &str, s: &str) -> std::result::Result<(), FieldError> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(FieldError::new(field, "must be 1 to 63 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("character {c:?} not allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a spec, naming the field.
+pub fn validate_spec(s: &VmSpec) -> std::result::Result<(), FieldError> {
+    crate::model::spec_to_hostd(s, "x")
+        .validate()
+        .map_err(|mut e| {
+            if e.field == "kernel" {
+                e.field = "image".into();
+            }
+            e
+        })?;
+    if s.labels.len() > 32 {
+        return Err(FieldError::new("labels", "more than 32 labels"));
+    }
+    for (k, v) in &s.labels {
+        validate_label(&format!("labels.{k}"), k)?;
+        validate_label(&format!("labels.{k}"), v)?;
+    }
+    for (k, v) in &s.affinity.host_labels {
+        validate_label(&format!("affinity.host_labels.{k}"), k)?;
+        validate_label(&format!("affinity.host_labels.{k}"), v)?;
+    }
+    for (name, terms) in [
+        ("with", &s.affinity.with),
+        ("apart_from", &s.affinity.apart_from),
+    ] {
+        if terms.len() > 16 {
+            return Err(FieldError::new(
+                format!("affinity.{name}"),
+                "more than 16 terms",
+            ));
+        }
+        for (i, t) in terms.iter().enumerate() {
+            let field = format!("affinity.{name}[{i}]");
+            let (k, v) = t
+                .split_once('=')
+                .ok_or_else(|| FieldError::new(&field, "must be key=value"))?;
+            validate_label(&field, k)?;
+            validate_label(&field, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a VM that would take `tenant` over its quota.
+async fn check_quota(ctx: &Context, tenant: &str, spec: &VmSpec) -> Result<()> {
+    let Some(q) = ctx
+        .store
+        .read::<Tenant>(tenant)
+        .await?
+        .and_then(|t| t.quota)
+    else {
+        return Ok(());
+    };
+    let mine: Vec<Vm> = ctx
+        .store
+        .list_all::<Vm>()
+        .await?
+        .into_iter()
+        .filter(|v| v.tenant == tenant && v.desired != DesiredState::Deleted)
+        .collect();
+    let used = mine
+        .iter()
+        .fold(Resources::default(), |a, v| a.plus(v.spec.resources()));
+    let r = spec.resources();
+    if mine.len() as u64 + 1 > q.vms
+        || used.vcpus + r.vcpus > q.vcpus
+        || used.mem_mib + r.mem_mib > q.mem_mib
+    {
+        return Err(Error::conflict(format!(
+            "tenant quota exceeded: {} VMs, {} vCPUs, {} MiB in use of {} VMs, {} vCPUs, {} MiB",
+            mine.len(),
+            used.vcpus,
+            used.mem_mib,
+            q.vms,
+            q.vcpus,
+            q.mem_mib
+        )));
+    }
+    Ok(())
+}
+
+fn name_key(tenant: &str, name: &str) -> String {
+    format!("{NAMES}{tenant}/{name}")
+}
+
+/// Claims `name` in `tenant` for VM `id`: one compare-and-swap, so two creates of one
+/// name cannot both win. A claim whose VM is gone (a create interrupted between claim
+/// and record) is taken over.
+async fn claim_name(ctx: &Context, tenant: &str, name: &str, id: &str) -> Result<()> {
+    let key = name_key(tenant, name);
+    let taken = || {
+        Error::conflict_on(
+            "name",
+            format!("name: a VM named {name:?} exists in tenant {tenant}"),
+        )
+    };
+    loop {
+        match ctx
+            .store
+            .put(&key, id.as_bytes().to_vec(), Expect::Absent)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some(held) = ctx.store.get(&key).await? else {
+            continue; // released meanwhile
+        };
+        let owner = String::from_utf8_lossy(&held.value).into_owned();
+        if ctx.store.read::<Vm>(&owner).await?.is_some() {
+            return Err(taken());
+        }
+        match ctx
+            .store
+            .put(
+                &key,
+                id.as_bytes().to_vec(),
+                Expect::Revision(held.revision),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Stores a new VM of `tenant` as desired (the scheduler places it) and answers it.
+pub async fn create(ctx: &Context, tenant: &str, spec: VmSpec) -> Result<Vm> {
+    validate_spec(&spec)?;
+    // Quota is checked here for a clear answer, and again by the scheduler.
+    check_quota(ctx, tenant, &spec).await?;
+    let id = format!("vm-{}", hex::encode(rand::random::<[u8; 6]>()));
+    claim_name(ctx, tenant, &spec.name, &id).await?;
+    let desired = if spec.start {
+        DesiredState::Running
+    } else {
+        DesiredState::Stopped
+    };
+    let mut vm = Vm {
+        id: id.clone(),
+        tenant: tenant.into(),
+        spec,
+        desired,
+        host: None,
+        observed: None,
+        migrating: None,
+        created_at_ms: now_ms(),
+        revision: 0,
+    };
+    match ctx.store.create(&vm).await {
+        Ok(rev) => vm.revision = rev,
+        Err(e) => {
+            let _ = ctx
+                .store
+                .delete(&name_key(tenant, &vm.spec.name), Expect::Any)
+                .await;
+            return Err(e.into());
+        }
+    }
+    ctx.events
+        .publish(
+            "vm.created",
+            tenant,
+            &id,
+            serde_json::json!({"name": vm.spec.name}),
+        )
+        .await;
+    Ok(vm)
+}
+
+/// Sets the desired state of VM `id` (at `revision`, when given).
+pub async fn set_desired(
+    ctx: &Context,
+    id: &str,
+    d: DesiredState,
+    revision: Option<u64>,
+) -> Result<Vm> {
+    let mut deleting = false;
+    let v = ctx
+        .store
+        .update_at::<Vm, _>(id, revision, |v| {
+            deleting = v.desired == DesiredState::Deleted && d != DesiredState::Deleted;
+            let change = v.desired != d && !deleting;
+            if change {
+                v.desired = d;
+            }
+            change
+        })
+        .await
+        .map_err(missing("vm"))?;
+    if deleting {
+        return Err(Error::conflict("the VM is being deleted"));
+    }
+    let kind = match d {
+        DesiredState::Running => "vm.start_requested",
+        DesiredState::Stopped => "vm.stop_requested",
+        DesiredState::Deleted => "vm.delete_requested",
+    };
+    ctx.events
+        .publish(kind, &v.tenant, id, serde_json::json!({"desired": d}))
+        .await;
+    Ok(v)
+}
+
+/// Stops VM `id` at once: desired `stopped`, and its host kills the VMM now instead of
+/// waiting for the guest (a stopped or unplaced VM has nothing to kill).
+pub async fn force_stop(ctx: &Context, id: &str, revision: Option<u64>) -> Result<Vm> {
+    let v = set_desired(ctx, id, DesiredState::Stopped, revision).await?;
+    if let (Some(host), None) = (&v.host, &v.migrating) {
+        let h = ctx.store.must_read::<crate::model::Host>(host).await?;
+        match ctx.hostd(&h)?.stop(id, true).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(v)
+}
+
+/// The last `lines` lines of VM `vm`'s console, from its host.
+pub async fn console(ctx: &Context, vm: &Vm, lines: u32) -> Result<ConsoleLines> {
+    let host = vm
+        .host
+        .as_deref()
+        .ok_or_else(|| Error::conflict("the VM is not placed on a host yet"))?;
+    let h = ctx.store.must_read::<crate::model::Host>(host).await?;
+    let log = ctx.hostd(&h)?.console(&vm.id, lines as usize).await?;
+    Ok(ConsoleLines {
+        lines: log.lines,
+        bytes: log.bytes,
+    })
+}
+
+/// Records what a host says about a VM; publishes `vm.state` when it changed.
+pub async fn set_observed(ctx: &Context, id: &str, obs: Observed) -> Result<()> {
+    let mut changed = false;
+    let v = ctx
+        .store
+        .update::<Vm, _>(id, |v| {
+            let same = v.observed.as_ref().is_some_and(|o| {
+                o.state == obs.state && o.host == obs.host && o.error == obs.error
+            });
+            changed = !same;
+            if changed {
+                v.observed = Some(obs.clone());
+            }
+            changed
+        })
+        .await?;
+    if changed {
+        ctx.events
+            .publish(
+                "vm.state",
+                &v.tenant,
+                id,
+                serde_json::to_value(&obs).unwrap_or_default(),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// Removes a deleted VM's record (once no host holds it) and frees its name.
+pub async fn forget(ctx: &Context, vm: &Vm) -> Result<()> {
+    if ctx.store.remove::<Vm>(&vm.id).await? {
+        let key = name_key(&vm.tenant, &vm.spec.name);
+        if let Some(held) = ctx.store.get(&key).await? {
+            if held.value == vm.id.as_bytes() {
+                let _ = ctx
+                    .store
+                    .delete(&key, Expect::Revision(held.revision))
+                    .await;
+            }
+        }
+        ctx.events
+            .publish("vm.deleted", &vm.tenant, &vm.id, serde_json::json!({}))
+            .await;
+    }
+    Ok(())
+}
