@@ -36,6 +36,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// Data dir; a fresh one under the hostd's temp dir when None.
     pub data_dir: Option<PathBuf>,
+    /// Environment variables for hostd (`NOVA_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running nova-hostd.
@@ -151,6 +153,9 @@ impl Hostd {
             .arg("--vmm-bin")
             .arg(binary("nova-vmm"))
             .args(&self.opts.args);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
         let c = Console::spawn(cmd);
         self.proc = Some(c);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -377,7 +382,7 @@ fn host_opts(ns: &NetNs, me: u8, peer: u8, dev: &str) -> Opts {
         .iter()
         .map(|s| s.to_string())
         .collect(),
-        data_dir: None,
+        ..Opts::default()
     }
 }
 
