@@ -53,12 +53,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(join) = join {
         tokio::spawn(nova_hostd::controller::run(host.clone(), join));
     }
+    notify_ready();
     let app = nova_hostd::api::router(host.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
     tracing::info!("nova-hostd stopping; VMs keep running");
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) that hostd serves: `READY=1` on `$NOTIFY_SOCKET`
+/// (a path, or an abstract name written `@name`). Nothing to do without it.
+fn notify_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        match target.as_encoded_bytes().strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(b"READY=1\n", &addr)
+            }
+            None => sock.send_to(b"READY=1\n", &target),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!("telling systemd hostd is ready: {e}");
+    }
 }
 
 async fn shutdown() {

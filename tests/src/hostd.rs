@@ -324,7 +324,11 @@ impl Hostd {
 
     /// Ids of the VMs on this host.
     pub fn vm_ids(&self) -> Vec<String> {
-        self.ok(self.api.vms()).vms.into_iter().map(|v| v.id).collect()
+        self.ok(self.api.vms())
+            .vms
+            .into_iter()
+            .map(|v| v.id)
+            .collect()
     }
 
     /// Pids of the VMMs hostd's data dir records.

@@ -144,13 +144,22 @@ fn bad_input_is_refused_with_the_field_named_and_never_panics() {
         (json!({"name": "a", "kernel": "/k", "vcpus": 0}), "vcpus"),
         (json!({"name": "a", "kernel": "/k", "vcpus": 300}), "vcpus"),
         (json!({"name": "a", "kernel": "/k", "vcpus": -1}), "vcpus"),
-        (json!({"name": "a", "kernel": "/k", "mem_mib": 1}), "mem_mib"),
-        (json!({"name": "a", "kernel": "/k", "mem_mib": u64::MAX}), "mem_mib"),
+        (
+            json!({"name": "a", "kernel": "/k", "mem_mib": 1}),
+            "mem_mib",
+        ),
+        (
+            json!({"name": "a", "kernel": "/k", "mem_mib": u64::MAX}),
+            "mem_mib",
+        ),
         (json!({"name": "a", "kernel": "relative/path"}), "kernel"),
         (json!({"name": "a", "kernel": "sha256:xyz"}), "kernel"),
         (json!({"name": "a"}), "kernel"),
         (json!({"kernel": "/k"}), "name"),
-        (json!({"name": "a", "kernel": "/k", "disks": [{}]}), "disks[0].size_mib"),
+        (
+            json!({"name": "a", "kernel": "/k", "disks": [{}]}),
+            "disks[0].size_mib",
+        ),
         (
             json!({"name": "a", "kernel": "/k", "disks": [{"size_mib": 0}]}),
             "disks[0].size_mib",
@@ -167,8 +176,14 @@ fn bad_input_is_refused_with_the_field_named_and_never_panics() {
             json!({"name": "a", "kernel": "/k", "nics": [{"mac": "nonsense"}]}),
             "nics[0].mac",
         ),
-        (json!({"name": "a", "kernel": "/k", "restart": "sometimes"}), "restart"),
-        (json!({"name": "a", "kernel": "/k", "cmdline": "a\nb"}), "cmdline"),
+        (
+            json!({"name": "a", "kernel": "/k", "restart": "sometimes"}),
+            "restart",
+        ),
+        (
+            json!({"name": "a", "kernel": "/k", "cmdline": "a\nb"}),
+            "cmdline",
+        ),
         (json!({"name": "a", "kernel": "/does/not/exist"}), "kernel"),
         (json!([1, 2, 3]), "body"),
         (json!("string"), "body"),
@@ -178,7 +193,14 @@ fn bad_input_is_refused_with_the_field_named_and_never_panics() {
         assert_eq!(s, 400, "{body}: {v}");
         assert_eq!(v["field"], field, "{body}: {v}");
     }
-    for raw in ["", "{", "null", "{\"name\":", "\u{0}\u{1}", &"[".repeat(10_000)] {
+    for raw in [
+        "",
+        "{",
+        "null",
+        "{\"name\":",
+        "\u{0}\u{1}",
+        &"[".repeat(10_000),
+    ] {
         let (s, v) = h.request("POST", "/v1/vms", Some(raw));
         assert_eq!(s, 400, "{raw:.20}: {v}");
     }
@@ -208,16 +230,29 @@ fn bad_input_is_refused_with_the_field_named_and_never_panics() {
             "params.connections",
         ),
         // The old flat form (mode, downtime_ms beside `to`) is refused by name.
-        ("/v1/vms/nope/migrate", json!({"to": to, "downtime_ms": 300}), "downtime_ms"),
+        (
+            "/v1/vms/nope/migrate",
+            json!({"to": to, "downtime_ms": 300}),
+            "downtime_ms",
+        ),
         ("/v1/vms/nope/snapshot", json!({"name": "../up"}), "name"),
         ("/v1/images", json!({"path": "relative"}), "path"),
-        ("/v1/network/peers", json!({"address": "not-an-ip"}), "address"),
+        (
+            "/v1/network/peers",
+            json!({"address": "not-an-ip"}),
+            "address",
+        ),
     ] {
         let (s, v) = h.request("POST", path, Some(&body.to_string()));
         assert_eq!(s, 400, "{path} {body}: {v}");
         assert_eq!(v["field"], field, "{path} {body}: {v}");
     }
-    for q in ["lines=0", "lines=-1", "lines=99999999999999999999", "lines=x"] {
+    for q in [
+        "lines=0",
+        "lines=-1",
+        "lines=99999999999999999999",
+        "lines=x",
+    ] {
         let (s, v) = h.request("GET", &format!("/v1/vms/none/console?{q}"), None);
         assert!(s == 400 || s == 404, "{q}: {v}");
     }
@@ -225,7 +260,10 @@ fn bad_input_is_refused_with_the_field_named_and_never_panics() {
     assert!(s == 400 || s == 404);
     // Still alive and well.
     h.ok(h.api().health());
-    assert!(std::fs::read_dir(h.data().join("vms")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(h.data().join("vms"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 #[test]
@@ -248,7 +286,9 @@ fn a_vm_that_does_not_fit_is_refused() {
     let (s, e) = h.refused(api.create(&big));
     assert_eq!(s, 409, "{e:?}");
     assert!(
-        e.error.contains("does not fit") && e.error.contains("memory") && !e.error.contains("vcpus"),
+        e.error.contains("does not fit")
+            && e.error.contains("memory")
+            && !e.error.contains("vcpus"),
         "{e:?}"
     );
 
@@ -258,7 +298,8 @@ fn a_vm_that_does_not_fit_is_refused() {
     let (s, e) = h.refused(api.create(&idle("one-more")));
     assert_eq!(s, 409, "{e:?}");
     assert!(
-        e.error.contains(&format!("vcpus: 1 requested, 0 free of {cores}")),
+        e.error
+            .contains(&format!("vcpus: 1 requested, 0 free of {cores}")),
         "{e:?}"
     );
 
@@ -307,7 +348,10 @@ fn the_openapi_document_is_valid_and_every_route_in_it_is_served() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A bearer security scheme, required everywhere but on health.
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     assert_eq!(doc["security"][0]["bearer"], json!([]));
     assert_eq!(doc["paths"]["/v1/health"]["get"]["security"], json!([{}]));
     let schemas = doc["components"]["schemas"].as_object().unwrap();
@@ -331,7 +375,10 @@ fn the_openapi_document_is_valid_and_every_route_in_it_is_served() {
             }
         }
     }
-    assert!(error_refs > 20, "error responses are described: {error_refs}");
+    assert!(
+        error_refs > 20,
+        "error responses are described: {error_refs}"
+    );
     let n = op_ids.len();
     op_ids.sort();
     op_ids.dedup();
@@ -403,7 +450,11 @@ fn a_config_file_configures_hostd_and_flags_override_it() {
     );
     drop(h);
     let h = Hostd::start(config(&["--cpu-overcommit", "2"]));
-    assert_eq!(h.ok(h.api().host()).capacity.vcpus, cores * 2, "the flag wins");
+    assert_eq!(
+        h.ok(h.api().host()).capacity.vcpus,
+        cores * 2,
+        "the flag wins"
+    );
     drop(h);
     // A bad file: hostd does not start, and says which key is wrong.
     std::fs::write(&file, "cpu-overcommit = \"lots\"\n").unwrap();
@@ -452,7 +503,10 @@ fn every_request_leaves_one_access_line_naming_the_caller() {
         (&json!("GET"), &json!(200), &json!("host-token"))
     );
     let refused: Vec<&Value> = lines.iter().filter(|v| v["path"] == "/v1/host").collect();
-    assert_eq!((&refused[0]["status"], &refused[0]["who"]), (&json!(401), &json!("-")));
+    assert_eq!(
+        (&refused[0]["status"], &refused[0]["who"]),
+        (&json!(401), &json!("-"))
+    );
     // NOVA_LOG filters: at `warn`, no access lines.
     let quiet = Hostd::start(Opts {
         env: vec![("NOVA_LOG".into(), "warn".into())],
@@ -480,7 +534,8 @@ fn tls_controller(dir: &TempDir, heard: Arc<Mutex<Heard>>) -> (u16, std::path::P
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "nova test CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "nova test CA");
     let ca = ca.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -589,4 +644,61 @@ fn hostd_registers_with_an_https_controller_it_trusts_through_its_ca() {
     assert_eq!(heard.registered[0].token, h.token);
     assert_eq!(heard.heartbeats[0].host_id, host_id);
     assert!(!h.stderr().contains("heartbeat:"), "{}", h.stderr());
+}
+
+#[test]
+fn hostd_tells_systemd_it_is_ready_once_it_serves() {
+    // What systemd does for a Type=notify unit: a datagram socket in $NOTIFY_SOCKET.
+    let dir = TempDir::new();
+    let sock_path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let h = Hostd::start(Opts {
+        env: vec![(
+            "NOTIFY_SOCKET".into(),
+            sock_path.to_string_lossy().into_owned(),
+        )],
+        ..Opts::default()
+    });
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).expect("READY=1 from hostd");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    h.ok(h.api().health());
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_and_leaves_vmms_running_on_stop() {
+    if !nova_tests::require(
+        nova_tests::which("systemd-analyze"),
+        "systemd-analyze (systemd) is not installed",
+    ) {
+        return;
+    }
+    let unit =
+        std::fs::read_to_string(nova_tests::root().join("deploy/systemd/nova-hostd.service"))
+            .unwrap();
+    // The unit as installed, pointing at the binary under test.
+    let dir = TempDir::new();
+    let file = dir.join("nova-hostd.service");
+    let bin = binary("nova-hostd");
+    std::fs::write(
+        &file,
+        unit.replace("/usr/local/bin/nova-hostd", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let settings: Vec<&str> = unit.lines().map(str::trim).collect();
+    for want in ["KillMode=process", "Restart=on-failure", "Type=notify"] {
+        assert!(settings.contains(&want), "{want} missing from the unit");
+    }
 }

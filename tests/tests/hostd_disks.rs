@@ -174,10 +174,16 @@ fn a_vm_boots_with_its_cloned_disk() {
     let e = Exposition::parse(&h.ok(h.api().metrics()));
     let d0 = [("vm", "io"), ("disk", "0")];
     let read = e.value("nova_vm_disk_read_bytes_total", &d0).unwrap();
-    assert!(read >= 16.0 * 4096.0, "the guest read its 16 host blocks: {read}");
+    assert!(
+        read >= 16.0 * 4096.0,
+        "the guest read its 16 host blocks: {read}"
+    );
     assert!(e.value("nova_vm_disk_written_bytes_total", &d0).unwrap() > 0.0);
     assert!(e.value("nova_vm_disk_reads_total", &d0).unwrap() > 0.0);
-    assert_eq!(e.value("nova_vm_disk_failed_requests_total", &d0), Some(0.0));
+    assert_eq!(
+        e.value("nova_vm_disk_failed_requests_total", &d0),
+        Some(0.0)
+    );
 }
 
 #[test]

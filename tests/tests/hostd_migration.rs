@@ -9,8 +9,8 @@ use nova_hostd_api::{
     DiskSpec, MigrateRequest, MigrationParams, MigrationState, MigrationStatus, MigrationTarget,
     NicSpec, VmState,
 };
-use nova_tests::hostd::{guest, is_vmm, ping, Exposition, Hostd, Opts};
 use nova_tests::hostd::TwoHosts;
+use nova_tests::hostd::{guest, is_vmm, ping, Exposition, Hostd, Opts};
 use nova_tests::net::require_netns;
 use nova_tests::{require_kvm, wait_for};
 
@@ -158,7 +158,16 @@ fn a_vm_moves_between_hosts_and_keeps_answering_pings() {
         std::thread::spawn(move || {
             std::process::Command::new("ip")
                 .args([
-                    "netns", "exec", &ns, "ping", "-c", "60", "-i", "0.1", "-W", "1",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "ping",
+                    "-c",
+                    "60",
+                    "-i",
+                    "0.1",
+                    "-W",
+                    "1",
                     "203.0.113.20",
                 ])
                 .output()
@@ -207,7 +216,10 @@ fn a_vm_moves_between_hosts_and_keeps_answering_pings() {
     let a = Exposition::parse(&t.a.ok(t.a.api().metrics()));
     let out = [("direction", "outgoing"), ("result", "completed")];
     assert_eq!(a.value("nova_host_migrations_total", &out), Some(1.0));
-    assert_eq!(a.value("nova_host_migration_downtime_seconds_count", &[]), Some(1.0));
+    assert_eq!(
+        a.value("nova_host_migration_downtime_seconds_count", &[]),
+        Some(1.0)
+    );
     let b = Exposition::parse(&t.b.ok(t.b.api().metrics()));
     let inc = [("direction", "incoming"), ("result", "completed")];
     assert_eq!(b.value("nova_host_migrations_total", &inc), Some(1.0));

@@ -32,12 +32,22 @@ fn two_hosts_reach_each_other_over_vxlan() {
     let net = t.a.ok(t.a.api().network());
     let vx = net.vxlan.clone().unwrap();
     assert_eq!(vx.vni, 42, "{net:?}");
-    assert_eq!(vx.peers, ["198.51.100.2".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        vx.peers,
+        ["198.51.100.2".parse::<std::net::IpAddr>().unwrap()]
+    );
     // Adding a peer already there changes nothing.
     let again = PeerRequest {
         address: "198.51.100.2".parse().unwrap(),
     };
-    assert_eq!(t.a.ok(t.a.api().add_peer(&again)).vxlan.unwrap().peers.len(), 1);
+    assert_eq!(
+        t.a.ok(t.a.api().add_peer(&again))
+            .vxlan
+            .unwrap()
+            .peers
+            .len(),
+        1
+    );
     // The bridges' own addresses are on the overlay only: this crosses the VXLAN.
     assert!(
         ping(&t.ns_a, "203.0.113.2", 3),
@@ -50,10 +60,20 @@ fn two_hosts_reach_each_other_over_vxlan() {
     let vm = t.b.create_vm(&spec);
     let (tap, mac) = (vm.nics[0].tap.clone(), vm.nics[0].mac.clone());
     assert!(mac.starts_with("02:"), "{mac}");
-    assert_eq!(tap, format!("nt{}", mac.replace(':', "")), "taps are named by MAC");
+    assert_eq!(
+        tap,
+        format!("nt{}", mac.replace(':', "")),
+        "taps are named by MAC"
+    );
     let line = t.b.wait_console("g", "NOVA-NET", Duration::from_secs(30));
-    assert!(line.contains(&format!("mac={mac}")), "the guest got hostd's MAC: {line}");
-    assert!(ping(&t.ns_b, "203.0.113.20", 3), "host B cannot ping its own guest");
+    assert!(
+        line.contains(&format!("mac={mac}")),
+        "the guest got hostd's MAC: {line}"
+    );
+    assert!(
+        ping(&t.ns_b, "203.0.113.20", 3),
+        "host B cannot ping its own guest"
+    );
     assert!(
         ping(&t.ns_a, "203.0.113.20", 3),
         "host A cannot ping B's guest over the overlay"

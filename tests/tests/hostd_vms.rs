@@ -27,7 +27,10 @@ fn hostd_boots_a_vm_and_serves_its_console() {
     h.wait_console("web-1", "NOVA-TICK", BOOT);
 
     let vm = h.ok(api.vm("web-1"));
-    assert!(matches!(vm.kvm.as_deref(), Some("pvm" | "hardware")), "{vm:?}");
+    assert!(
+        matches!(vm.kvm.as_deref(), Some("pvm" | "hardware")),
+        "{vm:?}"
+    );
     assert!(vm.counters["vcpu_exits"] > 0, "{vm:?}");
     let pid = vm.pid.unwrap();
     assert!(is_vmm(pid));
@@ -37,7 +40,11 @@ fn hostd_boots_a_vm_and_serves_its_console() {
 
     assert_eq!(h.ok(api.vms()).vms.len(), 1);
     let host = h.ok(api.host());
-    assert_eq!((host.allocated.mem_mib, host.allocated.vcpus), (64, 1), "{host:?}");
+    assert_eq!(
+        (host.allocated.mem_mib, host.allocated.vcpus),
+        (64, 1),
+        "{host:?}"
+    );
 
     let paused = h.ok(api.pause("web-1"));
     assert_eq!(paused.state, VmState::Paused);
@@ -91,7 +98,11 @@ fn a_monitoring_scrape_finds_every_vm_metric_named_by_the_rules() {
             "histogram" => {}
             other => panic!("{family}: unexpected type {other}"),
         }
-        assert!(!s.name.contains("_mib") && !s.name.ends_with("_ms"), "{}", s.name);
+        assert!(
+            !s.name.contains("_mib") && !s.name.ends_with("_ms"),
+            "{}",
+            s.name
+        );
     }
     let t = |f: &str| e.types.get(f).map(String::as_str);
     assert_eq!(t("nova_vm_vcpu_exits"), Some("counter"));

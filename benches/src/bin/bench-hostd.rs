@@ -412,8 +412,7 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
     let reattached = vms
         .iter()
         .filter(|v| {
-            v.state == nova_hostd_api::VmState::Running
-                && v.pid.is_some_and(|p| pids.contains(&p))
+            v.state == nova_hostd_api::VmState::Running && v.pid.is_some_and(|p| pids.contains(&p))
         })
         .count();
     let still = pids
