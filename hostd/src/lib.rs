@@ -96,7 +96,7 @@ mod module_graph {
                     }
                 }
             };
-            for (i, _) in code.match_indices(|c| c == 'c' || c == 's') {
+            for (i, _) in code.match_indices(['c', 's']) {
                 let before = code[..i].chars().next_back();
                 if before.is_some_and(word) {
                     continue;
