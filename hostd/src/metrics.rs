@@ -444,23 +444,15 @@ mod tests {
             ..Default::default()
         };
         let mig = MigrationMetrics::default();
-        let mut m = nova_hostd_api::MigrationStatus {
-            id: "m".into(),
-            vm_id: "x".into(),
-            direction: MigrationDirection::Outgoing,
-            state: MigrationState::Completed,
-            mode: MigrationMode::Hybrid,
-            peer: "p".into(),
-            started_at_ms: 0,
-            finished_at_ms: None,
-            downtime_ms: Some(0.4),
-            total_ms: None,
-            bytes_sent: None,
-            rounds: None,
-            hostd_switch_ms: None,
-            error: None,
-            vmm: None,
-        };
+        let mut m = crate::migration::state::new_status(
+            "m",
+            "x",
+            MigrationDirection::Outgoing,
+            MigrationMode::Hybrid,
+            "p",
+        );
+        m.state = MigrationState::Completed;
+        m.downtime_ms = Some(0.4);
         mig.finished(&m);
         m.state = MigrationState::Failed;
         mig.finished(&m);

@@ -262,7 +262,7 @@ impl Hostd {
     ) -> std::io::Result<(u16, Value)> {
         let addr = self.addr;
         in_namespace(self.opts.netns.as_deref(), || {
-            raw_exchange(addr, method, path, body, token)
+            http(addr, method, path, body, token)
         })
     }
 
@@ -427,18 +427,6 @@ pub fn ping(ns: &NetNs, addr: &str, count: u32) -> bool {
     out.status.success()
 }
 
-/// One raw HTTP/1.1 request to any server in this namespace (`Connection: close`),
-/// for tests that read an answer loosely.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> std::io::Result<(u16, Value)> {
-    raw_exchange(addr, method, path, body, token)
-}
-
 /// Whether `pid` is a live nova-vmm.
 pub fn is_vmm(pid: u32) -> bool {
     let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -500,8 +488,10 @@ impl Drop for Hostd {
     }
 }
 
-/// One hand-written request (`Connection: close`) and its answer as loose JSON.
-fn raw_exchange(
+/// One hand-written HTTP/1.1 request to any server in this namespace
+/// (`Connection: close`) and its answer as loose JSON, for malformed input and tests
+/// that read an answer loosely.
+pub fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
