@@ -264,14 +264,12 @@ pub fn render(host: &HostInfo, vms: &[Live], mig: &MigrationMetrics) -> String {
             uptime.get_or_create(&vm(&i.id)).set(u as f64 / 1e3);
         }
         restarts.get_or_create(&vm(&i.id)).inc_by(i.restarts as u64);
-        if let Some(ms) = i.counters.get("process_cpu_ms") {
-            cpu.get_or_create(&vm(&i.id)).inc_by(*ms as f64 / 1e3);
-        }
-        if let Some(b) = i.counters.get("process_rss_bytes") {
-            rss.get_or_create(&vm(&i.id)).set(*b as f64);
-        }
-        if let Some(b) = i.counters.get("guest_resident_bytes") {
-            guest_rss.get_or_create(&vm(&i.id)).set(*b as f64);
+        if let Some(p) = l.process {
+            cpu.get_or_create(&vm(&i.id)).inc_by(p.cpu_ms as f64 / 1e3);
+            rss.get_or_create(&vm(&i.id)).set(p.rss_bytes as f64);
+            guest_rss
+                .get_or_create(&vm(&i.id))
+                .set(p.guest_bytes as f64);
         }
         if let Some(m) = &i.migration {
             if let (MigrationState::Completed, Some(d)) = (m.state, m.downtime_ms) {
@@ -459,6 +457,7 @@ mod tests {
         let live = Live {
             info,
             vmm: Some(counters),
+            process: None,
         };
         let text = render(&host(), &[live], &mig);
         for want in [

@@ -18,6 +18,8 @@ pub struct Live {
     pub info: VmInfo,
     /// The VMM's counters, when it answered.
     pub vmm: Option<Counters>,
+    /// What the host sees of the VMM process, while it runs.
+    pub process: Option<process::Stats>,
 }
 
 /// The VMM's counters as `VmInfo.counters` names them: the VM-wide ones, then per
@@ -60,10 +62,13 @@ impl Vms {
     /// The VM with its VMM's live state and counters.
     pub async fn live(&self, vm: &Vm) -> Live {
         let mut info = vm.info();
-        if let Some((cpu_ms, rss, guest)) = info.pid.and_then(process::stats) {
-            info.counters.insert("process_cpu_ms".into(), cpu_ms);
-            info.counters.insert("process_rss_bytes".into(), rss);
-            info.counters.insert("guest_resident_bytes".into(), guest);
+        let stats = info.pid.and_then(process::stats);
+        if let Some(s) = stats {
+            info.counters.insert("process_cpu_ms".into(), s.cpu_ms);
+            info.counters
+                .insert("process_rss_bytes".into(), s.rss_bytes);
+            info.counters
+                .insert("guest_resident_bytes".into(), s.guest_bytes);
         }
         let mut counters = None;
         if is_active(info.state) && info.pid.is_some() {
@@ -78,6 +83,7 @@ impl Vms {
         Live {
             info,
             vmm: counters,
+            process: stats,
         }
     }
 
