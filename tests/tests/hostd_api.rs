@@ -357,6 +357,13 @@ fn the_openapi_document_is_valid_and_every_route_in_it_is_served() {
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     assert!(schemas["VmSpec"]["properties"]["mem_mib"].is_object());
     assert!(schemas["ErrorBody"]["properties"]["field"].is_object());
+    // hostd's migration status and the VMM's it nests are two schemas, not one.
+    let ms = &schemas["MigrationStatus"]["properties"];
+    assert!(ms["vmm"].to_string().contains("VmmMigrationStatus"), "{ms}");
+    assert!(schemas["MigrationState"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("preparing")));
     let paths = doc["paths"].as_object().unwrap();
     let mut op_ids = Vec::new();
     let mut error_refs = 0;
