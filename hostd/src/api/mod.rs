@@ -103,13 +103,6 @@ fn routes(host: &Arc<Host>) -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document of the API.
-pub fn document(host: &Arc<Host>) -> utoipa::openapi::OpenApi {
-    let mut doc = routes(host).1;
-    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    doc
-}
-
 async fn no_route(req: Request) -> Response {
     let body = ErrorBody::new(format!("no route {} {}", req.method(), req.uri().path()));
     (StatusCode::NOT_FOUND, Json(body)).into_response()
@@ -133,11 +126,11 @@ async fn access_log(req: Request, next: Next) -> Response {
 
 /// The whole API.
 pub fn router(host: Arc<Host>) -> Router {
-    let (router, _) = routes(&host);
-    let doc = Arc::new(document(&host));
+    let (router, mut doc) = routes(&host);
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     router
         .fallback(no_route)
-        .layer(Extension(doc))
+        .layer(Extension(Arc::new(doc)))
         .layer(middleware::from_fn(access_log))
         .with_state(host)
 }
