@@ -8,10 +8,11 @@
 //! client cannot send: malformed input, missing tokens (and other tiers' tests that
 //! read hostd's answers loosely).
 
-use std::collections::BTreeMap;
+mod exposition;
+mod raw;
+
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ use crate::net::{ip, NetNs};
 use crate::{binary, unique, wait_for, Console, TempDir};
 
 pub use crate::free_port;
+pub use exposition::{Exposition, Sample};
+pub use raw::http;
 
 /// How to start a hostd.
 #[derive(Clone, Debug, Default)]
@@ -485,147 +488,5 @@ impl Drop for Hostd {
             }
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// One hand-written HTTP/1.1 request to any server in this namespace
-/// (`Connection: close`) and its answer as loose JSON, for malformed input and tests
-/// that read an answer loosely.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> std::io::Result<(u16, Value)> {
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse(&raw)
-}
-
-fn parse(raw: &[u8]) -> std::io::Result<(u16, Value)> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no headers"))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("status"))?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let mut body = raw[end + 4..].to_vec();
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-            let n = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16)
-                .unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
-            rest = &rest[eol + 4 + n..];
-        }
-        body = out;
-    }
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    Ok((status, v))
-}
-
-/// A Prometheus exposition read back: each family's TYPE and its samples.
-#[derive(Debug, Default)]
-pub struct Exposition {
-    /// Family name -> type (`counter`, `gauge`, `histogram`, ...).
-    pub types: BTreeMap<String, String>,
-    pub samples: Vec<Sample>,
-}
-
-/// One sample line.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-impl Exposition {
-    /// Parses the text format (`# TYPE` lines and `name{k="v",...} value` samples).
-    pub fn parse(text: &str) -> Exposition {
-        let mut e = Exposition::default();
-        for line in text.lines() {
-            if let Some(t) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = t.split_once(' ').expect("TYPE line");
-                e.types.insert(name.to_string(), kind.to_string());
-                continue;
-            }
-            if line.starts_with('#') || line.is_empty() {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').expect("sample line");
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.strip_suffix('}').expect("closing brace")),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|kv| !kv.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once("=\"").expect("label");
-                    (k.to_string(), v.trim_end_matches('"').to_string())
-                })
-                .collect();
-            e.samples.push(Sample {
-                name: name.to_string(),
-                labels,
-                value: value.parse().expect("sample value"),
-            });
-        }
-        e
-    }
-
-    /// The value of `name` with every label in `labels`.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.samples
-            .iter()
-            .find(|s| {
-                s.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| s.value)
-    }
-
-    /// The family a sample belongs to (`x_total` of counter `x`, `x_bucket` of
-    /// histogram `x`, ...).
-    pub fn family_of(&self, sample: &str) -> Option<(&str, &str)> {
-        if let Some((n, t)) = self.types.get_key_value(sample) {
-            return Some((n, t));
-        }
-        for suffix in ["_total", "_bucket", "_sum", "_count", "_created"] {
-            if let Some(base) = sample.strip_suffix(suffix) {
-                if let Some((n, t)) = self.types.get_key_value(base) {
-                    return Some((n, t));
-                }
-            }
-        }
-        None
     }
 }
