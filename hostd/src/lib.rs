@@ -19,4 +19,3 @@ pub mod metrics;
 pub mod migration;
 pub mod net;
 pub mod vms;
-
