@@ -1,8 +1,10 @@
 //! Admission control: whether a VM fits beside what the host already runs. Pure
-//! arithmetic over [`Resources`]; the caller holds the VM table's lock so two
-//! requests cannot both take the last slot.
+//! arithmetic over [`Resources`] (and the data dir's filesystem size); the caller
+//! holds the VM table's lock so two requests cannot both take the last slot.
 
-use crate::api::types::Resources;
+use std::path::Path;
+
+use nova_hostd_api::Resources;
 
 /// What the host may hand out: physical resources times the overcommit ratios.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +45,21 @@ impl Policy {
             disk_mib: (p.disk_mib as f64 * self.disk_overcommit).floor() as u64,
         }
     }
+}
+
+/// (total, free) MiB of the filesystem holding `path`.
+pub fn disk_mib(path: &Path) -> (u64, u64) {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return (0, 0);
+    };
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return (0, 0);
+    }
+    let f = s.f_frsize as u64;
+    ((s.f_blocks as u64 * f) >> 20, (s.f_bavail as u64 * f) >> 20)
 }
 
 /// Admits `want` beside `allocated` within `capacity`, or says every dimension that

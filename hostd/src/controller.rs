@@ -1,20 +1,24 @@
-//! Joining a controller: register once (`POST {controller}/v1/hosts/register` with the
-//! join token; the answer is this host's own token and heartbeat interval), then
-//! heartbeat with the host's facts and the state of every VM. The controller decides;
-//! hostd only reports. A heartbeat refused with 401/403/404 registers again.
+//! Joining a controller: register once (`POST {controller}/v1/hosts/register` with
+//! the join token and a `RegisterRequest`; the `RegisterResponse` is this host's own
+//! token and heartbeat interval), then heartbeat (`Heartbeat`: the host's facts and
+//! the state of every VM). The controller decides; hostd only reports. A heartbeat
+//! refused with 401/403/404 registers again. The controller may be `https://`, its
+//! certificate signed by a private CA (`--controller-ca`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::client;
-use crate::api::types::{Heartbeat, RegisterRequest, RegisterResponse, VmSummary};
+use nova_hostd_api::{Heartbeat, RegisterRequest, RegisterResponse, VmSummary};
+use nova_http::{Client, ClientOptions};
+
 use crate::host::Host;
 
-/// Heartbeat period.
+/// Heartbeat period until the controller says otherwise.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Registers (retrying until it works); the credentials and interval to heartbeat with.
-async fn register(host: &Host, controller: &str, join_token: &str) -> (String, Duration) {
+/// Registers (retrying until it works); the client to heartbeat with (presenting this
+/// host's own token) and the interval.
+async fn register(host: &Host, join: &Client) -> (Client, Duration) {
     let mut delay = Duration::from_millis(500);
     loop {
         let reg = RegisterRequest {
@@ -24,79 +28,66 @@ async fn register(host: &Host, controller: &str, join_token: &str) -> (String, D
             token: host.config.token.clone(),
             info: host.info(),
         };
-        let body = serde_json::to_string(&reg).unwrap_or_default();
-        let r = client::tcp(
-            controller,
-            Some(join_token),
-            "POST",
-            "/v1/hosts/register",
-            Some(&body),
-            Duration::from_secs(10),
-        );
-        match r.await {
-            Ok(r) if r.ok() => {
-                tracing::info!("registered with {controller}");
-                // An older controller answers without credentials: keep the join token.
-                return match serde_json::from_str::<RegisterResponse>(&r.body) {
-                    Ok(c) => (
-                        c.token,
-                        Duration::from_millis(c.heartbeat_interval_ms.clamp(200, 60_000)),
-                    ),
-                    Err(_) => (join_token.to_string(), HEARTBEAT),
-                };
+        match join
+            .post::<_, RegisterResponse>("/v1/hosts/register", &reg)
+            .await
+        {
+            Ok(c) => {
+                tracing::info!(controller = join.base(), "registered");
+                let every = Duration::from_millis(c.heartbeat_interval_ms.clamp(200, 60_000));
+                match join.to(join.base(), Some(&c.token)) {
+                    Ok(client) => return (client, every),
+                    Err(e) => tracing::warn!("the controller's token: {e}"),
+                }
             }
-            Ok(r) => tracing::warn!(
-                "registering with {controller}: {} {}",
-                r.status,
-                r.error_message()
-            ),
-            Err(e) => tracing::warn!("registering with {controller}: {e}"),
+            Err(e) => tracing::warn!("registering with {}: {e}", join.base()),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 
+/// The heartbeat body: the host's facts and every VM's state.
+pub fn heartbeat(host: &Host) -> Heartbeat {
+    Heartbeat {
+        host_id: host.host_id.clone(),
+        info: host.info(),
+        vms: host
+            .vms
+            .all()
+            .iter()
+            .map(|vm| VmSummary {
+                id: vm.id.clone(),
+                state: vm.state(),
+            })
+            .collect(),
+    }
+}
+
+/// The client of the controller at `url` presenting the join token.
+pub fn join_client(
+    url: &str,
+    join_token: &str,
+    opts: &ClientOptions,
+) -> Result<Client, nova_http::Error> {
+    Client::new(url, Some(join_token), opts)
+}
+
 /// Registers, then heartbeats forever.
-pub async fn run(host: Arc<Host>, controller: String, join_token: String) {
+pub async fn run(host: Arc<Host>, join: Client) {
     let path = format!("/v1/hosts/{}/heartbeat", host.host_id);
-    let (mut token, mut every) = register(&host, &controller, &join_token).await;
+    let (mut client, mut every) = register(&host, &join).await;
     loop {
         tokio::time::sleep(every).await;
-        let hb = Heartbeat {
-            host_id: host.host_id.clone(),
-            info: host.info(),
-            vms: host
-                .vms
-                .all()
-                .iter()
-                .map(|vm| VmSummary {
-                    id: vm.id.clone(),
-                    state: vm.state(),
-                })
-                .collect(),
-        };
-        let body = serde_json::to_string(&hb).unwrap_or_default();
-        match client::tcp(
-            &controller,
-            Some(&token),
-            "POST",
-            &path,
-            Some(&body),
-            Duration::from_secs(10),
-        )
-        .await
+        match client
+            .post::<_, serde::de::IgnoredAny>(&path, &heartbeat(&host))
+            .await
         {
-            Ok(r) if r.ok() => {}
-            Ok(r) if matches!(r.status, 401 | 403 | 404) => {
-                tracing::warn!(
-                    "heartbeat refused ({} {}): registering again",
-                    r.status,
-                    r.error_message()
-                );
-                (token, every) = register(&host, &controller, &join_token).await;
+            Ok(_) => {}
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
+                tracing::warn!("heartbeat refused ({e}): registering again");
+                (client, every) = register(&host, &join).await;
             }
-            Ok(r) => tracing::warn!("heartbeat: {} {}", r.status, r.error_message()),
             Err(e) => tracing::warn!("heartbeat: {e}"),
         }
     }

@@ -1,7 +1,7 @@
-//! hostd's error type: every failure a request can meet, with the HTTP status it
-//! answers with (see `api::error_response`).
+//! hostd's error type: every failure a request can meet. The domain returns it; the
+//! HTTP layer (`api`) maps each kind to a status.
 
-use crate::api::types::FieldError;
+use nova_hostd_api::FieldError;
 
 /// Why a request (or a step of the daemon) failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,7 +15,7 @@ pub enum Error {
     /// The request does not fit the object's current state (409).
     #[error("{0}")]
     Conflict(String),
-    /// Admission control refused: names what does not fit (409 with `insufficient`).
+    /// Admission control refused: names what does not fit (409).
     #[error("does not fit on this host: {0}")]
     NoCapacity(String),
     /// The VM's VMM refused or failed a request (502).
@@ -24,7 +24,7 @@ pub enum Error {
     /// The other hostd of a migration refused or could not be reached (502).
     #[error("peer hostd: {0}")]
     Peer(String),
-    /// A host command (`ip`, `bridge`) failed (500).
+    /// A netlink request (bridge, tap, VXLAN, FDB) failed (500).
     #[error("network: {0}")]
     Net(String),
     /// A file operation failed (500).
@@ -43,6 +43,16 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+
+    /// A failed call to a VM's VMM.
+    pub fn vmm(e: nova_http::Error) -> Self {
+        Error::Vmm(e.to_string())
+    }
+
+    /// A failed call to the other hostd of a migration.
+    pub fn peer(e: nova_http::Error) -> Self {
+        Error::Peer(e.to_string())
     }
 }
 

@@ -1,17 +1,19 @@
-//! The daemon's shared state ([`Host`]): its configuration, identity and physical
-//! facts, and the parts that own each piece of host-local state (VMs, images,
-//! network, migrations). API handlers get an `Arc<Host>`.
+//! The daemon's composition ([`Host`]): its configuration, identity and physical
+//! facts, and the parts that own each piece of host-local state (the VM table, the
+//! image cache, the network, migrations). It wires them together at start and
+//! answers "what is this host"; the API handlers get an `Arc<Host>`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use crate::admission::{Physical, Policy};
-use crate::api::types::{HostInfo, MigrationStatus, Resources};
+use nova_hostd_api::{HostInfo, Resources};
+
+use crate::admission::{disk_mib, Physical, Policy};
 use crate::error::{IoContext, Result};
 use crate::images::ImageCache;
-use crate::metrics::MigrationCounters;
-use crate::net::{Network, VxlanConfig};
-use crate::vms::Vms;
+use crate::migration::Migrations;
+use crate::net::{Cidr, Network, VxlanConfig};
+use crate::vms::table::{Settings, Vms};
 
 /// What `nova-hostd` was started with.
 #[derive(Debug, Clone)]
@@ -21,7 +23,7 @@ pub struct Config {
     pub token: String,
     pub vmm_bin: PathBuf,
     pub bridge: String,
-    pub host_cidr: Option<String>,
+    pub host_cidr: Option<Cidr>,
     pub vxlan: Option<VxlanConfig>,
     pub vxlan_peers: Vec<std::net::IpAddr>,
     pub policy: Policy,
@@ -40,11 +42,9 @@ pub struct Host {
     pub hostname: String,
     pub physical: Physical,
     pub images: ImageCache,
-    pub net: Network,
-    pub vms: Vms,
-    pub migrations: Mutex<MigrationCounters>,
-    /// Finished migrations (also of VMs no longer here), by migration id.
-    pub migration_log: Mutex<std::collections::BTreeMap<String, MigrationStatus>>,
+    pub net: Arc<Network>,
+    pub vms: Arc<Vms>,
+    pub migrations: Arc<Migrations>,
 }
 
 /// Reads or creates `DATA/host-id` (16 hex digits, kept for the host's life).
@@ -73,21 +73,6 @@ fn meminfo_mib() -> u64 {
         .unwrap_or(0)
 }
 
-/// (total, free) MiB of the filesystem holding `path`.
-pub fn disk_mib(path: &Path) -> (u64, u64) {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return (0, 0);
-    };
-    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return (0, 0);
-    }
-    let f = s.f_frsize as u64;
-    ((s.f_blocks as u64 * f) >> 20, (s.f_bavail as u64 * f) >> 20)
-}
-
 /// `hardware`, `pvm`, or `none`.
 pub fn kvm_kind() -> &'static str {
     if std::fs::OpenOptions::new()
@@ -109,7 +94,7 @@ impl Host {
     /// Sets up the data dir and reads the host's facts (does not start VMs).
     pub fn new(config: Config) -> Result<Host> {
         let d = &config.data_dir;
-        std::fs::create_dir_all(d.join("vms")).ctx(|| format!("creating {}", d.display()))?;
+        std::fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
         let host_id = host_id(d)?;
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
@@ -124,12 +109,24 @@ impl Host {
             disk_mib: disk_mib(d).0,
         };
         let images = ImageCache::new(d.join("images"))?;
-        let net = Network::new(
+        let net = Arc::new(Network::new(
             config.bridge.clone(),
-            config.host_cidr.clone(),
+            config.host_cidr,
             config.vxlan.clone(),
-        );
-        let vms = Vms::new(d.join("vms"), &host_id)?;
+        ));
+        let settings = Settings {
+            data_dir: d.clone(),
+            vmm_bin: config.vmm_bin.clone(),
+            reflink: config.reflink,
+            policy: config.policy,
+            physical,
+        };
+        let vms = Arc::new(Vms::new(settings, &host_id, images.clone(), net.clone())?);
+        let migrations = Arc::new(Migrations::new(
+            vms.clone(),
+            host_id.clone(),
+            config.advertise_ip,
+        )?);
         Ok(Host {
             config,
             host_id,
@@ -138,26 +135,20 @@ impl Host {
             images,
             net,
             vms,
-            migrations: Mutex::new(MigrationCounters::default()),
-            migration_log: Mutex::new(Default::default()),
+            migrations,
         })
     }
 
-    /// Keeps a finished migration's status (the last 1,000).
-    pub fn remember(&self, m: MigrationStatus) {
-        let mut log = self.migration_log.lock().unwrap_or_else(|e| e.into_inner());
-        log.insert(m.id.clone(), m);
-        while log.len() > 1000 {
-            let Some(k) = log.keys().next().cloned() else {
-                break;
-            };
-            log.remove(&k);
-        }
+    /// Takes back what a previous hostd left: the VMMs still running, and the
+    /// migrations they were in.
+    pub async fn reattach(&self) {
+        let migrating = self.vms.reattach_all().await;
+        self.migrations.recover(migrating).await;
     }
 
     /// Capacity admission allows.
     pub fn capacity(&self) -> Resources {
-        self.config.policy.capacity(self.physical)
+        self.vms.capacity()
     }
 
     /// Host facts and capacity.

@@ -2,11 +2,15 @@
 //! per VM and its directory under the data dir ([`vms`]), the image cache and VM disks
 //! ([`images`]), the host's bridge, taps and VXLAN overlay ([`net`]), resource
 //! accounting ([`admission`]), and the host side of live migration ([`migration`]).
-//! It serves all of that over HTTP ([`api`]; the wire types are [`api::types`], which
-//! the controller uses too). It does not decide where VMs run: the controller does.
+//! [`host`] wires them together; [`api`] serves them over HTTP (the wire types are
+//! the contract crate `nova-hostd-api`'s; hostd reaches VMMs with `nova-vmm-api`'s
+//! client, other hosts with `HostdClient`, the controller with [`controller`]);
+//! [`config`] is its flags and config file. It does not decide where VMs run: the
+//! controller does.
 
 pub mod admission;
 pub mod api;
+pub mod config;
 pub mod controller;
 pub mod error;
 pub mod host;

@@ -1,157 +1,38 @@
-//! `nova-hostd`: parses flags, reads the token, sets up the data dir and network,
-//! takes back the VMMs still running from a previous hostd, and serves the API.
-//! Stopping hostd (SIGTERM, SIGINT) never stops a VM.
+//! `nova-hostd`: reads its flags and config file, the token, sets up the data dir and
+//! network, takes back the VMMs still running from a previous hostd, joins the
+//! controller, and serves the API. Stopping hostd (SIGTERM, SIGINT) never stops a VM.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use clap::Parser;
-use nova_hostd::admission::Policy;
-use nova_hostd::host::{Config, Host};
-use nova_hostd::net::VxlanConfig;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "nova-hostd",
-    version,
-    about = "NovaCron's per-host daemon: runs and supervises nova-vmm processes"
-)]
-struct Args {
-    /// Address of the API, e.g. 0.0.0.0:7070.
-    #[arg(long)]
-    listen: SocketAddr,
-    /// Where VMs, images and the host id live.
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// File holding the token callers must present (`Authorization: Bearer`).
-    #[arg(long)]
-    token_file: PathBuf,
-    /// Controller to register with (`http://host:port`).
-    #[arg(long, requires = "join_token_file")]
-    controller: Option<String>,
-    /// File holding the controller's join token.
-    #[arg(long)]
-    join_token_file: Option<PathBuf>,
-    /// The nova-vmm binary (default: next to nova-hostd, else on PATH).
-    #[arg(long)]
-    vmm_bin: Option<PathBuf>,
-    /// The VM bridge.
-    #[arg(long, default_value = "novabr0")]
-    bridge: String,
-    /// Address for the host on the bridge (e.g. 203.0.113.1/24).
-    #[arg(long)]
-    host_cidr: Option<String>,
-    /// Address other hosts reach this one on (migration streams); default: the
-    /// listen address, or 127.0.0.1 when that is unspecified.
-    #[arg(long)]
-    advertise_ip: Option<IpAddr>,
-    /// VXLAN network id of the overlay; no overlay without it.
-    #[arg(long)]
-    vxlan_vni: Option<u32>,
-    /// Local underlay address of the VXLAN tunnel (default: the advertise address).
-    #[arg(long)]
-    vxlan_local: Option<IpAddr>,
-    /// Underlay device for VXLAN.
-    #[arg(long)]
-    vxlan_dev: Option<String>,
-    #[arg(long, default_value_t = 4789)]
-    vxlan_port: u16,
-    /// A peer host's underlay address; repeat for more (or POST /v1/network/peers).
-    #[arg(long)]
-    vxlan_peer: Vec<IpAddr>,
-    /// vCPUs admitted per physical core.
-    #[arg(long, default_value_t = Policy::default().cpu_overcommit)]
-    cpu_overcommit: f64,
-    /// Guest memory admitted per MiB of host memory.
-    #[arg(long, default_value_t = Policy::default().mem_overcommit)]
-    mem_overcommit: f64,
-    /// Host memory never given to guests.
-    #[arg(long, default_value_t = Policy::default().mem_reserve_mib)]
-    mem_reserve_mib: u64,
-    /// Virtual disk size admitted per MiB of the data dir's filesystem.
-    #[arg(long, default_value_t = Policy::default().disk_overcommit)]
-    disk_overcommit: f64,
-    /// Never try FICLONE; always sparse-copy disks.
-    #[arg(long)]
-    no_reflink: bool,
-}
-
-fn read_secret(path: &PathBuf, what: &str) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the {what} {}", path.display()))?;
-    let t = t.trim().to_string();
-    if t.len() < 16 {
-        bail!(
-            "the {what} in {} is shorter than 16 characters",
-            path.display()
-        );
-    }
-    Ok(t)
-}
-
-fn default_vmm() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.join("nova-vmm")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("nova-vmm"))
-}
+use anyhow::Context;
+use nova_hostd::config::{read_secret, Args, FileConfig};
+use nova_hostd::host::Host;
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let token = read_secret(&args.token_file, "token")?;
-    for (name, v) in [
-        ("cpu-overcommit", args.cpu_overcommit),
-        ("mem-overcommit", args.mem_overcommit),
-        ("disk-overcommit", args.disk_overcommit),
-    ] {
-        if !(v > 0.0 && v <= 1000.0) {
-            bail!("--{name} {v} is out of range (0, 1000]");
+    let file = match &args.config {
+        Some(p) => FileConfig::read(p)?,
+        None => FileConfig::default(),
+    };
+    let r = args.resolve(file)?;
+    nova_logging::init(r.log_format, "info");
+    let mut config = r.host;
+    config.token = read_secret(&r.token_file, "token")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    config.data_dir = config.data_dir.canonicalize()?;
+    let join = match &r.join {
+        Some(j) => {
+            let token = read_secret(&j.token_file, "join token")?;
+            let opts = nova_http::ClientOptions {
+                ca_file: j.ca_file.clone(),
+                ..Default::default()
+            };
+            Some(
+                nova_hostd::controller::join_client(&j.url, &token, &opts)
+                    .with_context(|| format!("--controller {}", j.url))?,
+            )
         }
-    }
-    if args.bridge.is_empty() || args.bridge.len() > 15 || args.bridge.contains('/') {
-        bail!(
-            "--bridge {:?} is not an interface name (1 to 15 characters)",
-            args.bridge
-        );
-    }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let data_dir = args.data_dir.canonicalize()?;
-    let advertise_ip = args.advertise_ip.unwrap_or_else(|| {
-        if args.listen.ip().is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            args.listen.ip()
-        }
-    });
-    let vxlan = args.vxlan_vni.map(|vni| VxlanConfig {
-        vni,
-        local: args.vxlan_local.unwrap_or(advertise_ip),
-        dev: args.vxlan_dev.clone(),
-        port: args.vxlan_port,
-    });
-    let config = Config {
-        data_dir,
-        token,
-        vmm_bin: args.vmm_bin.clone().unwrap_or_else(default_vmm),
-        bridge: args.bridge.clone(),
-        host_cidr: args.host_cidr.clone(),
-        vxlan,
-        vxlan_peers: args.vxlan_peer.clone(),
-        policy: Policy {
-            cpu_overcommit: args.cpu_overcommit,
-            mem_overcommit: args.mem_overcommit,
-            mem_reserve_mib: args.mem_reserve_mib,
-            disk_overcommit: args.disk_overcommit,
-        },
-        advertise_ip,
-        url: format!(
-            "http://{}",
-            SocketAddr::new(advertise_ip, args.listen.port())
-        ),
-        reflink: !args.no_reflink,
+        None => None,
     };
     let host = Arc::new(Host::new(config)?);
     tracing::info!(host_id = host.host_id, data_dir = %host.config.data_dir.display(), vmm = %host.config.vmm_bin.display(), "nova-hostd starting");
@@ -164,21 +45,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("adding vxlan peer {p}"))?;
     }
-    host.reattach_all().await;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    host.reattach().await;
+    let listener = tokio::net::TcpListener::bind(r.listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, vms = host.vms.all().len(), "serving");
-    if let (Some(url), Some(f)) = (args.controller.clone(), args.join_token_file.as_ref()) {
-        let join = read_secret(f, "join token")?;
-        tokio::spawn(nova_hostd::controller::run(host.clone(), url, join));
+        .with_context(|| format!("listening on {}", r.listen))?;
+    tracing::info!(listen = %r.listen, vms = host.vms.all().len(), "serving");
+    if let Some(join) = join {
+        tokio::spawn(nova_hostd::controller::run(host.clone(), join));
     }
+    notify_ready();
     let app = nova_hostd::api::router(host.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
     tracing::info!("nova-hostd stopping; VMs keep running");
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) that hostd serves: `READY=1` on `$NOTIFY_SOCKET`
+/// (a path, or an abstract name written `@name`). Nothing to do without it.
+fn notify_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        match target.as_encoded_bytes().strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(b"READY=1\n", &addr)
+            }
+            None => sock.send_to(b"READY=1\n", &target),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!("telling systemd hostd is ready: {e}");
+    }
 }
 
 async fn shutdown() {
@@ -196,11 +99,7 @@ async fn shutdown() {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-    let args = Args::parse();
+    let args = Args::from_command_line();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,35 +1,57 @@
-//! Prometheus text exposition (`GET /metrics`): host capacity and allocation, and per
-//! VM: state, memory, vCPUs, the VMM's counters (exits, console/disk/net bytes),
-//! restarts, migrations and their downtime.
+//! `GET /metrics`: the host's and every VM's figures in the Prometheus exposition
+//! format, through `prometheus-client` (OpenMetrics text). Names follow Prometheus'
+//! rules: the unit in the name (`_bytes`, `_seconds`), `_total` on counters, gauges
+//! for what goes up and down. Per VM: state, size, uptime, restarts, the VMM
+//! process's CPU and memory, and the VMM's counters, among them every disk's and
+//! NIC's byte counters (labels `disk`/`nic`: the device's number in the VM's spec).
+//! Migrations are counted by direction and result, with a histogram of downtimes.
 
-use std::fmt::Write;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
 
-use crate::api::types::{HostInfo, MigrationDirection, MigrationState, VmInfo, VmState};
+use nova_hostd_api::{HostInfo, MigrationDirection, MigrationState, MigrationStatus, VmState};
+use nova_vmm_api::DeviceCounters;
 
-/// Counters of migrations this hostd ran since it started.
-#[derive(Debug, Default, Clone)]
-pub struct MigrationCounters {
-    pub outgoing_completed: u64,
-    pub outgoing_failed: u64,
-    pub incoming_completed: u64,
-    pub incoming_failed: u64,
-    /// Sum and count of VMM-reported downtimes (ms) of completed outgoing migrations.
-    pub downtime_ms_sum: f64,
-    pub downtime_count: u64,
+use crate::vms::live::Live;
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+type GaugeF = Gauge<f64, AtomicU64>;
+type CounterF = Counter<f64, AtomicU64>;
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// Migrations finished since hostd started (kept by `migration::state`).
+#[derive(Debug, Clone)]
+pub struct MigrationMetrics {
+    finished: Family<Labels, Counter>,
+    downtime: Histogram,
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl Default for MigrationMetrics {
+    fn default() -> Self {
+        MigrationMetrics {
+            finished: Family::default(),
+            // Downtimes from 0.1 ms (pre-copy on a quiet guest) to seconds.
+            downtime: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        }
+    }
 }
 
-fn metric_name(counter: &str) -> Option<String> {
-    let ok = !counter.is_empty()
-        && counter
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    ok.then(|| format!("nova_vm_{counter}"))
+fn direction(d: MigrationDirection) -> &'static str {
+    match d {
+        MigrationDirection::Outgoing => "outgoing",
+        MigrationDirection::Incoming => "incoming",
+    }
 }
 
 fn state_name(s: VmState) -> &'static str {
@@ -45,208 +67,315 @@ fn state_name(s: VmState) -> &'static str {
     }
 }
 
+impl MigrationMetrics {
+    /// Counts a finished migration (and its downtime, for a completed outgoing one:
+    /// the VMM measured it on the source).
+    pub fn finished(&self, m: &MigrationStatus) {
+        let result = match m.state {
+            MigrationState::Completed => "completed",
+            MigrationState::Cancelled => "cancelled",
+            _ => "failed",
+        };
+        self.finished
+            .get_or_create(&vec![
+                ("direction", direction(m.direction).to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
+        if let (MigrationState::Completed, MigrationDirection::Outgoing, Some(d)) =
+            (m.state, m.direction, m.downtime_ms)
+        {
+            self.downtime.observe(d / 1e3);
+        }
+    }
+}
+
+/// Families registered as they are filled.
+struct Page {
+    reg: Registry,
+}
+
+impl Page {
+    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>) -> Family<Labels, GaugeF> {
+        let f = Family::<Labels, GaugeF>::default();
+        match unit {
+            Some(u) => self.reg.register_with_unit(name, help, u, f.clone()),
+            None => self.reg.register(name, help, f.clone()),
+        }
+        f
+    }
+
+    fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>) -> Family<Labels, Counter> {
+        let f = Family::<Labels, Counter>::default();
+        match unit {
+            Some(u) => self.reg.register_with_unit(name, help, u, f.clone()),
+            None => self.reg.register(name, help, f.clone()),
+        }
+        f
+    }
+}
+
+fn vm(id: &str) -> Labels {
+    vec![("vm", id.to_string())]
+}
+
+fn with(mut l: Labels, k: &'static str, v: impl ToString) -> Labels {
+    l.push((k, v.to_string()));
+    l
+}
+
 /// Renders the whole exposition.
-pub fn render(host: &HostInfo, vms: &[VmInfo], mig: &MigrationCounters) -> String {
-    let mut o = String::new();
-    let h = label(&host.host_id);
-    let gauge = |o: &mut String, name: &str, help: &str, v: f64| {
-        let _ = writeln!(
-            o,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{host=\"{h}\"}} {v}"
-        );
+pub fn render(host: &HostInfo, vms: &[Live], mig: &MigrationMetrics) -> String {
+    let mut p = Page {
+        reg: Registry::with_prefix("nova"),
     };
-    gauge(
-        &mut o,
-        "nova_host_cores",
-        "Physical cores.",
-        host.cores as f64,
-    );
-    gauge(
-        &mut o,
-        "nova_host_memory_mib",
-        "Physical memory.",
-        host.mem_mib as f64,
-    );
-    gauge(
-        &mut o,
-        "nova_host_disk_free_mib",
-        "Free space on the data dir's filesystem.",
-        host.disk_free_mib as f64,
-    );
-    gauge(
-        &mut o,
-        "nova_host_capacity_vcpus",
-        "vCPUs admission allows.",
-        host.capacity.vcpus as f64,
-    );
-    gauge(
-        &mut o,
-        "nova_host_capacity_memory_mib",
-        "Memory admission allows.",
-        host.capacity.mem_mib as f64,
-    );
-    gauge(
-        &mut o,
-        "nova_host_allocated_vcpus",
-        "vCPUs held by active VMs.",
-        host.allocated.vcpus as f64,
-    );
-    gauge(
-        &mut o,
-        "nova_host_allocated_memory_mib",
-        "Memory held by active VMs.",
-        host.allocated.mem_mib as f64,
-    );
-    gauge(
-        &mut o,
-        "nova_host_allocated_disk_mib",
-        "Disk held by VM disks (virtual size).",
-        host.allocated.disk_mib as f64,
-    );
-    gauge(
-        &mut o,
-        "nova_host_vms",
-        "VMs defined on this host.",
-        vms.len() as f64,
-    );
-
-    let _ = writeln!(
-        o,
-        "# HELP nova_host_migrations_total Migrations run by this hostd since it started."
-    );
-    let _ = writeln!(o, "# TYPE nova_host_migrations_total counter");
-    for (dir, res, n) in [
-        ("outgoing", "completed", mig.outgoing_completed),
-        ("outgoing", "failed", mig.outgoing_failed),
-        ("incoming", "completed", mig.incoming_completed),
-        ("incoming", "failed", mig.incoming_failed),
-    ] {
-        let _ = writeln!(
-            o,
-            "nova_host_migrations_total{{host=\"{h}\",direction=\"{dir}\",result=\"{res}\"}} {n}"
-        );
-    }
-    let _ = writeln!(o, "# HELP nova_host_migration_downtime_ms VMM-measured downtime of completed outgoing migrations.");
-    let _ = writeln!(o, "# TYPE nova_host_migration_downtime_ms summary");
-    let _ = writeln!(
-        o,
-        "nova_host_migration_downtime_ms_sum{{host=\"{h}\"}} {}",
-        mig.downtime_ms_sum
-    );
-    let _ = writeln!(
-        o,
-        "nova_host_migration_downtime_ms_count{{host=\"{h}\"}} {}",
-        mig.downtime_count
-    );
-
-    let help = |o: &mut String, name: &str, kind: &str, text: &str| {
-        let _ = writeln!(o, "# HELP {name} {text}\n# TYPE {name} {kind}");
-    };
-    help(
-        &mut o,
-        "nova_vm_state",
-        "gauge",
-        "1 for the VM's current state.",
-    );
-    for vm in vms {
-        let _ = writeln!(
-            o,
-            "nova_vm_state{{vm=\"{}\",name=\"{}\",state=\"{}\"}} 1",
-            label(&vm.id),
-            label(&vm.name),
-            state_name(vm.state)
-        );
-    }
-    help(&mut o, "nova_vm_memory_mib", "gauge", "Guest memory.");
-    for vm in vms {
-        let _ = writeln!(
-            o,
-            "nova_vm_memory_mib{{vm=\"{}\"}} {}",
-            label(&vm.id),
-            vm.spec.mem_mib
-        );
-    }
-    help(&mut o, "nova_vm_vcpus", "gauge", "vCPUs.");
-    for vm in vms {
-        let _ = writeln!(
-            o,
-            "nova_vm_vcpus{{vm=\"{}\"}} {}",
-            label(&vm.id),
-            vm.spec.vcpus
-        );
-    }
-    help(
-        &mut o,
-        "nova_vm_uptime_ms",
-        "gauge",
-        "Time since the VMM started.",
-    );
-    for vm in vms {
-        if let Some(u) = vm.uptime_ms {
-            let _ = writeln!(o, "nova_vm_uptime_ms{{vm=\"{}\"}} {u}", label(&vm.id));
+    let host_gauges: [(&str, &str, Option<Unit>, f64); 11] = [
+        ("host_cores", "Physical cores", None, host.cores as f64),
+        (
+            "host_memory",
+            "Physical memory",
+            Some(Unit::Bytes),
+            host.mem_mib as f64 * MIB,
+        ),
+        (
+            "host_disk_size",
+            "Size of the data dir's filesystem",
+            Some(Unit::Bytes),
+            host.disk_total_mib as f64 * MIB,
+        ),
+        (
+            "host_disk_free",
+            "Free space on the data dir's filesystem",
+            Some(Unit::Bytes),
+            host.disk_free_mib as f64 * MIB,
+        ),
+        (
+            "host_capacity_vcpus",
+            "vCPUs admission allows",
+            None,
+            host.capacity.vcpus as f64,
+        ),
+        (
+            "host_capacity_memory",
+            "Guest memory admission allows",
+            Some(Unit::Bytes),
+            host.capacity.mem_mib as f64 * MIB,
+        ),
+        (
+            "host_capacity_disk",
+            "Virtual disk size admission allows",
+            Some(Unit::Bytes),
+            host.capacity.disk_mib as f64 * MIB,
+        ),
+        (
+            "host_allocated_vcpus",
+            "vCPUs held by active VMs",
+            None,
+            host.allocated.vcpus as f64,
+        ),
+        (
+            "host_allocated_memory",
+            "Guest memory held by active VMs",
+            Some(Unit::Bytes),
+            host.allocated.mem_mib as f64 * MIB,
+        ),
+        (
+            "host_allocated_disk",
+            "Virtual size of the VMs' disks",
+            Some(Unit::Bytes),
+            host.allocated.disk_mib as f64 * MIB,
+        ),
+        (
+            "host_vms",
+            "VMs defined on this host",
+            None,
+            vms.len() as f64,
+        ),
+    ];
+    for (name, help, unit, v) in host_gauges {
+        let g = GaugeF::default();
+        g.set(v);
+        match unit {
+            Some(u) => p.reg.register_with_unit(name, help, u, g),
+            None => p.reg.register(name, help, g),
         }
     }
-    help(
-        &mut o,
-        "nova_vm_restarts_total",
-        "counter",
-        "Restarts under the VM's restart policy.",
+    p.reg.register(
+        "host_migrations",
+        "Migrations this hostd finished since it started, by direction and result",
+        mig.finished.clone(),
     );
-    for vm in vms {
-        let _ = writeln!(
-            o,
-            "nova_vm_restarts_total{{vm=\"{}\"}} {}",
-            label(&vm.id),
-            vm.restarts
-        );
-    }
-    help(
-        &mut o,
-        "nova_vm_migration_downtime_ms",
-        "gauge",
-        "Downtime of the VM's last completed migration here.",
+    p.reg.register_with_unit(
+        "host_migration_downtime",
+        "VMM-measured downtime of completed outgoing migrations",
+        Unit::Seconds,
+        mig.downtime.clone(),
     );
-    for vm in vms {
-        if let Some(m) = &vm.migration {
+
+    let state = p.gauge("vm_state", "1 for the VM's current state", None);
+    let memory = p.gauge("vm_memory", "Guest memory", Some(Unit::Bytes));
+    let vcpus = p.gauge("vm_vcpus", "vCPUs", None);
+    let uptime = p.gauge(
+        "vm_uptime",
+        "Time since its VMM started",
+        Some(Unit::Seconds),
+    );
+    let restarts = p.counter(
+        "vm_restarts",
+        "Restarts under the VM's restart policy",
+        None,
+    );
+    let cpu = Family::<Labels, CounterF>::default();
+    p.reg.register_with_unit(
+        "vm_process_cpu",
+        "CPU time of the VM's VMM process (vCPUs included)",
+        Unit::Seconds,
+        cpu.clone(),
+    );
+    let rss = p.gauge(
+        "vm_process_resident",
+        "Resident memory of the VMM process itself",
+        Some(Unit::Bytes),
+    );
+    let guest_rss = p.gauge(
+        "vm_guest_resident",
+        "Guest memory resident on the host",
+        Some(Unit::Bytes),
+    );
+    let downtime = p.gauge(
+        "vm_migration_downtime",
+        "Downtime of the VM's last completed migration here",
+        Some(Unit::Seconds),
+    );
+    for l in vms {
+        let i = &l.info;
+        state
+            .get_or_create(&vec![
+                ("vm", i.id.clone()),
+                ("name", i.name.clone()),
+                ("state", state_name(i.state).to_string()),
+            ])
+            .set(1.0);
+        memory
+            .get_or_create(&vm(&i.id))
+            .set(i.spec.mem_mib as f64 * MIB);
+        vcpus.get_or_create(&vm(&i.id)).set(i.spec.vcpus as f64);
+        if let Some(u) = i.uptime_ms {
+            uptime.get_or_create(&vm(&i.id)).set(u as f64 / 1e3);
+        }
+        restarts.get_or_create(&vm(&i.id)).inc_by(i.restarts as u64);
+        if let Some(p) = l.process {
+            cpu.get_or_create(&vm(&i.id)).inc_by(p.cpu_ms as f64 / 1e3);
+            rss.get_or_create(&vm(&i.id)).set(p.rss_bytes as f64);
+            guest_rss
+                .get_or_create(&vm(&i.id))
+                .set(p.guest_bytes as f64);
+        }
+        if let Some(m) = &i.migration {
             if let (MigrationState::Completed, Some(d)) = (m.state, m.downtime_ms) {
-                let dir = if m.direction == MigrationDirection::Outgoing {
-                    "outgoing"
-                } else {
-                    "incoming"
-                };
-                let _ = writeln!(
-                    o,
-                    "nova_vm_migration_downtime_ms{{vm=\"{}\",direction=\"{dir}\"}} {d}",
-                    label(&vm.id)
-                );
+                downtime
+                    .get_or_create(&with(vm(&i.id), "direction", direction(m.direction)))
+                    .set(d / 1e3);
             }
         }
     }
-    // The VMM's counters, one metric family per counter name, as the VMM names them.
-    let mut names: Vec<&String> = vms.iter().flat_map(|v| v.counters.keys()).collect();
-    names.sort();
-    names.dedup();
-    for c in names {
-        let Some(name) = metric_name(c) else { continue };
-        help(
-            &mut o,
-            &name,
-            "counter",
-            &format!("The VMM's `{c}` counter."),
-        );
-        for vm in vms {
-            if let Some(v) = vm.counters.get(c) {
-                let _ = writeln!(o, "{name}{{vm=\"{}\"}} {v}", label(&vm.id));
+    vmm_counters(&mut p, vms);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &p.reg);
+    out
+}
+
+/// The VMMs' own counters: VM-wide, then per disk and per NIC.
+fn vmm_counters(p: &mut Page, vms: &[Live]) {
+    let b = Some(Unit::Bytes);
+    let exits = p.counter("vm_vcpu_exits", "vCPU exits to the VMM", None);
+    let io = p.counter("vm_io_exits", "Port I/O exits", None);
+    let mmio = p.counter("vm_mmio_exits", "MMIO exits", None);
+    let console = p.counter(
+        "vm_console",
+        "Bytes the guest wrote to its serial console",
+        b.clone(),
+    );
+    let disk_read = p.counter(
+        "vm_disk_read",
+        "Bytes the guest read from the disk",
+        b.clone(),
+    );
+    let disk_write = p.counter(
+        "vm_disk_written",
+        "Bytes the guest wrote to the disk",
+        b.clone(),
+    );
+    let disk_reads = p.counter("vm_disk_reads", "Read requests completed", None);
+    let disk_writes = p.counter("vm_disk_writes", "Write requests completed", None);
+    let disk_failed = p.counter(
+        "vm_disk_failed_requests",
+        "Requests that failed or were malformed",
+        None,
+    );
+    let rx = p.counter(
+        "vm_net_receive",
+        "Bytes the NIC delivered to the guest",
+        b.clone(),
+    );
+    let tx = p.counter("vm_net_transmit", "Bytes the guest sent on the NIC", b);
+    let rx_p = p.counter(
+        "vm_net_receive_packets",
+        "Frames delivered to the guest",
+        None,
+    );
+    let tx_p = p.counter("vm_net_transmit_packets", "Frames the guest sent", None);
+    let drops = p.counter(
+        "vm_net_dropped_packets",
+        "Frames dropped, by direction",
+        None,
+    );
+    for l in vms {
+        let Some(c) = &l.vmm else { continue };
+        let id = &l.info.id;
+        exits.get_or_create(&vm(id)).inc_by(c.vcpu_exits);
+        io.get_or_create(&vm(id)).inc_by(c.io_exits);
+        mmio.get_or_create(&vm(id)).inc_by(c.mmio_exits);
+        console.get_or_create(&vm(id)).inc_by(c.console_bytes);
+        let (mut disk, mut nic) = (0, 0);
+        for d in &c.devices {
+            match d {
+                DeviceCounters::Block(k) => {
+                    let l = with(vm(id), "disk", disk);
+                    disk_read.get_or_create(&l).inc_by(k.read_bytes);
+                    disk_write.get_or_create(&l).inc_by(k.write_bytes);
+                    disk_reads.get_or_create(&l).inc_by(k.read_requests);
+                    disk_writes.get_or_create(&l).inc_by(k.write_requests);
+                    disk_failed
+                        .get_or_create(&l)
+                        .inc_by(k.failed_requests + k.bad_chains);
+                    disk += 1;
+                }
+                DeviceCounters::Net(k) => {
+                    let l = with(vm(id), "nic", nic);
+                    rx.get_or_create(&l).inc_by(k.rx_bytes);
+                    tx.get_or_create(&l).inc_by(k.tx_bytes);
+                    rx_p.get_or_create(&l).inc_by(k.rx_packets);
+                    tx_p.get_or_create(&l).inc_by(k.tx_packets);
+                    drops
+                        .get_or_create(&with(l.clone(), "direction", "receive"))
+                        .inc_by(k.rx_dropped);
+                    drops
+                        .get_or_create(&with(l, "direction", "transmit"))
+                        .inc_by(k.tx_dropped + k.bad_chains);
+                    nic += 1;
+                }
             }
         }
     }
-    o
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::*;
+    use nova_hostd_api::*;
+    use nova_vmm_api::{BlockCounters, Counters, NetCounters};
 
     fn host() -> HostInfo {
         HostInfo {
@@ -280,49 +409,73 @@ mod tests {
     }
 
     #[test]
-    fn renders_host_and_vm_series_with_escaped_labels() {
+    fn renders_host_vm_and_device_series_with_units_in_their_names() {
         let spec: VmSpec =
             serde_json::from_str(r#"{"name":"a","kernel":"/k","mem_mib":64}"#).unwrap();
-        let vm = VmInfo {
-            id: "vm\"1".into(),
+        let info = VmInfo {
+            id: "vm-1".into(),
             name: "a".into(),
             state: VmState::Running,
             spec,
             pid: Some(1),
             kvm: None,
-            uptime_ms: Some(5),
+            uptime_ms: Some(1500),
             disks: vec![],
             nics: vec![],
             restarts: 0,
             exit: None,
-            counters: [
-                ("vcpu_exits".to_string(), 42u64),
-                ("bad-name".to_string(), 1),
-            ]
-            .into_iter()
-            .collect(),
+            counters: Default::default(),
             migration: None,
         };
-        let text = render(&host(), &[vm], &MigrationCounters::default());
-        assert!(text.contains("nova_host_cores{host=\"h1\"} 2\n"), "{text}");
-        assert!(
-            text.contains("nova_vm_state{vm=\"vm\\\"1\",name=\"a\",state=\"running\"} 1\n"),
-            "{text}"
+        let counters = Counters {
+            vcpu_exits: 42,
+            devices: vec![
+                DeviceCounters::Block(BlockCounters {
+                    read_bytes: 4096,
+                    ..Default::default()
+                }),
+                DeviceCounters::Net(NetCounters {
+                    rx_bytes: 98,
+                    ..Default::default()
+                }),
+            ],
+            ..Default::default()
+        };
+        let mig = MigrationMetrics::default();
+        let mut m = crate::migration::state::new_status(
+            "m",
+            "x",
+            MigrationDirection::Outgoing,
+            MigrationMode::Hybrid,
+            "p",
         );
-        assert!(
-            text.contains("nova_vm_vcpu_exits{vm=\"vm\\\"1\"} 42\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("nova_vm_memory_mib{vm=\"vm\\\"1\"} 64\n"),
-            "{text}"
-        );
-        assert!(!text.contains("bad-name"), "{text}");
-        // Every sample line is `name{labels} value`.
-        for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let (_, v) = l.rsplit_once(' ').unwrap();
-            v.parse::<f64>()
-                .unwrap_or_else(|_| panic!("bad sample {l}"));
+        m.state = MigrationState::Completed;
+        m.downtime_ms = Some(0.4);
+        mig.finished(&m);
+        m.state = MigrationState::Failed;
+        mig.finished(&m);
+        let live = Live {
+            info,
+            vmm: Some(counters),
+            process: None,
+        };
+        let text = render(&host(), &[live], &mig);
+        for want in [
+            "# TYPE nova_host_memory_bytes gauge",
+            "nova_host_memory_bytes 1073741824.0",
+            "nova_vm_state{vm=\"vm-1\",name=\"a\",state=\"running\"} 1.0",
+            "# TYPE nova_vm_vcpu_exits counter",
+            "nova_vm_vcpu_exits_total{vm=\"vm-1\"} 42",
+            "nova_vm_uptime_seconds{vm=\"vm-1\"} 1.5",
+            "nova_vm_disk_read_bytes_total{vm=\"vm-1\",disk=\"0\"} 4096",
+            "nova_vm_net_receive_bytes_total{vm=\"vm-1\",nic=\"0\"} 98",
+            "nova_host_migrations_total{direction=\"outgoing\",result=\"completed\"} 1",
+            "nova_host_migrations_total{direction=\"outgoing\",result=\"failed\"} 1",
+            "# TYPE nova_host_migration_downtime_seconds histogram",
+            "nova_host_migration_downtime_seconds_count 1",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
         }
+        assert!(text.ends_with("# EOF\n"));
     }
 }

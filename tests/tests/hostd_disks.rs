@@ -7,9 +7,32 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use nova_tests::hostd::{testguest, Hostd, Opts};
+use nova_hostd_api::{CloneMethod, DiskSpec, ImageImportRequest, ImageInfo, VmSpec};
+use nova_tests::hostd::{guest, Exposition, Hostd, Opts};
 use nova_tests::{disk_with_host_blocks, require_kvm, TempDir};
-use serde_json::json;
+
+fn import(h: &Hostd, path: &Path) -> ImageInfo {
+    let req = ImageImportRequest {
+        path: path.to_string_lossy().into_owned(),
+    };
+    h.ok(h.api().import_image(&req))
+}
+
+fn disk(image: Option<&str>, size_mib: Option<u64>) -> DiskSpec {
+    DiskSpec {
+        image: image.map(str::to_owned),
+        size_mib,
+        read_only: false,
+    }
+}
+
+/// A VM that is not started, with `disks`.
+fn with_disks(id: &str, disks: Vec<DiskSpec>) -> VmSpec {
+    let mut s = guest(id, "idle");
+    s.start = false;
+    s.disks = disks;
+    s
+}
 
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
@@ -49,18 +72,11 @@ fn disks_are_sparse_clones_of_base_images() {
     let base = h.dir.join("base.raw");
     disk_with_host_blocks(&base, 32);
     let base_sum = sha256(&base);
-    let img = h.post("/v1/images", &json!({"path": base}));
-    assert_eq!(
-        img["id"],
-        format!("sha256:{base_sum}"),
-        "content-addressed: {img}"
-    );
-    assert_eq!(img["size_bytes"], 32 << 20);
+    let img = import(&h, &base);
+    assert_eq!(img.id, format!("sha256:{base_sum}"), "content-addressed");
+    assert_eq!(img.size_bytes, 32 << 20);
     // Importing again is the same image.
-    assert_eq!(
-        h.post("/v1/images", &json!({"path": base}))["id"],
-        img["id"]
-    );
+    assert_eq!(import(&h, &base).id, img.id);
     let cached = h.data().join(format!("images/sha256-{base_sum}"));
     assert!(
         allocated(&cached) < 1 << 20,
@@ -68,16 +84,16 @@ fn disks_are_sparse_clones_of_base_images() {
         allocated(&cached)
     );
 
-    let vm = h.create_vm(json!({
-        "id": "d", "name": "d", "kernel": testguest(), "mem_mib": 64, "start": false,
-        "disks": [{"image": img["id"], "size_mib": 64}, {"size_mib": 16}],
-    }));
-    let disks = vm["disks"].as_array().unwrap();
-    assert_eq!(disks[0]["method"], "sparse_copy", "{vm}");
-    assert_eq!(disks[0]["base"], img["id"]);
-    assert_eq!(disks[1]["method"], "blank");
-    let d0 = Path::new(disks[0]["path"].as_str().unwrap()).to_path_buf();
-    let d1 = Path::new(disks[1]["path"].as_str().unwrap()).to_path_buf();
+    let vm = h.create_vm(&with_disks(
+        "d",
+        vec![disk(Some(&img.id), Some(64)), disk(None, Some(16))],
+    ));
+    let disks = &vm.disks;
+    assert_eq!(disks[0].method, CloneMethod::SparseCopy, "{vm:?}");
+    assert_eq!(disks[0].base.as_ref(), Some(&img.id));
+    assert_eq!(disks[1].method, CloneMethod::Blank);
+    let d0 = Path::new(&disks[0].path).to_path_buf();
+    let d1 = Path::new(&disks[1].path).to_path_buf();
     assert!(d0.starts_with(h.data().join("vms/d")), "{}", d0.display());
     assert_eq!(
         std::fs::metadata(&d0).unwrap().len(),
@@ -106,16 +122,15 @@ fn disks_are_sparse_clones_of_base_images() {
         .unwrap();
     assert_eq!(sha256(&cached), base_sum, "the cached base is unchanged");
     assert_eq!(
-        h.get("/v1/host")["allocated"]["disk_mib"],
+        h.ok(h.api().host()).allocated.disk_mib,
         80,
         "disks are accounted at their virtual size"
     );
 
-    let (s, _) = h.request("DELETE", "/v1/vms/d", None);
-    assert_eq!(s, 204);
+    h.ok(h.api().delete("d"));
     assert!(!d0.exists() && !d1.exists(), "disks go with their VM");
     assert!(cached.exists(), "the base image stays cached");
-    assert_eq!(h.get("/v1/host")["allocated"]["disk_mib"], 0);
+    assert_eq!(h.ok(h.api().host()).allocated.disk_mib, 0);
 }
 
 #[test]
@@ -123,21 +138,18 @@ fn disk_clone_uses_reflink_where_the_filesystem_has_it() {
     let h = Hostd::start(Opts::default());
     let base = h.dir.join("base.raw");
     disk_with_host_blocks(&base, 8);
-    let img = h.post("/v1/images", &json!({"path": base}));
-    let vm = h.create_vm(json!({
-        "id": "r", "name": "r", "kernel": testguest(), "mem_mib": 64, "start": false,
-        "disks": [{"image": img["id"]}],
-    }));
-    let method = vm["disks"][0]["method"].as_str().unwrap().to_string();
+    let img = import(&h, &base);
+    let vm = h.create_vm(&with_disks("r", vec![disk(Some(&img.id), None)]));
+    let method = vm.disks[0].method;
     if reflink_supported(&h.data()) {
-        assert_eq!(method, "reflink", "{vm}");
+        assert_eq!(method, CloneMethod::Reflink, "{vm:?}");
     } else {
         // ext4 and friends: FICLONE fails and hostd falls back to the sparse copy. This
         // test cannot prove the reflink path here; it proves the fallback is taken.
         eprintln!("\n*** the data dir's filesystem has no reflink: checked the sparse-copy fallback only ***\n");
-        assert_eq!(method, "sparse_copy", "{vm}");
+        assert_eq!(method, CloneMethod::SparseCopy, "{vm:?}");
     }
-    let d = vm["disks"][0]["path"].as_str().unwrap();
+    let d = &vm.disks[0].path;
     assert_eq!(std::fs::read(d).unwrap(), std::fs::read(&base).unwrap());
 }
 
@@ -149,49 +161,41 @@ fn a_vm_boots_with_its_cloned_disk() {
     let h = Hostd::start(Opts::default());
     let base = h.dir.join("base.raw");
     disk_with_host_blocks(&base, 16);
-    let img = h.post("/v1/images", &json!({"path": base}));
-    h.create_vm(json!({
-        "id": "io", "name": "io", "kernel": testguest(), "mem_mib": 64,
-        "cmdline": "nova.workload=disk",
-        "disks": [{"image": img["id"]}],
-    }));
-    let line = h.wait_console_any(
-        "io",
-        &["NOVA-DISK", "NOVA-ERROR what=no_blk"],
-        Duration::from_secs(30),
-    );
-    if !nova_tests::require(
-        !line.contains("no_blk"),
-        "nova-vmm gives the guest no virtio-blk device yet",
-    ) {
-        return;
-    }
+    let img = import(&h, &base);
+    let mut spec = guest("io", "disk");
+    spec.disks = vec![disk(Some(&img.id), None)];
+    h.create_vm(&spec);
+    let line = h.wait_console("io", "NOVA-DISK", Duration::from_secs(30));
     assert!(
         line.contains("host_ok=16") && line.contains("errors=0"),
         "{line}"
+    );
+    // What the guest read and wrote shows in the disk's byte counters.
+    let e = Exposition::parse(&h.ok(h.api().metrics()));
+    let d0 = [("vm", "io"), ("disk", "0")];
+    let read = e.value("nova_vm_disk_read_bytes_total", &d0).unwrap();
+    assert!(
+        read >= 16.0 * 4096.0,
+        "the guest read its 16 host blocks: {read}"
+    );
+    assert!(e.value("nova_vm_disk_written_bytes_total", &d0).unwrap() > 0.0);
+    assert!(e.value("nova_vm_disk_reads_total", &d0).unwrap() > 0.0);
+    assert_eq!(
+        e.value("nova_vm_disk_failed_requests_total", &d0),
+        Some(0.0)
     );
 }
 
 #[test]
 fn images_upload_and_deduplicate() {
     let h = Hostd::start(Opts::default());
-    let (s, v) = h.request("PUT", "/v1/images", Some("hello image\n"));
-    assert_eq!(s, 201, "{v}");
     let f = h.dir.join("hello");
     std::fs::write(&f, "hello image\n").unwrap();
-    assert_eq!(v["id"], format!("sha256:{}", sha256(&f)));
-    assert_eq!(
-        h.post("/v1/images", &json!({"path": f}))["id"],
-        v["id"],
-        "the same content is one image"
-    );
-    assert_eq!(h.get("/v1/images")["images"].as_array().unwrap().len(), 1);
-    let (s, _) = h.request(
-        "GET",
-        &format!("/v1/images/{}", v["id"].as_str().unwrap()),
-        None,
-    );
-    assert_eq!(s, 200);
+    let up = h.ok(h.api().upload_image(&f));
+    assert_eq!(up.id, format!("sha256:{}", sha256(&f)));
+    assert_eq!(import(&h, &f).id, up.id, "the same content is one image");
+    assert_eq!(h.ok(h.api().images()).images.len(), 1);
+    assert_eq!(h.ok(h.api().image(&up.id)), up);
     let tmp: Vec<_> = std::fs::read_dir(h.data().join("images/tmp"))
         .unwrap()
         .collect();
@@ -263,7 +267,7 @@ fn disk_clones_are_reflinks_on_a_filesystem_that_has_them() {
     let base = h.dir.join("base.raw");
     // Dense data: a copy would use its size again; a reflink shares it.
     std::fs::write(&base, vec![0x5au8; 32 << 20]).unwrap();
-    let img = h.post("/v1/images", &json!({"path": base}));
+    let img = import(&h, &base);
     let free = |p: &Path| {
         let out = Command::new("df")
             .args(["-B1", "--output=avail"])
@@ -279,18 +283,18 @@ fn disk_clones_are_reflinks_on_a_filesystem_that_has_them() {
             .unwrap()
     };
     let before = free(&data);
-    let vm = h.create_vm(json!({
-        "id": "x", "name": "x", "kernel": testguest(), "mem_mib": 64, "start": false,
-        "disks": [{"image": img["id"]}, {"image": img["id"]}],
-    }));
-    assert_eq!(vm["disks"][0]["method"], "reflink", "{vm}");
-    assert_eq!(vm["disks"][1]["method"], "reflink", "{vm}");
+    let vm = h.create_vm(&with_disks(
+        "x",
+        vec![disk(Some(&img.id), None), disk(Some(&img.id), None)],
+    ));
+    assert_eq!(vm.disks[0].method, CloneMethod::Reflink, "{vm:?}");
+    assert_eq!(vm.disks[1].method, CloneMethod::Reflink, "{vm:?}");
     let used = before.saturating_sub(free(&data));
     assert!(
         used < 8 << 20,
         "two 32 MiB clones took {used} bytes: not shared"
     );
-    let d = vm["disks"][0]["path"].as_str().unwrap();
+    let d = &vm.disks[0].path;
     assert_eq!(std::fs::read(d).unwrap(), std::fs::read(&base).unwrap());
     drop(h);
 }

@@ -5,10 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use nova_tests::hostd::{ping, testguest, Hostd, Opts, TwoHosts};
+use nova_hostd_api::{NicSpec, PeerRequest};
+use nova_tests::hostd::{guest, ping, Exposition, Hostd, Opts, TwoHosts};
 use nova_tests::net::{require_netns, NetNs};
 use nova_tests::require_kvm;
-use serde_json::json;
 
 fn link_exists(ns: &NetNs, dev: &str) -> bool {
     Command::new("ip")
@@ -29,9 +29,25 @@ fn two_hosts_reach_each_other_over_vxlan() {
         return;
     }
     let t = TwoHosts::new();
-    let net = t.a.get("/v1/network");
-    assert_eq!(net["vxlan"]["vni"], 42, "{net}");
-    assert_eq!(net["vxlan"]["peers"][0], "198.51.100.2", "{net}");
+    let net = t.a.ok(t.a.api().network());
+    let vx = net.vxlan.clone().unwrap();
+    assert_eq!(vx.vni, 42, "{net:?}");
+    assert_eq!(
+        vx.peers,
+        ["198.51.100.2".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // Adding a peer already there changes nothing.
+    let again = PeerRequest {
+        address: "198.51.100.2".parse().unwrap(),
+    };
+    assert_eq!(
+        t.a.ok(t.a.api().add_peer(&again))
+            .vxlan
+            .unwrap()
+            .peers
+            .len(),
+        1
+    );
     // The bridges' own addresses are on the overlay only: this crosses the VXLAN.
     assert!(
         ping(&t.ns_a, "203.0.113.2", 3),
@@ -39,39 +55,37 @@ fn two_hosts_reach_each_other_over_vxlan() {
     );
 
     // A guest on B answers pings from host A.
-    let vm = t.b.create_vm(json!({
-        "id": "g", "name": "g", "kernel": testguest(), "mem_mib": 64,
-        "cmdline": "nova.workload=net nova.ip=203.0.113.20/24",
-        "nics": [{}],
-    }));
-    let tap = vm["nics"][0]["tap"].as_str().unwrap().to_string();
-    let mac = vm["nics"][0]["mac"].as_str().unwrap().to_string();
+    let mut spec = guest("g", "net nova.ip=203.0.113.20/24");
+    spec.nics = vec![NicSpec::default()];
+    let vm = t.b.create_vm(&spec);
+    let (tap, mac) = (vm.nics[0].tap.clone(), vm.nics[0].mac.clone());
     assert!(mac.starts_with("02:"), "{mac}");
-    let line = t.b.wait_console_any(
-        "g",
-        &["NOVA-NET", "NOVA-ERROR what=no_net"],
-        Duration::from_secs(30),
+    assert_eq!(
+        tap,
+        format!("nt{}", mac.replace(':', "")),
+        "taps are named by MAC"
     );
-    if nova_tests::require(
-        line.starts_with("NOVA-NET"),
-        "nova-vmm gives the guest no virtio-net device yet",
-    ) {
-        assert!(
-            line.contains(&format!("mac={mac}")),
-            "the guest got hostd's MAC: {line}"
-        );
-        assert!(
-            ping(&t.ns_b, "203.0.113.20", 3),
-            "host B cannot ping its own guest"
-        );
-        assert!(
-            ping(&t.ns_a, "203.0.113.20", 3),
-            "host A cannot ping B's guest over the overlay"
-        );
-    }
+    let line = t.b.wait_console("g", "NOVA-NET", Duration::from_secs(30));
+    assert!(
+        line.contains(&format!("mac={mac}")),
+        "the guest got hostd's MAC: {line}"
+    );
+    assert!(
+        ping(&t.ns_b, "203.0.113.20", 3),
+        "host B cannot ping its own guest"
+    );
+    assert!(
+        ping(&t.ns_a, "203.0.113.20", 3),
+        "host A cannot ping B's guest over the overlay"
+    );
+    // The pings went through the guest's NIC: its byte counters say so, per NIC.
+    let e = Exposition::parse(&t.b.ok(t.b.api().metrics()));
+    let nic = [("vm", "g"), ("nic", "0")];
+    assert!(e.value("nova_vm_net_receive_bytes_total", &nic).unwrap() > 0.0);
+    assert!(e.value("nova_vm_net_transmit_bytes_total", &nic).unwrap() > 0.0);
+    assert!(e.value("nova_vm_net_receive_packets_total", &nic).unwrap() >= 6.0);
     assert!(link_exists(&t.ns_b, &tap));
-    let (s, _) = t.b.request("DELETE", "/v1/vms/g", None);
-    assert_eq!(s, 204);
+    t.b.ok(t.b.api().delete("g"));
     assert!(!link_exists(&t.ns_b, &tap), "the tap goes with its VM");
 }
 
@@ -90,13 +104,11 @@ fn nics_get_unique_macs_and_taps_on_the_bridge() {
     let mut macs = Vec::new();
     let mut taps = Vec::new();
     for id in ["n1", "n2"] {
-        let vm = h.create_vm(json!({
-            "id": id, "name": id, "kernel": testguest(), "mem_mib": 64,
-            "cmdline": "nova.workload=idle", "nics": [{}, {}],
-        }));
-        for n in vm["nics"].as_array().unwrap() {
-            macs.push(n["mac"].as_str().unwrap().to_string());
-            taps.push(n["tap"].as_str().unwrap().to_string());
+        let mut spec = guest(id, "idle");
+        spec.nics = vec![NicSpec::default(), NicSpec::default()];
+        for n in h.create_vm(&spec).nics {
+            macs.push(n.mac);
+            taps.push(n.tap);
         }
     }
     let mut sorted = macs.clone();
@@ -123,16 +135,15 @@ fn nics_get_unique_macs_and_taps_on_the_bridge() {
         );
     }
     // A MAC already used on this host is refused.
-    let (s, v) = h.request(
-        "POST",
-        "/v1/vms",
-        Some(&json!({"id": "n3", "name": "n3", "kernel": testguest(), "mem_mib": 64, "nics": [{"mac": macs[0]}]}).to_string()),
-    );
-    assert_eq!(s, 409, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("in use"), "{v}");
+    let mut taken = guest("n3", "idle");
+    taken.nics = vec![NicSpec {
+        mac: Some(macs[0].clone()),
+    }];
+    let (s, e) = h.refused(h.api().create(&taken));
+    assert_eq!(s, 409, "{e:?}");
+    assert!(e.error.contains("in use"), "{e:?}");
     for id in ["n1", "n2"] {
-        let (s, _) = h.request("DELETE", &format!("/v1/vms/{id}"), None);
-        assert_eq!(s, 204);
+        h.ok(h.api().delete(id));
     }
     for t in &taps {
         assert!(!link_exists(&ns, t), "{t} left behind");

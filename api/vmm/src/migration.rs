@@ -181,6 +181,8 @@ impl MigrationRequest {
 /// Where a migration is, on the source VMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+// Named apart from hostd's own MigrationState in the documents that hold both.
+#[schema(as = VmmMigrationState)]
 pub enum MigrationState {
     Running,
     Completed,
@@ -230,6 +232,8 @@ pub struct Round {
 
 /// Progress, then the result: what `GET /v1/migration` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+// Named apart from hostd's own MigrationStatus, which nests it as `vmm`.
+#[schema(as = VmmMigrationStatus)]
 pub struct MigrationStatus {
     pub state: MigrationState,
     pub mode: MigrationMode,

@@ -5,8 +5,7 @@
 //! host-to-host migration downtime through two hostd against VMM to VMM (and hostd's
 //! own time on the switch). Writes docs/benchmarks/hostd.{json,md}.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,8 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use nova_benches::{rss_kib, write_report, Summary};
+use nova_hostd_api::{HostdClient, MigrateRequest, MigrationState, MigrationTarget, VmSpec};
+use nova_http::blocking::block_on;
+use nova_vmm_api::{MigrationRequest, MigrationState as VmmState, VmmClient};
 use serde::Serialize;
-use serde_json::{json, Value};
 
 #[derive(Parser)]
 struct Args {
@@ -46,6 +47,7 @@ struct Hostd {
     addr: SocketAddr,
     token: String,
     dir: PathBuf,
+    api: HostdClient,
 }
 
 impl Hostd {
@@ -53,10 +55,7 @@ impl Hostd {
         let token = format!("bench-token-{}", std::process::id());
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("token"), &token)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr: SocketAddr = ([127, 0, 0, 1], nova_tests::free_port()).into();
         let log = std::fs::File::create(dir.join("hostd.log"))?;
         let child = Command::new(&args.hostd)
             .args([
@@ -71,46 +70,32 @@ impl Hostd {
             .arg(dir.join("data"))
             .arg("--vmm-bin")
             .arg(&args.vmm)
+            .env("NOVA_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", args.hostd.display()))?;
+        let opts = nova_http::ClientOptions {
+            timeout: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let api = HostdClient::new(&format!("http://{addr}"), &token, &opts)?;
         let h = Hostd {
             child,
             addr,
             token,
             dir: dir.to_path_buf(),
+            api,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while h.call("GET", "/v1/health", None).is_err() {
+        while block_on(h.api.health()).is_err() {
             if Instant::now() > deadline {
                 bail!("hostd did not answer");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(h)
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut s = TcpStream::connect(self.addr)?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.token,
-            body.len()
-        )?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, rest) = text.split_once("\r\n\r\n").context("bad response")?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("bad status")?;
-        Ok((status, serde_json::from_str(rest).unwrap_or(Value::Null)))
     }
 
     fn console(&self, id: &str) -> PathBuf {
@@ -125,20 +110,9 @@ impl Drop for Hostd {
     }
 }
 
-/// One request on a VMM's API socket.
-fn vmm_call(sock: &Path, method: &str, path: &str, body: &str) -> anyhow::Result<Value> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock)
-        .with_context(|| format!("{}", sock.display()))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let (_, rest) = buf.split_once("\r\n\r\n").context("bad response")?;
-    Ok(serde_json::from_str(rest).unwrap_or(Value::Null))
-}
-
-fn wait_sock(sock: &Path) -> anyhow::Result<()> {
+fn wait_sock(vmm: &VmmClient, sock: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while vmm_call(sock, "GET", "/v1/vm", "").is_err() {
+    while block_on(vmm.info()).is_err() {
         if Instant::now() > deadline {
             bail!("{} does not answer", sock.display());
         }
@@ -149,9 +123,7 @@ fn wait_sock(sock: &Path) -> anyhow::Result<()> {
 
 /// VMM to VMM on loopback, no hostd: (downtime ms, total ms).
 fn bare_migration(args: &Args, dir: &Path, i: usize) -> anyhow::Result<(f64, f64)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = nova_tests::free_port();
     let (ssock, dsock) = (
         dir.join(format!("mig-s{i}.sock")),
         dir.join(format!("mig-d{i}.sock")),
@@ -183,23 +155,21 @@ fn bare_migration(args: &Args, dir: &Path, i: usize) -> anyhow::Result<(f64, f64
         .stderr(Stdio::null())
         .spawn()?;
     let result = (|| {
-        wait_sock(&ssock)?;
+        let vmm = VmmClient::new(&ssock, Duration::from_secs(10))?;
+        wait_sock(&vmm, &ssock)?;
         std::thread::sleep(Duration::from_millis(300));
-        let req =
-            json!({"to": format!("tcp:127.0.0.1:{port}"), "mode": "precopy", "downtime_ms": 300});
-        vmm_call(&ssock, "PUT", "/v1/migration", &req.to_string())?;
+        let req = MigrationRequest {
+            to: format!("tcp:127.0.0.1:{port}"),
+            params: Default::default(),
+        };
+        block_on(vmm.migrate(&req))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let v = vmm_call(&ssock, "GET", "/v1/migration", "")?;
-            match v["state"].as_str() {
-                Some("completed") => {
-                    return Ok((
-                        v["downtime_ms"].as_f64().unwrap_or(f64::NAN),
-                        v["total_ms"].as_f64().unwrap_or(f64::NAN),
-                    ))
-                }
-                Some("running") => {}
-                _ => bail!("bare migration: {v}"),
+            let s = block_on(vmm.migration())?;
+            match s.state {
+                VmmState::Completed => return Ok((s.downtime_ms, s.total_ms)),
+                VmmState::Running => {}
+                _ => bail!("bare migration: {s:?}"),
             }
             if Instant::now() > deadline {
                 bail!("bare migration did not finish");
@@ -223,25 +193,27 @@ fn hostd_migration(
 ) -> anyhow::Result<(f64, f64, f64)> {
     let id = format!("mig-{i}");
     let mut s = spec(args, &id);
-    s["cmdline"] = json!("nova.workload=counter");
-    let (st, v) = src.call("POST", "/v1/vms", Some(&s))?;
-    if st != 201 {
-        bail!("create {id}: {st} {v}");
-    }
+    s.cmdline = Some("nova.workload=counter".into());
+    block_on(src.api.create(&s)).with_context(|| format!("create {id}"))?;
     wait_booted(&src.console(&id), Instant::now() + Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
-    let req = json!({"to": {"url": format!("http://{}", dst.addr), "token": dst.token}, "mode": "precopy", "downtime_ms": 300});
-    let (st, v) = src.call("POST", &format!("/v1/vms/{id}/migrate"), Some(&req))?;
-    if st != 202 {
-        bail!("migrate: {st} {v}");
-    }
+    let req = MigrateRequest {
+        to: MigrationTarget {
+            url: format!("http://{}", dst.addr),
+            token: dst.token.clone(),
+        },
+        params: Default::default(),
+    };
+    block_on(src.api.migrate(&id, &req)).context("migrate")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let m = loop {
-        let (_, m) = src.call("GET", &format!("/v1/vms/{id}/migration"), None)?;
-        match m["state"].as_str() {
-            Some("completed") => break m,
-            Some("failed") | Some("cancelled") => bail!("migration through hostd: {m}"),
+        let m = block_on(src.api.migration(&id))?;
+        match m.state {
+            MigrationState::Completed => break m,
+            MigrationState::Failed | MigrationState::Cancelled => {
+                bail!("migration through hostd: {m:?}")
+            }
             _ => {}
         }
         if Instant::now() > deadline {
@@ -250,16 +222,28 @@ fn hostd_migration(
         std::thread::sleep(Duration::from_millis(5));
     };
     let wall = t0.elapsed().as_secs_f64() * 1e3;
-    dst.call("DELETE", &format!("/v1/vms/{id}"), None)?;
+    block_on(dst.api.delete(&id))?;
     Ok((
-        m["downtime_ms"].as_f64().unwrap_or(f64::NAN),
-        m["hostd_switch_ms"].as_f64().unwrap_or(f64::NAN),
+        m.downtime_ms.unwrap_or(f64::NAN),
+        m.hostd_switch_ms.unwrap_or(f64::NAN),
         wall,
     ))
 }
 
-fn spec(args: &Args, id: &str) -> Value {
-    json!({"id": id, "name": id, "kernel": args.guest, "mem_mib": 64, "vcpus": 1, "cmdline": "nova.workload=idle"})
+fn spec(args: &Args, id: &str) -> VmSpec {
+    VmSpec {
+        id: Some(id.to_string()),
+        name: id.to_string(),
+        vcpus: 1,
+        mem_mib: 64,
+        kernel: args.guest.to_string_lossy().into_owned(),
+        initrd: None,
+        cmdline: Some("nova.workload=idle".into()),
+        disks: Vec::new(),
+        nics: Vec::new(),
+        restart: Default::default(),
+        start: true,
+    }
 }
 
 fn wait_booted(path: &Path, deadline: Instant) -> anyhow::Result<Instant> {
@@ -275,21 +259,13 @@ fn wait_booted(path: &Path, deadline: Instant) -> anyhow::Result<Instant> {
 }
 
 fn create(h: &Hostd, args: &Args, id: &str) -> anyhow::Result<u32> {
-    let (s, v) = h.call("POST", "/v1/vms", Some(&spec(args, id)))?;
-    if s != 201 {
-        bail!("create {id}: {s} {v}");
-    }
-    Ok(v["pid"].as_u64().unwrap_or(0) as u32)
+    let vm = block_on(h.api.create(&spec(args, id))).with_context(|| format!("create {id}"))?;
+    Ok(vm.pid.unwrap_or(0))
 }
 
 fn delete_all(h: &Hostd) -> anyhow::Result<()> {
-    let (_, list) = h.call("GET", "/v1/vms", None)?;
-    for vm in list["vms"].as_array().cloned().unwrap_or_default() {
-        h.call(
-            "DELETE",
-            &format!("/v1/vms/{}", vm["id"].as_str().unwrap_or("")),
-            None,
-        )?;
+    for vm in block_on(h.api.vms())?.vms {
+        block_on(h.api.delete(&vm.id))?;
     }
     Ok(())
 }
@@ -360,7 +336,7 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
         create(&h, args, &id)?;
         let t = wait_booted(&h.console(&id), t0 + Duration::from_secs(30))?;
         through.push((t - t0).as_secs_f64() * 1e3);
-        h.call("DELETE", &format!("/v1/vms/{id}"), None)?;
+        block_on(h.api.delete(&id))?;
 
         let console = tmp.join(format!("bare-{i}.log"));
         let t0 = Instant::now();
@@ -431,13 +407,12 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
     let dir = h.dir.clone();
     std::mem::forget(h);
     let h = Hostd::start(args, &dir)?;
-    let (_, list) = h.call("GET", "/v1/vms", None)?;
+    let vms = block_on(h.api.vms())?.vms;
     let reattach = t0.elapsed().as_secs_f64();
-    let vms = list["vms"].as_array().cloned().unwrap_or_default();
     let reattached = vms
         .iter()
         .filter(|v| {
-            v["state"] == "running" && pids.contains(&(v["pid"].as_u64().unwrap_or(0) as u32))
+            v.state == nova_hostd_api::VmState::Running && v.pid.is_some_and(|p| pids.contains(&p))
         })
         .count();
     let still = pids
@@ -494,7 +469,7 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
 | migration downtime, through two hostd (median of {runs}) | {hd:.2} ms |\n\
 | hostd's own time on the switch (median) | {hs:.2} ms |\n\
 | migration total: VMM to VMM / hostd request to completed | {bt:.1} ms / {hw:.1} ms |\n\n\
-Migration: 64 MiB test guest with the `counter` workload, pre-copy, loopback.\n",
+Migration: 64 MiB test guest with the `counter` workload, the contract's default parameters (hybrid, 5 ms downtime target), loopback.\n",
         runs = args.runs,
         c = report.create_to_booted_ms.median,
         b = report.bare_vmm_to_booted_ms.median,

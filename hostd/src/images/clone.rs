@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::api::types::CloneMethod;
+use nova_hostd_api::CloneMethod;
 
 /// FICLONE = _IOW(0x94, 9, int).
 const FICLONE: libc::c_ulong = 0x4004_9409;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::api::types::{validate_image_ref, ImageInfo};
 use crate::error::{Error, IoContext, Result};
+use nova_hostd_api::{validate_image_ref, FieldError, ImageInfo};
 
 /// The cache directory.
 #[derive(Debug, Clone)]
@@ -111,11 +111,7 @@ impl ImageCache {
             }
         })?;
         if !f.metadata().ctx(|| src.to_string())?.is_file() {
-            return Err(crate::api::types::FieldError::new(
-                "path",
-                format!("{src} is not a regular file"),
-            )
-            .into());
+            return Err(FieldError::new("path", format!("{src} is not a regular file")).into());
         }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -155,12 +151,12 @@ impl ImageCache {
         validate_image_ref(field, r)?;
         let info = if r.starts_with("sha256:") {
             self.get(r).map_err(|e| match e {
-                Error::NotFound(m) => Error::from(crate::api::types::FieldError::new(field, m)),
+                Error::NotFound(m) => Error::from(FieldError::new(field, m)),
                 e => e,
             })?
         } else {
             self.import_path(r).map_err(|e| match e {
-                Error::NotFound(m) => Error::from(crate::api::types::FieldError::new(field, m)),
+                Error::NotFound(m) => Error::from(FieldError::new(field, m)),
                 e => e,
             })?
         };

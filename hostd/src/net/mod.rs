@@ -1,16 +1,20 @@
 //! The host's VM network: one Linux bridge, a tap per VM NIC on it, and an optional
 //! VXLAN device on the bridge that joins the bridges of several hosts into one L2
-//! overlay. Everything goes through `ip`/`bridge` (iproute2). hostd creates the
-//! bridge and VXLAN device once and leaves them across restarts; taps live and die
-//! with their VM.
+//! overlay. Links, addresses and FDB entries are made over netlink ([`netlink`]),
+//! taps with the tun driver's ioctls ([`tap`]), MAC announcements with a raw packet
+//! socket ([`announce`]). hostd creates the bridge and VXLAN device once and leaves
+//! them across restarts; taps live and die with their VM.
 
 pub mod announce;
 pub mod mac;
+pub mod netlink;
+pub mod tap;
 
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use crate::api::types::{NetworkInfo, VxlanInfo};
+use nova_hostd_api::{NetworkInfo, VxlanInfo};
+
 use crate::error::{Error, Result};
 
 /// VXLAN settings from the command line.
@@ -23,105 +27,112 @@ pub struct VxlanConfig {
     pub port: u16,
 }
 
+/// An address with its prefix length (`203.0.113.1/24`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("'{s}' is not ADDRESS/PREFIX like 203.0.113.1/24");
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: IpAddr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// The host network hostd manages.
 #[derive(Debug)]
 pub struct Network {
     pub bridge: String,
-    pub host_cidr: Option<String>,
+    pub host_cidr: Option<Cidr>,
     pub vxlan: Option<VxlanConfig>,
     peers: Mutex<Vec<IpAddr>>,
-    ready: Mutex<bool>,
+    handle: tokio::sync::OnceCell<rtnetlink::Handle>,
+    ready: tokio::sync::OnceCell<()>,
 }
 
-/// Runs `prog args`; the error names the command and says what it printed.
-pub async fn run(prog: &str, args: &[&str]) -> Result<String> {
-    let out = tokio::process::Command::new(prog)
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| Error::Net(format!("{prog}: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Net(format!(
-            "{prog} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Whether interface `name` exists.
+/// Whether interface `name` exists (sysfs; no netlink socket needed).
 pub fn link_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
-/// The tap name for NIC `index` of VM `id`: `nv` + 8 hex of a hash of the id + index
-/// (at most 15 characters, the kernel's limit).
-pub fn tap_name(id: &str, index: usize) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in id.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("nv{h:08x}{index}")
-}
-
 impl Network {
-    pub fn new(bridge: String, host_cidr: Option<String>, vxlan: Option<VxlanConfig>) -> Self {
+    pub fn new(bridge: String, host_cidr: Option<Cidr>, vxlan: Option<VxlanConfig>) -> Self {
         Network {
             bridge,
             host_cidr,
             vxlan,
             peers: Mutex::new(Vec::new()),
-            ready: Mutex::new(false),
+            handle: tokio::sync::OnceCell::new(),
+            ready: tokio::sync::OnceCell::new(),
         }
     }
 
+    /// The netlink connection, opened on first use.
+    async fn nl(&self) -> Result<&rtnetlink::Handle> {
+        self.handle
+            .get_or_try_init(|| async { netlink::connect() })
+            .await
+    }
+
+    /// The VXLAN device's name: `nvx<VNI>`.
     fn vxlan_dev(&self) -> Option<String> {
         self.vxlan.as_ref().map(|v| format!("nvx{}", v.vni))
     }
 
-    /// The uplink device announcements go out of.
-    pub fn uplink(&self) -> Option<String> {
-        self.vxlan_dev()
-    }
-
     /// Creates the bridge (and VXLAN device, host address) if missing. Idempotent.
     pub async fn ensure(&self) -> Result<()> {
-        if *self.ready.lock().unwrap_or_else(|e| e.into_inner()) {
-            return Ok(());
-        }
+        self.ready
+            .get_or_try_init(|| self.make_bridge())
+            .await
+            .map(|_| ())
+    }
+
+    async fn make_bridge(&self) -> Result<()> {
+        let h = self.nl().await?;
         let br = self.bridge.as_str();
-        if !link_exists(br) {
-            run("ip", &["link", "add", br, "type", "bridge"]).await?;
-            tracing::info!(bridge = br, "created bridge");
-        }
-        run("ip", &["link", "set", br, "up"]).await?;
-        if let Some(cidr) = &self.host_cidr {
-            let have = run("ip", &["-o", "addr", "show", "dev", br]).await?;
-            if !have.contains(&format!(" {cidr} ")) {
-                run("ip", &["addr", "add", cidr, "dev", br]).await?;
+        let br_idx = match netlink::index(h, br).await? {
+            Some(i) => i,
+            None => {
+                let i = netlink::add_bridge(h, br).await?;
+                tracing::info!(bridge = br, "created bridge");
+                i
             }
+        };
+        netlink::set_up(h, br_idx, None).await?;
+        if let Some(c) = self.host_cidr {
+            netlink::add_address(h, br_idx, c.addr, c.prefix).await?;
         }
         if let (Some(v), Some(dev)) = (&self.vxlan, self.vxlan_dev()) {
-            if !link_exists(&dev) {
-                let vni = v.vni.to_string();
-                let local = v.local.to_string();
-                let port = v.port.to_string();
-                let mut args = vec![
-                    "link", "add", &dev, "type", "vxlan", "id", &vni, "local", &local, "dstport",
-                    &port,
-                ];
-                if let Some(u) = &v.dev {
-                    args.extend(["dev", u.as_str()]);
+            let idx = match netlink::index(h, &dev).await? {
+                Some(i) => i,
+                None => {
+                    let underlay = match &v.dev {
+                        Some(u) => Some(netlink::require(h, u).await?),
+                        None => None,
+                    };
+                    let i = netlink::add_vxlan(h, &dev, v.vni, v.local, v.port, underlay).await?;
+                    tracing::info!(device = dev, vni = v.vni, "created vxlan device");
+                    i
                 }
-                run("ip", &args).await?;
-                tracing::info!(device = dev, vni = v.vni, "created vxlan device");
-            }
-            run("ip", &["link", "set", &dev, "master", br]).await?;
-            run("ip", &["link", "set", &dev, "up"]).await?;
+            };
+            netlink::set_up(h, idx, Some(br_idx)).await?;
         }
-        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = true;
         Ok(())
     }
 
@@ -133,18 +144,9 @@ impl Network {
             )
         })?;
         self.ensure().await?;
-        let p = peer.to_string();
-        let fdb = run("bridge", &["fdb", "show", "dev", &dev]).await?;
-        if !fdb
-            .lines()
-            .any(|l| l.starts_with("00:00:00:00:00:00") && l.contains(&format!("dst {p} ")))
-        {
-            run(
-                "bridge",
-                &["fdb", "append", "00:00:00:00:00:00", "dev", &dev, "dst", &p],
-            )
-            .await?;
-        }
+        let h = self.nl().await?;
+        let idx = netlink::require(h, &dev).await?;
+        netlink::flood_to(h, idx, peer).await?;
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if !peers.contains(&peer) {
             peers.push(peer);
@@ -158,39 +160,48 @@ impl Network {
     pub async fn create_tap(&self, name: &str) -> Result<()> {
         self.ensure().await?;
         if !link_exists(name) {
-            run(
-                "ip",
-                &["tuntap", "add", "dev", name, "mode", "tap", "vnet_hdr"],
-            )
-            .await?;
+            let n = name.to_string();
+            tokio::task::spawn_blocking(move || tap::create(&n))
+                .await
+                .map_err(|e| Error::Net(e.to_string()))?
+                .map_err(|e| Error::Net(format!("creating tap {name}: {e}")))?;
         }
-        run("ip", &["link", "set", name, "master", &self.bridge]).await?;
-        run("ip", &["link", "set", name, "up"]).await?;
-        Ok(())
+        let h = self.nl().await?;
+        let idx = netlink::require(h, name).await?;
+        let br = netlink::require(h, &self.bridge).await?;
+        netlink::set_up(h, idx, Some(br)).await
     }
 
     /// Deletes tap `name` if it exists.
     pub async fn delete_tap(&self, name: &str) -> Result<()> {
-        if link_exists(name) {
-            run("ip", &["link", "del", name]).await?;
+        if !link_exists(name) {
+            return Ok(());
         }
-        Ok(())
+        let h = self.nl().await?;
+        match netlink::index(h, name).await? {
+            Some(i) => netlink::delete(h, i).await,
+            None => Ok(()),
+        }
     }
 
     /// After a VM arrived: the local bridge forwards its MAC to its tap at once, and
     /// the other hosts learn it lives here (RARP out of the overlay).
     pub async fn announce(&self, tap: &str, mac: [u8; 6]) -> Result<()> {
-        let m = mac::format(mac);
-        if let Some(dev) = self.vxlan_dev() {
-            // Forget where the MAC was learnt before (behind the overlay).
-            let _ = run("bridge", &["fdb", "del", &m, "dev", &dev, "master"]).await;
+        let h = self.nl().await?;
+        let vx = match self.vxlan_dev() {
+            Some(dev) => netlink::index(h, &dev).await?,
+            None => None,
+        };
+        if let Some(vx) = vx {
+            // Forget where the MAC was learnt before (behind the overlay); the pinned
+            // entry below wins anyway, so a failure here only costs a stale entry.
+            if let Err(e) = netlink::forget_mac(h, vx, mac).await {
+                tracing::debug!("{e}");
+            }
         }
-        run(
-            "bridge",
-            &["fdb", "replace", &m, "dev", tap, "master", "static"],
-        )
-        .await?;
-        if let Some(dev) = self.uplink() {
+        let port = netlink::require(h, tap).await?;
+        netlink::pin_mac(h, port, mac).await?;
+        if let Some(dev) = self.vxlan_dev().filter(|_| vx.is_some()) {
             let dev2 = dev.clone();
             tokio::task::spawn_blocking(move || announce::send_rarp(&dev2, mac, 3))
                 .await
@@ -204,7 +215,7 @@ impl Network {
     pub fn info(&self) -> NetworkInfo {
         NetworkInfo {
             bridge: self.bridge.clone(),
-            host_cidr: self.host_cidr.clone(),
+            host_cidr: self.host_cidr.map(|c| c.to_string()),
             vxlan: self.vxlan.as_ref().map(|v| VxlanInfo {
                 device: format!("nvx{}", v.vni),
                 vni: v.vni,
@@ -217,11 +228,15 @@ impl Network {
 
 #[cfg(test)]
 mod tests {
+    use super::Cidr;
+
     #[test]
-    fn tap_names_fit_the_kernel_limit_and_differ_per_vm_and_nic() {
-        let a = super::tap_name(&"x".repeat(63), 7);
-        assert!(a.len() <= 15, "{a}");
-        assert_ne!(super::tap_name("a", 0), super::tap_name("b", 0));
-        assert_ne!(super::tap_name("a", 0), super::tap_name("a", 1));
+    fn host_addresses_parse_with_their_prefix_or_say_what_is_wrong() {
+        let c: Cidr = "203.0.113.1/24".parse().unwrap();
+        assert_eq!((c.addr.to_string(), c.prefix), ("203.0.113.1".into(), 24));
+        assert_eq!(c.to_string(), "203.0.113.1/24");
+        for bad in ["203.0.113.1", "x/24", "203.0.113.1/33", "::1/129"] {
+            assert!(bad.parse::<Cidr>().unwrap_err().contains(bad));
+        }
     }
 }

@@ -80,9 +80,19 @@ pub fn signal(pid: u32, sig: i32) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
 }
 
-/// What the host sees of a VMM process: (CPU time in ms, own resident bytes,
-/// resident guest memory bytes). Guest RAM is a memfd, so it shows as shared memory.
-pub fn stats(pid: u32) -> Option<(u64, u64, u64)> {
+/// What the host sees of a VMM process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// User and system CPU time.
+    pub cpu_ms: u64,
+    /// Resident memory of the process itself (anonymous and file pages).
+    pub rss_bytes: u64,
+    /// Resident guest memory: guest RAM is a memfd, so it shows as shared memory.
+    pub guest_bytes: u64,
+}
+
+/// What the host sees of VMM `pid`.
+pub fn stats(pid: u32) -> Option<Stats> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
@@ -97,11 +107,11 @@ pub fn stats(pid: u32) -> Option<(u64, u64, u64)> {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or(0)
     };
-    Some((
-        ticks * 1000 / hz,
-        (kib("RssAnon:") + kib("RssFile:")) * 1024,
-        kib("RssShmem:") * 1024,
-    ))
+    Some(Stats {
+        cpu_ms: ticks * 1000 / hz,
+        rss_bytes: (kib("RssAnon:") + kib("RssFile:")) * 1024,
+        guest_bytes: kib("RssShmem:") * 1024,
+    })
 }
 
 /// Reads a pid file.
@@ -122,7 +132,6 @@ mod tests {
         assert!(super::alive(me));
         assert!(!super::is_our_vmm(me, std::path::Path::new("/nonexistent")));
         assert!(!super::alive(0x7fff_fff0));
-        let (_, rss, _) = super::stats(me).unwrap();
-        assert!(rss > 0);
+        assert!(super::stats(me).unwrap().rss_bytes > 0);
     }
 }

@@ -1,18 +1,32 @@
 //! Start a hostd: a `nova-hostd` process on a fresh data dir (optionally inside a
-//! network namespace), a blocking JSON client for its API, and waits on VM states and
-//! console lines. Dropping a [`Hostd`] kills it and every VMM it started (they are
-//! detached from hostd on purpose, so they would outlive it), then removes its dir.
+//! network namespace), its typed client (`HostdClient`, called from the test's thread
+//! in the hostd's namespace), and waits on VM states and console lines. Dropping a
+//! [`Hostd`] kills it and every VMM it started (they are detached from hostd on
+//! purpose, so they would outlive it), then removes its dir.
+//!
+//! Raw HTTP ([`Hostd::raw`], [`Hostd::request`], [`http`]) is only for what a typed
+//! client cannot send: malformed input, missing tokens (and other tiers' tests that
+//! read hostd's answers loosely).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod exposition;
+mod raw;
+
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nova_hostd_api::{HostdClient, VmInfo, VmSpec, VmState};
+use nova_http::blocking::block_on;
 use serde_json::Value;
 
 use crate::net::{ip, NetNs};
-use crate::{binary, unique, Console, TempDir};
+use crate::{binary, unique, wait_for, Console, TempDir};
+
+pub use crate::free_port;
+pub use exposition::{Exposition, Sample};
+pub use raw::http;
 
 /// How to start a hostd.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +39,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// Data dir; a fresh one under the hostd's temp dir when None.
     pub data_dir: Option<PathBuf>,
+    /// Environment variables for hostd (`NOVA_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running nova-hostd.
@@ -33,14 +49,71 @@ pub struct Hostd {
     pub addr: SocketAddr,
     pub token: String,
     pub dir: TempDir,
+    api: HostdClient,
     proc: Option<Console>,
 }
-
-pub use crate::free_port;
 
 /// The test guest (`guest-images/out/testguest.elf`).
 pub fn testguest() -> PathBuf {
     crate::guest_image("testguest.elf")
+}
+
+/// A VM of the test guest running `workload`: 64 MiB, 1 vCPU, started at once.
+pub fn guest(id: &str, workload: &str) -> VmSpec {
+    VmSpec {
+        id: Some(id.to_string()),
+        name: id.to_string(),
+        vcpus: 1,
+        mem_mib: 64,
+        kernel: testguest().to_string_lossy().into_owned(),
+        initrd: None,
+        cmdline: Some(format!("nova.workload={workload}")),
+        disks: Vec::new(),
+        nics: Vec::new(),
+        restart: Default::default(),
+        start: true,
+    }
+}
+
+/// A VM state named either way.
+pub trait AsState {
+    fn as_state(&self) -> VmState;
+}
+
+impl AsState for VmState {
+    fn as_state(&self) -> VmState {
+        *self
+    }
+}
+
+impl AsState for &str {
+    fn as_state(&self) -> VmState {
+        serde_json::from_value(Value::String(self.to_string()))
+            .unwrap_or_else(|_| panic!("{self:?} is not a VM state"))
+    }
+}
+
+/// Runs `f` with the calling thread in network namespace `ns` (sockets made meanwhile
+/// live there), then puts the thread back where it was.
+fn in_namespace<T>(ns: Option<&str>, f: impl FnOnce() -> T) -> T {
+    let Some(ns) = ns else { return f() };
+    use std::os::fd::AsRawFd;
+    let here = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
+    let there = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns file");
+    // SAFETY: setns on this thread only, with fds we hold open.
+    assert_eq!(
+        unsafe { libc::setns(there.as_raw_fd(), libc::CLONE_NEWNET) },
+        0,
+        "setns {ns}"
+    );
+    let out = f();
+    // SAFETY: as above, back to the namespace the thread came from.
+    assert_eq!(
+        unsafe { libc::setns(here.as_raw_fd(), libc::CLONE_NEWNET) },
+        0,
+        "setns back"
+    );
+    out
 }
 
 impl Hostd {
@@ -55,6 +128,7 @@ impl Hostd {
         let mut h = Hostd {
             opts,
             addr,
+            api: client(addr, &token),
             token,
             dir,
             proc: None,
@@ -82,11 +156,14 @@ impl Hostd {
             .arg("--vmm-bin")
             .arg(binary("nova-vmm"))
             .args(&self.opts.args);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
         let c = Console::spawn(cmd);
         self.proc = Some(c);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok((200, _)) = self.try_request("GET", "/v1/health", None, None) {
+            if self.wait(self.api.health()).is_ok() {
                 return;
             }
             let err = self.stderr();
@@ -94,6 +171,7 @@ impl Hostd {
                 // Another process took the free port first: try another.
                 self.kill();
                 self.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                self.api = client(self.addr, &self.token);
                 return self.spawn();
             }
             if err.contains("\nnova-hostd: ") || err.starts_with("nova-hostd: ") {
@@ -107,6 +185,40 @@ impl Hostd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The typed client of this hostd (use it through [`Hostd::ok`] or
+    /// [`Hostd::wait`], which call from the hostd's network namespace).
+    pub fn api(&self) -> &HostdClient {
+        &self.api
+    }
+
+    /// Runs a call of [`Hostd::api`] to its end.
+    pub fn wait<T>(&self, f: impl Future<Output = T>) -> T {
+        in_namespace(self.opts.netns.as_deref(), || block_on(f))
+    }
+
+    /// Runs a call of [`Hostd::api`], requiring success.
+    pub fn ok<T>(&self, f: impl Future<Output = Result<T, nova_http::Error>>) -> T {
+        self.wait(f)
+            .unwrap_or_else(|e| panic!("{e}\nhostd stderr:\n{}", self.stderr()))
+    }
+
+    /// Runs a call of [`Hostd::api`] that must fail; its status and error body.
+    pub fn refused<T: std::fmt::Debug>(
+        &self,
+        f: impl Future<Output = Result<T, nova_http::Error>>,
+    ) -> (u16, nova_hostd_api::ErrorBody) {
+        match self.wait(f) {
+            Ok(v) => panic!("expected a refusal, got {v:?}"),
+            Err(nova_http::Error::Status { status, body, .. }) => (status, body),
+            Err(e) => panic!("expected an error answer, got {e}"),
+        }
+    }
+
+    /// Creates a VM, requiring success.
+    pub fn create_vm(&self, spec: &VmSpec) -> VmInfo {
+        self.ok(self.api.create(spec))
     }
 
     /// The data dir.
@@ -133,6 +245,7 @@ impl Hostd {
     /// Kills hostd and starts it again on the same data dir.
     pub fn restart(&mut self) {
         self.kill();
+        self.api = client(self.addr, &self.token);
         self.spawn();
     }
 
@@ -141,8 +254,9 @@ impl Hostd {
         self.proc.as_ref().map(|p| p.pid()).unwrap_or(0)
     }
 
-    /// One request; Err on a connection failure.
-    pub fn try_request(
+    /// One raw request (for malformed input and missing tokens); Err on a connection
+    /// failure.
+    pub fn raw(
         &self,
         method: &str,
         path: &str,
@@ -150,64 +264,39 @@ impl Hostd {
         token: Option<&str>,
     ) -> std::io::Result<(u16, Value)> {
         let addr = self.addr;
-        let req = {
-            let body = body.unwrap_or("");
-            let auth = token
-                .map(|t| format!("Authorization: Bearer {t}\r\n"))
-                .unwrap_or_default();
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-        };
-        let raw = match &self.opts.netns {
-            None => exchange(addr, req.as_bytes())?,
-            Some(ns) => in_netns(ns, move || exchange(addr, req.as_bytes()))?,
-        };
-        parse(&raw)
+        in_namespace(self.opts.netns.as_deref(), || {
+            http(addr, method, path, body, token)
+        })
     }
 
-    /// One request with the host's token; panics on connection errors.
+    /// One raw request with the host's token; panics on connection errors.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let t = self.token.clone();
-        self.try_request(method, path, body, Some(&t))
+        self.raw(method, path, body, Some(&t))
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\nhostd stderr:\n{}", self.stderr()))
     }
 
-    /// GET, requiring 200.
+    /// Any GET as loose JSON, requiring 200 (for other tiers' tests).
     pub fn get(&self, path: &str) -> Value {
         let (s, v) = self.request("GET", path, None);
         assert_eq!(s, 200, "GET {path}: {v}");
         v
     }
 
-    /// POST JSON, requiring a 2xx.
-    pub fn post(&self, path: &str, body: &Value) -> Value {
-        let (s, v) = self.request("POST", path, Some(&body.to_string()));
-        assert!(
-            (200..300).contains(&s),
-            "POST {path} {body}: {s} {v}\nhostd stderr:\n{}",
-            self.stderr()
-        );
-        v
-    }
-
-    /// Creates a VM from `spec` (JSON), requiring success.
-    pub fn create_vm(&self, spec: Value) -> Value {
-        self.post("/v1/vms", &spec)
-    }
-
     /// Waits until VM `id` is in `state`.
-    pub fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Value {
+    pub fn wait_state(&self, id: &str, state: impl AsState, timeout: Duration) -> VmInfo {
+        let state = state.as_state();
         let deadline = Instant::now() + timeout;
         loop {
-            let (s, v) = self.request("GET", &format!("/v1/vms/{id}"), None);
-            if s == 200 && v["state"] == state {
-                return v;
+            let vm = self.wait(self.api.vm(id));
+            if let Ok(vm) = &vm {
+                if vm.state == state {
+                    return vm.clone();
+                }
             }
             if Instant::now() > deadline {
                 panic!(
-                    "VM {id} not {state} after {timeout:?}: {s} {v}\nhostd stderr:\n{}",
+                    "VM {id} not {state:?} after {timeout:?}: {vm:?}\nhostd stderr:\n{}",
                     self.stderr()
                 );
             }
@@ -222,25 +311,27 @@ impl Hostd {
 
     /// Waits until the VM's console has a line starting with any of `prefixes`.
     pub fn wait_console_any(&self, id: &str, prefixes: &[&str], timeout: Duration) -> String {
-        let prefix = prefixes;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (s, v) = self.request("GET", &format!("/v1/vms/{id}/console?lines=10000"), None);
-            if s == 200 {
-                if let Some(l) = v["lines"].as_array().and_then(|ls| {
-                    ls.iter()
-                        .filter_map(|l| l.as_str())
-                        .find(|l| prefix.iter().any(|p| l.starts_with(p)))
-                        .map(str::to_owned)
-                }) {
-                    return l;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!("no console line {prefix:?} from VM {id} after {timeout:?}: {v}\nhostd stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("a console line {prefixes:?} from VM {id}");
+        wait_for(timeout.as_secs().max(1), &what, || {
+            let c = self.wait(self.api.console(id, 10_000)).ok()?;
+            c.lines
+                .into_iter()
+                .find(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        })
+    }
+
+    /// The console log's size now (it grows while the guest runs).
+    pub fn console_bytes(&self, id: &str) -> u64 {
+        self.ok(self.api.console(id, 1)).bytes
+    }
+
+    /// Ids of the VMs on this host.
+    pub fn vm_ids(&self) -> Vec<String> {
+        self.ok(self.api.vms())
+            .vms
+            .into_iter()
+            .map(|v| v.id)
+            .collect()
     }
 
     /// Pids of the VMMs hostd's data dir records.
@@ -258,6 +349,14 @@ impl Hostd {
         }
         out
     }
+}
+
+fn client(addr: SocketAddr, token: &str) -> HostdClient {
+    let opts = nova_http::ClientOptions {
+        timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    HostdClient::new(&format!("http://{addr}"), token, &opts).expect("hostd client")
 }
 
 /// Two hosts (namespaces) joined by veth, each with a hostd on the overlay.
@@ -290,7 +389,7 @@ fn host_opts(ns: &NetNs, me: u8, peer: u8, dev: &str) -> Opts {
         .iter()
         .map(|s| s.to_string())
         .collect(),
-        data_dir: None,
+        ..Opts::default()
     }
 }
 
@@ -329,25 +428,6 @@ pub fn ping(ns: &NetNs, addr: &str, count: u32) -> bool {
         addr,
     ]);
     out.status.success()
-}
-
-/// One HTTP/1.1 request to any server on this namespace (`Connection: close`).
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> std::io::Result<(u16, Value)> {
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    parse(&exchange(addr, req.as_bytes())?)
 }
 
 /// Whether `pid` is a live nova-vmm.
@@ -409,68 +489,4 @@ impl Drop for Hostd {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn exchange(addr: SocketAddr, req: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    s.write_all(req)?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns` (sockets it makes
-/// live there).
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path)?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on this thread only, with an fd we hold open.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        f()
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("netns thread panicked"))?
-}
-
-fn parse(raw: &[u8]) -> std::io::Result<(u16, Value)> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no headers"))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("status"))?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let mut body = raw[end + 4..].to_vec();
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-            let n = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16)
-                .unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
-            rest = &rest[eol + 4 + n..];
-        }
-        body = out;
-    }
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    Ok((status, v))
 }

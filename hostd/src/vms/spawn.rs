@@ -1,0 +1,224 @@
+//! Starting one VMM process: its taps, its configuration (`vmm.json`, the VMM's own
+//! [`VmConfig`] type) or its `--incoming`/`--restore` flags, and the detached process
+//! itself. Supervision of what was started is `supervise`'s.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nova_vmm_api::{DiskConfig, NetConfig, VmConfig, VmmClient};
+
+use crate::error::{Error, IoContext, Result};
+use crate::vms::process;
+use crate::vms::record::{Vm, VmRecord, VMM_TIMEOUT};
+use crate::vms::table::Vms;
+
+/// How a VMM is started.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launch {
+    /// Boot from the VM's kernel (`--config vmm.json`).
+    Boot,
+    /// Receive the VM from a source VMM (`--incoming tcp:ADDR`).
+    Incoming(String),
+    /// Restore from a snapshot directory (`--restore DIR [--lazy]`).
+    Restore { dir: PathBuf, lazy: bool },
+}
+
+/// Where a VM's VMM finds its files.
+pub struct Paths<'a> {
+    pub api_sock: &'a Path,
+    pub console: &'a Path,
+    pub config: &'a Path,
+}
+
+/// The `nova-vmm run` arguments for `launch`, and the config file to write first
+/// (for a boot). `image` resolves a `sha256:` reference to the cached file.
+pub fn vmm_args(
+    rec: &VmRecord,
+    paths: &Paths,
+    launch: &Launch,
+    image: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<(Vec<String>, Option<VmConfig>)> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let path_of =
+        |r: &str| image(r).ok_or_else(|| Error::NotFound(format!("image {r} is not in the cache")));
+    let mut args = match launch {
+        Launch::Boot => {
+            let cfg = VmConfig {
+                kernel: path_of(&rec.spec.kernel)?,
+                initrd: rec.spec.initrd.as_deref().map(path_of).transpose()?,
+                cmdline: rec.spec.cmdline.clone(),
+                vcpus: rec.spec.vcpus,
+                mem_mib: rec.spec.mem_mib,
+                disks: rec
+                    .disks
+                    .iter()
+                    .map(|d| DiskConfig {
+                        path: d.path.clone().into(),
+                        read_only: d.read_only,
+                    })
+                    .collect(),
+                nets: rec
+                    .nics
+                    .iter()
+                    .map(|n| NetConfig {
+                        tap: n.tap.clone(),
+                        mac: Some(n.mac.clone()),
+                    })
+                    .collect(),
+                api_sock: Some(paths.api_sock.to_path_buf()),
+                console: Some(paths.console.to_path_buf()),
+            };
+            return Ok((vec!["--config".into(), s(paths.config)], Some(cfg)));
+        }
+        Launch::Incoming(addr) => vec!["--incoming".to_string(), addr.clone()],
+        Launch::Restore { dir, lazy } => {
+            let mut a = vec!["--restore".to_string(), s(dir)];
+            if *lazy {
+                a.push("--lazy".into());
+            }
+            a
+        }
+    };
+    args.extend([
+        "--api-sock".into(),
+        s(paths.api_sock),
+        "--console".into(),
+        s(paths.console),
+    ]);
+    for d in &rec.disks {
+        args.push("--disk".into());
+        args.push(if d.read_only {
+            format!("{},ro", d.path)
+        } else {
+            d.path.clone()
+        });
+    }
+    for n in &rec.nics {
+        args.push("--net".into());
+        args.push(format!("tap={},mac={}", n.tap, n.mac));
+    }
+    Ok((args, None))
+}
+
+impl Vms {
+    /// Makes the VM's taps and starts its VMM detached; records the new generation.
+    /// Returns the generation and the child to reap. The caller holds `vm.op`.
+    pub async fn spawn_vmm(
+        &self,
+        vm: &Vm,
+        launch: &Launch,
+    ) -> Result<(u64, tokio::process::Child)> {
+        let rec = vm.lock().rec.clone();
+        for n in &rec.nics {
+            self.net.create_tap(&n.tap).await?;
+        }
+        let paths = Paths {
+            api_sock: &vm.api_sock(),
+            console: &vm.console_log(),
+            config: &vm.vmm_config(),
+        };
+        let (args, config) = vmm_args(&rec, &paths, launch, |r| self.images.path_of(r))?;
+        if let Some(cfg) = config {
+            let p = vm.vmm_config();
+            let text =
+                serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Conflict(e.to_string()))?;
+            std::fs::write(&p, text).ctx(|| format!("writing {}", p.display()))?;
+        }
+        let _ = std::fs::remove_file(vm.api_sock());
+        let spawned = process::spawn(&self.settings.vmm_bin, &args, &vm.dir, &vm.vmm_log())?;
+        let pid = spawned.pid;
+        let _ = std::fs::write(vm.pid_file(), format!("{pid}\n"));
+        let client = VmmClient::new(&vm.api_sock(), VMM_TIMEOUT).map_err(Error::vmm)?;
+        let gen = {
+            let mut g = vm.lock();
+            g.rt.generation += 1;
+            g.rt.pid = Some(pid);
+            g.rt.stop_requested = false;
+            g.rt.started = Some(Instant::now());
+            g.rt.kvm = None;
+            g.rt.vmm = Some(client);
+            g.rt.generation
+        };
+        tracing::info!(vm = vm.id, pid, ?launch, "VMM started");
+        Ok((gen, spawned.child))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vms::record::test_record;
+    use nova_hostd_api::{NicInfo, VmState};
+
+    fn paths() -> Paths<'static> {
+        Paths {
+            api_sock: Path::new("/d/api.sock"),
+            console: Path::new("/d/console.log"),
+            config: Path::new("/d/vmm.json"),
+        }
+    }
+
+    fn rec() -> VmRecord {
+        let mut r = test_record(VmState::Starting);
+        r.spec.kernel = "sha256:k".into();
+        r.spec.cmdline = Some("nova.workload=idle".into());
+        r.disks[0].path = "/d/disks/disk0.raw".into();
+        r.disks[0].read_only = true;
+        r.nics.push(NicInfo {
+            mac: "02:00:00:00:00:01".into(),
+            tap: "nt020000000001".into(),
+        });
+        r
+    }
+
+    #[test]
+    fn a_boot_writes_the_vmms_own_config_with_cached_images() {
+        let (args, cfg) = vmm_args(&rec(), &paths(), &Launch::Boot, |r| {
+            Some(PathBuf::from(format!("/cache/{r}")))
+        })
+        .unwrap();
+        assert_eq!(args, ["--config", "/d/vmm.json"]);
+        let cfg = cfg.unwrap();
+        assert_eq!(cfg.kernel, Path::new("/cache/sha256:k"));
+        assert_eq!((cfg.vcpus, cfg.mem_mib), (2, 128));
+        assert_eq!(cfg.disks[0].path, Path::new("/d/disks/disk0.raw"));
+        assert!(cfg.disks[0].read_only);
+        assert_eq!(cfg.nets[0].tap, "nt020000000001");
+        assert_eq!(cfg.api_sock.as_deref(), Some(Path::new("/d/api.sock")));
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn a_boot_from_an_image_not_in_the_cache_is_refused() {
+        let e = vmm_args(&rec(), &paths(), &Launch::Boot, |_| None).unwrap_err();
+        assert!(matches!(e, Error::NotFound(m) if m.contains("sha256:k")));
+    }
+
+    #[test]
+    fn incoming_and_restore_pass_devices_as_flags() {
+        let (args, cfg) = vmm_args(
+            &rec(),
+            &paths(),
+            &Launch::Incoming("tcp:198.51.100.2:4000".into()),
+            |_| None,
+        )
+        .unwrap();
+        assert!(cfg.is_none());
+        assert_eq!(
+            args.join(" "),
+            "--incoming tcp:198.51.100.2:4000 --api-sock /d/api.sock --console /d/console.log \
+             --disk /d/disks/disk0.raw,ro --net tap=nt020000000001,mac=02:00:00:00:00:01"
+        );
+        let (args, _) = vmm_args(
+            &rec(),
+            &paths(),
+            &Launch::Restore {
+                dir: "/d/snapshots/s".into(),
+                lazy: true,
+            },
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(&args[..3], ["--restore", "/d/snapshots/s", "--lazy"]);
+    }
+}
