@@ -49,6 +49,14 @@ impl Error {
     }
 }
 
+/// A store error about one object: "not found" in the object's own words.
+pub fn missing(what: &'static str) -> impl FnOnce(StoreError) -> Error {
+    move |e| match e {
+        StoreError::NotFound(_) => Error::NotFound(what),
+        e => e.into(),
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {

@@ -7,7 +7,7 @@ use nova_http::FieldError;
 
 use crate::auth;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{missing, Result};
 use crate::model::{
     now_ms, resources_from_hostd, state_name, Host, HostState, Observed, Role, Token, Vm,
     SYSTEM_TENANT,
@@ -109,10 +109,7 @@ pub async fn heartbeat(ctx: &Context, id: &str, hb: &Heartbeat) -> Result<()> {
             true
         })
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound(_) => Error::NotFound("host"),
-            e => e.into(),
-        })?;
+        .map_err(missing("host"))?;
     if came_back {
         ctx.events
             .publish("host.ready", SYSTEM_TENANT, id, serde_json::json!({}))
@@ -166,10 +163,7 @@ pub async fn set_cordon(ctx: &Context, id: &str, on: bool, revision: Option<u64>
             true
         })
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound(_) => Error::NotFound("host"),
-            e => e.into(),
-        })?;
+        .map_err(missing("host"))?;
     let kind = if on {
         "host.cordoned"
     } else {

@@ -45,8 +45,10 @@ async fn bootstrap_admin(store: &store::DynStore, file: &Path) -> anyhow::Result
         role: Role::Admin,
         created_at_ms: now_ms(),
     };
-    if store.create(&admin).await.is_err() {
-        return Ok(()); // not a new cluster
+    match store.create(&admin).await {
+        Ok(_) => {}
+        Err(store::StoreError::Conflict(_)) => return Ok(()), // not a new cluster
+        Err(e) => return Err(e).context("the store refuses writes"),
     }
     let secret = auth::new_secret();
     let hash = auth::hash(&secret);
@@ -117,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
     let store = store::open(&c.store, &etcd)
         .await
         .with_context(|| format!("opening {}", c.store))?;
-    bootstrap_admin(&store, &c.admin_token_file).await?;
+    bootstrap_admin(&store, &c.admin_token_file)
+        .await
+        .with_context(|| format!("using {}", c.store))?;
     let join = join_token(&c.join_token_file)?;
 
     let (leading, resign) = leadership(&c, &etcd).await?;

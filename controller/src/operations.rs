@@ -3,7 +3,7 @@
 //! change is published on the event log.
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{missing, Result};
 use crate::model::{now_ms, OpState, Operation};
 use crate::store::{Objects, StoreError};
 
@@ -111,10 +111,7 @@ pub async fn cancel(ctx: &Context, id: &str, revision: Option<u64>) -> Result<Op
             true
         })
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound(_) => Error::NotFound("operation"),
-            e => e.into(),
-        })?;
+        .map_err(missing("operation"))?;
     ctx.events
         .publish(
             "operation.cancel_requested",

@@ -7,7 +7,7 @@
 use nova_http::FieldError;
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{missing, Error, Result};
 use crate::model::{now_ms, ConsoleLines, DesiredState, Observed, Resources, Tenant, Vm, VmSpec};
 use crate::store::{Expect, Objects, StoreError};
 
@@ -204,13 +204,6 @@ pub async fn create(ctx: &Context, tenant: &str, spec: VmSpec) -> Result<Vm> {
     Ok(vm)
 }
 
-fn not_found(e: StoreError) -> Error {
-    match e {
-        StoreError::NotFound(_) => Error::NotFound("vm"),
-        e => e.into(),
-    }
-}
-
 /// Sets the desired state of VM `id` (at `revision`, when given).
 pub async fn set_desired(
     ctx: &Context,
@@ -230,7 +223,7 @@ pub async fn set_desired(
             change
         })
         .await
-        .map_err(not_found)?;
+        .map_err(missing("vm"))?;
     if deleting {
         return Err(Error::conflict("the VM is being deleted"));
     }

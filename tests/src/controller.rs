@@ -1,7 +1,9 @@
-//! The controller's share of the harness: start `nova-controller` (SQLite or etcd)
-//! and a real etcd, talk to the `/v1` API over plain HTTP/1.1, follow the WebSocket
-//! event stream, and pretend to be a host (register, heartbeat) where a test needs
-//! hosts that are not the point. Every process is killed on drop.
+//! The controller's share of the harness: start `nova-controller` (SQLite or etcd,
+//! with any flags), talk to it through the typed `ControllerClient` (blocking, with
+//! [`block_on`]), follow the WebSocket event stream, and pretend to be a host
+//! (register, heartbeat, in hostd's contract types) where a test needs hosts that are
+//! not the point. [`raw`] sends bytes as they are, for malformed input and auth edge
+//! cases only. Every process is killed on drop.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,43 +11,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use nova_controller_api::{ControllerClient, Event, NewTenant, NewToken, NewUser, Role};
+use nova_hostd_api::{HostInfo, NetworkInfo, RegisterRequest, RegisterResponse, Resources};
+use serde_json::Value;
 
 use crate::binary;
 
-pub use crate::etcd::Etcd;
+pub use crate::etcd::{Etcd, EtcdOpts};
 pub use crate::{free_port, wait_for};
+pub use nova_http::blocking::block_on;
 
-/// An answer: status and JSON body (`Value::Null` when empty or not JSON).
+/// A raw answer: status and JSON body (`Value::Null` when empty or not JSON).
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
     pub body: Value,
 }
 
-impl Answer {
-    /// The `field` of an error answer.
-    pub fn field(&self) -> Option<&str> {
-        self.body.get("field").and_then(Value::as_str)
-    }
-}
-
-fn dechunk(b: &[u8]) -> Vec<u8> {
-    let mut out = vec![];
-    let mut rest = b;
-    while let Some(p) = rest.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(std::str::from_utf8(&rest[..p]).unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
-        if n == 0 || rest.len() < p + 2 + n {
-            break;
-        }
-        out.extend_from_slice(&rest[p + 2..p + 2 + n]);
-        rest = &rest[(p + 4 + n).min(rest.len())..];
-    }
-    out
-}
-
-/// One HTTP/1.1 request with raw bytes as the body.
+/// One HTTP/1.1 request with `body` exactly as given: for malformed input and
+/// authentication edge cases, which the typed client cannot send.
 pub fn raw(base: &str, token: Option<&str>, method: &str, path: &str, body: &[u8]) -> Answer {
     let addr = base.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -75,29 +59,31 @@ pub fn raw(base: &str, token: Option<&str>, method: &str, path: &str, body: &[u8
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let mut payload = resp.get(split + 4..).unwrap_or_default().to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        payload = dechunk(&payload);
-    }
+    let payload = resp.get(split + 4..).unwrap_or_default();
+    // Error answers are small and sent whole (no chunking to undo).
     Answer {
         status,
-        body: serde_json::from_slice(&payload).unwrap_or(Value::Null),
+        body: serde_json::from_slice(payload).unwrap_or(Value::Null),
     }
 }
 
-/// One JSON request.
-pub fn call(
-    base: &str,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Answer {
-    let b = body.map(|b| b.to_string()).unwrap_or_default();
-    raw(base, token, method, path, b.as_bytes())
+/// The HTTP status of a failed typed call (0 when there was no answer).
+pub fn status<T: std::fmt::Debug>(r: Result<T, nova_http::Error>) -> u16 {
+    match r {
+        Ok(v) => panic!("expected an error answer, got {v:?}"),
+        Err(e) => e.status().unwrap_or(0),
+    }
+}
+
+/// The status and named field of a failed typed call.
+pub fn refusal<T: std::fmt::Debug>(r: Result<T, nova_http::Error>) -> (u16, Option<String>) {
+    match r {
+        Ok(v) => panic!("expected an error answer, got {v:?}"),
+        Err(e) => (
+            e.status().unwrap_or(0),
+            e.body().and_then(|b| b.field.clone()),
+        ),
+    }
 }
 
 /// A running `nova-controller`.
@@ -110,6 +96,8 @@ pub struct Controller {
     pub join: String,
     pub node: String,
     pub dir: PathBuf,
+    /// A client with the admin token.
+    pub api: ControllerClient,
 }
 
 /// Options of a controller.
@@ -121,7 +109,11 @@ pub struct Opts {
     pub reconcile_ms: u64,
     pub down_after_ms: u64,
     pub max_failed_auth: u32,
+    /// `--heartbeat-ms` told to hosts (500 ms), or none to leave it to a config file.
+    pub heartbeat_ms: Option<u64>,
     pub port: Option<u16>,
+    /// More flags (`--etcd-ca`, `--config`, retention, ...).
+    pub args: Vec<String>,
 }
 
 impl Default for Opts {
@@ -132,9 +124,16 @@ impl Default for Opts {
             reconcile_ms: 200,
             down_after_ms: 3000,
             max_failed_auth: 20,
+            heartbeat_ms: Some(500),
             port: None,
+            args: vec![],
         }
     }
+}
+
+/// A client of `url` with `token`.
+pub fn client(url: &str, token: Option<&str>) -> ControllerClient {
+    ControllerClient::new(url, token, &Default::default()).unwrap()
 }
 
 impl Controller {
@@ -145,12 +144,18 @@ impl Controller {
 
     /// Starts one with `o`; state files (tokens, database) live in `dir`.
     pub fn start(dir: &Path, o: Opts) -> Controller {
+        Self::try_start(dir, o).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Starts one with `o`, or says why it exited (its log) instead of serving.
+    pub fn try_start(dir: &Path, o: Opts) -> Result<Controller, String> {
         let port = o.port.unwrap_or_else(free_port);
         let store = o
             .store
             .clone()
             .unwrap_or_else(|| format!("sqlite:{}", dir.join("controller.db").display()));
-        let log = std::fs::File::create(dir.join(format!("{}.log", o.node))).unwrap();
+        let logfile = dir.join(format!("{}.log", o.node));
+        let log = std::fs::File::create(&logfile).unwrap();
         let child = Command::new(binary("nova-controller"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -163,8 +168,13 @@ impl Controller {
             .args(["--node", &o.node])
             .args(["--reconcile-interval-ms", &o.reconcile_ms.to_string()])
             .args(["--down-after-ms", &o.down_after_ms.to_string()])
-            .args(["--heartbeat-ms", "500"])
+            .args(
+                o.heartbeat_ms
+                    .map(|h| vec!["--heartbeat-ms".to_string(), h.to_string()])
+                    .unwrap_or_default(),
+            )
             .args(["--max-failed-auth", &o.max_failed_auth.to_string()])
+            .args(&o.args)
             .env("NOVA_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -178,62 +188,89 @@ impl Controller {
             join: String::new(),
             node: o.node,
             dir: dir.into(),
+            api: client(&url, None),
         };
-        wait_for(30, "the controller to answer /v1/health", || {
-            if let Some(ch) = c.child.as_mut() {
-                if let Ok(Some(st)) = ch.try_wait() {
-                    panic!(
-                        "nova-controller exited {st}: {}",
-                        std::fs::read_to_string(dir.join(format!("{}.log", c.node)))
-                            .unwrap_or_default()
-                    );
-                }
+        let anonymous = client(&url, None);
+        let t = Instant::now();
+        loop {
+            if let Some(Ok(Some(st))) = c.child.as_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(&logfile).unwrap_or_default();
+                c.child = None;
+                return Err(format!("nova-controller exited {st}: {log}"));
             }
-            TcpStream::connect(url.trim_start_matches("http://"))
-                .ok()
-                .map(|_| ())
-                .filter(|_| call(&url, None, "GET", "/v1/health", None).status == 200)
-        });
-        c.admin = std::fs::read_to_string(dir.join("admin.token"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        c.join = std::fs::read_to_string(dir.join("join.token"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        c
+            if block_on(anonymous.health()).is_ok() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the controller did not answer /v1/health in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        c.admin = read("admin.token");
+        c.join = read("join.token");
+        c.api = client(&url, Some(&c.admin));
+        Ok(c)
     }
 
-    /// A request with the admin token.
-    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        call(&self.url, Some(&self.admin), method, path, body)
+    /// A client of this controller with `token`.
+    pub fn as_(&self, token: &str) -> ControllerClient {
+        self.api.with_token(token).unwrap()
     }
 
-    /// A request with `token`.
-    pub fn as_(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
-        call(&self.url, Some(token), method, path, body)
+    /// A client of this controller with no token.
+    pub fn anonymous(&self) -> ControllerClient {
+        client(&self.url, None)
     }
 
     /// Creates tenant (if needed), user and token; answers the token's secret.
-    pub fn token_for(&self, tenant: &str, user: &str, role: &str) -> String {
-        let t = self.admin("POST", "/v1/tenants", Some(json!({"id": tenant})));
-        assert!(t.status == 201 || t.status == 409, "{t:?}");
-        let u = self.admin(
-            "POST",
-            "/v1/users",
-            Some(json!({"id": user, "role": role, "tenant": tenant})),
+    pub fn token_for(&self, tenant: &str, user: &str, role: Role) -> String {
+        let t = block_on(self.api.create_tenant(&NewTenant {
+            id: tenant.into(),
+            quota: None,
+        }));
+        assert!(
+            t.is_ok() || t.as_ref().err().and_then(|e| e.status()) == Some(409),
+            "{t:?}"
         );
-        assert_eq!(u.status, 201, "{u:?}");
-        let k = self.admin("POST", "/v1/tokens", Some(json!({"user": user})));
-        assert_eq!(k.status, 201, "{k:?}");
-        k.body["token"].as_str().unwrap().to_string()
+        block_on(self.api.create_user(&NewUser {
+            id: user.into(),
+            role,
+            tenant: Some(tenant.into()),
+        }))
+        .unwrap();
+        block_on(self.api.create_token(&NewToken {
+            user: user.into(),
+            role: None,
+        }))
+        .unwrap()
+        .token
+    }
+
+    /// Whether this controller leads now.
+    pub fn leads(&self) -> bool {
+        self.child.is_some() && block_on(self.anonymous().leader()).is_ok_and(|l| l.leader)
     }
 
     /// Kills the process (SIGKILL: no clean shutdown).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling a child process this harness started and still owns.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }
     }
@@ -250,105 +287,142 @@ impl Drop for Controller {
     }
 }
 
-/// The body hostd sends to register (and in heartbeats): a host of `vcpus`/`mem_mib`.
-pub fn host_info(id: &str, vcpus: u64, mem_mib: u64) -> Value {
-    json!({
-        "host_id": id, "hostname": id, "version": "test", "cores": vcpus, "mem_mib": mem_mib,
-        "disk_total_mib": 100000, "disk_free_mib": 100000, "kvm": "none", "cpu_overcommit": 1.0, "mem_overcommit": 1.0,
-        "capacity": {"vcpus": vcpus, "mem_mib": mem_mib, "disk_mib": 100000},
-        "allocated": {"vcpus": 0, "mem_mib": 0, "disk_mib": 0}, "vms": 0,
-        "network": {"bridge": "novabr0", "host_cidr": null, "vxlan": null}
-    })
+/// What hostd reports about a host of `vcpus`/`mem_mib` (registration, heartbeats).
+pub fn host_info(id: &str, vcpus: u64, mem_mib: u64) -> HostInfo {
+    HostInfo {
+        host_id: id.into(),
+        hostname: id.into(),
+        version: "test".into(),
+        cores: vcpus,
+        mem_mib,
+        disk_total_mib: 100_000,
+        disk_free_mib: 100_000,
+        kvm: "none".into(),
+        cpu_overcommit: 1.0,
+        mem_overcommit: 1.0,
+        capacity: Resources {
+            vcpus,
+            mem_mib,
+            disk_mib: 100_000,
+        },
+        allocated: Resources::default(),
+        vms: 0,
+        network: NetworkInfo {
+            bridge: "novabr0".into(),
+            host_cidr: None,
+            vxlan: None,
+        },
+    }
 }
 
-/// Registers a pretend host (the test plays hostd) whose API is at `url`; answers its
-/// own token.
+/// Registers a pretend host (the test plays hostd) whose API is at `url`, presenting
+/// `token` (the join token, usually); answers the host's own credentials.
+pub fn register_with(
+    c: &Controller,
+    token: &str,
+    id: &str,
+    url: &str,
+    vcpus: u64,
+    mem_mib: u64,
+) -> Result<RegisterResponse, nova_http::Error> {
+    let rq = RegisterRequest {
+        host_id: id.into(),
+        hostname: id.into(),
+        url: url.into(),
+        token: "hostd-secret".into(),
+        info: host_info(id, vcpus, mem_mib),
+    };
+    block_on(c.as_(token).http().post("/v1/hosts/register", &rq))
+}
+
+/// Registers a pretend host with the join token; answers its own token.
 pub fn register_host(c: &Controller, id: &str, url: &str, vcpus: u64, mem_mib: u64) -> String {
-    let a = call(
-        &c.url,
-        Some(&c.join),
-        "POST",
-        "/v1/hosts/register",
-        Some(
-            json!({"host_id": id, "hostname": id, "url": url, "token": "hostd-secret", "info": host_info(id, vcpus, mem_mib)}),
-        ),
-    );
-    assert_eq!(a.status, 201, "register {id}: {a:?}");
-    a.body["token"].as_str().unwrap().to_string()
+    register_with(c, &c.join, id, url, vcpus, mem_mib)
+        .unwrap_or_else(|e| panic!("register {id}: {e}"))
+        .token
 }
 
 /// One heartbeat of a pretend host.
-pub fn heartbeat(c: &Controller, id: &str, token: &str, vcpus: u64, mem_mib: u64) -> Answer {
-    call(
-        &c.url,
-        Some(token),
-        "POST",
-        &format!("/v1/hosts/{id}/heartbeat"),
-        Some(json!({"host_id": id, "info": host_info(id, vcpus, mem_mib), "vms": []})),
+pub fn heartbeat(
+    c: &Controller,
+    id: &str,
+    token: &str,
+    vcpus: u64,
+    mem_mib: u64,
+) -> Result<(), nova_http::Error> {
+    let hb = nova_hostd_api::Heartbeat {
+        host_id: id.into(),
+        info: host_info(id, vcpus, mem_mib),
+        vms: vec![],
+    };
+    block_on(
+        c.as_(token)
+            .http()
+            .post(&format!("/v1/hosts/{id}/heartbeat"), &hb),
     )
 }
 
-/// A subscriber of `/v1/events` (a minimal WebSocket client: text frames only).
+/// A subscriber of `/v1/events`.
 pub struct EventStream {
-    s: TcpStream,
+    ws: tungstenite::WebSocket<TcpStream>,
+    /// The revision of the last event read.
+    pub last: u64,
 }
 
 impl EventStream {
+    /// Subscribes to new events.
     pub fn open(base: &str, token: &str) -> EventStream {
-        let addr = base.trim_start_matches("http://");
-        let mut s = TcpStream::connect(addr).unwrap();
-        let req = format!(
-            "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        let mut head = vec![];
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            s.read_exact(&mut b).unwrap();
-            head.push(b[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(
-            head.starts_with("HTTP/1.1 101"),
-            "event stream refused: {head}"
-        );
-        EventStream { s }
+        Self::since(base, token, None).unwrap_or_else(|s| panic!("event stream refused: {s}"))
     }
 
-    /// The next event, or None after `timeout`.
-    pub fn next(&mut self, timeout: Duration) -> Option<Value> {
-        self.s.set_read_timeout(Some(timeout)).unwrap();
-        loop {
-            let mut h = [0u8; 2];
-            self.s.read_exact(&mut h).ok()?;
-            let op = h[0] & 0x0f;
-            let mut len = (h[1] & 0x7f) as u64;
-            if len == 126 {
-                let mut l = [0u8; 2];
-                self.s.read_exact(&mut l).ok()?;
-                len = u16::from_be_bytes(l) as u64;
-            } else if len == 127 {
-                let mut l = [0u8; 8];
-                self.s.read_exact(&mut l).ok()?;
-                len = u64::from_be_bytes(l);
+    /// Subscribes from revision `since` on (new events only when None); the HTTP
+    /// status when the controller refuses.
+    pub fn since(base: &str, token: &str, since: Option<u64>) -> Result<EventStream, u16> {
+        use tungstenite::client::IntoClientRequest;
+        let addr = base.trim_start_matches("http://");
+        let q = since.map(|s| format!("?since={s}")).unwrap_or_default();
+        let mut rq = format!("ws://{addr}/v1/events{q}")
+            .into_client_request()
+            .unwrap();
+        if !token.is_empty() {
+            rq.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let s = TcpStream::connect(addr).unwrap();
+        match tungstenite::client(rq, s) {
+            Ok((ws, _)) => Ok(EventStream {
+                ws,
+                last: since.unwrap_or(0),
+            }),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+                Err(r.status().as_u16())
             }
-            let mut payload = vec![0u8; len as usize];
-            self.s.read_exact(&mut payload).ok()?;
-            match op {
-                1 => return serde_json::from_slice(&payload).ok(),
-                8 => return None,
-                _ => continue,
+            Err(e) => panic!("event stream handshake: {e}"),
+        }
+    }
+
+    /// The next event, or None after `timeout` (or when the stream closed).
+    pub fn next(&mut self, timeout: Duration) -> Option<Event> {
+        self.ws.get_mut().set_read_timeout(Some(timeout)).unwrap();
+        loop {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    let e: Event = serde_json::from_str(&t).expect("an Event");
+                    self.last = e.revision;
+                    return Some(e);
+                }
+                Ok(tungstenite::Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
             }
         }
     }
 
     /// Reads events until one of `kind` about `id` arrives (or panics after `secs`).
-    pub fn until(&mut self, kind: &str, id: &str, secs: u64) -> Value {
+    pub fn until(&mut self, kind: &str, id: &str, secs: u64) -> Event {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(secs) {
             if let Some(e) = self.next(Duration::from_millis(500)) {
-                if e["kind"] == kind && e["id"] == id {
+                if e.kind == kind && e.id == id {
                     return e;
                 }
             }

@@ -2,14 +2,18 @@
 //! booting the test guest): a VM created through the controller is placed, created
 //! and started on a host; stop, start and delete follow the desired state; a
 //! controller killed and restarted picks up where it was; migrations to a dead host
-//! fail cleanly; drain evacuates a host by live migration.
+//! fail cleanly; drain evacuates a host by live migration with the policy's
+//! parameters.
 
 use std::time::Duration;
 
-use nova_tests::controller::{wait_for, Controller, EventStream};
+use nova_controller_api::{
+    MigrateBody, MigrationMode, MigrationPolicy, MigrationResult, OpState, Role, Vm, VmSpec,
+};
+use nova_hostd_api::HostdClient;
+use nova_tests::controller::{block_on, wait_for, Controller, EventStream};
 use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
 use nova_tests::{require_kvm, unique, TempDir};
-use serde_json::json;
 
 const BOOT: Duration = Duration::from_secs(40);
 
@@ -28,26 +32,37 @@ fn hostd_for(c: &Controller) -> Hostd {
     })
 }
 
+/// The typed client of a test hostd.
+fn hostd_api(h: &Hostd) -> HostdClient {
+    HostdClient::new(&format!("http://{}", h.addr), &h.token, &Default::default()).unwrap()
+}
+
+fn host_id(h: &Hostd) -> String {
+    block_on(hostd_api(h).host()).unwrap().host_id
+}
+
 fn wait_hosts_ready(c: &Controller, n: usize) {
     wait_for(30, "hosts to register", || {
-        let hosts = c.admin("GET", "/v1/hosts", None).body;
-        (hosts
-            .as_array()
-            .map(|a| a.iter().filter(|h| h["state"] == "ready").count())
-            == Some(n))
-        .then_some(())
+        let hosts = block_on(c.api.hosts()).ok()?;
+        let ready = hosts
+            .iter()
+            .filter(|h| h.state == nova_controller_api::HostState::Ready)
+            .count();
+        (ready == n).then_some(())
     });
 }
 
-fn wait_observed(c: &Controller, id: &str, state: &str, secs: u64) -> serde_json::Value {
+fn wait_observed(c: &Controller, id: &str, state: &str, secs: u64) -> Vm {
     wait_for(secs, &format!("{id} to be {state}"), || {
-        let v = c.admin("GET", &format!("/v1/vms/{id}"), None).body;
-        (v["observed"]["state"] == state).then_some(v)
+        let v = block_on(c.api.vm(id)).ok()?;
+        (v.observed.as_ref()?.state == state).then_some(v)
     })
 }
 
-fn guest(name: &str) -> serde_json::Value {
-    json!({"name": name, "image": testguest(), "vcpus": 1, "mem_mib": 64, "cmdline": "nova.workload=counter"})
+fn guest(name: &str) -> VmSpec {
+    serde_json::from_value(serde_json::json!({"name": name, "image": testguest(),
+        "vcpus": 1, "mem_mib": 64, "cmdline": "nova.workload=counter"}))
+    .unwrap()
 }
 
 #[test]
@@ -60,47 +75,47 @@ fn vms_follow_their_desired_state_on_real_hosts_across_a_controller_restart() {
     let (h1, h2) = (hostd_for(&c), hostd_for(&c));
     wait_hosts_ready(&c, 2);
     let mut events = EventStream::open(&c.url, &c.admin);
-    let id = c.admin("POST", "/v1/vms", Some(guest("web"))).body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = block_on(c.api.create_vm(&guest("web"), None)).unwrap().id;
     let placed = events.until("vm.placed", &id, 20);
     let v = wait_observed(&c, &id, "running", 40);
-    let host_id = v["host"].as_str().unwrap().to_string();
-    assert_eq!(placed["data"]["host"], host_id.as_str());
-    let h = if h1.get("/v1/host")["host_id"] == host_id.as_str() {
-        &h1
-    } else {
-        &h2
-    };
+    let host = v.host.unwrap();
+    assert_eq!(placed.data["host"], host.as_str());
+    let h = if host_id(&h1) == host { &h1 } else { &h2 };
     h.wait_console(&id, "NOVA-TICK", BOOT);
+    let console = block_on(c.api.console(&id, 50)).unwrap();
+    assert!(
+        console.lines.iter().any(|l| l.contains("NOVA-TICK")),
+        "the console reaches the user through the controller: {console:?}"
+    );
 
     // Stop and start through the controller.
-    c.admin("POST", &format!("/v1/vms/{id}/stop"), None);
+    block_on(c.api.stop_vm(&id)).unwrap();
     h.wait_state(&id, "stopped", Duration::from_secs(30));
     wait_observed(&c, &id, "stopped", 20);
 
     // The controller dies; the desired state it stored drives its successor.
     c.kill();
     let c = Controller::sqlite(d.path());
-    c.admin("POST", &format!("/v1/vms/{id}/start"), None);
+    block_on(c.api.start_vm(&id)).unwrap();
     h.wait_state(&id, "running", Duration::from_secs(30));
     wait_observed(&c, &id, "running", 20);
     assert_eq!(
-        h.get("/v1/vms")["vms"].as_array().unwrap().len(),
+        block_on(hostd_api(h).vms()).unwrap().vms.len(),
         1,
         "no duplicate after the restart"
     );
 
+    // A forced stop kills the VMM at once.
+    let v = block_on(c.api.stop_vm_if(&id, true, None)).unwrap();
+    assert_eq!(v.desired, nova_controller_api::DesiredState::Stopped);
+    h.wait_state(&id, "stopped", Duration::from_secs(10));
+
     // Delete: hostd lets it go, then the record goes.
-    assert_eq!(
-        c.admin("DELETE", &format!("/v1/vms/{id}"), None).status,
-        202
-    );
+    block_on(c.api.delete_vm(&id)).unwrap();
     wait_for(30, "the VM to be gone", || {
-        (c.admin("GET", &format!("/v1/vms/{id}"), None).status == 404).then_some(())
+        block_on(c.api.vm(&id)).err().filter(|e| e.is_not_found())
     });
-    assert_eq!(h.request("GET", &format!("/v1/vms/{id}"), None).0, 404);
+    assert!(block_on(hostd_api(h).vm(&id)).unwrap_err().is_not_found());
 }
 
 #[test]
@@ -112,35 +127,32 @@ fn a_migration_to_a_dead_host_fails_and_leaves_the_vm_running_on_its_source() {
     let c = Controller::sqlite(d.path());
     let (h1, mut h2) = (hostd_for(&c), hostd_for(&c));
     wait_hosts_ready(&c, 2);
-    let id2 = h2.get("/v1/host")["host_id"].as_str().unwrap().to_string();
-    c.admin("POST", &format!("/v1/hosts/{id2}/cordon"), None);
-    let id = c.admin("POST", "/v1/vms", Some(guest("web"))).body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id2 = host_id(&h2);
+    block_on(c.api.cordon(&id2)).unwrap();
+    let id = block_on(c.api.create_vm(&guest("web"), None)).unwrap().id;
     let v = wait_observed(&c, &id, "running", 40);
-    let src = v["host"].as_str().unwrap().to_string();
-    c.admin("POST", &format!("/v1/hosts/{id2}/uncordon"), None);
+    let src = v.host.unwrap();
+    block_on(c.api.uncordon(&id2)).unwrap();
     // The destination dies; the controller has not noticed yet (no missed heartbeat).
     h2.kill();
     let mut events = EventStream::open(&c.url, &c.admin);
-    let op = c.admin("POST", &format!("/v1/vms/{id}/migrate"), None);
-    assert_eq!(op.status, 202, "{op:?}");
-    let op_id = op.body["id"].as_str().unwrap().to_string();
-    let done = events.until("operation.done", &op_id, 60);
-    assert_eq!(done["data"]["state"], "failed", "{done}");
-    assert!(!done["data"]["message"].as_str().unwrap().is_empty());
-    let v = c.admin("GET", &format!("/v1/vms/{id}"), None).body;
-    assert_eq!(v["host"], src.as_str(), "the placement did not move: {v}");
-    assert!(v.get("migrating").is_none(), "the VM is released: {v}");
+    let op = block_on(c.api.migrate_vm(&id, &MigrateBody::default())).unwrap();
+    let done = events.until("operation.done", &op.id, 60);
+    assert_eq!(done.data["state"], "failed", "{done:?}");
+    assert!(!done.data["message"].as_str().unwrap().is_empty());
+    let v = block_on(c.api.vm(&id)).unwrap();
+    assert_eq!(
+        v.host.as_deref(),
+        Some(src.as_str()),
+        "the placement did not move"
+    );
+    assert!(v.migrating.is_none(), "the VM is released: {v:?}");
     h1.wait_state(&id, "running", Duration::from_secs(10));
     // A viewer of another tenant cannot even see the operation.
-    let other = c.token_for("acme", "vic", "viewer");
-    assert_eq!(
-        c.as_(&other, "GET", &format!("/v1/operations/{op_id}"), None)
-            .status,
-        404
-    );
+    let other = c.as_(&c.token_for("acme", "vic", Role::Viewer));
+    assert!(block_on(other.operation(&op.id))
+        .unwrap_err()
+        .is_not_found());
 }
 
 #[test]
@@ -152,48 +164,51 @@ fn drain_evacuates_a_host_by_live_migration_within_the_policy() {
     let c = Controller::sqlite(d.path());
     let (_h1, _h2) = (hostd_for(&c), hostd_for(&c));
     wait_hosts_ready(&c, 2);
-    let hosts = c.admin("GET", "/v1/hosts", None).body;
-    let (a, b) = (
-        hosts[0]["id"].as_str().unwrap().to_string(),
-        hosts[1]["id"].as_str().unwrap().to_string(),
-    );
-    c.admin("POST", &format!("/v1/hosts/{b}/cordon"), None);
-    let policy = json!({"mode": "precopy", "downtime_ms": 300, "completion_timeout_s": 120, "postcopy_allowed": false,
-        "max_parallel_cluster": 2, "max_parallel_per_host": 1});
-    assert_eq!(
-        c.admin("PUT", "/v1/migration-policy", Some(policy)).status,
-        200
-    );
+    let hosts = block_on(c.api.hosts()).unwrap();
+    let (a, b) = (hosts[0].id.clone(), hosts[1].id.clone());
+    block_on(c.api.cordon(&b)).unwrap();
+    let mut policy = MigrationPolicy {
+        completion_timeout_s: 120,
+        max_parallel_cluster: 2,
+        max_parallel_per_host: 1,
+        ..Default::default()
+    };
+    policy.params.mode = MigrationMode::Precopy;
+    policy.params.downtime_ms = 300;
+    block_on(c.api.set_migration_policy(&policy)).unwrap();
     let ids: Vec<String> = (0..2)
         .map(|i| {
-            c.admin("POST", "/v1/vms", Some(guest(&format!("w{i}"))))
-                .body["id"]
-                .as_str()
+            block_on(c.api.create_vm(&guest(&format!("w{i}")), None))
                 .unwrap()
-                .to_string()
+                .id
         })
         .collect();
     for id in &ids {
-        assert_eq!(wait_observed(&c, id, "running", 40)["host"], a.as_str());
-    }
-    c.admin("POST", &format!("/v1/hosts/{b}/uncordon"), None);
-    let mut events = EventStream::open(&c.url, &c.admin);
-    let op = c.admin("POST", &format!("/v1/hosts/{a}/drain"), Some(json!({})));
-    assert_eq!(op.status, 202, "{op:?}");
-    let op_id = op.body["id"].as_str().unwrap().to_string();
-    let done = events.until("operation.done", &op_id, 180);
-    assert_eq!(done["data"]["state"], "succeeded", "{done}");
-    for id in &ids {
-        let v = c.admin("GET", &format!("/v1/vms/{id}"), None).body;
-        assert_eq!(v["host"], b.as_str(), "{v}");
-        let r = &done["data"]["result"][id];
-        assert!(
-            r["downtime_ms"].is_number() && r["bytes"].is_number() && r["total_ms"].is_number(),
-            "{r}"
+        assert_eq!(
+            wait_observed(&c, id, "running", 40).host.as_deref(),
+            Some(a.as_str())
         );
     }
-    assert_eq!(
-        c.admin("GET", &format!("/v1/hosts/{a}"), None).body["cordoned"],
-        true
-    );
+    block_on(c.api.uncordon(&b)).unwrap();
+    let mut events = EventStream::open(&c.url, &c.admin);
+    let op = block_on(c.api.drain(&a)).unwrap();
+    let done = events.until("operation.done", &op.id, 180);
+    assert_eq!(done.data["state"], "succeeded", "{done:?}");
+    let op = block_on(c.api.operation(&op.id)).unwrap();
+    assert_eq!(op.state, OpState::Succeeded);
+    for id in &ids {
+        let v = block_on(c.api.vm(id)).unwrap();
+        assert_eq!(v.host.as_deref(), Some(b.as_str()), "{v:?}");
+        let r: MigrationResult = serde_json::from_value(op.result[id].clone()).unwrap();
+        assert!(
+            r.downtime_ms.is_some() && r.bytes.is_some() && r.total_ms.is_some(),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.mode,
+            Some(MigrationMode::Precopy),
+            "the policy's mode: {r:?}"
+        );
+    }
+    assert!(block_on(c.api.host(&a)).unwrap().cordoned);
 }

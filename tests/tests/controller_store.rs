@@ -1,122 +1,99 @@
 //! The same story, through the API, on both backends: a SQLite file and a real etcd.
 //! Everything a user stores survives a controller restart.
 
+use nova_controller_api::{
+    MigrationMode, MigrationParamsPatch, MigrationPolicy, MigrationPolicyPatch, NewToken, Role,
+    VmSpec,
+};
 use nova_tests::controller::*;
 use nova_tests::TempDir;
-use serde_json::json;
+
+fn spec(name: &str) -> VmSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "image": "/k", "labels": {"app": "web"}, "start": false
+    }))
+    .unwrap()
+}
 
 fn story(c: &Controller) {
-    let op = c.token_for("acme", "olga", "operator");
+    let op = c.as_(&c.token_for("acme", "olga", Role::Operator));
     // hosts
     let h = register_host(c, "h1", "http://127.0.0.1:9", 8, 8192);
-    assert_eq!(heartbeat(c, "h1", &h, 8, 8192).status, 200);
-    assert_eq!(
-        c.admin("POST", "/v1/hosts/h1/cordon", None).body["cordoned"],
-        true
-    );
-    assert_eq!(
-        c.admin("POST", "/v1/hosts/h1/uncordon", None).body["cordoned"],
-        false
-    );
+    heartbeat(c, "h1", &h, 8, 8192).unwrap();
+    assert!(block_on(c.api.cordon("h1")).unwrap().cordoned);
+    assert!(!block_on(c.api.uncordon("h1")).unwrap().cordoned);
     // VMs: desired state changes
-    let made = c.as_(
-        &op,
-        "POST",
-        "/v1/vms",
-        Some(json!({"name": "web", "image": "/k", "labels": {"app": "web"}, "start": false})),
-    );
-    assert_eq!(made.status, 201, "{made:?}");
-    let id = made.body["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        c.as_(&op, "POST", &format!("/v1/vms/{id}/start"), None)
-            .body["desired"],
-        "running"
-    );
-    assert_eq!(
-        c.as_(&op, "POST", &format!("/v1/vms/{id}/stop"), None).body["desired"],
-        "stopped"
-    );
-    let got = c.as_(&op, "GET", &format!("/v1/vms/{id}"), None);
-    assert_eq!(got.body["spec"]["labels"]["app"], "web");
+    let vm = block_on(op.create_vm(&spec("web"), None)).unwrap();
+    let id = vm.id.clone();
+    use nova_controller_api::DesiredState::*;
+    assert_eq!(block_on(op.start_vm(&id)).unwrap().desired, Running);
+    assert_eq!(block_on(op.stop_vm(&id)).unwrap().desired, Stopped);
+    let got = block_on(op.vm(&id)).unwrap();
+    assert_eq!(got.spec.labels["app"], "web");
     // The scheduler places it on the only host.
     wait_for(10, "placement", || {
-        (c.as_(&op, "GET", &format!("/v1/vms/{id}"), None).body["host"] == "h1").then_some(())
+        (block_on(op.vm(&id)).unwrap().host.as_deref() == Some("h1")).then_some(())
     });
-    // policy
-    let p = json!({"mode": "precopy", "downtime_ms": 250, "bandwidth_mbit": 1000, "completion_timeout_s": 120,
-        "postcopy_allowed": false, "max_parallel_cluster": 3, "max_parallel_per_host": 1});
+    // policy: replaced whole, then patched field by field
+    let mut p = MigrationPolicy::default();
+    p.params.mode = MigrationMode::Precopy;
+    p.params.downtime_ms = 250;
+    p.params.bandwidth_mbit = Some(1000);
+    p.completion_timeout_s = 120;
+    p.max_parallel_cluster = 3;
+    p.max_parallel_per_host = 1;
+    let stored = block_on(c.api.set_migration_policy(&p)).unwrap();
     assert_eq!(
-        c.admin("PUT", "/v1/migration-policy", Some(p.clone()))
-            .status,
-        200
+        MigrationPolicy {
+            revision: 0,
+            ..stored.clone()
+        },
+        p
     );
-    assert_eq!(c.admin("GET", "/v1/migration-policy", None).body, p);
+    let patched = block_on(c.api.patch_migration_policy(&MigrationPolicyPatch {
+        params: Some(MigrationParamsPatch {
+            connections: Some(2),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_eq!(patched.params.connections, 2);
+    assert_eq!(patched.params.downtime_ms, 250, "the rest is untouched");
     // a second VM, deleted: its record goes once no host holds it
-    let gone = c
-        .as_(
-            &op,
-            "POST",
-            "/v1/vms",
-            Some(json!({"name": "tmp", "image": "/k", "start": false})),
-        )
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        c.as_(&op, "DELETE", &format!("/v1/vms/{gone}"), None)
-            .status,
-        202
-    );
+    let gone = block_on(op.create_vm(&spec("tmp"), None)).unwrap().id;
+    block_on(op.delete_vm(&gone)).unwrap();
     // tokens: revoke one
-    let extra = c.admin(
-        "POST",
-        "/v1/tokens",
-        Some(json!({"user": "olga", "role": "viewer"})),
-    );
-    let (secret, tid) = (
-        extra.body["token"].as_str().unwrap().to_string(),
-        extra.body["info"]["id"].as_str().unwrap().to_string(),
-    );
-    assert_eq!(c.as_(&secret, "GET", "/v1/vms", None).status, 200);
-    assert_eq!(
-        c.admin("DELETE", &format!("/v1/tokens/{tid}"), None).status,
-        200
-    );
-    assert_eq!(
-        c.as_(&secret, "GET", "/v1/vms", None).status,
-        401,
-        "revoked"
-    );
+    let extra = block_on(c.api.create_token(&NewToken {
+        user: "olga".into(),
+        role: Some(Role::Viewer),
+    }))
+    .unwrap();
+    let viewer = c.as_(&extra.token);
+    block_on(viewer.vms()).unwrap();
+    block_on(c.api.revoke_token(&extra.info.id)).unwrap();
+    assert_eq!(status(block_on(viewer.vms())), 401, "revoked");
     // audit
-    let log = c.admin("GET", "/v1/audit", None).body;
-    assert!(log.as_array().unwrap().len() >= 8, "{log}");
+    let log = block_on(c.api.audit()).unwrap();
+    assert!(log.len() >= 8, "{log:?}");
 }
 
 fn after_restart(c: &Controller) {
-    let vms = c.admin("GET", "/v1/vms", None).body;
-    let names: Vec<_> = vms
-        .as_array()
+    let names: Vec<String> = block_on(c.api.vms())
         .unwrap()
-        .iter()
-        .map(|v| v["spec"]["name"].as_str().unwrap().to_string())
+        .into_iter()
+        .map(|v| v.spec.name)
         .collect();
     assert!(names.contains(&"web".to_string()), "{names:?}");
-    assert_eq!(c.admin("GET", "/v1/hosts/h1", None).status, 200);
-    assert_eq!(
-        c.admin("GET", "/v1/migration-policy", None).body["downtime_ms"],
-        250
-    );
-    assert_eq!(
-        c.admin("GET", "/v1/users", None)
-            .body
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|u| u["id"] == "olga")
-            .count(),
-        1
-    );
+    block_on(c.api.host("h1")).unwrap();
+    let p = block_on(c.api.migration_policy()).unwrap();
+    assert_eq!((p.params.downtime_ms, p.params.connections), (250, 2));
+    let olgas = block_on(c.api.users())
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.id == "olga")
+        .count();
+    assert_eq!(olgas, 1);
 }
 
 #[test]
@@ -137,9 +114,7 @@ fn same_suite_passes_on_sqlite_and_etcd() {
         ..Opts::default()
     };
     let mut c = Controller::start(d.path(), opts.clone());
-    wait_for(10, "leadership", || {
-        (call(&c.url, None, "GET", "/v1/leader", None).body["leader"] == true).then_some(())
-    });
+    wait_for(10, "leadership", || c.leads().then_some(()));
     story(&c);
     c.kill();
     let c = Controller::start(

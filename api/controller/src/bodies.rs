@@ -220,7 +220,8 @@ pub struct EventsQuery {
 pub struct MigrationResult {
     /// Source host.
     pub from: String,
-    /// Destination host.
+    /// Destination host (absent when none was picked).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub to: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<nova_vmm_api::MigrationMode>,

@@ -1,15 +1,19 @@
 //! bench-api: the controller's API throughput and latency under `wrk` on loopback,
 //! reads (`GET /v1/vms/{id}`) and writes (`POST /v1/vms`), on the SQLite and the etcd
-//! backends. Each write is a compare-and-swap create plus an audit-log append.
+//! backends. Each write is four stored writes: the VM's name claim and record (each a
+//! compare-and-swap), its `vm.created` event and the audit entry.
 //! Writes docs/benchmarks/api.{json,md}.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use nova_benches::write_report;
+use nova_controller_api::{ControllerClient, VmSpec};
+use nova_http::blocking::block_on;
+use nova_tests::etcd::Etcd;
+use nova_tests::{free_port, wait_for};
 
 #[derive(Parser)]
 struct Args {
@@ -21,8 +25,6 @@ struct Args {
     controller: PathBuf,
     #[arg(long, default_value = "wrk")]
     wrk: String,
-    #[arg(long, default_value = "/usr/bin/etcd")]
-    etcd: PathBuf,
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -43,49 +45,12 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_port(port: u16) -> anyhow::Result<()> {
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t.elapsed() > Duration::from_secs(20) {
-            bail!("nothing listens on {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-fn start_etcd(bin: &Path, dir: &Path) -> anyhow::Result<(Proc, String)> {
-    let (port, peer) = (free_port()?, free_port()?);
-    let child = Command::new(bin)
-        .args([
-            "--data-dir",
-            &dir.join("etcd").to_string_lossy(),
-            "--name",
-            "b",
-        ])
-        .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
-        .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
-        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-        .arg(format!(
-            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-        ))
-        .arg(format!("--initial-cluster=b=http://127.0.0.1:{peer}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting etcd")?;
-    wait_port(port)?;
-    Ok((Proc(child), format!("http://127.0.0.1:{port}")))
-}
-
-fn start_controller(bin: &Path, dir: &Path, store: &str) -> anyhow::Result<(Proc, String, String)> {
-    let port = free_port()?;
+fn start_controller(
+    bin: &Path,
+    dir: &Path,
+    store: &str,
+) -> anyhow::Result<(Proc, ControllerClient)> {
+    let port = free_port();
     let child = Command::new(bin)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--store", store])
         .arg("--admin-token-file")
@@ -99,36 +64,16 @@ fn start_controller(bin: &Path, dir: &Path, store: &str) -> anyhow::Result<(Proc
         .stderr(Stdio::null())
         .spawn()
         .context("starting nova-controller")?;
-    wait_port(port)?;
-    let t = Instant::now();
-    let token = loop {
-        if let Ok(t) = std::fs::read_to_string(dir.join("admin.token")) {
-            break t.trim().to_string();
-        }
-        if t.elapsed() > Duration::from_secs(10) {
-            bail!("no admin token");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Ok((Proc(child), format!("http://127.0.0.1:{port}"), token))
-}
-
-/// A VM to read.
-fn create_vm(url: &str, token: &str) -> anyhow::Result<String> {
-    let addr = url.trim_start_matches("http://");
-    let body = r#"{"name":"bench","image":"/k","start":false}"#;
-    let req = format!(
-        "POST /v1/vms HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.write_all(req.as_bytes())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let json = out.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(json).context("create answer")?;
-    Ok(v["id"].as_str().context("no id")?.to_string())
+    let proc = Proc(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let anonymous = ControllerClient::new(&url, None, &Default::default())?;
+    wait_for(20, "the controller to answer", || {
+        block_on(anonymous.health()).ok()
+    });
+    let token = wait_for(10, "the admin token", || {
+        std::fs::read_to_string(dir.join("admin.token")).ok()
+    });
+    Ok((proc, anonymous.with_token(token.trim())?))
 }
 
 /// One wrk result.
@@ -190,19 +135,26 @@ fn wrk(a: &Args, conns: u32, url: &str, script: &Path) -> anyhow::Result<Run> {
     Ok(r)
 }
 
-fn script(
-    dir: &Path,
-    name: &str,
-    token: &str,
-    method: &str,
-    body: &str,
-) -> anyhow::Result<PathBuf> {
+/// A wrk script sending `method` with the token; a POST creates a VM with a name no
+/// other request uses (names are unique per tenant).
+fn script(dir: &Path, name: &str, token: &str, method: &str) -> anyhow::Result<PathBuf> {
     let p = dir.join(name);
     let mut s =
         format!("wrk.method = \"{method}\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n");
-    if !body.is_empty() {
-        s +=
-            &format!("wrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{body}'\n");
+    if method == "POST" {
+        s += r#"wrk.headers["Content-Type"] = "application/json"
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+local n = 0
+function request()
+  n = n + 1
+  local body = string.format('{"name":"bench-%d-%d","image":"/k","start":false}', id, n)
+  return wrk.format(nil, nil, nil, body)
+end
+"#;
     }
     std::fs::write(&p, s)?;
     Ok(p)
@@ -237,24 +189,22 @@ fn main() -> anyhow::Result<()> {
         let store = if backend == "sqlite" {
             format!("sqlite:{}", dir.join("controller.db").display())
         } else {
-            if !a.etcd.exists() {
-                eprintln!("etcd not installed: skipping the etcd backend");
-                continue;
-            }
-            let (p, url) = start_etcd(&a.etcd, &dir)?;
-            _etcd = Some(p);
+            // Skipped (loudly) when etcd is not installed.
+            let Some(e) = Etcd::start() else { continue };
+            let url = e.url.clone();
+            _etcd = Some(e);
             format!("etcd:{url}")
         };
-        let (_ctl, url, token) = start_controller(&a.controller, &dir, &store)?;
-        let id = create_vm(&url, &token)?;
-        let get = script(&dir, "get.lua", &token, "GET", "")?;
-        let post = script(
-            &dir,
-            "post.lua",
-            &token,
-            "POST",
-            r#"{"name":"bench","image":"/k","start":false}"#,
-        )?;
+        let (_ctl, api) = start_controller(&a.controller, &dir, &store)?;
+        let spec: VmSpec = serde_json::from_str(r#"{"name":"bench","image":"/k","start":false}"#)?;
+        let id = block_on(api.create_vm(&spec, None))?.id;
+        let (url, token) = (
+            api.url().to_string(),
+            std::fs::read_to_string(dir.join("admin.token"))?,
+        );
+        let token = token.trim();
+        let get = script(&dir, "get.lua", token, "GET")?;
+        let post = script(&dir, "post.lua", token, "POST")?;
         for &conns in &a.connections {
             for (what, path, s) in [
                 ("GET /v1/vms/{id}", format!("{url}/v1/vms/{id}"), &get),

@@ -8,10 +8,10 @@ use tokio::sync::Semaphore;
 
 use super::{migrate, policy};
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{missing, Result};
 use crate::model::{DesiredState, Host, MigrationResult, OpState, Operation, Vm, SYSTEM_TENANT};
 use crate::operations::{self, failed, Outcome};
-use crate::store::{Objects, StoreError};
+use crate::store::Objects;
 
 /// Starts draining `host_id` (at `revision`, when given); answers the drain operation.
 pub async fn start(ctx: &Context, host_id: &str, revision: Option<u64>) -> Result<Operation> {
@@ -22,10 +22,7 @@ pub async fn start(ctx: &Context, host_id: &str, revision: Option<u64>) -> Resul
             true
         })
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound(_) => Error::NotFound("host"),
-            e => e.into(),
-        })?;
+        .map_err(missing("host"))?;
     ctx.events
         .publish(
             "host.cordoned",

@@ -280,9 +280,7 @@ impl Store for EtcdStore {
                 }
             }
         });
-        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|v| (v, rx))
-        }))
+        super::received(rx)
     }
 }
 

@@ -114,6 +114,15 @@ pub trait Store: Send + Sync {
 /// A shared store.
 pub type DynStore = Arc<dyn Store>;
 
+/// What a backend's watcher task sends, as the stream `watch_log` answers.
+fn received(
+    rx: tokio::sync::mpsc::Receiver<Result<Versioned<Vec<u8>>, StoreError>>,
+) -> BoxStream<'static, Result<Versioned<Vec<u8>>, StoreError>> {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|v| (v, rx))
+    }))
+}
+
 /// A kind of stored object, keyed under its own prefix.
 pub trait Object: Serialize + DeserializeOwned + Send + Sync {
     const PREFIX: &'static str;

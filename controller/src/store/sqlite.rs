@@ -350,8 +350,6 @@ impl Store for SqliteStore {
                 }
             }
         });
-        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|v| (v, rx))
-        }))
+        super::received(rx)
     }
 }
