@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use nova_controller_api::{Role, Vm};
 use nova_tests::controller::*;
+use nova_tests::etcd::make_certs;
 use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
 use nova_tests::{binary, require_kvm, unique, Console, TempDir};
 use serde_json::Value;
@@ -286,6 +288,8 @@ fn reads_print_as_tables_wide_tables_json_and_yaml_with_dates() {
     // json: the contract's objects, as the API gives them; yaml: the same.
     let list = ctl.json(&["vm", "list"]);
     assert_eq!(list, serde_json::json!([vm]));
+    let typed: Vec<Vm> = serde_json::from_value(list).expect("the contract's Vm");
+    assert_eq!(typed[0].spec.image, "/k");
     let yaml = ctl.ok(&["vm", "get", &id, "-o", "yaml"]);
     assert!(yaml.contains(&format!("id: {id}")), "{yaml}");
     assert!(yaml.contains("spec:\n  name: web\n"), "{yaml}");
@@ -340,7 +344,7 @@ fn exit_codes_tell_usage_not_found_auth_and_connection_apart() {
     let d = TempDir::new();
     let c = Controller::sqlite(d.path());
     let admin = Novactl::at(&c, &c.admin);
-    let viewer = c.token_for("acme", "vic", "viewer");
+    let viewer = c.token_for("acme", "vic", Role::Viewer);
     assert_eq!(admin.run(&["vm", "list"]).code, 0);
     // 2: the command line is wrong.
     assert_eq!(admin.run(&["vm", "frobnicate"]).code, 2);
@@ -375,7 +379,7 @@ fn exit_codes_tell_usage_not_found_auth_and_connection_apart() {
 fn contexts_in_the_config_file_with_the_environment_and_flags_above_them() {
     let d = TempDir::new();
     let c = Controller::sqlite(d.path());
-    let olga = c.token_for("acme", "olga", "operator");
+    let olga = c.token_for("acme", "olga", Role::Operator);
     let ctl = Novactl::bare();
     let token_file = ctl.home.join("olga.token");
     std::fs::write(&token_file, format!("{olga}\n")).unwrap();
@@ -480,7 +484,7 @@ fn contexts_in_the_config_file_with_the_environment_and_flags_above_them() {
     );
 }
 
-/// A TLS front (socat, a certificate from a CA made here) for a plain controller.
+/// A TLS front (socat, a certificate from a throwaway CA) for a plain controller.
 struct TlsFront {
     child: Child,
     url: String,
@@ -489,71 +493,11 @@ struct TlsFront {
 
 impl TlsFront {
     fn new(dir: &Path, backend: &str) -> TlsFront {
-        let sh = |args: &[&str]| {
-            let o = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "openssl {args:?}: {o:?}");
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        sh(&[
-            &["req", "-x509"],
-            &ec[..],
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-subj",
-                "/CN=nova test CA",
-                "-days",
-                "1",
-            ],
-        ]
-        .concat());
-        sh(&[
-            &["req"],
-            &ec[..],
-            &[
-                "-keyout",
-                "srv.key",
-                "-out",
-                "srv.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat());
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        sh(&[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "san.ext",
-        ]);
+        let tls = make_certs(dir);
         let port = free_port();
         let child = Command::new("socat")
             .arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert=srv.pem,key=srv.key,verify=0"
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert=server.pem,key=server.key,verify=0"
             ))
             .arg(format!("TCP:{}", backend.trim_start_matches("http://")))
             .current_dir(dir)
@@ -566,7 +510,7 @@ impl TlsFront {
         TlsFront {
             child,
             url: format!("https://127.0.0.1:{port}"),
-            ca: dir.join("ca.pem"),
+            ca: tls.ca,
         }
     }
 }
@@ -650,7 +594,7 @@ fn completion_scripts_for_bash_zsh_and_fish() {
 fn vm_create_takes_a_kernel_and_disks_as_users_write_them() {
     let d = TempDir::new();
     let c = Controller::sqlite(d.path());
-    c.token_for("acme", "olga", "operator");
+    c.token_for("acme", "olga", Role::Operator);
     let ctl = Novactl::at(&c, &c.admin);
     let vm = ctl.json(&[
         "vm",
@@ -827,7 +771,7 @@ fn watched_lists_redraw_on_each_event_and_never_poll() {
     ops.wait_for(Duration::from_secs(10), |l| l.text.starts_with("ID"));
     let before = list_calls(&c, "/v1/vms");
     std::thread::sleep(Duration::from_secs(2));
-    heartbeat(&c, "h1", &host_token, 8, 8192);
+    heartbeat(&c, "h1", &host_token, 8, 8192).unwrap();
     assert_eq!(
         list_calls(&c, "/v1/vms"),
         before,
