@@ -191,6 +191,12 @@ pub enum ConfigCmd {
         /// A context of the config file.
         name: String,
     },
+    /// Remove context NAME (and, if it was the current one, the current context).
+    #[command(name = "delete-context")]
+    DeleteContext {
+        /// A context of the config file.
+        name: String,
+    },
     /// Create context NAME, or change it: takes --url, --token or --token-file, and
     /// --ca-file as given on this command line (never from the environment); the
     /// context's other settings stay.
@@ -277,6 +283,15 @@ pub fn run(cmd: ConfigCmd, g: &Global, m: &ArgMatches, f: Format) -> anyhow::Res
             file.current_context = Some(name.clone());
             file.save(&path)?;
             println!("Switched to context {name:?}.");
+        }
+        ConfigCmd::DeleteContext { name } => {
+            file.get(&name, &path)?;
+            file.contexts.remove(&name);
+            if file.current_context.as_deref() == Some(&name) {
+                file.current_context = None;
+            }
+            file.save(&path)?;
+            println!("Context {name:?} deleted.");
         }
         ConfigCmd::SetContext { name, make_current } => {
             let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);

@@ -53,7 +53,7 @@ fn span(s: u64) -> String {
     let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) if s % 60 == 0 || m >= 10 => format!("{m}m"),
+        (0, 0, _) if s.is_multiple_of(60) || m >= 10 => format!("{m}m"),
         (0, 0, _) => format!("{m}m{}s", s % 60),
         (0, _, 0) => format!("{h}h"),
         (0, _, _) => format!("{h}h{m}m"),

@@ -37,7 +37,7 @@ pub fn disk(d: &DiskRequest) -> String {
         parts.push(format!("image={i}"));
     }
     if let Some(m) = d.size_mib {
-        parts.push(if m % 1024 == 0 {
+        parts.push(if m.is_multiple_of(1024) {
             format!("size={}G", m / 1024)
         } else {
             format!("size={m}M")
@@ -52,7 +52,7 @@ pub fn disk(d: &DiskRequest) -> String {
 /// `key:` padded so that values line up, at `indent`.
 fn field(o: &mut String, indent: usize, key: &str, value: impl std::fmt::Display) {
     let key = format!("{key}:");
-    let _ = writeln!(o, "{:indent$}{key:<w$}{value}", "", w = 18 - indent);
+    let _ = writeln!(o, "{:indent$}{key:<w$}{value}", "", w = 20 - indent);
 }
 
 /// The describe view of `vm`.

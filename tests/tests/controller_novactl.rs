@@ -208,6 +208,7 @@ fn every_command_has_help_and_the_main_ones_show_examples() {
         &["config", "set-context"],
         &["config", "use-context"],
         &["config", "get-contexts"],
+        &["config", "delete-context"],
         &["completion"],
     ];
     for cmd in commands {
@@ -475,6 +476,11 @@ fn contexts_in_the_config_file_with_the_environment_and_flags_above_them() {
         fresh.json(&["--config", other.to_str().unwrap(), "whoami"])["user"],
         "olga"
     );
+    // Deleting the current context leaves none current.
+    let home = Novactl::bare().env("NOVA_CONFIG", other.to_str().unwrap());
+    home.ok(&["config", "delete-context", "x"]);
+    assert_eq!(home.run(&["config", "current-context"]).code, 3);
+    assert_eq!(home.run(&["config", "delete-context", "x"]).code, 3);
     // A broken file says which and where.
     std::fs::write(&other, "[contexts.x]\nserver = 1\n").unwrap();
     let r = fresh.run(&["--config", other.to_str().unwrap(), "whoami"]);
@@ -715,11 +721,11 @@ fn vm_get_describes_a_vm_and_events_prints_the_stream() {
     ctl.ok(&["vm", "start", &id]);
     let view = ctl.ok(&["vm", "get", &id]);
     for want in [
-        "Name:             web".to_string(),
-        format!("ID:               {id}"),
-        "  Kernel:         /k".into(),
+        "Name:               web".to_string(),
+        format!("ID:                 {id}"),
+        "  Kernel:           /k".into(),
         "    0  size=1G".into(),
-        "  Labels:         app=web".into(),
+        "  Labels:           app=web".into(),
         "Placement:".into(),
         "Observed:".into(),
         "Operations:".into(),
@@ -908,7 +914,7 @@ fn migrations_and_drains_show_progress_and_the_downtime_they_cost() {
     // The describe view: where it runs, what the host says, what happened to it.
     let view = wait_for(30, "the VM to run after the drain", || {
         let view = ctl.ok(&["vm", "get", &id]);
-        view.contains("Observed:\n  State:          running")
+        view.contains("Observed:\n  State:            running")
             .then_some(view)
     });
     assert!(
