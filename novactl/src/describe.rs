@@ -183,7 +183,10 @@ impl Columns for Event {
             // An operation's event carries the whole operation: its message says it.
             d if self.kind.starts_with("operation.") => {
                 serde_json::from_value::<Operation>(d.clone())
-                    .map(|op| format!("{:?} {}% {}", op.state, op.progress, op.message))
+                    .map(|op| {
+                        let state = crate::progress::state(op.state);
+                        format!("{state} {}% {}", op.progress, op.message)
+                    })
                     .unwrap_or_else(|_| d.to_string())
             }
             d => d.to_string(),

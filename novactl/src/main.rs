@@ -30,6 +30,7 @@ use output::Format;
 
 /// What every command accepts: which controller, as whom, and how to print.
 #[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Use this context of the config file instead of its current-context.
     #[arg(long, env = "NOVA_CONTEXT", global = true, value_name = "NAME")]

@@ -78,7 +78,7 @@ impl Columns for Operation {
             self.id.clone(),
             self.kind.clone(),
             self.target.clone(),
-            format!("{:?}", self.state).to_lowercase(),
+            progress::state(self.state).into(),
             format!("{}%", self.progress),
             output::or_dash(Some(self.message.clone())),
             dates::ago(self.created_at_ms),

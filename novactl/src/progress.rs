@@ -81,7 +81,8 @@ pub async fn follow(api: &ControllerClient, op: Operation, f: Format) -> anyhow:
     Ok(cur)
 }
 
-fn state(s: OpState) -> &'static str {
+/// An operation's state as a word.
+pub fn state(s: OpState) -> &'static str {
     match s {
         OpState::Pending => "pending",
         OpState::Running => "running",

@@ -928,3 +928,36 @@ fn migrations_and_drains_show_progress_and_the_downtime_they_cost() {
         "{wide}"
     );
 }
+
+#[test]
+fn events_resume_after_a_controller_restart_without_losing_or_repeating_one() {
+    let d = TempDir::new();
+    let port = free_port();
+    let opts = Opts {
+        port: Some(port),
+        ..Opts::default()
+    };
+    let mut c = Controller::start(d.path(), opts.clone());
+    let ctl = Novactl::at(&c, &c.admin);
+    let first = created_id(&ctl.json(&["vm", "create", "a", "--kernel", "/k", "--no-start"]));
+    let events = ctl.spawn(&["events", "--since", "0", "-o", "json"]);
+    events.wait_for(Duration::from_secs(20), |l| l.text.contains(&first));
+    c.kill();
+    let c = Controller::start(d.path(), opts);
+    let second = created_id(&ctl.json(&["vm", "create", "b", "--kernel", "/k", "--no-start"]));
+    events.wait_for(Duration::from_secs(30), |l| l.text.contains(&second));
+    let revisions: Vec<u64> = events
+        .lines()
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(&l.text).unwrap()["revision"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice: {revisions:?}"
+    );
+    drop(c);
+}
