@@ -73,36 +73,41 @@ for h in a b; do
     echo $! > "$RUN/hostd-$h.pid"
 done
 
-export NOVA_URL="$API" NOVA_TOKEN="$(cat "$RUN/admin.token")"
+# novactl talks to this cluster through a context of its config file ("nova-up", made
+# the current one, as kind does for kubectl); down.sh removes it.
 ctl() { "$BIN/novactl" "$@"; }
+ctl config set-context nova-up --url "$API" --token-file "$RUN/admin.token" --use >/dev/null
+ready_hosts() { ctl host list -o json 2>/dev/null | grep -c '"state": "ready"'; }
 echo "waiting for both hosts to be Ready..."
 for _ in $(seq 300); do
-    [ "$(ctl host list -o json 2>/dev/null | grep -c '"state": "ready"')" = 2 ] && break
+    [ "$(ready_hosts)" = 2 ] && break
     sleep 0.2
 done
-[ "$(ctl host list -o json | grep -c '"state": "ready"')" = 2 ] || die "hosts did not register; see $RUN/hostd-*.log"
+[ "$(ready_hosts)" = 2 ] || die "hosts did not register; see $RUN/hostd-*.log"
 
-ctl vm create --name demo --image "$GUEST" --vcpus 1 --mem-mib 64 --cmdline "nova.workload=counter,net" \
+ctl vm create demo --kernel "$GUEST" --vcpus 1 --mem-mib 64 --cmdline "nova.workload=counter,net" \
     --nics 1 -o json > "$RUN/demo.json"
 VM=$(grep -m1 '"id"' "$RUN/demo.json" | sed 's/.*"id": "\([^"]*\)".*/\1/')
+# The describe view's observed state, one line.
+running() { ctl vm get "$VM" | grep -A1 '^Observed:' | grep -q 'State: *running'; }
 echo "waiting for the demo VM $VM to run..."
 for _ in $(seq 300); do
-    ctl vm get "$VM" -o json | grep -A1 '"observed"' | grep -q '"state": "running"' && break
-    ctl vm get "$VM" -o json | tr -d '\n' | grep -q '"observed": {[^}]*"state": "running"' && break
+    running && break
     sleep 0.2
 done
-ctl vm get "$VM" -o json | tr -d '\n' | grep -q '"observed": {[^}]*"state": "running"' || die "the demo VM did not start; see $RUN/*.log"
+running || die "the demo VM did not start; see $RUN/*.log"
 
 cat <<MSG
 
 NovaCron is up.
   API          $API   (OpenAPI: $API/v1/openapi.json)
-  admin token  $NOVA_TOKEN
+  admin token  $RUN/admin.token
   hosts        $(ctl host list | tail -n +2 | awk '{print $1" ("$2")"}' | paste -sd' ')
   demo VM      $VM (test guest, counter + net workloads)
 
-  export NOVA_URL=$API NOVA_TOKEN=$NOVA_TOKEN
+  novactl's current context is now "nova-up" (novactl config get-contexts):
   $BIN/novactl vm list
+  $BIN/novactl vm get $VM             # describe it
   $BIN/novactl vm migrate $VM          # live-migrate it to the other host
   make down                            # stop everything (controller/down.sh)
 State and logs: $RUN

@@ -161,8 +161,9 @@ fn base64(s: &str) -> String {
     out
 }
 
-/// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-fn make_certs(dir: &Path) -> TlsFiles {
+/// A throwaway CA (`ca.pem`), a server certificate for 127.0.0.1 (`server.pem`,
+/// `server.key`) and a client certificate, in `dir`.
+pub fn make_certs(dir: &Path) -> TlsFiles {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose as Eku, IsCa, KeyPair,
         KeyUsagePurpose,

@@ -1,13 +1,22 @@
-//! The typed client of a controller's `/v1` API.
+//! The typed client of a controller's `/v1` API, its event stream included
+//! ([`events`]: WebSocket).
 
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
 use nova_http::{Client, ClientOptions, Error};
 
 use crate::*;
+
+mod events;
 
 /// One controller: its URL, the caller's token, a pooled connection.
 #[derive(Clone, Debug)]
 pub struct ControllerClient {
     http: Client,
+    /// Kept for the event stream, which is a WebSocket, not a call of `http`.
+    token: Option<String>,
+    opts: ClientOptions,
 }
 
 impl ControllerClient {
@@ -15,6 +24,8 @@ impl ControllerClient {
     pub fn new(url: &str, token: Option<&str>, opts: &ClientOptions) -> Result<Self, Error> {
         Ok(ControllerClient {
             http: Client::new(url, token, opts)?,
+            token: token.map(str::to_owned),
+            opts: opts.clone(),
         })
     }
 
@@ -22,7 +33,51 @@ impl ControllerClient {
     pub fn with_token(&self, token: &str) -> Result<Self, Error> {
         Ok(ControllerClient {
             http: self.http.to(self.http.base(), Some(token))?,
+            token: Some(token.to_owned()),
+            opts: self.opts.clone(),
         })
+    }
+
+    /// `GET /v1/events[?since=]` (WebSocket): the events after revision `since` (the
+    /// stored ones first), then every new one; only new ones when `since` is None.
+    /// Returns once the controller has accepted the subscription: a change made after
+    /// this returns is in the stream. Ends when the connection does.
+    pub async fn events(
+        &self,
+        since: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<Event, Error>>, Error> {
+        events::open(self.events_target(), since).await
+    }
+
+    /// [`ControllerClient::events`] that reopens a dropped connection after the last
+    /// revision it delivered (a controller restart loses and repeats nothing), and
+    /// ends with the error once reopening has failed for `give_up_after`.
+    pub async fn follow_events(
+        &self,
+        since: Option<u64>,
+        give_up_after: Duration,
+    ) -> Result<BoxStream<'static, Result<Event, Error>>, Error> {
+        let first = self.events(since).await?;
+        let me = self.clone();
+        let reopen = move |after: Option<u64>| {
+            let me = me.clone();
+            async move { me.events(after).await }
+        };
+        Ok(events::follow(
+            format!("{}/v1/events", self.url()),
+            first,
+            since,
+            give_up_after,
+            reopen,
+        ))
+    }
+
+    fn events_target(&self) -> events::Target<'_> {
+        events::Target {
+            base: self.http.base(),
+            token: self.token.as_deref(),
+            opts: &self.opts,
+        }
     }
 
     /// The controller's URL.
@@ -125,12 +180,26 @@ impl ControllerClient {
         spec: &VmSpec,
         idempotency_key: Option<&str>,
     ) -> Result<Vm, Error> {
+        self.create_vm_in(None, spec, idempotency_key).await
+    }
+    /// [`ControllerClient::create_vm`] in `tenant` (`?tenant=`: system tenant callers
+    /// acting for another tenant); the caller's own tenant when None.
+    pub async fn create_vm_in(
+        &self,
+        tenant: Option<&str>,
+        spec: &VmSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vm, Error> {
         let headers: Vec<(&str, &str)> = idempotency_key
             .map(|k| (IDEMPOTENCY_KEY, k))
             .into_iter()
             .collect();
+        let path = match tenant {
+            Some(t) => format!("/v1/vms?tenant={}", percent_encode(t)),
+            None => "/v1/vms".to_string(),
+        };
         self.http
-            .call_with(nova_http::Method::POST, "/v1/vms", Some(spec), &headers)
+            .call_with(nova_http::Method::POST, &path, Some(spec), &headers)
             .await
     }
     pub async fn start_vm(&self, id: &str) -> Result<Vm, Error> {

@@ -1,0 +1,159 @@
+//! `novactl vm ...`: create, list (`--watch`), get (a describe view), start, stop,
+//! delete and live-migrate VMs; and how a VM prints as a table row.
+
+use clap::{Args, Subcommand};
+use nova_controller_api::{ControllerClient, MigrateBody, Vm};
+
+use crate::output::{self, Columns, Format};
+use crate::vm_spec::CreateArgs;
+use crate::{dates, describe, progress, watch};
+
+#[derive(Subcommand)]
+pub enum VmCmd {
+    /// List the VMs you may see.
+    #[command(after_long_help = "Examples:
+  novactl vm list
+  novactl vm list -o wide          # with kernel, disks, NICs, labels, creation date
+  novactl vm list --watch          # redraw on every change (Ctrl-C to stop)
+  novactl vm list -o json | jq -r '.[] | select(.observed.state == \"running\") | .id'")]
+    List(ListArgs),
+    /// Describe one VM: spec, placement, observed state, recent operations and events.
+    #[command(after_long_help = "Examples:
+  novactl vm get vm-7f3a0c          # the describe view
+  novactl vm get vm-7f3a0c -o yaml  # the API's object")]
+    Get {
+        /// The VM's id.
+        id: String,
+    },
+    /// Create a VM; the scheduler places it and, unless --no-start, starts it.
+    #[command(after_long_help = "Examples:
+  # A Linux VM booting from a disk image with a 20 GiB data disk:
+  novactl vm create web --kernel /srv/nova/vmlinux --cmdline 'console=ttyS0 root=/dev/vda' \\
+      --image sha256:4f1c0a... --disk size=20G --mem-mib 1024 --vcpus 2 --nics 1 --label app=web
+  # Two replicas never on one host:
+  novactl vm create web-2 --kernel /srv/nova/vmlinux --label app=web --apart-from app=web
+  # A read-only disk cloned from an image:
+  novactl vm create db --kernel /srv/nova/vmlinux --disk image=/srv/images/seed.raw,ro")]
+    Create(Box<CreateArgs>),
+    /// Start a stopped VM.
+    Start {
+        /// The VM's id.
+        id: String,
+    },
+    /// Stop a VM (the guest is asked to power off).
+    Stop {
+        /// The VM's id.
+        id: String,
+    },
+    /// Delete a VM: its host lets it go, then the record goes.
+    Delete {
+        /// The VM's id.
+        id: String,
+    },
+    /// Live-migrate a VM to another host under the cluster's migration policy, with a
+    /// progress bar until it is done and the downtime it cost.
+    #[command(after_long_help = "Examples:
+  novactl vm migrate vm-7f3a0c                 # the scheduler picks the destination
+  novactl vm migrate vm-7f3a0c --to host-b
+  novactl vm migrate vm-7f3a0c --no-wait       # print the operation and return
+  novactl operation wait op-1b2c3d             # follow it later")]
+    Migrate {
+        /// The VM's id.
+        id: String,
+        /// The destination host; the scheduler picks one when absent.
+        #[arg(long, value_name = "HOST")]
+        to: Option<String>,
+        #[command(flatten)]
+        wait: progress::WaitArgs,
+    },
+}
+
+/// The flags of the list commands.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Keep the list on screen and redraw it on every change (from the event stream).
+    #[arg(short, long)]
+    pub watch: bool,
+}
+
+pub async fn run(api: &ControllerClient, cmd: VmCmd, f: Format) -> anyhow::Result<()> {
+    let text = match cmd {
+        VmCmd::List(a) if a.watch => {
+            return watch::list(api, f, "vm.", |api| async move { api.vms().await }).await
+        }
+        VmCmd::List(_) => output::list(f, &api.vms().await?)?,
+        VmCmd::Get { id } => {
+            let vm = api.vm(&id).await?;
+            if f.is_table() {
+                describe::vm(api, &vm, f == Format::Wide).await?
+            } else {
+                output::one(f, &vm)?
+            }
+        }
+        VmCmd::Create(a) => {
+            let vm = api
+                .create_vm_in(a.tenant.as_deref(), &a.spec(), a.idempotency_key.as_deref())
+                .await?;
+            output::one(f, &vm)?
+        }
+        VmCmd::Start { id } => output::one(f, &api.start_vm(&id).await?)?,
+        VmCmd::Stop { id } => output::one(f, &api.stop_vm(&id).await?)?,
+        VmCmd::Delete { id } => output::one(f, &api.delete_vm(&id).await?)?,
+        VmCmd::Migrate { id, to, wait } => {
+            let op = api.migrate_vm(&id, &MigrateBody { to }).await?;
+            return progress::run(api, op, wait, f).await;
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+impl Columns for Vm {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec![
+            "id", "name", "tenant", "desired", "observed", "host", "vcpus", "mem_mib", "created",
+        ];
+        if wide {
+            h.extend([
+                "kernel",
+                "disks",
+                "nics",
+                "labels",
+                "migrating",
+                "created_at",
+            ]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let s = &self.spec;
+        let mut c = vec![
+            self.id.clone(),
+            s.name.clone(),
+            self.tenant.clone(),
+            describe::desired(self.desired).into(),
+            output::or_dash(self.observed.as_ref().map(|o| o.state.clone())),
+            output::or_dash(self.host.clone()),
+            s.vcpus.to_string(),
+            s.mem_mib.to_string(),
+            dates::ago(self.created_at_ms),
+        ];
+        if wide {
+            c.extend([
+                s.image.clone(),
+                output::or_dash(Some(
+                    s.disks
+                        .iter()
+                        .map(describe::disk)
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                )),
+                s.nics.len().to_string(),
+                output::pairs(&s.labels),
+                output::or_dash(self.migrating.clone()),
+                dates::date(self.created_at_ms),
+            ]);
+        }
+        c
+    }
+}
