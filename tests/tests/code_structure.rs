@@ -203,7 +203,9 @@ fn references(code: &str, here: &[String], is_mod_file: bool) -> Vec<Vec<String>
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect();
-        out.push(path);
+        if !path.is_empty() {
+            out.push(path);
+        }
     }
     out
 }
