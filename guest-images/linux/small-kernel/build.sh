@@ -72,7 +72,7 @@ DONE=$WORK/kernels/$KEY
 if [[ -f $DONE/vmlinux ]]; then
 	log "kernel $KEY is cached ($SRC_PKG $SRC_VERSION)"
 else
-	# Earlier keys (and a build cut off half-way) go: one kernel tree is 1.5 GB.
+	# Earlier keys (and a build cut off half-way) go: a kernel tree is most of a GB.
 	rm -rf "$WORK/kernels"
 	mkdir -p "$WORK/kernels"
 	TREE=$WORK/kernels/$KEY.tmp
