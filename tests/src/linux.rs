@@ -118,6 +118,8 @@ pub fn boot(vmm: Vmm, disk: &Path, ns: &NetNs, tap: &str) -> LinuxVm {
                     "-no-user-config",
                 ])
                 .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+                // Modern virtio-mmio (version 2), as nova-vmm's devices are.
+                .args(["-global", "virtio-mmio.force-legacy=false"])
                 .arg("-kernel")
                 .arg(kernel)
                 .args(["-append", &cmdline()])
