@@ -4,7 +4,7 @@
 //! command line), mounts its ext4 root read-write (the host sees the superblock's
 //! mount count go up) and brings up an address by in-kernel IP autoconfiguration that
 //! answers the host's ping through a tap. On PVM hosts the kernel runs in KVM's
-//! instruction emulator (about 20 s to its root mount) and no user space can run, so
+//! instruction emulator (about 16 s to its root mount) and no user space can run, so
 //! its /sbin/init is a one-instruction loop; one boot per VMM serves every check.
 
 use std::time::Duration;
@@ -182,8 +182,15 @@ fn under_nova_vmm_linux_boots_to_its_root_mount() {
     }
     // Today nova-vmm has no ACPI tables ("ACPI: Interpreter disabled"): the kernel
     // boots through its MP table, finds no virtio device and stops where it would
-    // mount root. When nova-vmm gets ACPI tables, the branch above
-    // runs the device, mount and ping checks by itself.
+    // mount root. When nova-vmm gets ACPI tables, the branch above runs the device,
+    // mount and ping checks by itself.
+    assert!(
+        b.vm.console
+            .lines()
+            .iter()
+            .any(|l| l.text.contains("MPTABLE: OEM ID: NOVACRON")),
+        "the kernel did not read nova-vmm's MP table"
+    );
     let no_root = wait_text(&b.vm, "VFS: Cannot open root device \"vda\"");
     assert!(
         !b.vm
