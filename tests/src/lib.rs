@@ -10,6 +10,7 @@ pub mod console;
 pub mod controller;
 pub mod etcd;
 pub mod hostd;
+pub mod linux;
 pub mod migration;
 pub mod net;
 pub mod vmm;

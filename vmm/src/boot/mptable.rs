@@ -53,13 +53,11 @@ fn build(vcpus: u8) -> Vec<u8> {
     entries.extend_from_slice(b"ISA   ");
     entries.extend_from_slice(&[ENTRY_IOAPIC, ioapic_id, APIC_VERSION, 1]);
     entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
+    // Every pin, 0 too, is an INT from the ISA IRQ of its number (KVM routes GSI n to
+    // pin n): Linux needs IRQ 0 (the PIT) mapped to an IOAPIC pin, or its timer check
+    // dereferences the unmapped IRQ 0 and panics. The 8259's ExtINT is LINT0, below.
     for pin in 0..IOAPIC_PINS {
-        let kind = if pin == 0 {
-            INT_TYPE_EXTINT
-        } else {
-            INT_TYPE_INT
-        };
-        entries.extend_from_slice(&[ENTRY_IOINT, kind, 0, 0, 0, pin, ioapic_id, pin]);
+        entries.extend_from_slice(&[ENTRY_IOINT, INT_TYPE_INT, 0, 0, 0, pin, ioapic_id, pin]);
     }
     // LINT0 is ExtINT and LINT1 NMI on every local APIC (0xff).
     entries.extend_from_slice(&[ENTRY_LINTSRC, INT_TYPE_EXTINT, 0, 0, 0, 0, 0xff, 0]);
