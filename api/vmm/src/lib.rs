@@ -6,7 +6,8 @@
 //! Routes: `GET /v1/vm` ([`VmInfo`]), `PUT /v1/vm/pause|resume|shutdown`,
 //! `PUT /v1/snapshot` ([`SnapshotRequest`] -> [`SnapshotReport`]),
 //! `PUT|GET|DELETE /v1/migration` ([`MigrationRequest`] -> [`MigrationStatus`]).
-//! Errors are `{"error": "..."}` (`nova_http::ErrorBody`).
+//! Errors are `{"error": "...", "field": "..."}` (`nova_http::ErrorBody`; `field`
+//! names the request value that is wrong, when one is).
 
 pub mod config;
 pub mod migration;

@@ -16,10 +16,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
+use nova_vmm_api::{Compression, PostcopyStats};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
-use super::protocol::{self, Compression, Message};
-use super::{MigrationError, PostcopyStats};
+use super::error::MigrationError;
+use super::pages::{Counters, Limiter};
+use super::protocol::{self, Message};
 use crate::dirty::DirtyBitmap;
 use crate::memory::{GuestMemory, PAGE_SIZE};
 use crate::uffd::Uffd;
@@ -41,8 +43,8 @@ pub(super) fn serve(
     mut reader: BufReader<TcpStream>,
     mut urgent: TcpStream,
     pending: &DirtyBitmap,
-    counters: &super::sender::Counters,
-    limiter: &super::sender::Limiter,
+    counters: &Counters,
+    limiter: &Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
     // Pages the push skips: pushed already, or sent on request.
     let sent = &Mutex::new(DirtyBitmap::new(pending.pages()));
@@ -147,7 +149,7 @@ fn push(
     follow: &AtomicUsize,
     claim: impl Fn(usize, usize) -> Vec<usize>,
     send: impl Fn(&mut TcpStream, &[usize], &mut Vec<u8>) -> Result<usize, MigrationError>,
-    limiter: &super::sender::Limiter,
+    limiter: &Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
     let mut cursor = 0;
     let mut data = Vec::with_capacity(PUSH_BATCH * PAGE_SIZE);

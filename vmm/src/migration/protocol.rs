@@ -28,7 +28,7 @@ pub const MAX_FRAME: usize = 4 << 20;
 pub const BATCH_PAGES: usize = 256;
 
 /// How a batch of page data is encoded (the API's compression choice).
-pub use nova_vmm_api::Compression;
+use nova_vmm_api::Compression;
 
 fn compression_code(c: Compression) -> u8 {
     match c {

@@ -7,7 +7,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuFd};
 
-use crate::state::{put, put_list, RawBlock, Reader};
+use crate::state::raw::{put, put_list, RawBlock, Reader};
 
 /// IA32_ARCH_CAPABILITIES: listed by KVM but refused on PVM hosts.
 const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
