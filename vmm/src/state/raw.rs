@@ -9,7 +9,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 /// binary. The vCPU and KVM blocks are nearly all of a state's bytes: a stop-and-copy
 /// meets their encoder and decoder with cold caches, and a generic serde pass over
 /// them took 35-55 us each way in the downtime; copying bytes takes a few. The
-/// structures are fixed by KVM's ABI, and [`VERSION`] guards the order.
+/// structures are fixed by KVM's ABI, and the state's version guards the order.
 pub trait RawBlock: Sized {
     /// Appends this block's bytes.
     fn put(&self, out: &mut Vec<u8>);
@@ -74,7 +74,7 @@ pub mod blocks {
     use serde::de::Visitor;
     use serde::{Deserializer, Serializer};
 
-    use super::{RawBlock, Reader};
+    use crate::state::raw::{RawBlock, Reader};
 
     pub fn serialize<T: RawBlock, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
         let mut out = Vec::with_capacity(16 << 10);
