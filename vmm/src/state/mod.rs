@@ -8,7 +8,7 @@ use vm_superio::serial::SerialState;
 
 use crate::vcpu::state::VcpuState;
 use crate::vcpu::tsc::ClockReference;
-use raw::{put, RawBlock, Reader};
+use raw::{put, put_list, RawBlock, Reader};
 
 pub mod raw;
 
@@ -59,6 +59,45 @@ impl RawBlock for KvmState {
             clock_ref: ClockReference {
                 realtime_ns: r.block("clock reference")?,
                 host_tsc: r.block("clock reference")?,
+            },
+        })
+    }
+}
+
+impl RawBlock for VcpuState {
+    fn put(&self, out: &mut Vec<u8>) {
+        put_list(out, &self.cpuid);
+        put_list(out, &self.msrs);
+        put(out, &self.regs);
+        put(out, &self.sregs);
+        put(out, &self.xsave);
+        put(out, &self.xcrs);
+        put(out, &self.debugregs);
+        put(out, &self.lapic);
+        put(out, &self.mp_state);
+        put(out, &self.events);
+        put(out, &self.tsc_khz);
+        put(out, &u8::from(self.tsc_offset.is_some()));
+        put(out, &self.tsc_offset.unwrap_or(0));
+    }
+
+    fn take(r: &mut Reader<'_>) -> Result<Self, String> {
+        Ok(VcpuState {
+            cpuid: r.list("CPUID entry")?,
+            msrs: r.list("MSR")?,
+            regs: r.block("registers")?,
+            sregs: r.block("special registers")?,
+            xsave: r.block("XSAVE area")?,
+            xcrs: r.block("XCRs")?,
+            debugregs: r.block("debug registers")?,
+            lapic: r.block("local APIC")?,
+            mp_state: r.block("MP state")?,
+            events: r.block("vCPU events")?,
+            tsc_khz: r.block("TSC frequency")?,
+            tsc_offset: {
+                let present: u8 = r.block("TSC offset")?;
+                let offset: u64 = r.block("TSC offset")?;
+                (present != 0).then_some(offset)
             },
         })
     }
