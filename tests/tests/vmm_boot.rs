@@ -250,6 +250,23 @@ fn logs_are_json_lines_when_asked_with_an_access_line_per_request() {
     );
     // The default filter (info) still applies: the VMM says which KVM it found.
     assert!(stderr.contains("KVM: "), "{stderr}");
+    // A VMM that cannot start says why in a JSON line too.
+    let out = std::process::Command::new(nova_tests::binary("nova-vmm"))
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--kernel",
+            "/nonexistent/vmlinux",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line: serde_json::Value = serde_json::from_str(err.trim()).expect("one JSON line");
+    assert_eq!(line["level"], "ERROR", "{err}");
+    let message = line["message"].as_str().unwrap_or("");
+    assert!(message.contains("/nonexistent/vmlinux"), "{err}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nova_logging::LogArgs;
+use nova_logging::{LogArgs, LogFormat};
 use nova_vmm::migration::outgoing::Slot;
 use nova_vmm::snapshot::{self, RestoreMode};
 use nova_vmm::vcpu::VmExit;
@@ -213,7 +213,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("nova-vmm: {e:#}");
+            // One line either way: a JSON log stays all JSON lines.
+            match cli.log.log_format {
+                LogFormat::Json => tracing::error!("nova-vmm: {e:#}"),
+                LogFormat::Text => eprintln!("nova-vmm: {e:#}"),
+            }
             ExitCode::from(2)
         }
     }

@@ -5,7 +5,8 @@
 //! memory with [`pages`] and, after a post-copy switch, serves the rest with
 //! [`postcopy`]. The destination's [`receiver`] is what
 //! `nova-vmm run --incoming tcp:ADDR:PORT` does instead of booting. Both speak
-//! [`protocol`].
+//! [`protocol`], with page data as [`compression`] encodes it; the source times the
+//! destination's answer by its [`arrival`].
 //!
 //! The rule: exactly one side runs the VM. Until the source sends `Switch`, any
 //! failure (the destination dies, the connection drops, the stream is corrupt, the
@@ -14,7 +15,10 @@
 //! runs with pages still on the source, so losing the source loses the VM; the window
 //! is as short as pushing the remaining pages takes, and pre-copy rounds (hybrid) shrink it.
 
+pub mod arrival;
+pub mod compression;
 pub mod error;
+pub mod link;
 pub mod outgoing;
 pub mod pages;
 pub mod postcopy;

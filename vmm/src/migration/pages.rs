@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nova_vmm_api::Compression;
 
+use super::compression;
 use super::error::MigrationError;
 use super::outgoing::Outgoing;
 use super::protocol::{self, Message, BATCH_PAGES};
@@ -106,7 +107,7 @@ impl PageSender<'_> {
                     .compressed
                     .fetch_add(indices.len() as u64, Ordering::Relaxed);
             }
-            let payload = protocol::compress(self.compression, data);
+            let payload = compression::compress(self.compression, data);
             self.send_frame(
                 conn,
                 &protocol::pages_frame(indices, self.compression, &payload),

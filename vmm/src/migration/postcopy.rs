@@ -19,6 +19,7 @@ use std::time::Instant;
 use nova_vmm_api::{Compression, PostcopyStats};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
+use super::compression;
 use super::error::MigrationError;
 use super::pages::{Counters, Limiter};
 use super::protocol::{self, Message};
@@ -425,7 +426,7 @@ fn receive_pages(
                 "post-copy pages",
             ));
         };
-        let data = protocol::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
+        let data = compression::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
         for (i, p) in indices.iter().enumerate() {
             let p = *p as usize;
             let Some(host) = page_to_host(map, p) else {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use nova_vmm_api::VmConfig;
 use vm_memory::Bytes;
 
+use super::compression;
 use super::error::MigrationError;
 use super::protocol::{self, Message, VERSION};
 use crate::dirty::DirtyBitmap;
@@ -37,7 +38,7 @@ impl PageSink {
                 compression,
                 data,
             } => {
-                let data = protocol::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
+                let data = compression::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
                 for (i, p) in indices.iter().enumerate() {
                     self.check(*p)?;
                     let gpa = crate::dirty::page_gpa(&self.mem, *p as usize).ok_or_else(|| {

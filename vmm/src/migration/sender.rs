@@ -3,7 +3,6 @@
 //! Every failure before `Switch` resumes the VM here, untouched.
 
 use std::io::BufReader;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,7 +12,9 @@ use nova_vmm_api::{
 };
 use vm_memory::{Bytes, GuestAddress};
 
+use super::arrival;
 use super::error::MigrationError;
+use super::link::{connect, expect, expect_soon, flush_all, flush_data, refusal, set_send_buffer};
 use super::outgoing::{Outgoing, Slot};
 use super::pages::{Counters, Limiter, PageSender};
 use super::protocol::{self, Message, VERSION};
@@ -60,69 +61,6 @@ pub fn start(
             StartError::Thread(e)
         })?;
     Ok(status)
-}
-
-fn expect(
-    conn: &mut BufReader<TcpStream>,
-    want: &'static str,
-    ok: impl Fn(&Message) -> bool,
-) -> Result<Message, MigrationError> {
-    check(protocol::recv(conn)?, want, ok)
-}
-
-/// [`expect`] for an answer due within the downtime: polls for it first.
-fn expect_soon(
-    conn: &mut BufReader<TcpStream>,
-    want: &'static str,
-    ok: impl Fn(&Message) -> bool,
-) -> Result<Message, MigrationError> {
-    check(
-        protocol::recv_polling(conn, protocol::POLL_FOR_ANSWER)?,
-        want,
-        ok,
-    )
-}
-
-fn check(
-    m: Message,
-    want: &'static str,
-    ok: impl Fn(&Message) -> bool,
-) -> Result<Message, MigrationError> {
-    match m {
-        Message::Abort(_) => Err(refusal(m, want)),
-        m if ok(&m) => Ok(m),
-        m => Err(refusal(m, want)),
-    }
-}
-
-/// What the destination sent instead of `want`, as an error.
-fn refusal(m: Message, want: &'static str) -> MigrationError {
-    match m {
-        Message::Abort(why) => MigrationError::Aborted(why),
-        m => MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), want),
-    }
-}
-
-fn connect(addr: &str) -> Result<TcpStream, MigrationError> {
-    let err = |err| MigrationError::Connect {
-        addr: addr.to_string(),
-        err,
-    };
-    let sa = addr.to_socket_addrs().map_err(err)?.next().ok_or_else(|| {
-        err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no address",
-        ))
-    })?;
-    let s = TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(err)?;
-    s.set_nodelay(true).map_err(err)?;
-    // A destination that stops answering (hung, or the network drops everything)
-    // fails the migration after PEER_TIMEOUT instead of holding the VM paused here.
-    s.set_read_timeout(Some(protocol::PEER_TIMEOUT))
-        .map_err(err)?;
-    s.set_write_timeout(Some(protocol::PEER_TIMEOUT))
-        .map_err(err)?;
-    Ok(s)
 }
 
 /// How a migration ended, from the source's point of view.
@@ -225,7 +163,7 @@ fn migrate(
         urgent = Some(c);
     }
     // For the downtime: when Resumed reaches this host (see the switch below).
-    protocol::stamp_arrivals(&control).map_err(MigrationError::Memory)?;
+    arrival::stamp_arrivals(&control).map_err(MigrationError::Memory)?;
     let mut reader = BufReader::new(control);
     // The destination built the VM from our configuration (or told us why not).
     expect(&mut reader, "Welcome", |m| *m == Message::Welcome)?;
@@ -405,7 +343,7 @@ fn migrate(
     // When Resumed reached this host, not when this thread got to it: on a busy host
     // the thread can wake milliseconds late, and half of that would count as downtime.
     let arrived = match reader.buffer().is_empty() {
-        true => match protocol::wait_arrival(reader.get_ref()) {
+        true => match arrival::wait_arrival(reader.get_ref()) {
             Ok(t) => t,
             // Nothing came within the peer timeout: do not wait a second one in recv.
             Err(e) => {
@@ -478,41 +416,6 @@ fn downtime(
     let wire = away.saturating_sub(Duration::from_micros(reply_after_us)) / 2;
     let ran = switch_sent + wire + Duration::from_micros(run_after_us);
     ran.min(answered).as_secs_f64() * 1000.0
-}
-
-fn set_send_buffer(s: &TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on an open socket with a pointer to a live i32.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &bytes as *const i32 as *const libc::c_void,
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Sends `Flush` on every connection and waits for the destination's `Flushed`.
-fn flush_all(
-    conns: &mut [TcpStream],
-    reader: &mut BufReader<TcpStream>,
-) -> Result<(), MigrationError> {
-    for c in conns.iter_mut() {
-        protocol::send(c, &Message::Flush)?;
-    }
-    expect(reader, "Flushed", |m| *m == Message::Flushed)?;
-    Ok(())
-}
-
-/// Sends `Flush` on the data connections only: the state that follows on the control
-/// connection is loaded once they all flushed, without a round trip of its own.
-fn flush_data(conns: &mut [TcpStream]) -> Result<(), MigrationError> {
-    for c in conns.iter_mut().skip(1) {
-        protocol::send(c, &Message::Flush)?;
-    }
-    Ok(())
 }
 
 /// Pages of a paused VM for the post-copy server.
