@@ -202,6 +202,22 @@ impl Console {
         self.wait_line(&format!("NOVA-TICK {}", last + n), timeout)
     }
 
+    /// Waits until no line has arrived for `quiet` (at most 10 s), and returns how
+    /// many lines there are: what a paused or stopped guest printed has all arrived.
+    pub fn quiet_for(&self, quiet: Duration) -> usize {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let mut seen = self.lines().len();
+        let mut since = Instant::now();
+        while since.elapsed() < quiet && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(10));
+            let now = self.lines().len();
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+        }
+        seen
+    }
+
     /// Every line so far.
     pub fn lines(&self) -> Vec<Line> {
         self.shared.0.lock().unwrap().lines.clone()
