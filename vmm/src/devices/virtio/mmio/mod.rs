@@ -382,13 +382,18 @@ impl MmioTransport {
                 .map_err(|e| e.to_string())?;
             queues.push((queue, evt));
         }
-        let ctx = ActivateContext {
+        let ctx = self.activate_context(queues);
+        self.device.activate(ctx).map_err(|e| e.to_string())
+    }
+
+    /// What the device gets when it is activated (or restored activated) with `queues`.
+    fn activate_context(&self, queues: Vec<(Queue, EventFd)>) -> ActivateContext {
+        ActivateContext {
             mem: self.mem.clone(),
             interrupt: self.interrupt.clone(),
             queues,
             acked_features: self.driver_features,
-        };
-        self.device.activate(ctx).map_err(|e| e.to_string())
+        }
     }
 
     fn reset(&mut self) {

@@ -8,7 +8,7 @@ use virtio_queue::{Queue, QueueState, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{MmioTransport, QueueRegisters, TransportError};
-use crate::devices::virtio::device::{ActivateContext, Interrupt, VirtioDevice};
+use crate::devices::virtio::device::{Interrupt, VirtioDevice};
 use crate::devices::virtio::persist::DeviceState;
 use crate::memory::GuestMemory;
 
@@ -143,12 +143,7 @@ impl MmioTransport {
                     .map_err(TransportError::EventFd)?;
                 queues.push((queue, evt));
             }
-            let ctx = ActivateContext {
-                mem: transport.mem.clone(),
-                interrupt: transport.interrupt.clone(),
-                queues,
-                acked_features: transport.driver_features,
-            };
+            let ctx = transport.activate_context(queues);
             transport.device.activate_paused(ctx)?;
         }
         transport
