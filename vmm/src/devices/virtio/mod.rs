@@ -3,8 +3,7 @@
 //! The transport ([`mmio::MmioTransport`]) owns the register file and the queues'
 //! configuration; a device ([`device::VirtioDevice`]: [`block`], [`net`]) owns its
 //! backend and, once activated, a [`worker`] thread that serves its queues. Saved
-//! state lives beside each ([`persist`], `block::persist`, `net::persist`,
-//! `mmio::persist`). Everything the guest puts in a queue is hostile input: chains are
+//! state: the devices' in [`persist`], the transport's in `mmio::persist`. Everything the guest puts in a queue is hostile input: chains are
 //! validated ([`chain`]) before any byte is read or written.
 //!
 //! This module only names its parts: they import each other by their own paths, never
@@ -20,10 +19,9 @@ pub mod persist;
 mod test_driver;
 mod worker;
 
-pub use block::persist::{BlockConfig, BlockState};
 pub use block::{Block, BlockError};
 pub use device::{Interrupt, VirtioDevice};
 pub use mmio::persist::TransportState;
 pub use mmio::{MmioTransport, TransportError, MMIO_LEN};
-pub use net::persist::NetState;
 pub use net::{Net, NetConfig, NetError};
+pub use persist::{BlockConfig, BlockState, NetState};

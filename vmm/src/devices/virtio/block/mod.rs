@@ -3,7 +3,6 @@
 //! in [`io`].
 
 mod io;
-pub mod persist;
 mod request;
 #[cfg(test)]
 mod tests;
@@ -25,10 +24,9 @@ use super::device::{
     read_config_bytes, ActivateContext, ActivateError, StateError, VirtioDevice,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
-use super::persist::DeviceState;
+use super::persist::{BlockConfig, BlockState, DeviceState};
 use super::worker::WorkerSlot;
 use io::{BlockCounterCells, BlockWorker};
-use persist::{BlockConfig, BlockState};
 pub use request::SECTOR_SIZE;
 
 /// Size of the single request queue.

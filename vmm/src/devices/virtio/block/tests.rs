@@ -11,10 +11,10 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRI
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::persist::BlockConfig;
 use super::{Block, QUEUE_SIZE};
 use crate::devices::virtio::device::{Interrupt, VIRTIO_RING_F_EVENT_IDX};
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::persist::BlockConfig;
 use crate::devices::virtio::test_driver::{TempFile, TestDriver, NEEDS_RESET};
 use crate::devices::BusDevice;
 use nova_vmm_api::DeviceCounters;

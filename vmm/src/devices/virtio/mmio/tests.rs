@@ -2,9 +2,9 @@
 //! setup refused cleanly, and no register access that can hurt the VMM.
 
 use super::*;
-use crate::devices::virtio::block::persist::BlockConfig;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::device::{INT_CONFIG, INT_VRING};
+use crate::devices::virtio::persist::BlockConfig;
 use crate::devices::virtio::test_driver::{
     TempFile, TestDriver, DRIVER_OK, FEATURES_OK, NEEDS_RESET, STATUS,
 };

@@ -2,7 +2,6 @@
 //! state, counters). Frames move between the queues and the tap in [`io`].
 
 mod io;
-pub mod persist;
 mod tap;
 #[cfg(test)]
 mod tests;
@@ -19,10 +18,9 @@ use super::device::{
     read_config_bytes, ActivateContext, ActivateError, StateError, VirtioDevice,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
-use super::persist::DeviceState;
+use super::persist::{DeviceState, NetState};
 use super::worker::WorkerSlot;
 use io::{NetCounterCells, NetWorker};
-use persist::NetState;
 pub use tap::NetError;
 use tap::Tap;
 

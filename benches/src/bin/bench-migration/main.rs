@@ -17,12 +17,12 @@ use nova_benches::{guest_view, write_report, StealSample, Summary};
 use nova_http::blocking::block_on;
 use nova_tests::vmm::{client, qemu_microvm, QemuRam, VmmCmd};
 use nova_tests::{free_port, host_tsc_khz, Console, Line};
-use nova_vmm_api::{
-    MigrationMode, MigrationParams, MigrationRequest, MigrationState, SnapshotReport,
-    SnapshotRequest,
-};
+use nova_vmm_api::{MigrationMode, MigrationParams, MigrationRequest, MigrationState};
 use serde::Serialize;
 use serde_json::json;
+use snapshots::{snapshot_times, SnapshotTimes};
+
+mod snapshots;
 
 #[derive(Parser)]
 struct Args {
@@ -311,75 +311,6 @@ fn summarize(
     }
 }
 
-/// One restore's times, over the runs.
-#[derive(Serialize)]
-struct RestoreTimes {
-    eager: Summary,
-    lazy: Summary,
-    clone: Summary,
-}
-
-/// What a snapshot of a guest of `mem_mib` MiB took, and restoring it.
-#[derive(Serialize)]
-struct SnapshotTimes {
-    mem_mib: u64,
-    create_ms: f64,
-    create_report: SnapshotReport,
-    restore_to_first_tick_ms: RestoreTimes,
-}
-
-/// Snapshot create and restore (eager, lazy, clone) for a guest of `mem` MiB.
-fn snapshot_times(a: &Args, mem: u64, dir: &Path) -> anyhow::Result<SnapshotTimes> {
-    let snap = dir.join(format!("snap-{mem}"));
-    let _ = std::fs::remove_dir_all(&snap);
-    let (src, sock) = VmmCmd::of(&a.vmm)
-        .arg("--kernel")
-        .arg(&a.guest)
-        .args(["--mem-mib", &mem.to_string()])
-        .args(["--cmdline", "nova.workload=counter"])
-        .env("NOVA_LOG", "error")
-        .with_api();
-    let g = src.spawn();
-    let vmm = client(&sock);
-    wait_line(&g.console, "NOVA-TICK 100", Duration::from_secs(30))?;
-    let t = Instant::now();
-    let req = SnapshotRequest {
-        path: snap.clone(),
-        diff: false,
-    };
-    let create_report = block_on(vmm.snapshot(&req))?;
-    let create_ms = t.elapsed().as_secs_f64() * 1000.0;
-    drop(g);
-    let restore = |flag: Option<&str>| -> anyhow::Result<Summary> {
-        let mut times = Vec::new();
-        for _ in 0..a.runs.max(10) {
-            let mut cmd = VmmCmd::of(&a.vmm)
-                .arg("--restore")
-                .arg(&snap)
-                .env("NOVA_LOG", "error");
-            if let Some(f) = flag {
-                cmd = cmd.arg(f);
-            }
-            let restored = cmd.realtime_console().spawn();
-            // A whole line: the tail of a tick the snapshot cut does not start with it.
-            let tick = wait_line(&restored.console, "NOVA-TICK", Duration::from_secs(30))?;
-            let took = tick.at.saturating_duration_since(restored.console.started);
-            times.push(took.as_secs_f64() * 1000.0);
-        }
-        Ok(Summary::of(&times))
-    };
-    Ok(SnapshotTimes {
-        mem_mib: mem,
-        create_ms,
-        create_report,
-        restore_to_first_tick_ms: RestoreTimes {
-            eager: restore(None)?,
-            lazy: restore(Some("--lazy"))?,
-            clone: restore(Some("--clone"))?,
-        },
-    })
-}
-
 #[derive(Serialize)]
 struct Ratio {
     mem_mib: u64,
@@ -424,7 +355,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut snapshots = Vec::new();
     for &mem in &a.mem {
-        snapshots.push(snapshot_times(&a, mem, &dir)?);
+        snapshots.push(snapshot_times(&a.vmm, &a.guest, a.runs, mem, &dir)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     let steal_percent = steal.percent_since();
