@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nova_http::blocking::block_on;
+use nova_vmm_api::{MigrationStatus, VmmClient};
+
 use crate::vmm::{ctl, Vm, VmmCmd};
 use crate::Line;
 
@@ -55,18 +58,20 @@ impl Destination {
     }
 }
 
-/// `nova-vmm ctl migrate` from `src_sock` to `port`: (success, result JSON, stderr).
+/// `nova-vmm ctl migrate` from `src_sock` to `port`: (success, the final status it
+/// printed, its stderr).
 pub fn migrate(
     src_sock: &std::path::Path,
     port: u16,
     args: &[&str],
-) -> (bool, serde_json::Value, String) {
+) -> (bool, MigrationStatus, String) {
     let to = format!("tcp:127.0.0.1:{port}");
     let mut a = vec!["migrate", "--to", &to];
     a.extend_from_slice(args);
     let (status, out, err) = ctl(src_sock, &a);
-    let v = serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
-    (status.success(), v, err)
+    let result = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("ctl migrate printed no status ({e}): {out:?}\n{err}"));
+    (status.success(), result, err)
 }
 
 /// The console of a VM that moved: the source's lines, then the destination's, with a
@@ -134,20 +139,20 @@ pub enum Fault {
 }
 
 /// Where the proxy strikes: the `nth` (from 1) message of one of `kinds` the source
-/// sends, counting only those sent while the source reports one of `phases`, when given.
+/// sends, counting only those sent while the source (its API) reports one of
+/// `phases`, when given.
 #[derive(Clone)]
 pub struct Trigger {
     pub kinds: &'static [u8],
     pub nth: usize,
-    pub phases: Option<(PathBuf, &'static [&'static str])>,
+    pub phases: Option<(VmmClient, &'static [&'static str])>,
 }
 
 impl Trigger {
     fn counts(&self, frame_kind: u8) -> bool {
         self.kinds.contains(&frame_kind)
-            && self.phases.as_ref().is_none_or(|(sock, phases)| {
-                let (_, m) = crate::vmm::api(sock, "GET", "/v1/migration", "");
-                phases.contains(&m["phase"].as_str().unwrap_or(""))
+            && self.phases.as_ref().is_none_or(|(source, phases)| {
+                block_on(source.migration()).is_ok_and(|m| phases.contains(&m.phase.as_str()))
             })
     }
 }

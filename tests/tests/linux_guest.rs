@@ -100,10 +100,10 @@ fn a_bzimage_is_loaded_and_entered_through_the_64_bit_boot_protocol() {
         .with_api();
     let vm = cmd.spawn();
     std::thread::sleep(Duration::from_secs(3));
-    let (st, v) = nova_tests::vmm::api(&sock, "GET", "/v1/vm", "");
+    let info = nova_http::blocking::block_on(nova_tests::vmm::client(&sock).info());
     assert_eq!(
-        (st, v["state"].as_str()),
-        (200, Some("running")),
+        info.map(|i| i.state).ok(),
+        Some(nova_vmm_api::RunState::Running),
         "{}",
         vm.console.stderr()
     );

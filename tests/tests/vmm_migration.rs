@@ -4,11 +4,15 @@
 
 use std::time::Duration;
 
+use nova_http::blocking::block_on;
 use nova_tests::migration::{
     assert_counter_continuous, joined, kind, migrate, Destination, Fault, Proxy, Trigger,
 };
-use nova_tests::vmm::{api, VmmCmd};
+use nova_tests::vmm::{client, VmmCmd};
 use nova_tests::{disk_with_host_blocks, require_kvm, Line, TempDir};
+use nova_vmm_api::{
+    MigrationMode, MigrationParams, MigrationRequest, MigrationState, MigrationStatus, RunState,
+};
 
 const WORKLOAD: &str = "counter,dirty:16:max";
 
@@ -61,9 +65,10 @@ fn migrates_with_guest_intact(mode: &str) {
         args.extend(["--bandwidth-mbit", "40"]);
     }
     let (ok, result, err) = migrate(&sock, dst.port, &args);
-    assert!(ok, "migration failed: {result} {err}");
-    assert_eq!(result["state"], "completed");
-    assert!(result["downtime_ms"].as_f64().unwrap() > 0.0);
+    assert!(ok, "migration failed: {result:?} {err}");
+    assert_eq!(result.state, MigrationState::Completed);
+    assert_eq!(result.mode.as_str(), mode, "{result:?}");
+    assert!(result.downtime_ms > 0.0);
     assert!(
         src.console.wait_exit(Duration::from_secs(10)).success(),
         "the source exits once the VM moved"
@@ -92,15 +97,12 @@ fn migrates_with_guest_intact(mode: &str) {
         Some(0),
         "disk blocks differ after migration"
     );
-    eprintln!("migration result: {result}");
+    eprintln!("migration result: {result:?}");
     if mode == "postcopy" {
-        assert!(
-            result["postcopy"]["faults_served"].as_u64().unwrap() > 0,
-            "{result}"
-        );
+        assert!(result.postcopy.faults_served > 0, "{result:?}");
     }
-    let (st, v) = api(&dst.sock, "GET", "/v1/vm", "");
-    assert_eq!((st, v["state"].as_str()), (200, Some("running")));
+    let info = block_on(client(&dst.sock).info()).unwrap();
+    assert_eq!(info.state, RunState::Running);
 }
 
 /// A VM that arrived by migration leaves again the same way (its API reports the
@@ -117,7 +119,7 @@ fn a_vm_hopping_through_several_hosts_keeps_its_counter_exact() {
     for _ in 0..6 {
         let next = Destination::start(&[]);
         let (ok, result, err) = migrate(&sock, next.port, &["--mode", "precopy"]);
-        assert!(ok, "{result} {err}");
+        assert!(ok, "{result:?} {err}");
         hosts
             .last_mut()
             .unwrap()
@@ -168,15 +170,15 @@ fn source_survives(
     let (ok, result, err) = migrate(sock, proxy.port, args);
     assert!(
         proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
-        "{what}: the fault never fired: {result} {err}"
+        "{what}: the fault never fired: {result:?} {err}"
     );
-    assert!(!ok, "migration succeeded despite {fault:?}: {result}");
-    assert_eq!(result["state"], "failed", "{result}");
+    assert!(!ok, "migration succeeded despite {fault:?}: {result:?}");
+    assert_eq!(result.state, MigrationState::Failed, "{result:?}");
     // The VM is running here, unharmed.
-    let (st, v) = api(sock, "GET", "/v1/vm", "");
-    assert_eq!((st, v["state"].as_str()), (200, Some("running")), "{v}");
+    let info = block_on(client(sock).info()).unwrap();
+    assert_eq!(info.state, RunState::Running, "{info:?}");
     src.console.wait_more_ticks(20, Duration::from_secs(20));
-    result["phase"].as_str().unwrap_or("").to_string()
+    result.phase
 }
 
 fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
@@ -209,7 +211,7 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
             Trigger {
                 kinds: &[kind::PAGES],
                 nth: 1,
-                phases: Some((sock.clone(), &["dirty-rounds"])),
+                phases: Some((client(&sock), &["dirty-rounds"])),
             },
             slow_rounds,
             "dirty-rounds",
@@ -223,7 +225,7 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
             Trigger {
                 kinds: &[kind::PAGES, kind::ZERO_PAGES, kind::STATE],
                 nth: 1,
-                phases: Some((sock.clone(), &["stop-and-copy", "device-state"])),
+                phases: Some((client(&sock), &["stop-and-copy", "device-state"])),
             },
             precopy,
             "stop-and-copy",
@@ -263,7 +265,9 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
     // And it can still migrate.
     let dst = Destination::start(&[]);
     let (ok, result, err) = migrate(&sock, dst.port, &[]);
-    assert!(ok, "{result} {err}");
+    assert!(ok, "{result:?} {err}");
+    // ctl's defaults are the contract's.
+    assert_eq!(result.mode, MigrationParams::default().mode);
     src.console.wait_exit(Duration::from_secs(10));
     let src_lines = src.console.lines();
     dst.vm
@@ -308,11 +312,11 @@ fn a_silent_destination_before_the_switch_leaves_the_vm_on_the_source() {
         let started = std::time::Instant::now();
         let got = source_survives(&src, &sock, trigger, Fault::Stall, precopy);
         assert_eq!(got, phase);
-        let (_, m) = api(&sock, "GET", "/v1/migration", "");
-        let error = m["error"].as_str().unwrap_or("");
-        assert!(error.contains("sent and took nothing"), "{m}");
+        let m = block_on(client(&sock).migration()).unwrap();
+        let error = m.error.as_deref().unwrap_or("");
+        assert!(error.contains("sent and took nothing"), "{m:?}");
         // It waited for the peer timeout, not forever and not less.
-        assert!(started.elapsed() >= Duration::from_secs(10), "{m}");
+        assert!(started.elapsed() >= Duration::from_secs(10), "{m:?}");
     }
 }
 
@@ -336,17 +340,17 @@ fn a_destination_silent_after_the_switch_leaves_the_vm_paused_and_the_outcome_un
     let started = std::time::Instant::now();
     let (ok, result, err) = migrate(&sock, proxy.port, &["--mode", "precopy"]);
     let took = started.elapsed();
-    assert!(!ok, "{result} {err}");
-    assert_eq!(result["state"], "unknown", "{result}");
-    let error = result["error"].as_str().unwrap_or("");
-    assert!(error.contains("sent and took nothing"), "{result}");
+    assert!(!ok, "{result:?} {err}");
+    assert_eq!(result.state, MigrationState::Unknown, "{result:?}");
+    let error = result.error.as_deref().unwrap_or("");
+    assert!(error.contains("sent and took nothing"), "{result:?}");
     // One peer timeout (10 s) after the switch, not two.
     assert!(
         took >= Duration::from_secs(10) && took < Duration::from_secs(18),
         "{took:?}"
     );
-    let (_, v) = api(&sock, "GET", "/v1/vm", "");
-    assert_eq!(v["state"], "paused", "{v}");
+    let info = block_on(client(&sock).info()).unwrap();
+    assert_eq!(info.state, RunState::Paused, "{info:?}");
     let printed = src.console.lines().len();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(src.console.lines().len(), printed, "the paused VM printed");
@@ -364,26 +368,35 @@ fn a_cancelled_migration_leaves_the_vm_running_on_the_source() {
     }
     let (src, sock) = source(WORKLOAD, 256, None);
     let dst = Destination::start(&[]);
-    // Slow enough to be caught in flight.
-    let body = format!(
-        r#"{{"to":"tcp:127.0.0.1:{}","mode":"precopy","bandwidth_mbit":20}}"#,
-        dst.port
+    let vmm = client(&sock);
+    let req = MigrationRequest {
+        to: format!("tcp:127.0.0.1:{}", dst.port),
+        params: MigrationParams {
+            mode: MigrationMode::Precopy,
+            // Slow enough to be caught in flight.
+            bandwidth_mbit: Some(20),
+            ..MigrationParams::default()
+        },
+    };
+    let started = block_on(vmm.migrate(&req)).unwrap();
+    assert_eq!(
+        (started.state, started.mode),
+        (MigrationState::Running, MigrationMode::Precopy)
     );
-    let (st, _) = api(&sock, "PUT", "/v1/migration", &body);
-    assert_eq!(st, 200);
+    // One at a time: a second request while it runs is refused.
+    let busy = block_on(vmm.migrate(&req)).unwrap_err();
+    assert_eq!(busy.status(), Some(409), "{busy}");
     std::thread::sleep(Duration::from_millis(200));
-    let (st, _) = api(&sock, "DELETE", "/v1/migration", "");
-    assert_eq!(st, 200);
-    let mut state = String::new();
+    block_on(vmm.cancel_migration()).unwrap();
+    let mut state = MigrationState::Running;
     for _ in 0..100 {
-        let (_, v) = api(&sock, "GET", "/v1/migration", "");
-        state = v["state"].as_str().unwrap().to_string();
-        if state != "running" {
+        state = block_on(vmm.migration()).unwrap().state;
+        if state != MigrationState::Running {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(state, "cancelled");
+    assert_eq!(state, MigrationState::Cancelled);
     src.console.wait_more_ticks(20, Duration::from_secs(20));
 }
 
@@ -397,11 +410,11 @@ fn compression_shrinks_what_goes_on_the_wire() {
         let (_src, sock) = source("counter,dirty:16:4", 256, None);
         let dst = Destination::start(&[]);
         let (ok, r, err) = migrate(&sock, dst.port, &["--mode", "precopy", "--compress", c]);
-        assert!(ok, "{r} {err}");
+        assert!(ok, "{r:?} {err}");
         if c != "none" {
-            assert!(r["pages"]["compressed"].as_u64().unwrap() > 0, "{r}");
+            assert!(r.pages.compressed > 0, "{r:?}");
         }
-        bytes.push(r["bytes_sent"].as_u64().unwrap());
+        bytes.push(r.bytes_sent);
     }
     // The dirty pattern leaves most of each page zero: both codecs shrink it a lot.
     assert!(
@@ -431,26 +444,20 @@ fn a_bandwidth_cap_slows_the_migration_to_the_cap() {
         dst.port,
         &["--mode", "precopy", "--bandwidth-mbit", "100"],
     );
-    assert!(ok, "{r} {err}");
-    let bytes = r["bytes_sent"].as_f64().unwrap();
-    let floor_ms = bytes * 8.0 / 100e6 * 1000.0;
+    assert!(ok, "{r:?} {err}");
+    let floor_ms = r.bytes_sent as f64 * 8.0 / 100e6 * 1000.0;
     assert!(
-        r["total_ms"].as_f64().unwrap() >= floor_ms * 0.9,
-        "{r}: faster than 100 Mbit/s allows ({floor_ms:.0} ms)"
+        r.total_ms >= floor_ms * 0.9,
+        "{r:?}: faster than 100 Mbit/s allows ({floor_ms:.0} ms)"
     );
     // The dirty rounds keep to the cap; uncapped, the same guest's rounds run several
     // times faster. (Rounds, not totals: a loaded machine can stall a whole migration.)
-    let round_mbit = |r: &serde_json::Value| -> Vec<f64> {
-        r["round_log"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["bandwidth_mbit"].as_f64().unwrap())
-            .collect()
+    let round_mbit = |r: &MigrationStatus| -> Vec<f64> {
+        r.round_log.iter().map(|x| x.bandwidth_mbit).collect()
     };
     // (The cap is kept over the whole migration, so a short round after a pause, such
     // as a flush, may catch up a little; the first and longest round shows the rate.)
-    assert!(round_mbit(&r).first().is_some_and(|m| *m < 120.0), "{r}");
+    assert!(round_mbit(&r).first().is_some_and(|m| *m < 120.0), "{r:?}");
     let (_src2, sock2) = source("counter,dirty:16:4", 256, None);
     let dst2 = Destination::start(&[]);
     // (A 1 ms target makes sure it copies at least one round after the first pass.)
@@ -460,7 +467,10 @@ fn a_bandwidth_cap_slows_the_migration_to_the_cap() {
         &["--mode", "precopy", "--downtime-ms", "1"],
     );
     assert!(ok);
-    assert!(round_mbit(&r2).iter().any(|m| *m > 400.0), "{r2} vs {r}");
+    assert!(
+        round_mbit(&r2).iter().any(|m| *m > 400.0),
+        "{r2:?} vs {r:?}"
+    );
 }
 
 #[test]
@@ -475,7 +485,7 @@ fn several_connections_carry_memory_in_parallel() {
         dst.port,
         &["--mode", "precopy", "--connections", "4"],
     );
-    assert!(ok, "{r} {err}");
+    assert!(ok, "{r:?} {err}");
     src.console.wait_exit(Duration::from_secs(10));
     let accepted = dst
         .vm
@@ -514,8 +524,8 @@ fn the_downtime_target_decides_when_precopy_stops() {
             dst.port,
             &["--mode", "precopy", "--downtime-ms", target],
         );
-        assert!(ok, "{r} {err}");
-        rounds.push(r["rounds"].as_u64().unwrap());
+        assert!(ok, "{r:?} {err}");
+        rounds.push(r.rounds);
     }
     // A generous target stops after the first pass; a tight one keeps copying rounds.
     assert_eq!(rounds[1], 0, "{rounds:?}");

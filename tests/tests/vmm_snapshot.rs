@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use nova_tests::vmm::{ctl, ticks, VmmCmd};
 use nova_tests::{require_kvm, TempDir};
+use nova_vmm_api::SnapshotReport;
 
-fn snapshot(sock: &std::path::Path, dir: &std::path::Path, diff: bool) -> serde_json::Value {
+/// `nova-vmm ctl snapshot create`, and the report it printed.
+fn snapshot(sock: &std::path::Path, dir: &std::path::Path, diff: bool) -> SnapshotReport {
     let mut args = vec!["snapshot", "create", "--path", dir.to_str().unwrap()];
     if diff {
         args.push("--diff");
@@ -138,10 +140,8 @@ fn a_diff_snapshot_holds_only_what_changed_and_restores() {
     let f = snapshot(&sock, full.path(), false);
     std::thread::sleep(Duration::from_millis(300));
     let d = snapshot(&sock, diff.path(), true);
-    let (fp, dp) = (
-        f["pages_written"].as_u64().unwrap(),
-        d["pages_written"].as_u64().unwrap(),
-    );
+    let (fp, dp) = (f.pages_written, d.pages_written);
+    assert!(d.diff && !f.diff);
     // The counter and the 4 MiB dirty buffer changed; the guest image did not.
     assert!(dp > 0 && dp < fp, "diff {dp} pages vs full {fp}");
     let restored = VmmCmd::raw().arg("--restore").arg(diff.path()).spawn();
@@ -201,7 +201,7 @@ fn snapshot_size_follows_what_the_guest_touched_not_its_memory() {
         .wait_line("NOVA-TICK 20", Duration::from_secs(20));
     let dir = TempDir::new();
     let r = snapshot(&sock, dir.path(), false);
-    assert!(r["bytes_written"].as_u64().unwrap() < 4 << 20, "{r}");
+    assert!(r.bytes_written < 4 << 20, "{r:?}");
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(dir.join("memory")).unwrap();
     assert_eq!(

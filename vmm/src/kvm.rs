@@ -8,7 +8,7 @@ use std::path::Path;
 
 use kvm_ioctls::{Cap, Kvm};
 
-pub use nova_vmm_api::KvmKind;
+use nova_vmm_api::KvmKind;
 
 /// Why KVM cannot be used.
 #[derive(Debug, thiserror::Error)]

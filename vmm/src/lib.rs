@@ -6,7 +6,6 @@
 
 pub mod api;
 pub mod boot;
-pub mod config;
 pub mod devices;
 pub mod dirty;
 pub mod kvm;

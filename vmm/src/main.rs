@@ -1,20 +1,27 @@
-//! The `nova-vmm` binary: `run` boots one VM in this process; `ctl` talks to a running
-//! one over its API socket.
+//! The `nova-vmm` binary: `run` boots one VM in this process (the `nova_vmm` library
+//! is the VM); `ctl` hands over to `nova-vmm-ctl` beside it, which talks to a running
+//! one over its API socket (the HTTP client lives there, not in every VM's process).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nova_vmm::config::{DiskConfig, NetConfig, VmConfig};
-use nova_vmm::kvm::KvmKind;
+use nova_logging::{LogArgs, LogFormat};
+use nova_vmm::migration::outgoing::Slot;
 use nova_vmm::snapshot::{self, RestoreMode};
 use nova_vmm::vcpu::VmExit;
 use nova_vmm::vm::Vm;
+use nova_vmm_api::{DiskConfig, KvmKind, NetConfig, VmConfig};
 
 #[derive(Parser)]
 #[command(name = "nova-vmm", version, about = "One process, one VM, on /dev/kvm")]
 struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,13 +29,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot a VM and run it until it powers off, resets or is shut down.
-    Run(RunArgs),
-    /// Control a running VM through its API socket.
+    Run(Box<RunArgs>),
+    /// Control a running VM through its API socket: runs `nova-vmm-ctl ARGS`
+    /// (`nova-vmm ctl --help` for its commands).
+    #[command(disable_help_flag = true)]
     Ctl {
-        #[arg(long)]
-        api_sock: PathBuf,
-        #[command(subcommand)]
-        action: nova_vmm::api::client::Action,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
 }
 
@@ -120,21 +127,6 @@ impl RunArgs {
     }
 }
 
-fn init_logging() {
-    let level = match std::env::var("NOVA_LOG").as_deref() {
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("trace") => tracing::Level::TRACE,
-        Ok("warn") => tracing::Level::WARN,
-        Ok("error") => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .init();
-}
-
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let vm = if let Some(to) = args.incoming.clone() {
         let addr = to
@@ -152,25 +144,24 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             RestoreMode::Eager
         };
-        std::sync::Arc::new(snapshot::restore(&dir, mode, |c| args.adjust(c))?)
+        Arc::new(snapshot::restore(&dir, mode, |c| args.adjust(c))?)
     } else {
-        std::sync::Arc::new(Vm::create(args.into_config()?)?)
+        Arc::new(Vm::create(args.into_config()?)?)
     };
     report_kind(&vm);
+    let migrations = Arc::new(Slot::default());
     let _api = match &vm.config.api_sock {
-        Some(path) => Some(nova_vmm::api::serve(path, vm.clone())?),
+        Some(path) => Some(nova_vmm::api::serve(path, vm.clone(), migrations.clone())?),
         None => None,
     };
     vm.start()?;
     let exit = vm.wait();
     if exit == VmExit::Migrated {
         // Let whoever started the migration read its result before the API goes away.
-        if let Some(m) = vm.migration() {
-            let t = std::time::Instant::now();
-            while !m.result_read.load(std::sync::atomic::Ordering::SeqCst)
-                && t.elapsed().as_secs() < 3
-            {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+        if let Some(m) = migrations.latest() {
+            let t = Instant::now();
+            while !m.result_read() && t.elapsed() < Duration::from_secs(3) {
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
     }
@@ -201,19 +192,32 @@ fn finish(exit: VmExit) -> ExitCode {
     }
 }
 
+/// Replaces this process with `nova-vmm-ctl ARGS` from this binary's directory.
+fn exec_ctl(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding nova-vmm's own path")?;
+    let ctl = exe.with_file_name("nova-vmm-ctl");
+    let err = std::process::Command::new(&ctl).args(args).exec();
+    Err(err).with_context(|| format!("running {}", ctl.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => {
-            init_logging();
-            run(args)
+            nova_logging::init(cli.log.log_format, "info");
+            run(*args)
         }
-        Command::Ctl { api_sock, action } => nova_vmm::api::client::run(&api_sock, action),
+        Command::Ctl { args } => exec_ctl(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("nova-vmm: {e:#}");
+            // One line either way: a JSON log stays all JSON lines.
+            match cli.log.log_format {
+                LogFormat::Json => tracing::error!("nova-vmm: {e:#}"),
+                LogFormat::Text => eprintln!("nova-vmm: {e:#}"),
+            }
             ExitCode::from(2)
         }
     }

@@ -1,12 +1,13 @@
 //! nova-vmm-api: the contract of nova-vmm's unix-socket API. Types with their
 //! defaults and limits (written once, here) and, behind the `client` feature, a typed
-//! client. The VMM serves these types; hostd, `nova-vmm ctl`, tests and benches send
+//! client. The VMM serves these types; hostd, `nova-vmm-ctl`, tests and benches send
 //! and read them. Nothing here knows how a VM runs.
 //!
 //! Routes: `GET /v1/vm` ([`VmInfo`]), `PUT /v1/vm/pause|resume|shutdown`,
 //! `PUT /v1/snapshot` ([`SnapshotRequest`] -> [`SnapshotReport`]),
 //! `PUT|GET|DELETE /v1/migration` ([`MigrationRequest`] -> [`MigrationStatus`]).
-//! Errors are `{"error": "..."}` (`nova_http::ErrorBody`).
+//! Errors are `{"error": "...", "field": "..."}` (`nova_http::ErrorBody`; `field`
+//! names the request value that is wrong, when one is).
 
 pub mod config;
 pub mod migration;

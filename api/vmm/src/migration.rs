@@ -193,6 +193,17 @@ pub enum MigrationState {
 }
 
 impl MigrationState {
+    /// The wire name: `running`, `completed`, `failed`, `cancelled` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationState::Running => "running",
+            MigrationState::Completed => "completed",
+            MigrationState::Failed => "failed",
+            MigrationState::Cancelled => "cancelled",
+            MigrationState::Unknown => "unknown",
+        }
+    }
+
     /// Completed, failed, cancelled or unknown: the VMM will not change it again.
     pub fn is_final(self) -> bool {
         self != MigrationState::Running
@@ -333,6 +344,16 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert!(back.state.is_final());
+        for st in [
+            MigrationState::Running,
+            MigrationState::Completed,
+            MigrationState::Failed,
+            MigrationState::Cancelled,
+            MigrationState::Unknown,
+        ] {
+            let wire = serde_json::to_string(&st).unwrap();
+            assert_eq!(wire, format!("\"{}\"", st.as_str()));
+        }
     }
 
     #[test]

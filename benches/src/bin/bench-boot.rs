@@ -3,11 +3,12 @@
 //! memory used beyond guest pages once booted. Writes docs/benchmarks/boot.{json,md}.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use nova_benches::{qemu_microvm, rss_kib, spawn_until, write_report, QemuRam, Summary};
+use nova_benches::{rss_kib, write_report, Summary};
+use nova_tests::vmm::{qemu_microvm, QemuRam, VmmCmd};
+use nova_tests::Console;
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -32,14 +33,31 @@ struct Row {
     samples_overhead_kib: Vec<f64>,
 }
 
-/// Boots once; returns (ms to NOVA-BOOTED, KiB beyond guest pages after settling).
-fn boot_once(cmd: Command) -> anyhow::Result<(f64, f64)> {
-    let (mut t, elapsed) = spawn_until(cmd, "NOVA-BOOTED", Duration::from_secs(30))?;
+#[derive(Serialize)]
+struct Ratio {
+    mem_mib: u64,
+    boot_time_ratio: f64,
+    memory_overhead_ratio: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    command: String,
+    rows: Vec<Row>,
+    ratios: Vec<Ratio>,
+}
+
+/// A booting guest (just spawned) timed to its marker; returns (ms from the process
+/// start to NOVA-BOOTED, KiB beyond guest pages after settling).
+fn boot_once(mut guest: Console) -> anyhow::Result<(f64, f64)> {
+    let booted = guest
+        .try_wait_line("NOVA-BOOTED", Duration::from_secs(30))
+        .map_err(anyhow::Error::msg)?;
+    let elapsed = booted.at.saturating_duration_since(guest.started);
     // Let the guest settle (idle: it halts) before reading memory.
     std::thread::sleep(Duration::from_millis(300));
-    let (own, _guest) = rss_kib(t.child.id())?;
-    let _ = t.child.kill();
-    let _ = t.child.wait();
+    let (own, _guest) = rss_kib(guest.pid())?;
+    guest.kill();
     Ok((elapsed.as_secs_f64() * 1000.0, own as f64))
 }
 
@@ -50,21 +68,19 @@ fn main() -> anyhow::Result<()> {
     for mem in [256u64, 4096] {
         let (mut nb, mut nm, mut qb, mut qm) = (vec![], vec![], vec![], vec![]);
         for _ in 0..a.runs {
-            let mut nova = Command::new(&a.vmm);
-            nova.arg("run").arg("--kernel").arg(&a.guest);
-            nova.args([
-                "--vcpus",
-                "1",
-                "--mem-mib",
-                &mem.to_string(),
-                "--cmdline",
-                cmdline,
-            ]);
-            nova.env("NOVA_LOG", "error");
-            let (b, m) = boot_once(nova)?;
+            let nova = VmmCmd::of(&a.vmm)
+                .arg("--kernel")
+                .arg(&a.guest)
+                .args(["--vcpus", "1", "--mem-mib", &mem.to_string()])
+                .args(["--cmdline", cmdline])
+                .env("NOVA_LOG", "error")
+                .realtime_console()
+                .spawn();
+            let (b, m) = boot_once(nova.console)?;
             nb.push(b);
             nm.push(m);
-            let (b, m) = boot_once(qemu_microvm(&a.guest, mem, 1, cmdline, QemuRam::Memfd))?;
+            let qemu = qemu_microvm(&a.guest, mem, 1, cmdline, QemuRam::Memfd);
+            let (b, m) = boot_once(Console::spawn_realtime(qemu))?;
             qb.push(b);
             qm.push(m);
         }
@@ -116,10 +132,18 @@ fn main() -> anyhow::Result<()> {
         let bt = n.boot_ms.median / q.boot_ms.median;
         let mm = n.overhead_kib.median / q.overhead_kib.median;
         md.push_str(&format!("| {} MiB | {:.3} | {:.3} |\n", n.mem_mib, bt, mm));
-        ratios.push(serde_json::json!({"mem_mib": n.mem_mib, "boot_time_ratio": bt, "memory_overhead_ratio": mm}));
+        ratios.push(Ratio {
+            mem_mib: n.mem_mib,
+            boot_time_ratio: bt,
+            memory_overhead_ratio: mm,
+        });
     }
-    let json = serde_json::json!({ "command": command, "rows": rows, "ratios": ratios });
-    write_report(&a.out, "boot", &json, &md)?;
+    let report = Report {
+        command,
+        rows,
+        ratios,
+    };
+    write_report(&a.out, "boot", &report, &md)?;
     print!("{md}");
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 
+use nova_vmm_api::{ErrorBody, FieldError};
+
 /// Largest request head we read.
 const MAX_HEAD: usize = 16 << 10;
 /// Largest request body we read.
@@ -36,8 +38,13 @@ impl Response {
             delivers_migration_result: false,
         }
     }
+    /// An error answer: `{"error": message}`.
     pub fn error(status: u16, message: impl std::fmt::Display) -> Self {
-        Self::json(status, &serde_json::json!({ "error": message.to_string() }))
+        Self::json(status, &ErrorBody::new(message.to_string()))
+    }
+    /// A 400 answer naming the field that is wrong: `{"error", "field"}`.
+    pub fn bad_field(e: FieldError) -> Self {
+        Self::json(400, &ErrorBody::from(e))
     }
     pub fn no_content() -> Self {
         Self {
@@ -151,44 +158,6 @@ pub fn write_response<W: Write>(w: &mut W, resp: &Response) -> std::io::Result<(
     w.write_all(head.as_bytes())?;
     w.write_all(resp.body.as_bytes())?;
     w.flush()
-}
-
-/// Reads a response (client side): status and body.
-pub fn read_response<R: Read>(r: &mut BufReader<R>) -> Result<(u16, String), HttpError> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(HttpError::Closed);
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(HttpError::Malformed("status line"))?;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Err(HttpError::Malformed("headers end early"));
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((n, v)) = l.split_once(':') {
-            if n.eq_ignore_ascii_case("content-length") {
-                length = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| HttpError::Malformed("Content-Length"))?;
-            }
-        }
-    }
-    if length > MAX_BODY {
-        return Err(HttpError::TooLarge);
-    }
-    let mut body = vec![0u8; length];
-    r.read_exact(&mut body)?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]

@@ -1,19 +1,28 @@
-//! The VM's HTTP/1.1 JSON API on a unix socket, and its client (`nova-vmm ctl`).
+//! The VM's HTTP/1.1 JSON API on a unix socket, serving `nova-vmm-api`'s contract:
+//! `GET /v1/vm`, `PUT /v1/vm/pause|resume|shutdown`, `PUT /v1/snapshot`,
+//! `PUT|GET|DELETE /v1/migration`. Errors are `nova_http::ErrorBody` with a 4xx/5xx
+//! status; every request leaves one access line in the log.
 //!
-//! Routes: `GET /v1/vm`, `PUT /v1/vm/pause`, `PUT /v1/vm/resume`, `PUT /v1/vm/shutdown`.
-//! Errors are `{"error": "<message>"}` with a 4xx/5xx status.
+//! The server is std-only on purpose (no async runtime in the VMM's process: its
+//! memory budget is a few MiB and this is its only server); [`http`] reads requests
+//! and writes answers, this module maps them onto the VM, its snapshots and its
+//! migration.
 
-pub mod client;
 pub mod http;
 
 use std::io::BufReader;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
-use http::{HttpError, Request, Response};
+use nova_vmm_api::{MigrationRequest, MigrationState, SnapshotRequest};
 
+use crate::migration::outgoing::Slot;
+use crate::migration::sender::{self, StartError};
+use crate::snapshot::{self, SnapshotError};
 use crate::vm::Vm;
+use http::{HttpError, Request, Response};
 
 /// The API server; removes its socket when dropped.
 pub struct ApiServer {
@@ -34,8 +43,14 @@ pub struct ApiError {
     err: std::io::Error,
 }
 
-/// Binds `path` and serves `vm` on a thread of its own.
-pub fn serve(path: &Path, vm: Arc<Vm>) -> Result<ApiServer, ApiError> {
+/// What the API serves: the VM, and the record of its migration.
+struct Served {
+    vm: Arc<Vm>,
+    migrations: Arc<Slot>,
+}
+
+/// Binds `path` and serves `vm` (and its `migrations`) on a thread of its own.
+pub fn serve(path: &Path, vm: Arc<Vm>, migrations: Arc<Slot>) -> Result<ApiServer, ApiError> {
     let err = |err| ApiError {
         path: path.display().to_string(),
         err,
@@ -51,16 +66,17 @@ pub fn serve(path: &Path, vm: Arc<Vm>) -> Result<ApiServer, ApiError> {
         std::fs::remove_file(path).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
+    let served = Arc::new(Served { vm, migrations });
     std::thread::Builder::new()
         .name("api".into())
         .stack_size(256 << 10)
         .spawn(move || {
             for conn in listener.incoming().flatten() {
-                let vm = vm.clone();
+                let served = served.clone();
                 let _ = std::thread::Builder::new()
                     .name("api-conn".into())
                     .stack_size(256 << 10)
-                    .spawn(move || serve_connection(conn, &vm));
+                    .spawn(move || serve_connection(conn, &served));
             }
         })
         .map_err(err)?;
@@ -69,26 +85,28 @@ pub fn serve(path: &Path, vm: Arc<Vm>) -> Result<ApiServer, ApiError> {
     })
 }
 
-fn serve_connection(conn: UnixStream, vm: &Arc<Vm>) {
+fn serve_connection(conn: UnixStream, served: &Served) {
     let Ok(mut writer) = conn.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(conn);
     loop {
-        let (resp, close) = match http::read_request(&mut reader) {
-            Ok(req) => (route(vm, &req), req.close),
+        let t = Instant::now();
+        let (resp, close, method, path) = match http::read_request(&mut reader) {
+            Ok(req) => (route(served, &req), req.close, req.method, req.path),
             Err(HttpError::Closed) | Err(HttpError::Io(_)) => return,
-            Err(e @ HttpError::TooLarge) => (Response::error(413, e), true),
-            Err(e) => (Response::error(400, e), true),
+            Err(e @ HttpError::TooLarge) => (Response::error(413, e), true, "-".into(), "-".into()),
+            Err(e) => (Response::error(400, e), true, "-".into(), "-".into()),
         };
-        if http::write_response(&mut writer, &resp).is_err() {
+        let written = http::write_response(&mut writer, &resp);
+        nova_logging::access(&method, &path, resp.status, t.elapsed(), "-");
+        if written.is_err() {
             return;
         }
         if resp.delivers_migration_result {
             // Only now: the source process exits once the result is read.
-            if let Some(m) = vm.migration() {
-                m.result_read
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(m) = served.migrations.latest() {
+                m.mark_result_read();
             }
         }
         if close {
@@ -97,39 +115,9 @@ fn serve_connection(conn: UnixStream, vm: &Arc<Vm>) {
     }
 }
 
-/// Maps one request to the VM.
-fn start_migration(vm: &Arc<Vm>, body: &[u8]) -> Response {
-    use crate::migration::{Migration, MigrationRequest, State};
-    let req: MigrationRequest = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => return Response::error(400, format!("migration request: {e}")),
-    };
-    if let Err(e) = req.validate() {
-        return Response::error(400, e);
-    }
-    let mig = Arc::new(Migration::new(req.params.mode));
-    {
-        let mut slot = vm.migration_slot();
-        if slot
-            .as_ref()
-            .is_some_and(|m| m.snapshot().state == State::Running)
-        {
-            return Response::error(409, "a migration is already running");
-        }
-        *slot = Some(mig.clone());
-    }
-    let (vm2, m2) = (vm.clone(), mig.clone());
-    let spawned = std::thread::Builder::new()
-        .name("migration".into())
-        .spawn(move || crate::migration::sender::run(vm2, req, m2));
-    if let Err(e) = spawned {
-        return Response::error(500, format!("cannot start the migration thread: {e}"));
-    }
-    Response::json(200, &mig.snapshot())
-}
-
-/// Maps one request to the VM.
-pub fn route(vm: &Arc<Vm>, req: &Request) -> Response {
+/// Maps one request onto the VM.
+fn route(served: &Served, req: &Request) -> Response {
+    let vm = &served.vm;
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/v1/vm") => Response::json(200, &vm.info()),
         ("PUT", "/v1/vm/pause") => {
@@ -144,31 +132,21 @@ pub fn route(vm: &Arc<Vm>, req: &Request) -> Response {
             vm.shutdown();
             Response::no_content()
         }
-        ("PUT", "/v1/snapshot") => {
-            let req: nova_vmm_api::SnapshotRequest = match serde_json::from_slice(&req.body) {
-                Ok(r) => r,
-                Err(e) => return Response::error(400, format!("snapshot request: {e}")),
-            };
-            match crate::snapshot::create(vm, &req.path, req.diff) {
-                Ok(report) => Response::json(200, &report),
-                Err(e @ crate::snapshot::SnapshotError::NoBase) => Response::error(409, e),
-                Err(e) => Response::error(500, e),
-            }
-        }
-        ("PUT", "/v1/migration") => start_migration(vm, &req.body),
-        ("GET", "/v1/migration") => match vm.migration() {
+        ("PUT", "/v1/snapshot") => take_snapshot(vm, &req.body),
+        ("PUT", "/v1/migration") => start_migration(served, &req.body),
+        ("GET", "/v1/migration") => match served.migrations.latest() {
             Some(m) => {
-                let status = m.snapshot();
+                let status = m.status();
                 let mut resp = Response::json(200, &status);
-                resp.delivers_migration_result = status.state != crate::migration::State::Running;
+                resp.delivers_migration_result = status.state != MigrationState::Running;
                 resp
             }
             None => Response::error(404, "no migration has been started"),
         },
-        ("DELETE", "/v1/migration") => match vm.migration() {
+        ("DELETE", "/v1/migration") => match served.migrations.latest() {
             Some(m) => {
-                m.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-                Response::json(200, &m.snapshot())
+                m.cancel();
+                Response::json(200, &m.status())
             }
             None => Response::error(404, "no migration has been started"),
         },
@@ -181,5 +159,33 @@ pub fn route(vm: &Arc<Vm>, req: &Request) -> Response {
             format!("{} is not allowed on {}", req.method, req.path),
         ),
         _ => Response::error(404, format!("no such resource: {}", req.path)),
+    }
+}
+
+fn take_snapshot(vm: &Vm, body: &[u8]) -> Response {
+    let req: SnapshotRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return Response::error(400, format!("snapshot request: {e}")),
+    };
+    if let Err(e) = req.validate() {
+        return Response::bad_field(e);
+    }
+    match snapshot::create(vm, &req.path, req.diff) {
+        Ok(report) => Response::json(200, &report),
+        Err(e @ SnapshotError::NoBase) => Response::error(409, e),
+        Err(e) => Response::error(500, e),
+    }
+}
+
+fn start_migration(served: &Served, body: &[u8]) -> Response {
+    let req: MigrationRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return Response::error(400, format!("migration request: {e}")),
+    };
+    match sender::start(served.vm.clone(), &served.migrations, req) {
+        Ok(status) => Response::json(200, &status),
+        Err(StartError::Invalid(e)) => Response::bad_field(e),
+        Err(e @ StartError::Busy) => Response::error(409, e),
+        Err(e @ StartError::Thread(_)) => Response::error(500, e),
     }
 }

@@ -16,10 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
+use nova_vmm_api::{Compression, PostcopyStats};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
-use super::protocol::{self, Compression, Message};
-use super::{MigrationError, PostcopyStats};
+use super::compression;
+use super::error::MigrationError;
+use super::pages::{Counters, Limiter};
+use super::protocol::{self, Message};
 use crate::dirty::DirtyBitmap;
 use crate::memory::{GuestMemory, PAGE_SIZE};
 use crate::uffd::Uffd;
@@ -41,8 +44,8 @@ pub(super) fn serve(
     mut reader: BufReader<TcpStream>,
     mut urgent: TcpStream,
     pending: &DirtyBitmap,
-    counters: &super::sender::Counters,
-    limiter: &super::sender::Limiter,
+    counters: &Counters,
+    limiter: &Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
     // Pages the push skips: pushed already, or sent on request.
     let sent = &Mutex::new(DirtyBitmap::new(pending.pages()));
@@ -147,7 +150,7 @@ fn push(
     follow: &AtomicUsize,
     claim: impl Fn(usize, usize) -> Vec<usize>,
     send: impl Fn(&mut TcpStream, &[usize], &mut Vec<u8>) -> Result<usize, MigrationError>,
-    limiter: &super::sender::Limiter,
+    limiter: &Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
     let mut cursor = 0;
     let mut data = Vec::with_capacity(PUSH_BATCH * PAGE_SIZE);
@@ -423,7 +426,7 @@ fn receive_pages(
                 "post-copy pages",
             ));
         };
-        let data = protocol::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
+        let data = compression::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
         for (i, p) in indices.iter().enumerate() {
             let p = *p as usize;
             let Some(host) = page_to_host(map, p) else {

@@ -7,7 +7,6 @@
 //! requested pages with [`Message::UrgentHello`]. Anything malformed ends the migration with an
 //! error, never a panic, and the source keeps running.
 
-use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ pub const MAX_FRAME: usize = 4 << 20;
 pub const BATCH_PAGES: usize = 256;
 
 /// How a batch of page data is encoded (the API's compression choice).
-pub use nova_vmm_api::Compression;
+use nova_vmm_api::Compression;
 
 fn compression_code(c: Compression) -> u8 {
     match c {
@@ -436,78 +435,6 @@ pub fn recv_polling(
     recv(r)
 }
 
-/// Has the kernel stamp what arrives on `conn` with its arrival time
-/// (`SO_TIMESTAMPNS`), for [`wait_arrival`]. Bytes that arrived before carry no stamp,
-/// and the first use in a process may take effect a little later (deferred work).
-pub fn stamp_arrivals(conn: &std::net::TcpStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from a live local.
-    let r = unsafe {
-        libc::setsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Blocks until bytes wait on `conn`, reads none of them, and returns when the kernel
-/// received them: an answer's arrival, even if this thread was woken late. `None` at
-/// the end of the stream, or for bytes without a stamp (see [`stamp_arrivals`]).
-pub fn wait_arrival(conn: &std::net::TcpStream) -> std::io::Result<Option<std::time::SystemTime>> {
-    use std::os::fd::AsRawFd;
-    let fd = conn.as_raw_fd();
-    let mut byte = 0u8;
-    let mut iov = libc::iovec {
-        iov_base: (&mut byte as *mut u8).cast(),
-        iov_len: 1,
-    };
-    // Room for one control message holding a timespec (u64-aligned).
-    let mut control = [0u64; 8];
-    // SAFETY: an all-zero msghdr is valid (no name, no buffers); its fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    let n = loop {
-        // SAFETY: msg points at live buffers of the lengths it states; MSG_PEEK leaves
-        // the byte in the socket for the reader.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK) };
-        if n >= 0 {
-            break n;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    };
-    if n == 0 {
-        return Ok(None);
-    }
-    // SAFETY: the CMSG_* walk stays within msg_controllen bytes of `control`, which
-    // recvmsg filled; a SCM_TIMESTAMPNS message carries one timespec.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                let since_epoch = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-                return Ok(Some(std::time::UNIX_EPOCH + since_epoch));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok(None)
-}
-
 /// Reads one message.
 pub fn recv<R: Read>(r: &mut R) -> Result<Message, ProtocolError> {
     let mut len = [0u8; 4];
@@ -522,17 +449,6 @@ pub fn recv<R: Read>(r: &mut R) -> Result<Message, ProtocolError> {
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)?;
     Message::decode(buf[0], &buf[1..])
-}
-
-/// Encodes page data (a multiple of 4096 bytes).
-pub fn compress(c: Compression, data: &[u8]) -> Cow<'_, [u8]> {
-    match c {
-        Compression::None => Cow::Borrowed(data),
-        Compression::Zstd => {
-            Cow::Owned(zstd::bulk::compress(data, 1).expect("zstd compression of memory"))
-        }
-        Compression::Lz4 => Cow::Owned(lz4_flex::compress(data)),
-    }
 }
 
 /// The frame of a `Message::Pages` built straight from borrowed pages: the senders'
@@ -554,31 +470,10 @@ fn finish_frame(mut f: Vec<u8>, kind: u8) -> Vec<u8> {
     f
 }
 
-/// Decodes page data that must come out as exactly `len` bytes.
-pub fn decompress(c: Compression, data: &[u8], len: usize) -> Result<Cow<'_, [u8]>, ProtocolError> {
-    let out: Cow<[u8]> = match c {
-        Compression::None => Cow::Borrowed(data),
-        Compression::Zstd => Cow::Owned(
-            zstd::bulk::decompress(data, len)
-                .map_err(|e| ProtocolError::Decompress(e.to_string()))?,
-        ),
-        Compression::Lz4 => Cow::Owned(
-            lz4_flex::decompress(data, len)
-                .map_err(|e| ProtocolError::Decompress(e.to_string()))?,
-        ),
-    };
-    if out.len() != len {
-        return Err(ProtocolError::Decompress(format!(
-            "{} bytes, expected {len}",
-            out.len()
-        )));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::connected;
 
     fn round_trip(m: Message) {
         let frame = m.encode();
@@ -671,47 +566,6 @@ mod tests {
             recv(&mut &[0u8, 0, 0, 0][..]),
             Err(ProtocolError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn page_data_compresses_and_bad_data_is_refused() {
-        let data: Vec<u8> = (0..8192u32).map(|i| (i % 7) as u8).collect();
-        for c in [Compression::None, Compression::Zstd, Compression::Lz4] {
-            let z = compress(c, &data);
-            assert_eq!(&*decompress(c, &z, data.len()).unwrap(), &data[..]);
-            assert!(decompress(c, &z[..z.len() / 2], data.len()).is_err());
-        }
-        assert!(compress(Compression::Zstd, &data).len() < data.len() / 4);
-    }
-
-    fn connected() -> (std::io::BufReader<std::net::TcpStream>, std::net::TcpStream) {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let tx = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (rx, _) = l.accept().unwrap();
-        (std::io::BufReader::new(rx), tx)
-    }
-
-    #[test]
-    fn an_answer_read_late_still_tells_when_it_arrived() {
-        let (mut rx, mut tx) = connected();
-        stamp_arrivals(rx.get_ref()).unwrap();
-        // The kernel may turn receive stamping on in deferred work: give it a moment,
-        // as a migration does between its handshake and the switch.
-        std::thread::sleep(Duration::from_millis(50));
-        let sent = std::time::SystemTime::now();
-        send(&mut tx, &Message::Ready).unwrap();
-        // This side is busy (or descheduled) for a while before it looks.
-        std::thread::sleep(Duration::from_millis(50));
-        let arrived = wait_arrival(rx.get_ref()).unwrap().unwrap();
-        let late = std::time::SystemTime::now()
-            .duration_since(arrived)
-            .unwrap();
-        assert!(late >= Duration::from_millis(45), "{late:?}");
-        assert!(arrived.duration_since(sent).unwrap() < Duration::from_millis(20));
-        // Nothing was consumed: the message is still there to read.
-        assert_eq!(recv(&mut rx).unwrap(), Message::Ready);
-        drop(tx);
-        assert_eq!(wait_arrival(rx.get_ref()).unwrap(), None);
     }
 
     #[test]

@@ -11,14 +11,16 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nova_vmm_api::VmConfig;
 use vm_memory::Bytes;
 
+use super::compression;
+use super::error::MigrationError;
 use super::protocol::{self, Message, VERSION};
-use super::MigrationError;
-use crate::config::VmConfig;
 use crate::dirty::DirtyBitmap;
 use crate::memory::{GuestMemory, PAGE_SIZE};
-use crate::vm::{MemorySource, Vm};
+use crate::vm::build::MemorySource;
+use crate::vm::Vm;
 
 /// Writes received pages into guest RAM (through the VM's mapping: one copy, no
 /// syscall per page); zero pages become holes in the memfd.
@@ -36,7 +38,7 @@ impl PageSink {
                 compression,
                 data,
             } => {
-                let data = protocol::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
+                let data = compression::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
                 for (i, p) in indices.iter().enumerate() {
                     self.check(*p)?;
                     let gpa = crate::dirty::page_gpa(&self.mem, *p as usize).ok_or_else(|| {

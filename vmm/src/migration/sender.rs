@@ -3,15 +3,21 @@
 //! Every failure before `Switch` resumes the VM here, untouched.
 
 use std::io::BufReader;
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use nova_vmm_api::{
+    FieldError, MigrationMode, MigrationRequest, MigrationState, MigrationStatus, Round,
+};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::protocol::{self, Compression, Message, BATCH_PAGES, VERSION};
-use super::{Migration, MigrationError, MigrationRequest, Mode, Round, State};
+use super::arrival;
+use super::error::MigrationError;
+use super::link::{connect, expect, expect_soon, flush_all, flush_data, refusal, set_send_buffer};
+use super::outgoing::{Outgoing, Slot};
+use super::pages::{Counters, Limiter, PageSender};
+use super::protocol::{self, Message, VERSION};
 use crate::dirty::DirtyBitmap;
 use crate::memory::PAGE_SIZE;
 use crate::vcpu::{first_touch, VmExit};
@@ -22,238 +28,39 @@ const MAX_ROUNDS: u32 = 30;
 /// Hybrid: switch to post-copy after this many rounds without the dirty set shrinking.
 const HYBRID_STALL_ROUNDS: u32 = 3;
 
-/// Byte counters shared by the sending threads.
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) bytes: AtomicU64,
-    pub(super) sent: AtomicU64,
-    zero: AtomicU64,
-    compressed: AtomicU64,
+/// Why a migration could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("a migration is already running")]
+    Busy,
+    #[error("cannot start the migration thread: {0}")]
+    Thread(std::io::Error),
 }
 
-/// Caps the bandwidth of all connections together.
-pub(super) struct Limiter {
-    bytes_per_sec: Option<f64>,
-    start: Instant,
-    sent: AtomicU64,
-}
-
-impl Limiter {
-    fn new(mbit: Option<u64>) -> Self {
-        Limiter {
-            bytes_per_sec: mbit.map(|m| m as f64 * 1e6 / 8.0),
-            start: Instant::now(),
-            sent: AtomicU64::new(0),
-        }
-    }
-    /// Accounts `n` bytes and sleeps until sending them keeps within the cap.
-    fn take(&self, n: usize) {
-        self.account(n);
-        std::thread::sleep(self.wait_time());
-    }
-    /// Accounts `n` bytes sent.
-    pub(super) fn account(&self, n: usize) {
-        self.sent.fetch_add(n as u64, Ordering::Relaxed);
-    }
-    /// How long until what was sent so far fits within the cap (zero without a cap).
-    pub(super) fn wait_time(&self) -> Duration {
-        let Some(rate) = self.bytes_per_sec else {
-            return Duration::ZERO;
-        };
-        let due = Duration::from_secs_f64(self.sent.load(Ordering::Relaxed) as f64 / rate);
-        due.saturating_sub(self.start.elapsed())
-    }
-}
-
-fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(16)
-        .all(|c| u128::from_ne_bytes(c.try_into().unwrap()) == 0)
-}
-
-/// Everything the sending threads share.
-struct Ctx<'a> {
-    vm: &'a Vm,
-    mig: &'a Migration,
-    counters: Counters,
-    limiter: Limiter,
-    compression: Compression,
-}
-
-impl Ctx<'_> {
-    fn check_cancel(&self) -> Result<(), MigrationError> {
-        if self.mig.cancel.load(Ordering::Relaxed) {
-            return Err(MigrationError::Cancelled);
-        }
-        Ok(())
-    }
-}
-
-/// Writes one frame within the bandwidth cap and counts it.
-fn send_frame(ctx: &Ctx, conn: &mut TcpStream, frame: &[u8]) -> Result<(), MigrationError> {
-    ctx.limiter.take(frame.len());
-    std::io::Write::write_all(conn, frame).map_err(protocol::ProtocolError::from)?;
-    ctx.counters
-        .bytes
-        .fetch_add(frame.len() as u64, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Sends `pages` on `conn`. In the first pass zero pages are skipped (the destination's
-/// memory starts zeroed); later they are sent as `ZeroPages`.
-fn send_pages(
-    ctx: &Ctx,
-    conn: &mut TcpStream,
-    pages: &[usize],
-    first_pass: bool,
-) -> Result<(), MigrationError> {
-    let mut data = Vec::with_capacity(BATCH_PAGES * PAGE_SIZE);
-    let mut indices = Vec::with_capacity(BATCH_PAGES);
-    let mut zeros = Vec::new();
-    let flush = |conn: &mut TcpStream,
-                 indices: &mut Vec<u64>,
-                 data: &mut Vec<u8>,
-                 zeros: &mut Vec<u64>|
-     -> Result<(), MigrationError> {
-        if !indices.is_empty() {
-            if ctx.compression != Compression::None {
-                ctx.counters
-                    .compressed
-                    .fetch_add(indices.len() as u64, Ordering::Relaxed);
-            }
-            let payload = protocol::compress(ctx.compression, data);
-            send_frame(
-                ctx,
-                conn,
-                &protocol::pages_frame(indices, ctx.compression, &payload),
-            )?;
-            indices.clear();
-            data.clear();
-        }
-        if !zeros.is_empty() {
-            send_frame(
-                ctx,
-                conn,
-                &Message::ZeroPages {
-                    indices: std::mem::take(zeros),
-                }
-                .encode(),
-            )?;
-        }
-        ctx.check_cancel()
-    };
-    for &p in pages {
-        // Straight into the batch; dropped again if it is zero.
-        let at = data.len();
-        data.resize(at + PAGE_SIZE, 0);
-        ctx.vm
-            .read_page(p, &mut data[at..])
-            .map_err(MigrationError::Memory)?;
-        if is_zero(&data[at..]) {
-            data.truncate(at);
-            ctx.counters.zero.fetch_add(1, Ordering::Relaxed);
-            if !first_pass {
-                zeros.push(p as u64);
-            }
-        } else {
-            indices.push(p as u64);
-            ctx.counters.sent.fetch_add(1, Ordering::Relaxed);
-        }
-        if indices.len() == BATCH_PAGES || zeros.len() >= 4 * BATCH_PAGES {
-            flush(conn, &mut indices, &mut data, &mut zeros)?;
-        }
-    }
-    flush(conn, &mut indices, &mut data, &mut zeros)
-}
-
-/// Sends `pages` spread over all connections: page `p` always goes on connection
-/// `p % n`, so a page's rounds arrive in order even over several connections.
-fn send_spread(
-    ctx: &Ctx,
-    conns: &mut [TcpStream],
-    pages: &[usize],
-    first_pass: bool,
-) -> Result<(), MigrationError> {
-    if conns.len() == 1 {
-        return send_pages(ctx, &mut conns[0], pages, first_pass);
-    }
-    let n = conns.len();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = conns
-            .iter_mut()
-            .enumerate()
-            .map(|(i, conn)| {
-                let mine: Vec<usize> = pages.iter().copied().filter(|p| p % n == i).collect();
-                s.spawn(move || send_pages(ctx, conn, &mine, first_pass))
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or(Err(MigrationError::Vm("sender thread panicked".into())))
-        })
-    })
-}
-
-fn expect(
-    conn: &mut BufReader<TcpStream>,
-    want: &'static str,
-    ok: impl Fn(&Message) -> bool,
-) -> Result<Message, MigrationError> {
-    check(protocol::recv(conn)?, want, ok)
-}
-
-/// [`expect`] for an answer due within the downtime: polls for it first.
-fn expect_soon(
-    conn: &mut BufReader<TcpStream>,
-    want: &'static str,
-    ok: impl Fn(&Message) -> bool,
-) -> Result<Message, MigrationError> {
-    check(
-        protocol::recv_polling(conn, protocol::POLL_FOR_ANSWER)?,
-        want,
-        ok,
-    )
-}
-
-fn check(
-    m: Message,
-    want: &'static str,
-    ok: impl Fn(&Message) -> bool,
-) -> Result<Message, MigrationError> {
-    match m {
-        Message::Abort(_) => Err(refusal(m, want)),
-        m if ok(&m) => Ok(m),
-        m => Err(refusal(m, want)),
-    }
-}
-
-/// What the destination sent instead of `want`, as an error.
-fn refusal(m: Message, want: &'static str) -> MigrationError {
-    match m {
-        Message::Abort(why) => MigrationError::Aborted(why),
-        m => MigrationError::Unexpected(format!("{m:?}").chars().take(60).collect(), want),
-    }
-}
-
-fn connect(addr: &str) -> Result<TcpStream, MigrationError> {
-    let err = |err| MigrationError::Connect {
-        addr: addr.to_string(),
-        err,
-    };
-    let sa = addr.to_socket_addrs().map_err(err)?.next().ok_or_else(|| {
-        err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no address",
-        ))
-    })?;
-    let s = TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(err)?;
-    s.set_nodelay(true).map_err(err)?;
-    // A destination that stops answering (hung, or the network drops everything)
-    // fails the migration after PEER_TIMEOUT instead of holding the VM paused here.
-    s.set_read_timeout(Some(protocol::PEER_TIMEOUT))
-        .map_err(err)?;
-    s.set_write_timeout(Some(protocol::PEER_TIMEOUT))
-        .map_err(err)?;
-    Ok(s)
+/// Starts migrating `vm` as `req` says, on a thread of its own, recorded in `slot`;
+/// returns its first status.
+pub fn start(
+    vm: Arc<Vm>,
+    slot: &Slot,
+    req: MigrationRequest,
+) -> Result<MigrationStatus, StartError> {
+    req.validate()?;
+    let mig = slot.claim(req.params.mode).ok_or(StartError::Busy)?;
+    let status = mig.status();
+    let failed = mig.clone();
+    std::thread::Builder::new()
+        .name("migration".into())
+        .spawn(move || run(vm, req, mig))
+        .map_err(|e| {
+            failed.update(|s| {
+                s.state = MigrationState::Failed;
+                s.error = Some(format!("cannot start the migration thread: {e}"));
+            });
+            StartError::Thread(e)
+        })?;
+    Ok(status)
 }
 
 /// How a migration ended, from the source's point of view.
@@ -266,7 +73,7 @@ enum Outcome {
 /// Runs a migration of `vm` as `req` says, recording progress in `mig`. On success the
 /// VM's process is told to exit (the VM now runs elsewhere); on failure before the
 /// switch the VM is resumed here.
-pub fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Migration>) {
+fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Outgoing>) {
     let t0 = Instant::now();
     let was_paused = vm.control.is_paused();
     let result = migrate(&vm, &req, &mig, t0);
@@ -274,7 +81,7 @@ pub fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Migration>) {
     match result {
         Ok(Outcome::Completed) => {
             mig.update(|s| {
-                s.state = State::Completed;
+                s.state = MigrationState::Completed;
                 s.phase = "done".into();
                 s.total_ms = total_ms;
             });
@@ -283,7 +90,7 @@ pub fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Migration>) {
         }
         Ok(Outcome::Unknown(why)) => {
             mig.update(|s| {
-                s.state = State::Unknown;
+                s.state = MigrationState::Unknown;
                 s.total_ms = total_ms;
                 s.error = Some(format!(
                     "{why}: the VM is paused here and may be running on the destination; resume it here only if it is not"
@@ -300,9 +107,9 @@ pub fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Migration>) {
                 vm.resume();
             }
             let state = if matches!(e, MigrationError::Cancelled) {
-                State::Cancelled
+                MigrationState::Cancelled
             } else {
-                State::Failed
+                MigrationState::Failed
             };
             mig.update(|s| {
                 s.state = state;
@@ -317,9 +124,10 @@ pub fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Migration>) {
 fn migrate(
     vm: &Vm,
     req: &MigrationRequest,
-    mig: &Migration,
+    mig: &Outgoing,
     t0: Instant,
 ) -> Result<Outcome, MigrationError> {
+    // Checked by `start`; here for the address it yields.
     let addr = req
         .validate()
         .map_err(|e| MigrationError::Vm(e.to_string()))?;
@@ -328,7 +136,7 @@ fn migrate(
     let config = serde_json::to_vec(&vm.config).map_err(|e| MigrationError::Vm(e.to_string()))?;
     // A migration that may switch to post-copy brings a connection for the pages the
     // destination faults on, so that they never queue behind the background push.
-    let wants_urgent = req.params.mode != Mode::Precopy;
+    let wants_urgent = req.params.mode != MigrationMode::Precopy;
     protocol::send(
         &mut conns[0],
         &Message::Hello {
@@ -355,18 +163,18 @@ fn migrate(
         urgent = Some(c);
     }
     // For the downtime: when Resumed reaches this host (see the switch below).
-    protocol::stamp_arrivals(&control).map_err(MigrationError::Memory)?;
+    arrival::stamp_arrivals(&control).map_err(MigrationError::Memory)?;
     let mut reader = BufReader::new(control);
     // The destination built the VM from our configuration (or told us why not).
     expect(&mut reader, "Welcome", |m| *m == Message::Welcome)?;
-    let ctx = Ctx {
+    let ctx = PageSender {
         vm,
         mig,
         counters: Counters::default(),
         limiter: Limiter::new(req.params.bandwidth_mbit),
         compression: req.params.compress,
     };
-    let publish = |ctx: &Ctx| {
+    let publish = |ctx: &PageSender| {
         mig.update(|s| {
             s.bytes_sent = ctx.counters.bytes.load(Ordering::Relaxed);
             s.pages.sent = ctx.counters.sent.load(Ordering::Relaxed);
@@ -378,7 +186,6 @@ fn migrate(
 
     // Dirty logging from before the first pass: anything written during it is resent.
     vm.reset_dirty();
-    vm.snapshot_base.set(None);
     vm.collect_dirty()?;
     let total_pages = crate::dirty::ram_pages(&vm.mem);
     let touched = crate::snapshot::ranges::touched_pages(vm).map_err(MigrationError::Memory)?;
@@ -386,7 +193,7 @@ fn migrate(
 
     // Pages the destination does not have in their current form.
     let mut pending = DirtyBitmap::new(total_pages);
-    let mut go_postcopy = req.params.mode == Mode::Postcopy;
+    let mut go_postcopy = req.params.mode == MigrationMode::Postcopy;
     if go_postcopy {
         for p in &touched {
             pending.set(*p);
@@ -395,7 +202,7 @@ fn migrate(
         mig.update(|s| s.phase = "first-pass".into());
         let t = Instant::now();
         let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
-        send_spread(&ctx, &mut conns, &touched, true)?;
+        ctx.send_spread(&mut conns, &touched, true)?;
         // Rounds end when the destination has applied them, not when the socket took
         // them: megabytes sit in socket buffers, and a bandwidth measured at the sender
         // would promise a stop-and-copy that then waits for that backlog.
@@ -431,7 +238,7 @@ fn migrate(
             } else {
                 stalled += 1;
             }
-            if req.params.mode == Mode::Hybrid
+            if req.params.mode == MigrationMode::Hybrid
                 && (stalled >= HYBRID_STALL_ROUNDS || round == MAX_ROUNDS)
             {
                 pending = dirty;
@@ -445,7 +252,7 @@ fn migrate(
             let pages: Vec<usize> = dirty.iter().collect();
             let t = Instant::now();
             let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
-            send_spread(&ctx, &mut conns, &pages, false)?;
+            ctx.send_spread(&mut conns, &pages, false)?;
             flush_all(&mut conns, &mut reader)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             let sent = ctx.counters.bytes.load(Ordering::Relaxed) - b0;
@@ -503,7 +310,7 @@ fn migrate(
         .filter_map(|gpa| crate::dirty::page_index(&vm.mem, gpa))
         .filter(|p| pending.get(*p))
         .collect();
-        send_pages(&ctx, &mut conns[0], &first, false)?;
+        ctx.send(&mut conns[0], &first, false)?;
         for p in &first {
             pending.clear(*p);
         }
@@ -518,7 +325,7 @@ fn migrate(
         // The last pages first: the destination applies them while the state is
         // saved here, instead of waiting for both in turn.
         let pages: Vec<usize> = pending.iter().collect();
-        send_spread(&ctx, &mut conns, &pages, false)?;
+        ctx.send_spread(&mut conns, &pages, false)?;
         flush_data(&mut conns)?;
         let state = crate::state::encode(&vm.save_state()?);
         mig.update(|s| s.phase = "device-state".into());
@@ -536,7 +343,7 @@ fn migrate(
     // When Resumed reached this host, not when this thread got to it: on a busy host
     // the thread can wake milliseconds late, and half of that would count as downtime.
     let arrived = match reader.buffer().is_empty() {
-        true => match protocol::wait_arrival(reader.get_ref()) {
+        true => match arrival::wait_arrival(reader.get_ref()) {
             Ok(t) => t,
             // Nothing came within the peer timeout: do not wait a second one in recv.
             Err(e) => {
@@ -609,41 +416,6 @@ fn downtime(
     let wire = away.saturating_sub(Duration::from_micros(reply_after_us)) / 2;
     let ran = switch_sent + wire + Duration::from_micros(run_after_us);
     ran.min(answered).as_secs_f64() * 1000.0
-}
-
-fn set_send_buffer(s: &TcpStream, bytes: i32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt on an open socket with a pointer to a live i32.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &bytes as *const i32 as *const libc::c_void,
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Sends `Flush` on every connection and waits for the destination's `Flushed`.
-fn flush_all(
-    conns: &mut [TcpStream],
-    reader: &mut BufReader<TcpStream>,
-) -> Result<(), MigrationError> {
-    for c in conns.iter_mut() {
-        protocol::send(c, &Message::Flush)?;
-    }
-    expect(reader, "Flushed", |m| *m == Message::Flushed)?;
-    Ok(())
-}
-
-/// Sends `Flush` on the data connections only: the state that follows on the control
-/// connection is loaded once they all flushed, without a round trip of its own.
-fn flush_data(conns: &mut [TcpStream]) -> Result<(), MigrationError> {
-    for c in conns.iter_mut().skip(1) {
-        protocol::send(c, &Message::Flush)?;
-    }
-    Ok(())
 }
 
 /// Pages of a paused VM for the post-copy server.

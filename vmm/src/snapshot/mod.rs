@@ -15,12 +15,14 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use nova_vmm_api::{SnapshotReport, VmConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::dirty::{self, DirtyBitmap};
 use crate::memory::PAGE_SIZE;
 use crate::state::{self, DecodeError, VmState};
-use crate::vm::Vm;
+use crate::vm::build::MemorySource;
+use crate::vm::{Vm, VmError};
 
 pub mod lazy;
 pub mod ranges;
@@ -76,25 +78,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     }
 }
 
-/// Where the last snapshot of a VM went, so the next `--diff` knows its parent.
-#[derive(Default)]
-pub struct SnapshotBase(std::sync::Mutex<Option<PathBuf>>);
-
-impl SnapshotBase {
-    pub fn set(&self, p: Option<PathBuf>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = p;
-    }
-    pub fn get(&self) -> Option<PathBuf> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-pub use nova_vmm_api::SnapshotReport;
-
 /// Writes a snapshot of `vm` into `dir`: pauses it, saves state and memory, resumes.
 pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, SnapshotError> {
     let parent = if diff {
-        Some(vm.snapshot_base.get().ok_or(SnapshotError::NoBase)?)
+        Some(vm.diff_base().ok_or(SnapshotError::NoBase)?)
     } else {
         None
     };
@@ -107,8 +94,7 @@ pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, Snapsho
         vm.resume();
     }
     let (pages, bytes) = result?;
-    vm.snapshot_base
-        .set(Some(std::fs::canonicalize(dir).map_err(io(dir))?));
+    vm.set_diff_base(Some(std::fs::canonicalize(dir).map_err(io(dir))?));
     Ok(SnapshotReport {
         path: dir.to_owned(),
         diff,
@@ -123,7 +109,7 @@ fn write_snapshot(
     dir: &Path,
     parent: Option<PathBuf>,
 ) -> Result<(u64, u64), SnapshotError> {
-    let vmerr = |e: crate::vm::VmError| SnapshotError::Vm(e.to_string());
+    let vmerr = |e: VmError| SnapshotError::Vm(e.to_string());
     let state = vm.save_state().map_err(vmerr)?;
     let mem_path = dir.join("memory");
     let mem_bytes = vm.config.mem_mib << 20;
@@ -229,10 +215,9 @@ pub fn copy_memory_into(
 pub fn restore(
     dir: &Path,
     mode: RestoreMode,
-    adjust: impl FnOnce(&mut crate::config::VmConfig),
+    adjust: impl FnOnce(&mut VmConfig),
 ) -> Result<Vm, SnapshotError> {
-    use crate::vm::MemorySource;
-    let vmerr = |e: crate::vm::VmError| SnapshotError::Vm(e.to_string());
+    let vmerr = |e: VmError| SnapshotError::Vm(e.to_string());
     let snap = load(dir)?;
     let mut config = snap.vm.config.clone();
     adjust(&mut config);

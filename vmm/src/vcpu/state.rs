@@ -7,12 +7,10 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuFd};
 
-use crate::state::{put, put_list, RawBlock, Reader};
-
 /// IA32_ARCH_CAPABILITIES: listed by KVM but refused on PVM hosts.
 const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
 
-/// Everything KVM keeps for one vCPU; saved as KVM's own bytes ([`RawBlock`]).
+/// Everything KVM keeps for one vCPU; a saved state carries it as KVM's own bytes.
 #[derive(Default)]
 pub struct VcpuState {
     pub cpuid: Vec<kvm_cpuid_entry2>,
@@ -30,45 +28,6 @@ pub struct VcpuState {
     /// Guest TSC = host TSC + this offset (where KVM tells), for a migration to carry
     /// the TSC on in real time (see [`super::tsc`]).
     pub tsc_offset: Option<u64>,
-}
-
-impl RawBlock for VcpuState {
-    fn put(&self, out: &mut Vec<u8>) {
-        put_list(out, &self.cpuid);
-        put_list(out, &self.msrs);
-        put(out, &self.regs);
-        put(out, &self.sregs);
-        put(out, &self.xsave);
-        put(out, &self.xcrs);
-        put(out, &self.debugregs);
-        put(out, &self.lapic);
-        put(out, &self.mp_state);
-        put(out, &self.events);
-        put(out, &self.tsc_khz);
-        put(out, &u8::from(self.tsc_offset.is_some()));
-        put(out, &self.tsc_offset.unwrap_or(0));
-    }
-
-    fn take(r: &mut Reader<'_>) -> Result<Self, String> {
-        Ok(VcpuState {
-            cpuid: r.list("CPUID entry")?,
-            msrs: r.list("MSR")?,
-            regs: r.block("registers")?,
-            sregs: r.block("special registers")?,
-            xsave: r.block("XSAVE area")?,
-            xcrs: r.block("XCRs")?,
-            debugregs: r.block("debug registers")?,
-            lapic: r.block("local APIC")?,
-            mp_state: r.block("MP state")?,
-            events: r.block("vCPU events")?,
-            tsc_khz: r.block("TSC frequency")?,
-            tsc_offset: {
-                let present: u8 = r.block("TSC offset")?;
-                let offset: u64 = r.block("TSC offset")?;
-                (present != 0).then_some(offset)
-            },
-        })
-    }
 }
 
 /// A vCPU state operation that failed, with the ioctl that failed.

@@ -14,8 +14,8 @@ use vm_memory::bitmap::Bitmap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::device::{Interrupt, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
 use super::mmio::MmioTransport;
-use super::{Interrupt, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
 use crate::devices::BusDevice;
 use crate::memory::{create_memfd, map_memfd, GuestMemory};
 

@@ -9,7 +9,7 @@ use virtio_queue::QueueState;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::ActivateError;
+use super::device::ActivateError;
 
 /// What runs on a device's worker thread.
 pub(crate) trait QueueWorker: Send + 'static {

@@ -5,21 +5,48 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use io_uring::{opcode, types, IoUring};
+use nova_vmm_api::BlockCounters;
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK};
 use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::request::{self, Request, RequestKind};
-use super::BlockCounterCells;
 use crate::devices::virtio::chain::{read_chain, write_to, Buffer};
+use crate::devices::virtio::device::Interrupt;
 use crate::devices::virtio::worker::{Poller, QueueWorker};
-use crate::devices::virtio::Interrupt;
 use crate::memory::{mark_dirty, GuestMemory};
+
+/// The live counters the worker bumps; [`BlockCounters`] is their snapshot.
+#[derive(Default)]
+pub(crate) struct BlockCounterCells {
+    pub read_requests: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub write_requests: AtomicU64,
+    pub write_bytes: AtomicU64,
+    pub flush_requests: AtomicU64,
+    pub failed_requests: AtomicU64,
+    pub bad_chains: AtomicU64,
+}
+
+impl BlockCounterCells {
+    pub(super) fn snapshot(&self) -> BlockCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BlockCounters {
+            read_requests: get(&self.read_requests),
+            read_bytes: get(&self.read_bytes),
+            write_requests: get(&self.write_requests),
+            write_bytes: get(&self.write_bytes),
+            flush_requests: get(&self.flush_requests),
+            failed_requests: get(&self.failed_requests),
+            bad_chains: get(&self.bad_chains),
+        }
+    }
+}
 
 const TOKEN_QUEUE: u64 = 0;
 const TOKEN_COMPLETION: u64 = 1;

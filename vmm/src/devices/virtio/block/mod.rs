@@ -10,10 +10,9 @@ mod tests;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use nova_vmm_api::DeviceCounters;
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
     VIRTIO_BLK_ID_BYTES,
@@ -21,28 +20,17 @@ use virtio_bindings::virtio_blk::{
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::QueueState;
 
-use super::worker::WorkerSlot;
-use super::{
-    read_config_bytes, ActivateContext, ActivateError, DeviceCounters, DeviceState, StateError,
-    VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+use super::device::{
+    read_config_bytes, ActivateContext, ActivateError, StateError, VirtioDevice,
+    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
-use io::BlockWorker;
+use super::persist::{BlockConfig, BlockState, DeviceState};
+use super::worker::WorkerSlot;
+use io::{BlockCounterCells, BlockWorker};
 pub use request::SECTOR_SIZE;
 
 /// Size of the single request queue.
 pub const QUEUE_SIZE: u16 = 256;
-
-/// A disk as the VM's configuration describes it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct BlockConfig {
-    /// Raw disk image (or block device); its size must be a multiple of 512 bytes.
-    pub path: PathBuf,
-    #[serde(default)]
-    pub read_only: bool,
-    /// Serial number the guest reads with GET_ID (at most 20 bytes).
-    #[serde(default)]
-    pub id: String,
-}
 
 /// Why a disk cannot be attached.
 #[derive(Debug, thiserror::Error)]
@@ -56,42 +44,6 @@ pub enum BlockError {
     Size { path: PathBuf, size: u64 },
     #[error("disk {path}: id {id:?} is longer than 20 bytes")]
     Id { path: PathBuf, id: String },
-}
-
-/// What a block device carries across a snapshot or migration.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct BlockState {
-    pub config: BlockConfig,
-    pub capacity_sectors: u64,
-}
-
-pub use nova_vmm_api::vm::BlockCounters;
-
-/// The live counters the worker bumps; [`BlockCounters`] is their snapshot.
-#[derive(Default)]
-pub(crate) struct BlockCounterCells {
-    pub read_requests: AtomicU64,
-    pub read_bytes: AtomicU64,
-    pub write_requests: AtomicU64,
-    pub write_bytes: AtomicU64,
-    pub flush_requests: AtomicU64,
-    pub failed_requests: AtomicU64,
-    pub bad_chains: AtomicU64,
-}
-
-impl BlockCounterCells {
-    fn snapshot(&self) -> BlockCounters {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        BlockCounters {
-            read_requests: get(&self.read_requests),
-            read_bytes: get(&self.read_bytes),
-            write_requests: get(&self.write_requests),
-            write_bytes: get(&self.write_bytes),
-            flush_requests: get(&self.flush_requests),
-            failed_requests: get(&self.failed_requests),
-            bad_chains: get(&self.bad_chains),
-        }
-    }
 }
 
 /// A virtio-blk device backed by a raw file.

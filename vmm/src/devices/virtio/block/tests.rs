@@ -11,11 +11,13 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRI
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{Block, BlockConfig, QUEUE_SIZE};
+use super::{Block, QUEUE_SIZE};
+use crate::devices::virtio::device::{Interrupt, VIRTIO_RING_F_EVENT_IDX};
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::persist::BlockConfig;
 use crate::devices::virtio::test_driver::{TempFile, TestDriver, NEEDS_RESET};
-use crate::devices::virtio::{DeviceCounters, Interrupt, VIRTIO_RING_F_EVENT_IDX};
 use crate::devices::BusDevice;
+use nova_vmm_api::DeviceCounters;
 
 const HEADER: u64 = 0x10_0000;
 const DATA: u64 = 0x20_0000;
@@ -90,7 +92,7 @@ fn assert_serves_a_good_request(driver: &mut TestDriver) {
     assert_eq!(driver.byte(DATA), (512 % 251) as u8);
 }
 
-fn counters(driver: &TestDriver) -> super::BlockCounters {
+fn counters(driver: &TestDriver) -> nova_vmm_api::BlockCounters {
     match driver.transport.device().counters() {
         DeviceCounters::Block(c) => c,
         other => panic!("{other:?}"),
@@ -477,7 +479,7 @@ fn an_avail_index_jumping_past_the_queue_needs_a_reset_which_recovers() {
     let status = driver.wait_status(|s| s & NEEDS_RESET != 0);
     assert_ne!(status & NEEDS_RESET, 0);
     assert_ne!(
-        driver.interrupt.status() & crate::devices::virtio::INT_CONFIG,
+        driver.interrupt.status() & crate::devices::virtio::device::INT_CONFIG,
         0
     );
     assert_eq!(

@@ -2,11 +2,12 @@
 //! setup refused cleanly, and no register access that can hurt the VMM.
 
 use super::*;
-use crate::devices::virtio::block::{Block, BlockConfig};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::device::{INT_CONFIG, INT_VRING};
+use crate::devices::virtio::persist::BlockConfig;
 use crate::devices::virtio::test_driver::{
     TempFile, TestDriver, DRIVER_OK, FEATURES_OK, NEEDS_RESET, STATUS,
 };
-use crate::devices::virtio::{INT_CONFIG, INT_VRING};
 
 fn driver() -> (TempFile, TestDriver) {
     let file = TempFile::new("mmio", &vec![0u8; 1 << 20]);

@@ -3,19 +3,45 @@
 //! the guest has no rx buffer waits (the tap is not polled) until the guest posts one.
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use nova_vmm_api::NetCounters;
 use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::tap::{Tap, VNET_HDR_LEN};
-use super::NetCounterCells;
 use crate::devices::virtio::chain::{read_chain, read_from, write_to, ValidChain};
+use crate::devices::virtio::device::Interrupt;
 use crate::devices::virtio::worker::{Poller, QueueWorker};
-use crate::devices::virtio::Interrupt;
 use crate::memory::GuestMemory;
+
+#[derive(Default)]
+pub(crate) struct NetCounterCells {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub rx_dropped: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub tx_dropped: AtomicU64,
+    pub bad_chains: AtomicU64,
+}
+
+impl NetCounterCells {
+    pub(super) fn snapshot(&self) -> NetCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NetCounters {
+            rx_packets: get(&self.rx_packets),
+            rx_bytes: get(&self.rx_bytes),
+            rx_dropped: get(&self.rx_dropped),
+            tx_packets: get(&self.tx_packets),
+            tx_bytes: get(&self.tx_bytes),
+            tx_dropped: get(&self.tx_dropped),
+            bad_chains: get(&self.bad_chains),
+        }
+    }
+}
 
 /// Largest frame (without the virtio-net header) either way: 64 KiB.
 pub const MAX_FRAME_LEN: usize = 64 << 10;

@@ -6,20 +6,22 @@ mod tap;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use nova_vmm_api::DeviceCounters;
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
 use virtio_queue::QueueState;
 
-use super::worker::WorkerSlot;
-use super::{
-    read_config_bytes, ActivateContext, ActivateError, DeviceCounters, DeviceState, StateError,
-    VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+use super::device::{
+    read_config_bytes, ActivateContext, ActivateError, StateError, VirtioDevice,
+    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
-use io::NetWorker;
+use super::persist::{DeviceState, NetState};
+use super::worker::WorkerSlot;
+use io::{NetCounterCells, NetWorker};
+pub use tap::NetError;
 use tap::Tap;
 
 /// Size of the rx and tx queues.
@@ -37,51 +39,6 @@ pub struct NetConfig {
     /// The guest's MAC address; generated (52:54:00:xx:xx:xx) if absent.
     #[serde(default)]
     pub mac: Option<[u8; 6]>,
-}
-
-/// Why a network interface cannot be attached.
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    #[error("tap {tap}: {reason}")]
-    Tap { tap: String, reason: String },
-    #[error("MAC address {0:?} is not of the form 52:54:00:12:34:56")]
-    Mac(String),
-}
-
-/// What a net device carries across a snapshot or migration.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct NetState {
-    pub tap: String,
-    /// The MAC the guest knows; the destination keeps it whatever its config says.
-    pub mac: [u8; 6],
-}
-
-pub use nova_vmm_api::vm::NetCounters;
-
-#[derive(Default)]
-pub(crate) struct NetCounterCells {
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub rx_dropped: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    pub tx_dropped: AtomicU64,
-    pub bad_chains: AtomicU64,
-}
-
-impl NetCounterCells {
-    fn snapshot(&self) -> NetCounters {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        NetCounters {
-            rx_packets: get(&self.rx_packets),
-            rx_bytes: get(&self.rx_bytes),
-            rx_dropped: get(&self.rx_dropped),
-            tx_packets: get(&self.tx_packets),
-            tx_bytes: get(&self.tx_bytes),
-            tx_dropped: get(&self.tx_dropped),
-            bad_chains: get(&self.bad_chains),
-        }
-    }
 }
 
 /// A virtio-net device on a tap.
@@ -152,28 +109,6 @@ fn generate_mac() -> [u8; 6] {
         random.copy_from_slice(&mixed.to_le_bytes()[..3]);
     }
     [0x52, 0x54, 0x00, random[0], random[1], random[2]]
-}
-
-/// Parses `52:54:00:12:34:56`.
-pub fn parse_mac(text: &str) -> Result<[u8; 6], NetError> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next().filter(|p| p.len() == 2);
-        *byte = part
-            .and_then(|p| u8::from_str_radix(p, 16).ok())
-            .ok_or_else(|| NetError::Mac(text.to_string()))?;
-    }
-    if parts.next().is_some() {
-        return Err(NetError::Mac(text.to_string()));
-    }
-    Ok(mac)
-}
-
-/// Formats a MAC as `52:54:00:12:34:56`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    let hex: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    hex.join(":")
 }
 
 impl VirtioDevice for Net {

@@ -6,7 +6,12 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::NetError;
+/// Why a network interface cannot be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("tap {tap}: {reason}")]
+    Tap { tap: String, reason: String },
+}
 
 /// Length of the virtio-net header (`virtio_net_hdr_v1`) on every frame.
 pub const VNET_HDR_LEN: usize = 12;

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::{format_mac, generate_mac, parse_mac, Net, NetConfig, NetCounters, QUEUE_SIZE};
+use super::{generate_mac, Net, NetConfig, QUEUE_SIZE};
 use super::{RX_QUEUE, TX_QUEUE};
+use crate::devices::virtio::device::VirtioDevice;
+use crate::devices::virtio::persist::DeviceState;
 use crate::devices::virtio::test_driver::{TestDriver, NEEDS_RESET};
-use crate::devices::virtio::{DeviceCounters, DeviceState, VirtioDevice};
 use crate::devices::BusDevice;
+use nova_vmm_api::{DeviceCounters, NetCounters};
 
 const RX_BUFFERS: u64 = 0x40_0000;
 const TX_HEADER: u64 = 0x50_0000;
@@ -269,19 +271,7 @@ fn a_missing_tap_is_refused_naming_it() {
 }
 
 #[test]
-fn macs_are_parsed_formatted_and_generated_locally_administered() {
-    let mac = parse_mac("52:54:00:ab:CD:ef").unwrap();
-    assert_eq!(mac, GUEST_MAC);
-    assert_eq!(format_mac(&mac), "52:54:00:ab:cd:ef");
-    for bad in [
-        "",
-        "52:54:00:ab:cd",
-        "52:54:00:ab:cd:ef:01",
-        "5:54:00:ab:cd:ef",
-        "zz:54:00:ab:cd:ef",
-    ] {
-        assert!(parse_mac(bad).is_err(), "{bad}");
-    }
+fn generated_macs_are_locally_administered_in_qemus_range() {
     let a = generate_mac();
     assert_eq!(a[..3], [0x52, 0x54, 0x00]);
     assert_eq!(a[0] & 0x03, 0x02, "unicast, locally administered");

@@ -2,21 +2,23 @@
 //! migration carries (configuration, vCPUs, KVM's in-kernel devices, VMM devices).
 
 use kvm_bindings::{kvm_clock_data, kvm_irqchip, kvm_pit_state2};
+use nova_vmm_api::VmConfig;
 use serde::{Deserialize, Serialize};
 use vm_superio::serial::SerialState;
-use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::config::VmConfig;
 use crate::vcpu::state::VcpuState;
 use crate::vcpu::tsc::ClockReference;
+use raw::{put, put_list, RawBlock, Reader};
+
+pub mod raw;
 
 /// One VM, paused.
 #[derive(Serialize, Deserialize)]
 pub struct VmState {
     pub config: VmConfig,
-    #[serde(with = "raw")]
+    #[serde(with = "raw::blocks")]
     pub vcpus: Vec<VcpuState>,
-    #[serde(with = "raw")]
+    #[serde(with = "raw::blocks")]
     pub kvm: KvmState,
     pub serial: SerialSnapshot,
     /// Each virtio transport with its device, in device order.
@@ -62,22 +64,42 @@ impl RawBlock for KvmState {
     }
 }
 
-impl<T: RawBlock> RawBlock for Vec<T> {
+impl RawBlock for VcpuState {
     fn put(&self, out: &mut Vec<u8>) {
-        put(out, &(self.len() as u32));
-        for item in self {
-            item.put(out);
-        }
+        put_list(out, &self.cpuid);
+        put_list(out, &self.msrs);
+        put(out, &self.regs);
+        put(out, &self.sregs);
+        put(out, &self.xsave);
+        put(out, &self.xcrs);
+        put(out, &self.debugregs);
+        put(out, &self.lapic);
+        put(out, &self.mp_state);
+        put(out, &self.events);
+        put(out, &self.tsc_khz);
+        put(out, &u8::from(self.tsc_offset.is_some()));
+        put(out, &self.tsc_offset.unwrap_or(0));
     }
 
     fn take(r: &mut Reader<'_>) -> Result<Self, String> {
-        let n: u32 = r.block("count")?;
-        // Each item takes at least one byte: a count beyond what is left is corrupt,
-        // and is refused before anything is allocated for it.
-        if n as usize > r.left() {
-            return Err(format!("{n} items in {} bytes", r.left()));
-        }
-        (0..n).map(|_| T::take(r)).collect()
+        Ok(VcpuState {
+            cpuid: r.list("CPUID entry")?,
+            msrs: r.list("MSR")?,
+            regs: r.block("registers")?,
+            sregs: r.block("special registers")?,
+            xsave: r.block("XSAVE area")?,
+            xcrs: r.block("XCRs")?,
+            debugregs: r.block("debug registers")?,
+            lapic: r.block("local APIC")?,
+            mp_state: r.block("MP state")?,
+            events: r.block("vCPU events")?,
+            tsc_khz: r.block("TSC frequency")?,
+            tsc_offset: {
+                let present: u8 = r.block("TSC offset")?;
+                let offset: u64 = r.block("TSC offset")?;
+                (present != 0).then_some(offset)
+            },
+        })
     }
 }
 
@@ -136,7 +158,7 @@ pub const MAGIC: &[u8; 8] = b"NOVASTAT";
 /// MessagePack instead of JSON, so KVM's register blocks travel as bytes, not as
 /// arrays of decimal numbers (a 4 KiB XSAVE area took longer to parse than to load).
 /// Version 3: the vCPU and KVM blocks positional, no legacy FPU block. Version 4: the
-/// vCPU and KVM blocks as KVM's own structures, byte for byte (see [`RawBlock`]).
+/// vCPU and KVM blocks as KVM's own structures, byte for byte (see [`raw`]).
 pub const VERSION: u32 = 4;
 
 /// Why an encoded state was refused.
@@ -155,7 +177,7 @@ pub enum DecodeError {
 }
 
 /// `magic | version u32 | payload length u64 | payload (MessagePack, fields by name but
-/// in the [`RawBlock`]s) | crc32 of all before`.
+/// in the [`raw`] blocks) | crc32 of all before`.
 pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
     let payload = rmp_serde::to_vec_named(state).expect("VM state serializes");
     let mut out = Vec::with_capacity(payload.len() + 24);
@@ -192,99 +214,6 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeE
         return Err(DecodeError::Checksum);
     }
     rmp_serde::from_slice(&bytes[20..end]).map_err(|e| DecodeError::Parse(e.to_string()))
-}
-
-/// A block of KVM structures laid out as KVM's own bytes (little-endian, in a fixed
-/// order, lists behind a `u32` count), carried in the state as one MessagePack
-/// binary. The vCPU and KVM blocks are nearly all of a state's bytes: a stop-and-copy
-/// meets their encoder and decoder with cold caches, and a generic serde pass over
-/// them took 35-55 us each way in the downtime; copying bytes takes a few. The
-/// structures are fixed by KVM's ABI, and [`VERSION`] guards the order.
-pub trait RawBlock: Sized {
-    /// Appends this block's bytes.
-    fn put(&self, out: &mut Vec<u8>);
-    /// Reads one block, refusing short input with what was missing.
-    fn take(r: &mut Reader<'_>) -> Result<Self, String>;
-}
-
-/// Appends one plain structure's bytes.
-pub fn put<T: IntoBytes + Immutable>(out: &mut Vec<u8>, v: &T) {
-    out.extend_from_slice(v.as_bytes());
-}
-
-/// Appends a `u32` count, then that many plain structures ([`Reader::list`]).
-pub fn put_list<T: IntoBytes + Immutable>(out: &mut Vec<u8>, items: &[T]) {
-    put(out, &(items.len() as u32));
-    for item in items {
-        put(out, item);
-    }
-}
-
-/// Reads [`RawBlock`]s from a byte slice, checking every length.
-pub struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    /// One plain structure (`what` names it in the error).
-    pub fn block<T: FromBytes>(&mut self, what: &str) -> Result<T, String> {
-        let n = std::mem::size_of::<T>();
-        if self.0.len() < n {
-            return Err(format!("{what}: {n} bytes needed, {} left", self.0.len()));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        T::read_from_bytes(head).map_err(|_| format!("{what}: {n} bytes do not fit"))
-    }
-
-    /// A `u32` count, then that many plain structures ([`put_list`]). A count beyond
-    /// the bytes left is corrupt, and refused before anything is allocated for it.
-    pub fn list<T: FromBytes>(&mut self, what: &str) -> Result<Vec<T>, String> {
-        let n: u32 = self.block(what)?;
-        let need = (n as usize).saturating_mul(std::mem::size_of::<T>());
-        if need > self.left() {
-            return Err(format!("{n} of {what} in {} bytes", self.left()));
-        }
-        (0..n).map(|_| self.block(what)).collect()
-    }
-
-    /// Bytes not read yet.
-    pub fn left(&self) -> usize {
-        self.0.len()
-    }
-}
-
-/// Serde `with` module for [`RawBlock`]s.
-mod raw {
-    use std::marker::PhantomData;
-
-    use serde::de::Visitor;
-    use serde::{Deserializer, Serializer};
-
-    use super::{RawBlock, Reader};
-
-    pub fn serialize<T: RawBlock, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = Vec::with_capacity(16 << 10);
-        value.put(&mut out);
-        s.serialize_bytes(&out)
-    }
-
-    pub fn deserialize<'de, T: RawBlock, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
-        struct Block<T>(PhantomData<T>);
-        impl<T: RawBlock> Visitor<'_> for Block<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a binary block of KVM structures")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<T, E> {
-                let mut r = Reader(bytes);
-                let v = T::take(&mut r).map_err(E::custom)?;
-                match r.left() {
-                    0 => Ok(v),
-                    n => Err(E::custom(format!("{n} bytes after the last structure"))),
-                }
-            }
-        }
-        d.deserialize_bytes(Block(PhantomData))
-    }
 }
 
 #[cfg(test)]
@@ -365,16 +294,16 @@ mod tests {
         vec![vcpu()].put(&mut bytes);
         // Cut inside the XSAVE area.
         let xsave_at = 4 + 4 + 2 * 40 + 4 + 3 * 16 + 144 + 312;
-        let err = Vec::<VcpuState>::take(&mut Reader(&bytes[..xsave_at + 100])).err();
+        let err = Vec::<VcpuState>::take(&mut Reader::new(&bytes[..xsave_at + 100])).err();
         assert!(err.unwrap().starts_with("XSAVE area"));
         // A count far beyond the bytes that follow: refused, nothing allocated.
         let mut lying = bytes.clone();
         lying[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        let err = Vec::<VcpuState>::take(&mut Reader(&lying)).err();
+        let err = Vec::<VcpuState>::take(&mut Reader::new(&lying)).err();
         assert!(err.unwrap().contains("CPUID entry"));
         let mut lying = bytes.clone();
         lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(Vec::<VcpuState>::take(&mut Reader(&lying)).is_err());
+        assert!(Vec::<VcpuState>::take(&mut Reader::new(&lying)).is_err());
     }
 
     #[test]

@@ -1,0 +1,104 @@
+//! The source's record of its migration: the latest one's status (what
+//! `GET /v1/migration` reports), its cancel flag, and whether its final result has
+//! been read (the process exits once the VM has moved, but not before that). One
+//! migration runs at a time: the [`Slot`] refuses a second.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nova_vmm_api::{MigrationMode, MigrationState, MigrationStatus};
+
+/// A migration in progress (or finished) on the source.
+pub struct Outgoing {
+    status: Mutex<MigrationStatus>,
+    cancel: AtomicBool,
+    result_read: AtomicBool,
+}
+
+impl Outgoing {
+    fn new(mode: MigrationMode) -> Self {
+        Outgoing {
+            status: Mutex::new(MigrationStatus::started(mode)),
+            cancel: AtomicBool::new(false),
+            result_read: AtomicBool::new(false),
+        }
+    }
+
+    /// Its status now.
+    pub fn status(&self) -> MigrationStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes its status (the sender, as it goes).
+    pub fn update(&self, f: impl FnOnce(&mut MigrationStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Asks the sender to stop before the switch (`DELETE /v1/migration`).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`cancel`](Self::cancel) was asked.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Someone received the final status: the process may exit now.
+    pub fn mark_result_read(&self) {
+        self.result_read.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the final status has been received.
+    pub fn result_read(&self) -> bool {
+        self.result_read.load(Ordering::SeqCst)
+    }
+}
+
+/// The VM's latest migration, running or finished.
+#[derive(Default)]
+pub struct Slot(Mutex<Option<Arc<Outgoing>>>);
+
+impl Slot {
+    /// The latest migration, if one was started.
+    pub fn latest(&self) -> Option<Arc<Outgoing>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A record for a new migration in `mode`, now the latest; `None` while another
+    /// is running.
+    pub fn claim(&self, mode: MigrationMode) -> Option<Arc<Outgoing>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot
+            .as_ref()
+            .is_some_and(|m| m.status().state == MigrationState::Running)
+        {
+            return None;
+        }
+        let m = Arc::new(Outgoing::new(mode));
+        *slot = Some(m.clone());
+        Some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_migration_is_refused_while_the_first_runs() {
+        let slot = Slot::default();
+        assert!(slot.latest().is_none());
+        let first = slot.claim(MigrationMode::Precopy).unwrap();
+        assert!(slot.claim(MigrationMode::Hybrid).is_none());
+        first.update(|s| s.state = MigrationState::Failed);
+        let second = slot.claim(MigrationMode::Hybrid).unwrap();
+        assert_eq!(slot.latest().unwrap().status().mode, MigrationMode::Hybrid);
+        assert!(!second.is_cancelled());
+        second.cancel();
+        assert!(slot.latest().unwrap().is_cancelled());
+    }
+}

@@ -1,0 +1,306 @@
+//! Building a VM: KVM objects, guest memory, the devices on its buses and its vCPUs
+//! (with their CPUID), from a [`VmConfig`]; then, for a fresh VM, loading its kernel
+//! and boot structures. A restored or incoming VM is built the same way with its
+//! memory from elsewhere ([`MemorySource`]) and its state loaded by [`super::persist`].
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::IoEventAddress;
+use nova_vmm_api::VmConfig;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::error::{ioctl, same_count, setup, VmError};
+use super::virtio_slot::{clone_evts, make_device, VirtioSlot};
+use super::Vm;
+use crate::boot::{self, EntryPoint};
+use crate::devices::bus::BusRangeError;
+use crate::devices::i8042::{I8042, I8042_PORT};
+use crate::devices::power::{SleepControl, SLEEP_CONTROL_ADDR};
+use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
+use crate::devices::virtio::{self, Interrupt, MmioTransport, MMIO_LEN};
+use crate::devices::Bus;
+use crate::kvm;
+use crate::memory;
+use crate::vcpu::state::VcpuState;
+use crate::vcpu::{cpuid, regs, ExitSignal, RunControl, VcpuStats};
+
+/// First virtio-mmio device; the next ones follow every [`VIRTIO_MMIO_STRIDE`].
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
+/// GSI of the first virtio device (the serial port has 4); a VM has at most
+/// [`nova_vmm_api::config::MAX_VIRTIO_DEVICES`] (GSIs 5..=20 on the 24-pin IOAPIC).
+pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// Where KVM puts its TSS on Intel (three pages below the BIOS area's top).
+const KVM_TSS_ADDR: usize = 0xfffb_d000;
+
+/// Where guest RAM comes from.
+pub enum MemorySource {
+    /// A new, zeroed memfd.
+    Fresh,
+    /// An existing memfd (restored or received), already holding the guest's pages.
+    Memfd(File),
+    /// A snapshot's memory file mapped private: clones share its pages copy-on-write.
+    SharedFile(File),
+}
+
+fn console_out(config: &VmConfig) -> Result<Box<dyn Write + Send>, VmError> {
+    match &config.console {
+        None => Ok(Box::new(std::io::stdout())),
+        Some(path) => {
+            let f = File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|err| VmError::Console {
+                    path: path.display().to_string(),
+                    err,
+                })?;
+            Ok(Box::new(f))
+        }
+    }
+}
+
+/// The command line the guest gets: the user's (or a Linux default) plus one
+/// `virtio_mmio.device=` per device.
+pub fn guest_cmdline(config: &VmConfig, virtio_devices: usize) -> String {
+    let mut cmdline = config
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| "console=ttyS0 reboot=k panic=1 pci=off".to_string());
+    for i in 0..virtio_devices {
+        let addr = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE;
+        let irq = VIRTIO_IRQ_BASE + i as u32;
+        cmdline.push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{irq}"));
+    }
+    cmdline
+}
+
+impl Vm {
+    /// Builds the VM described by `config` and loads its kernel, ready to [`start`](Self::start).
+    pub fn create(config: VmConfig) -> Result<Vm, VmError> {
+        let vm = Self::build(config, MemorySource::Fresh, None)?;
+        vm.boot()?;
+        Ok(vm)
+    }
+
+    /// Builds KVM objects, guest memory, devices and vCPUs (with CPUID), but loads
+    /// nothing: [`boot`](Self::boot) a kernel or [`restore_state`](Self::restore_state).
+    /// `saved`: the vCPU states the VM will be restored from, when known now. Their
+    /// CPUID is set as saved (KVM checks it), instead of being derived from what this
+    /// host supports: KVM_GET_SUPPORTED_CPUID costs ~0.5 ms on a PVM host, where each
+    /// host CPUID instruction traps. And the boot-time registers are left to the restore.
+    pub fn build(
+        config: VmConfig,
+        source: MemorySource,
+        saved: Option<&[VcpuState]>,
+    ) -> Result<Vm, VmError> {
+        config.validate()?;
+        if let Some(saved) = saved {
+            same_count("vCPUs", saved.len(), config.vcpus as usize)?;
+        }
+        let kind = kvm::detect_kind();
+        let kvm = kvm::open()?;
+        let vm_fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        let mem_bytes = config.mem_mib << 20;
+        let (memfd, mem) = match source {
+            MemorySource::Fresh => {
+                let memfd = memory::create_memfd(config.mem_mib)?;
+                let mem = memory::map_memfd(&memfd, mem_bytes)?;
+                (Some(memfd), mem)
+            }
+            MemorySource::Memfd(memfd) => {
+                let mem = memory::map_memfd(&memfd, mem_bytes)?;
+                (Some(memfd), mem)
+            }
+            MemorySource::SharedFile(file) => (None, memory::map_file_private(&file, mem_bytes)?),
+        };
+        // Memory before the irqchip: once the irqchip exists, every memslot change
+        // waits out an SRCU grace period, which costs milliseconds on PVM hosts.
+        crate::dirty::set_slots(&vm_fd, &mem, 0).map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        vm_fd
+            .set_tss_address(KVM_TSS_ADDR)
+            .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        vm_fd
+            .create_irq_chip()
+            .map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm_fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
+
+        let exit = Arc::new(ExitSignal::new().map_err(setup("eventfd"))?);
+        let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+        let poweroff_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+        let mut pio = Bus::default();
+        let mut mmio = Bus::default();
+
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+        vm_fd
+            .register_irqfd(&serial_irq, COM1_IRQ)
+            .map_err(ioctl("KVM_IRQFD (serial)"))?;
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            serial_irq,
+            console_out(&config)?,
+        )));
+        let bus_err = |e: BusRangeError| VmError::Device(e.to_string());
+        pio.insert(serial.clone(), COM1_PORT, 8).map_err(bus_err)?;
+        let reset = reset_evt.try_clone().map_err(setup("eventfd"))?;
+        pio.insert(Arc::new(Mutex::new(I8042::new(reset))), I8042_PORT, 5)
+            .map_err(bus_err)?;
+        let off = poweroff_evt.try_clone().map_err(setup("eventfd"))?;
+        mmio.insert(
+            Arc::new(Mutex::new(SleepControl::new(off))),
+            SLEEP_CONTROL_ADDR,
+            1,
+        )
+        .map_err(bus_err)?;
+
+        let mut virtio = Vec::new();
+        for i in 0..config.disks.len() + config.nets.len() {
+            let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE;
+            let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+            vm_fd
+                .register_irqfd(&irqfd, VIRTIO_IRQ_BASE + i as u32)
+                .map_err(ioctl("KVM_IRQFD (virtio)"))?;
+            let interrupt = Arc::new(Interrupt::new(irqfd));
+            let device = make_device(&config, i)?;
+            let mut queue_evts = Vec::new();
+            for q in 0..device.queue_max_sizes().len() {
+                let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+                let addr = IoEventAddress::Mmio(base + virtio::mmio::reg::QUEUE_NOTIFY);
+                vm_fd
+                    .register_ioevent(&evt, &addr, q as u32)
+                    .map_err(ioctl("KVM_IOEVENTFD"))?;
+                queue_evts.push(evt);
+            }
+            let transport = MmioTransport::new(
+                device,
+                mem.clone(),
+                interrupt.clone(),
+                clone_evts(&queue_evts)?,
+            )
+            .map_err(|e| VmError::Device(e.to_string()))?;
+            let slot = Arc::new(Mutex::new(VirtioSlot {
+                transport: Some(transport),
+                interrupt,
+                queue_evts,
+            }));
+            mmio.insert(slot.clone(), base, MMIO_LEN).map_err(bus_err)?;
+            virtio.push(slot);
+        }
+
+        enum CpuidFrom<'a> {
+            Saved(&'a [VcpuState]),
+            Host(CpuId),
+        }
+        let cpuid_from = match saved {
+            Some(saved) => CpuidFrom::Saved(saved),
+            None => CpuidFrom::Host(
+                kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+                    .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?,
+            ),
+        };
+        let mut vcpus = Vec::with_capacity(config.vcpus as usize);
+        let mut vcpu_stats = Vec::with_capacity(config.vcpus as usize);
+        let mut tsc_khz = 0;
+        let mut cpuids = Vec::with_capacity(config.vcpus as usize);
+        for i in 0..config.vcpus {
+            let fd = vm_fd
+                .create_vcpu(i as u64)
+                .map_err(ioctl("KVM_CREATE_VCPU"))?;
+            if i == 0 {
+                tsc_khz = fd.get_tsc_khz().unwrap_or(0);
+            }
+            let entries = match &cpuid_from {
+                CpuidFrom::Saved(saved) => {
+                    CpuId::from_entries(&saved[i as usize].cpuid).map_err(|_| {
+                        VmError::Device(format!("saved state: vCPU {i}: too many CPUID entries"))
+                    })?
+                }
+                CpuidFrom::Host(supported) => cpuid::for_vcpu(supported, i, config.vcpus, tsc_khz),
+            };
+            fd.set_cpuid2(&entries).map_err(ioctl("KVM_SET_CPUID2"))?;
+            cpuids.push(entries.as_slice().to_vec());
+            if saved.is_none() {
+                regs::setup_common(&fd).map_err(ioctl("vCPU registers"))?;
+            }
+            vcpus.push(Arc::new(Mutex::new(fd)));
+            vcpu_stats.push(Arc::new(VcpuStats::default()));
+        }
+        let msr_indices = {
+            let probe = vcpus[0].lock().unwrap_or_else(|e| e.into_inner());
+            crate::vcpu::state::saveable_msrs(&kvm, &probe)
+                .map_err(|e| VmError::Device(e.to_string()))?
+        };
+
+        Ok(Vm {
+            config,
+            kind,
+            mem,
+            control: Arc::new(RunControl::default()),
+            exit,
+            started: Instant::now(),
+            _kvm: kvm,
+            vm_fd,
+            memfd,
+            serial,
+            reset_evt,
+            poweroff_evt,
+            pio,
+            mmio,
+            vcpu_stats,
+            virtio,
+            vcpus,
+            cpuid: Mutex::new(cpuids),
+            msr_indices,
+            vcpus_started: Default::default(),
+            vcpus_spawned: Default::default(),
+            host_tsc_khz: tsc_khz,
+            dirty_logging: Default::default(),
+            diff_base: Mutex::new(None),
+        })
+    }
+
+    /// Loads the kernel (and initrd), writes the boot structures and sets the boot
+    /// vCPU's entry registers.
+    fn boot(&self) -> Result<(), VmError> {
+        let (config, mem) = (&self.config, &self.mem);
+        let mem_bytes = config.mem_mib << 20;
+        let kernel = boot::load_kernel(mem, &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(path) => {
+                let limit = boot::linux::initrd_limit(kernel.setup_header.as_ref());
+                Some(boot::load_initrd(
+                    mem,
+                    path,
+                    mem_bytes,
+                    kernel.kernel_end,
+                    limit,
+                )?)
+            }
+            None => None,
+        };
+        let cmdline = guest_cmdline(config, self.virtio.len());
+        boot::write_cmdline(mem, &cmdline)?;
+        boot::mptable::write_mptable(mem, config.vcpus)?;
+        regs::write_tables(mem, kernel.entry).map_err(boot::BootError::GuestMemory)?;
+        match kernel.entry {
+            EntryPoint::Pvh(_) => boot::pvh::write_start_info(mem, mem_bytes, initrd)?,
+            EntryPoint::Linux64(_) => boot::linux::write_zero_page(
+                mem,
+                mem_bytes,
+                kernel.setup_header,
+                cmdline.len(),
+                initrd,
+            )?,
+        }
+        let bsp = self.vcpus[0].lock().unwrap_or_else(|e| e.into_inner());
+        regs::setup_boot_vcpu(&bsp, kernel.entry).map_err(ioctl("boot vCPU registers"))?;
+        Ok(())
+    }
+}
