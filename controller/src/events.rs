@@ -69,4 +69,56 @@ impl Events {
             })
             .boxed()
     }
+
+    /// One object's stored events (those naming it, and those of operations acting
+    /// on it), oldest first: at most `limit` after revision `after`, and the revision
+    /// to continue from when the log holds more. Reads at most [`SCAN_MAX`] log
+    /// entries per call, so a long log costs several calls, never one long one.
+    pub async fn of_object(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
+        let mut found = Vec::new();
+        let mut cursor = after;
+        let mut scanned = 0;
+        loop {
+            let batch = self.store.log_since(PREFIX, cursor, SCAN_BATCH).await?;
+            let full = batch.len() == SCAN_BATCH;
+            for (_, v) in batch {
+                cursor = v.revision;
+                scanned += 1;
+                let Ok(mut e) = serde_json::from_slice::<Event>(&v.value) else {
+                    continue;
+                };
+                e.revision = v.revision;
+                if concerns(&e, id) {
+                    found.push(e);
+                    if found.len() == limit {
+                        return Ok((found, Some(cursor)));
+                    }
+                }
+            }
+            if !full {
+                return Ok((found, None));
+            }
+            if scanned >= SCAN_MAX {
+                return Ok((found, Some(cursor)));
+            }
+        }
+    }
+}
+
+/// Log entries read per store call, and per API call at most.
+const SCAN_BATCH: usize = 1000;
+pub const SCAN_MAX: usize = 20_000;
+
+/// Whether `e` is about the object `id`: it names it, or it is an operation acting
+/// on it.
+fn concerns(e: &Event, id: &str) -> bool {
+    e.id == id
+        || (e.kind.starts_with("operation.")
+            && serde_json::from_value::<nova_controller_api::Operation>(e.data.clone())
+                .is_ok_and(|op| op.target == id))
 }

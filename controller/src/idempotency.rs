@@ -92,7 +92,7 @@ pub async fn begin(
                 let r: Record = serde_json::from_slice(&v.value).map_err(|e| codec(&k, e))?;
                 let age = Duration::from_millis(now_ms().saturating_sub(r.created_at_ms));
                 let dead = r.answer.is_none() && age > IN_PROGRESS_FOR;
-                if age <= ttl && !dead {
+                if age < ttl && !dead {
                     return Ok(match (r.request == request, r.answer) {
                         (false, _) => Begin::Mismatch,
                         (true, Some(a)) => Begin::Replay(a),

@@ -3,9 +3,7 @@
 //! and events, times as dates with their age.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use nova_controller_api::{
     ControllerClient, DesiredState, DiskRequest, Event, HostFailurePolicy, Operation, Vm,
 };
@@ -13,11 +11,6 @@ use nova_controller_api::{
 use crate::dates;
 use crate::output::{self, Columns};
 
-/// How far back in the cluster's event log (in revisions) the view looks for the
-/// VM's events, and how long the log may stay silent before the view stops reading.
-const EVENT_WINDOW: u64 = 2000;
-const EVENT_QUIET: Duration = Duration::from_millis(300);
-const EVENT_READ_MAX: Duration = Duration::from_secs(3);
 /// Most operations and events shown.
 const RECENT: usize = 10;
 
@@ -144,30 +137,10 @@ pub async fn vm(api: &ControllerClient, vm: &Vm, wide: bool) -> anyhow::Result<S
     Ok(o)
 }
 
-/// The VM's events (and its operations') among the last [`EVENT_WINDOW`] revisions of
-/// the cluster's log before the VM last changed, oldest first.
+/// The VM's last [`RECENT`] events (and its operations'), oldest first.
 async fn recent_events(api: &ControllerClient, vm: &Vm) -> anyhow::Result<Vec<Event>> {
-    let since = vm.revision.saturating_sub(EVENT_WINDOW);
-    let mut stream = api.events(Some(since)).await?;
-    let mut mine = vec![];
-    // The stored events come at once; the first silence is the end of them (a busy
-    // cluster is never silent: the deadline ends it then).
-    let deadline = tokio::time::Instant::now() + EVENT_READ_MAX;
-    loop {
-        let quiet = (tokio::time::Instant::now() + EVENT_QUIET).min(deadline);
-        let Ok(Some(ev)) = tokio::time::timeout_at(quiet, stream.next()).await else {
-            break;
-        };
-        let ev = ev?;
-        let about_vm = ev.id == vm.id
-            || (ev.kind.starts_with("operation.")
-                && serde_json::from_value::<Operation>(ev.data.clone())
-                    .is_ok_and(|op| op.target == vm.id));
-        if about_vm {
-            mine.push(ev);
-        }
-    }
-    Ok(mine.split_off(mine.len().saturating_sub(RECENT)))
+    let mut all = api.vm_events(&vm.id).await?;
+    Ok(all.split_off(all.len().saturating_sub(RECENT)))
 }
 
 impl Columns for Event {

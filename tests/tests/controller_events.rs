@@ -108,3 +108,56 @@ fn a_stream_resumes_on_another_controller_of_an_etcd_cluster() {
         vec![b.as_str()]
     );
 }
+
+#[test]
+fn a_vms_history_lists_its_own_events_and_its_operations_only_to_its_tenant() {
+    let d = TempDir::new();
+    let c = Controller::sqlite(d.path());
+    let mine = block_on(c.api.create_vm(&spec("hist"), None)).unwrap().id;
+    let other = block_on(c.api.create_vm(&spec("other"), None)).unwrap().id;
+    block_on(c.api.start_vm(&mine)).unwrap();
+    block_on(c.api.stop_vm(&mine)).unwrap();
+
+    let all = block_on(c.api.vm_events(&mine)).unwrap();
+    let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"vm.created"), "{kinds:?}");
+    assert!(all.iter().all(|e| e.id == mine), "{all:?}");
+    assert!(
+        all.windows(2).all(|w| w[0].revision < w[1].revision),
+        "oldest first"
+    );
+    assert!(kinds.len() >= 3, "created, started, stopped: {kinds:?}");
+
+    // Pages: one event at a time, the same events in the same order.
+    let mut q = nova_controller_api::ListQuery {
+        limit: Some(1),
+        continue_token: None,
+    };
+    let mut paged = vec![];
+    loop {
+        let p = block_on(c.api.vm_events_page(&mine, &q)).unwrap();
+        assert!(p.items.len() <= 1);
+        paged.extend(p.items);
+        match p.continue_token {
+            Some(t) => q.continue_token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+
+    // Another tenant sees no such VM; the other VM's history is its own.
+    let stranger = c.as_(&c.token_for("acme", "eve", nova_controller_api::Role::Admin));
+    let e = block_on(stranger.vm_events(&mine)).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    let theirs = block_on(c.api.vm_events(&other)).unwrap();
+    assert!(theirs.iter().all(|e| e.id == other) && !theirs.is_empty());
+    let bad = block_on(c.api.vm_events_page(
+        &mine,
+        &nova_controller_api::ListQuery {
+            limit: Some(0),
+            continue_token: None,
+        },
+    ))
+    .unwrap_err();
+    assert_eq!(bad.body().and_then(|b| b.field.as_deref()), Some("limit"));
+}

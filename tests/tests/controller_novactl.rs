@@ -921,7 +921,10 @@ fn migrations_and_drains_show_progress_and_the_downtime_they_cost() {
         view.matches("migrate").count() >= 3,
         "its migrations:\n{view}"
     );
-    assert!(view.contains("vm.placed"), "{view}");
+    assert!(
+        view.contains("vm.migrated"),
+        "the last events are its moves: {view}"
+    );
     let wide = ctl.ok(&["op", "list", "-o", "wide"]);
     assert!(
         wide.lines().next().unwrap().contains("DOWNTIME_MS"),

@@ -265,6 +265,16 @@ impl ControllerClient {
             .await
     }
 
+    /// One page of `GET /v1/vms/{id}/events`: the VM's stored events, oldest first.
+    pub async fn vm_events_page(&self, id: &str, q: &ListQuery) -> Result<Page<Event>, Error> {
+        self.page(&format!("/v1/vms/{id}/events"), q).await
+    }
+
+    /// Every stored event of the VM `id`, oldest first.
+    pub async fn vm_events(&self, id: &str) -> Result<Vec<Event>, Error> {
+        self.all(&format!("/v1/vms/{id}/events")).await
+    }
+
     /// One page of `GET /v1/operations`.
     pub async fn operations_page(&self, q: &ListQuery) -> Result<Page<Operation>, Error> {
         self.page("/v1/operations", q).await

@@ -50,6 +50,7 @@ const BEARER: &str = "bearer";
         vms::delete_vm,
         vms::migrate_vm,
         vms::console,
+        vms::vm_events,
         operations::list_operations,
         operations::get_operation,
         operations::cancel_operation,

@@ -1,4 +1,5 @@
-//! VM routes: create from a spec, list, get, start, stop, delete, migrate, console.
+//! VM routes: create from a spec, list, get, start, stop, delete, migrate, console,
+//! the VM's events.
 //! They change the desired state (the reconcile loop makes hosts follow); another
 //! tenant's VMs answer 404, never 403.
 
@@ -11,8 +12,8 @@ use super::error::{answer, parse_optional_json, ApiJson, ApiQuery, IfMatch};
 use super::{must_operate, page, ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::model::{
-    ConsoleLines, ConsoleQuery, DesiredState, ErrorBody, MigrateBody, Operation, Page, StopQuery,
-    Tenant, TenantListQuery, TenantQuery, Vm, VmSpec,
+    ConsoleLines, ConsoleQuery, DesiredState, ErrorBody, Event, ListQuery, MigrateBody, Operation,
+    Page, StopQuery, Tenant, TenantListQuery, TenantQuery, Vm, VmSpec, MAX_PAGE,
 };
 use crate::store::Objects;
 
@@ -187,6 +188,40 @@ pub async fn migrate_vm(
     }
     let op = crate::migration::start_one(&st.ctx, &vm, body.to).await?;
     Ok(answer(StatusCode::ACCEPTED, Some(op.revision), op))
+}
+
+/// `GET /v1/vms/{id}/events?limit=&continue=`: the VM's stored events (and those of
+/// operations on it), oldest first.
+#[utoipa::path(get, path = "/v1/vms/{id}/events", tag = "vms",
+    params(("id" = String, Path, description = "VM id"), ListQuery),
+    responses((status = 200, body = Page<Event>), (status = 400, description = "a bad parameter", body = ErrorBody),
+        (status = 404, description = "no such VM in your tenant", body = ErrorBody)))]
+pub async fn vm_events(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Page<Event>>> {
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(nova_http::FieldError::new("limit", format!("must be 1 to {MAX_PAGE}")).into());
+    }
+    let after = match &q.continue_token {
+        None => 0,
+        Some(t) => t.parse::<u64>().map_err(|_| {
+            nova_http::FieldError::new("continue", "not a continue token of this list")
+        })?,
+    };
+    let vm = visible(&st, &c, &id).await?;
+    let (items, next) = st
+        .ctx
+        .events
+        .of_object(&vm.id, after, limit as usize)
+        .await?;
+    Ok(Json(Page {
+        items,
+        continue_token: next.map(|r| r.to_string()),
+    }))
 }
 
 /// `GET /v1/vms/{id}/console?lines=N`: the last lines of the VM's console, from its host.
