@@ -29,7 +29,7 @@ pub fn spec_to_hostd(spec: &VmSpec, id: &str) -> nova_hostd_api::VmSpec {
         name: spec.name.clone(),
         vcpus: spec.vcpus,
         mem_mib: spec.mem_mib,
-        kernel: spec.image.clone(),
+        kernel: spec.kernel.clone(),
         initrd: spec.initrd.clone(),
         cmdline: spec.cmdline.clone(),
         disks: spec

@@ -33,14 +33,7 @@ pub fn validate_label(field: &str, s: &str) -> std::result::Result<(), FieldErro
 
 /// Checks a spec, naming the field.
 pub fn validate_spec(s: &VmSpec) -> std::result::Result<(), FieldError> {
-    crate::model::spec_to_hostd(s, "x")
-        .validate()
-        .map_err(|mut e| {
-            if e.field == "kernel" {
-                e.field = "image".into();
-            }
-            e
-        })?;
+    crate::model::spec_to_hostd(s, "x").validate()?;
     if s.labels.len() > 32 {
         return Err(FieldError::new("labels", "more than 32 labels"));
     }

@@ -62,7 +62,7 @@ pub async fn vm(api: &ControllerClient, vm: &Vm, wide: bool) -> anyhow::Result<S
     writeln!(o, "Spec:")?;
     field(&mut o, 2, "vCPUs", s.vcpus);
     field(&mut o, 2, "Memory", format!("{} MiB", s.mem_mib));
-    field(&mut o, 2, "Kernel", &s.image);
+    field(&mut o, 2, "Kernel", &s.kernel);
     field(&mut o, 2, "Initrd", dash(s.initrd.as_ref()));
     field(&mut o, 2, "Cmdline", dash(s.cmdline.as_ref()));
     if s.disks.is_empty() {

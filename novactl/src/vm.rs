@@ -140,7 +140,7 @@ impl Columns for Vm {
         ];
         if wide {
             c.extend([
-                s.image.clone(),
+                s.kernel.clone(),
                 output::or_dash(Some(
                     s.disks
                         .iter()

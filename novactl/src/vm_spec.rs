@@ -79,7 +79,7 @@ impl CreateArgs {
             name: self.name.clone(),
             vcpus: self.vcpus,
             mem_mib: self.mem_mib,
-            image: self.kernel.clone(),
+            kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
             cmdline: self.cmdline.clone(),
             disks: boot.chain(self.disks.iter().cloned()).collect(),

@@ -10,7 +10,7 @@ use nova_tests::TempDir;
 fn works(c: &Controller) {
     wait_for(10, "leadership", || c.leads().then_some(()));
     let s: VmSpec =
-        serde_json::from_value(serde_json::json!({"name": "web", "image": "/k", "start": false}))
+        serde_json::from_value(serde_json::json!({"name": "web", "kernel": "/k", "start": false}))
             .unwrap();
     let v = block_on(c.api.create_vm(&s, None)).unwrap();
     let mut events = EventStream::since(&c.url, &c.admin, Some(0)).unwrap();

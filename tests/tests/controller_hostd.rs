@@ -60,7 +60,7 @@ fn wait_observed(c: &Controller, id: &str, state: &str, secs: u64) -> Vm {
 }
 
 fn guest(name: &str) -> VmSpec {
-    serde_json::from_value(serde_json::json!({"name": name, "image": testguest(),
+    serde_json::from_value(serde_json::json!({"name": name, "kernel": testguest(),
         "vcpus": 1, "mem_mib": 64, "cmdline": "nova.workload=counter"}))
     .unwrap()
 }

@@ -61,14 +61,14 @@ fn missed_heartbeats_mark_a_host_down_and_restart_its_vms_elsewhere() {
     let b2 = beat(&c, "h2", t2, a2.clone());
     block_on(c.api.cordon("h2")).unwrap();
     let ha = block_on(c.api.create_vm(
-        &spec(json!({"name": "ha", "image": "/k", "on_host_failure": "restart"})),
+        &spec(json!({"name": "ha", "kernel": "/k", "on_host_failure": "restart"})),
         None,
     ))
     .unwrap()
     .id;
     let pet = block_on(
         c.api
-            .create_vm(&spec(json!({"name": "pet", "image": "/k"})), None),
+            .create_vm(&spec(json!({"name": "pet", "kernel": "/k"})), None),
     )
     .unwrap()
     .id;
@@ -124,7 +124,7 @@ fn the_scheduler_keeps_anti_affine_vms_apart_and_respects_capacity_and_quota() {
     let mut ids = vec![];
     for i in 0..3 {
         let v = create_for_small(
-            json!({"name": format!("db{i}"), "image": "/k", "vcpus": 1, "mem_mib": 512,
+            json!({"name": format!("db{i}"), "kernel": "/k", "vcpus": 1, "mem_mib": 512,
                 "labels": {"app": "db"}, "affinity": {"apart_from": ["app=db"]}}),
         )
         .unwrap();
@@ -140,7 +140,7 @@ fn the_scheduler_keeps_anti_affine_vms_apart_and_respects_capacity_and_quota() {
     assert_eq!(uniq.len(), 3, "anti-affine VMs share a host: {hosts:?}");
     // A fourth anti-affine VM has nowhere to go; the reason is in its observed state.
     let id = create_for_small(
-        json!({"name": "db3", "image": "/k", "labels": {"app": "db"},
+        json!({"name": "db3", "kernel": "/k", "labels": {"app": "db"},
         "affinity": {"apart_from": ["app=db"]}}),
     )
     .unwrap()
@@ -157,7 +157,7 @@ fn the_scheduler_keeps_anti_affine_vms_apart_and_respects_capacity_and_quota() {
     assert!(why.contains("anti-affinity"), "{why}");
     // Too big for any host.
     let big = block_on(c.api.create_vm(
-        &spec(json!({"name": "big", "image": "/k", "vcpus": 4})),
+        &spec(json!({"name": "big", "kernel": "/k", "vcpus": 4})),
         None,
     ))
     .unwrap()
@@ -165,7 +165,7 @@ fn the_scheduler_keeps_anti_affine_vms_apart_and_respects_capacity_and_quota() {
     let why = pending_reason(&big);
     assert!(why.contains("capacity"), "{why}");
     // The tenant's quota (4 VMs) is full.
-    let q = create_for_small(json!({"name": "db4", "image": "/k"}));
+    let q = create_for_small(json!({"name": "db4", "kernel": "/k"}));
     let e = q.unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
     assert!(e.body().unwrap().error.contains("quota"));
@@ -181,7 +181,7 @@ fn the_rebalancer_proposes_migrations_off_a_crowded_host() {
     let ids: Vec<String> = (0..6)
         .map(|i| {
             let s =
-                spec(json!({"name": format!("v{i}"), "image": "/k", "vcpus": 1, "mem_mib": 1024}));
+                spec(json!({"name": format!("v{i}"), "kernel": "/k", "vcpus": 1, "mem_mib": 1024}));
             block_on(c.api.create_vm(&s, None)).unwrap().id
         })
         .collect();

@@ -290,7 +290,7 @@ fn reads_print_as_tables_wide_tables_json_and_yaml_with_dates() {
     let list = ctl.json(&["vm", "list"]);
     assert_eq!(list, serde_json::json!([vm]));
     let typed: Vec<Vm> = serde_json::from_value(list).expect("the contract's Vm");
-    assert_eq!(typed[0].spec.image, "/k");
+    assert_eq!(typed[0].spec.kernel, "/k");
     let yaml = ctl.ok(&["vm", "get", &id, "-o", "yaml"]);
     assert!(yaml.contains(&format!("id: {id}")), "{yaml}");
     assert!(yaml.contains("spec:\n  name: web\n"), "{yaml}");
@@ -638,10 +638,7 @@ fn vm_create_takes_a_kernel_and_disks_as_users_write_them() {
         "acme",
     ]);
     let s = &vm["spec"];
-    assert_eq!(
-        s["image"], "/srv/vmlinux",
-        "--kernel is the spec's image field"
-    );
+    assert_eq!(s["kernel"], "/srv/vmlinux", "--kernel is the spec's kernel");
     assert_eq!(s["initrd"], "/srv/initrd");
     assert_eq!(s["cmdline"], "console=ttyS0");
     assert_eq!(

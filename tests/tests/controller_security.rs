@@ -13,7 +13,7 @@ use serde_json::json;
 
 fn vm(name: &str) -> VmSpec {
     serde_json::from_value(json!({"name": name, "vcpus": 1, "mem_mib": 128,
-        "image": "/nonexistent/kernel", "start": false}))
+        "kernel": "/nonexistent/kernel", "start": false}))
     .unwrap()
 }
 
@@ -186,34 +186,42 @@ fn every_request_is_validated_and_the_error_names_the_field() {
     let d = TempDir::new();
     let c = Controller::sqlite(d.path());
     let cases = [
-        (json!({"name": "a", "image": "/k", "vcpus": 0}), "vcpus"),
-        (json!({"name": "a", "image": "/k", "vcpus": 999}), "vcpus"),
-        (json!({"name": "a", "image": "/k", "mem_mib": 1}), "mem_mib"),
-        (json!({"name": "a", "image": "relative/path"}), "image"),
-        (json!({"name": "../etc", "image": "/k"}), "name"),
-        (json!({"image": "/k"}), "name"),
-        (json!({"name": "a", "image": "/k", "cpus": 2}), "cpus"),
+        (json!({"name": "a", "kernel": "/k", "vcpus": 0}), "vcpus"),
+        (json!({"name": "a", "kernel": "/k", "vcpus": 999}), "vcpus"),
         (
-            json!({"name": "a", "image": "/k", "disks": [{"image": "/d"}, {}]}),
+            json!({"name": "a", "kernel": "/k", "mem_mib": 1}),
+            "mem_mib",
+        ),
+        (json!({"name": "a", "kernel": "relative/path"}), "kernel"),
+        // The kernel's old name is still read.
+        (json!({"name": "a", "image": "relative/path"}), "kernel"),
+        (json!({"name": "../etc", "kernel": "/k"}), "name"),
+        (json!({"kernel": "/k"}), "name"),
+        (json!({"name": "a", "kernel": "/k", "cpus": 2}), "cpus"),
+        (
+            json!({"name": "a", "kernel": "/k", "disks": [{"image": "/d"}, {}]}),
             "disks[1].size_mib",
         ),
         (
-            json!({"name": "a", "image": "/k", "nics": [{"mac": "ff:ff:ff:ff:ff:ff"}]}),
+            json!({"name": "a", "kernel": "/k", "nics": [{"mac": "ff:ff:ff:ff:ff:ff"}]}),
             "nics[0].mac",
         ),
         (
-            json!({"name": "a", "image": "/k", "labels": {"app": "we b"}}),
+            json!({"name": "a", "kernel": "/k", "labels": {"app": "we b"}}),
             "labels.app",
         ),
         (
-            json!({"name": "a", "image": "/k", "affinity": {"apart_from": ["nokey"]}}),
+            json!({"name": "a", "kernel": "/k", "affinity": {"apart_from": ["nokey"]}}),
             "affinity.apart_from[0]",
         ),
         (
-            json!({"name": "a", "image": "/k", "affinity": {"with": 3}}),
+            json!({"name": "a", "kernel": "/k", "affinity": {"with": 3}}),
             "affinity.with",
         ),
-        (json!({"name": "a", "image": "/k", "vcpus": "two"}), "vcpus"),
+        (
+            json!({"name": "a", "kernel": "/k", "vcpus": "two"}),
+            "vcpus",
+        ),
     ];
     // Malformed on purpose: sent as raw JSON, not through the typed client.
     for (body, field) in cases {

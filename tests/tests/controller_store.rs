@@ -10,7 +10,7 @@ use nova_tests::TempDir;
 
 fn spec(name: &str) -> VmSpec {
     serde_json::from_value(serde_json::json!({
-        "name": name, "image": "/k", "labels": {"app": "web"}, "start": false
+        "name": name, "kernel": "/k", "labels": {"app": "web"}, "start": false
     }))
     .unwrap()
 }

@@ -145,8 +145,10 @@ pub struct VmSpec {
     pub vcpus: u8,
     #[serde(default = "mem_default")]
     pub mem_mib: u64,
-    /// Kernel image: absolute path on the hosts or `sha256:<hex>`.
-    pub image: String,
+    /// The kernel to boot: `sha256:<hex>` from the image cache (or, for admins, an
+    /// absolute path on the hosts). `image` is its old name, still read.
+    #[serde(alias = "image")]
+    pub kernel: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

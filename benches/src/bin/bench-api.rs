@@ -151,7 +151,7 @@ end
 local n = 0
 function request()
   n = n + 1
-  local body = string.format('{"name":"bench-%d-%d","image":"/k","start":false}', id, n)
+  local body = string.format('{"name":"bench-%d-%d","kernel":"/k","start":false}', id, n)
   return wrk.format(nil, nil, nil, body)
 end
 "#;
@@ -196,7 +196,7 @@ fn main() -> anyhow::Result<()> {
             format!("etcd:{url}")
         };
         let (_ctl, api) = start_controller(&a.controller, &dir, &store)?;
-        let spec: VmSpec = serde_json::from_str(r#"{"name":"bench","image":"/k","start":false}"#)?;
+        let spec: VmSpec = serde_json::from_str(r#"{"name":"bench","kernel":"/k","start":false}"#)?;
         let id = block_on(api.create_vm(&spec, None))?.id;
         let (url, token) = (
             api.url().to_string(),

@@ -412,7 +412,7 @@ mod tests {
             revision: 0,
         };
         ctx.store.create(&host).await.unwrap();
-        let spec: VmSpec = serde_json::from_str(r#"{"name": "web", "image": "/k"}"#).unwrap();
+        let spec: VmSpec = serde_json::from_str(r#"{"name": "web", "kernel": "/k"}"#).unwrap();
         let vm = crate::vms::create(&ctx, "t", spec).await.unwrap();
         let id = vm.id.clone();
         let calls = |f: &Fake| f.calls.lock().unwrap().clone();
@@ -465,7 +465,7 @@ mod tests {
             "the record goes once hostd let it go"
         );
         // ... and its name is free again.
-        let again: VmSpec = serde_json::from_str(r#"{"name": "web", "image": "/k"}"#).unwrap();
+        let again: VmSpec = serde_json::from_str(r#"{"name": "web", "kernel": "/k"}"#).unwrap();
         crate::vms::create(&ctx, "t", again).await.unwrap();
     }
 
@@ -473,7 +473,7 @@ mod tests {
     async fn a_vm_name_is_taken_once_per_tenant() {
         let dir = nova_tests::TempDir::new();
         let ctx = context(dir.path());
-        let spec: VmSpec = serde_json::from_str(r#"{"name": "db", "image": "/k"}"#).unwrap();
+        let spec: VmSpec = serde_json::from_str(r#"{"name": "db", "kernel": "/k"}"#).unwrap();
         // Raced: exactly one of eight concurrent creates of one name wins.
         let mut tasks = vec![];
         for _ in 0..8 {

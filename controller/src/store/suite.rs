@@ -14,7 +14,7 @@ fn vm(id: &str, tenant: &str) -> Vm {
     Vm {
         id: id.into(),
         tenant: tenant.into(),
-        spec: serde_json::from_value(serde_json::json!({"name": id, "image": "/k"})).unwrap(),
+        spec: serde_json::from_value(serde_json::json!({"name": id, "kernel": "/k"})).unwrap(),
         desired: DesiredState::Running,
         host: None,
         observed: None,
