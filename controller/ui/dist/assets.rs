@@ -2,18 +2,18 @@
 // Do not edit: `make ui` rewrites it.
 [
     Asset {
-        path: "assets/index-0MOi2hrB.js",
-        etag: "\"d85a7b37e26f6ee0f1d9\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-0MOi2hrB.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-0MOi2hrB.js.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-0MOi2hrB.js.br"))),
+        path: "assets/index-BKLVguB-.css",
+        etag: "\"af4892e1a96ec4375cfa\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BKLVguB-.css")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BKLVguB-.css.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BKLVguB-.css.br"))),
     },
     Asset {
-        path: "assets/index-DENlYDLv.css",
-        etag: "\"ac4dcddf7cb5707a33da\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DENlYDLv.css")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DENlYDLv.css.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DENlYDLv.css.br"))),
+        path: "assets/index-W1soMWqY.js",
+        etag: "\"b4d1e7c3076dbae6ded5\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-W1soMWqY.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-W1soMWqY.js.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-W1soMWqY.js.br"))),
     },
     Asset {
         path: "favicon.svg",
@@ -24,7 +24,7 @@
     },
     Asset {
         path: "index.html",
-        etag: "\"9d63569cbddc0343dd74\"",
+        etag: "\"73540c75f4e74b01209d\"",
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.gz"))),
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.br"))),

@@ -145,7 +145,7 @@ export function NewVm() {
           </div>
           <div class="field">
             <label for="vm-mem">Memory (MiB)</label>
-            <input id="vm-mem" name="mem_mib" type="number" min={16} step={16} value={mem} onInput={(e) => setMem(e.currentTarget.value)} {...bad('mem_mib')} />
+            <input id="vm-mem" name="mem_mib" type="number" min={64} step={16} value={mem} onInput={(e) => setMem(e.currentTarget.value)} {...bad('mem_mib')} />
           </div>
         </div>
         <div class="field">
