@@ -36,10 +36,7 @@ function embedInController(): Plugin {
         let br = 'None';
         if (COMPRESSIBLE.test(path) && body.length > 512) {
           writeFileSync(`${file}.gz`, gzipSync(body, { level: 9 }));
-          writeFileSync(
-            `${file}.br`,
-            brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }),
-          );
+          writeFileSync(`${file}.br`, brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }));
           gzip = `Some(${at(`${path}.gz`)})`;
           br = `Some(${at(`${path}.br`)})`;
         }

@@ -96,6 +96,115 @@ fn the_committed_dashboard_build_is_the_build_of_its_sources() {
     }
 }
 
+/// A plain GET with `headers`: status, the header block (lower-cased names), body.
+fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut rq = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        rq += &format!("{k}: {v}\r\n");
+    }
+    s.write_all(format!("{rq}\r\n").as_bytes()).unwrap();
+    let mut resp = vec![];
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&resp[..split]).to_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, resp[split + 4..].to_vec())
+}
+
+/// The event stream, opened as the dashboard opens it: the token in a subprotocol.
+fn browser_style_events(
+    base: &str,
+    token: &str,
+) -> Result<(tungstenite::WebSocket<std::net::TcpStream>, String), u16> {
+    use tungstenite::client::IntoClientRequest;
+    let addr = base.trim_start_matches("http://");
+    let hexed: String = token.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut rq = format!("ws://{addr}/v1/events")
+        .into_client_request()
+        .unwrap();
+    rq.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("nova.v1, nova.bearer.{hexed}").parse().unwrap(),
+    );
+    match tungstenite::client(rq, std::net::TcpStream::connect(addr).unwrap()) {
+        Ok((ws, resp)) => {
+            let protocol = resp.headers()["sec-websocket-protocol"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            Ok((ws, protocol))
+        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+            Err(r.status().as_u16())
+        }
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+#[test]
+fn the_controller_serves_the_dashboard_beside_its_api_and_lets_a_browser_follow_events() {
+    let d = TempDir::new();
+    let c = Controller::sqlite(d.path());
+
+    let (status, head, _) = get(&c.url, "/", &[]);
+    assert_eq!(status, 302);
+    assert!(head.contains("location: /ui/"), "{head}");
+    // Any route of the app answers the page, with no token and a strict policy.
+    let (status, head, page) = get(&c.url, "/ui/vms/vm-123", &[]);
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let page = String::from_utf8(page).unwrap();
+    let script = page
+        .split("src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the page loads its script");
+    let (status, head, js) = get(&c.url, script, &[("Accept-Encoding", "gzip, br")]);
+    assert_eq!(status, 200);
+    assert!(head.contains("content-encoding: br"), "{head}");
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(head.contains("immutable"), "{head}");
+    assert!(
+        js.len() < 300 * 1024,
+        "first-load JavaScript within its budget: {} B",
+        js.len()
+    );
+    assert_eq!(get(&c.url, "/ui/assets/gone-0000.js", &[]).0, 404);
+    // The dashboard opened nothing of the API.
+    assert_eq!(get(&c.url, "/v1/vms", &[]).0, 401);
+
+    let (mut ws, protocol) = browser_style_events(&c.url, &c.admin).expect("the stream opens");
+    assert_eq!(
+        protocol, "nova.v1",
+        "the answer names the protocol, never the token"
+    );
+    let vm = block_on(c.api.create_vm(&guest("watched", false), None)).unwrap();
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let ev: nova_controller_api::Event = loop {
+        if let tungstenite::Message::Text(t) = ws.read().expect("an event") {
+            break serde_json::from_str(&t).unwrap();
+        }
+    };
+    assert_eq!(
+        (ev.kind.as_str(), ev.id.as_str()),
+        ("vm.created", vm.id.as_str())
+    );
+    assert_eq!(
+        browser_style_events(&c.url, "nova_not-a-token").err(),
+        Some(401)
+    );
+}
+
 fn hostd_for(c: &Controller) -> Hostd {
     Hostd::start(HostdOpts {
         args: vec![

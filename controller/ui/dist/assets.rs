@@ -9,11 +9,11 @@
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BKLVguB-.css.br"))),
     },
     Asset {
-        path: "assets/index-W1soMWqY.js",
-        etag: "\"b4d1e7c3076dbae6ded5\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-W1soMWqY.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-W1soMWqY.js.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-W1soMWqY.js.br"))),
+        path: "assets/index-DpZ80h9M.js",
+        etag: "\"d74a7e99689bb85af5ad\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DpZ80h9M.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DpZ80h9M.js.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DpZ80h9M.js.br"))),
     },
     Asset {
         path: "favicon.svg",
@@ -24,7 +24,7 @@
     },
     Asset {
         path: "index.html",
-        etag: "\"73540c75f4e74b01209d\"",
+        etag: "\"dff04fbe7b211c276b38\"",
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.gz"))),
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.br"))),

@@ -58,8 +58,7 @@ function safeParse(text: string): unknown {
 }
 
 export const get = <T>(path: string) => call<T>('GET', path);
-export const post = <T>(path: string, body?: unknown, idempotent = false) =>
-  call<T>('POST', path, { body, idempotent });
+export const post = <T>(path: string, body?: unknown, idempotent = false) => call<T>('POST', path, { body, idempotent });
 
 /** Every item of a paged list (`Page<T>`, `?continue=`), oldest first. */
 export async function all<T>(path: string): Promise<T[]> {

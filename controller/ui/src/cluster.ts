@@ -86,7 +86,10 @@ function apply(e: Event) {
     if (e.kind === 'operation.progress' || e.kind === 'operation.done') {
       put(operations, e.data as unknown as Operation, e.id);
     } else {
-      get<Operation>(`/v1/operations/${enc(e.id)}`).then((o) => put(operations, o, e.id), () => {});
+      get<Operation>(`/v1/operations/${enc(e.id)}`).then(
+        (o) => put(operations, o, e.id),
+        () => {},
+      );
     }
     return;
   }

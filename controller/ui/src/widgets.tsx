@@ -122,6 +122,7 @@ const STATE_CLASS: Record<string, string> = {
   unknown: 'bad',
   missing: 'bad',
   cancelled: 'idle',
+  created: 'idle',
 };
 
 export function Badge(props: { state: string; label?: string }) {
@@ -207,5 +208,27 @@ export function Section(props: { title: string; children: ComponentChildren; act
       </div>
       {props.children}
     </section>
+  );
+}
+
+/** A table of rows, in a wrapper that scrolls sideways on a narrow screen; the
+ * columns named in `wide` are hidden on a phone. */
+export function Table(props: { caption: string; head: ComponentChildren[]; wide?: string[]; class?: string; children: ComponentChildren }) {
+  return (
+    <div class="table-wrap">
+      <table class={props.class}>
+        <caption class="sr-only">{props.caption}</caption>
+        <thead>
+          <tr>
+            {props.head.map((h, i) => (
+              <th scope="col" key={i} class={typeof h === 'string' && props.wide?.includes(h) ? 'wide' : undefined}>
+                {h}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>{props.children}</tbody>
+      </table>
+    </div>
   );
 }

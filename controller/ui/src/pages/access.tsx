@@ -5,7 +5,7 @@ import { all, call, describe, enc } from '../api';
 import { when } from '../format';
 import { isCluster, me } from '../session';
 import type { CreatedToken, Role, Tenant, Token, User } from '../types';
-import { ask, notify, Section } from '../widgets';
+import { ask, notify, Section, Table } from '../widgets';
 
 const ROLES: Role[] = ['viewer', 'operator', 'admin'];
 
@@ -44,58 +44,38 @@ export function Access() {
       <div class="grid">
         {isCluster.value && (
           <Section title="Tenants">
-            <NewTenant onCreate={(id, quota) => attempt(`Created tenant ${id}.`, () => call('POST', '/v1/tenants', { body: { id, quota }, idempotent: true }))} />
-            <div class="table-wrap">
-              <table>
-                <caption class="sr-only">Tenants</caption>
-                <thead>
-                  <tr>
-                    <th scope="col">Tenant</th>
-                    <th scope="col">Quota</th>
-                    <th scope="col" class="wide">
-                      Created
-                    </th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {tenants.map((t) => (
-                    <tr key={t.id}>
-                      <th scope="row">{t.id}</th>
-                      <td>{t.quota ? `${t.quota.vms} VMs, ${t.quota.vcpus} vCPUs, ${t.quota.mem_mib} MiB` : 'none'}</td>
-                      <td class="wide">{when(t.created_at_ms)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <NewTenant
+              onCreate={(id, quota) =>
+                attempt(`Created tenant ${id}.`, () => call('POST', '/v1/tenants', { body: { id, quota }, idempotent: true }))
+              }
+            />
+            <Table caption="Tenants" head={['Tenant', 'Quota', 'Created']} wide={['Created']}>
+              {tenants.map((t) => (
+                <tr key={t.id}>
+                  <th scope="row">{t.id}</th>
+                  <td>{t.quota ? `${t.quota.vms} VMs, ${t.quota.vcpus} vCPUs, ${t.quota.mem_mib} MiB` : 'none'}</td>
+                  <td class="wide">{when(t.created_at_ms)}</td>
+                </tr>
+              ))}
+            </Table>
           </Section>
         )}
         <Section title="Users">
           <NewUser
             tenants={isCluster.value ? tenants.map((t) => t.id) : [me.value!.tenant]}
-            onCreate={(id, role, tenant) => attempt(`Created user ${id}.`, () => call('POST', '/v1/users', { body: { id, role, tenant }, idempotent: true }))}
+            onCreate={(id, role, tenant) =>
+              attempt(`Created user ${id}.`, () => call('POST', '/v1/users', { body: { id, role, tenant }, idempotent: true }))
+            }
           />
-          <div class="table-wrap">
-            <table>
-              <caption class="sr-only">Users</caption>
-              <thead>
-                <tr>
-                  <th scope="col">User</th>
-                  <th scope="col">Tenant</th>
-                  <th scope="col">Role</th>
-                </tr>
-              </thead>
-              <tbody>
-                {users.map((u) => (
-                  <tr key={u.id}>
-                    <th scope="row">{u.id}</th>
-                    <td>{u.tenant}</td>
-                    <td>{u.role}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <Table caption="Users" head={['User', 'Tenant', 'Role']}>
+            {users.map((u) => (
+              <tr key={u.id}>
+                <th scope="row">{u.id}</th>
+                <td>{u.tenant}</td>
+                <td>{u.role}</td>
+              </tr>
+            ))}
+          </Table>
         </Section>
         <Section title="API tokens">
           <NewToken
@@ -121,50 +101,34 @@ export function Access() {
               </button>
             </div>
           )}
-          <div class="table-wrap">
-            <table>
-              <caption class="sr-only">API tokens</caption>
-              <thead>
-                <tr>
-                  <th scope="col">Token</th>
-                  <th scope="col">User</th>
-                  <th scope="col">Role</th>
-                  <th scope="col" class="wide">
-                    Created
-                  </th>
-                  <th scope="col">Actions</th>
-                </tr>
-              </thead>
-              <tbody>
-                {tokens.map((t) => (
-                  <tr key={t.id}>
-                    <th scope="row">
-                      <code>{t.id}</code>
-                    </th>
-                    <td>
-                      {t.user}
-                      {isCluster.value && <div class="hint">{t.tenant}</div>}
-                    </td>
-                    <td>{t.role}</td>
-                    <td class="wide">{when(t.created_at_ms)}</td>
-                    <td>
-                      <button
-                        type="button"
-                        class="danger"
-                        aria-label={`Revoke token ${t.id} of ${t.user}`}
-                        onClick={async () => {
-                          if (await ask('Revoke this token?', `Token ${t.id} of ${t.user} stops working at once.`, 'Revoke', true))
-                            await attempt(`Revoked token ${t.id}.`, () => call('DELETE', `/v1/tokens/${enc(t.id)}`));
-                        }}
-                      >
-                        Revoke
-                      </button>
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <Table caption="API tokens" head={['Token', 'User', 'Role', 'Created', 'Actions']} wide={['Created']}>
+            {tokens.map((t) => (
+              <tr key={t.id}>
+                <th scope="row">
+                  <code>{t.id}</code>
+                </th>
+                <td>
+                  {t.user}
+                  {isCluster.value && <div class="hint">{t.tenant}</div>}
+                </td>
+                <td>{t.role}</td>
+                <td class="wide">{when(t.created_at_ms)}</td>
+                <td>
+                  <button
+                    type="button"
+                    class="danger"
+                    aria-label={`Revoke token ${t.id} of ${t.user}`}
+                    onClick={async () => {
+                      if (await ask('Revoke this token?', `Token ${t.id} of ${t.user} stops working at once.`, 'Revoke', true))
+                        await attempt(`Revoked token ${t.id}.`, () => call('DELETE', `/v1/tokens/${enc(t.id)}`));
+                    }}
+                  >
+                    Revoke
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </Table>
         </Section>
       </div>
     </>
@@ -204,6 +168,7 @@ function NewUser(props: { tenants: string[]; onCreate: (id: string, role: Role, 
   const [id, setId] = useState('');
   const [role, setRole] = useState<Role>('viewer');
   const [tenant, setTenant] = useState(me.value!.tenant);
+  const choices = [...new Set([me.value!.tenant, ...props.tenants])];
   return (
     <form
       class="inline-form"
@@ -220,11 +185,11 @@ function NewUser(props: { tenants: string[]; onCreate: (id: string, role: Role, 
           <option key={r}>{r}</option>
         ))}
       </select>
-      {props.tenants.length > 1 && (
+      {choices.length > 1 && (
         <>
           <label for="user-tenant">Tenant</label>
           <select id="user-tenant" value={tenant} onChange={(e) => setTenant(e.currentTarget.value)}>
-            {props.tenants.map((t) => (
+            {choices.map((t) => (
               <option key={t}>{t}</option>
             ))}
           </select>

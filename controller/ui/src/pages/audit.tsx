@@ -4,6 +4,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { describe, get } from '../api';
 import { when } from '../format';
 import type { AuditEntry, Page } from '../types';
+import { Table } from '../widgets';
 
 const KEEP = 500;
 
@@ -44,39 +45,23 @@ export function Audit() {
           <p class="hint">
             {log.total > log.items.length ? `The newest ${log.items.length} of ${log.total} entries.` : `${log.total} entries.`}
           </p>
-          <div class="table-wrap">
-            <table>
-              <caption class="sr-only">Audit log, newest first</caption>
-              <thead>
-                <tr>
-                  <th scope="col">When</th>
-                  <th scope="col">Who</th>
-                  <th scope="col" class="wide">
-                    Tenant
-                  </th>
-                  <th scope="col">Call</th>
-                  <th scope="col">Status</th>
-                </tr>
-              </thead>
-              <tbody>
-                {log.items.map((e) => (
-                  <tr key={e.id}>
-                    <td>{when(e.at_ms)}</td>
-                    <td>{e.actor}</td>
-                    <td class="wide">{e.tenant}</td>
-                    <td class="break">
-                      <code>
-                        {e.method} {e.path}
-                      </code>
-                    </td>
-                    <td>
-                      <span class={e.status >= 400 ? 'status-bad' : undefined}>{e.status}</span>
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <Table caption="Audit log, newest first" head={['When', 'Who', 'Tenant', 'Call', 'Status']} wide={['Tenant']}>
+            {log.items.map((e) => (
+              <tr key={e.id}>
+                <td>{when(e.at_ms)}</td>
+                <td>{e.actor}</td>
+                <td class="wide">{e.tenant}</td>
+                <td class="break">
+                  <code>
+                    {e.method} {e.path}
+                  </code>
+                </td>
+                <td>
+                  <span class={e.status >= 400 ? 'status-bad' : undefined}>{e.status}</span>
+                </td>
+              </tr>
+            ))}
+          </Table>
         </>
       )}
     </>

@@ -8,7 +8,7 @@ import { served } from '../monitoring';
 import { Link } from '../router';
 import { canOperate } from '../session';
 import type { Host, Operation } from '../types';
-import { ask, Badge, notify, OpProgress, Section, Usage } from '../widgets';
+import { ask, Badge, notify, OpProgress, Section, Table, Usage } from '../widgets';
 import { VmState } from './vms';
 
 function HostFlags(props: { h: Host }) {
@@ -31,51 +31,29 @@ export function Hosts() {
       ) : list.length === 0 ? (
         <p>No host has registered yet: start nova-hostd with --controller and the join token.</p>
       ) : (
-        <div class="table-wrap">
-          <table>
-            <caption class="sr-only">Hosts</caption>
-            <thead>
-              <tr>
-                <th scope="col">Host</th>
-                <th scope="col">State</th>
-                <th scope="col">VMs</th>
-                <th scope="col">vCPUs</th>
-                <th scope="col" class="wide">
-                  Memory
-                </th>
-                <th scope="col" class="wide">
-                  Disk
-                </th>
-                <th scope="col" class="wide">
-                  KVM
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.map((h) => (
-                <tr key={h.id} data-host={h.id}>
-                  <th scope="row">
-                    <Link to={`/hosts/${h.id}`}>{h.id}</Link>
-                  </th>
-                  <td>
-                    <HostFlags h={h} />
-                  </td>
-                  <td>{count(h.id)}</td>
-                  <td>
-                    {h.allocated.vcpus} / {h.capacity.vcpus}
-                  </td>
-                  <td class="wide">
-                    {mib(h.allocated.mem_mib)} / {mib(h.capacity.mem_mib)}
-                  </td>
-                  <td class="wide">
-                    {mib(h.allocated.disk_mib)} / {mib(h.capacity.disk_mib)}
-                  </td>
-                  <td class="wide">{h.kvm}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table caption="Hosts" head={['Host', 'State', 'VMs', 'vCPUs', 'Memory', 'Disk', 'KVM']} wide={['Memory', 'Disk', 'KVM']}>
+          {list.map((h) => (
+            <tr key={h.id} data-host={h.id}>
+              <th scope="row">
+                <Link to={`/hosts/${h.id}`}>{h.id}</Link>
+              </th>
+              <td>
+                <HostFlags h={h} />
+              </td>
+              <td>{count(h.id)}</td>
+              <td>
+                {h.allocated.vcpus} / {h.capacity.vcpus}
+              </td>
+              <td class="wide">
+                {mib(h.allocated.mem_mib)} / {mib(h.capacity.mem_mib)}
+              </td>
+              <td class="wide">
+                {mib(h.allocated.disk_mib)} / {mib(h.capacity.disk_mib)}
+              </td>
+              <td class="wide">{h.kvm}</td>
+            </tr>
+          ))}
+        </Table>
       )}
     </>
   );
@@ -93,7 +71,9 @@ export function HostDetail(props: { id: string }) {
     );
   }
   const on = [...vms.value.values()].filter((v) => v.host === h.id);
-  const drains = [...operations.value.values()].filter((o) => o.kind === 'drain' && o.target === h.id).sort((a, b) => b.created_at_ms - a.created_at_ms);
+  const drains = [...operations.value.values()]
+    .filter((o) => o.kind === 'drain' && o.target === h.id)
+    .sort((a, b) => b.created_at_ms - a.created_at_ms);
   const run = async (what: 'cordon' | 'uncordon' | 'drain') => {
     if (what === 'drain' && !(await ask(`Drain ${h.id}?`, `It is cordoned and its ${on.length} VMs are live-migrated away.`, 'Drain')))
       return;
@@ -145,11 +125,17 @@ export function HostDetail(props: { id: string }) {
             <dt>Registered</dt>
             <dd>{when(h.registered_at_ms)}</dd>
             <dt>Labels</dt>
-            <dd>{Object.entries(h.labels).map(([k, v]) => `${k}=${v}`).join(', ') || 'none'}</dd>
+            <dd>
+              {Object.entries(h.labels)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(', ') || 'none'}
+            </dd>
           </dl>
           <p class="hint">
             As hostd reported at its last heartbeat.
-            {served.value && !served.value.metricsHistory && ' History graphs need the metrics API, which this controller does not serve yet.'}
+            {served.value &&
+              !served.value.metricsHistory &&
+              ' History graphs need the metrics API, which this controller does not serve yet.'}
           </p>
         </Section>
         <Section title={`VMs on ${h.id}`}>

@@ -6,7 +6,7 @@ import { when } from '../format';
 import { Link } from '../router';
 import { canOperate, isCluster } from '../session';
 import type { Operation } from '../types';
-import { notify, OpProgress } from '../widgets';
+import { notify, OpProgress, Table } from '../widgets';
 
 export function Operations() {
   const [busy, setBusy] = useState<string | null>(null);
@@ -35,46 +35,34 @@ export function Operations() {
       ) : list.length === 0 ? (
         <p>No operations yet: migrations and drains appear here.</p>
       ) : (
-        <div class="table-wrap">
-          <table>
-            <caption class="sr-only">Operations, newest first</caption>
-            <thead>
-              <tr>
-                <th scope="col">Operation</th>
-                <th scope="col">Target</th>
-                <th scope="col">Progress</th>
-                <th scope="col" class="wide">
-                  Started
-                </th>
-                {canOperate.value && <th scope="col">Actions</th>}
-              </tr>
-            </thead>
-            <tbody>
-              {list.map((o) => (
-                <tr key={o.id} data-op={o.id}>
-                  <th scope="row">
-                    {o.kind}
-                    {isCluster.value && <div class="hint">{o.tenant}</div>}
-                  </th>
-                  <td>{target(o)}</td>
-                  <td class="progress-cell">
-                    <OpProgress op={o} />
-                  </td>
-                  <td class="wide">{when(o.created_at_ms)}</td>
-                  {canOperate.value && (
-                    <td>
-                      {!['succeeded', 'failed', 'cancelled'].includes(o.state) && !o.cancel_requested && (
-                        <button type="button" disabled={busy === o.id} onClick={() => cancel(o)}>
-                          Cancel
-                        </button>
-                      )}
-                    </td>
+        <Table
+          caption="Operations, newest first"
+          head={['Operation', 'Target', 'Progress', 'Started', ...(canOperate.value ? ['Actions'] : [])]}
+          wide={['Started']}
+        >
+          {list.map((o) => (
+            <tr key={o.id} data-op={o.id}>
+              <th scope="row">
+                {o.kind}
+                {isCluster.value && <div class="hint">{o.tenant}</div>}
+              </th>
+              <td>{target(o)}</td>
+              <td class="progress-cell">
+                <OpProgress op={o} />
+              </td>
+              <td class="wide">{when(o.created_at_ms)}</td>
+              {canOperate.value && (
+                <td>
+                  {!['succeeded', 'failed', 'cancelled'].includes(o.state) && !o.cancel_requested && (
+                    <button type="button" disabled={busy === o.id} onClick={() => cancel(o)}>
+                      Cancel
+                    </button>
                   )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+                </td>
+              )}
+            </tr>
+          ))}
+        </Table>
       )}
     </>
   );

@@ -47,7 +47,10 @@ function Capacity() {
 function Quota() {
   const [tenant, setTenant] = useState<Tenant | null>(null);
   useEffect(() => {
-    all<Tenant>('/v1/tenants').then((ts) => setTenant(ts.find((t) => t.id === me.value?.tenant) ?? null), () => {});
+    all<Tenant>('/v1/tenants').then(
+      (ts) => setTenant(ts.find((t) => t.id === me.value?.tenant) ?? null),
+      () => {},
+    );
   }, []);
   const mine = [...vms.value.values()].filter((v) => v.desired !== 'deleted');
   const used = sum(mine.map((v) => ({ vcpus: v.spec.vcpus, mem_mib: v.spec.mem_mib, disk_mib: 0 })));
@@ -95,7 +98,11 @@ export function Overview() {
   return (
     <>
       <h1 tabIndex={-1}>Overview</h1>
-      {loadError.value && <p role="alert" class="field-error">{loadError.value}</p>}
+      {loadError.value && (
+        <p role="alert" class="field-error">
+          {loadError.value}
+        </p>
+      )}
       {!loaded.value && !loadError.value && <p>Loading…</p>}
       <div class="grid">
         {isCluster.value ? <Capacity /> : <Quota />}

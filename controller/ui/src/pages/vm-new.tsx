@@ -63,8 +63,7 @@ export function NewVm() {
     if (error?.field) document.querySelector<HTMLElement>(`[name="${CSS.escape(error.field)}"]`)?.focus();
   }, [error]);
 
-  const bad = (field: string) =>
-    error?.field === field ? { 'aria-invalid': 'true' as const, 'aria-describedby': 'form-error' } : {};
+  const bad = (field: string) => (error?.field === field ? { 'aria-invalid': 'true' as const, 'aria-describedby': 'form-error' } : {});
 
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -141,11 +140,29 @@ export function NewVm() {
         <div class="row">
           <div class="field">
             <label for="vm-vcpus">vCPUs</label>
-            <input id="vm-vcpus" name="vcpus" type="number" min={1} max={255} value={vcpus} onInput={(e) => setVcpus(e.currentTarget.value)} {...bad('vcpus')} />
+            <input
+              id="vm-vcpus"
+              name="vcpus"
+              type="number"
+              min={1}
+              max={255}
+              value={vcpus}
+              onInput={(e) => setVcpus(e.currentTarget.value)}
+              {...bad('vcpus')}
+            />
           </div>
           <div class="field">
             <label for="vm-mem">Memory (MiB)</label>
-            <input id="vm-mem" name="mem_mib" type="number" min={64} step={16} value={mem} onInput={(e) => setMem(e.currentTarget.value)} {...bad('mem_mib')} />
+            <input
+              id="vm-mem"
+              name="mem_mib"
+              type="number"
+              min={64}
+              step={16}
+              value={mem}
+              onInput={(e) => setMem(e.currentTarget.value)}
+              {...bad('mem_mib')}
+            />
           </div>
         </div>
         <div class="field">
@@ -163,14 +180,33 @@ export function NewVm() {
             <div class="row" key={i}>
               <div class="field">
                 <label for={`disk-${i}-image`}>Disk {i + 1} image (blank for an empty disk)</label>
-                <input id={`disk-${i}-image`} name={`disks[${i}].image`} value={d.image} onInput={(e) => setDisks(set(disks, i, { ...d, image: e.currentTarget.value }))} {...bad(`disks[${i}].image`)} />
+                <input
+                  id={`disk-${i}-image`}
+                  name={`disks[${i}].image`}
+                  value={d.image}
+                  onInput={(e) => setDisks(set(disks, i, { ...d, image: e.currentTarget.value }))}
+                  {...bad(`disks[${i}].image`)}
+                />
               </div>
               <div class="field">
                 <label for={`disk-${i}-size`}>Size (MiB)</label>
-                <input id={`disk-${i}-size`} name={`disks[${i}].size_mib`} type="number" min={1} value={d.size} onInput={(e) => setDisks(set(disks, i, { ...d, size: e.currentTarget.value }))} {...bad(`disks[${i}].size_mib`)} />
+                <input
+                  id={`disk-${i}-size`}
+                  name={`disks[${i}].size_mib`}
+                  type="number"
+                  min={1}
+                  value={d.size}
+                  onInput={(e) => setDisks(set(disks, i, { ...d, size: e.currentTarget.value }))}
+                  {...bad(`disks[${i}].size_mib`)}
+                />
               </div>
               <label class="check">
-                <input type="checkbox" checked={d.readOnly} onChange={(e) => setDisks(set(disks, i, { ...d, readOnly: e.currentTarget.checked }))} /> Read-only
+                <input
+                  type="checkbox"
+                  checked={d.readOnly}
+                  onChange={(e) => setDisks(set(disks, i, { ...d, readOnly: e.currentTarget.checked }))}
+                />{' '}
+                Read-only
               </label>
               <button type="button" onClick={() => setDisks(disks.filter((_, j) => j !== i))} aria-label={`Remove disk ${i + 1}`}>
                 Remove
@@ -188,7 +224,13 @@ export function NewVm() {
             <div class="row" key={i}>
               <div class="field">
                 <label for={`nic-${i}`}>NIC {i + 1} MAC (blank: automatic)</label>
-                <input id={`nic-${i}`} name={`nics[${i}].mac`} value={mac} onInput={(e) => setNics(set(nics, i, e.currentTarget.value))} {...bad(`nics[${i}].mac`)} />
+                <input
+                  id={`nic-${i}`}
+                  name={`nics[${i}].mac`}
+                  value={mac}
+                  onInput={(e) => setNics(set(nics, i, e.currentTarget.value))}
+                  {...bad(`nics[${i}].mac`)}
+                />
               </div>
               <button type="button" onClick={() => setNics(nics.filter((_, j) => j !== i))} aria-label={`Remove NIC ${i + 1}`}>
                 Remove
@@ -206,11 +248,21 @@ export function NewVm() {
             <div class="row" key={i}>
               <div class="field">
                 <label for={`label-${i}-key`}>Label {i + 1} key</label>
-                <input id={`label-${i}-key`} name={`labels.${l.key}`} value={l.key} onInput={(e) => setLabels(set(labels, i, { ...l, key: e.currentTarget.value }))} {...bad(`labels.${l.key.trim()}`)} />
+                <input
+                  id={`label-${i}-key`}
+                  name={`labels.${l.key}`}
+                  value={l.key}
+                  onInput={(e) => setLabels(set(labels, i, { ...l, key: e.currentTarget.value }))}
+                  {...bad(`labels.${l.key.trim()}`)}
+                />
               </div>
               <div class="field">
                 <label for={`label-${i}-value`}>Value</label>
-                <input id={`label-${i}-value`} value={l.value} onInput={(e) => setLabels(set(labels, i, { ...l, value: e.currentTarget.value }))} />
+                <input
+                  id={`label-${i}-value`}
+                  value={l.value}
+                  onInput={(e) => setLabels(set(labels, i, { ...l, value: e.currentTarget.value }))}
+                />
               </div>
               <button type="button" onClick={() => setLabels(labels.filter((_, j) => j !== i))} aria-label={`Remove label ${i + 1}`}>
                 Remove
@@ -226,18 +278,37 @@ export function NewVm() {
           <legend>Placement</legend>
           <div class="field">
             <label for="vm-host-labels">Host labels the host must carry (k=v, comma separated)</label>
-            <input id="vm-host-labels" name="affinity.host_labels" value={hostLabels} onInput={(e) => setHostLabels(e.currentTarget.value)} {...bad('affinity.host_labels')} />
+            <input
+              id="vm-host-labels"
+              name="affinity.host_labels"
+              value={hostLabels}
+              onInput={(e) => setHostLabels(e.currentTarget.value)}
+              {...bad('affinity.host_labels')}
+            />
           </div>
           <div class="field">
             <label for="vm-with">Run next to VMs labelled (k=v, comma separated)</label>
-            <input id="vm-with" name="affinity.with" value={withTerms} onInput={(e) => setWith(e.currentTarget.value)} {...bad('affinity.with')} />
+            <input
+              id="vm-with"
+              name="affinity.with"
+              value={withTerms}
+              onInput={(e) => setWith(e.currentTarget.value)}
+              {...bad('affinity.with')}
+            />
           </div>
           <div class="field">
             <label for="vm-apart">Never next to VMs labelled (k=v, comma separated)</label>
-            <input id="vm-apart" name="affinity.apart_from" value={apart} onInput={(e) => setApart(e.currentTarget.value)} {...bad('affinity.apart_from')} />
+            <input
+              id="vm-apart"
+              name="affinity.apart_from"
+              value={apart}
+              onInput={(e) => setApart(e.currentTarget.value)}
+              {...bad('affinity.apart_from')}
+            />
           </div>
           <label class="check">
-            <input type="checkbox" checked={restart} onChange={(e) => setRestart(e.currentTarget.checked)} /> Restart on another host when its host goes down
+            <input type="checkbox" checked={restart} onChange={(e) => setRestart(e.currentTarget.checked)} /> Restart on another host when
+            its host goes down
           </label>
         </fieldset>
         <label class="check">

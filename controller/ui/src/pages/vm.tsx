@@ -202,9 +202,7 @@ export function VmDetail(props: { id: string }) {
             <dt>Host</dt>
             <dd>{v.host ? isCluster.value ? <Link to={`/hosts/${v.host}`}>{v.host}</Link> : v.host : 'not placed'}</dd>
             <dt>Observed</dt>
-            <dd>
-              {v.observed ? `${v.observed.state} at ${when(v.observed.at_ms)}` : '–'}
-            </dd>
+            <dd>{v.observed ? `${v.observed.state} at ${when(v.observed.at_ms)}` : '–'}</dd>
             <dt>Desired</dt>
             <dd>{v.desired}</dd>
             <dt>Created</dt>

@@ -7,7 +7,7 @@ import { mib } from '../format';
 import { Link } from '../router';
 import { canOperate, isCluster } from '../session';
 import type { Vm } from '../types';
-import { ask, Badge } from '../widgets';
+import { ask, Badge, Table } from '../widgets';
 
 export function VmState(props: { vm: Vm }) {
   const v = props.vm;
@@ -15,9 +15,7 @@ export function VmState(props: { vm: Vm }) {
   return (
     <span class="vm-state">
       <Badge state={observed} />
-      {v.desired !== 'deleted' && v.desired !== observed && observed !== 'pending' && (
-        <span class="hint"> → {v.desired}</span>
-      )}
+      {v.desired !== 'deleted' && v.desired !== observed && observed !== 'pending' && <span class="hint"> → {v.desired}</span>}
       {v.desired === 'deleted' && <span class="hint"> deleting</span>}
       {v.migrating && <Badge state="migrating" />}
     </span>
@@ -84,68 +82,58 @@ export function Vms() {
       ) : list.length === 0 ? (
         <p>No VMs yet.</p>
       ) : (
-        <div class="table-wrap">
-          <table class="vms">
-            <caption class="sr-only">Virtual machines</caption>
-            <thead>
-              <tr>
+        <Table
+          caption="Virtual machines"
+          head={[
+            ...(operate
+              ? [
+                  <input
+                    type="checkbox"
+                    aria-label="Select all VMs"
+                    checked={chosen.length === list.length}
+                    onChange={(e) => setSelected(new Set(e.currentTarget.checked ? list.map((v) => v.id) : []))}
+                  />,
+                ]
+              : []),
+            'Name',
+            ...(isCluster.value ? ['Tenant'] : []),
+            'State',
+            'Host',
+            'vCPUs',
+            'Memory',
+            'Migration',
+          ]}
+          wide={['vCPUs', 'Memory', 'Migration']}
+        >
+          {list.map((v) => {
+            const m = v.migrating ? lastMigration(v.id) : undefined;
+            return (
+              <tr key={v.id} data-vm={v.spec.name}>
                 {operate && (
-                  <th scope="col">
+                  <td>
                     <input
                       type="checkbox"
-                      aria-label="Select all VMs"
-                      checked={chosen.length === list.length}
-                      onChange={(e) => setSelected(new Set(e.currentTarget.checked ? list.map((v) => v.id) : []))}
+                      aria-label={`Select ${v.spec.name}`}
+                      checked={selected.has(v.id)}
+                      onChange={(e) => toggle(v.id, e.currentTarget.checked)}
                     />
-                  </th>
+                  </td>
                 )}
-                <th scope="col">Name</th>
-                {isCluster.value && <th scope="col">Tenant</th>}
-                <th scope="col">State</th>
-                <th scope="col">Host</th>
-                <th scope="col" class="wide">
-                  vCPUs
+                <th scope="row">
+                  <Link to={`/vms/${v.id}`}>{v.spec.name}</Link>
                 </th>
-                <th scope="col" class="wide">
-                  Memory
-                </th>
-                <th scope="col" class="wide">
-                  Migration
-                </th>
+                {isCluster.value && <td>{v.tenant}</td>}
+                <td>
+                  <VmState vm={v} />
+                </td>
+                <td>{v.host ? isCluster.value ? <Link to={`/hosts/${v.host}`}>{v.host}</Link> : v.host : '–'}</td>
+                <td class="wide">{v.spec.vcpus}</td>
+                <td class="wide">{mib(v.spec.mem_mib)}</td>
+                <td class="wide">{m ? <progress max={100} value={m.progress} aria-label={`${v.spec.name} migration progress`} /> : ''}</td>
               </tr>
-            </thead>
-            <tbody>
-              {list.map((v) => {
-                const m = v.migrating ? lastMigration(v.id) : undefined;
-                return (
-                  <tr key={v.id} data-vm={v.spec.name}>
-                    {operate && (
-                      <td>
-                        <input
-                          type="checkbox"
-                          aria-label={`Select ${v.spec.name}`}
-                          checked={selected.has(v.id)}
-                          onChange={(e) => toggle(v.id, e.currentTarget.checked)}
-                        />
-                      </td>
-                    )}
-                    <th scope="row">
-                      <Link to={`/vms/${v.id}`}>{v.spec.name}</Link>
-                    </th>
-                    {isCluster.value && <td>{v.tenant}</td>}
-                    <td>
-                      <VmState vm={v} />
-                    </td>
-                    <td>{v.host ? isCluster.value ? <Link to={`/hosts/${v.host}`}>{v.host}</Link> : v.host : '–'}</td>
-                    <td class="wide">{v.spec.vcpus}</td>
-                    <td class="wide">{mib(v.spec.mem_mib)}</td>
-                    <td class="wide">{m ? <progress max={100} value={m.progress} aria-label={`${v.spec.name} migration progress`} /> : ''}</td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </div>
+            );
+          })}
+        </Table>
       )}
     </>
   );
