@@ -130,7 +130,10 @@ const load = await page.evaluate(() => {
     interactive_ms: performance.getEntriesByName('nova:interactive')[0]?.startTime ?? -1,
   };
 });
-check(load.js_compressed_bytes > 0 && load.js_compressed_bytes < JS_BUDGET, `first load JavaScript ${load.js_compressed_bytes} B compressed, budget ${JS_BUDGET}`);
+check(
+  load.js_compressed_bytes > 0 && load.js_compressed_bytes < JS_BUDGET,
+  `first load JavaScript ${load.js_compressed_bytes} B compressed, budget ${JS_BUDGET}`,
+);
 await accessible(page, 'login');
 await photograph(page, 'login');
 
@@ -198,7 +201,9 @@ await migration.evaluate((section) => {
 });
 await migration.getByRole('button', { name: 'Migrate' }).click();
 const progress = migration.locator('.op-progress');
-await migration.locator('.op-progress[data-state=succeeded], .op-progress[data-state=failed], .op-progress[data-state=cancelled]').waitFor({ timeout: 120000 });
+await migration
+  .locator('.op-progress[data-state=succeeded], .op-progress[data-state=failed], .op-progress[data-state=cancelled]')
+  .waitFor({ timeout: 120000 });
 const state = await progress.getAttribute('data-state');
 check(state === 'succeeded', `the migration ended ${state}: ${await progress.textContent()}`);
 const seen = await page.evaluate(() => window.novaSeen.map(Number));
@@ -235,10 +240,23 @@ await logIn(page, 'operator');
 await visit(page, '/vms', 'Virtual machines');
 for (const n of ['web-1', 'web-2', 'web-3']) await row(page, n).waitFor();
 check((await row(page, OTHER_TENANT_VM.name).count()) === 0, "another tenant's VM is not listed");
-await page.getByLabel('Select web-2').check();
-await page.getByLabel('Select web-3').check();
-await page.getByRole('toolbar').getByRole('button', { name: 'Stop' }).click();
-await page.getByRole('dialog').getByRole('button', { name: 'Stop' }).click();
+// By keyboard alone: Space ticks a box, Enter presses a button, the dialog opens on
+// its confirming button.
+await page.getByLabel('Select web-2').focus();
+await page.keyboard.press('Space');
+await page.getByLabel('Select web-3').focus();
+await page.keyboard.press('Space');
+await page.getByRole('toolbar').getByRole('button', { name: 'Stop' }).focus();
+await page.keyboard.press('Enter');
+await page.getByRole('dialog').getByRole('button', { name: 'Stop' }).waitFor();
+check(
+  await page
+    .getByRole('dialog')
+    .getByRole('button', { name: 'Stop' })
+    .evaluate((b) => b === document.activeElement),
+  'the dialog focuses its confirming button',
+);
+await page.keyboard.press('Enter');
 for (const n of ['web-2', 'web-3']) await row(page, n).locator('.badge', { hasText: 'stopped' }).waitFor({ timeout: 60000 });
 check((await row(page, 'web-1').locator('.badge', { hasText: 'running' }).count()) === 1, 'web-1 still runs');
 await accessible(page, 'VM list');
@@ -263,7 +281,10 @@ for (const b of ['Start', 'Stop', 'Delete', 'Migrate'])
   check((await page.getByRole('button', { name: b, exact: true }).count()) === 0, `a viewer gets no ${b} button`);
 await photograph(page, 'vm-detail-viewer');
 const refused = await page.evaluate(async (id) => {
-  const r = await fetch(`/v1/vms/${id}/stop`, { method: 'POST', headers: { Authorization: `Bearer ${sessionStorage.getItem('nova.token')}` } });
+  const r = await fetch(`/v1/vms/${id}/stop`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${sessionStorage.getItem('nova.token')}` },
+  });
   return r.status;
 }, vmUrl.split('/').pop());
 check(refused === 403, `the API refuses a viewer's stop (${refused})`);
