@@ -13,14 +13,14 @@ RELEASE_BIN := target/x86_64-unknown-linux-gnu/release
 # Debian packages the build, the guest images, the tests and the benches need.
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server systemd \
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs \
-	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs
+	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator.
 PIP_PACKAGES := openapi-spec-validator
 
 .PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
-	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean
+	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean ui ui-deps
 
 all: build
 
@@ -45,6 +45,19 @@ guest-images: deps
 build:
 	$(CARGO) build --workspace --bins
 
+# The dashboard (controller/ui): its npm packages, pinned by package-lock.json, for
+# building it and for its browser tests (Node >= 20.19). The built files in
+# controller/ui/dist are committed, so building the controller needs no Node; `make ui`
+# rebuilds them after a change to the sources (a test checks they match).
+UI := controller/ui
+ui-deps:
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)' \
+		|| { echo "the dashboard needs Node >= 20.19 (found $$(node --version 2>/dev/null || echo none))"; exit 1; }
+	@[ $(UI)/node_modules/.package-lock.json -nt $(UI)/package-lock.json ] || (cd $(UI) && npm ci --no-audit --no-fund)
+
+ui: ui-deps
+	cd $(UI) && npm run build
+
 build-release:
 	$(CARGO) build --release --workspace --bins
 
@@ -61,7 +74,7 @@ demo: deps guest-images build
 	$(BIN)/nova-vmm run --kernel $(OUT)/testguest.elf --vcpus 2 --mem-mib 256 \
 		--cmdline "nova.workload=dirty:16:4,counter"
 
-test: deps guest-images build
+test: deps ui-deps guest-images build
 	NOVA_BIN_DIR=$(CURDIR)/$(BIN) $(CARGO) nextest run --workspace --no-fail-fast
 
 lint:

@@ -12,6 +12,7 @@ mod operations;
 mod policy;
 mod status;
 mod stream;
+mod ui;
 mod vms;
 
 use std::sync::Arc;
@@ -150,5 +151,6 @@ pub fn router(st: AppState) -> Router {
         .layer(with(st.clone(), middleware::authenticate))
         .layer(with(st.clone(), middleware::access))
         .layer(axum::extract::DefaultBodyLimit::max(middleware::MAX_BODY))
+        .layer(axum::middleware::from_fn(ui::dashboard))
         .with_state(st)
 }
