@@ -28,6 +28,22 @@ pub struct Args {
     pub log: nova_logging::LogArgs,
     #[command(flatten)]
     pub options: Options,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands other than serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Makes a development CA in DIR (ca.pem, ca.key) and one server certificate it
+    /// signs (server.pem, server.key) for localhost, 127.0.0.1 and every --san: what
+    /// `--tls-cert/--tls-key` and the clients' `--ca` take. Not for production.
+    DevCa {
+        dir: PathBuf,
+        /// Another DNS name or IP address of the certificate; repeat for more.
+        #[arg(long)]
+        san: Vec<String>,
+    },
 }
 
 /// Every setting, as a flag or a key of the config file. None: not given there.
@@ -67,6 +83,33 @@ pub struct Options {
     /// [default: 20].
     #[arg(long)]
     pub max_failed_auth: Option<u32>,
+    /// PEM certificate (chain) the API is served with over TLS (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plaintext HTTP (no --tls-cert): for tests and benchmarks only.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub insecure_http: Option<bool>,
+    /// PEM file of the CA that signs hosts' (https) hostd certificates.
+    #[arg(long)]
+    pub hostd_ca: Option<PathBuf>,
+    /// Open API connections at most (more wait) [default: 1024].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// A request's head (or TLS handshake) must arrive within this, s [default: 10].
+    #[arg(long)]
+    pub header_timeout_s: Option<u64>,
+    /// Each piece of a request body must arrive within this, s [default: 30].
+    #[arg(long)]
+    pub body_timeout_s: Option<u64>,
+    /// A connection silent this long with no request in flight is closed, s [default: 120].
+    #[arg(long)]
+    pub idle_timeout_s: Option<u64>,
+    /// VMs one tenant may have at most (beside its quota) [default: 1000].
+    #[arg(long)]
+    pub max_vms_per_tenant: Option<u64>,
     /// PEM file of the CA that signs etcd's certificate (for `etcd:https://`).
     #[arg(long)]
     pub etcd_ca: Option<PathBuf>,
@@ -134,7 +177,9 @@ impl Options {
             down_after_ms, heartbeat_ms, strategy, max_failed_auth, etcd_ca, etcd_cert,
             etcd_key, etcd_user, etcd_password_file, operations_max_age_s,
             operations_max_count, audit_max_age_s, audit_max_count, events_max_age_s,
-            events_max_count, idempotency_ttl_s, prune_interval_s)
+            events_max_count, idempotency_ttl_s, prune_interval_s, tls_cert, tls_key,
+            insecure_http, hostd_ca, max_connections, header_timeout_s, body_timeout_s,
+            idle_timeout_s, max_vms_per_tenant)
     }
 
     /// Reads a config file.
@@ -155,6 +200,8 @@ pub struct Config {
     pub node: String,
     pub max_failed_auth: u32,
     pub etcd: EtcdFiles,
+    /// How the API is served (TLS, connection cap, timeouts).
+    pub serve: nova_http::server::ServerOptions,
     pub settings: Settings,
 }
 
@@ -203,6 +250,53 @@ impl Args {
                 "needs --etcd-password-file (and the other way round)".into(),
             ));
         }
+        let tls =
+            match (
+                o.tls_cert.clone(),
+                o.tls_key.clone(),
+                o.insecure_http.unwrap_or(false),
+            ) {
+                (Some(cert), Some(key), false) => Some(nova_http::server::TlsFiles { cert, key }),
+                (None, None, true) => None,
+                (Some(_), Some(_), true) => {
+                    return Err(ConfigError::Value(
+                        "insecure-http",
+                        "contradicts --tls-cert: choose one".into(),
+                    ))
+                }
+                (Some(_), None, _) | (None, Some(_), _) => {
+                    return Err(ConfigError::Value(
+                        "tls-cert",
+                        "needs --tls-key (and the other way round)".into(),
+                    ))
+                }
+                (None, None, false) => return Err(ConfigError::Value(
+                    "tls-cert",
+                    "required: serve TLS (--tls-cert and --tls-key; `nova-controller dev-ca DIR` \
+                     makes a development pair), or plaintext with --insecure-http"
+                        .into(),
+                )),
+            };
+        let positive = |flag: &'static str, v: Option<u64>, d: u64| match v {
+            Some(0) => Err(ConfigError::Value(flag, "must be at least 1".into())),
+            v => Ok(v.unwrap_or(d)),
+        };
+        let serve = nova_http::server::ServerOptions {
+            tls,
+            max_connections: positive(
+                "max-connections",
+                o.max_connections.map(|v| v as u64),
+                nova_http::server::DEFAULT_MAX_CONNECTIONS as u64,
+            )? as usize,
+            header_timeout: Duration::from_secs(positive(
+                "header-timeout-s",
+                o.header_timeout_s,
+                10,
+            )?),
+            body_timeout: Duration::from_secs(positive("body-timeout-s", o.body_timeout_s, 30)?),
+            idle_timeout: Duration::from_secs(positive("idle-timeout-s", o.idle_timeout_s, 120)?),
+        };
+        let max_vms_per_tenant = positive("max-vms-per-tenant", o.max_vms_per_tenant, 1000)?;
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
         let s = |v: Option<u64>, d: Duration| v.map(Duration::from_secs).unwrap_or(d);
         let r = Retention::default();
@@ -240,7 +334,10 @@ impl Args {
                 user: o.etcd_user,
                 password_file: o.etcd_password_file,
             },
+            serve,
             settings: Settings {
+                hostd_ca: o.hostd_ca,
+                max_vms_per_tenant,
                 heartbeat: ms(o.heartbeat_ms, 5000),
                 reconcile_interval: ms(o.reconcile_interval_ms, 1000),
                 down_after: ms(o.down_after_ms, 16000),
@@ -274,6 +371,7 @@ mod tests {
             p.to_str().unwrap(),
             "--listen",
             "127.0.0.1:9001",
+            "--insecure-http",
         ]);
         let c = a.resolve().unwrap();
         assert_eq!(c.listen.port(), 9001, "the flag wins");

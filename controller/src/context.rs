@@ -30,6 +30,10 @@ pub struct Settings {
     pub weights: Weights,
     /// How long finished operations, audit entries, events and idempotency keys stay.
     pub retention: Retention,
+    /// The CA that signs https hostd certificates (`--hostd-ca`).
+    pub hostd_ca: Option<std::path::PathBuf>,
+    /// VMs one tenant may have at most (`--max-vms-per-tenant`).
+    pub max_vms_per_tenant: u64,
 }
 
 impl Default for Settings {
@@ -40,6 +44,8 @@ impl Default for Settings {
             down_after: Duration::from_secs(16),
             weights: Weights::default(),
             retention: Retention::default(),
+            hostd_ca: None,
+            max_vms_per_tenant: 1000,
         }
     }
 }
@@ -104,7 +110,7 @@ impl Context {
         let opts = nova_http::ClientOptions {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
-            ca_file: None,
+            ca_file: settings.hostd_ca.clone(),
         };
         let http = nova_http::Client::new("http://hostd.invalid", None, &opts)?;
         let metrics = Arc::new(Metrics::new());

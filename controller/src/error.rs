@@ -24,6 +24,12 @@ pub enum Error {
     /// The object changed since the revision the caller named (`If-Match`).
     #[error("the object is at revision {actual}, not {expected}")]
     Stale { expected: u64, actual: u64 },
+    /// The caller's credential does not allow this (another host's id).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The credential is not (or no longer) valid (a used join token).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),

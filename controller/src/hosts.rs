@@ -1,23 +1,94 @@
 //! Hosts as the controller knows them: a hostd registers (and gets credentials of its
-//! own), heartbeats its capacity and the state of its VMs, and operators cordon it.
+//! own), heartbeats its capacity and the state of its VMs, and operators cordon it or
+//! forget it. Who may register which host id is decided here ([`Enrolment`]): a join
+//! token (the bootstrap file's, or a single-use expiring one from `POST
+//! /v1/join-tokens`) only enrols a host id not yet known; an existing host id is
+//! re-registered only with that host's own credential (or by a system admin).
 //! The bodies are hostd's contract (`nova_hostd_api`).
 
 use nova_hostd_api::{validate_id, Heartbeat, RegisterRequest, RegisterResponse, VmSummary};
 use nova_http::FieldError;
 
+use serde::{Deserialize, Serialize};
+
 use crate::auth;
 use crate::context::Context;
-use crate::error::{missing, Result};
+use crate::error::{missing, Error, Result};
 use crate::model::{
     now_ms, resources_from_hostd, state_name, Host, HostState, Observed, Role, Token, Vm,
     SYSTEM_TENANT,
 };
-use crate::store::{Objects, StoreError};
+use crate::store::{Expect, Object, Objects, StoreError};
+
+/// A join token issued by `POST /v1/join-tokens`, stored by the hash of its secret;
+/// deleted by the registration it admits (single use) or found expired.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub id: String,
+    pub hash: String,
+    pub expires_at_ms: u64,
+    pub created_by: String,
+}
+
+impl Object for JoinToken {
+    const PREFIX: &'static str = "jointokens/";
+    fn key(&self) -> &str {
+        &self.hash
+    }
+}
+
+/// Issues a join token living `ttl_s` seconds; answers (the secret, the record).
+pub async fn issue_join_token(ctx: &Context, ttl_s: u64, by: &str) -> Result<(String, JoinToken)> {
+    let secret = auth::new_secret();
+    let hash = auth::hash(&secret);
+    let t = JoinToken {
+        id: hash[..16].to_string(),
+        hash,
+        expires_at_ms: now_ms().saturating_add(ttl_s.saturating_mul(1000)),
+        created_by: by.to_string(),
+    };
+    ctx.store.create(&t).await?;
+    Ok((secret, t))
+}
+
+/// The issued join token whose secret hashes to `hash`, if it exists and has not
+/// expired (an expired one is deleted on sight).
+pub async fn find_join_token(ctx: &Context, hash: &str) -> Result<Option<JoinToken>> {
+    let Some(t) = ctx.store.read::<JoinToken>(hash).await? else {
+        return Ok(None);
+    };
+    if t.expires_at_ms <= now_ms() {
+        ctx.store.remove::<JoinToken>(hash).await?;
+        return Ok(None);
+    }
+    Ok(Some(t))
+}
+
+/// What a registration is presented with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolment {
+    /// The bootstrap join token (`--join-token-file`): new host ids only.
+    Bootstrap,
+    /// An issued join token (by its hash): one new host id, then it is gone.
+    JoinToken(String),
+    /// A host's own credential: re-registers that host only.
+    Host(String),
+    /// A system admin: any host id.
+    Admin,
+}
+
+fn not_yours(id: &str) -> Error {
+    Error::Forbidden(format!(
+        "host {id} is registered: re-registering it needs that host's own token \
+         (or a system admin forgets it first: DELETE /v1/hosts/{id})"
+    ))
+}
 
 fn check(r: &RegisterRequest) -> std::result::Result<(), FieldError> {
     validate_id("host_id", &r.host_id)?;
-    if !r.url.starts_with("http://") || r.url.len() > 512 || r.url.contains(char::is_whitespace) {
-        return Err(FieldError::new("url", "must be http://HOST:PORT"));
+    let scheme = r.url.starts_with("http://") || r.url.starts_with("https://");
+    if !scheme || r.url.len() > 512 || r.url.contains(char::is_whitespace) {
+        return Err(FieldError::new("url", "must be http(s)://HOST:PORT"));
     }
     if r.token.is_empty() || r.token.len() > 4096 {
         return Err(FieldError::new("token", "must be 1 to 4096 characters"));
@@ -29,9 +100,40 @@ fn check(r: &RegisterRequest) -> std::result::Result<(), FieldError> {
 }
 
 /// Records a host (a restarted host keeps its labels and cordon) and answers its own
-/// credentials: a token that may heartbeat for this host and nothing else.
-pub async fn register(ctx: &Context, r: &RegisterRequest) -> Result<RegisterResponse> {
+/// credentials: a token that may heartbeat for this host and nothing else; the host's
+/// earlier tokens are revoked.
+pub async fn register(
+    ctx: &Context,
+    by: &Enrolment,
+    r: &RegisterRequest,
+) -> Result<RegisterResponse> {
     check(r)?;
+    let known = ctx.store.read::<Host>(&r.host_id).await?.is_some();
+    match by {
+        Enrolment::Admin => {}
+        Enrolment::Host(h) if *h == r.host_id => {}
+        Enrolment::Host(h) => {
+            return Err(Error::Forbidden(format!(
+                "this is host {h}'s token: it registers host {h} only"
+            )))
+        }
+        Enrolment::Bootstrap | Enrolment::JoinToken(_) if known => {
+            return Err(not_yours(&r.host_id))
+        }
+        Enrolment::Bootstrap => {}
+        Enrolment::JoinToken(hash) => {
+            // Single use: whichever registration deletes it first is admitted.
+            let gone = ctx
+                .store
+                .delete(&format!("{}{hash}", JoinToken::PREFIX), Expect::Any)
+                .await?;
+            if !gone {
+                return Err(Error::Unauthorized(
+                    "this join token was used already".into(),
+                ));
+            }
+        }
+    }
     let now = now_ms();
     let host = Host {
         id: r.host_id.clone(),
@@ -51,6 +153,11 @@ pub async fn register(ctx: &Context, r: &RegisterRequest) -> Result<RegisterResp
     };
     match ctx.store.create(&host).await {
         Ok(_) => {}
+        Err(StoreError::Conflict(_))
+            if matches!(by, Enrolment::Bootstrap | Enrolment::JoinToken(_)) =>
+        {
+            return Err(not_yours(&r.host_id));
+        }
         Err(StoreError::Conflict(_)) => {
             ctx.store
                 .update::<Host, _>(&r.host_id, |h| {
@@ -80,6 +187,7 @@ pub async fn register(ctx: &Context, r: &RegisterRequest) -> Result<RegisterResp
         created_at_ms: now,
     };
     ctx.store.create(&token).await?;
+    revoke_host_tokens(ctx, &r.host_id, Some(&token.hash)).await?;
     ctx.events
         .publish(
             "host.registered",
@@ -173,4 +281,30 @@ pub async fn set_cordon(ctx: &Context, id: &str, on: bool, revision: Option<u64>
         .publish(kind, SYSTEM_TENANT, id, serde_json::json!({}))
         .await;
     Ok(h)
+}
+
+/// Revokes every token of host `id` but `keep`; answers how many went.
+async fn revoke_host_tokens(ctx: &Context, id: &str, keep: Option<&str>) -> Result<u64> {
+    let mut n = 0;
+    for t in ctx.store.list_all::<Token>().await? {
+        if t.host.as_deref() == Some(id) && Some(t.hash.as_str()) != keep {
+            ctx.store.remove::<Token>(&t.hash).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Forgets host `id`: its record and every credential it holds. Its VMs stay in the
+/// store (the reconcile loop sees their host gone); the host may join anew with a
+/// join token.
+pub async fn forget(ctx: &Context, id: &str) -> Result<u64> {
+    if !ctx.store.remove::<Host>(id).await? {
+        return Err(Error::NotFound("host"));
+    }
+    let n = revoke_host_tokens(ctx, id, None).await?;
+    ctx.events
+        .publish("host.forgotten", SYSTEM_TENANT, id, serde_json::json!({}))
+        .await;
+    Ok(n)
 }

@@ -18,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod context;
+pub mod devca;
 pub mod error;
 pub mod events;
 pub mod hosts;

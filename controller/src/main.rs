@@ -1,7 +1,6 @@
 //! nova-controller: serves the `/v1` API, runs the reconcile loops while it leads,
 //! and bootstraps a new cluster (the first admin token and the join token).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use nova_controller::api::{self, AppState};
 use nova_controller::auth::{self, FailedAuthLimiter};
-use nova_controller::config::{Args, Config};
+use nova_controller::config::{Args, Command, Config};
 use nova_controller::context::Context;
 use nova_controller::model::{now_ms, Role, Token, User, SYSTEM_TENANT};
 use nova_controller::reconcile;
@@ -18,21 +17,7 @@ use nova_controller::store::{self, EtcdOptions, Objects};
 use tokio::sync::watch;
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(secret.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    nova_durable::write_secret(path, secret.as_bytes())?;
     Ok(())
 }
 
@@ -106,6 +91,14 @@ fn etcd_options(c: &Config) -> anyhow::Result<EtcdOptions> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     nova_logging::init(args.log.log_format, "info");
+    if let Some(Command::DevCa { dir, san }) = &args.command {
+        nova_controller::devca::make(dir, san)?;
+        println!(
+            "development CA in {}: ca.pem (the clients' --ca), server.pem + server.key (--tls-cert, --tls-key)",
+            dir.display()
+        );
+        return Ok(());
+    }
     let c = args.resolve()?;
     if let Some(p) = c
         .store
@@ -139,11 +132,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .with_context(|| format!("binding {}", c.listen))?;
-    tracing::info!(node = %c.node, backend = ctx.store.backend(), "API on http://{}", listener.local_addr()?);
-    let app = api::router(st).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    let scheme = if c.serve.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(node = %c.node, backend = ctx.store.backend(), "API on {scheme}://{}", listener.local_addr()?);
+    nova_http::server::serve(listener, api::router(st), c.serve.clone(), shutdown()).await?;
     resign.await;
     Ok(())
 }

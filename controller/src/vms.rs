@@ -67,8 +67,22 @@ pub fn validate_spec(s: &VmSpec) -> std::result::Result<(), FieldError> {
     Ok(())
 }
 
-/// Refuses a VM that would take `tenant` over its quota.
+/// Refuses a VM that would take `tenant` over its quota, or past the cluster's
+/// `--max-vms-per-tenant`.
 async fn check_quota(ctx: &Context, tenant: &str, spec: &VmSpec) -> Result<()> {
+    let max = ctx.settings.max_vms_per_tenant;
+    let count = ctx
+        .store
+        .list_all::<Vm>()
+        .await?
+        .iter()
+        .filter(|v| v.tenant == tenant && v.desired != DesiredState::Deleted)
+        .count() as u64;
+    if count >= max {
+        return Err(Error::conflict(format!(
+            "tenant {tenant} has {count} VMs: this cluster allows {max} per tenant (--max-vms-per-tenant)"
+        )));
+    }
     let Some(q) = ctx
         .store
         .read::<Tenant>(tenant)

@@ -104,6 +104,39 @@ pub struct Args {
     /// Log lines as text or JSON; the filter is the NOVA_LOG environment variable.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// PEM certificate (chain) the API is served with over TLS (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plaintext HTTP (no --tls-cert): for tests and benchmarks only.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// PEM file of the CA that signs other hosts' (https) certificates
+    /// [default: --controller-ca].
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// A directory whose files an admin may name as a VM's kernel, initrd or disk
+    /// image by host path (or import); repeat for more. Without one, host paths are
+    /// refused and only `sha256:` images from the cache are used.
+    #[arg(long)]
+    pub image_root: Vec<PathBuf>,
+    /// Largest image upload, MiB [default: 16384].
+    #[arg(long)]
+    pub max_image_mib: Option<u64>,
+    /// Open API connections at most (more wait) [default: 1024].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// A request's head (or TLS handshake) must arrive within this, s [default: 10].
+    #[arg(long)]
+    pub header_timeout_s: Option<u64>,
+    /// Each piece of a request body must arrive within this, s [default: 30].
+    #[arg(long)]
+    pub body_timeout_s: Option<u64>,
+    /// A connection silent this long with no request in flight is closed, s [default: 120].
+    #[arg(long)]
+    pub idle_timeout_s: Option<u64>,
 }
 
 /// The `--config` file: the flags' names as keys.
@@ -133,6 +166,18 @@ pub struct FileConfig {
     #[serde(default)]
     pub no_reflink: bool,
     pub log_format: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure_http: bool,
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub image_root: Vec<PathBuf>,
+    pub max_image_mib: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_s: Option<u64>,
+    pub body_timeout_s: Option<u64>,
+    pub idle_timeout_s: Option<u64>,
 }
 
 impl FileConfig {
@@ -176,6 +221,10 @@ pub struct Resolved {
     pub host: Config,
     pub join: Option<Join>,
     pub log_format: LogFormat,
+    /// How the API is served (TLS, connection cap, timeouts).
+    pub serve: nova_http::server::ServerOptions,
+    /// The CA outgoing https calls (peers, the controller) trust.
+    pub ca: Option<PathBuf>,
 }
 
 fn default_vmm() -> PathBuf {
@@ -342,7 +391,80 @@ impl Args {
                 .map_err(|_| bad("log-format", format!("'{s}' is not text or json")))?,
             (None, None) => LogFormat::Text,
         };
+        let insecure = self.insecure_http || file.insecure_http;
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+            insecure,
+        ) {
+            (Some(cert), Some(key), false) => Some(nova_http::server::TlsFiles { cert, key }),
+            (None, None, true) => None,
+            (Some(_), Some(_), true) => {
+                return Err(bad("insecure-http", "contradicts --tls-cert: choose one"))
+            }
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(bad("tls-cert", "needs --tls-key (and the other way round)"))
+            }
+            (None, None, false) => return Err(bad(
+                "tls-cert",
+                "required: serve TLS (--tls-cert and --tls-key), or plaintext with --insecure-http",
+            )),
+        };
+        let positive = |flag: &str, v: Option<u64>, d: u64| match v {
+            Some(0) => Err(bad(flag, "must be at least 1")),
+            v => Ok(v.unwrap_or(d)),
+        };
+        let serve = nova_http::server::ServerOptions {
+            max_connections: positive(
+                "max-connections",
+                self.max_connections
+                    .or(file.max_connections)
+                    .map(|v| v as u64),
+                nova_http::server::DEFAULT_MAX_CONNECTIONS as u64,
+            )? as usize,
+            header_timeout: std::time::Duration::from_secs(positive(
+                "header-timeout-s",
+                self.header_timeout_s.or(file.header_timeout_s),
+                10,
+            )?),
+            body_timeout: std::time::Duration::from_secs(positive(
+                "body-timeout-s",
+                self.body_timeout_s.or(file.body_timeout_s),
+                30,
+            )?),
+            idle_timeout: std::time::Duration::from_secs(positive(
+                "idle-timeout-s",
+                self.idle_timeout_s.or(file.idle_timeout_s),
+                120,
+            )?),
+            tls,
+        };
+        let image_roots = if self.image_root.is_empty() {
+            file.image_root
+        } else {
+            self.image_root
+        };
+        for r in &image_roots {
+            if !r.is_absolute() {
+                return Err(bad(
+                    "image-root",
+                    format!("{} is not an absolute path", r.display()),
+                ));
+            }
+        }
+        let max_image_mib = positive(
+            "max-image-mib",
+            self.max_image_mib.or(file.max_image_mib),
+            16384,
+        )?;
+        let ca = self
+            .ca
+            .or(file.ca)
+            .or_else(|| join.as_ref().and_then(|j| j.ca_file.clone()));
+        let scheme = if serve.tls.is_some() { "https" } else { "http" };
         let host = Config {
+            image_roots,
+            max_image_bytes: max_image_mib << 20,
             data_dir,
             token: String::new(),
             vmm_bin: self.vmm_bin.or(file.vmm_bin).unwrap_or_else(default_vmm),
@@ -352,7 +474,10 @@ impl Args {
             vxlan_peers,
             policy,
             advertise_ip,
-            url: format!("http://{}", SocketAddr::new(advertise_ip, listen.port())),
+            url: format!(
+                "{scheme}://{}",
+                SocketAddr::new(advertise_ip, listen.port())
+            ),
             reflink: !(self.no_reflink || file.no_reflink),
         };
         Ok(Resolved {
@@ -361,6 +486,8 @@ impl Args {
             host,
             join,
             log_format,
+            serve,
+            ca,
         })
     }
 }
@@ -388,7 +515,9 @@ log-format = "json"
     #[test]
     fn the_file_supplies_what_the_flags_do_not_and_flags_win() {
         let file = FileConfig::parse(FILE).unwrap();
-        let r = args(&["--cpu-overcommit", "2"]).resolve(file).unwrap();
+        let r = args(&["--cpu-overcommit", "2", "--insecure-http"])
+            .resolve(file)
+            .unwrap();
         assert_eq!(r.listen.port(), 7070);
         assert_eq!(r.host.data_dir, Path::new("/var/lib/nova"));
         assert_eq!(r.host.policy.cpu_overcommit, 2.0, "the flag wins");
@@ -401,7 +530,7 @@ log-format = "json"
         );
         assert_eq!(r.log_format, LogFormat::Json);
         assert_eq!(r.host.bridge, DEFAULT_BRIDGE);
-        let r = args(&["--log-format", "text"])
+        let r = args(&["--log-format", "text", "--insecure-http"])
             .resolve(FileConfig::parse(FILE).unwrap())
             .unwrap();
         assert_eq!(r.log_format, LogFormat::Text, "an explicit flag wins");
@@ -420,6 +549,7 @@ log-format = "json"
     #[test]
     fn bad_values_name_their_flag() {
         let base = [
+            "--insecure-http",
             "--listen",
             "127.0.0.1:1",
             "--data-dir",

@@ -4,6 +4,11 @@
 //! the state of every VM). The controller decides; hostd only reports. A heartbeat
 //! refused with 401/403/404 registers again. The controller may be `https://`, its
 //! certificate signed by a private CA (`--controller-ca`).
+//!
+//! The host's own token is kept in `DATA/controller.token` (0600, written durably):
+//! a known host id re-registers only with it (a join token enrols new hosts only), so
+//! a restarted hostd presents it first and falls back to the join token only when the
+//! controller no longer knows it (401: the host was forgotten).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +21,26 @@ use crate::host::Host;
 /// Heartbeat period until the controller says otherwise.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Registers (retrying until it works); the client to heartbeat with (presenting this
-/// host's own token) and the interval.
+/// Where the host's own controller credential is kept.
+fn credential_file(host: &Host) -> std::path::PathBuf {
+    host.config.data_dir.join("controller.token")
+}
+
+/// The client presenting this host's saved credential, if there is one.
+fn saved_credential(host: &Host, join: &Client) -> Option<Client> {
+    let t = std::fs::read_to_string(credential_file(host)).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| join.to(join.base(), Some(t)).ok())?
+}
+
+/// Registers (retrying until it works): with the host's own credential when it has
+/// one, else with the join token; the client to heartbeat with (presenting the new
+/// credential, saved) and the interval.
 async fn register(host: &Host, join: &Client) -> (Client, Duration) {
     let mut delay = Duration::from_millis(500);
     loop {
+        let own = saved_credential(host, join);
+        let by = own.as_ref().unwrap_or(join);
         let reg = RegisterRequest {
             host_id: host.host_id.clone(),
             hostname: host.hostname.clone(),
@@ -28,17 +48,27 @@ async fn register(host: &Host, join: &Client) -> (Client, Duration) {
             token: host.config.token.clone(),
             info: host.info(),
         };
-        match join
+        match by
             .post::<_, RegisterResponse>("/v1/hosts/register", &reg)
             .await
         {
             Ok(c) => {
                 tracing::info!(controller = join.base(), "registered");
+                let file = credential_file(host);
+                if let Err(e) = nova_durable::write_secret(&file, c.token.as_bytes()) {
+                    tracing::warn!("saving {}: {e}", file.display());
+                }
                 let every = Duration::from_millis(c.heartbeat_interval_ms.clamp(200, 60_000));
                 match join.to(join.base(), Some(&c.token)) {
                     Ok(client) => return (client, every),
                     Err(e) => tracing::warn!("the controller's token: {e}"),
                 }
+            }
+            Err(e) if own.is_some() && e.status() == Some(401) => {
+                // Forgotten by the controller: join anew with the join token.
+                tracing::warn!("the controller no longer knows this host's token: joining anew");
+                let _ = std::fs::remove_file(credential_file(host));
+                continue;
             }
             Err(e) => tracing::warn!("registering with {}: {e}", join.base()),
         }

@@ -33,6 +33,10 @@ pub struct Config {
     pub url: String,
     /// Try FICLONE before copying (off only for tests of the copy path).
     pub reflink: bool,
+    /// Directories an admin may name host paths under (`--image-root`), canonical.
+    pub image_roots: Vec<PathBuf>,
+    /// Largest image upload, bytes (`--max-image-mib`).
+    pub max_image_bytes: u64,
 }
 
 /// The daemon.
@@ -108,7 +112,9 @@ impl Host {
             mem_mib: meminfo_mib(),
             disk_mib: disk_mib(d).0,
         };
-        let images = ImageCache::new(d.join("images"))?;
+        let images = ImageCache::new(d.join("images"))?
+            .confined_to(&config.image_roots)
+            .map_err(|e| crate::error::Error::io("the image roots", e))?;
         let net = Arc::new(Network::new(
             config.bridge.clone(),
             config.host_cidr,

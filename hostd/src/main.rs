@@ -15,6 +15,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let r = args.resolve(file)?;
     nova_logging::init(r.log_format, "info");
+    if let Some(ca) = &r.ca {
+        nova_http::trust_ca_by_default(ca.clone());
+    }
     let mut config = r.host;
     config.token = read_secret(&r.token_file, "token")?;
     std::fs::create_dir_all(&config.data_dir)
@@ -55,9 +58,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     notify_ready();
     let app = nova_hostd::api::router(host.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    nova_http::server::serve(listener, app, r.serve.clone(), shutdown()).await?;
     tracing::info!("nova-hostd stopping; VMs keep running");
     Ok(())
 }

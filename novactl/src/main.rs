@@ -51,8 +51,14 @@ pub struct Global {
     /// A file holding the API token (keeps it out of the process list).
     #[arg(long, env = "NOVA_TOKEN_FILE", global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// PEM file of the CA that signs an https:// controller's certificate.
-    #[arg(long, env = "NOVA_CA_FILE", global = true, value_name = "FILE")]
+    /// PEM file of the CA that signs an https:// controller's certificate (also `--ca`).
+    #[arg(
+        long,
+        visible_alias = "ca",
+        env = "NOVA_CA_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
     pub ca_file: Option<PathBuf>,
     /// The config file of contexts [default: $XDG_CONFIG_HOME/nova/config.toml, else
     /// ~/.config/nova/config.toml].

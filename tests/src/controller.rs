@@ -98,6 +98,8 @@ pub struct Controller {
     pub dir: PathBuf,
     /// A client with the admin token.
     pub api: ControllerClient,
+    /// The CA its certificate is signed by, when it serves TLS.
+    pub ca: Option<PathBuf>,
 }
 
 /// Options of a controller.
@@ -114,6 +116,8 @@ pub struct Opts {
     pub port: Option<u16>,
     /// More flags (`--etcd-ca`, `--config`, retention, ...).
     pub args: Vec<String>,
+    /// The CA the harness's clients trust (with `--tls-cert` in `args`).
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for Opts {
@@ -127,6 +131,7 @@ impl Default for Opts {
             heartbeat_ms: Some(500),
             port: None,
             args: vec![],
+            ca: None,
         }
     }
 }
@@ -134,6 +139,15 @@ impl Default for Opts {
 /// A client of `url` with `token`.
 pub fn client(url: &str, token: Option<&str>) -> ControllerClient {
     ControllerClient::new(url, token, &Default::default()).unwrap()
+}
+
+/// A client of `url` with `token`, trusting the CA in `ca` (an https controller).
+pub fn client_with_ca(url: &str, token: Option<&str>, ca: Option<&Path>) -> ControllerClient {
+    let opts = nova_http::ClientOptions {
+        ca_file: ca.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    ControllerClient::new(url, token, &opts).unwrap()
 }
 
 impl Controller {
@@ -174,13 +188,22 @@ impl Controller {
                     .unwrap_or_default(),
             )
             .args(["--max-failed-auth", &o.max_failed_auth.to_string()])
+            // Plaintext unless the test serves TLS itself (the raw helpers speak HTTP).
+            .args(
+                (!o.args
+                    .iter()
+                    .any(|a| a == "--tls-cert" || a == "--insecure-http"))
+                .then_some("--insecure-http"),
+            )
             .args(&o.args)
             .env("NOVA_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start nova-controller");
-        let url = format!("http://127.0.0.1:{port}");
+        let tls = o.args.iter().any(|a| a == "--tls-cert");
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let mut c = Controller {
             child: Some(child),
             url: url.clone(),
@@ -188,9 +211,10 @@ impl Controller {
             join: String::new(),
             node: o.node,
             dir: dir.into(),
-            api: client(&url, None),
+            api: client_with_ca(&url, None, o.ca.as_deref()),
+            ca: o.ca.clone(),
         };
-        let anonymous = client(&url, None);
+        let anonymous = client_with_ca(&url, None, o.ca.as_deref());
         let t = Instant::now();
         loop {
             if let Some(Ok(Some(st))) = c.child.as_mut().map(Child::try_wait) {
@@ -215,7 +239,7 @@ impl Controller {
         };
         c.admin = read("admin.token");
         c.join = read("join.token");
-        c.api = client(&url, Some(&c.admin));
+        c.api = client_with_ca(&url, Some(&c.admin), o.ca.as_deref());
         Ok(c)
     }
 
@@ -226,7 +250,7 @@ impl Controller {
 
     /// A client of this controller with no token.
     pub fn anonymous(&self) -> ControllerClient {
-        client(&self.url, None)
+        client_with_ca(&self.url, None, self.ca.as_deref())
     }
 
     /// Creates tenant (if needed), user and token; answers the token's secret.

@@ -15,6 +15,7 @@ fn hostd_registers_with_the_controller_and_heartbeats() {
     let port = free_port();
     let mut cmd = Command::new(binary("nova-controller"));
     cmd.args([
+        "--insecure-http",
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--heartbeat-ms",

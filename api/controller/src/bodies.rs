@@ -255,3 +255,31 @@ pub struct Move {
     pub from: String,
     pub to: String,
 }
+
+/// Longest a join token lives, s (7 days); the default is an hour.
+pub const MAX_JOIN_TOKEN_TTL_S: u64 = 7 * 86_400;
+
+/// `POST /v1/join-tokens` (system admins): a single-use token one new host joins with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewJoinToken {
+    /// Seconds until it expires (1 to 604800) [default: 3600].
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+}
+
+/// A join token, its secret shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedJoinToken {
+    pub id: String,
+    pub token: String,
+    pub expires_at_ms: u64,
+}
+
+/// `DELETE /v1/hosts/{id}`: the host forgotten, its credentials revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ForgottenHost {
+    pub forgotten: String,
+    /// How many of its tokens were revoked.
+    pub tokens_revoked: u64,
+}

@@ -342,6 +342,14 @@ impl ControllerClient {
     pub async fn revoke_token(&self, id: &str) -> Result<RevokedToken, Error> {
         self.http.delete(&format!("/v1/tokens/{id}")).await
     }
+    /// `POST /v1/join-tokens`: a single-use, expiring token for one new host.
+    pub async fn create_join_token(&self, t: &NewJoinToken) -> Result<CreatedJoinToken, Error> {
+        self.http.post("/v1/join-tokens", t).await
+    }
+    /// `DELETE /v1/hosts/{id}`: forgets a host and revokes its credentials.
+    pub async fn forget_host(&self, id: &str) -> Result<ForgottenHost, Error> {
+        self.http.delete(&format!("/v1/hosts/{id}")).await
+    }
     /// One page of `GET /v1/audit`, oldest first.
     pub async fn audit_page(&self, q: &ListQuery) -> Result<Page<AuditEntry>, Error> {
         self.page("/v1/audit", q).await

@@ -22,12 +22,22 @@ pub struct ClientOptions {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The CA every [`ClientOptions::default`] of this process trusts (a daemon's `--ca`).
+static DEFAULT_CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `ca` the CA of every default [`ClientOptions`] made from now on in this
+/// process (a daemon calls it once, at start, with its `--ca`); later calls change
+/// nothing.
+pub fn trust_ca_by_default(ca: PathBuf) {
+    let _ = DEFAULT_CA.set(ca);
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
-            ca_file: None,
+            ca_file: DEFAULT_CA.get().cloned(),
         }
     }
 }

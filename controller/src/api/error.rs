@@ -71,6 +71,8 @@ impl From<Error> for ApiError {
                 error: message,
                 field,
             },
+            Error::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, why),
+            Error::Unauthorized(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
             Error::Stale { .. } => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, e.to_string()).with_field(IF_MATCH)
             }

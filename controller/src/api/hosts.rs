@@ -11,7 +11,11 @@ use nova_hostd_api::{Heartbeat, RegisterRequest, RegisterResponse};
 use super::error::{answer, ApiJson, ApiQuery, IfMatch};
 use super::{must_be_cluster, page, ApiError, ApiResult, AppState};
 use crate::auth::Caller;
-use crate::model::{ErrorBody, Host, ListQuery, Operation, Page, Role};
+use crate::hosts::Enrolment;
+use crate::model::{
+    CreatedJoinToken, ErrorBody, ForgottenHost, Host, ListQuery, NewJoinToken, Operation, Page,
+    Role, MAX_JOIN_TOKEN_TTL_S,
+};
 use crate::store::Objects;
 
 /// What a host shows through the API (its hostd token blanked).
@@ -25,18 +29,21 @@ fn shown(mut h: Host) -> Host {
 #[utoipa::path(post, path = "/v1/hosts/register", tag = "hosts", request_body = RegisterRequest,
     responses((status = 201, body = RegisterResponse),
         (status = 400, description = "a bad field", body = ErrorBody),
-        (status = 403, description = "not the join token", body = ErrorBody)))]
+        (status = 401, description = "no such (or a used or expired) join token", body = ErrorBody),
+        (status = 403, description = "a known host id without that host's token", body = ErrorBody)))]
 pub async fn register(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    by: Option<Extension<Enrolment>>,
     ApiJson(r): ApiJson<RegisterRequest>,
 ) -> ApiResult<Response> {
-    if c.user != "join-token" && !(c.is_cluster() && c.is_admin()) {
+    let Some(Extension(by)) = by else {
         return Err(ApiError::forbidden(
-            "registering a host needs the join token",
+            "registering a host needs a join token, that host's own token or a system admin's",
         ));
-    }
-    let creds = crate::hosts::register(&st.ctx, &r).await?;
+    };
+    let _ = &c;
+    let creds = crate::hosts::register(&st.ctx, &by, &r).await?;
     Ok(answer(StatusCode::CREATED, None, creds))
 }
 
@@ -53,7 +60,7 @@ pub async fn heartbeat(
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> ApiResult<StatusCode> {
     let own = c.role == Role::Host && c.host.as_deref() == Some(id.as_str());
-    if !(own || c.user == "join-token") || hb.host_id != id {
+    if !own || hb.host_id != id {
         return Err(ApiError::forbidden(
             "a host heartbeats for itself only, with its own token",
         ));
@@ -154,4 +161,55 @@ pub async fn drain(
     must_be_cluster(&c, true)?;
     let op = crate::migration::drain::start(&st.ctx, &id, rev).await?;
     Ok(answer(StatusCode::ACCEPTED, Some(op.revision), op))
+}
+
+/// `POST /v1/join-tokens` (system admins): a join token for one new host, expiring.
+#[utoipa::path(post, path = "/v1/join-tokens", tag = "hosts", request_body = NewJoinToken,
+    responses((status = 201, body = CreatedJoinToken),
+        (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 403, description = "not a system admin", body = ErrorBody)))]
+pub async fn create_join_token(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiJson(b): ApiJson<NewJoinToken>,
+) -> ApiResult<Response> {
+    if !(c.is_cluster() && c.is_admin()) {
+        return Err(ApiError::forbidden("only system admins issue join tokens"));
+    }
+    let ttl = b.ttl_s.unwrap_or(3600);
+    if !(1..=MAX_JOIN_TOKEN_TTL_S).contains(&ttl) {
+        return Err(nova_http::FieldError::new(
+            "ttl_s",
+            format!("{ttl} is out of range 1..={MAX_JOIN_TOKEN_TTL_S}"),
+        )
+        .into());
+    }
+    let (token, t) = crate::hosts::issue_join_token(&st.ctx, ttl, &c.actor()).await?;
+    let body = CreatedJoinToken {
+        id: t.id,
+        token,
+        expires_at_ms: t.expires_at_ms,
+    };
+    Ok(answer(StatusCode::CREATED, None, body))
+}
+
+/// `DELETE /v1/hosts/{id}` (system admins): forgets the host and revokes its tokens.
+#[utoipa::path(delete, path = "/v1/hosts/{id}", tag = "hosts",
+    params(("id" = String, Path, description = "host id")),
+    responses((status = 200, body = ForgottenHost),
+        (status = 403, description = "not a system admin", body = ErrorBody),
+        (status = 404, description = "no such host", body = ErrorBody)))]
+pub async fn forget_host(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ForgottenHost>> {
+    if !(c.is_cluster() && c.is_admin()) {
+        return Err(ApiError::forbidden("only system admins forget hosts"));
+    }
+    let n = crate::hosts::forget(&st.ctx, &id).await?;
+    Ok(Json(ForgottenHost {
+        forgotten: id,
+        tokens_revoked: n,
+    }))
 }

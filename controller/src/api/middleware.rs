@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::{self, Caller};
+use crate::hosts::{self, Enrolment};
 use crate::idempotency::{self, Answer, Begin};
 use crate::model::{now_ms, AuditEntry, Role, Token, IDEMPOTENCY_KEY, SYSTEM_TENANT};
 use crate::store::Objects;
@@ -68,15 +69,18 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    if st.limiter.blocked(ip) {
-        return ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed authentication attempts; try later",
-        )
-        .into_response();
-    }
     let secret = bearer(&req).unwrap_or_default().to_string();
+    // Only a failed authentication counts, and a locked-out address is refused only
+    // when its credential fails too: a valid token always gets through, so a flood of
+    // bad tokens from a host's address never silences that host's heartbeats.
     let unauthorized = |st: &AppState| {
+        if st.limiter.blocked(ip) {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentication attempts; try later",
+            )
+            .into_response();
+        }
         st.limiter.failed(ip);
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -88,20 +92,43 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         return unauthorized(&st);
     }
     let hashed = auth::hash(&secret);
-    // The join token registers hosts; hostd versions that keep using it for heartbeats
-    // are accepted too (the handler then checks the body names a registered host).
-    let joining =
-        path == REGISTER || (path.starts_with("/v1/hosts/") && path.ends_with("/heartbeat"));
+    // A join token registers a new host and does nothing else: not a heartbeat, not a
+    // re-registration of a known host id (`hosts::register` checks that).
+    let joining = path == REGISTER;
+    let join_caller = |user: String| Caller {
+        user,
+        tenant: SYSTEM_TENANT.into(),
+        role: Role::Host,
+        host: None,
+    };
     let caller = if joining && hashed == *st.join_hash {
-        Caller {
-            user: "join-token".into(),
-            tenant: SYSTEM_TENANT.into(),
-            role: Role::Host,
-            host: None,
-        }
+        req.extensions_mut().insert(Enrolment::Bootstrap);
+        join_caller("join-token".into())
     } else {
         match st.ctx.store.read::<Token>(&hashed).await {
-            Ok(Some(t)) => Caller::from_token(&t),
+            Ok(Some(t)) => {
+                let c = Caller::from_token(&t);
+                if joining {
+                    match (&c.host, c.is_cluster() && c.is_admin()) {
+                        (Some(h), _) => {
+                            req.extensions_mut().insert(Enrolment::Host(h.clone()));
+                        }
+                        (None, true) => {
+                            req.extensions_mut().insert(Enrolment::Admin);
+                        }
+                        _ => {}
+                    }
+                }
+                c
+            }
+            Ok(None) if joining => match hosts::find_join_token(&st.ctx, &hashed).await {
+                Ok(Some(j)) => {
+                    req.extensions_mut().insert(Enrolment::JoinToken(hashed));
+                    join_caller(format!("join-token:{}", j.id))
+                }
+                Ok(None) => return unauthorized(&st),
+                Err(e) => return ApiError::from(e).into_response(),
+            },
             Ok(None) => return unauthorized(&st),
             Err(e) => return ApiError::from(e).into_response(),
         }

@@ -106,7 +106,11 @@ pub fn router(st: AppState) -> Router {
         .route("/metrics", get(status::metrics))
         .route("/v1/hosts/register", post(hosts::register))
         .route("/v1/hosts", get(hosts::list_hosts))
-        .route("/v1/hosts/{id}", get(hosts::get_host))
+        .route(
+            "/v1/hosts/{id}",
+            get(hosts::get_host).delete(hosts::forget_host),
+        )
+        .route("/v1/join-tokens", post(hosts::create_join_token))
         .route("/v1/hosts/{id}/heartbeat", post(hosts::heartbeat))
         .route("/v1/hosts/{id}/cordon", post(hosts::cordon))
         .route("/v1/hosts/{id}/uncordon", post(hosts::uncordon))

@@ -38,6 +38,8 @@ const BEARER: &str = "bearer";
         hosts::cordon,
         hosts::uncordon,
         hosts::drain,
+        hosts::create_join_token,
+        hosts::forget_host,
         policy::get_policy,
         policy::put_policy,
         policy::patch_policy,

@@ -44,12 +44,36 @@ async fn acting_for(st: &AppState, c: &Caller, tenant: Option<String>) -> ApiRes
     }
 }
 
+/// A host path (anything but a `sha256:` image) names a file on the hosts: only
+/// system admins may, and hostd confines even theirs to its `--image-root`s.
+fn host_paths_for_admins(c: &Caller, spec: &VmSpec) -> ApiResult<()> {
+    if c.is_cluster() && c.is_admin() {
+        return Ok(());
+    }
+    let mut refs = vec![("kernel".to_string(), Some(&spec.kernel))];
+    refs.push(("initrd".into(), spec.initrd.as_ref()));
+    for (i, d) in spec.disks.iter().enumerate() {
+        refs.push((format!("disks[{i}].image"), d.image.as_ref()));
+    }
+    for (field, r) in refs {
+        if let Some(r) = r.filter(|r| !r.starts_with("sha256:")) {
+            return Err(ApiError::forbidden(&format!(
+                "{field}: {r:?} is a host path, which only system admins may name; \
+                 use an image from the cache (sha256:...)"
+            ))
+            .with_field(&field));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /v1/vms`: stores the VM as desired; the scheduler places it.
 #[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = VmSpec,
     params(TenantQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with this key answers the VM the first call made")),
     responses((status = 201, body = Vm),
         (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 403, description = "a host path from a caller who is not a system admin (the field named)", body = ErrorBody),
         (status = 409, description = "the name is taken in the tenant (field `name`), or the quota is full", body = ErrorBody),
         (status = 422, description = "the Idempotency-Key was used for another request", body = ErrorBody)))]
 pub async fn create_vm(
@@ -59,6 +83,7 @@ pub async fn create_vm(
     ApiJson(spec): ApiJson<VmSpec>,
 ) -> ApiResult<Response> {
     must_operate(&c)?;
+    host_paths_for_admins(&c, &spec)?;
     let tenant = acting_for(&st, &c, q.tenant).await?;
     let vm = crate::vms::create(&st.ctx, &tenant, spec).await?;
     Ok(answer(StatusCode::CREATED, Some(vm.revision), vm))

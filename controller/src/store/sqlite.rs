@@ -33,12 +33,44 @@ fn be(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Sets the database and its `-wal`/`-shm` companions to 0600 (an existing 0644
+/// database from an older controller included).
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StoreError::Backend(format!(
+                    "{}: {e}",
+                    std::path::Path::new(&p).display()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. It holds hostd tokens, so
+    /// it and its WAL and shared-memory files are the owner's only (0600).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        }
         let conn = Connection::open(path).map_err(be)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(be)?;
+        owner_only(path)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(be)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))

@@ -63,7 +63,7 @@ pub async fn import_image(
     JsonBody(req): JsonBody<ImageImportRequest>,
 ) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
     let images = h.images.clone();
-    let info = tokio::task::spawn_blocking(move || images.import_path(&req.path))
+    let info = tokio::task::spawn_blocking(move || images.import_path("path", &req.path))
         .await
         .map_err(|e| Error::Conflict(format!("import task: {e}")))??;
     Ok((StatusCode::CREATED, Json(info)))
@@ -77,10 +77,23 @@ pub async fn import_image(
 pub async fn upload_image(State(h): S, body: Body) -> ApiResult<(StatusCode, Json<ImageInfo>)> {
     let mut up = h.images.upload()?;
     let mut body = body;
+    let max = h.config.max_image_bytes;
+    let mut len = 0u64;
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| FieldError::new("body", format!("upload interrupted: {e}")))?;
         if let Ok(data) = frame.into_data() {
+            len += data.len() as u64;
+            if len > max {
+                return Err(FieldError::new(
+                    "body",
+                    format!(
+                        "larger than this host's --max-image-mib ({} MiB)",
+                        max >> 20
+                    ),
+                )
+                .into());
+            }
             up.write(&data)?;
         }
     }

@@ -1,6 +1,8 @@
 //! The content-addressed image cache under `DATA/images/`: kernels, initrds and disk
 //! images stored as `sha256-<hex>` (read-only), imported from a host path or uploaded.
-//! VM disks are clones of these (see [`clone`]).
+//! VM disks are clones of these (see [`clone`]). A host path is confined: only a
+//! regular file under one of the allowed image roots (`--image-root`, symlinks
+//! resolved first) is read; without roots no host path is.
 
 pub mod clone;
 
@@ -17,6 +19,8 @@ use nova_hostd_api::{validate_image_ref, FieldError, ImageInfo};
 #[derive(Debug, Clone)]
 pub struct ImageCache {
     dir: PathBuf,
+    /// Canonical directories host paths may be under.
+    roots: Vec<PathBuf>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -26,7 +30,70 @@ fn hex(bytes: &[u8]) -> String {
 impl ImageCache {
     pub fn new(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(dir.join("tmp")).ctx(|| format!("creating {}", dir.display()))?;
-        Ok(ImageCache { dir })
+        Ok(ImageCache {
+            dir,
+            roots: Vec::new(),
+        })
+    }
+
+    /// This cache, reading host paths only under `roots` (canonicalized here: a root
+    /// that does not exist is an error).
+    pub fn confined_to(mut self, roots: &[PathBuf]) -> std::io::Result<Self> {
+        self.roots = roots
+            .iter()
+            .map(|r| {
+                r.canonicalize().map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("--image-root {}: {e}", r.display()))
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(self)
+    }
+
+    /// The canonical form of host path `src` if it is under an allowed root; else the
+    /// refusal, naming `field`.
+    fn confine(&self, field: &str, src: &str) -> Result<PathBuf> {
+        let outside = || {
+            let roots = if self.roots.is_empty() {
+                "none are allowed on this host (no --image-root)".to_string()
+            } else {
+                format!(
+                    "allowed roots: {}",
+                    self.roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            Error::from(FieldError::new(
+                field,
+                format!("{src} is not under an allowed image root ({roots}); use a sha256: image"),
+            ))
+        };
+        if self.roots.is_empty() {
+            return Err(outside());
+        }
+        let real = match Path::new(src).canonicalize() {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!("image file {src} does not exist")))
+            }
+            Err(_) => return Err(outside()),
+        };
+        // hostd's own files (VM disks of every tenant, tokens) never, whatever the roots.
+        let data_dir = self.dir.parent().and_then(|d| d.canonicalize().ok());
+        if data_dir.is_some_and(|d| real.starts_with(d)) {
+            return Err(Error::from(FieldError::new(
+                field,
+                format!("{src} is in hostd's data directory: never usable as an image"),
+            )));
+        }
+        if self.roots.iter().any(|r| real.starts_with(r)) {
+            Ok(real)
+        } else {
+            Err(outside())
+        }
     }
 
     /// The file of image `id` (`sha256:<hex>`), whether present or not.
@@ -97,13 +164,17 @@ impl ImageCache {
             .join(format!("{:016x}", rand::random::<u64>()))
     }
 
-    /// Imports a host file: sparse-copied into the cache, named by its digest.
-    pub fn import_path(&self, src: &str) -> Result<ImageInfo> {
-        validate_image_ref("path", src)?;
+    /// Imports a host file under an allowed root: sparse-copied into the cache, named
+    /// by its digest; `field` names the request field in a refusal.
+    pub fn import_path(&self, field: &str, src: &str) -> Result<ImageInfo> {
+        validate_image_ref(field, src)?;
         if src.starts_with("sha256:") {
             return self.get(src);
         }
-        let mut f = File::open(src).map_err(|e| {
+        let real = self.confine(field, src)?;
+        let src_path = real.clone();
+        let src = &*real.to_string_lossy();
+        let mut f = File::open(&src_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::NotFound(format!("image file {src} does not exist"))
             } else {
@@ -111,7 +182,7 @@ impl ImageCache {
             }
         })?;
         if !f.metadata().ctx(|| src.to_string())?.is_file() {
-            return Err(FieldError::new("path", format!("{src} is not a regular file")).into());
+            return Err(FieldError::new(field, format!("{src} is not a regular file")).into());
         }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -128,7 +199,7 @@ impl ImageCache {
             return Ok(info);
         }
         let tmp = self.tmp_path();
-        clone::clone_file(Path::new(src), &tmp, None, true)
+        clone::clone_file(&src_path, &tmp, None, true)
             .ctx(|| format!("copying {src} into the image cache"))?;
         self.commit(&tmp, &digest)
     }
@@ -155,7 +226,7 @@ impl ImageCache {
                 e => e,
             })?
         } else {
-            self.import_path(r).map_err(|e| match e {
+            self.import_path(field, r).map_err(|e| match e {
                 Error::NotFound(m) => Error::from(FieldError::new(field, m)),
                 e => e,
             })?

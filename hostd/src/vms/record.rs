@@ -134,14 +134,14 @@ impl Vm {
         Ok(c)
     }
 
-    /// Writes `vm.json` (atomically: temp file, then rename).
+    /// Writes `vm.json` durably (a unique temp file, fsync, rename, directory fsync):
+    /// a crash leaves the old record or the new one.
     pub fn persist(&self) -> Result<()> {
         let text = serde_json::to_vec_pretty(&self.lock().rec)
             .map_err(|e| Error::Conflict(e.to_string()))?;
-        let tmp = self.dir.join("vm.json.tmp");
-        std::fs::write(&tmp, text).ctx(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, self.dir.join("vm.json"))
-            .ctx(|| format!("renaming {}", tmp.display()))
+        let path = self.dir.join("vm.json");
+        nova_durable::write(&path, &text, nova_durable::SECRET)
+            .ctx(|| format!("writing {}", path.display()))
     }
 
     /// Sets the state and persists it.
