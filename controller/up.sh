@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${NOVA_BIN_DIR:-$ROOT/target/x86_64-unknown-linux-gnu/debug}"
 RUN="${NOVA_RUN_DIR:-$ROOT/target/up}"
 GUEST="$ROOT/guest-images/out/testguest.elf"
-API="http://198.18.0.1:7070"
+API="https://198.18.0.1:7070"
 
 die() { echo "up: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, bridges, /dev/kvm)"
@@ -52,9 +52,16 @@ for h in a b; do
     ip -n "nova-$h" route add "198.18.0.1$o/32" dev "nux-$h"
 done
 
+# TLS everywhere: a development CA and one server certificate for the controller and
+# both hosts (their 198.18.0 addresses); every client trusts the CA (--ca).
+"$BIN/nova-controller" dev-ca "$RUN/tls" --san 198.18.0.1 --san 198.18.0.11 --san 198.18.0.12 >/dev/null
+CA="$RUN/tls/ca.pem"
+TLS=(--tls-cert "$RUN/tls/server.pem" --tls-key "$RUN/tls/server.key")
+
 # Controller.
 setsid "$BIN/nova-controller" --listen 198.18.0.1:7070 --store "sqlite:$RUN/controller.db" \
     --admin-token-file "$RUN/admin.token" --join-token-file "$RUN/join.token" \
+    "${TLS[@]}" --hostd-ca "$CA" \
     --heartbeat-ms 5000 >"$RUN/controller.log" 2>&1 < /dev/null &
 echo $! > "$RUN/controller.pid"
 for _ in $(seq 100); do [ -s "$RUN/join.token" ] && [ -s "$RUN/admin.token" ] && break; sleep 0.1; done
@@ -67,6 +74,7 @@ for h in a b; do
     chmod 600 "$RUN/hostd-$h.token"
     ip netns exec "nova-$h" setsid "$BIN/nova-hostd" --listen "198.18.0.1$n:7070" --data-dir "$RUN/host-$h" \
         --token-file "$RUN/hostd-$h.token" --controller "$API" --join-token-file "$RUN/join.token" \
+        "${TLS[@]}" --controller-ca "$CA" --image-root "$(dirname "$(readlink -f "$GUEST")")" \
         --vmm-bin "$BIN/nova-vmm" --bridge novabr0 --host-cidr "203.0.113.$n/24" \
         --vxlan-vni 42 --vxlan-dev "nux-$h" --vxlan-peer "198.18.0.1$peer" \
         >"$RUN/hostd-$h.log" 2>&1 < /dev/null &
@@ -76,7 +84,7 @@ done
 # novactl talks to this cluster through a context of its config file ("nova-up", made
 # the current one, as kind does for kubectl); down.sh removes it.
 ctl() { "$BIN/novactl" "$@"; }
-ctl config set-context nova-up --url "$API" --token-file "$RUN/admin.token" --use >/dev/null
+ctl config set-context nova-up --url "$API" --token-file "$RUN/admin.token" --ca "$CA" --use >/dev/null
 ready_hosts() { ctl host list -o json 2>/dev/null | grep -c '"state": "ready"'; }
 echo "waiting for both hosts to be Ready..."
 for _ in $(seq 300); do
@@ -102,6 +110,7 @@ cat <<MSG
 NovaCron is up.
   API          $API   (OpenAPI: $API/v1/openapi.json)
   admin token  $RUN/admin.token
+  CA           $CA   (curl --cacert, novactl --ca)
   hosts        $(ctl host list | tail -n +2 | awk '{print $1" ("$2")"}' | paste -sd' ')
   demo VM      $VM (test guest, counter + net workloads)
 

@@ -11,7 +11,7 @@ use nova_tests::controller::*;
 use nova_tests::TempDir;
 
 fn spec(name: &str) -> VmSpec {
-    serde_json::from_value(serde_json::json!({"name": name, "kernel": "/k", "start": false}))
+    serde_json::from_value(serde_json::json!({"name": name, "kernel": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "start": false}))
         .unwrap()
 }
 

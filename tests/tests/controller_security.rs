@@ -13,7 +13,7 @@ use serde_json::json;
 
 fn vm(name: &str) -> VmSpec {
     serde_json::from_value(json!({"name": name, "vcpus": 1, "mem_mib": 128,
-        "kernel": "/nonexistent/kernel", "start": false}))
+        "kernel": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "start": false}))
     .unwrap()
 }
 
@@ -176,8 +176,9 @@ fn failed_authentication_is_rate_limited_per_client() {
         raw(&c.url, Some("nova_guess"), "GET", "/v1/vms", b"").status,
         429
     );
-    // Locked out, even with a good token, until the window passes.
-    assert_eq!(status(block_on(c.api.vms())), 429);
+    // Locked out for guesses, never for a good token (a host's heartbeats from the
+    // same address must go on).
+    block_on(c.api.vms()).expect("a valid token is never locked out");
     block_on(c.anonymous().health()).expect("health stays open");
 }
 

@@ -10,7 +10,7 @@ use nova_tests::TempDir;
 
 fn spec(name: &str) -> VmSpec {
     serde_json::from_value(serde_json::json!({
-        "name": name, "kernel": "/k", "labels": {"app": "web"}, "start": false
+        "name": name, "kernel": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "labels": {"app": "web"}, "start": false
     }))
     .unwrap()
 }

@@ -116,22 +116,6 @@ fn in_namespace<T>(ns: Option<&str>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// What a test hostd is started with unless the test says otherwise: plaintext
-/// (`--insecure-http`, the harness's raw sockets speak HTTP) and every host path
-/// allowed (`--image-root /`; hostd's data dir stays refused). A test that passes
-/// `--tls-cert` or `--image-root` itself gets neither.
-fn default_security_flags(args: &[String]) -> Vec<String> {
-    let given = |f: &str| args.iter().any(|a| a == f);
-    let mut v = vec![];
-    if !given("--tls-cert") && !given("--insecure-http") {
-        v.push("--insecure-http".to_string());
-    }
-    if !given("--image-root") {
-        v.extend(["--image-root".to_string(), "/".to_string()]);
-    }
-    v
-}
-
 impl Hostd {
     /// Starts a hostd and waits until `/v1/health` answers.
     pub fn start(opts: Opts) -> Hostd {
@@ -171,8 +155,15 @@ impl Hostd {
             .arg(self.dir.join("token"))
             .arg("--vmm-bin")
             .arg(binary("nova-vmm"))
-            .args(default_security_flags(&self.opts.args))
             .args(&self.opts.args);
+        let has = |f: &str| self.opts.args.iter().any(|a| a == f);
+        // Unless the test says otherwise: plaintext, and any host path but hostd's own.
+        if !has("--tls-cert") && !has("--insecure-http") {
+            cmd.arg("--insecure-http");
+        }
+        if !has("--image-root") {
+            cmd.args(["--image-root", "/"]);
+        }
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
