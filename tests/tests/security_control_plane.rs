@@ -513,3 +513,30 @@ fn controller_pid(c: &Controller) -> u32 {
         .unwrap_or_else(|| panic!("no listener on {port}: {s}"));
     pid
 }
+
+#[test]
+fn revoking_a_token_closes_its_open_event_streams() {
+    let d = TempDir::new();
+    let c = Controller::sqlite(d.path());
+    let olga = c.token_for("acme", "olga", Role::Operator);
+    let tid = block_on(c.api.tokens())
+        .unwrap()
+        .into_iter()
+        .find(|t| t.user == "olga")
+        .unwrap()
+        .id;
+    let mut doomed = EventStream::open(&c.url, &olga);
+    let mut other = EventStream::open(&c.url, &c.admin);
+    block_on(c.api.revoke_token(&tid)).unwrap();
+    // The admin's stream sees the revocation; olga's ends at once (not at the timeout).
+    other.until("token.revoked", &tid, 10);
+    let t = Instant::now();
+    assert!(doomed.next(Duration::from_secs(20)).is_none());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the stream stayed open {:?} after the revocation",
+        t.elapsed()
+    );
+    // And the revoked token opens no new one.
+    assert_eq!(EventStream::since(&c.url, &olga, None).err(), Some(401));
+}

@@ -206,6 +206,11 @@ pub async fn delete_token(
         .find(|t| t.id == id && c.sees(&t.tenant))
         .ok_or_else(|| ApiError::not_found("token"))?;
     st.ctx.store.remove::<Token>(&t.hash).await?;
+    // Its open event streams (on any controller) end on this event.
+    st.ctx
+        .events
+        .publish("token.revoked", &t.tenant, &t.id, serde_json::json!({}))
+        .await;
     Ok(Json(RevokedToken { revoked: id }))
 }
 

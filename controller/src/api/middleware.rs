@@ -108,6 +108,7 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         match st.ctx.store.read::<Token>(&hashed).await {
             Ok(Some(t)) => {
                 let c = Caller::from_token(&t);
+                req.extensions_mut().insert(auth::TokenHash(t.hash.clone()));
                 if joining {
                     match (&c.host, c.is_cluster() && c.is_admin()) {
                         (Some(h), _) => {
