@@ -63,5 +63,6 @@ pub fn state_name(s: nova_hostd_api::VmState) -> &'static str {
         S::Crashed => "crashed",
         S::MigratingOut => "migrating_out",
         S::MigratingIn => "migrating_in",
+        S::Unknown => "unknown",
     }
 }

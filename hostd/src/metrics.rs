@@ -64,6 +64,7 @@ fn state_name(s: VmState) -> &'static str {
         VmState::Crashed => "crashed",
         VmState::MigratingOut => "migrating_out",
         VmState::MigratingIn => "migrating_in",
+        VmState::Unknown => "unknown",
     }
 }
 

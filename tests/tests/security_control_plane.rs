@@ -540,3 +540,43 @@ fn revoking_a_token_closes_its_open_event_streams() {
     // And the revoked token opens no new one.
     assert_eq!(EventStream::since(&c.url, &olga, None).err(), Some(401));
 }
+
+#[test]
+fn a_corrupt_vm_json_is_reported_and_its_running_vmm_left_alone() {
+    if !nova_tests::require_kvm() {
+        return;
+    }
+    let mut h = Hostd::start(hostd::Opts::default());
+    h.create_vm(&hostd::guest("c1", "counter"));
+    h.wait_console("c1", "NOVA-TICK", Duration::from_secs(30));
+    let pid = h.ok(h.api().vm("c1")).pid.unwrap();
+    let record = h.data().join("vms/c1/vm.json");
+    // Written durably: the owner's only, no temp file left beside it.
+    assert_eq!(mode(&record), 0o600);
+    h.kill();
+    std::fs::write(&record, b"{\"spec\": {\"name\": tru").unwrap();
+    h.restart();
+    let vm = h.ok(h.api().vm("c1"));
+    assert_eq!(vm.state, nova_hostd_api::VmState::Unknown, "{vm:?}");
+    let why = vm.exit.unwrap().reason;
+    assert!(
+        why.contains("vm.json") && why.contains(&pid.to_string()),
+        "{why}"
+    );
+    // The guest still runs: its VMM was neither killed nor restarted.
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the VMM was orphaned or killed"
+    );
+    let console = h.data().join("vms/c1/console.log");
+    let len0 = std::fs::metadata(&console).unwrap().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(std::fs::metadata(&console).unwrap().len() > len0);
+    // The corrupt file is left for a person to look at.
+    assert_eq!(
+        std::fs::read(&record).unwrap(),
+        b"{\"spec\": {\"name\": tru"
+    );
+    // SAFETY: ends the VMM this test started (hostd no longer manages it).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}

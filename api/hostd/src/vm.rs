@@ -27,6 +27,9 @@ pub enum VmState {
     MigratingOut,
     /// Arriving on this host: the VMM is receiving; not running here until the switch.
     MigratingIn,
+    /// hostd cannot read this VM's record (`vm.json`); `exit.reason` says why. Its VMM,
+    /// if one runs, is left running; the record file is left as it was.
+    Unknown,
 }
 
 /// How a VMM ended.

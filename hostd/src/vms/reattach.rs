@@ -35,6 +35,24 @@ pub fn state_after_reattach(run: Option<RunState>) -> VmState {
 }
 
 impl Vms {
+    /// A VM whose record is unreadable: its VMM, if one still runs, is left running
+    /// (never killed, never restarted from a guessed spec) and named in the report.
+    fn note_unknown_vmm(&self, vm: &Arc<crate::vms::record::Vm>) {
+        let Some(pid) = process::read_pid(&vm.pid_file())
+            .filter(|&p| process::alive(p) && process::is_our_vmm(p, &vm.dir))
+        else {
+            return;
+        };
+        let mut g = vm.lock();
+        g.rt.pid = Some(pid);
+        if let Some(e) = g.rec.exit.as_mut() {
+            e.reason.push_str(&format!(
+                "; its VMM (pid {pid}) is still running, left alone"
+            ));
+        }
+        tracing::warn!(vm = vm.id, pid, "VMM of an unreadable record left running");
+    }
+
     /// Reads every VM record, takes back the VMMs still running, reports the ones
     /// gone; returns the VMs that were migrating.
     pub async fn reattach_all(self: &Arc<Self>) -> Vec<Adopted> {
@@ -42,6 +60,10 @@ impl Vms {
         for (id, rec) in self.load_records() {
             let state = rec.state;
             let vm = self.adopt(&id, rec);
+            if state == VmState::Unknown {
+                self.note_unknown_vmm(&vm);
+                continue;
+            }
             if !is_active(state) {
                 continue;
             }

@@ -164,7 +164,9 @@ impl Vms {
         Ok(mac)
     }
 
-    /// Reads every `vm.json` under the VMs directory (skipping unreadable ones, loudly).
+    /// Reads every `vm.json` under the VMs directory; an unreadable one becomes a
+    /// record in state `unknown` whose `exit.reason` says why (the file is left as it
+    /// is, for a person to look at).
     pub fn load_records(&self) -> Vec<(String, VmRecord)> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
@@ -181,10 +183,46 @@ impl Vms {
                 .and_then(|b| serde_json::from_slice::<VmRecord>(&b).map_err(|e| e.to_string()))
             {
                 Ok(rec) => out.push((id, rec)),
-                Err(e) => tracing::error!("ignoring {}: {e}", p.display()),
+                Err(e) => {
+                    tracing::error!(vm = id, "{}: {e}", p.display());
+                    out.push((id.clone(), unreadable_record(&id, &p, &e)));
+                }
             }
         }
         out
+    }
+}
+
+/// What hostd reports of a VM whose record it cannot read.
+fn unreadable_record(id: &str, path: &std::path::Path, why: &str) -> VmRecord {
+    let spec = nova_hostd_api::VmSpec {
+        id: Some(id.to_string()),
+        name: id.to_string(),
+        vcpus: 1,
+        mem_mib: 0,
+        kernel: String::new(),
+        initrd: None,
+        cmdline: None,
+        disks: Vec::new(),
+        nics: Vec::new(),
+        restart: Default::default(),
+        start: false,
+    };
+    VmRecord {
+        spec,
+        state: nova_hostd_api::VmState::Unknown,
+        disks: Vec::new(),
+        nics: Vec::new(),
+        restarts: 0,
+        exit: Some(nova_hostd_api::ExitInfo {
+            code: None,
+            signal: None,
+            reason: format!("{} is unreadable: {why}", path.display()),
+            console_tail: Vec::new(),
+            log_tail: Vec::new(),
+            at_ms: crate::vms::record::now_ms(),
+        }),
+        migration: None,
     }
 }
 
