@@ -17,7 +17,7 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator.
-PIP_PACKAGES := openapi-spec-validator
+PIP_PACKAGES := openapi-spec-validator schemathesis
 
 .PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
 	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean ui ui-deps

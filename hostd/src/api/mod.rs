@@ -124,10 +124,53 @@ async fn access_log(req: Request, next: Next) -> Response {
     resp
 }
 
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    utoipa::openapi::RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// The answers every authenticated operation can give besides its own: 401 (no or
+/// a wrong token) and 400 (a bad path parameter or body), so a client (and a
+/// conformance checker) finds every status hostd answers in the document.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path == "/v1/health" {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let rs = &mut op.responses.responses;
+            rs.entry("401".into())
+                .or_insert_with(|| error_response("no token, or not this host's"));
+            rs.entry("400".into())
+                .or_insert_with(|| error_response("a bad parameter or body (the field named)"));
+        }
+    }
+}
+
 /// The whole API.
 pub fn router(host: Arc<Host>) -> Router {
     let (router, mut doc) = routes(&host);
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    document_common_errors(&mut doc);
     router
         .fallback(no_route)
         .layer(Extension(Arc::new(doc)))
