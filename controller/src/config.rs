@@ -110,6 +110,9 @@ pub struct Options {
     /// VMs one tenant may have at most (beside its quota) [default: 1000].
     #[arg(long)]
     pub max_vms_per_tenant: Option<u64>,
+    /// Largest image upload (`POST /v1/images`), MiB [default: 16384].
+    #[arg(long)]
+    pub max_image_mib: Option<u64>,
     /// PEM file of the CA that signs etcd's certificate (for `etcd:https://`).
     #[arg(long)]
     pub etcd_ca: Option<PathBuf>,
@@ -179,7 +182,7 @@ impl Options {
             operations_max_count, audit_max_age_s, audit_max_count, events_max_age_s,
             events_max_count, idempotency_ttl_s, prune_interval_s, tls_cert, tls_key,
             insecure_http, hostd_ca, max_connections, header_timeout_s, body_timeout_s,
-            idle_timeout_s, max_vms_per_tenant)
+            idle_timeout_s, max_vms_per_tenant, max_image_mib)
     }
 
     /// Reads a config file.
@@ -297,6 +300,7 @@ impl Args {
             idle_timeout: Duration::from_secs(positive("idle-timeout-s", o.idle_timeout_s, 120)?),
         };
         let max_vms_per_tenant = positive("max-vms-per-tenant", o.max_vms_per_tenant, 1000)?;
+        let max_image_mib = positive("max-image-mib", o.max_image_mib, 16384)?;
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
         let s = |v: Option<u64>, d: Duration| v.map(Duration::from_secs).unwrap_or(d);
         let r = Retention::default();
@@ -338,6 +342,7 @@ impl Args {
             settings: Settings {
                 hostd_ca: o.hostd_ca,
                 max_vms_per_tenant,
+                max_image_mib,
                 heartbeat: ms(o.heartbeat_ms, 5000),
                 reconcile_interval: ms(o.reconcile_interval_ms, 1000),
                 down_after: ms(o.down_after_ms, 16000),

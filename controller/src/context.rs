@@ -34,6 +34,8 @@ pub struct Settings {
     pub hostd_ca: Option<std::path::PathBuf>,
     /// VMs one tenant may have at most (`--max-vms-per-tenant`).
     pub max_vms_per_tenant: u64,
+    /// Largest image upload, MiB (`--max-image-mib`).
+    pub max_image_mib: u64,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             retention: Retention::default(),
             hostd_ca: None,
             max_vms_per_tenant: 1000,
+            max_image_mib: 16384,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod hosts;
 pub mod idempotency;
+pub mod images;
 pub mod metrics;
 pub mod migration;
 pub mod operations;

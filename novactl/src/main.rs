@@ -12,6 +12,7 @@ mod dates;
 mod describe;
 mod exit;
 mod host;
+mod image;
 mod operation;
 mod output;
 mod policy;
@@ -109,6 +110,9 @@ enum Cmd {
     /// Hosts: list, get, cordon, uncordon, drain (system tenant).
     #[command(subcommand)]
     Host(host::HostCmd),
+    /// Images of the hosts' caches: upload, import (admins), list.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
     /// Long-running operations (migrations, drains): list, get, wait, cancel.
     #[command(subcommand, visible_alias = "op")]
     Operation(operation::OpCmd),
@@ -194,6 +198,7 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
     match cmd {
         Cmd::Vm(c) => vm::run(&api, c, f).await,
         Cmd::Host(c) => host::run(&api, c, f).await,
+        Cmd::Image(c) => image::run(&api, c, f).await,
         Cmd::Operation(c) => operation::run(&api, c, f).await,
         Cmd::Events(a) => watch::events(&api, a, f).await,
         Cmd::Tenant(c) => access::tenant(&api, c, f).await,

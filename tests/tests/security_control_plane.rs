@@ -580,3 +580,69 @@ fn a_corrupt_vm_json_is_reported_and_its_running_vmm_left_alone() {
     // SAFETY: ends the VMM this test started (hostd no longer manages it).
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
+
+#[test]
+fn tenants_upload_images_and_only_admins_import_host_paths() {
+    let d = TempDir::new();
+    let c = Controller::start(
+        d.path(),
+        Opts {
+            args: vec!["--max-image-mib".into(), "1".into()],
+            ..Opts::default()
+        },
+    );
+    let roots = TempDir::new();
+    let on_host = roots.join("kernel.bin");
+    std::fs::write(&on_host, vec![9u8; 8192]).unwrap();
+    let h = Hostd::start(hostd::Opts {
+        args: vec![
+            "--controller".into(),
+            c.url.clone(),
+            "--join-token-file".into(),
+            d.join("join.token").display().to_string(),
+            "--image-root".into(),
+            roots.path().display().to_string(),
+        ],
+        ..Default::default()
+    });
+    let host = nova_tests::wait_for(30, "the host to be ready", || {
+        block_on(c.api.hosts())
+            .ok()?
+            .into_iter()
+            .find(|x| x.state == HostState::Ready)
+    });
+    let op = c.as_(&c.token_for("acme", "olga", Role::Operator));
+    let file = d.join("image.bin");
+    std::fs::write(&file, vec![5u8; 64 << 10]).unwrap();
+    let img = block_on(op.upload_image(&file)).unwrap();
+    assert!(img.id.starts_with("sha256:"), "{img:?}");
+    assert_eq!(img.hosts, vec![host.id.clone()]);
+    assert_eq!(h.ok(h.api().image(&img.id)).size_bytes, 64 << 10);
+    let listed = block_on(op.images()).unwrap().images;
+    assert!(listed.iter().any(|i| i.id == img.id), "{listed:?}");
+    // The tenant's VM names the image; nobody named a host file.
+    block_on(op.create_vm(&vm_with("web", &img.id), None)).unwrap();
+    // Past --max-image-mib: 413, field `body`.
+    let big = d.join("big.bin");
+    std::fs::write(&big, vec![5u8; 3 << 20]).unwrap();
+    let (s, field) = refusal(block_on(op.upload_image(&big)));
+    assert_eq!((s, field.as_deref()), (413, Some("body")));
+    // Imports of host paths: system admins only, and only under the hosts' roots.
+    let (s, field) = refusal(block_on(op.import_image(&on_host.display().to_string())));
+    assert_eq!((s, field.as_deref()), (403, Some("path")));
+    let imported = block_on(c.api.import_image(&on_host.display().to_string())).unwrap();
+    assert_eq!(imported.hosts, vec![host.id.clone()]);
+    let (s, field) = refusal(block_on(c.api.import_image("/etc/shadow")));
+    assert_eq!((s, field.as_deref()), (400, Some("path")));
+    // novactl image list shows both.
+    let out = Command::new(binary("novactl"))
+        .args(["--url", &c.url, "--token", &c.admin, "image", "list"])
+        .env("NOVA_CONFIG", d.join("novactl.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&img.id) && text.contains(&imported.id),
+        "{text}"
+    );
+}

@@ -283,3 +283,26 @@ pub struct ForgottenHost {
     /// How many of its tokens were revoked.
     pub tokens_revoked: u64,
 }
+
+/// `POST /v1/images/import` (system admins): every ready host imports this host path
+/// into its image cache (each host confines it to its `--image-root`s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportImage {
+    pub path: String,
+}
+
+/// An image of the hosts' content-addressed caches, and the hosts that hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterImage {
+    /// `sha256:<hex>`: what a VM spec's `kernel`, `initrd` or `disks[].image` names.
+    pub id: String,
+    pub size_bytes: u64,
+    pub hosts: Vec<String>,
+}
+
+/// `GET /v1/images`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterImages {
+    pub images: Vec<ClusterImage>,
+}

@@ -342,6 +342,22 @@ impl ControllerClient {
     pub async fn revoke_token(&self, id: &str) -> Result<RevokedToken, Error> {
         self.http.delete(&format!("/v1/tokens/{id}")).await
     }
+    /// `POST /v1/images`: uploads the file at `file` to every ready host's cache.
+    pub async fn upload_image(&self, file: &std::path::Path) -> Result<ClusterImage, Error> {
+        self.http
+            .upload_with(nova_http::Method::POST, "/v1/images", file)
+            .await
+    }
+    /// `POST /v1/images/import` (system admins): every ready host imports a host path.
+    pub async fn import_image(&self, path: &str) -> Result<ClusterImage, Error> {
+        self.http
+            .post("/v1/images/import", &ImportImage { path: path.into() })
+            .await
+    }
+    /// `GET /v1/images`: the images of every ready host's cache.
+    pub async fn images(&self) -> Result<ClusterImages, Error> {
+        self.http.get("/v1/images").await
+    }
     /// `POST /v1/join-tokens`: a single-use, expiring token for one new host.
     pub async fn create_join_token(&self, t: &NewJoinToken) -> Result<CreatedJoinToken, Error> {
         self.http.post("/v1/join-tokens", t).await

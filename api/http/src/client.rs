@@ -254,6 +254,16 @@ impl Client {
 
     /// `PUT path` streaming the file at `file` as an `application/octet-stream` body.
     pub async fn upload<T: DeserializeOwned>(&self, path: &str, file: &Path) -> Result<T, Error> {
+        self.upload_with(Method::PUT, path, file).await
+    }
+
+    /// `method path` streaming the file at `file` as an `application/octet-stream` body.
+    pub async fn upload_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        file: &Path,
+    ) -> Result<T, Error> {
         let url = self.url(path);
         let f = tokio::fs::File::open(file)
             .await
@@ -265,20 +275,17 @@ impl Client {
             .len();
         let stream = tokio_util::io::ReaderStream::new(f);
         let rq = self
-            .request(Method::PUT, path)
+            .request(method.clone(), path)
             // An upload takes as long as the bytes take; the pool's deadline is for calls.
             .timeout(Duration::from_secs(3600))
             .header("content-type", "application/octet-stream")
             .header("content-length", len)
             .body(reqwest::Body::wrap_stream(stream));
-        let (status, bytes) = self
-            .send(&Method::PUT, path, rq)
-            .await
-            .map_err(|e| match e {
-                Error::Unreachable { reason, .. } => Error::Unreachable { url, reason },
-                e => e,
-            })?;
-        self.decode(Method::PUT, path, status, &bytes)
+        let (status, bytes) = self.send(&method, path, rq).await.map_err(|e| match e {
+            Error::Unreachable { reason, .. } => Error::Unreachable { url, reason },
+            e => e,
+        })?;
+        self.decode(method, path, status, &bytes)
     }
 
     /// `GET path`, the answer's status and bytes as they are (Prometheus text, HTML).

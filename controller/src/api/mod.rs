@@ -6,6 +6,7 @@
 mod access;
 mod error;
 mod hosts;
+mod images;
 mod middleware;
 mod openapi;
 mod operations;
@@ -111,6 +112,11 @@ pub fn router(st: AppState) -> Router {
             get(hosts::get_host).delete(hosts::forget_host),
         )
         .route("/v1/join-tokens", post(hosts::create_join_token))
+        .route(
+            "/v1/images",
+            get(images::list_images).post(images::upload_image),
+        )
+        .route("/v1/images/import", post(images::import_image))
         .route("/v1/hosts/{id}/heartbeat", post(hosts::heartbeat))
         .route("/v1/hosts/{id}/cordon", post(hosts::cordon))
         .route("/v1/hosts/{id}/uncordon", post(hosts::uncordon))

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, hosts, operations, policy, status, stream, vms};
+use super::{access, hosts, images, operations, policy, status, stream, vms};
 use crate::model::ErrorBody;
 
 /// The security scheme's name.
@@ -40,6 +40,9 @@ const BEARER: &str = "bearer";
         hosts::drain,
         hosts::create_join_token,
         hosts::forget_host,
+        images::upload_image,
+        images::import_image,
+        images::list_images,
         policy::get_policy,
         policy::put_policy,
         policy::patch_policy,
@@ -71,6 +74,7 @@ const BEARER: &str = "bearer";
         (name = "controller", description = "health, leadership, the caller, metrics"),
         (name = "hosts", description = "hosts joining, heartbeating, cordoned and drained"),
         (name = "vms", description = "VMs: desired state, migration, console"),
+        (name = "images", description = "the hosts' content-addressed image caches"),
         (name = "operations", description = "long-running work: migrations, drains"),
         (name = "migration", description = "the cluster's migration policy and the rebalancer"),
         (name = "events", description = "the resumable event stream"),
