@@ -64,6 +64,11 @@ pub struct Options {
     /// [default: /var/lib/nova/join.token].
     #[arg(long)]
     pub join_token_file: Option<PathBuf>,
+    /// The join token file enrols hosts for this long after it was written (its
+    /// mtime), s [default: no limit]; `POST /v1/join-tokens` issues expiring,
+    /// single-use ones.
+    #[arg(long)]
+    pub join_token_max_age_s: Option<u64>,
     /// This controller's name in the leader election [default: controller-<pid>].
     #[arg(long)]
     pub node: Option<String>,
@@ -182,7 +187,7 @@ impl Options {
             operations_max_count, audit_max_age_s, audit_max_count, events_max_age_s,
             events_max_count, idempotency_ttl_s, prune_interval_s, tls_cert, tls_key,
             insecure_http, hostd_ca, max_connections, header_timeout_s, body_timeout_s,
-            idle_timeout_s, max_vms_per_tenant, max_image_mib)
+            idle_timeout_s, max_vms_per_tenant, max_image_mib, join_token_max_age_s)
     }
 
     /// Reads a config file.
@@ -200,6 +205,8 @@ pub struct Config {
     pub store: String,
     pub admin_token_file: PathBuf,
     pub join_token_file: PathBuf,
+    /// How long the join token file enrols hosts after it was written.
+    pub join_token_max_age: Option<Duration>,
     pub node: String,
     pub max_failed_auth: u32,
     pub etcd: EtcdFiles,
@@ -327,6 +334,7 @@ impl Args {
             join_token_file: o
                 .join_token_file
                 .unwrap_or_else(|| "/var/lib/nova/join.token".into()),
+            join_token_max_age: o.join_token_max_age_s.map(Duration::from_secs),
             node: o
                 .node
                 .unwrap_or_else(|| format!("controller-{}", std::process::id())),

@@ -67,6 +67,19 @@ fn join_token(file: &Path) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// When the join token file stops enrolling hosts (`--join-token-max-age-s` after its
+/// mtime), ms since the epoch.
+fn join_expiry(c: &Config) -> anyhow::Result<Option<u64>> {
+    let Some(age) = c.join_token_max_age else {
+        return Ok(None);
+    };
+    let written = std::fs::metadata(&c.join_token_file)?
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(Some((written + age).as_millis() as u64))
+}
+
 /// The etcd credentials the flags name, read from their files.
 fn etcd_options(c: &Config) -> anyhow::Result<EtcdOptions> {
     let read = |p: &Path, flag: &str| {
@@ -122,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
     let st = AppState {
         ctx: ctx.clone(),
         join_hash: Arc::new(auth::hash(&join)),
+        join_expires_at_ms: join_expiry(&c)?,
         limiter: Arc::new(FailedAuthLimiter::new(
             c.max_failed_auth,
             Duration::from_secs(60),

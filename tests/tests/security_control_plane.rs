@@ -646,3 +646,33 @@ fn tenants_upload_images_and_only_admins_import_host_paths() {
         "{text}"
     );
 }
+
+#[test]
+fn the_join_token_file_expires_after_its_max_age() {
+    let d = TempDir::new();
+    let c = Controller::start(
+        d.path(),
+        Opts {
+            args: vec!["--join-token-max-age-s".into(), "2".into()],
+            ..Opts::default()
+        },
+    );
+    register_host(&c, "h1", "http://192.0.2.10:7071", 4, 4096);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        status(register_with(
+            &c,
+            &c.join,
+            "h2",
+            "http://192.0.2.11:7071",
+            4,
+            4096
+        )),
+        401
+    );
+    // An issued token still enrols.
+    let t = block_on(c.api.create_join_token(&NewJoinToken::default()))
+        .unwrap()
+        .token;
+    register_with(&c, &t, "h2", "http://192.0.2.11:7071", 4, 4096).unwrap();
+}

@@ -101,7 +101,8 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         role: Role::Host,
         host: None,
     };
-    let caller = if joining && hashed == *st.join_hash {
+    let bootstrap_valid = st.join_expires_at_ms.is_none_or(|t| now_ms() < t);
+    let caller = if joining && hashed == *st.join_hash && bootstrap_valid {
         req.extensions_mut().insert(Enrolment::Bootstrap);
         join_caller("join-token".into())
     } else {

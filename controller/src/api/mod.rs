@@ -35,6 +35,8 @@ pub struct AppState {
     pub ctx: Context,
     /// SHA-256 of the join token hosts register with.
     pub join_hash: Arc<String>,
+    /// When that (bootstrap) join token stops enrolling hosts, ms since the epoch.
+    pub join_expires_at_ms: Option<u64>,
     pub limiter: Arc<FailedAuthLimiter>,
 }
 
