@@ -33,6 +33,8 @@ pub struct Config {
     pub url: String,
     /// Try FICLONE before copying (off only for tests of the copy path).
     pub reflink: bool,
+    /// How VMMs are jailed.
+    pub jail: crate::jail::JailSettings,
 }
 
 /// The daemon.
@@ -120,6 +122,7 @@ impl Host {
             reflink: config.reflink,
             policy: config.policy,
             physical,
+            jail: config.jail.clone(),
         };
         let vms = Arc::new(Vms::new(settings, &host_id, images.clone(), net.clone())?);
         let migrations = Arc::new(Migrations::new(
