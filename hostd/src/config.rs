@@ -101,6 +101,12 @@ pub struct Args {
     /// Never try FICLONE; always sparse-copy disks.
     #[arg(long)]
     pub no_reflink: bool,
+    /// Run VMMs unjailed, as hostd's own user (development only).
+    #[arg(long)]
+    pub no_jail: bool,
+    /// The uids (and gids) given to VMs, one each: FIRST-LAST [default: 300000-399999].
+    #[arg(long)]
+    pub jail_ids: Option<String>,
     /// Log lines as text or JSON; the filter is the NOVA_LOG environment variable.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -165,6 +171,9 @@ pub struct FileConfig {
     pub disk_overcommit: Option<f64>,
     #[serde(default)]
     pub no_reflink: bool,
+    #[serde(default)]
+    pub no_jail: bool,
+    pub jail_ids: Option<String>,
     pub log_format: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -479,6 +488,13 @@ impl Args {
                 SocketAddr::new(advertise_ip, listen.port())
             ),
             reflink: !(self.no_reflink || file.no_reflink),
+            jail: crate::jail::JailSettings {
+                enabled: !(self.no_jail || file.no_jail),
+                ids: match self.jail_ids.or(file.jail_ids) {
+                    Some(s) => s.parse().map_err(|e| bad("jail-ids", e))?,
+                    None => crate::jail::IdRange::DEFAULT,
+                },
+            },
         };
         Ok(Resolved {
             listen,

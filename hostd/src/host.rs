@@ -37,6 +37,8 @@ pub struct Config {
     pub image_roots: Vec<PathBuf>,
     /// Largest image upload, bytes (`--max-image-mib`).
     pub max_image_bytes: u64,
+    /// How VMMs are jailed.
+    pub jail: crate::jail::JailSettings,
 }
 
 /// The daemon.
@@ -126,6 +128,7 @@ impl Host {
             reflink: config.reflink,
             policy: config.policy,
             physical,
+            jail: config.jail.clone(),
         };
         let vms = Arc::new(Vms::new(settings, &host_id, images.clone(), net.clone())?);
         let migrations = Arc::new(Migrations::new(

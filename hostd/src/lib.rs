@@ -5,7 +5,7 @@
 //! [`host`] wires them together; [`api`] serves them over HTTP (the wire types are
 //! the contract crate `nova-hostd-api`'s; hostd reaches VMMs with `nova-vmm-api`'s
 //! client, other hosts with `HostdClient`, the controller with [`controller`]);
-//! [`config`] is its flags and config file. It does not decide where VMs run: the
+//! [`config`] is its flags and config file; [`jail`] confines each VMM. It does not decide where VMs run: the
 //! controller does.
 
 pub mod admission;
@@ -15,6 +15,7 @@ pub mod controller;
 pub mod error;
 pub mod host;
 pub mod images;
+pub mod jail;
 pub mod metrics;
 pub mod migration;
 pub mod net;

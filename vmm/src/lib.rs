@@ -11,6 +11,7 @@ pub mod dirty;
 pub mod kvm;
 pub mod memory;
 pub mod migration;
+pub mod seccomp;
 pub mod snapshot;
 pub mod state;
 pub mod uffd;

@@ -80,6 +80,10 @@ struct RunArgs {
     /// Receive the VM by live migration on tcp:ADDR:PORT instead of booting a kernel.
     #[arg(long, conflicts_with_all = ["kernel", "config"])]
     incoming: Option<String>,
+    /// Run without the per-thread seccomp filters (development only: every thread may
+    /// then make any syscall).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 impl RunArgs {
@@ -128,6 +132,14 @@ impl RunArgs {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.no_seccomp {
+        tracing::warn!("seccomp filters are off (--no-seccomp)");
+    } else {
+        // Before any other thread: every thread is started under this filter and
+        // narrows it to its own kind's.
+        nova_vmm::seccomp::install()?;
+        nova_vmm::seccomp::apply(nova_vmm::seccomp::ThreadKind::Main)?;
+    }
     let vm = if let Some(to) = args.incoming.clone() {
         let addr = to
             .strip_prefix("tcp:")

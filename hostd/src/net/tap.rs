@@ -51,6 +51,35 @@ pub fn create(name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gives tap `name` to `uid` (and the gid of the same number), so that an
+/// unprivileged VMM may attach to it (TUNSETOWNER, TUNSETGROUP).
+pub fn set_owner(name: &str, uid: u32) -> std::io::Result<()> {
+    // _IOW('T', 204, int) and _IOW('T', 206, int).
+    const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
+    const TUNSETGROUP: libc::c_ulong = 0x4004_54ce;
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    // SAFETY: ifreq is plain data; all zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+    // SAFETY: TUNSETIFF reads and writes the ifreq we own, on an fd we own; the
+    // owner ioctls take integer arguments.
+    unsafe {
+        if libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) < 0
+            || libc::ioctl(tun.as_raw_fd(), TUNSETOWNER, uid as libc::c_ulong) < 0
+            || libc::ioctl(tun.as_raw_fd(), TUNSETGROUP, uid as libc::c_ulong) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

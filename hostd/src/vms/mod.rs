@@ -8,7 +8,7 @@
 //!
 //! Each VM lives in `DATA/vms/<id>/`: `vm.json` (hostd's record: spec, state, disks,
 //! NICs, last exit, migration), `vmm.json` (the `nova-vmm --config`), `vmm.pid`,
-//! `api.sock`, `console.log` (written by the VMM), `vmm.log` (the VMM's stderr),
+//! `run/api.sock` (`run/` is the VMM's to write), `root/` (its jail's mount point), `console.log` (written by the VMM), `vmm.log` (the VMM's stderr),
 //! `disks/`, `snapshots/`. Migration uses these parts; nothing here knows about it
 //! beyond leaving a migrating VM's state alone.
 

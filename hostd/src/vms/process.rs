@@ -14,7 +14,14 @@ pub struct Spawned {
 }
 
 /// Starts `vmm_bin run <args>` in the VM's directory, stderr appended to `log`.
-pub fn spawn(vmm_bin: &Path, args: &[String], dir: &Path, log: &Path) -> Result<Spawned> {
+/// With `jail`, the child enters it before exec (see [`crate::jail`]).
+pub fn spawn(
+    vmm_bin: &Path,
+    args: &[String],
+    dir: &Path,
+    log: &Path,
+    jail: Option<crate::jail::Prepared>,
+) -> Result<Spawned> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -28,11 +35,15 @@ pub fn spawn(vmm_bin: &Path, args: &[String], dir: &Path, log: &Path) -> Result<
         .stdout(Stdio::null())
         .stderr(log_file);
     cmd.env("NO_COLOR", "1");
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent;
+    // `Prepared::enter` makes syscalls only, on data computed before the fork.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(j) = &jail {
+                j.enter()?;
             }
             Ok(())
         });
@@ -69,6 +80,18 @@ pub fn is_our_vmm(pid: u32, marker: &Path) -> bool {
     // Under the directory: `/vms/a/` must not match `/vms/ab/`.
     let m = format!("{}/", marker.to_string_lossy());
     exe_ok && args.iter().any(|a| a.contains(&m))
+}
+
+/// The real uid of process `pid`.
+pub fn uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Sends `sig` to `pid`.

@@ -86,6 +86,9 @@ impl Vms {
                         run = Some(info.state);
                     }
                 }
+                if let Some(uid) = process::uid(pid) {
+                    self.jailer.keep(&id, uid);
+                }
                 tracing::info!(vm = id, pid, "reattached");
                 self.watch_pid(vm.clone(), gen, pid);
             }

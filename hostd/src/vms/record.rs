@@ -108,7 +108,15 @@ impl Vm {
     }
 
     pub fn api_sock(&self) -> PathBuf {
-        self.dir.join("api.sock")
+        self.run_dir().join("api.sock")
+    }
+    /// The one directory the VMM may create files in (its API socket).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    /// Where the VMM's jail root is mounted (empty on the host).
+    pub fn jail_root(&self) -> PathBuf {
+        self.dir.join("root")
     }
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")

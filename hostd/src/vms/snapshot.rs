@@ -26,6 +26,9 @@ impl Vms {
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        if self.settings.jail.enabled {
+            crate::jail::give(&dir, self.jailer.uid_for(id)?)?;
+        }
         let vmm_req = nova_vmm_api::SnapshotRequest {
             path: dir.clone(),
             diff: req.diff,

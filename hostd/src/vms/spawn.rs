@@ -1,6 +1,7 @@
 //! Starting one VMM process: its taps, its configuration (`vmm.json`, the VMM's own
 //! [`VmConfig`] type) or its `--incoming`/`--restore` flags, and the detached process
-//! itself. Supervision of what was started is `supervise`'s.
+//! itself, in its jail (`crate::jail`) unless hostd runs with `--no-jail`.
+//! Supervision of what was started is `supervise`'s.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,6 +9,7 @@ use std::time::Instant;
 use nova_vmm_api::{DiskConfig, NetConfig, VmConfig, VmmClient};
 
 use crate::error::{Error, IoContext, Result};
+use crate::jail::{self, JailSpec};
 use crate::vms::process;
 use crate::vms::record::{Vm, VmRecord, VMM_TIMEOUT};
 use crate::vms::table::Vms;
@@ -109,9 +111,19 @@ impl Vms {
         launch: &Launch,
     ) -> Result<(u64, tokio::process::Child)> {
         let rec = vm.lock().rec.clone();
+        let uid = if self.settings.jail.enabled {
+            Some(self.jailer.uid_for(&vm.id)?)
+        } else {
+            None
+        };
         for n in &rec.nics {
             self.net.create_tap(&n.tap).await?;
+            if let Some(uid) = uid {
+                jail::set_tap_owner(&n.tap, uid).await?;
+            }
         }
+        let run = vm.run_dir();
+        std::fs::create_dir_all(&run).ctx(|| format!("creating {}", run.display()))?;
         let paths = Paths {
             api_sock: &vm.api_sock(),
             console: &vm.console_log(),
@@ -125,7 +137,23 @@ impl Vms {
             std::fs::write(&p, text).ctx(|| format!("writing {}", p.display()))?;
         }
         let _ = std::fs::remove_file(vm.api_sock());
-        let spawned = process::spawn(&self.settings.vmm_bin, &args, &vm.dir, &vm.vmm_log())?;
+        let prepared = match uid {
+            Some(uid) => {
+                let spec = self.jail_spec(vm, &rec, launch, uid)?;
+                Some(spec.prepare(&self.jailer.cgroups)?)
+            }
+            None => None,
+        };
+        // Exec'd inside the jail, where only its canonical path is bound.
+        let bin = match uid {
+            Some(_) => self
+                .settings
+                .vmm_bin
+                .canonicalize()
+                .ctx(|| format!("finding {}", self.settings.vmm_bin.display()))?,
+            None => self.settings.vmm_bin.clone(),
+        };
+        let spawned = process::spawn(&bin, &args, &vm.dir, &vm.vmm_log(), prepared)?;
         let pid = spawned.pid;
         let _ = std::fs::write(vm.pid_file(), format!("{pid}\n"));
         let client = VmmClient::new(&vm.api_sock(), VMM_TIMEOUT).map_err(Error::vmm)?;
@@ -139,8 +167,56 @@ impl Vms {
             g.rt.vmm = Some(client);
             g.rt.generation
         };
-        tracing::info!(vm = vm.id, pid, ?launch, "VMM started");
+        tracing::info!(vm = vm.id, pid, ?launch, uid, "VMM started");
         Ok((gen, spawned.child))
+    }
+
+    /// What the VM's jail holds: the binary, its kernel and initrd read-only; its
+    /// disks, console, snapshots and socket directory read-write, given to `uid`.
+    fn jail_spec(&self, vm: &Vm, rec: &VmRecord, launch: &Launch, uid: u32) -> Result<JailSpec> {
+        let console = vm.console_log();
+        if !console.exists() {
+            std::fs::write(&console, b"").ctx(|| format!("creating {}", console.display()))?;
+        }
+        let snapshots = vm.dir.join("snapshots");
+        std::fs::create_dir_all(&snapshots).ctx(|| format!("creating {}", snapshots.display()))?;
+        let disks: Vec<PathBuf> = rec.disks.iter().map(|d| vm.dir.join(&d.path)).collect();
+        let mut read_only = vec![self.settings.vmm_bin.clone()];
+        if *launch == Launch::Boot {
+            let image = |r: &str| {
+                self.images
+                    .path_of(r)
+                    .ok_or_else(|| Error::NotFound(format!("image {r} is not in the cache")))
+            };
+            read_only.push(image(&rec.spec.kernel)?);
+            if let Some(i) = &rec.spec.initrd {
+                read_only.push(image(i)?);
+            }
+            let config = vm.vmm_config();
+            jail::give(&config, uid)?;
+            read_only.push(config);
+        }
+        for p in disks.iter().chain([&console, &vm.run_dir()]) {
+            jail::give(p, uid)?;
+        }
+        jail::give_tree(&snapshots, uid)?;
+        let mut max_file = rec.spec.mem_mib << 20;
+        for d in &disks {
+            max_file = max_file.max(std::fs::metadata(d).map(|m| m.len()).unwrap_or(0));
+        }
+        let mut read_write = disks;
+        read_write.extend([console, snapshots, vm.run_dir()]);
+        Ok(JailSpec {
+            vm_id: vm.id.clone(),
+            uid,
+            root: vm.jail_root(),
+            workdir: vm.dir.clone(),
+            read_only,
+            read_write,
+            vcpus: rec.spec.vcpus,
+            mem_mib: rec.spec.mem_mib,
+            max_file_bytes: max_file + (64 << 20),
+        })
     }
 }
 

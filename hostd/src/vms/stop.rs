@@ -115,6 +115,7 @@ impl Vms {
         }
         vm.lock().rt.generation += 1; // any supervisor left is stale now
         self.remove(&vm.id)?;
+        self.jailer.release(&vm.id);
         tracing::info!(vm = vm.id, "deleted");
         Ok(())
     }

@@ -23,6 +23,8 @@ pub struct Settings {
     pub reflink: bool,
     pub policy: Policy,
     pub physical: Physical,
+    /// How VMMs are jailed (`--no-jail`, `--jail-ids`).
+    pub jail: crate::jail::JailSettings,
 }
 
 /// The VM table.
@@ -37,6 +39,8 @@ pub struct Vms {
     pub images: ImageCache,
     pub net: Arc<Network>,
     pub settings: Settings,
+    /// Per-VM uids and cgroups of the jails.
+    pub jailer: crate::jail::Jailer,
 }
 
 impl Vms {
@@ -60,6 +64,7 @@ impl Vms {
             mac_prefix: crate::net::mac::host_prefix(host_id),
             images,
             net,
+            jailer: crate::jail::Jailer::new(settings.jail.clone()),
             settings,
         })
     }
@@ -248,6 +253,10 @@ pub(crate) mod testing {
                 cores: 2,
                 mem_mib: 1024,
                 disk_mib: 1 << 20,
+            },
+            jail: crate::jail::JailSettings {
+                enabled: false,
+                ..Default::default()
             },
         };
         (

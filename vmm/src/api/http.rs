@@ -62,9 +62,11 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         413 => "Payload Too Large",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Status",
     }
 }
@@ -84,6 +86,15 @@ pub enum HttpError {
 
 /// Reads one request; `Closed` at a clean end of the connection.
 pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, HttpError> {
+    read_request_with(r, |_| {})
+}
+
+/// [`read_request`], calling `on_head` once the head is read and before the body
+/// (the server switches from its header to its body timeout there).
+pub fn read_request_with<R: Read>(
+    r: &mut BufReader<R>,
+    on_head: impl FnOnce(&mut R),
+) -> Result<Request, HttpError> {
     let mut head_len = 0;
     let mut line = String::new();
     let mut next_line = |r: &mut BufReader<R>, line: &mut String| -> Result<usize, HttpError> {
@@ -137,6 +148,7 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, HttpError>
     if length > MAX_BODY {
         return Err(HttpError::TooLarge);
     }
+    on_head(r.get_mut());
     let mut body = vec![0u8; length];
     r.read_exact(&mut body)?;
     Ok(Request {

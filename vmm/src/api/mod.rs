@@ -6,20 +6,23 @@
 //! The server is std-only on purpose (no async runtime in the VMM's process: its
 //! memory budget is a few MiB and this is its only server); [`http`] reads requests
 //! and writes answers, this module maps them onto the VM, its snapshots and its
-//! migration.
+//! migration. Bounded ([`ApiLimits`]): a connection cap (503 past it) and idle,
+//! header and body timeouts (408), so no client can pin threads or descriptors.
 
 pub mod http;
 
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nova_vmm_api::{MigrationRequest, MigrationState, SnapshotRequest};
 
 use crate::migration::outgoing::Slot;
 use crate::migration::sender::{self, StartError};
+use crate::seccomp::{self, ThreadKind};
 use crate::snapshot::{self, SnapshotError};
 use crate::vm::Vm;
 use http::{HttpError, Request, Response};
@@ -49,8 +52,41 @@ struct Served {
     migrations: Arc<Slot>,
 }
 
+/// The API's bounds: a client can hold at most a connection slot for `idle` between
+/// requests, `header` to send a request's head and `body` its body (then 408); past
+/// `max_connections` open connections, a new one is answered 503 and closed. One
+/// thread per open connection, so at most `max_connections` + 1 threads.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub max_connections: usize,
+    pub idle: Duration,
+    pub header: Duration,
+    pub body: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 32,
+            idle: Duration::from_secs(10),
+            header: Duration::from_secs(5),
+            body: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Binds `path` and serves `vm` (and its `migrations`) on a thread of its own.
 pub fn serve(path: &Path, vm: Arc<Vm>, migrations: Arc<Slot>) -> Result<ApiServer, ApiError> {
+    serve_with(path, vm, migrations, ApiLimits::default())
+}
+
+/// [`serve`] within `limits`.
+pub fn serve_with(
+    path: &Path,
+    vm: Arc<Vm>,
+    migrations: Arc<Slot>,
+    limits: ApiLimits,
+) -> Result<ApiServer, ApiError> {
     let err = |err| ApiError {
         path: path.display().to_string(),
         err,
@@ -67,33 +103,115 @@ pub fn serve(path: &Path, vm: Arc<Vm>, migrations: Arc<Slot>) -> Result<ApiServe
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     let served = Arc::new(Served { vm, migrations });
-    std::thread::Builder::new()
-        .name("api".into())
-        .stack_size(256 << 10)
-        .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let served = served.clone();
-                let _ = std::thread::Builder::new()
-                    .name("api-conn".into())
-                    .stack_size(256 << 10)
-                    .spawn(move || serve_connection(conn, &served));
-            }
-        })
-        .map_err(err)?;
+    let open = Arc::new(AtomicUsize::new(0));
+    seccomp::spawn_filtered(ThreadKind::Api, "api", Some(256 << 10), move || {
+        for conn in listener.incoming().flatten() {
+            accept(conn, &served, &open, limits);
+        }
+    })
+    .map_err(err)?;
     Ok(ApiServer {
         path: path.to_owned(),
     })
 }
 
-fn serve_connection(conn: UnixStream, served: &Served) {
+/// Counts an open connection while it lives.
+struct ConnSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Gives `conn` a thread of its own, or a 503 when all slots are taken.
+fn accept(conn: UnixStream, served: &Arc<Served>, open: &Arc<AtomicUsize>, limits: ApiLimits) {
+    let busy = |mut conn: UnixStream| {
+        let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+        let resp = Response::error(503, "too many open API connections");
+        let _ = http::write_response(&mut conn, &resp);
+        nova_logging::access("-", "-", 503, Duration::ZERO, "-");
+    };
+    if open.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+        open.fetch_sub(1, Ordering::AcqRel);
+        return busy(conn);
+    }
+    let slot = ConnSlot(open.clone());
+    let Ok(spare) = conn.try_clone() else {
+        return;
+    };
+    let served = served.clone();
+    let started = seccomp::spawn_filtered(ThreadKind::Api, "api-conn", Some(256 << 10), {
+        move || {
+            let _slot = slot;
+            serve_connection(conn, &served, limits)
+        }
+    });
+    if started.is_err() {
+        busy(spare);
+    }
+}
+
+/// A connection's reads, each bounded by the current phase's deadline.
+struct Timed {
+    conn: UnixStream,
+    deadline: Instant,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.conn.set_read_timeout(Some(left))?;
+        self.conn.read(buf)
+    }
+}
+
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
+fn serve_connection(conn: UnixStream, served: &Served, limits: ApiLimits) {
     let Ok(mut writer) = conn.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(conn);
+    let _ = writer.set_write_timeout(Some(limits.body));
+    let mut reader = BufReader::new(Timed {
+        conn,
+        deadline: Instant::now() + limits.idle,
+    });
+    let timeout = |writer: &mut UnixStream, what: &str| {
+        let resp = Response::error(
+            408,
+            format!("no complete request within the {what} timeout"),
+        );
+        let _ = http::write_response(writer, &resp);
+        nova_logging::access("-", "-", 408, Duration::ZERO, "-");
+    };
     loop {
+        reader.get_mut().deadline = Instant::now() + limits.idle;
+        match reader.fill_buf() {
+            Ok([]) => return,
+            Ok(_) => {}
+            Err(e) if timed_out(&e) => return timeout(&mut writer, "idle"),
+            Err(_) => return,
+        }
         let t = Instant::now();
-        let (resp, close, method, path) = match http::read_request(&mut reader) {
+        reader.get_mut().deadline = t + limits.header;
+        let body_limit = limits.body;
+        let read = http::read_request_with(&mut reader, |r| {
+            r.deadline = Instant::now() + body_limit;
+        });
+        let (resp, close, method, path) = match read {
             Ok(req) => (route(served, &req), req.close, req.method, req.path),
+            Err(HttpError::Io(e)) if timed_out(&e) => {
+                return timeout(&mut writer, "header or body");
+            }
             Err(HttpError::Closed) | Err(HttpError::Io(_)) => return,
             Err(e @ HttpError::TooLarge) => (Response::error(413, e), true, "-".into(), "-".into()),
             Err(e) => (Response::error(400, e), true, "-".into(), "-".into()),

@@ -24,10 +24,11 @@ pub fn serve_from_file(mem: &GuestMemory, file: File) -> std::io::Result<()> {
         regions.push((host, host + r.len(), ram_off));
         ram_off += r.len();
     }
-    std::thread::Builder::new()
-        .name("lazy-restore".into())
-        .stack_size(128 << 10)
-        .spawn(move || {
+    crate::seccomp::spawn_filtered(
+        crate::seccomp::ThreadKind::Uffd,
+        "lazy-restore",
+        Some(128 << 10),
+        move || {
             let mut page = vec![0u8; PAGE_SIZE];
             while let Ok(fault) = uffd.next_fault() {
                 let Some(fault) = fault else { continue };
@@ -46,7 +47,8 @@ pub fn serve_from_file(mem: &GuestMemory, file: File) -> std::io::Result<()> {
                     tracing::error!("lazy restore: cannot serve page at {file_off:#x}: {e}");
                 }
             }
-        })?;
+        },
+    )?;
     Ok(())
 }
 

@@ -242,10 +242,12 @@ pub fn spawn(index: u8, fd: Arc<Mutex<VcpuFd>>, ctx: VcpuContext) -> std::io::Re
             .expect("installing the vCPU kick signal handler");
     });
     let control = ctx.control.clone();
-    let handle = std::thread::Builder::new()
-        .name(format!("vcpu{index}"))
-        .stack_size(256 << 10)
-        .spawn(move || run(index, &fd, &ctx))?;
+    let handle = crate::seccomp::spawn_filtered(
+        crate::seccomp::ThreadKind::Vcpu,
+        format!("vcpu{index}"),
+        Some(256 << 10),
+        move || run(index, &fd, &ctx),
+    )?;
     control
         .threads
         .lock()

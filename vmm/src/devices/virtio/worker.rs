@@ -40,14 +40,17 @@ impl<W: QueueWorker> WorkerSlot<W> {
         }
         let stop = EventFd::new(EFD_NONBLOCK).map_err(ActivateError::Thread)?;
         let thread_stop = stop.try_clone().map_err(ActivateError::Thread)?;
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
+        let thread = crate::seccomp::spawn_filtered(
+            crate::seccomp::ThreadKind::Device,
+            name,
+            None,
+            move || {
                 let mut worker = worker;
                 worker.run(&thread_stop);
                 worker
-            })
-            .map_err(ActivateError::Thread)?;
+            },
+        )
+        .map_err(ActivateError::Thread)?;
         *self = WorkerSlot::Running { stop, thread };
         Ok(())
     }

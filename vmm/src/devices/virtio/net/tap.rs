@@ -33,11 +33,27 @@ impl Tap {
             return Err(err("not a valid interface name".into()));
         }
         // Refuse to create a tap (TUNSETIFF would) or to take a tun (layer 3) device.
-        let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags"))
-            .map_err(|_| err("no such tap interface".into()))?;
-        let flags = i64::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
-        if flags & i64::from(libc::IFF_TAP) == 0 {
-            return Err(err("is a tun (layer 3) device, not a tap".into()));
+        match std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")) {
+            Ok(flags) => {
+                let flags =
+                    i64::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+                if flags & i64::from(libc::IFF_TAP) == 0 {
+                    return Err(err("is a tun (layer 3) device, not a tap".into()));
+                }
+            }
+            Err(_) if std::path::Path::new("/sys/class/net").exists() => {
+                return Err(err("no such tap interface".into()));
+            }
+            // In hostd's jail there is no /sys: the interface must exist (and, the
+            // VMM being unprivileged there, TUNSETIFF cannot create one anyway).
+            Err(_) => {
+                let c = std::ffi::CString::new(name)
+                    .map_err(|_| err("not a valid interface name".into()))?;
+                // SAFETY: if_nametoindex reads the NUL-terminated name we own.
+                if unsafe { libc::if_nametoindex(c.as_ptr()) } == 0 {
+                    return Err(err("no such tap interface".into()));
+                }
+            }
         }
         let file = OpenOptions::new()
             .read(true)
