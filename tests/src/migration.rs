@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +34,19 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// A destination given the VM it is to receive: `mem_mib`, `vcpus` and `disks`
+    /// (the destination never takes them from the stream).
+    pub fn start_for(mem_mib: u64, vcpus: u8, disks: &[&Path]) -> Destination {
+        let (mem, cpus) = (mem_mib.to_string(), vcpus.to_string());
+        let mut extra = vec!["--mem-mib", &mem, "--vcpus", &cpus];
+        let disks: Vec<String> = disks.iter().map(|d| d.display().to_string()).collect();
+        for d in &disks {
+            extra.extend(["--disk", d.as_str()]);
+        }
+        Destination::start(&extra)
+    }
+
+    /// A destination with `extra` flags after `--incoming`.
     pub fn start(extra: &[&str]) -> Destination {
         // Port 0: the destination binds a free port itself and says which, so that
         // tests running side by side never race for one between choosing and binding.

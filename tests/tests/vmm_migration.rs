@@ -56,7 +56,7 @@ fn migrates_with_guest_intact(mode: &str) {
     let (mut src, sock) = source(&format!("{WORKLOAD},disk"), 512, Some(&disk));
     src.console
         .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
-    let dst = Destination::start(&[]);
+    let dst = Destination::start_for(512, 1, &[&disk]);
     // Post-copy pushes pages faster than this guest (in KVM's emulator, on a loaded
     // machine) touches them on loopback; a tight cap on the push keeps most pages on
     // the source long enough that the guest surely faults on some.
@@ -117,7 +117,7 @@ fn a_vm_hopping_through_several_hosts_keeps_its_counter_exact() {
     let (first, mut sock) = source("counter", 64, None);
     let mut hosts = vec![first];
     for _ in 0..6 {
-        let next = Destination::start(&[]);
+        let next = Destination::start_for(64, 1, &[]);
         let (ok, result, err) = migrate(&sock, next.port, &["--mode", "precopy"]);
         assert!(ok, "{result:?} {err}");
         hosts
@@ -159,7 +159,7 @@ fn source_survives(
     fault: Fault,
     args: &[&str],
 ) -> String {
-    let dst = Destination::start(&[]);
+    let dst = Destination::start_for(256, 1, &[]);
     let what = format!(
         "{fault:?} at message kinds {:?} #{} in {:?}",
         trigger.kinds,
@@ -263,7 +263,7 @@ fn failures_before_the_switch_leave_the_vm_on_the_source(fault: Fault) {
     );
     assert_eq!(got, "device-state");
     // And it can still migrate.
-    let dst = Destination::start(&[]);
+    let dst = Destination::start_for(256, 1, &[]);
     let (ok, result, err) = migrate(&sock, dst.port, &[]);
     assert!(ok, "{result:?} {err}");
     // ctl's defaults are the contract's.
@@ -330,7 +330,7 @@ fn a_destination_silent_after_the_switch_leaves_the_vm_paused_and_the_outcome_un
         return;
     }
     let (src, sock) = source(WORKLOAD, 256, None);
-    let dst = Destination::start(&[]);
+    let dst = Destination::start_for(256, 1, &[]);
     let trigger = Trigger {
         kinds: &[kind::SWITCH],
         nth: 1,
@@ -367,7 +367,7 @@ fn a_cancelled_migration_leaves_the_vm_running_on_the_source() {
         return;
     }
     let (src, sock) = source(WORKLOAD, 256, None);
-    let dst = Destination::start(&[]);
+    let dst = Destination::start_for(256, 1, &[]);
     let vmm = client(&sock);
     let req = MigrationRequest {
         to: format!("tcp:127.0.0.1:{}", dst.port),
@@ -408,7 +408,7 @@ fn compression_shrinks_what_goes_on_the_wire() {
     let mut bytes = Vec::new();
     for c in ["none", "zstd", "lz4"] {
         let (_src, sock) = source("counter,dirty:16:4", 256, None);
-        let dst = Destination::start(&[]);
+        let dst = Destination::start_for(256, 1, &[]);
         let (ok, r, err) = migrate(&sock, dst.port, &["--mode", "precopy", "--compress", c]);
         assert!(ok, "{r:?} {err}");
         if c != "none" {
@@ -438,7 +438,7 @@ fn a_bandwidth_cap_slows_the_migration_to_the_cap() {
     }
     // About 17 MB of memory to move.
     let (_src, sock) = source("counter,dirty:16:4", 256, None);
-    let dst = Destination::start(&[]);
+    let dst = Destination::start_for(256, 1, &[]);
     let (ok, r, err) = migrate(
         &sock,
         dst.port,
@@ -459,7 +459,7 @@ fn a_bandwidth_cap_slows_the_migration_to_the_cap() {
     // as a flush, may catch up a little; the first and longest round shows the rate.)
     assert!(round_mbit(&r).first().is_some_and(|m| *m < 120.0), "{r:?}");
     let (_src2, sock2) = source("counter,dirty:16:4", 256, None);
-    let dst2 = Destination::start(&[]);
+    let dst2 = Destination::start_for(256, 1, &[]);
     // (A 1 ms target makes sure it copies at least one round after the first pass.)
     let (ok, r2, _) = migrate(
         &sock2,
@@ -479,7 +479,7 @@ fn several_connections_carry_memory_in_parallel() {
         return;
     }
     let (mut src, sock) = source(WORKLOAD, 256, None);
-    let dst = Destination::start(&[]);
+    let dst = Destination::start_for(256, 1, &[]);
     let (ok, r, err) = migrate(
         &sock,
         dst.port,
@@ -518,7 +518,7 @@ fn the_downtime_target_decides_when_precopy_stops() {
     let mut rounds = Vec::new();
     for target in ["1", "2000"] {
         let (_src, sock) = source(WORKLOAD, 256, None);
-        let dst = Destination::start(&[]);
+        let dst = Destination::start_for(256, 1, &[]);
         let (ok, r, err) = migrate(
             &sock,
             dst.port,

@@ -78,7 +78,9 @@ struct RunArgs {
     #[arg(long, requires = "restore")]
     clone: bool,
     /// Receive the VM by live migration on tcp:ADDR:PORT instead of booting a kernel.
-    #[arg(long, conflicts_with_all = ["kernel", "config"])]
+    /// The VM's memory, vCPUs, disks and NICs come from this command's flags (or
+    /// `--config`), never from the stream; a stream describing another VM is refused.
+    #[arg(long, conflicts_with = "kernel")]
     incoming: Option<String>,
     /// Run without the per-thread seccomp filters (development only: every thread may
     /// then make any syscall).
@@ -97,6 +99,39 @@ impl RunArgs {
         }
         c.api_sock = self.api_sock.clone();
         c.console = self.console.clone();
+    }
+
+    /// The VM an incoming migration must bring: `--config` and the flags; memory and
+    /// vCPUs are required (they were admitted by whoever started this process), the
+    /// kernel is not (an incoming VM loads none).
+    fn incoming_config(&self) -> anyhow::Result<VmConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("config {}", path.display()))?;
+                VmConfig::from_json(&text).with_context(|| format!("config {}", path.display()))?
+            }
+            None => {
+                let mut c = VmConfig::new(PathBuf::new());
+                c.mem_mib = self
+                    .mem_mib
+                    .context("mem_mib: --incoming needs --mem-mib (or --config)")?;
+                c.vcpus = self
+                    .vcpus
+                    .context("vcpus: --incoming needs --vcpus (or --config)")?;
+                c
+            }
+        };
+        c.mem_mib = self.mem_mib.unwrap_or(c.mem_mib);
+        c.vcpus = self.vcpus.unwrap_or(c.vcpus);
+        self.adjust(&mut c);
+        // Checked as a boot would be; the kernel is the only field allowed empty here.
+        let mut check = c.clone();
+        if check.kernel.as_os_str().is_empty() {
+            check.kernel = PathBuf::from("incoming");
+        }
+        check.validate().context("--incoming")?;
+        Ok(c)
     }
 
     fn into_config(self) -> anyhow::Result<VmConfig> {
@@ -147,7 +182,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .to_string();
         // The VM is already running when receive returns (`start` below is a no-op),
         // so its API opens only once it runs here.
-        nova_vmm::migration::receiver::receive(&addr, |c| args.adjust(c))?
+        nova_vmm::migration::receiver::receive(&addr, args.incoming_config()?)?
     } else if let Some(dir) = args.restore.clone() {
         let mode = if args.lazy {
             RestoreMode::Lazy

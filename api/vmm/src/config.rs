@@ -162,6 +162,57 @@ impl VmConfig {
         serde_json::from_str(text).map_err(|e| err("config", e.to_string()))
     }
 
+    /// Checks that a migration stream's configuration (`stream`) describes the VM this
+    /// destination was given (`self`): the same memory, vCPUs and devices. The stream
+    /// never supplies host resources (disk paths, taps): those are this side's, so only
+    /// their number and kind are compared. The error names the first field that differs.
+    pub fn check_incoming(&self, stream: &VmConfig) -> Result<(), FieldError> {
+        let differs = |field: String, theirs: String, ours: String| {
+            err(
+                field,
+                format!("the migration stream says {theirs}, this destination was given {ours}"),
+            )
+        };
+        if stream.mem_mib != self.mem_mib {
+            return Err(differs(
+                "mem_mib".into(),
+                stream.mem_mib.to_string(),
+                self.mem_mib.to_string(),
+            ));
+        }
+        if stream.vcpus != self.vcpus {
+            return Err(differs(
+                "vcpus".into(),
+                stream.vcpus.to_string(),
+                self.vcpus.to_string(),
+            ));
+        }
+        if stream.disks.len() != self.disks.len() {
+            return Err(differs(
+                "disks".into(),
+                format!("{} disks", stream.disks.len()),
+                format!("{}", self.disks.len()),
+            ));
+        }
+        for (i, (s, o)) in stream.disks.iter().zip(&self.disks).enumerate() {
+            if s.read_only != o.read_only {
+                return Err(differs(
+                    format!("disks[{i}].read_only"),
+                    s.read_only.to_string(),
+                    o.read_only.to_string(),
+                ));
+            }
+        }
+        if stream.nets.len() != self.nets.len() {
+            return Err(differs(
+                "nets".into(),
+                format!("{} NICs", stream.nets.len()),
+                format!("{}", self.nets.len()),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks ranges and formats; files are checked when the VM is built.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {

@@ -147,6 +147,7 @@ fn bare_migration(args: &Args, dir: &Path, i: usize) -> anyhow::Result<(f64, f64
         .spawn()?;
     let mut dst = Command::new(&args.vmm)
         .args(["run", "--incoming", &format!("tcp:127.0.0.1:{port}")])
+        .args(["--mem-mib", "64", "--vcpus", "1"])
         .arg("--api-sock")
         .arg(&dsock)
         .arg("--console")

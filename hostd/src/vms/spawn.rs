@@ -72,7 +72,16 @@ pub fn vmm_args(
             };
             return Ok((vec!["--config".into(), s(paths.config)], Some(cfg)));
         }
-        Launch::Incoming(addr) => vec!["--incoming".to_string(), addr.clone()],
+        // The destination's whole VM is given here (admitted by this hostd); the
+        // stream's own configuration is only compared with it.
+        Launch::Incoming(addr) => vec![
+            "--incoming".to_string(),
+            addr.clone(),
+            "--mem-mib".into(),
+            rec.spec.mem_mib.to_string(),
+            "--vcpus".into(),
+            rec.spec.vcpus.to_string(),
+        ],
         Launch::Restore { dir, lazy } => {
             let mut a = vec!["--restore".to_string(), s(dir)];
             if *lazy {
@@ -282,7 +291,7 @@ mod tests {
         assert!(cfg.is_none());
         assert_eq!(
             args.join(" "),
-            "--incoming tcp:198.51.100.2:4000 --api-sock /d/api.sock --console /d/console.log \
+            "--incoming tcp:198.51.100.2:4000 --mem-mib 128 --vcpus 2 --api-sock /d/api.sock --console /d/console.log \
              --disk /d/disks/disk0.raw,ro --net tap=nt020000000001,mac=02:00:00:00:00:01"
         );
         let (args, _) = vmm_args(

@@ -333,6 +333,13 @@ impl Message {
                 let compression = compression_from_code(c.take(1)?[0])
                     .ok_or(ProtocolError::Malformed("pages"))?;
                 let indices = c.u64s()?;
+                // What a compressed batch may expand to is bounded by the pages it
+                // claims: at most a batch's worth, so a small frame (a 63 KB zstd bomb
+                // claiming 2^19 pages) cannot make the receiver allocate gigabytes.
+                // Plain data is bounded by the frame itself.
+                if compression != Compression::None && indices.len() > BATCH_PAGES {
+                    return Err(ProtocolError::Malformed("pages (more than a batch)"));
+                }
                 Message::Pages {
                     indices,
                     compression,
@@ -566,6 +573,18 @@ mod tests {
             recv(&mut &[0u8, 0, 0, 0][..]),
             Err(ProtocolError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_compressed_batch_claiming_more_than_a_batch_of_pages_is_refused() {
+        let indices: Vec<u64> = (0..(BATCH_PAGES as u64 + 1)).collect();
+        let bomb = pages_frame(&indices, Compression::Zstd, &[0; 16]);
+        assert!(matches!(
+            recv(&mut &bomb[..]),
+            Err(ProtocolError::Malformed(_))
+        ));
+        let fine = pages_frame(&indices[..BATCH_PAGES], Compression::Zstd, &[0; 16]);
+        assert!(recv(&mut &fine[..]).is_ok());
     }
 
     #[test]

@@ -38,6 +38,10 @@ impl PageSink {
                 compression,
                 data,
             } => {
+                // Every index checked before anything is decompressed for it.
+                for p in &indices {
+                    self.check(*p)?;
+                }
                 let data = compression::decompress(compression, &data, indices.len() * PAGE_SIZE)?;
                 for (i, p) in indices.iter().enumerate() {
                     self.check(*p)?;
@@ -87,9 +91,20 @@ impl PageSink {
     }
 }
 
-/// Receives a VM on `addr` (`HOST:PORT`); returns it running. `adjust` may replace
-/// its backends (console, API socket, disks, NICs) before it is built.
-pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>, MigrationError> {
+/// How long a new connection has to send its first message before it is dropped (a
+/// stray or hostile connection must not hold the wait).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the destination waits for all the data connections a Hello announced.
+pub const DATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections a Hello may announce: 16 data connections, the post-copy one
+/// and the control connection.
+pub const MAX_CONNECTIONS: u32 = 18;
+
+/// Receives a VM on `addr` (`HOST:PORT`); returns it running. `local` is the VM this
+/// destination was given (memory, vCPUs, disks, NICs, API socket, console, from its
+/// flags or `--config`, admitted by hostd): the stream's configuration must describe
+/// the same VM, and none of its host resources (disk paths, taps) are ever used.
+pub fn receive(addr: &str, local: VmConfig) -> Result<Arc<Vm>, MigrationError> {
     let listener = TcpListener::bind(addr).map_err(|err| MigrationError::Connect {
         addr: addr.into(),
         err,
@@ -99,7 +114,18 @@ pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>
         Ok(bound) => tracing::info!("waiting for an incoming migration on {bound}"),
         Err(_) => tracing::info!("waiting for an incoming migration on {addr}"),
     }
-    let (control, peer) = listener.accept().map_err(MigrationError::Memory)?;
+    // Whoever connects first is not the migration: a connection that does not open
+    // with a well-formed Hello within the handshake timeout is dropped, and the wait
+    // goes on undisturbed.
+    let (control, peer, connections, config) = loop {
+        let (conn, peer) = listener.accept().map_err(MigrationError::Memory)?;
+        match handshake(&conn) {
+            Ok((connections, config)) => break (conn, peer, connections, config),
+            Err(e) => {
+                tracing::warn!("dropped a connection from {peer} that is not a migration: {e}")
+            }
+        }
+    };
     control.set_nodelay(true).map_err(MigrationError::Memory)?;
     // Until the switch, a silent source is a gone one: give up instead of waiting forever.
     control
@@ -107,7 +133,7 @@ pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>
         .map_err(MigrationError::Memory)?;
     let reader = BufReader::new(control.try_clone().map_err(MigrationError::Memory)?);
     let mut writer = control;
-    let result = receive_on(&listener, reader, &mut writer, adjust);
+    let result = receive_on(&listener, reader, &mut writer, local, connections, &config);
     if let Err(e) = &result {
         // Tell the source why, if it still listens; it resumes the VM either way.
         let _ = protocol::send(&mut writer, &Message::Abort(e.to_string()));
@@ -116,26 +142,110 @@ pub fn receive(addr: &str, adjust: impl FnOnce(&mut VmConfig)) -> Result<Arc<Vm>
     result
 }
 
+/// Reads a control connection's Hello within [`HANDSHAKE_TIMEOUT`]: the number of
+/// connections it announces and the VM configuration it carries.
+fn handshake(conn: &TcpStream) -> Result<(u32, Vec<u8>), MigrationError> {
+    conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(MigrationError::Memory)?;
+    let mut r = conn;
+    match protocol::recv(&mut r)? {
+        Message::Hello {
+            connections,
+            config,
+            ..
+        } => Ok((connections, config)),
+        m => Err(MigrationError::Unexpected(
+            format!("{m:?}").chars().take(60).collect(),
+            "Hello",
+        )),
+    }
+}
+
+/// The VM to build: this destination's own configuration, checked against the one in
+/// the stream (refused with the field that differs). Only what is no host resource
+/// and not loaded again (kernel, initrd and command line, for the record) comes from
+/// the stream when this side was not given them.
+fn incoming_config(mut local: VmConfig, stream: &[u8]) -> Result<VmConfig, MigrationError> {
+    let theirs: VmConfig = serde_json::from_slice(stream)
+        .map_err(|e| MigrationError::Vm(format!("VM configuration in the stream: {e}")))?;
+    local
+        .check_incoming(&theirs)
+        .map_err(|e| MigrationError::Vm(format!("refused: {}: {}", e.field, e.problem)))?;
+    if local.kernel.as_os_str().is_empty() {
+        local.kernel = theirs.kernel;
+        local.initrd = theirs.initrd;
+        local.cmdline = theirs.cmdline;
+    }
+    Ok(local)
+}
+
+/// Accepts the next connection within `deadline`; `None` once it has passed.
+fn accept_until(
+    listener: &TcpListener,
+    deadline: Instant,
+) -> Result<Option<(TcpStream, std::net::SocketAddr)>, MigrationError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(MigrationError::Memory)?;
+    loop {
+        match listener.accept() {
+            Ok((c, peer)) => {
+                c.set_nonblocking(false).map_err(MigrationError::Memory)?;
+                return Ok(Some((c, peer)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(MigrationError::Memory(e)),
+        }
+    }
+}
+
+/// Starts the thread that applies one data connection's pages and reports each of
+/// its `Flush`es (or its failure) on `tx`. Named so that a per-thread seccomp filter
+/// can find it: it reads a socket, writes guest memory and punches holes in the memfd.
+fn spawn_data_receiver(
+    mut r: BufReader<TcpStream>,
+    sink: Arc<PageSink>,
+    tx: mpsc::Sender<Result<(), String>>,
+) -> Result<(), MigrationError> {
+    std::thread::Builder::new()
+        .name("migration-data".into())
+        .spawn(move || loop {
+            let r = match protocol::recv(&mut r) {
+                Ok(Message::Flush) => Ok(()),
+                Ok(m) => match sink.apply(m) {
+                    Ok(()) => continue,
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let failed = r.is_err();
+            if tx.send(r).is_err() || failed {
+                return;
+            }
+        })
+        .map_err(MigrationError::Memory)?;
+    Ok(())
+}
+
 fn receive_on(
     listener: &TcpListener,
     mut reader: BufReader<TcpStream>,
     writer: &mut TcpStream,
-    adjust: impl FnOnce(&mut VmConfig),
+    local: VmConfig,
+    connections: u32,
+    stream_config: &[u8],
 ) -> Result<Arc<Vm>, MigrationError> {
-    let Message::Hello {
-        connections,
-        config,
-        ..
-    } = protocol::recv(&mut reader)?
-    else {
-        return Err(MigrationError::Unexpected(
-            "another message".into(),
-            "Hello",
-        ));
-    };
-    let mut config: VmConfig = serde_json::from_slice(&config)
-        .map_err(|e| MigrationError::Vm(format!("VM configuration in the stream: {e}")))?;
-    adjust(&mut config);
+    if connections == 0 || connections > MAX_CONNECTIONS {
+        return Err(MigrationError::Vm(format!(
+            "refused: connections: {connections} announced, at most {MAX_CONNECTIONS}"
+        )));
+    }
+    let config = incoming_config(local, stream_config)?;
     let memfd = crate::memory::create_memfd(config.mem_mib)
         .map_err(|e| MigrationError::Vm(e.to_string()))?;
     let pages = ((config.mem_mib << 20) as usize) / PAGE_SIZE;
@@ -150,57 +260,56 @@ fn receive_on(
     });
     protocol::send(writer, &Message::Welcome)?;
 
-    // Data connections: each thread applies its pages and reports every Flush.
+    // Data connections: each thread applies its pages and reports every Flush. They
+    // must all arrive within DATA_CONNECT_TIMEOUT (a Hello announcing connections that
+    // never come must not hold the destination); a connection that is not one of
+    // them is dropped.
     let (flushed_tx, flushed_rx) = mpsc::channel::<Result<(), String>>();
-    listener
-        .set_nonblocking(false)
-        .map_err(MigrationError::Memory)?;
-    // Up to 16 data connections and the post-copy one for requested pages.
+    let deadline = Instant::now() + DATA_CONNECT_TIMEOUT;
     let mut urgent = None;
     let mut data_conns = 0;
-    for _ in 1..connections.min(17) {
-        let (c, peer) = listener.accept().map_err(MigrationError::Memory)?;
-        c.set_read_timeout(Some(Duration::from_secs(30)))
+    let mut wanted = connections - 1;
+    while wanted > 0 {
+        let Some((c, peer)) = accept_until(listener, deadline)? else {
+            return Err(MigrationError::Vm(format!(
+                "{wanted} of the {} data connections the source announced did not arrive within {} s",
+                connections - 1,
+                DATA_CONNECT_TIMEOUT.as_secs()
+            )));
+        };
+        c.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(MigrationError::Memory)?;
         let mut r = BufReader::new(c);
-        match protocol::recv(&mut r)? {
-            Message::DataHello {
+        match protocol::recv(&mut r) {
+            Ok(Message::DataHello {
                 version: VERSION, ..
-            } => tracing::info!("migration data connection from {peer}"),
-            Message::UrgentHello { version: VERSION } if urgent.is_none() => {
+            }) => tracing::info!("migration data connection from {peer}"),
+            Ok(Message::UrgentHello { version: VERSION }) if urgent.is_none() => {
                 tracing::info!("post-copy page request connection from {peer}");
                 urgent = Some(r);
+                wanted -= 1;
                 continue;
             }
-            m => {
-                return Err(MigrationError::Unexpected(
-                    format!("{m:?}").chars().take(60).collect(),
-                    "DataHello or UrgentHello",
-                ))
+            Ok(m) => {
+                tracing::warn!(
+                    "dropped a connection from {peer}: {} where DataHello was expected",
+                    format!("{m:?}").chars().take(60).collect::<String>()
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("dropped a connection from {peer}: {e}");
+                continue;
             }
         }
+        wanted -= 1;
         data_conns += 1;
+        // A data connection silent for the peer timeout is a gone source, as on the
+        // control connection: its thread reports it and the migration fails.
         r.get_ref()
-            .set_read_timeout(None)
+            .set_read_timeout(Some(protocol::PEER_TIMEOUT))
             .map_err(MigrationError::Memory)?;
-        let (sink, tx) = (sink.clone(), flushed_tx.clone());
-        std::thread::Builder::new()
-            .name("migration-data".into())
-            .spawn(move || loop {
-                let r = match protocol::recv(&mut r) {
-                    Ok(Message::Flush) => Ok(()),
-                    Ok(m) => match sink.apply(m) {
-                        Ok(()) => continue,
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(e) => Err(e.to_string()),
-                };
-                let failed = r.is_err();
-                if tx.send(r).is_err() || failed {
-                    return;
-                }
-            })
-            .map_err(MigrationError::Memory)?;
+        spawn_data_receiver(r, sink.clone(), flushed_tx.clone())?;
     }
 
     loop {

@@ -67,6 +67,8 @@ pub enum SnapshotError {
     NoBase,
     #[error("{0} restore needs a full snapshot, and {1} is a diff")]
     DiffNotSupported(&'static str, PathBuf),
+    #[error("diff snapshot parent {}: {why}", parent.display())]
+    Chain { parent: PathBuf, why: String },
     #[error("{0}")]
     Vm(String),
 }
@@ -179,34 +181,83 @@ pub fn open_memory(dir: &Path, mem_bytes: u64) -> Result<File, SnapshotError> {
     Ok(f)
 }
 
-/// Fills `memfd` with a snapshot's memory, following diff snapshots to their base.
+/// Longest chain of diff snapshots restore follows to its full base.
+pub const MAX_DIFF_CHAIN: usize = 64;
+
+/// The ancestors a restore of the diff snapshot in `dir` reads, loaded: its parent
+/// first, its full base last. A parent must be a sibling of `dir` (in the directory
+/// that holds the VM's snapshots), must not be a snapshot already in the chain (a loop
+/// used to recurse until the stack overflowed), and the chain is at most
+/// [`MAX_DIFF_CHAIN`] long: a crafted `state` may name any path as its parent, and
+/// none of that is followed.
+pub fn diff_chain(dir: &Path, parent: &Path) -> Result<Vec<(PathBuf, Snapshot)>, SnapshotError> {
+    let top = std::fs::canonicalize(dir).map_err(io(dir))?;
+    let home = top.parent().map(Path::to_path_buf);
+    let mut seen = std::collections::HashSet::from([top]);
+    let mut chain: Vec<(PathBuf, Snapshot)> = Vec::new();
+    let mut next = Some(parent.to_path_buf());
+    while let Some(named) = next.take() {
+        let refuse = |why: &str| SnapshotError::Chain {
+            parent: named.clone(),
+            why: why.to_string(),
+        };
+        if chain.len() >= MAX_DIFF_CHAIN {
+            return Err(refuse("the chain of diff snapshots is too long"));
+        }
+        let found = std::fs::canonicalize(&named).map_err(io(&named))?;
+        if found.parent().map(Path::to_path_buf) != home {
+            return Err(refuse("the parent is outside this snapshot's directory"));
+        }
+        if !seen.insert(found.clone()) {
+            return Err(refuse("the chain of diff snapshots loops"));
+        }
+        let loaded = load(&found)?;
+        next = loaded.diff.as_ref().map(|d| d.parent.clone());
+        chain.push((found, loaded));
+    }
+    Ok(chain)
+}
+
+/// Fills `memfd` with a snapshot's memory, following diff snapshots to their base
+/// (see [`diff_chain`] for the chains refused).
 pub fn copy_memory_into(
     dir: &Path,
     snap: &Snapshot,
     memfd: &File,
     mem_bytes: u64,
 ) -> Result<(), SnapshotError> {
-    if let Some(diff) = &snap.diff {
-        let parent = load(&diff.parent)?;
-        copy_memory_into(&diff.parent, &parent, memfd, mem_bytes)?;
+    let Some(own) = &snap.diff else {
         let file = open_memory(dir, mem_bytes)?;
+        return ranges::copy_data(&file, memfd).map_err(io(dir));
+    };
+    let chain = diff_chain(dir, &own.parent)?;
+    // The base first, then each diff over it, this snapshot last.
+    let layers = chain
+        .iter()
+        .rev()
+        .map(|(p, s)| (p.as_path(), s.diff.as_ref()))
+        .chain(std::iter::once((dir, Some(own))));
+    for (path, diff) in layers {
+        let file = open_memory(path, mem_bytes)?;
+        let Some(diff) = diff else {
+            ranges::copy_data(&file, memfd).map_err(io(path))?;
+            continue;
+        };
         let pages = DirtyBitmap::from_words(diff.pages.clone(), (mem_bytes as usize) / PAGE_SIZE)
             .ok_or_else(|| {
             SnapshotError::Vm(format!(
                 "{}: diff page map has the wrong size",
-                dir.display()
+                path.display()
             ))
         })?;
         let mut buf = vec![0u8; PAGE_SIZE];
         for page in pages.iter() {
             let off = (page * PAGE_SIZE) as u64;
-            file.read_exact_at(&mut buf, off).map_err(io(dir))?;
-            memfd.write_all_at(&buf, off).map_err(io(dir))?;
+            file.read_exact_at(&mut buf, off).map_err(io(path))?;
+            memfd.write_all_at(&buf, off).map_err(io(path))?;
         }
-        return Ok(());
     }
-    let file = open_memory(dir, mem_bytes)?;
-    ranges::copy_data(&file, memfd).map_err(io(dir))
+    Ok(())
 }
 
 /// Builds a VM from the snapshot in `dir`: its configuration with `adjust` applied
@@ -255,4 +306,68 @@ pub fn restore(
     }
     vm.restore_state(&snap.vm).map_err(vmerr)?;
     Ok(vm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{KvmState, VmState};
+
+    fn write_diff(dir: &Path, parent: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let snap = Snapshot {
+            diff: Some(DiffOf {
+                parent: parent.to_owned(),
+                pages: vec![0; 4],
+            }),
+            vm: VmState {
+                config: VmConfig::new("/k".into()),
+                vcpus: vec![],
+                kvm: KvmState::default(),
+                serial: vm_superio::serial::SerialState::default().into(),
+                virtio: vec![],
+            },
+        };
+        std::fs::write(dir.join("state"), state::encode(&snap)).unwrap();
+        std::fs::write(dir.join("memory"), vec![0u8; 256 * PAGE_SIZE]).unwrap();
+    }
+
+    fn restore_memory(dir: &Path) -> Result<(), SnapshotError> {
+        let snap = load(dir)?;
+        let into = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.with_extension("restored"))
+            .unwrap();
+        into.set_len(1 << 20).unwrap();
+        copy_memory_into(dir, &snap, &into, 1 << 20)
+    }
+
+    #[test]
+    fn a_diff_snapshot_that_is_its_own_parent_is_refused_not_a_stack_overflow() {
+        let root = std::env::temp_dir().join(format!("nova-snap-loop-{}", std::process::id()));
+        let (a, b) = (root.join("a"), root.join("b"));
+        write_diff(&a, &a);
+        let err = restore_memory(&a).unwrap_err().to_string();
+        assert!(err.contains("loops"), "{err}");
+        // A longer loop too: a -> b -> a.
+        write_diff(&a, &b);
+        write_diff(&b, &a);
+        let err = restore_memory(&a).unwrap_err().to_string();
+        assert!(err.contains("loops"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_diff_snapshot_whose_parent_is_outside_its_directory_is_refused() {
+        let root = std::env::temp_dir().join(format!("nova-snap-out-{}", std::process::id()));
+        let (a, elsewhere) = (root.join("vm/a"), root.join("other/base"));
+        write_diff(&elsewhere, &elsewhere);
+        write_diff(&a, &elsewhere);
+        let err = restore_memory(&a).unwrap_err().to_string();
+        assert!(err.contains("outside"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -203,9 +203,12 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeE
         return Err(DecodeError::Version { found: version });
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
-    let end = 20usize
-        .checked_add(len as usize)
-        .filter(|e| *e + 4 == bytes.len());
+    // Checked all the way: a crafted length near 2^64 must be refused, not wrap (or
+    // panic on overflow) into a small end that passes the comparison.
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(20))
+        .filter(|e| e.checked_add(4) == Some(bytes.len()));
     let Some(end) = end else {
         return Err(DecodeError::Truncated(bytes.len()));
     };
@@ -329,5 +332,18 @@ mod tests {
             decode::<VmState>(&bytes[..bytes.len() - 1]),
             Err(DecodeError::Truncated(_))
         ));
+    }
+
+    #[test]
+    fn a_length_near_two_to_the_64_is_refused_not_wrapped() {
+        let bytes = encode(&sample());
+        for len in [u64::MAX - 20, u64::MAX - 23, u64::MAX, 1 << 63] {
+            let mut lying = bytes.clone();
+            lying[12..20].copy_from_slice(&len.to_le_bytes());
+            assert!(matches!(
+                decode::<VmState>(&lying),
+                Err(DecodeError::Truncated(_))
+            ));
+        }
     }
 }

@@ -159,6 +159,7 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
     let port = free_port();
     let dst = VmmCmd::of(&a.vmm)
         .args(["--incoming", &format!("tcp:127.0.0.1:{port}")])
+        .args(["--mem-mib", &mem.to_string(), "--vcpus", "1"])
         .env("NOVA_LOG", "error")
         .realtime_console()
         .spawn();
