@@ -68,6 +68,10 @@ struct RunArgs {
     /// Write the serial console to this file instead of stdout.
     #[arg(long)]
     console: Option<PathBuf>,
+    /// No ACPI tables: the guest gets the MP table and `virtio_mmio.device=` words
+    /// on its command line, and no power button.
+    #[arg(long)]
+    no_acpi: bool,
     /// Restore the VM from this snapshot directory instead of booting a kernel.
     #[arg(long, conflicts_with_all = ["kernel", "config", "incoming"])]
     restore: Option<PathBuf>,
@@ -123,6 +127,9 @@ impl RunArgs {
         }
         c.api_sock = self.api_sock.or(c.api_sock);
         c.console = self.console.or(c.console);
+        if self.no_acpi {
+            c.acpi = false;
+        }
         Ok(c)
     }
 }
@@ -181,7 +188,11 @@ fn report_kind(vm: &Vm) {
 /// The process's exit code for how the VM stopped.
 fn finish(exit: VmExit) -> ExitCode {
     match exit {
-        VmExit::Poweroff | VmExit::Reset | VmExit::Shutdown | VmExit::Migrated => {
+        VmExit::Poweroff
+        | VmExit::Reset
+        | VmExit::Shutdown
+        | VmExit::StopTimeout
+        | VmExit::Migrated => {
             tracing::info!("VM stopped: {exit:?}");
             ExitCode::SUCCESS
         }

@@ -1,10 +1,11 @@
 //! What `GET /v1/vm` says of a running VM: its state, the KVM it runs on, its
-//! configuration and its counters.
+//! configuration and its counters; and `PUT /v1/vm/stop`'s request and answer.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::VmConfig;
+use nova_http::FieldError;
 
 /// Running or paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -100,4 +101,60 @@ pub struct VmInfo {
     pub uptime_ms: u64,
     pub config: VmConfig,
     pub counters: Counters,
+}
+
+/// Longest a graceful stop may wait for the guest, ms.
+pub const MAX_STOP_TIMEOUT_MS: u64 = 600_000;
+
+/// `PUT /v1/vm/stop`: stop the VM, gracefully unless `force`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// Stop at once instead of pressing the power button.
+    #[serde(default)]
+    pub force: bool,
+    /// How long the guest has to power off after the ACPI power button is pressed
+    /// before the VMM stops it anyway (1..=600000).
+    #[serde(default = "default_stop_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_stop_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for StopRequest {
+    fn default() -> Self {
+        StopRequest {
+            force: false,
+            timeout_ms: default_stop_timeout_ms(),
+        }
+    }
+}
+
+impl StopRequest {
+    /// Checks the timeout's range, naming the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_STOP_TIMEOUT_MS {
+            return Err(FieldError::new(
+                "timeout_ms",
+                format!(
+                    "{} is out of range 1..={MAX_STOP_TIMEOUT_MS}",
+                    self.timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a stop began (`202 Accepted`: the VMM exits when the VM has stopped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopReport {
+    /// The ACPI power button was pressed: the guest is asked to power off, and is
+    /// stopped after `timeout_ms` if it has not. False: stopped at once (`force`,
+    /// or a VM without ACPI has no button).
+    pub power_button: bool,
+    pub timeout_ms: u64,
 }

@@ -67,6 +67,7 @@ pub fn vmm_args(
                     .collect(),
                 api_sock: Some(paths.api_sock.to_path_buf()),
                 console: Some(paths.console.to_path_buf()),
+                acpi: true,
             };
             return Ok((vec!["--config".into(), s(paths.config)], Some(cfg)));
         }
