@@ -134,21 +134,29 @@ pub fn boot(vmm: Vmm, disk: &Path, ns: &NetNs, tap: &str) -> LinuxVm {
                 _dir: None,
             }
         }
-        Vmm::Nova => {
-            let c = VmmCmd::raw()
-                .arg("--kernel")
-                .arg(kernel)
-                .args(["--vcpus", "1", "--mem-mib", &MEM_MIB.to_string()])
-                .args(["--cmdline", &cmdline()])
-                .arg("--disk")
-                .arg(disk)
-                .args(["--net", &format!("tap={tap}")])
-                .in_netns(ns);
-            LinuxVm {
-                console: Console::spawn(c.cmd),
-                _dir: Some(c.dir),
-            }
-        }
+        Vmm::Nova => spawn_nova(nova_cmd(disk, tap), ns),
+    }
+}
+
+/// The nova-vmm command [`boot`] runs (`nova-linux` on one vCPU, `disk`, a NIC on
+/// `tap`), to add flags to (`--no-acpi`, `with_api`) before [`spawn_nova`].
+pub fn nova_cmd(disk: &Path, tap: &str) -> VmmCmd {
+    VmmCmd::raw()
+        .arg("--kernel")
+        .arg(guest_image("nova-linux"))
+        .args(["--vcpus", "1", "--mem-mib", &MEM_MIB.to_string()])
+        .args(["--cmdline", &cmdline()])
+        .arg("--disk")
+        .arg(disk)
+        .args(["--net", &format!("tap={tap}")])
+}
+
+/// Runs `c` (a [`nova_cmd`], or a restore of its snapshot) inside `ns`.
+pub fn spawn_nova(c: VmmCmd, ns: &NetNs) -> LinuxVm {
+    let c = c.in_netns(ns);
+    LinuxVm {
+        console: Console::spawn(c.cmd),
+        _dir: Some(c.dir),
     }
 }
 
