@@ -16,7 +16,7 @@ use nova_http::blocking::block_on;
 use nova_vmm_api::migration::DEFAULT_DOWNTIME_MS;
 use nova_vmm_api::{
     Compression, MigrationMode, MigrationParams, MigrationRequest, MigrationState, MigrationStatus,
-    SnapshotRequest, VmmClient,
+    SnapshotRequest, StopRequest, VmmClient,
 };
 use serde::Serialize;
 
@@ -50,6 +50,17 @@ enum Action {
     Resume,
     /// Stop the VM; the VMM process exits.
     Shutdown,
+    /// Stop the VM gracefully: press its ACPI power button and stop it after the
+    /// timeout if the guest has not powered off (at once with --force). Prints how
+    /// the stop began; the VMM exits when the VM has stopped.
+    Stop {
+        /// Stop at once instead of pressing the power button.
+        #[arg(long)]
+        force: bool,
+        /// How long the guest has to power off, ms.
+        #[arg(long, default_value_t = StopRequest::default().timeout_ms)]
+        timeout_ms: u64,
+    },
     /// Snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotAction),
@@ -136,6 +147,10 @@ fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
         Action::Pause => print(&block_on(vmm.pause()).with_context(on_sock)?)?,
         Action::Resume => print(&block_on(vmm.resume()).with_context(on_sock)?)?,
         Action::Shutdown => block_on(vmm.shutdown()).with_context(on_sock)?,
+        Action::Stop { force, timeout_ms } => {
+            let req = StopRequest { force, timeout_ms };
+            print(&block_on(vmm.stop(&req)).with_context(on_sock)?)?
+        }
         Action::Snapshot(SnapshotAction::Create { path, diff }) => {
             let req = SnapshotRequest {
                 path: std::path::absolute(&path)?,

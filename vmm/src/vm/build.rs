@@ -344,3 +344,22 @@ impl Vm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_names_devices_only_without_acpi() {
+        let mut config = VmConfig::new("k".into());
+        config.cmdline = Some("console=ttyS0".into());
+        assert!(config.acpi, "ACPI is on by default");
+        assert_eq!(guest_cmdline(&config, 2), "console=ttyS0");
+        config.acpi = false;
+        assert_eq!(
+            guest_cmdline(&config, 2),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6"
+        );
+    }
+}
