@@ -7,11 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use nova_hostd_api::{
-    ConsoleLog, ErrorBody, FieldError, RestoreRequest, SnapshotInfo, SnapshotRequest, VmInfo,
-    VmList, VmSpec,
+    ConsoleLog, ErrorBody, FieldError, RestoreRequest, SnapshotInfo, SnapshotRequest,
+    StopVmRequest, VmInfo, VmList, VmSpec, DEFAULT_STOP_TIMEOUT_MS,
 };
 
-use crate::api::error::{ApiResult, JsonBody};
+use crate::api::error::{parse_json, ApiResult, JsonBody};
 use crate::host::Host;
 
 type S = State<Arc<Host>>;
@@ -88,19 +88,33 @@ pub async fn start_vm(State(h): S, Path(id): Path<String>) -> ApiResult<Json<VmI
     Ok(Json(h.vms.start_vm(&id).await?))
 }
 
-/// Stops the VM: the VMM's shutdown, SIGKILL after 5 s (at once with `force`).
+/// Stops the VM: presses its ACPI power button and gives the guest `timeout_ms`
+/// (default 5 s) to power off, then stops it; SIGKILL at once with `force` (in the
+/// body or the query).
 #[utoipa::path(post, path = "/v1/vms/{id}/stop", tag = "vms",
     params(("id" = String, Path, description = "VM id"),
         ("force" = Option<bool>, Query, description = "SIGKILL the VMM at once")),
+    request_body(content = Option<StopVmRequest>, description = "optional"),
     responses((status = 200, body = VmInfo), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stop_vm(
     State(h): S,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<VmInfo>> {
     let force = flag(&q, "force")?;
-    Ok(Json(h.vms.stop_vm(&id, force).await?))
+    // No body, or `null` (what a body-less typed POST sends), is the default.
+    let text = body.trim_ascii();
+    let req: StopVmRequest = if text.is_empty() || text == b"null" {
+        StopVmRequest::default()
+    } else {
+        parse_json(text)?
+    };
+    req.validate()?;
+    let timeout =
+        std::time::Duration::from_millis(req.timeout_ms.unwrap_or(DEFAULT_STOP_TIMEOUT_MS));
+    Ok(Json(h.vms.stop_vm(&id, force || req.force, timeout).await?))
 }
 
 /// Pauses every vCPU.
