@@ -68,6 +68,9 @@ struct RunArgs {
     /// Write the serial console to this file instead of stdout.
     #[arg(long)]
     console: Option<PathBuf>,
+    /// Unix socket (0600) where clients attach to the serial console.
+    #[arg(long)]
+    console_sock: Option<PathBuf>,
     /// No ACPI tables: the guest gets the MP table and `virtio_mmio.device=` words
     /// on its command line, and no power button.
     #[arg(long)]
@@ -97,6 +100,7 @@ impl RunArgs {
         }
         c.api_sock = self.api_sock.clone();
         c.console = self.console.clone();
+        c.console_sock = self.console_sock.clone();
     }
 
     fn into_config(self) -> anyhow::Result<VmConfig> {
@@ -127,6 +131,7 @@ impl RunArgs {
         }
         c.api_sock = self.api_sock.or(c.api_sock);
         c.console = self.console.or(c.console);
+        c.console_sock = self.console_sock.or(c.console_sock);
         if self.no_acpi {
             c.acpi = false;
         }

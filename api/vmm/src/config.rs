@@ -52,6 +52,11 @@ pub struct VmConfig {
     /// devices from `virtio_mmio.device=` words on its command line.
     #[serde(default = "default_acpi")]
     pub acpi: bool,
+    /// Unix socket (0600) where clients attach to the serial console: output with a
+    /// backlog, input to the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub console_sock: Option<PathBuf>,
 }
 
 /// A raw disk image.
@@ -163,6 +168,7 @@ impl VmConfig {
             api_sock: None,
             console: None,
             acpi: default_acpi(),
+            console_sock: None,
         }
     }
 

@@ -68,6 +68,7 @@ pub fn vmm_args(
                 api_sock: Some(paths.api_sock.to_path_buf()),
                 console: Some(paths.console.to_path_buf()),
                 acpi: true,
+                console_sock: None,
             };
             return Ok((vec!["--config".into(), s(paths.config)], Some(cfg)));
         }

@@ -17,6 +17,7 @@ use super::error::{ioctl, same_count, setup, VmError};
 use super::virtio_slot::{clone_evts, make_device, VirtioSlot};
 use super::Vm;
 use crate::boot::{self, EntryPoint};
+use crate::console::{ConsoleHub, Tee};
 use crate::devices::bus::BusRangeError;
 use crate::devices::i8042::{I8042, I8042_PORT};
 use crate::devices::power::{
@@ -149,10 +150,29 @@ impl Vm {
         vm_fd
             .register_irqfd(&serial_irq, COM1_IRQ)
             .map_err(ioctl("KVM_IRQFD (serial)"))?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            serial_irq,
-            console_out(&config)?,
-        )));
+        let hub = config
+            .console_sock
+            .as_ref()
+            .map(|_| Arc::new(ConsoleHub::default()));
+        let out = match &hub {
+            Some(hub) => Box::new(Tee {
+                out: console_out(&config)?,
+                hub: hub.clone(),
+            }),
+            None => console_out(&config)?,
+        };
+        let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
+        let console_sock = match (&config.console_sock, hub) {
+            (Some(path), Some(hub)) => Some(
+                crate::console::serve(path, hub, serial.clone()).map_err(|err| {
+                    VmError::Console {
+                        path: path.display().to_string(),
+                        err,
+                    }
+                })?,
+            ),
+            _ => None,
+        };
         let bus_err = |e: BusRangeError| VmError::Device(e.to_string());
         pio.insert(serial.clone(), COM1_PORT, 8).map_err(bus_err)?;
         let reset = reset_evt.try_clone().map_err(setup("eventfd"))?;
@@ -265,6 +285,7 @@ impl Vm {
             reset_evt,
             poweroff_evt,
             ged,
+            _console_sock: console_sock,
             pio,
             mmio,
             vcpu_stats,

@@ -53,6 +53,8 @@ pub struct Vm {
     poweroff_evt: EventFd,
     /// The generic event device: the power button a graceful stop presses.
     ged: Arc<Mutex<Ged>>,
+    /// The console socket, when configured; removed with the VM.
+    _console_sock: Option<crate::console::ConsoleSocket>,
     pio: Bus,
     mmio: Bus,
     vcpu_stats: Vec<Arc<VcpuStats>>,
