@@ -101,3 +101,69 @@ fn a_console_socket_in_use_by_a_running_vmm_is_refused() {
         "{err}"
     );
 }
+
+/// `nova-vmm ctl console` finds the socket through the API, shows the guest's
+/// output, sends what is typed, and leaves at Ctrl-] with the VM still running.
+#[test]
+fn ctl_console_attaches_sends_input_and_leaves_at_ctrl_close_bracket() {
+    if !require_kvm() {
+        return;
+    }
+    let c = VmmCmd::testguest("echo");
+    let sock = c.dir.join("console.sock");
+    let (c, api) = c.arg("--console-sock").arg(&sock).with_api();
+    let vm = c.spawn();
+    vm.booted();
+    wait_for_socket(&api);
+    let mut ctl = std::process::Command::new(nova_tests::binary("nova-vmm"))
+        .args(["ctl", "--api-sock"])
+        .arg(&api)
+        .arg("console")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = ctl.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_out = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(b) => seen.extend(b),
+                Err(_) => panic!("no `{needle}`: {}", String::from_utf8_lossy(&seen)),
+            }
+        }
+    };
+    wait_out("NOVA-BOOTED");
+    let mut stdin = ctl.stdin.take().unwrap();
+    stdin.write_all(b"typed here\n").unwrap();
+    wait_out("NOVA-ECHO text=typed here");
+    stdin.write_all(&[0x1d]).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = ctl.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "ctl console did not leave"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // The VM runs on: another client still gets answers.
+    let mut again = UnixStream::connect(&sock).unwrap();
+    again.write_all(b"still here\n").unwrap();
+    read_until(&mut again, "NOVA-ECHO text=still here");
+}
