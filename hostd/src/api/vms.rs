@@ -149,6 +149,67 @@ pub async fn console(
     Ok(Json(h.vms.console(&id, lines(&q)?)?))
 }
 
+/// The VM's serial console, live, as a WebSocket: binary messages both ways, the
+/// guest's output (from a 64 KiB backlog on) to the client and the client's bytes
+/// to the guest. Ends when either side closes or the VMM exits.
+#[utoipa::path(get, path = "/v1/vms/{id}/console/ws", tag = "vms",
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 101, description = "switching to the WebSocket"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the VM is not running")))]
+pub async fn console_ws(
+    State(h): S,
+    Path(id): Path<String>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> ApiResult<axum::response::Response> {
+    let vm = h.vms.get(&id)?;
+    let sock = vm.console_sock();
+    let stream = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+        crate::error::Error::Conflict(format!("VM '{id}' has no live console ({e})"))
+    })?;
+    Ok(ws.on_upgrade(move |socket| bridge(socket, stream)))
+}
+
+/// Copies the console socket to the WebSocket and back until either ends.
+async fn bridge(socket: axum::extract::ws::WebSocket, stream: tokio::net::UnixStream) {
+    use axum::extract::ws::Message;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = stream.into_split();
+    let (mut tx, mut rx) = socket.split();
+    let out = async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let msg = Message::Binary(buf[..n].to_vec().into());
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Message::Close(None)).await;
+    };
+    let inp = async {
+        while let Some(Ok(msg)) = rx.next().await {
+            let bytes = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = out => {}
+        _ = inp => {}
+    }
+}
+
 /// Snapshots the VM into `DATA/vms/<id>/snapshots/<name>`.
 #[utoipa::path(post, path = "/v1/vms/{id}/snapshot", tag = "vms", request_body = SnapshotRequest,
     params(("id" = String, Path, description = "VM id")),

@@ -113,6 +113,10 @@ impl Vm {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+    /// The VMM's console socket (`--console-sock`), for `GET /v1/vms/{id}/console/ws`.
+    pub fn console_sock(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("vmm.log")
     }
