@@ -13,7 +13,8 @@ RELEASE_BIN := target/x86_64-unknown-linux-gnu/release
 # Debian packages the build, the guest images, the tests and the benches need.
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server systemd \
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs \
-	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium
+	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium \
+	acpica-tools
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator.

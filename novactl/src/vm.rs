@@ -40,10 +40,17 @@ pub enum VmCmd {
         /// The VM's id.
         id: String,
     },
-    /// Stop a VM (the guest is asked to power off).
+    /// Stop a VM: its ACPI power button is pressed and the guest has a few seconds
+    /// to power off before it is stopped; --force kills its VMM at once.
+    #[command(after_long_help = "Examples:
+  novactl vm stop vm-7f3a0c           # graceful: the guest powers off
+  novactl vm stop vm-7f3a0c --force   # at once, like pulling the plug")]
     Stop {
         /// The VM's id.
         id: String,
+        /// Kill the VM's VMM at once instead of asking the guest to power off.
+        #[arg(long)]
+        force: bool,
     },
     /// Delete a VM: its host lets it go, then the record goes.
     Delete {
@@ -97,7 +104,7 @@ pub async fn run(api: &ControllerClient, cmd: VmCmd, f: Format) -> anyhow::Resul
             output::one(f, &vm)?
         }
         VmCmd::Start { id } => output::one(f, &api.start_vm(&id).await?)?,
-        VmCmd::Stop { id } => output::one(f, &api.stop_vm(&id).await?)?,
+        VmCmd::Stop { id, force } => output::one(f, &api.stop_vm_if(&id, force, None).await?)?,
         VmCmd::Delete { id } => output::one(f, &api.delete_vm(&id).await?)?,
         VmCmd::Migrate { id, to, wait } => {
             let op = api.migrate_vm(&id, &MigrateBody { to }).await?;

@@ -25,9 +25,9 @@ pub const GUEST_IP: &str = "192.0.2.2";
 pub const HOST_IP: &str = "192.0.2.1";
 /// The guest's root filesystem image, in MiB.
 pub const DISK_MIB: u64 = 16;
-/// Guest RAM: the kernel's memory map setup runs in KVM's emulator on PVM hosts, so
+/// Guest RAM (the bench reports it): the kernel's memory map setup runs in KVM's emulator on PVM hosts, so
 /// it costs boot time per MiB.
-const MEM_MIB: u64 = 64;
+pub const MEM_MIB: u64 = 64;
 /// Where the root filesystem keeps the idle init (`nova-linux-idle-init`).
 pub const INIT: &str = "/sbin/nova-idle-init";
 /// CPUID features KVM's instruction emulator cannot run, cleared by the kernel itself
@@ -134,21 +134,34 @@ pub fn boot(vmm: Vmm, disk: &Path, ns: &NetNs, tap: &str) -> LinuxVm {
                 _dir: None,
             }
         }
-        Vmm::Nova => {
-            let c = VmmCmd::raw()
-                .arg("--kernel")
-                .arg(kernel)
-                .args(["--vcpus", "1", "--mem-mib", &MEM_MIB.to_string()])
-                .args(["--cmdline", &cmdline()])
-                .arg("--disk")
-                .arg(disk)
-                .args(["--net", &format!("tap={tap}")])
-                .in_netns(ns);
-            LinuxVm {
-                console: Console::spawn(c.cmd),
-                _dir: Some(c.dir),
-            }
-        }
+        Vmm::Nova => spawn_nova(nova_cmd(disk, tap), ns),
+    }
+}
+
+/// The nova-vmm command [`boot`] runs (`nova-linux` on one vCPU, `disk`, a NIC on
+/// `tap`), to add flags to (`--no-acpi`, `with_api`) before [`spawn_nova`].
+pub fn nova_cmd(disk: &Path, tap: &str) -> VmmCmd {
+    nova_cmd_of(&crate::binary("nova-vmm"), disk, tap)
+}
+
+/// [`nova_cmd`] with the nova-vmm binary at `program` (a bench's release build).
+pub fn nova_cmd_of(program: &Path, disk: &Path, tap: &str) -> VmmCmd {
+    VmmCmd::of(program)
+        .arg("--kernel")
+        .arg(guest_image("nova-linux"))
+        .args(["--vcpus", "1", "--mem-mib", &MEM_MIB.to_string()])
+        .args(["--cmdline", &cmdline()])
+        .arg("--disk")
+        .arg(disk)
+        .args(["--net", &format!("tap={tap}")])
+}
+
+/// Runs `c` (a [`nova_cmd`], or a restore of its snapshot) inside `ns`.
+pub fn spawn_nova(c: VmmCmd, ns: &NetNs) -> LinuxVm {
+    let c = c.in_netns(ns);
+    LinuxVm {
+        console: Console::spawn(c.cmd),
+        _dir: Some(c.dir),
     }
 }
 

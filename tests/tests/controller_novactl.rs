@@ -752,6 +752,57 @@ fn vm_get_describes_a_vm_and_events_prints_the_stream() {
     new.wait_for(Duration::from_secs(20), |l| l.text.contains(&id));
 }
 
+/// `vm stop` presses the VM's ACPI power button (the VMM's log on its host says
+/// so; the test guest ignores it and is stopped after the timeout) unless
+/// `--force`, which kills the VMM at once: no button.
+#[test]
+fn vm_stop_presses_the_power_button_unless_forced() {
+    if !require_kvm() {
+        return;
+    }
+    let d = TempDir::new();
+    let c = Controller::sqlite(d.path());
+    let h = hostd_for(&c);
+    let ctl = Novactl::at(&c, &c.admin);
+    wait_for(30, "the host ready", || {
+        let hosts = ctl.json(&["host", "list"]);
+        (hosts.as_array()?.iter().any(|h| h["state"] == "ready")).then_some(())
+    });
+    let guest = testguest();
+    let vm = ctl.json(&[
+        "vm",
+        "create",
+        "web",
+        "--kernel",
+        guest.to_str().unwrap(),
+        "--mem-mib",
+        "64",
+    ]);
+    let id = created_id(&vm);
+    let log = h.data().join(format!("vms/{id}/vmm.log"));
+    let presses = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("power button pressed")
+            .count()
+    };
+    let observed = |state: &'static str| {
+        wait_for(60, state, || {
+            let v = ctl.json(&["vm", "get", &id]);
+            (v["observed"]["state"] == state).then_some(())
+        })
+    };
+    observed("running");
+    ctl.ok(&["vm", "stop", &id]);
+    observed("stopped");
+    assert_eq!(presses(), 1, "the graceful stop pressed the button");
+    ctl.ok(&["vm", "start", &id]);
+    observed("running");
+    ctl.ok(&["vm", "stop", &id, "--force"]);
+    observed("stopped");
+    assert_eq!(presses(), 1, "the forced stop pressed no button");
+}
+
 /// How many list calls of `path` the controller has answered so far.
 fn list_calls(c: &Controller, path: &str) -> usize {
     c.log()

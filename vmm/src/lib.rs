@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod boot;
+pub mod console;
 pub mod devices;
 pub mod dirty;
 pub mod kvm;

@@ -68,6 +68,13 @@ struct RunArgs {
     /// Write the serial console to this file instead of stdout.
     #[arg(long)]
     console: Option<PathBuf>,
+    /// Unix socket (0600) where clients attach to the serial console.
+    #[arg(long)]
+    console_sock: Option<PathBuf>,
+    /// No ACPI tables: the guest gets the MP table and `virtio_mmio.device=` words
+    /// on its command line, and no power button.
+    #[arg(long)]
+    no_acpi: bool,
     /// Restore the VM from this snapshot directory instead of booting a kernel.
     #[arg(long, conflicts_with_all = ["kernel", "config", "incoming"])]
     restore: Option<PathBuf>,
@@ -99,6 +106,7 @@ impl RunArgs {
         }
         c.api_sock = self.api_sock.clone();
         c.console = self.console.clone();
+        c.console_sock = self.console_sock.clone();
     }
 
     /// The VM an incoming migration must bring: `--config` and the flags; memory and
@@ -162,6 +170,10 @@ impl RunArgs {
         }
         c.api_sock = self.api_sock.or(c.api_sock);
         c.console = self.console.or(c.console);
+        c.console_sock = self.console_sock.or(c.console_sock);
+        if self.no_acpi {
+            c.acpi = false;
+        }
         Ok(c)
     }
 }
@@ -228,7 +240,11 @@ fn report_kind(vm: &Vm) {
 /// The process's exit code for how the VM stopped.
 fn finish(exit: VmExit) -> ExitCode {
     match exit {
-        VmExit::Poweroff | VmExit::Reset | VmExit::Shutdown | VmExit::Migrated => {
+        VmExit::Poweroff
+        | VmExit::Reset
+        | VmExit::Shutdown
+        | VmExit::StopTimeout
+        | VmExit::Migrated => {
             tracing::info!("VM stopped: {exit:?}");
             ExitCode::SUCCESS
         }

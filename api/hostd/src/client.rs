@@ -72,6 +72,11 @@ impl HostdClient {
         let q = if force { "?force=true" } else { "" };
         self.http.post(&format!("/v1/vms/{id}/stop{q}"), &()).await
     }
+    /// `POST /v1/vms/{id}/stop` with a body: force, or how long the guest has to
+    /// power off after its ACPI power button is pressed.
+    pub async fn stop_with(&self, id: &str, req: &StopVmRequest) -> Result<VmInfo, Error> {
+        self.http.post(&format!("/v1/vms/{id}/stop"), req).await
+    }
     /// `POST /v1/vms/{id}/pause`.
     pub async fn pause(&self, id: &str) -> Result<VmInfo, Error> {
         self.http.post(&format!("/v1/vms/{id}/pause"), &()).await

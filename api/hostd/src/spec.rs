@@ -193,6 +193,36 @@ impl SnapshotRequest {
     }
 }
 
+/// Longest a graceful stop may wait for the guest, ms.
+pub const MAX_STOP_TIMEOUT_MS: u64 = 600_000;
+/// How long a graceful stop waits for the guest when the request does not say, ms.
+pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 5_000;
+
+/// `POST /v1/vms/{id}/stop` (the body is optional): the VM's ACPI power button is
+/// pressed and the guest has `timeout_ms` to power off before its VMM stops it;
+/// with `force` (or `?force=true`) the VMM is killed at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopVmRequest {
+    #[serde(default)]
+    pub force: bool,
+    /// 1..=600000; [`DEFAULT_STOP_TIMEOUT_MS`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl StopVmRequest {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self.timeout_ms {
+            Some(t) if t == 0 || t > MAX_STOP_TIMEOUT_MS => Err(FieldError::new(
+                "timeout_ms",
+                format!("{t} is out of range 1..={MAX_STOP_TIMEOUT_MS}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `POST /v1/vms/{id}/restore`: start a stopped VM from one of its snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use nova_http::{Client, Error};
 
-use crate::{MigrationRequest, MigrationStatus, SnapshotReport, SnapshotRequest, VmInfo};
+use crate::{
+    MigrationRequest, MigrationStatus, SnapshotReport, SnapshotRequest, StopReport, StopRequest,
+    VmInfo,
+};
 
 /// One VMM, reached on its API socket.
 #[derive(Clone, Debug)]
@@ -36,6 +39,11 @@ impl VmmClient {
     /// `PUT /v1/vm/shutdown`: the VMM stops the VM and exits.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.http.put("/v1/vm/shutdown", &()).await
+    }
+    /// `PUT /v1/vm/stop`: presses the ACPI power button (the VMM stops the VM after
+    /// `timeout_ms` if the guest has not powered off), or stops at once with `force`.
+    pub async fn stop(&self, req: &StopRequest) -> Result<StopReport, Error> {
+        self.http.put("/v1/vm/stop", req).await
     }
     /// `PUT /v1/snapshot`.
     pub async fn snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotReport, Error> {

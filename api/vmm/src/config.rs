@@ -47,6 +47,16 @@ pub struct VmConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub console: Option<PathBuf>,
+    /// ACPI tables (devices described in the DSDT, a power button for graceful
+    /// stops); without them the guest gets only the MP table and finds virtio
+    /// devices from `virtio_mmio.device=` words on its command line.
+    #[serde(default = "default_acpi")]
+    pub acpi: bool,
+    /// Unix socket (0600) where clients attach to the serial console: output with a
+    /// backlog, input to the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub console_sock: Option<PathBuf>,
 }
 
 /// A raw disk image.
@@ -74,6 +84,9 @@ fn default_vcpus() -> u8 {
 }
 fn default_mem_mib() -> u64 {
     256
+}
+fn default_acpi() -> bool {
+    true
 }
 
 fn err(field: impl Into<String>, problem: impl Into<String>) -> FieldError {
@@ -154,6 +167,8 @@ impl VmConfig {
             nets: Vec::new(),
             api_sock: None,
             console: None,
+            acpi: default_acpi(),
+            console_sock: None,
         }
     }
 

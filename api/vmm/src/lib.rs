@@ -4,6 +4,7 @@
 //! and read them. Nothing here knows how a VM runs.
 //!
 //! Routes: `GET /v1/vm` ([`VmInfo`]), `PUT /v1/vm/pause|resume|shutdown`,
+//! `PUT /v1/vm/stop` ([`StopRequest`] -> [`StopReport`]: the ACPI power button),
 //! `PUT /v1/snapshot` ([`SnapshotRequest`] -> [`SnapshotReport`]),
 //! `PUT|GET|DELETE /v1/migration` ([`MigrationRequest`] -> [`MigrationStatus`]).
 //! Errors are `{"error": "...", "field": "..."}` (`nova_http::ErrorBody`; `field`
@@ -26,4 +27,7 @@ pub use migration::{
 };
 pub use nova_http::{ErrorBody, FieldError};
 pub use snapshot::{SnapshotReport, SnapshotRequest};
-pub use vm::{BlockCounters, Counters, DeviceCounters, KvmKind, NetCounters, RunState, VmInfo};
+pub use vm::{
+    BlockCounters, Counters, DeviceCounters, KvmKind, NetCounters, RunState, StopReport,
+    StopRequest, VmInfo,
+};

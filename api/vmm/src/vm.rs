@@ -1,10 +1,11 @@
 //! What `GET /v1/vm` says of a running VM: its state, the KVM it runs on, its
-//! configuration and its counters.
+//! configuration and its counters; and `PUT /v1/vm/stop`'s request and answer.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::VmConfig;
+use nova_http::FieldError;
 
 /// Running or paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -100,4 +101,121 @@ pub struct VmInfo {
     pub uptime_ms: u64,
     pub config: VmConfig,
     pub counters: Counters,
+}
+
+/// Longest a graceful stop may wait for the guest, ms.
+pub const MAX_STOP_TIMEOUT_MS: u64 = 600_000;
+
+/// `PUT /v1/vm/stop`: stop the VM, gracefully unless `force`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// Stop at once instead of pressing the power button.
+    #[serde(default)]
+    pub force: bool,
+    /// How long the guest has to power off after the ACPI power button is pressed
+    /// before the VMM stops it anyway (1..=600000).
+    #[serde(default = "default_stop_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_stop_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for StopRequest {
+    fn default() -> Self {
+        StopRequest {
+            force: false,
+            timeout_ms: default_stop_timeout_ms(),
+        }
+    }
+}
+
+impl StopRequest {
+    /// Checks the timeout's range, naming the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_STOP_TIMEOUT_MS {
+            return Err(FieldError::new(
+                "timeout_ms",
+                format!(
+                    "{} is out of range 1..={MAX_STOP_TIMEOUT_MS}",
+                    self.timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a stop began (`202 Accepted`: the VMM exits when the VM has stopped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopReport {
+    /// The ACPI power button was pressed: the guest is asked to power off, and is
+    /// stopped after `timeout_ms` if it has not. False: stopped at once (`force`,
+    /// or a VM without ACPI has no button).
+    pub power_button: bool,
+    pub timeout_ms: u64,
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::*;
+
+    /// Mutated and random bodies (a fixed xorshift stream, so failures repeat): the
+    /// parser never panics, and whatever it accepts and validates is in range.
+    #[test]
+    fn stop_bodies_fuzzed_never_panic_and_accepted_ones_are_in_range() {
+        let seeds: [&[u8]; 4] = [
+            br#"{"force":false,"timeout_ms":30000}"#,
+            br#"{"timeout_ms":600000}"#,
+            br#"{"force":true}"#,
+            b"{}",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut accepted = 0;
+        for i in 0..20_000 {
+            let mut body = seeds[i % seeds.len()].to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let r = next();
+                let at = (r as usize >> 8) % (body.len() + 1);
+                match r % 3 {
+                    0 if at < body.len() => body[at] = (r >> 32) as u8,
+                    1 => body.insert(at, b"0123456789\"{}:,-e.ftx"[(r >> 40) as usize % 21]),
+                    _ if at < body.len() => {
+                        body.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            if let Ok(req) = serde_json::from_slice::<StopRequest>(&body) {
+                if req.validate().is_ok() {
+                    accepted += 1;
+                    assert!((1..=MAX_STOP_TIMEOUT_MS).contains(&req.timeout_ms));
+                }
+            }
+        }
+        assert!(accepted > 0, "no mutation was a valid request");
+    }
+
+    #[test]
+    fn an_empty_request_is_a_graceful_stop_with_the_default_timeout() {
+        let req: StopRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(req, StopRequest::default());
+        assert!(!req.force && req.timeout_ms == 30_000);
+        let err = StopRequest {
+            force: false,
+            timeout_ms: 0,
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.field, "timeout_ms");
+    }
 }

@@ -134,6 +134,8 @@ pub struct Workloads {
     pub poweroff: bool,
     /// `reset`.
     pub reset: bool,
+    /// `echo`: each console input line comes back as `NOVA-ECHO text=...`.
+    pub echo: bool,
 }
 
 /// Everything the command line configures.
@@ -194,6 +196,7 @@ impl Config {
                 b"net" => cfg.work.net = true,
                 b"poweroff" => cfg.work.poweroff = true,
                 b"reset" => cfg.work.reset = true,
+                b"echo" => cfg.work.echo = true,
                 _ => match item.strip_prefix(b"dirty:").and_then(parse_dirty) {
                     Some(d) => cfg.work.dirty = Some(d),
                     None if item.starts_with(b"dirty") => {

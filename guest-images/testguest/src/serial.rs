@@ -1,4 +1,4 @@
-//! The 8250 UART on COM1 (output only) and line building: every console line is
+//! The 8250 UART on COM1 (output, and input lines for the `echo` workload) and line building: every console line is
 //! assembled in a buffer and written whole under a spinlock shared by all vCPUs.
 
 use crate::cpu::inb;
@@ -7,6 +7,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 const COM1: u16 = 0x3f8;
 const LSR: u16 = COM1 + 5;
 const LSR_THRE: u8 = 0x20;
+/// LSR: a received byte is waiting.
+const LSR_DR: u8 = 0x01;
 
 static LOCK: AtomicBool = AtomicBool::new(false);
 
@@ -32,6 +34,40 @@ fn put(bytes: &[u8]) {
                 options(nostack, preserves_flags, readonly)
             )
         };
+    }
+}
+
+/// Console input: bytes received on COM1, a line at a time.
+pub struct Input {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Input {
+    pub const fn new() -> Input {
+        Input {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+
+    /// Reads what the UART holds (LSR data ready); each line, ended by `\n` or `\r`
+    /// and cut at 64 bytes, comes back as `NOVA-ECHO text=<line>`.
+    pub fn poll(&mut self) {
+        while inb(LSR) & LSR_DR != 0 {
+            let c = inb(COM1);
+            if c == b'\n' || c == b'\r' {
+                if self.len > 0 {
+                    Line::new("NOVA-ECHO")
+                        .ks("text", self.buf.get(..self.len).unwrap_or(&[]))
+                        .emit();
+                }
+                self.len = 0;
+            } else if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = c;
+                self.len += 1;
+            }
+        }
     }
 }
 

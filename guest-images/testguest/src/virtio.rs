@@ -56,6 +56,11 @@ const USED_OFF: usize = 2048;
 /// QEMU microvm's virtio-mmio window: 24 slots of 0x200 from here.
 const MICROVM_BASE: usize = 0xfeb0_0000;
 const MICROVM_SLOTS: usize = 24;
+/// nova-vmm's virtio-mmio window (`vm::build::VIRTIO_MMIO_BASE` and stride) and its
+/// most devices.
+const NOVA_BASE: usize = 0xd000_0000;
+const NOVA_STRIDE: usize = 0x1000;
+const NOVA_SLOTS: usize = 16;
 
 /// Memory the device reads or writes (page-aligned, in `.noinit`; initialised by users).
 #[repr(C, align(4096))]
@@ -177,7 +182,9 @@ impl Transport {
 }
 
 /// Finds the first virtio-mmio device with `device_id`: the `virtio_mmio.device=`
-/// entries in order, else QEMU microvm's window from its top slot down.
+/// entries in order, else nova-vmm's window (with ACPI on, nova-vmm names its
+/// devices in the DSDT only, which this guest does not read), else QEMU microvm's
+/// window from its top slot down.
 pub fn find(cfg: &Config, device_id: u32) -> Option<Transport> {
     let named = cfg.nmmio > 0;
     let probe = |base: usize| -> Option<Transport> {
@@ -215,6 +222,16 @@ pub fn find(cfg: &Config, device_id: u32) -> Option<Transport> {
     };
     if named {
         return cfg.mmio().iter().find_map(|d| probe(d.addr as usize));
+    }
+    // nova-vmm's slots are packed from the first: the first without the magic ends them.
+    for i in 0..NOVA_SLOTS {
+        let base = NOVA_BASE + NOVA_STRIDE * i;
+        if (Transport { base }).r(MAGIC) != MMIO_MAGIC {
+            break;
+        }
+        if let Some(t) = probe(base) {
+            return Some(t);
+        }
     }
     (0..MICROVM_SLOTS)
         .rev()

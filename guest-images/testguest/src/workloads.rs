@@ -1,11 +1,11 @@
-//! The workloads (counter, dirty, disk, net, poweroff, reset) and the cooperative
+//! The workloads (counter, dirty, disk, net, echo, poweroff, reset) and the cooperative
 //! main loop that runs them together on the BSP.
 
 use crate::blk::Blk;
 use crate::cpu::{halt_forever, outb, rdtsc, Clock};
 use crate::net::Net;
 use crate::pvh::{BootInfo, Config, DirtyArgs};
-use crate::serial::{error, write_line, Line};
+use crate::serial::{error, write_line, Input, Line};
 use core::num::NonZeroU64;
 use nova_guest_abi::{
     check_block, dirty_words, fill_block, line, GUEST_BLOCKS, GUEST_BLOCKS_START, GUEST_MAGIC,
@@ -404,6 +404,7 @@ pub fn run(cfg: &Config, boot: &BootInfo, clock: &Clock) -> ! {
         },
     };
     let mut disk = if w.disk { Disk::new(cfg) } else { None };
+    let mut echo = w.echo.then(Input::new);
     let mut dirty = w.dirty.and_then(|a| Dirty::new(a, boot, clock));
     let finite_pending = |disk: &Option<Disk>, dirty: &Option<Dirty>| {
         disk.as_ref().is_some_and(|d| !d.first_done)
@@ -416,8 +417,12 @@ pub fn run(cfg: &Config, boot: &BootInfo, clock: &Clock) -> ! {
             }
             reset();
         }
-        if counter.is_none() && net.is_none() && disk.is_none() && dirty.is_none() {
+        if counter.is_none() && net.is_none() && disk.is_none() && dirty.is_none() && echo.is_none()
+        {
             halt_forever();
+        }
+        if let Some(e) = echo.as_mut() {
+            e.poll();
         }
         if let Some(c) = counter.as_mut() {
             c.poll(clock);

@@ -73,6 +73,7 @@ fn routes(host: &Arc<Host>) -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(vms::pause_vm))
         .routes(routes!(vms::resume_vm))
         .routes(routes!(vms::console))
+        .routes(routes!(vms::console_ws))
         .routes(routes!(vms::snapshot))
         .routes(routes!(vms::restore))
         .routes(routes!(migrations::migrate))

@@ -7,11 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use nova_hostd_api::{
-    ConsoleLog, ErrorBody, FieldError, RestoreRequest, SnapshotInfo, SnapshotRequest, VmInfo,
-    VmList, VmSpec,
+    ConsoleLog, ErrorBody, FieldError, RestoreRequest, SnapshotInfo, SnapshotRequest,
+    StopVmRequest, VmInfo, VmList, VmSpec, DEFAULT_STOP_TIMEOUT_MS,
 };
 
-use crate::api::error::{ApiResult, JsonBody};
+use crate::api::error::{parse_json, ApiResult, JsonBody};
 use crate::host::Host;
 
 type S = State<Arc<Host>>;
@@ -88,19 +88,33 @@ pub async fn start_vm(State(h): S, Path(id): Path<String>) -> ApiResult<Json<VmI
     Ok(Json(h.vms.start_vm(&id).await?))
 }
 
-/// Stops the VM: the VMM's shutdown, SIGKILL after 5 s (at once with `force`).
+/// Stops the VM: presses its ACPI power button and gives the guest `timeout_ms`
+/// (default 5 s) to power off, then stops it; SIGKILL at once with `force` (in the
+/// body or the query).
 #[utoipa::path(post, path = "/v1/vms/{id}/stop", tag = "vms",
     params(("id" = String, Path, description = "VM id"),
         ("force" = Option<bool>, Query, description = "SIGKILL the VMM at once")),
+    request_body(content = Option<StopVmRequest>, description = "optional"),
     responses((status = 200, body = VmInfo), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stop_vm(
     State(h): S,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<VmInfo>> {
     let force = flag(&q, "force")?;
-    Ok(Json(h.vms.stop_vm(&id, force).await?))
+    // No body, or `null` (what a body-less typed POST sends), is the default.
+    let text = body.trim_ascii();
+    let req: StopVmRequest = if text.is_empty() || text == b"null" {
+        StopVmRequest::default()
+    } else {
+        parse_json(text)?
+    };
+    req.validate()?;
+    let timeout =
+        std::time::Duration::from_millis(req.timeout_ms.unwrap_or(DEFAULT_STOP_TIMEOUT_MS));
+    Ok(Json(h.vms.stop_vm(&id, force || req.force, timeout).await?))
 }
 
 /// Pauses every vCPU.
@@ -133,6 +147,67 @@ pub async fn console(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ConsoleLog>> {
     Ok(Json(h.vms.console(&id, lines(&q)?)?))
+}
+
+/// The VM's serial console, live, as a WebSocket: binary messages both ways, the
+/// guest's output (from a 64 KiB backlog on) to the client and the client's bytes
+/// to the guest. Ends when either side closes or the VMM exits.
+#[utoipa::path(get, path = "/v1/vms/{id}/console/ws", tag = "vms",
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 101, description = "switching to the WebSocket"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the VM is not running")))]
+pub async fn console_ws(
+    State(h): S,
+    Path(id): Path<String>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> ApiResult<axum::response::Response> {
+    let vm = h.vms.get(&id)?;
+    let sock = vm.console_sock();
+    let stream = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+        crate::error::Error::Conflict(format!("VM '{id}' has no live console ({e})"))
+    })?;
+    Ok(ws.on_upgrade(move |socket| bridge(socket, stream)))
+}
+
+/// Copies the console socket to the WebSocket and back until either ends.
+async fn bridge(socket: axum::extract::ws::WebSocket, stream: tokio::net::UnixStream) {
+    use axum::extract::ws::Message;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = stream.into_split();
+    let (mut tx, mut rx) = socket.split();
+    let out = async {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let msg = Message::Binary(buf[..n].to_vec().into());
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Message::Close(None)).await;
+    };
+    let inp = async {
+        while let Some(Ok(msg)) = rx.next().await {
+            let bytes = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = out => {}
+        _ = inp => {}
+    }
 }
 
 /// Snapshots the VM into `DATA/vms/<id>/snapshots/<name>`.

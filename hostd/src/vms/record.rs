@@ -110,7 +110,7 @@ impl Vm {
     pub fn api_sock(&self) -> PathBuf {
         self.run_dir().join("api.sock")
     }
-    /// The one directory the VMM may create files in (its API socket).
+    /// The one directory the VMM may create files in (its API and console sockets).
     pub fn run_dir(&self) -> PathBuf {
         self.dir.join("run")
     }
@@ -120,6 +120,11 @@ impl Vm {
     }
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
+    }
+    /// The VMM's console socket (`--console-sock`), for `GET /v1/vms/{id}/console/ws`;
+    /// in the run directory, the one a jailed VMM may create sockets in.
+    pub fn console_sock(&self) -> PathBuf {
+        self.run_dir().join("console.sock")
     }
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("vmm.log")

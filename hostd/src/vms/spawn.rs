@@ -29,6 +29,7 @@ pub enum Launch {
 pub struct Paths<'a> {
     pub api_sock: &'a Path,
     pub console: &'a Path,
+    pub console_sock: &'a Path,
     pub config: &'a Path,
 }
 
@@ -69,6 +70,8 @@ pub fn vmm_args(
                     .collect(),
                 api_sock: Some(paths.api_sock.to_path_buf()),
                 console: Some(paths.console.to_path_buf()),
+                acpi: true,
+                console_sock: Some(paths.console_sock.to_path_buf()),
             };
             return Ok((vec!["--config".into(), s(paths.config)], Some(cfg)));
         }
@@ -95,6 +98,8 @@ pub fn vmm_args(
         s(paths.api_sock),
         "--console".into(),
         s(paths.console),
+        "--console-sock".into(),
+        s(paths.console_sock),
     ]);
     for d in &rec.disks {
         args.push("--disk".into());
@@ -136,6 +141,7 @@ impl Vms {
         let paths = Paths {
             api_sock: &vm.api_sock(),
             console: &vm.console_log(),
+            console_sock: &vm.console_sock(),
             config: &vm.vmm_config(),
         };
         let (args, config) = vmm_args(&rec, &paths, launch, |r| self.images.path_of(r))?;
@@ -239,6 +245,7 @@ mod tests {
         Paths {
             api_sock: Path::new("/d/api.sock"),
             console: Path::new("/d/console.log"),
+            console_sock: Path::new("/d/console.sock"),
             config: Path::new("/d/vmm.json"),
         }
     }
@@ -292,7 +299,7 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--incoming tcp:198.51.100.2:4000 --mem-mib 128 --vcpus 2 --api-sock /d/api.sock --console /d/console.log \
-             --disk /d/disks/disk0.raw,ro --net tap=nt020000000001,mac=02:00:00:00:00:01"
+             --console-sock /d/console.sock --disk /d/disks/disk0.raw,ro --net tap=nt020000000001,mac=02:00:00:00:00:01"
         );
         let (args, _) = vmm_args(
             &rec(),

@@ -1,17 +1,20 @@
-//! Stopping a VM (the VMM's shutdown, SIGKILL when it does not go), pausing and
-//! resuming it, deleting it, and releasing what it holds on this host.
+//! Stopping a VM (its ACPI power button, then the VMM's stop, SIGKILL when it does
+//! not go), pausing and resuming it, deleting it, and releasing what it holds on
+//! this host.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nova_hostd_api::{VmInfo, VmState};
+use nova_vmm_api::StopRequest;
 
 use crate::error::{Error, Result};
 use crate::vms::process;
 use crate::vms::record::Vm;
 use crate::vms::table::Vms;
 
-/// How long a graceful stop waits before SIGKILL.
+/// How long a VMM has to exit once asked to (after the guest's own timeout), before
+/// SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Waits until the VM's VMM has exited (pid cleared), up to `t`.
@@ -42,16 +45,24 @@ pub async fn kill(vm: &Vm, t: Duration) -> bool {
 }
 
 impl Vms {
-    /// Stops a VM's VMM: the VMM's shutdown, then SIGKILL if it has not exited in time
+    /// Stops a VM: presses its ACPI power button and gives the guest `guest` to
+    /// power off (the VMM stops it then), then SIGKILL if the VMM has not exited
     /// (at once when `force`). Idempotent.
-    pub async fn stop_vm(self: &Arc<Self>, id: &str, force: bool) -> Result<VmInfo> {
+    pub async fn stop_vm(
+        self: &Arc<Self>,
+        id: &str,
+        force: bool,
+        guest: Duration,
+    ) -> Result<VmInfo> {
         let vm = self.get(id)?;
         let _op = vm.op.lock().await;
-        self.stop_locked(&vm, force).await?;
+        self.stop_locked(&vm, force, Some(guest)).await?;
         Ok(self.vm_info(&vm).await)
     }
 
-    async fn stop_locked(&self, vm: &Arc<Vm>, force: bool) -> Result<()> {
+    /// `guest`: how long the guest has to power off at the power button; None: the
+    /// VMM stops the VM at once (a delete has no use for the guest's shutdown).
+    async fn stop_locked(&self, vm: &Arc<Vm>, force: bool, guest: Option<Duration>) -> Result<()> {
         let pid = {
             let mut g = vm.lock();
             if matches!(g.rec.state, VmState::MigratingOut) {
@@ -76,15 +87,23 @@ impl Vms {
             return Ok(());
         };
         if !force {
-            let asked = match vm.vmm() {
-                Ok(vmm) => vmm.shutdown().await.is_ok(),
-                Err(_) => false,
+            let asked = match (vm.vmm(), guest) {
+                (Ok(vmm), Some(guest)) => {
+                    let req = StopRequest {
+                        force: false,
+                        timeout_ms: guest.as_millis().max(1) as u64,
+                    };
+                    vmm.stop(&req).await.is_ok()
+                }
+                (Ok(vmm), None) => vmm.shutdown().await.is_ok(),
+                (Err(_), _) => false,
             };
             if asked {
-                if wait_exit(vm, STOP_TIMEOUT).await {
+                let t = guest.unwrap_or_default() + STOP_TIMEOUT;
+                if wait_exit(vm, t).await {
                     return Ok(());
                 }
-                tracing::warn!(vm = vm.id, "did not stop in {STOP_TIMEOUT:?}; killing it");
+                tracing::warn!(vm = vm.id, "did not stop in {t:?}; killing it");
             }
         }
         process::signal(pid, libc::SIGKILL);
@@ -101,7 +120,7 @@ impl Vms {
     pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<()> {
         let vm = self.get(id)?;
         let _op = vm.op.lock().await;
-        self.stop_locked(&vm, false).await?;
+        self.stop_locked(&vm, false, None).await?;
         self.release(&vm).await
     }
 
@@ -156,11 +175,16 @@ mod tests {
     async fn stopping_a_vm_without_a_vmm_just_marks_it_stopped() {
         let (vms, dir) = testing::vms("stop");
         vms.insert("a", test_record(VmState::Running)).unwrap();
-        let info = vms.stop_vm("a", false).await.unwrap();
+        let info = vms
+            .stop_vm("a", false, Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(info.state, VmState::Stopped);
         assert!(vms.get("a").unwrap().lock().rt.stop_requested);
         // Stopping again is fine; deleting removes its directory.
-        vms.stop_vm("a", true).await.unwrap();
+        vms.stop_vm("a", true, Duration::from_secs(1))
+            .await
+            .unwrap();
         vms.delete_vm("a").await.unwrap();
         assert!(!dir.join("vms/a").exists());
         assert!(matches!(vms.get("a"), Err(Error::NotFound(_))));
@@ -172,7 +196,7 @@ mod tests {
         let (vms, dir) = testing::vms("stop-migrating");
         vms.insert("m", test_record(VmState::MigratingOut)).unwrap();
         assert!(
-            matches!(vms.stop_vm("m", true).await, Err(Error::Conflict(m)) if m.contains("cancel"))
+            matches!(vms.stop_vm("m", true, Duration::from_secs(1)).await, Err(Error::Conflict(m)) if m.contains("cancel"))
         );
         vms.insert("s", test_record(VmState::Stopped)).unwrap();
         assert!(matches!(

@@ -1,5 +1,5 @@
 //! The VM's HTTP/1.1 JSON API on a unix socket, serving `nova-vmm-api`'s contract:
-//! `GET /v1/vm`, `PUT /v1/vm/pause|resume|shutdown`, `PUT /v1/snapshot`,
+//! `GET /v1/vm`, `PUT /v1/vm/pause|resume|shutdown|stop`, `PUT /v1/snapshot`,
 //! `PUT|GET|DELETE /v1/migration`. Errors are `nova_http::ErrorBody` with a 4xx/5xx
 //! status; every request leaves one access line in the log.
 //!
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nova_vmm_api::{MigrationRequest, MigrationState, SnapshotRequest};
+use nova_vmm_api::{MigrationRequest, MigrationState, SnapshotRequest, StopReport, StopRequest};
 
 use crate::migration::outgoing::Slot;
 use crate::migration::sender::{self, StartError};
@@ -250,6 +250,7 @@ fn route(served: &Served, req: &Request) -> Response {
             vm.shutdown();
             Response::no_content()
         }
+        ("PUT", "/v1/vm/stop") => stop(vm, &req.body),
         ("PUT", "/v1/snapshot") => take_snapshot(vm, &req.body),
         ("PUT", "/v1/migration") => start_migration(served, &req.body),
         ("GET", "/v1/migration") => match served.migrations.latest() {
@@ -270,14 +271,36 @@ fn route(served: &Served, req: &Request) -> Response {
         },
         (
             _,
-            "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown" | "/v1/snapshot"
-            | "/v1/migration",
+            "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown" | "/v1/vm/stop"
+            | "/v1/snapshot" | "/v1/migration",
         ) => Response::error(
             405,
             format!("{} is not allowed on {}", req.method, req.path),
         ),
         _ => Response::error(404, format!("no such resource: {}", req.path)),
     }
+}
+
+fn stop(vm: &Vm, body: &[u8]) -> Response {
+    let req: StopRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StopRequest::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return Response::error(400, format!("stop request: {e}")),
+        }
+    };
+    if let Err(e) = req.validate() {
+        return Response::bad_field(e);
+    }
+    let power_button = vm.stop(req.force, Duration::from_millis(req.timeout_ms));
+    Response::json(
+        202,
+        &StopReport {
+            power_button,
+            timeout_ms: req.timeout_ms,
+        },
+    )
 }
 
 fn take_snapshot(vm: &Vm, body: &[u8]) -> Response {

@@ -1,6 +1,7 @@
 //! `nova-vmm-ctl` (also run as `nova-vmm ctl`): one call to a running VM's API socket
 //! through the contract's typed client ([`VmmClient`]), the answer as JSON on stdout;
-//! a migration is followed to its end with its progress on stderr.
+//! a migration is followed to its end with its progress on stderr; `console`
+//! attaches the terminal to the VM's console socket (Ctrl-] leaves).
 //!
 //! A binary of its own, like Cloud Hypervisor's `ch-remote`: the HTTP client (tokio,
 //! hyper, rustls) doubles the size of a binary, and every `nova-vmm run` would map
@@ -16,7 +17,7 @@ use nova_http::blocking::block_on;
 use nova_vmm_api::migration::DEFAULT_DOWNTIME_MS;
 use nova_vmm_api::{
     Compression, MigrationMode, MigrationParams, MigrationRequest, MigrationState, MigrationStatus,
-    SnapshotRequest, VmmClient,
+    SnapshotRequest, StopRequest, VmmClient,
 };
 use serde::Serialize;
 
@@ -50,6 +51,17 @@ enum Action {
     Resume,
     /// Stop the VM; the VMM process exits.
     Shutdown,
+    /// Stop the VM gracefully: press its ACPI power button and stop it after the
+    /// timeout if the guest has not powered off (at once with --force). Prints how
+    /// the stop began; the VMM exits when the VM has stopped.
+    Stop {
+        /// Stop at once instead of pressing the power button.
+        #[arg(long)]
+        force: bool,
+        /// How long the guest has to power off, ms.
+        #[arg(long, default_value_t = StopRequest::default().timeout_ms)]
+        timeout_ms: u64,
+    },
     /// Snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotAction),
@@ -58,6 +70,9 @@ enum Action {
     Migrate(MigrateArgs),
     /// Cancel a running migration (the VM keeps running here).
     MigrateCancel,
+    /// Attach this terminal to the VM's serial console (its `--console-sock`):
+    /// output shows here, keys go to the guest; Ctrl-] (or the end of input) leaves.
+    Console,
 }
 
 /// `ctl migrate`: the fields of `PUT /v1/migration`, with the contract's defaults.
@@ -127,6 +142,103 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ctl console`: the terminal attached to a console socket.
+mod console {
+    use std::io::{IsTerminal, Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::path::Path;
+
+    use anyhow::Context;
+
+    /// The byte Ctrl-] sends: leave.
+    const ESCAPE: u8 = 0x1d;
+
+    /// The terminal in raw mode (keys go to the guest as typed) until dropped.
+    struct RawTerminal {
+        saved: libc::termios,
+    }
+
+    impl RawTerminal {
+        /// None when stdin is no terminal (a pipe: nothing to set).
+        fn enable() -> Option<RawTerminal> {
+            let stdin = std::io::stdin();
+            if !stdin.is_terminal() {
+                return None;
+            }
+            let fd = stdin.as_raw_fd();
+            // SAFETY: termios is plain data; tcgetattr fills it for a valid fd.
+            let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: fd is stdin, `saved` a valid termios to fill.
+            if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+                return None;
+            }
+            let mut raw = saved;
+            // SAFETY: cfmakeraw only edits the termios it is given.
+            unsafe { libc::cfmakeraw(&mut raw) };
+            // SAFETY: fd is stdin and `raw` a termios derived from its own.
+            if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
+                return None;
+            }
+            Some(RawTerminal { saved })
+        }
+    }
+
+    impl Drop for RawTerminal {
+        fn drop(&mut self) {
+            // SAFETY: restores stdin's own saved settings.
+            unsafe { libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, &self.saved) };
+        }
+    }
+
+    /// Copies the socket to stdout and stdin to the socket until Ctrl-], the end of
+    /// input, or the VMM closing the socket.
+    pub fn attach(path: &Path) -> anyhow::Result<()> {
+        let sock = UnixStream::connect(path)
+            .with_context(|| format!("console socket {}", path.display()))?;
+        let mut from_vm = sock.try_clone()?;
+        let mut to_vm = sock;
+        eprint!("attached to {}; Ctrl-] to leave\r\n", path.display());
+        let raw = RawTerminal::enable();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let out_done = done_tx.clone();
+        std::thread::spawn(move || {
+            let mut stdout = std::io::stdout();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from_vm.read(&mut buf) {
+                if n == 0
+                    || stdout
+                        .write_all(&buf[..n])
+                        .and_then(|_| stdout.flush())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+            let _ = out_done.send(());
+        });
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let keys = &buf[..n];
+                let end = keys.iter().position(|&b| b == ESCAPE);
+                if to_vm.write_all(&keys[..end.unwrap_or(n)]).is_err() || end.is_some() {
+                    break;
+                }
+            }
+            let _ = done_tx.send(());
+        });
+        let _ = done_rx.recv();
+        drop(raw);
+        eprintln!("\r\nleft the console");
+        Ok(())
+    }
+}
+
 /// Runs `action` against the VM at `sock`.
 fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
     let vmm = VmmClient::new(sock, CALL_TIMEOUT)?;
@@ -136,6 +248,10 @@ fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
         Action::Pause => print(&block_on(vmm.pause()).with_context(on_sock)?)?,
         Action::Resume => print(&block_on(vmm.resume()).with_context(on_sock)?)?,
         Action::Shutdown => block_on(vmm.shutdown()).with_context(on_sock)?,
+        Action::Stop { force, timeout_ms } => {
+            let req = StopRequest { force, timeout_ms };
+            print(&block_on(vmm.stop(&req)).with_context(on_sock)?)?
+        }
         Action::Snapshot(SnapshotAction::Create { path, diff }) => {
             let req = SnapshotRequest {
                 path: std::path::absolute(&path)?,
@@ -144,6 +260,14 @@ fn run(sock: &Path, action: Action) -> anyhow::Result<ExitCode> {
             print(&block_on(vmm.snapshot(&req)).with_context(on_sock)?)?
         }
         Action::MigrateCancel => print(&block_on(vmm.cancel_migration()).with_context(on_sock)?)?,
+        Action::Console => {
+            let info = block_on(vmm.info()).with_context(on_sock)?;
+            let path = info
+                .config
+                .console_sock
+                .context("the VM has no console socket (nova-vmm run --console-sock)")?;
+            console::attach(&path)?;
+        }
         Action::Migrate(args) => {
             block_on(vmm.migrate(&args.request())).with_context(on_sock)?;
             return follow(&vmm);

@@ -12,15 +12,19 @@ const KERNEL_LOADER_OTHER: u8 = 0xff;
 const KERNEL_MIN_ALIGNMENT: u32 = 0x0100_0000;
 
 /// Writes the zero page: the kernel's setup header (if it had one), command line,
-/// initrd and e820 map.
+/// initrd, e820 map and where the ACPI RSDP is (when the VM has ACPI tables).
 pub fn write_zero_page(
     mem: &GuestMemory,
     mem_bytes: u64,
     header: Option<setup_header>,
     cmdline_len: usize,
     initrd: Option<(u64, u64)>,
+    rsdp: Option<u64>,
 ) -> Result<(), BootError> {
-    let mut params = boot_params::default();
+    let mut params = boot_params {
+        acpi_rsdp_addr: rsdp.unwrap_or(0),
+        ..Default::default()
+    };
     if let Some(h) = header {
         params.hdr = h;
     }

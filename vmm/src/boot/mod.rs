@@ -4,8 +4,9 @@
 //! `hvm_start_info`; our test guest and PVH-capable Linux), an ELF vmlinux entered in
 //! 64-bit mode, and a bzImage entered in 64-bit mode; the last two get a Linux zero
 //! page. This module owns the low-memory layout and the e820 map; `mptable` describes
-//! the vCPUs and the IOAPIC.
+//! the vCPUs and the IOAPIC, `acpi` the whole machine (vCPUs, IOAPIC, devices).
 
+pub mod acpi;
 pub mod linux;
 pub mod mptable;
 pub mod pvh;
@@ -59,6 +60,8 @@ pub enum BootError {
     GuestMemory(#[from] vm_memory::GuestMemoryError),
     #[error("MP table: {0}")]
     MpTable(String),
+    #[error("ACPI tables: {0}")]
+    Acpi(String),
 }
 
 /// How the vCPU enters the kernel.

@@ -9,11 +9,13 @@ use crate::memory::GuestMemory;
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 
 /// Writes the start info, command line pointer, optional initrd module and the memory
-/// map (terminated by an all-zero entry, as QEMU does) for a guest of `mem_bytes`.
+/// map (terminated by an all-zero entry, as QEMU does) for a guest of `mem_bytes`,
+/// and the ACPI RSDP's address when the VM has ACPI tables.
 pub fn write_start_info(
     mem: &GuestMemory,
     mem_bytes: u64,
     initrd: Option<(u64, u64)>,
+    rsdp: Option<u64>,
 ) -> Result<(), BootError> {
     let map = e820_map(mem_bytes);
     for (i, (addr, size, kind)) in map.iter().enumerate() {
@@ -35,6 +37,7 @@ pub fn write_start_info(
         cmdline_paddr: CMDLINE_ADDR,
         memmap_paddr: MEMMAP_ADDR,
         memmap_entries: map.len() as u32,
+        rsdp_paddr: rsdp.unwrap_or(0),
         ..Default::default()
     };
     if let Some((addr, size)) = initrd {

@@ -124,6 +124,17 @@ impl SerialDevice {
         self.serial.state()
     }
 
+    /// Puts console input in the receive FIFO (raising the interrupt if the guest
+    /// enabled it); returns how many bytes fit.
+    pub fn input(&mut self, bytes: &[u8]) -> usize {
+        let room = self.serial.fifo_capacity();
+        let take = bytes.len().min(room);
+        if take == 0 {
+            return 0;
+        }
+        self.serial.enqueue_raw_bytes(&bytes[..take]).unwrap_or(0)
+    }
+
     /// Bytes the guest has written to the console.
     pub fn bytes_out(&self) -> u64 {
         self.serial.writer().bytes

@@ -28,6 +28,9 @@ pub enum VmExit {
     Reset,
     /// The API asked the VM to stop.
     Shutdown,
+    /// A graceful stop pressed the power button and the guest did not power off
+    /// within its timeout.
+    StopTimeout,
     /// The VM was migrated away and runs elsewhere now.
     Migrated,
     /// A vCPU hit something the VMM cannot continue from.

@@ -17,9 +17,12 @@ use super::error::{ioctl, same_count, setup, VmError};
 use super::virtio_slot::{clone_evts, make_device, VirtioSlot};
 use super::Vm;
 use crate::boot::{self, EntryPoint};
+use crate::console::{ConsoleHub, Tee};
 use crate::devices::bus::BusRangeError;
 use crate::devices::i8042::{I8042, I8042_PORT};
-use crate::devices::power::{SleepControl, SLEEP_CONTROL_ADDR};
+use crate::devices::power::{
+    Ged, SleepControl, GED_ADDR, GED_GSI, GED_LEN, SLEEP_CONTROL_ADDR, SLEEP_REGS_LEN,
+};
 use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
 use crate::devices::virtio::{self, Interrupt, MmioTransport, MMIO_LEN};
 use crate::devices::Bus;
@@ -64,13 +67,17 @@ fn console_out(config: &VmConfig) -> Result<Box<dyn Write + Send>, VmError> {
     }
 }
 
-/// The command line the guest gets: the user's (or a Linux default) plus one
-/// `virtio_mmio.device=` per device.
+/// The command line the guest gets: the user's (or a Linux default), plus one
+/// `virtio_mmio.device=` per device when the VM has no ACPI tables (with them, the
+/// DSDT names every device and the command line names none).
 pub fn guest_cmdline(config: &VmConfig, virtio_devices: usize) -> String {
     let mut cmdline = config
         .cmdline
         .clone()
         .unwrap_or_else(|| "console=ttyS0 reboot=k panic=1 pci=off".to_string());
+    if config.acpi {
+        return cmdline;
+    }
     for i in 0..virtio_devices {
         let addr = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE;
         let irq = VIRTIO_IRQ_BASE + i as u32;
@@ -143,10 +150,29 @@ impl Vm {
         vm_fd
             .register_irqfd(&serial_irq, COM1_IRQ)
             .map_err(ioctl("KVM_IRQFD (serial)"))?;
-        let serial = Arc::new(Mutex::new(SerialDevice::new(
-            serial_irq,
-            console_out(&config)?,
-        )));
+        let hub = config
+            .console_sock
+            .as_ref()
+            .map(|_| Arc::new(ConsoleHub::default()));
+        let out = match &hub {
+            Some(hub) => Box::new(Tee {
+                out: console_out(&config)?,
+                hub: hub.clone(),
+            }),
+            None => console_out(&config)?,
+        };
+        let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
+        let console_sock = match (&config.console_sock, hub) {
+            (Some(path), Some(hub)) => Some(
+                crate::console::serve(path, hub, serial.clone()).map_err(|err| {
+                    VmError::Console {
+                        path: path.display().to_string(),
+                        err,
+                    }
+                })?,
+            ),
+            _ => None,
+        };
         let bus_err = |e: BusRangeError| VmError::Device(e.to_string());
         pio.insert(serial.clone(), COM1_PORT, 8).map_err(bus_err)?;
         let reset = reset_evt.try_clone().map_err(setup("eventfd"))?;
@@ -156,9 +182,16 @@ impl Vm {
         mmio.insert(
             Arc::new(Mutex::new(SleepControl::new(off))),
             SLEEP_CONTROL_ADDR,
-            1,
+            SLEEP_REGS_LEN,
         )
         .map_err(bus_err)?;
+        let ged_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
+        vm_fd
+            .register_irqfd(&ged_irq, GED_GSI)
+            .map_err(ioctl("KVM_IRQFD (GED)"))?;
+        let ged = Arc::new(Mutex::new(Ged::new(ged_irq)));
+        mmio.insert(ged.clone(), GED_ADDR, GED_LEN)
+            .map_err(bus_err)?;
 
         let mut virtio = Vec::new();
         for i in 0..config.disks.len() + config.nets.len() {
@@ -251,6 +284,8 @@ impl Vm {
             serial,
             reset_evt,
             poweroff_evt,
+            ged,
+            _console_sock: console_sock,
             pio,
             mmio,
             vcpu_stats,
@@ -287,20 +322,65 @@ impl Vm {
         };
         let cmdline = guest_cmdline(config, self.virtio.len());
         boot::write_cmdline(mem, &cmdline)?;
+        // The MP table always (guests without ACPI read it); ACPI tables unless off.
         boot::mptable::write_mptable(mem, config.vcpus)?;
+        let rsdp = if config.acpi {
+            Some(boot::acpi::write(mem, &self.acpi_layout())?)
+        } else {
+            None
+        };
         regs::write_tables(mem, kernel.entry).map_err(boot::BootError::GuestMemory)?;
         match kernel.entry {
-            EntryPoint::Pvh(_) => boot::pvh::write_start_info(mem, mem_bytes, initrd)?,
+            EntryPoint::Pvh(_) => boot::pvh::write_start_info(mem, mem_bytes, initrd, rsdp)?,
             EntryPoint::Linux64(_) => boot::linux::write_zero_page(
                 mem,
                 mem_bytes,
                 kernel.setup_header,
                 cmdline.len(),
                 initrd,
+                rsdp,
             )?,
         }
         let bsp = self.vcpus[0].lock().unwrap_or_else(|e| e.into_inner());
         regs::setup_boot_vcpu(&bsp, kernel.entry).map_err(ioctl("boot vCPU registers"))?;
         Ok(())
+    }
+
+    /// What the ACPI tables describe: the vCPUs and every device on the buses.
+    pub fn acpi_layout(&self) -> boot::acpi::Layout {
+        boot::acpi::Layout {
+            vcpus: self.config.vcpus,
+            virtio: (0..self.virtio.len())
+                .map(|i| boot::acpi::MmioDevice {
+                    base: VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE,
+                    len: MMIO_LEN,
+                    gsi: VIRTIO_IRQ_BASE + i as u32,
+                })
+                .collect(),
+            serial_port: COM1_PORT as u16,
+            serial_gsi: COM1_IRQ,
+            ged_addr: GED_ADDR,
+            ged_gsi: GED_GSI,
+            sleep_control_addr: SLEEP_CONTROL_ADDR,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_names_devices_only_without_acpi() {
+        let mut config = VmConfig::new("k".into());
+        config.cmdline = Some("console=ttyS0".into());
+        assert!(config.acpi, "ACPI is on by default");
+        assert_eq!(guest_cmdline(&config, 2), "console=ttyS0");
+        config.acpi = false;
+        assert_eq!(
+            guest_cmdline(&config, 2),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6"
+        );
     }
 }

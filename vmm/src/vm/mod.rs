@@ -27,6 +27,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use nova_vmm_api::{KvmKind, VmConfig};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::devices::power::Ged;
 use crate::devices::serial::SerialDevice;
 use crate::devices::Bus;
 use crate::memory::GuestMemory;
@@ -50,6 +51,10 @@ pub struct Vm {
     serial: Arc<Mutex<SerialDevice>>,
     reset_evt: EventFd,
     poweroff_evt: EventFd,
+    /// The generic event device: the power button a graceful stop presses.
+    ged: Arc<Mutex<Ged>>,
+    /// The console socket, when configured; removed with the VM.
+    _console_sock: Option<crate::console::ConsoleSocket>,
     pio: Bus,
     mmio: Bus,
     vcpu_stats: Vec<Arc<VcpuStats>>,

@@ -4,6 +4,7 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use nova_vmm_api::{Counters, RunState, VmInfo};
 
@@ -105,6 +106,45 @@ impl Vm {
     /// Asks the VM to stop (the API's shutdown).
     pub fn shutdown(&self) {
         self.exit.send(VmExit::Shutdown);
+    }
+
+    /// Stops the VM: at once when `force` or when it has no ACPI (no power button
+    /// the guest knows); otherwise presses the power button and stops it after
+    /// `timeout` unless the guest powers off first. Says whether the button was
+    /// pressed.
+    pub fn stop(&self, force: bool, timeout: Duration) -> bool {
+        if force || !self.config.acpi {
+            self.shutdown();
+            return false;
+        }
+        let pressed = self
+            .ged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .press_power_button();
+        if let Err(e) = pressed {
+            tracing::warn!("cannot press the power button ({e}); stopping the VM");
+            self.shutdown();
+            return false;
+        }
+        tracing::info!("power button pressed; the guest has {timeout:?} to power off");
+        let exit = self.exit.clone();
+        let timer = std::thread::Builder::new()
+            .name("stop-timeout".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                std::thread::sleep(timeout);
+                if exit.reason().is_none() {
+                    tracing::warn!("the guest did not power off in {timeout:?}; stopping it");
+                    exit.send(VmExit::StopTimeout);
+                }
+            });
+        if let Err(e) = timer {
+            tracing::warn!("cannot arm the stop timeout ({e}); stopping the VM");
+            self.shutdown();
+            return false;
+        }
+        true
     }
 
     /// State, configuration and counters.
