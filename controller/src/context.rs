@@ -30,6 +30,8 @@ pub struct Settings {
     pub weights: Weights,
     /// How long finished operations, audit entries, events and idempotency keys stay.
     pub retention: Retention,
+    /// Metric history: where, how often, how much.
+    pub monitoring: crate::monitoring::MonitoringSettings,
 }
 
 impl Default for Settings {
@@ -40,6 +42,7 @@ impl Default for Settings {
             down_after: Duration::from_secs(16),
             weights: Weights::default(),
             retention: Retention::default(),
+            monitoring: Default::default(),
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct Context {
     pub slots: Arc<Slots>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    /// The metric history (see `monitoring`).
+    pub monitoring: Arc<crate::monitoring::Monitoring>,
     /// Whether this controller leads (runs the reconcile loops).
     pub leading: watch::Receiver<bool>,
     /// This controller's name.
@@ -108,12 +113,15 @@ impl Context {
         };
         let http = nova_http::Client::new("http://hostd.invalid", None, &opts)?;
         let metrics = Arc::new(Metrics::new());
+        let monitoring = crate::monitoring::Monitoring::open(settings.monitoring.clone())
+            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
         Ok(Context {
             events: Events::new(store.clone()),
             store,
             slots: Arc::default(),
             settings: Arc::new(settings),
             metrics,
+            monitoring: Arc::new(monitoring),
             leading,
             node,
             http,

@@ -7,6 +7,7 @@ mod access;
 mod error;
 mod hosts;
 mod middleware;
+mod monitoring;
 mod openapi;
 mod operations;
 mod policy;
@@ -146,6 +147,7 @@ pub fn router(st: AppState) -> Router {
         )
         .route("/v1/tokens/{id}", delete(access::delete_token))
         .route("/v1/audit", get(access::audit))
+        .merge(monitoring::routes())
         .fallback(fallback)
         .layer(with(st.clone(), middleware::idempotent))
         .layer(with(st.clone(), middleware::authenticate))

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, hosts, operations, policy, status, stream, vms};
+use super::{access, hosts, monitoring, operations, policy, status, stream, vms};
 use crate::model::ErrorBody;
 
 /// The security scheme's name.
@@ -63,6 +63,10 @@ const BEARER: &str = "bearer";
         access::delete_token,
         access::audit,
         stream::events,
+        monitoring::query,
+        monitoring::names,
+        monitoring::targets,
+        monitoring::host_metrics,
     ),
     components(schemas(ErrorBody, crate::model::Event, crate::model::MigrationResult)),
     tags(
@@ -73,6 +77,7 @@ const BEARER: &str = "bearer";
         (name = "migration", description = "the cluster's migration policy and the rebalancer"),
         (name = "events", description = "the resumable event stream"),
         (name = "access", description = "tenants, users, tokens and the audit log"),
+        (name = "monitoring", description = "metric history and Prometheus service discovery"),
     )
 )]
 pub struct ApiDoc;
