@@ -13,11 +13,12 @@ RELEASE_BIN := target/x86_64-unknown-linux-gnu/release
 # Debian packages the build, the guest images, the tests and the benches need.
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server systemd \
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs \
-	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium
+	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium \
+	prometheus prometheus-alertmanager
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator.
-PIP_PACKAGES := openapi-spec-validator
+PIP_PACKAGES := openapi-spec-validator aiosmtpd
 
 .PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
 	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean ui ui-deps
