@@ -14,10 +14,10 @@ RELEASE_BIN := target/x86_64-unknown-linux-gnu/release
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server systemd \
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs \
 	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium \
-	acpica-tools
+	acpica-tools prometheus prometheus-alertmanager
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
-# openapi-spec-validator.
+# openapi-spec-validator, the API fuzzed by schemathesis.
 PIP_PACKAGES := openapi-spec-validator schemathesis
 
 .PHONY: all up down demo test deps guest-images build build-release bench bench-boot \

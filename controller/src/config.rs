@@ -159,6 +159,21 @@ pub struct Options {
     /// How often the leader prunes history, s [default: 60].
     #[arg(long)]
     pub prune_interval_s: Option<u64>,
+    /// The metric history's SQLite file [default: metrics.db beside a sqlite: store,
+    /// else /var/lib/nova/metrics.db].
+    #[arg(long)]
+    pub metrics_db: Option<PathBuf>,
+    /// Between scrapes of every hostd's /metrics (and the finest resolution of the
+    /// history), ms [default: 10000].
+    #[arg(long)]
+    pub scrape_interval_ms: Option<u64>,
+    /// Between writes of the history's open chunks (what a crash may lose), s
+    /// [default: 60].
+    #[arg(long)]
+    pub metrics_checkpoint_s: Option<u64>,
+    /// Series the history keeps at most [default: 200000].
+    #[arg(long)]
+    pub metrics_max_series: Option<usize>,
 }
 
 /// Why the configuration cannot be used.
@@ -187,7 +202,8 @@ impl Options {
             operations_max_count, audit_max_age_s, audit_max_count, events_max_age_s,
             events_max_count, idempotency_ttl_s, prune_interval_s, tls_cert, tls_key,
             insecure_http, hostd_ca, max_connections, header_timeout_s, body_timeout_s,
-            idle_timeout_s, max_vms_per_tenant, max_image_mib, join_token_max_age_s)
+            idle_timeout_s, max_vms_per_tenant, max_image_mib, join_token_max_age_s,
+            metrics_db, scrape_interval_ms, metrics_checkpoint_s, metrics_max_series)
     }
 
     /// Reads a config file.
@@ -321,13 +337,35 @@ impl Args {
             idempotency_ttl: s(o.idempotency_ttl_s, r.idempotency_ttl),
             every: s(o.prune_interval_s, r.every),
         };
+        let store = o
+            .store
+            .unwrap_or_else(|| "sqlite:/var/lib/nova/controller.db".into());
+        let metrics_db = o.metrics_db.clone().unwrap_or_else(|| {
+            store
+                .strip_prefix("sqlite:")
+                .and_then(|p| Path::new(p).parent())
+                .map(|d| d.join("metrics.db"))
+                .unwrap_or_else(|| "/var/lib/nova/metrics.db".into())
+        });
+        let scrape = ms(o.scrape_interval_ms, 10_000);
+        if scrape < Duration::from_millis(1000) {
+            return Err(ConfigError::Value(
+                "scrape-interval-ms",
+                "must be at least 1000 (the history's finest resolution is a second)".into(),
+            ));
+        }
+        let monitoring = crate::monitoring::MonitoringSettings {
+            db: Some(metrics_db),
+            scrape_interval: scrape,
+            checkpoint: s(o.metrics_checkpoint_s, Duration::from_secs(60)),
+            max_series: o.metrics_max_series.unwrap_or(200_000),
+            tiers: crate::monitoring::tsdb::DEFAULT_TIERS.to_vec(),
+        };
         Ok(Config {
             listen: o
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
-            store: o
-                .store
-                .unwrap_or_else(|| "sqlite:/var/lib/nova/controller.db".into()),
+            store,
             admin_token_file: o
                 .admin_token_file
                 .unwrap_or_else(|| "/var/lib/nova/admin.token".into()),
@@ -356,6 +394,7 @@ impl Args {
                 down_after: ms(o.down_after_ms, 16000),
                 weights,
                 retention,
+                monitoring,
             },
         })
     }
@@ -411,5 +450,32 @@ mod tests {
         let a = Args::parse_from(["nova-controller", "--config", p.to_str().unwrap()]);
         let e = a.resolve().unwrap_err().to_string();
         assert!(e.contains("heartbeat_ms"), "{e}");
+    }
+
+    #[test]
+    fn the_metric_history_sits_beside_the_store_and_its_interval_is_checked() {
+        let a = Args::parse_from(["nova-controller", "--store", "sqlite:/srv/nova/c.db"]);
+        let m = a.resolve().unwrap().settings.monitoring;
+        assert_eq!(m.db.as_deref(), Some(Path::new("/srv/nova/metrics.db")));
+        assert_eq!(m.scrape_interval, Duration::from_secs(10));
+        let a = Args::parse_from([
+            "nova-controller",
+            "--metrics-db",
+            "/x/m.db",
+            "--scrape-interval-ms",
+            "2000",
+            "--metrics-checkpoint-s",
+            "5",
+            "--metrics-max-series",
+            "7",
+        ]);
+        let m = a.resolve().unwrap().settings.monitoring;
+        assert_eq!(m.db.as_deref(), Some(Path::new("/x/m.db")));
+        assert_eq!(m.scrape_interval, Duration::from_secs(2));
+        assert_eq!(m.checkpoint, Duration::from_secs(5));
+        assert_eq!(m.max_series, 7);
+        let a = Args::parse_from(["nova-controller", "--scrape-interval-ms", "10"]);
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("scrape-interval-ms"), "{e}");
     }
 }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_vms_per_tenant: u64,
     /// Largest image upload, MiB (`--max-image-mib`).
     pub max_image_mib: u64,
+    /// Metric history: where, how often, how much.
+    pub monitoring: crate::monitoring::MonitoringSettings,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             hostd_ca: None,
             max_vms_per_tenant: 1000,
             max_image_mib: 16384,
+            monitoring: Default::default(),
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct Context {
     pub slots: Arc<Slots>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    /// The metric history (see `monitoring`).
+    pub monitoring: Arc<crate::monitoring::Monitoring>,
     /// Whether this controller leads (runs the reconcile loops).
     pub leading: watch::Receiver<bool>,
     /// This controller's name.
@@ -117,12 +122,15 @@ impl Context {
         };
         let http = nova_http::Client::new("http://hostd.invalid", None, &opts)?;
         let metrics = Arc::new(Metrics::new());
+        let monitoring = crate::monitoring::Monitoring::open(settings.monitoring.clone())
+            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
         Ok(Context {
             events: Events::new(store.clone()),
             store,
             slots: Arc::default(),
             settings: Arc::new(settings),
             metrics,
+            monitoring: Arc::new(monitoring),
             leading,
             node,
             http,

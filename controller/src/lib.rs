@@ -7,7 +7,7 @@
 //!
 //! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
 //! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
-//! `retention`, `placement`, `idempotency`), which runs in a `context::Context` over
+//! `retention`, `placement`, `idempotency`, `monitoring`), which runs in a `context::Context` over
 //! `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
@@ -26,6 +26,7 @@ pub mod idempotency;
 pub mod images;
 pub mod metrics;
 pub mod migration;
+pub mod monitoring;
 pub mod operations;
 pub mod placement;
 pub mod reconcile;

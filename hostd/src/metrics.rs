@@ -201,6 +201,7 @@ pub fn render(host: &HostInfo, vms: &[Live], mig: &MigrationMetrics) -> String {
             None => p.reg.register(name, help, g),
         }
     }
+    host_usage(&mut p);
     p.reg.register(
         "host_migrations",
         "Migrations this hostd finished since it started, by direction and result",
@@ -285,6 +286,48 @@ pub fn render(host: &HostInfo, vms: &[Live], mig: &MigrationMetrics) -> String {
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &p.reg);
     out
+}
+
+/// What the host itself uses now: memory available (`/proc/meminfo`) and CPU time
+/// spent outside idle (`/proc/stat`), for the controller's history and alerts.
+fn host_usage(p: &mut Page) {
+    let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+    });
+    if let Some(kib) = avail {
+        let g = GaugeF::default();
+        g.set(kib * 1024.0);
+        p.reg.register_with_unit(
+            "host_memory_available",
+            "Memory available for new work (MemAvailable)",
+            Unit::Bytes,
+            g,
+        );
+    }
+    // The first line of /proc/stat: user nice system idle iowait irq softirq steal, in
+    // clock ticks (USER_HZ, 100 on Linux).
+    let busy = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        let f: Vec<u64> = s
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        (f.len() >= 8).then(|| f[..8].iter().sum::<u64>() - f[3] - f[4])
+    });
+    if let Some(ticks) = busy {
+        let c = CounterF::default();
+        c.inc_by(ticks as f64 / 100.0);
+        p.reg.register_with_unit(
+            "host_cpu",
+            "CPU time the host spent busy, all cores",
+            Unit::Seconds,
+            c,
+        );
+    }
 }
 
 /// The VMMs' own counters: VM-wide, then per disk and per NIC.
@@ -464,6 +507,8 @@ mod tests {
         for want in [
             "# TYPE nova_host_memory_bytes gauge",
             "nova_host_memory_bytes 1073741824.0",
+            "# TYPE nova_host_memory_available_bytes gauge",
+            "# TYPE nova_host_cpu_seconds counter",
             "nova_vm_state{vm=\"vm-1\",name=\"a\",state=\"running\"} 1.0",
             "# TYPE nova_vm_vcpu_exits counter",
             "nova_vm_vcpu_exits_total{vm=\"vm-1\"} 42",

@@ -17,6 +17,7 @@ mod operation;
 mod output;
 mod policy;
 mod progress;
+mod top;
 mod vm;
 mod vm_spec;
 mod watch;
@@ -136,6 +137,9 @@ enum Cmd {
     Rebalance,
     /// Who the token is: user, tenant, role.
     Whoami,
+    /// Latest figures of hosts or VMs from the controller's metric history.
+    #[command(subcommand)]
+    Top(top::TopCmd),
     /// Contexts of the config file: which controller, which token, which CA.
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -214,6 +218,7 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
             print!("{}", output::one(f, &api.whoami().await?)?);
             Ok(())
         }
+        Cmd::Top(c) => top::run(&api, c, f).await,
         Cmd::Config(_) | Cmd::Completion { .. } => unreachable!("handled above"),
     }
 }

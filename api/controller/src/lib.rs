@@ -5,6 +5,7 @@
 
 pub mod bodies;
 pub mod model;
+pub mod monitoring;
 pub mod policy;
 
 #[cfg(feature = "client")]
@@ -14,6 +15,7 @@ pub use bodies::*;
 #[cfg(feature = "client")]
 pub use client::ControllerClient;
 pub use model::*;
+pub use monitoring::*;
 pub use nova_http::{ErrorBody, FieldError};
 pub use nova_vmm_api::{Compression, MigrationMode, MigrationParams};
 pub use policy::{MigrationParamsPatch, MigrationPolicy, MigrationPolicyPatch};

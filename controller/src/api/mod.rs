@@ -8,6 +8,7 @@ mod error;
 mod hosts;
 mod images;
 mod middleware;
+mod monitoring;
 mod openapi;
 mod operations;
 mod policy;
@@ -158,6 +159,7 @@ pub fn router(st: AppState) -> Router {
         )
         .route("/v1/tokens/{id}", delete(access::delete_token))
         .route("/v1/audit", get(access::audit))
+        .merge(monitoring::routes())
         .fallback(fallback)
         .layer(with(st.clone(), middleware::idempotent))
         .layer(with(st.clone(), middleware::authenticate))

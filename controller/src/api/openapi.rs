@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, hosts, images, operations, policy, status, stream, vms};
+use super::{access, hosts, images, monitoring, operations, policy, status, stream, vms};
 use crate::model::ErrorBody;
 
 /// The security scheme's name.
@@ -68,6 +68,10 @@ const BEARER: &str = "bearer";
         access::delete_token,
         access::audit,
         stream::events,
+        monitoring::query,
+        monitoring::names,
+        monitoring::targets,
+        monitoring::host_metrics,
     ),
     components(schemas(ErrorBody, crate::model::Event, crate::model::MigrationResult)),
     tags(
@@ -79,6 +83,7 @@ const BEARER: &str = "bearer";
         (name = "migration", description = "the cluster's migration policy and the rebalancer"),
         (name = "events", description = "the resumable event stream"),
         (name = "access", description = "tenants, users, tokens and the audit log"),
+        (name = "monitoring", description = "metric history and Prometheus service discovery"),
     )
 )]
 pub struct ApiDoc;
