@@ -454,12 +454,18 @@ mod tests {
 
     #[test]
     fn the_metric_history_sits_beside_the_store_and_its_interval_is_checked() {
-        let a = Args::parse_from(["nova-controller", "--store", "sqlite:/srv/nova/c.db"]);
+        let a = Args::parse_from([
+            "nova-controller",
+            "--insecure-http",
+            "--store",
+            "sqlite:/srv/nova/c.db",
+        ]);
         let m = a.resolve().unwrap().settings.monitoring;
         assert_eq!(m.db.as_deref(), Some(Path::new("/srv/nova/metrics.db")));
         assert_eq!(m.scrape_interval, Duration::from_secs(10));
         let a = Args::parse_from([
             "nova-controller",
+            "--insecure-http",
             "--metrics-db",
             "/x/m.db",
             "--scrape-interval-ms",
@@ -474,7 +480,12 @@ mod tests {
         assert_eq!(m.scrape_interval, Duration::from_secs(2));
         assert_eq!(m.checkpoint, Duration::from_secs(5));
         assert_eq!(m.max_series, 7);
-        let a = Args::parse_from(["nova-controller", "--scrape-interval-ms", "10"]);
+        let a = Args::parse_from([
+            "nova-controller",
+            "--insecure-http",
+            "--scrape-interval-ms",
+            "10",
+        ]);
         let e = a.resolve().unwrap_err().to_string();
         assert!(e.contains("scrape-interval-ms"), "{e}");
     }

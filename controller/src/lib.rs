@@ -31,5 +31,6 @@ pub mod operations;
 pub mod placement;
 pub mod reconcile;
 pub mod retention;
+pub mod scraping;
 pub mod slots;
 pub mod vms;

@@ -67,8 +67,12 @@ fn a_vm_dirtying_memory_raises_its_history_which_survives_a_restart_and_stays_in
     });
     let tenant_token = c.token_for("acme", "ann", Role::Operator);
     let acme = c.as_(&tenant_token);
+    // Tenants boot images from the cache; an admin imports the test guest into it.
+    let kernel = block_on(c.api.import_image(&testguest().to_string_lossy()))
+        .unwrap()
+        .id;
     let spec: VmSpec = serde_json::from_value(serde_json::json!({"name": "dirty",
-        "kernel": testguest(), "vcpus": 1, "mem_mib": 64,
+        "kernel": kernel, "vcpus": 1, "mem_mib": 64,
         "cmdline": "nova.workload=dirty:32:4,counter"}))
     .unwrap();
     let vm = block_on(acme.create_vm(&spec, None)).unwrap().id;

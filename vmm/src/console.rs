@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::devices::serial::SerialDevice;
+use crate::seccomp::ThreadKind;
 
 /// Bytes of recent output a client gets when it attaches.
 pub const BACKLOG: usize = 64 << 10;
@@ -105,24 +106,24 @@ pub fn serve(
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    std::thread::Builder::new()
-        .name("console".into())
-        .stack_size(128 << 10)
-        .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let Ok(reader) = conn.try_clone() else {
-                    continue;
-                };
-                if hub.attach(conn).is_err() {
-                    continue;
-                }
-                let serial = serial.clone();
-                let _ = std::thread::Builder::new()
-                    .name("console-in".into())
-                    .stack_size(64 << 10)
-                    .spawn(move || feed(reader, &serial));
+    // Its threads serve a unix socket as the API's do, under the API's filter.
+    crate::seccomp::spawn_filtered(ThreadKind::Api, "console", Some(128 << 10), move || {
+        for conn in listener.incoming().flatten() {
+            let Ok(reader) = conn.try_clone() else {
+                continue;
+            };
+            if hub.attach(conn).is_err() {
+                continue;
             }
-        })?;
+            let serial = serial.clone();
+            let _ = crate::seccomp::spawn_filtered(
+                ThreadKind::Api,
+                "console-in",
+                Some(64 << 10),
+                move || feed(reader, &serial),
+            );
+        }
+    })?;
     Ok(ConsoleSocket {
         path: path.to_owned(),
     })

@@ -1,21 +1,18 @@
 //! Monitoring: the controller scrapes every hostd's `/metrics` and its own on an
 //! interval and keeps the history of hosts and VMs in an embedded store ([`tsdb`]:
 //! Gorilla-compressed chunks in SQLite, three resolutions, bounded, surviving
-//! restarts); [`scrape`] turns expositions into series. Every controller scrapes, so
-//! any of them answers queries after a failover. The HTTP routes live in
-//! `api::monitoring`; this module knows nothing of HTTP.
+//! restarts); [`scrape`] turns expositions into series. Every controller scrapes
+//! (`scraping`, the loop over the cluster), so any of them answers queries after a
+//! failover. The HTTP routes live in `api::monitoring`; this module knows nothing of
+//! HTTP nor of the cluster.
 
 pub mod scrape;
 pub mod tsdb;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::context::Context;
-use crate::model::{now_ms, Host, Vm};
-use crate::store::Objects;
 use tsdb::{Tier, Tsdb, TsdbError, DEFAULT_TIERS};
 
 /// How monitoring runs (flags `--metrics-*`).
@@ -48,7 +45,7 @@ impl Default for MonitoringSettings {
 pub struct Monitoring {
     pub db: Arc<Tsdb>,
     pub settings: MonitoringSettings,
-    rates: Mutex<scrape::Rates>,
+    pub(crate) rates: Mutex<scrape::Rates>,
 }
 
 impl Monitoring {
@@ -66,107 +63,5 @@ impl Monitoring {
             settings,
             rates: Mutex::default(),
         })
-    }
-}
-
-/// Seconds since the epoch, on the scrape grid (so that timestamps compress).
-fn tick_time(interval: Duration) -> u64 {
-    let s = now_ms() / 1000;
-    let i = interval.as_secs().max(1);
-    s - s % i
-}
-
-/// One scrape of every host and of this controller, stored; answers the samples
-/// stored.
-pub async fn scrape_once(ctx: &Context) -> usize {
-    let m = &ctx.monitoring;
-    let t = tick_time(m.settings.scrape_interval);
-    let hosts = ctx.store.list_all::<Host>().await.unwrap_or_default();
-    let tenants: HashMap<String, String> = ctx
-        .store
-        .list_all::<Vm>()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|v| (v.id, v.tenant))
-        .collect();
-    let deadline = m.settings.scrape_interval.max(Duration::from_secs(1));
-    let pages = futures_util::future::join_all(hosts.iter().map(|h| async move {
-        let text = match ctx.hostd(h) {
-            Ok(c) => tokio::time::timeout(deadline, c.metrics())
-                .await
-                .ok()
-                .and_then(Result::ok),
-            Err(_) => None,
-        };
-        (h.id.clone(), text)
-    }))
-    .await;
-    let mut samples = vec![];
-    {
-        let mut rates = m.rates.lock().unwrap_or_else(|p| p.into_inner());
-        for (host, text) in pages {
-            match text {
-                Some(text) => {
-                    samples.extend(scrape::host_samples(&host, &text, t, &tenants, &mut rates))
-                }
-                None => samples.push((
-                    scrape::key("host.up", &host),
-                    crate::model::SYSTEM_TENANT.into(),
-                    0.0,
-                )),
-            }
-        }
-        samples.extend(scrape::controller_samples(
-            &ctx.node,
-            &ctx.metrics.encode(),
-            t,
-            &mut rates,
-        ));
-        rates.forget_older(t.saturating_sub(10 * deadline.as_secs().max(1)));
-    }
-    let db = m.db.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        let refs: Vec<(tsdb::Key, &str, f64)> = samples
-            .iter()
-            .map(|(k, ten, v)| (k.clone(), ten.as_str(), *v))
-            .collect();
-        db.ingest(t, &refs)
-    })
-    .await;
-    match r {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            tracing::error!("metric history: {e}");
-            0
-        }
-        Err(e) => {
-            tracing::error!("metric history: {e}");
-            0
-        }
-    }
-}
-
-/// Scrapes forever; checkpoints and prunes the history as configured.
-pub async fn run(ctx: Context) {
-    let s = ctx.monitoring.settings.clone();
-    let mut tick = tokio::time::interval(s.scrape_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_checkpoint = tokio::time::Instant::now();
-    loop {
-        tick.tick().await;
-        scrape_once(&ctx).await;
-        if last_checkpoint.elapsed() >= s.checkpoint {
-            last_checkpoint = tokio::time::Instant::now();
-            let db = ctx.monitoring.db.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                db.checkpoint()?;
-                db.prune(now_ms() / 1000)
-            })
-            .await;
-            if let Ok(Err(e)) = r {
-                tracing::error!("metric history checkpoint: {e}");
-            }
-        }
     }
 }

@@ -155,12 +155,18 @@ pub async fn console(
 #[utoipa::path(get, path = "/v1/vms/{id}/console/ws", tag = "vms",
     params(("id" = String, Path, description = "VM id")),
     responses((status = 101, description = "switching to the WebSocket"),
+        (status = 400, body = ErrorBody, description = "not a WebSocket upgrade"),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the VM is not running")))]
 pub async fn console_ws(
     State(h): S,
     Path(id): Path<String>,
-    ws: axum::extract::ws::WebSocketUpgrade,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
 ) -> ApiResult<axum::response::Response> {
+    // A plain GET gets the API's JSON error, not axum's text.
+    let ws = ws.map_err(|e| nova_http::FieldError::new("connection", e.body_text()))?;
     let vm = h.vms.get(&id)?;
     let sock = vm.console_sock();
     let stream = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {

@@ -86,8 +86,14 @@ const DEVICE_SETUP: &[i64] = &[
     libc::SYS_fcntl,
 ];
 
-/// A vCPU: KVM_RUN and the register ioctls, kicks between vCPUs.
-const VCPU: &[i64] = &[libc::SYS_ioctl, libc::SYS_tgkill, libc::SYS_read];
+/// A vCPU: KVM_RUN and the register ioctls, kicks between vCPUs, and the serial
+/// port's output to attached console clients (a non-blocking `send`).
+const VCPU: &[i64] = &[
+    libc::SYS_ioctl,
+    libc::SYS_tgkill,
+    libc::SYS_read,
+    libc::SYS_sendto,
+];
 
 /// Files: snapshots written and read, consoles, configs.
 const FILES: &[i64] = &[
@@ -156,6 +162,8 @@ const MAIN: &[i64] = &[
     libc::SYS_uname,
     libc::SYS_sched_setaffinity,
     libc::SYS_kill,
+    // The console socket is made 0600 once bound (`console::serve`).
+    libc::SYS_chmod,
 ];
 
 fn from(groups: &[&[i64]]) -> BTreeMap<i64, Vec<SeccompRule>> {
