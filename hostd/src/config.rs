@@ -119,6 +119,10 @@ pub struct Args {
     /// Serve plaintext HTTP (no --tls-cert): for tests and benchmarks only.
     #[arg(long)]
     pub insecure_http: bool,
+    /// Migrate VMs in plaintext, without per-migration credentials (every VMM runs
+    /// `--insecure`): for benchmarks only.
+    #[arg(long)]
+    pub insecure_migration: bool,
     /// PEM file of the CA that signs other hosts' (https) certificates
     /// [default: --controller-ca].
     #[arg(long)]
@@ -179,6 +183,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     #[serde(default)]
     pub insecure_http: bool,
+    #[serde(default)]
+    pub insecure_migration: bool,
     pub ca: Option<PathBuf>,
     #[serde(default)]
     pub image_root: Vec<PathBuf>,
@@ -488,6 +494,7 @@ impl Args {
                 SocketAddr::new(advertise_ip, listen.port())
             ),
             reflink: !(self.no_reflink || file.no_reflink),
+            insecure_migration: self.insecure_migration || file.insecure_migration,
             jail: crate::jail::JailSettings {
                 enabled: !(self.no_jail || file.no_jail),
                 ids: match self.jail_ids.or(file.jail_ids) {

@@ -23,6 +23,7 @@ pub mod arrival;
 pub mod channel;
 pub mod compression;
 pub mod error;
+pub mod gate;
 pub mod link;
 pub mod outgoing;
 pub mod pages;
