@@ -203,6 +203,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .strip_prefix("tcp:")
             .context("--incoming: expected tcp:ADDR:PORT")?
             .to_string();
+        // The VM this destination was given is checked before anything else.
+        let local = args.incoming_config()?;
         let listen = match (&args.incoming_credential, args.insecure) {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(path)
@@ -222,7 +224,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         // The VM is already running when receive returns (`start` below is a no-op),
         // so its API opens only once it runs here.
-        nova_vmm::migration::receiver::receive(&addr, args.incoming_config()?, listen)?
+        nova_vmm::migration::receiver::receive(&addr, local, listen)?
     } else if let Some(dir) = args.restore.clone() {
         let mode = if args.lazy {
             RestoreMode::Lazy

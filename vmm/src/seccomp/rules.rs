@@ -116,6 +116,10 @@ const FILES: &[i64] = &[
     libc::SYS_statfs,
     libc::SYS_fstatfs,
     libc::SYS_sync_file_range,
+    // The console socket is made 0600 once bound (main thread).
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
 ];
 
 /// Sockets: the API's unix socket, migration's TCP.
