@@ -425,3 +425,50 @@ fn the_stream_is_encrypted_unless_both_sides_run_insecure() {
         drop((dst, probe));
     }
 }
+
+/// `Seccomp_filters` of each thread of `pid` whose name starts with `prefix`.
+fn filters_of_threads(pid: u32, prefix: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let n = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.push(n);
+    }
+    out
+}
+
+#[test]
+fn the_destinations_migration_threads_run_under_their_own_seccomp_filter() {
+    if !require_kvm() {
+        return;
+    }
+    let dst = Destination::start_for(64, 1, &[]);
+    let pid = dst.vm.console.pid();
+    // The main thread has its own filter; the thread accepting migration connections
+    // (and each examining one) adds the Migration filter on top.
+    let main = filters_of_threads(pid, "nova-vmm");
+    let accept = filters_of_threads(pid, "migration-accep");
+    assert_eq!(main, [1], "main thread: {main:?}");
+    assert_eq!(accept, [2], "accept thread: {accept:?}");
+    // A silent connection is examined on a thread of its own, under the same filter.
+    let _c = connect_raw(&dst);
+    let admit = nova_tests::wait_for(5, "an admission thread", || {
+        let a = filters_of_threads(pid, "migration-admi");
+        (!a.is_empty()).then_some(a)
+    });
+    assert!(
+        admit.iter().all(|n| *n == 3),
+        "admission threads: {admit:?}"
+    );
+}

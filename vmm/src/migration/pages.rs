@@ -171,6 +171,7 @@ impl PageSender<'_> {
             return self.send(&mut conns[0], pages, first_pass);
         }
         let n = conns.len();
+        // Started by the sender's thread: each runs under its Migration filter.
         std::thread::scope(|s| {
             let handles: Vec<_> = conns
                 .iter_mut()

@@ -95,6 +95,7 @@ pub(super) fn serve(
         .map_err(MigrationError::Memory)?;
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel();
+        // Started by the sender's thread: runs under its Migration filter.
         let requests = std::thread::Builder::new()
             .name("postcopy-requests".into())
             .spawn_scoped(scope, move || {
@@ -306,10 +307,11 @@ pub fn start_destination(
     let writer = Arc::new(Mutex::new(conn));
 
     let (u, m, sh, w) = (uffd.clone(), map.clone(), shared.clone(), writer.clone());
-    std::thread::Builder::new()
-        .name("postcopy-faults".into())
-        .stack_size(256 << 10)
-        .spawn(move || {
+    crate::seccomp::spawn_filtered(
+        crate::seccomp::ThreadKind::Migration,
+        "postcopy-faults",
+        Some(256 << 10),
+        move || {
             while let Ok(fault) = u.next_fault() {
                 let Some(fault) = fault else { continue };
                 let Some((page, host)) = host_to_page(&m, fault.addr) else {
@@ -334,7 +336,8 @@ pub fn start_destination(
                     }
                 }
             }
-        })?;
+        },
+    )?;
     Ok(Destination {
         uffd,
         map,
@@ -358,13 +361,15 @@ impl Destination {
             // is no sign of a lost source.
             reader.get_ref().socket().set_read_timeout(None)?;
             let this = this.clone();
-            std::thread::Builder::new()
-                .name(name.into())
-                .stack_size(256 << 10)
-                .spawn(move || {
+            crate::seccomp::spawn_filtered(
+                crate::seccomp::ThreadKind::Migration,
+                name,
+                Some(256 << 10),
+                move || {
                     let r = receive_pages(&mut reader, &this.uffd, &this.map, &this.shared);
                     this.finish(r);
-                })?;
+                },
+            )?;
         }
         Ok(())
     }
