@@ -458,7 +458,10 @@ fn the_destinations_migration_threads_run_under_their_own_seccomp_filter() {
     // The main thread has its own filter; the thread accepting migration connections
     // (and each examining one) adds the Migration filter on top.
     let main = filters_of_threads(pid, "nova-vmm");
-    let accept = filters_of_threads(pid, "migration-accep");
+    let accept = nova_tests::wait_for(5, "the accepting thread", || {
+        let a = filters_of_threads(pid, "migration-accep");
+        (!a.is_empty()).then_some(a)
+    });
     assert_eq!(main, [1], "main thread: {main:?}");
     assert_eq!(accept, [2], "accept thread: {accept:?}");
     // A silent connection is examined on a thread of its own, under the same filter.

@@ -515,8 +515,14 @@ fn the_downtime_target_decides_when_precopy_stops() {
     let mut rounds = Vec::new();
     for target in ["1", "2000"] {
         let (_src, sock) = source(WORKLOAD, 256, None);
-        let dst = Destination::start_for(256, 1, &[]);
-        let (ok, r, err) = migrate_to(&sock, &dst, &["--mode", "precopy", "--downtime-ms", target]);
+        // Plaintext: the decision depends on the measured bandwidth, and TLS in a
+        // debug build on a loaded machine can make a 2 s target look tight.
+        let dst = Destination::start_for_insecure(256, 1, &[]);
+        let (ok, r, err) = migrate(
+            &sock,
+            dst.port,
+            &["--mode", "precopy", "--downtime-ms", target],
+        );
         assert!(ok, "{r:?} {err}");
         rounds.push(r.rounds);
     }
