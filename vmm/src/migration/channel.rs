@@ -130,7 +130,7 @@ impl Opener {
 
     /// Reads from `sock` until `n` ciphertext bytes wait from `start` on; `false` at
     /// the end of the stream before that.
-    fn fill(&mut self, sock: &mut TcpStream, n: usize) -> std::io::Result<bool> {
+    fn fill(&mut self, sock: &mut impl Read, n: usize) -> std::io::Result<bool> {
         if self.start + n > self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -148,7 +148,7 @@ impl Opener {
 
     /// Opens the next record in place; `false` at the end of the stream (the peer's
     /// close_notify, or the socket's end between records).
-    fn open_next(&mut self, sock: &mut TcpStream) -> std::io::Result<bool> {
+    fn open_next(&mut self, sock: &mut impl Read) -> std::io::Result<bool> {
         if !self.fill(sock, HEADER)? {
             if self.start == self.end {
                 return Ok(false);
@@ -322,5 +322,71 @@ impl Write for LinkWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Seals `plain` into TLS records with `tx`'s keys, as a [`LinkWriter`] sends them.
+pub fn seal_records(tx: (u64, ConnectionTrafficSecrets), plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = Sealer {
+        dir: Direction::new(tx.0, tx.1)?,
+        out: Vec::new(),
+    };
+    s.seal(plain)?;
+    Ok(s.out)
+}
+
+/// Reads the plaintext of `records` (bytes as a peer sends them) with `rx`'s keys
+/// into `out` until their end or the first error, as a [`LinkReader`] does: what the
+/// fuzz target `migration_tls_records` runs on arbitrary bytes.
+pub fn open_records(
+    rx: (u64, ConnectionTrafficSecrets),
+    mut records: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut o = Opener::new(Direction::new(rx.0, rx.1)?);
+    loop {
+        let (s, e) = o.plain;
+        out.extend_from_slice(&o.buf[s..e]);
+        o.plain = (e, e);
+        if o.closed || !o.open_next(&mut records)? {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::crypto::cipher::{AeadKey, Iv};
+
+    fn keys() -> (u64, ConnectionTrafficSecrets) {
+        (
+            5,
+            ConnectionTrafficSecrets::Aes256Gcm {
+                key: AeadKey::from([3u8; 32]),
+                iv: Iv::new([1u8; 12]),
+            },
+        )
+    }
+
+    #[test]
+    fn sealed_records_open_to_their_plaintext_and_a_damaged_one_does_not() {
+        let plain: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        let sealed = seal_records(keys(), &plain).unwrap();
+        // Three records of at most 16 KiB, each 22 bytes longer.
+        assert_eq!(sealed.len(), plain.len() + 3 * 22);
+        let mut out = Vec::new();
+        open_records(keys(), &sealed, &mut out).unwrap();
+        assert_eq!(out, plain);
+        for at in [0, 3, 4, 5, 100, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[at] ^= 0x40;
+            let mut out = Vec::new();
+            assert!(open_records(keys(), &bad, &mut out).is_err(), "{at}");
+            assert!(out.len() < plain.len());
+        }
+        // Cut short: an error, not a wait or a panic.
+        let mut out = Vec::new();
+        assert!(open_records(keys(), &sealed[..sealed.len() - 7], &mut out).is_err());
     }
 }
