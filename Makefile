@@ -20,7 +20,7 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 # openapi-spec-validator, the API fuzzed by schemathesis.
 PIP_PACKAGES := openapi-spec-validator schemathesis
 
-.PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
+.PHONY: all up down demo test deps guest-images build build-release bench bench-boot fuzz-smoke \
 	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean ui ui-deps
 
 all: build
@@ -34,6 +34,8 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null; \
 	fi
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+	@cargo fuzz --version 2>/dev/null | grep -q " $(CARGO_FUZZ_VERSION)$$" \
+		|| $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 	@for p in $(PIP_PACKAGES); do \
 		python3 -m pip show -q $${p%%=*} >/dev/null 2>&1 || python3 -m pip install -q "$$p"; \
 	done
@@ -77,6 +79,31 @@ demo: deps guest-images build
 
 test: deps ui-deps guest-images build
 	NOVA_BIN_DIR=$(CURDIR)/$(BIN) $(CARGO) nextest run --workspace --no-fail-fast
+	$(MAKE) fuzz-smoke
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of every parser of hostile input:
+# each target runs FUZZ_SECONDS from its committed corpus (fuzz/corpus/TARGET; what it
+# finds goes to fuzz/target/smoke, never into the corpus). A crash, a timeout or an
+# out-of-memory fails; the executions per target are written to fuzz/target/smoke/summary.
+# RUSTC_BOOTSTRAP: cargo-fuzz needs nightly flags; no sanitizer (-s none) builds on stable.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS := migration_frame migration_tls_records state_decode vmm_http_request boot_loader \
+	virtio_blk_queue virtio_net_queue
+FUZZ_SECONDS ?= 30
+FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+FUZZ_FLAGS := -s none --target x86_64-unknown-linux-gnu
+fuzz-smoke:
+	$(FUZZ) build $(FUZZ_FLAGS)
+	@set -o pipefail; mkdir -p fuzz/target/smoke; : > fuzz/target/smoke/summary; \
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/smoke/$$t; \
+		($(FUZZ) run $(FUZZ_FLAGS) $$t target/smoke/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix=target/smoke/$$t- ) > fuzz/target/smoke/$$t.log 2>&1 \
+			|| { tail -30 fuzz/target/smoke/$$t.log; echo "fuzz-smoke: $$t FAILED (log: fuzz/target/smoke/$$t.log)"; exit 1; }; \
+		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' fuzz/target/smoke/$$t.log); \
+		echo "$$t $$runs executions in $(FUZZ_SECONDS) s" | tee -a fuzz/target/smoke/summary; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -39,6 +39,8 @@ pub struct Config {
     pub max_image_bytes: u64,
     /// How VMMs are jailed.
     pub jail: crate::jail::JailSettings,
+    /// Migrate in plaintext without credentials (`--insecure-migration`).
+    pub insecure_migration: bool,
 }
 
 /// The daemon.
@@ -129,6 +131,7 @@ impl Host {
             policy: config.policy,
             physical,
             jail: config.jail.clone(),
+            insecure_migration: config.insecure_migration,
         };
         let vms = Arc::new(Vms::new(settings, &host_id, images.clone(), net.clone())?);
         let migrations = Arc::new(Migrations::new(

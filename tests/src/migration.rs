@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nova_http::blocking::block_on;
-use nova_vmm_api::{MigrationStatus, VmmClient};
+use nova_vmm_api::migration::to_hex;
+use nova_vmm_api::{IncomingCredential, MigrationPeer, MigrationStatus, VmmClient};
 
 use crate::vmm::{ctl, Vm, VmmCmd};
 use crate::Line;
@@ -26,34 +27,96 @@ pub mod kind {
     pub const SWITCH: u8 = 10;
 }
 
+/// A fresh per-migration credential, as hostd makes one for each incoming migration:
+/// the destination's file (written into `dir`) and the source's half.
+pub fn credential(dir: &Path) -> (PathBuf, MigrationPeer) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["nova-migration".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).unwrap();
+    let cred = IncomingCredential {
+        cert_der: to_hex(cert.der()),
+        key_der: to_hex(&key.serialize_der()),
+        secret: to_hex(&secret),
+    };
+    let path = dir.join("incoming-credential.json");
+    std::fs::write(&path, serde_json::to_vec(&cred).unwrap()).unwrap();
+    let sha = ring::digest::digest(&ring::digest::SHA256, cert.der());
+    (
+        path,
+        MigrationPeer {
+            cert_sha256: to_hex(sha.as_ref()),
+            secret: to_hex(&secret),
+        },
+    )
+}
+
 /// A destination VMM waiting on a port.
 pub struct Destination {
     pub vm: Vm,
     pub sock: PathBuf,
     pub port: u16,
+    /// What a source needs to reach it (`None`: it runs `--insecure`).
+    pub peer: Option<MigrationPeer>,
+    _dir: crate::TempDir,
 }
 
 impl Destination {
     /// A destination given the VM it is to receive: `mem_mib`, `vcpus` and `disks`
-    /// (the destination never takes them from the stream).
+    /// (the destination never takes them from the stream), with its own credential.
     pub fn start_for(mem_mib: u64, vcpus: u8, disks: &[&Path]) -> Destination {
-        let (mem, cpus) = (mem_mib.to_string(), vcpus.to_string());
-        let mut extra = vec!["--mem-mib", &mem, "--vcpus", &cpus];
-        let disks: Vec<String> = disks.iter().map(|d| d.display().to_string()).collect();
-        for d in &disks {
-            extra.extend(["--disk", d.as_str()]);
-        }
-        Destination::start(&extra)
+        Destination::start(
+            &Destination::vm_flags(mem_mib, vcpus, disks)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
     }
 
-    /// A destination with `extra` flags after `--incoming`.
+    /// [`start_for`](Self::start_for) in plaintext, without authentication
+    /// (`--insecure`): for tests that read or break the stream on the wire.
+    pub fn start_for_insecure(mem_mib: u64, vcpus: u8, disks: &[&Path]) -> Destination {
+        let mut flags = Destination::vm_flags(mem_mib, vcpus, disks);
+        flags.push("--insecure".into());
+        Destination::start(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn vm_flags(mem_mib: u64, vcpus: u8, disks: &[&Path]) -> Vec<String> {
+        let mut extra = vec![
+            "--mem-mib".to_string(),
+            mem_mib.to_string(),
+            "--vcpus".into(),
+            vcpus.to_string(),
+        ];
+        for d in disks {
+            extra.extend(["--disk".into(), d.display().to_string()]);
+        }
+        extra
+    }
+
+    /// A destination with `extra` flags after `--incoming`; it gets a credential of
+    /// its own unless `extra` holds `--insecure`.
     pub fn start(extra: &[&str]) -> Destination {
+        let dir = crate::TempDir::new();
+        let (cred, peer) = match extra.contains(&"--insecure") {
+            true => (None, None),
+            false => {
+                let (path, peer) = credential(dir.path());
+                (Some(path), Some(peer))
+            }
+        };
         // Port 0: the destination binds a free port itself and says which, so that
         // tests running side by side never race for one between choosing and binding.
-        let (cmd, sock) = VmmCmd::raw()
+        let mut cmd = VmmCmd::raw()
             .args(["--incoming", "tcp:127.0.0.1:0"])
-            .args(extra)
-            .with_api();
+            .args(extra);
+        if let Some(c) = &cred {
+            cmd = cmd.arg("--incoming-credential").arg(c);
+        }
+        let (cmd, sock) = cmd.with_api();
         let vm = cmd.spawn();
         const LISTENING: &str = "waiting for an incoming migration on 127.0.0.1:";
         for _ in 0..1000 {
@@ -63,7 +126,13 @@ impl Destination {
                 digits.parse().ok()
             });
             if let Some(port) = port {
-                return Destination { vm, sock, port };
+                return Destination {
+                    vm,
+                    sock,
+                    port,
+                    peer,
+                    _dir: dir,
+                };
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -71,8 +140,27 @@ impl Destination {
     }
 }
 
-/// `nova-vmm ctl migrate` from `src_sock` to `port`: (success, the final status it
-/// printed, its stderr).
+/// `nova-vmm ctl migrate` from `src_sock` to `dst`, with its credential: (success,
+/// the final status it printed, its stderr).
+pub fn migrate_to(
+    src_sock: &std::path::Path,
+    dst: &Destination,
+    args: &[&str],
+) -> (bool, MigrationStatus, String) {
+    let mut a: Vec<&str> = args.to_vec();
+    if let Some(p) = &dst.peer {
+        a.extend([
+            "--peer-cert-sha256",
+            p.cert_sha256.as_str(),
+            "--peer-secret",
+            p.secret.as_str(),
+        ]);
+    }
+    migrate(src_sock, dst.port, &a)
+}
+
+/// `nova-vmm ctl migrate` from `src_sock` to `port` as `args` say (plaintext unless
+/// they carry a credential): (success, the final status it printed, its stderr).
 pub fn migrate(
     src_sock: &std::path::Path,
     port: u16,
@@ -273,4 +361,98 @@ fn inject(
     }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
+}
+
+/// A TLS client of a destination with this migration's credential (or a wrong one):
+/// what a source's connection is, minus the source. It checks the destination's
+/// certificate against `peer.cert_sha256` and sends `peer.secret` first.
+pub fn connect_secure(port: u16, peer: &MigrationPeer) -> std::io::Result<SecureConn> {
+    use rustls::pki_types::ServerName;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let pin = peer.cert_sha256.clone();
+    let verifier = std::sync::Arc::new(PinnedCert {
+        pin,
+        algs: provider.signature_verification_algorithms,
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        ServerName::try_from("nova-migration").unwrap(),
+    )
+    .map_err(std::io::Error::other)?;
+    let sock = TcpStream::connect(("127.0.0.1", port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut s = SecureConn(rustls::StreamOwned::new(conn, sock));
+    let secret: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&peer.secret[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    s.write_all(&secret)?;
+    Ok(s)
+}
+
+/// A TLS connection to a destination (see [`connect_secure`]).
+pub struct SecureConn(rustls::StreamOwned<rustls::ClientConnection, TcpStream>);
+
+impl Read for SecureConn {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(b)
+    }
+}
+
+impl Write for SecureConn {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(b)?;
+        self.0.flush()?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[derive(Debug)]
+struct PinnedCert {
+    pin: String,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let got = to_hex(ring::digest::digest(&ring::digest::SHA256, end_entity).as_ref());
+        if got != self.pin {
+            return Err(rustls::Error::General("not the pinned certificate".into()));
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.3 only".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
 }

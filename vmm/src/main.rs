@@ -12,10 +12,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nova_logging::{LogArgs, LogFormat};
 use nova_vmm::migration::outgoing::Slot;
+use nova_vmm::migration::tls::Listen;
 use nova_vmm::snapshot::{self, RestoreMode};
 use nova_vmm::vcpu::VmExit;
 use nova_vmm::vm::Vm;
-use nova_vmm_api::{DiskConfig, KvmKind, NetConfig, VmConfig};
+use nova_vmm_api::{DiskConfig, IncomingCredential, KvmKind, NetConfig, VmConfig};
 
 #[derive(Parser)]
 #[command(name = "nova-vmm", version, about = "One process, one VM, on /dev/kvm")]
@@ -89,6 +90,15 @@ struct RunArgs {
     /// `--config`), never from the stream; a stream describing another VM is refused.
     #[arg(long, conflicts_with = "kernel")]
     incoming: Option<String>,
+    /// With --incoming: the JSON file of this migration's credential (certificate,
+    /// key and secret; hostd writes one per incoming migration). Only connections
+    /// that complete TLS with it and present its secret are read.
+    #[arg(long, requires = "incoming", conflicts_with = "insecure")]
+    incoming_credential: Option<PathBuf>,
+    /// Migrate in plaintext, without authentication (benchmarks only): --incoming
+    /// listens without TLS, and `PUT /v1/migration` accepts a request without `peer`.
+    #[arg(long)]
+    insecure: bool,
     /// Run without the per-thread seccomp filters (development only: every thread may
     /// then make any syscall).
     #[arg(long)]
@@ -179,6 +189,7 @@ impl RunArgs {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let insecure = args.insecure;
     if args.no_seccomp {
         tracing::warn!("seccomp filters are off (--no-seccomp)");
     } else {
@@ -192,9 +203,28 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .strip_prefix("tcp:")
             .context("--incoming: expected tcp:ADDR:PORT")?
             .to_string();
+        // The VM this destination was given is checked before anything else.
+        let local = args.incoming_config()?;
+        let listen = match (&args.incoming_credential, args.insecure) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--incoming-credential {}", path.display()))?;
+                let cred: IncomingCredential = serde_json::from_str(&text)
+                    .with_context(|| format!("--incoming-credential {}", path.display()))?;
+                Listen::from_credential(&cred)
+                    .with_context(|| format!("--incoming-credential {}", path.display()))?
+            }
+            (None, true) => {
+                tracing::warn!("--insecure: the migration stream is plaintext and unauthenticated");
+                Listen::Insecure
+            }
+            (None, false) => anyhow::bail!(
+                "--incoming needs --incoming-credential FILE (or --insecure for a plaintext, unauthenticated stream)"
+            ),
+        };
         // The VM is already running when receive returns (`start` below is a no-op),
         // so its API opens only once it runs here.
-        nova_vmm::migration::receiver::receive(&addr, args.incoming_config()?)?
+        nova_vmm::migration::receiver::receive(&addr, local, listen)?
     } else if let Some(dir) = args.restore.clone() {
         let mode = if args.lazy {
             RestoreMode::Lazy
@@ -208,7 +238,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::new(Vm::create(args.into_config()?)?)
     };
     report_kind(&vm);
-    let migrations = Arc::new(Slot::default());
+    let migrations = Arc::new(Slot::new(insecure));
     let _api = match &vm.config.api_sock {
         Some(path) => Some(nova_vmm::api::serve(path, vm.clone(), migrations.clone())?),
         None => None,

@@ -121,6 +121,10 @@ pub struct IncomingReady {
     pub migration_id: String,
     /// `tcp:IP:PORT` for the source VMM's `PUT /v1/migration {"to"}`.
     pub address: String,
+    /// This migration's own credential, for the source VMM's `PUT /v1/migration
+    /// {"peer"}`; absent only from a hostd run with `--insecure-migration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<nova_vmm_api::MigrationPeer>,
 }
 
 /// `POST /v1/migrations/incoming/{id}/complete` or `/abort` (hostd to hostd).

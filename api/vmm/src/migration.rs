@@ -150,6 +150,77 @@ impl MigrationParams {
     }
 }
 
+/// What a source needs to reach one waiting destination, and nothing else: the
+/// SHA-256 of the certificate the destination's TLS presents (pinned: no CA is
+/// involved) and the secret the source proves itself with. Each incoming migration
+/// gets its own (hostd's `POST /v1/migrations/incoming` makes it).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationPeer {
+    /// Hex SHA-256 of the destination's certificate (DER), 64 characters.
+    pub cert_sha256: String,
+    /// Hex secret, 64 characters: the source sends it inside the TLS session.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for MigrationPeer {
+    // The secret stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationPeer")
+            .field("cert_sha256", &self.cert_sha256)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
+}
+
+/// Checks that `value` (the field `field`) is 32 bytes in hex; returns them.
+pub fn hex32(field: &str, value: &str) -> Result<[u8; 32], FieldError> {
+    let bad = || FieldError::new(field, "must be 64 hex digits (32 bytes)");
+    if value.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(value.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Bytes as lowercase hex (the form [`hex32`] reads).
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl MigrationPeer {
+    /// The pinned certificate hash and the secret, as bytes.
+    pub fn decode(&self) -> Result<([u8; 32], [u8; 32]), FieldError> {
+        Ok((
+            hex32("cert_sha256", &self.cert_sha256)?,
+            hex32("secret", &self.secret)?,
+        ))
+    }
+}
+
+/// The destination's half of a [`MigrationPeer`]: the file `nova-vmm run --incoming
+/// ADDR --incoming-credential FILE` reads (written 0600 by hostd for this VMM only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingCredential {
+    /// The certificate its TLS presents, DER in hex.
+    pub cert_der: String,
+    /// Its private key, PKCS#8 DER in hex.
+    pub key_der: String,
+    /// Hex secret every connection must send first, 64 characters.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IncomingCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IncomingCredential { .. }")
+    }
+}
+
 /// The body of `PUT /v1/migration`: where to, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +229,10 @@ pub struct MigrationRequest {
     pub to: String,
     #[serde(default)]
     pub params: MigrationParams,
+    /// How to authenticate the destination and to it (TLS). Required unless the
+    /// source nova-vmm runs with `--insecure` (plaintext, for benchmarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<MigrationPeer>,
 }
 
 impl MigrationRequest {
@@ -174,6 +249,9 @@ impl MigrationRequest {
             return Err(bad());
         }
         self.params.validate().map_err(|e| e.under("params"))?;
+        if let Some(p) = &self.peer {
+            p.decode().map_err(|e| e.under("peer"))?;
+        }
         Ok(addr)
     }
 }
@@ -326,6 +404,32 @@ mod tests {
             serde_json::from_str::<MigrationRequest>(r#"{"to":"tcp:a:1","params":{"speed":3}}"#)
                 .unwrap_err();
         assert!(e.to_string().contains("speed"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_credential_must_be_two_32_byte_hex_values_and_its_secret_never_prints() {
+        let good = MigrationPeer {
+            cert_sha256: "ab".repeat(32),
+            secret: "0f".repeat(32),
+        };
+        let (cert, secret) = good.decode().unwrap();
+        assert_eq!((cert[0], secret[31]), (0xab, 0x0f));
+        assert_eq!(to_hex(&secret), good.secret);
+        assert!(!format!("{good:?}").contains(&good.secret));
+        let mut r: MigrationRequest = serde_json::from_str(r#"{"to":"tcp:h:1"}"#).unwrap();
+        assert_eq!(r.peer, None);
+        for (cert, secret, field) in [
+            ("ab".repeat(31), "00".repeat(32), "peer.cert_sha256"),
+            ("zz".repeat(32), "00".repeat(32), "peer.cert_sha256"),
+            ("ab".repeat(32), "00".repeat(33), "peer.secret"),
+            ("ab".repeat(32), "é".repeat(32), "peer.secret"),
+        ] {
+            r.peer = Some(MigrationPeer {
+                cert_sha256: cert,
+                secret,
+            });
+            assert_eq!(r.validate().unwrap_err().field, field);
+        }
     }
 
     #[test]

@@ -145,8 +145,11 @@ fn bare_migration(args: &Args, dir: &Path, i: usize) -> anyhow::Result<(f64, f64
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
+    let (cred, peer) = nova_tests::migration::credential(dir);
     let mut dst = Command::new(&args.vmm)
         .args(["run", "--incoming", &format!("tcp:127.0.0.1:{port}")])
+        .arg("--incoming-credential")
+        .arg(&cred)
         .args(["--mem-mib", "64", "--vcpus", "1"])
         .arg("--api-sock")
         .arg(&dsock)
@@ -162,6 +165,7 @@ fn bare_migration(args: &Args, dir: &Path, i: usize) -> anyhow::Result<(f64, f64
         let req = MigrationRequest {
             to: format!("tcp:127.0.0.1:{port}"),
             params: Default::default(),
+            peer: Some(peer.clone()),
         };
         block_on(vmm.migrate(&req))?;
         let deadline = Instant::now() + Duration::from_secs(60);

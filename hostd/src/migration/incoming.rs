@@ -148,18 +148,30 @@ impl Migrations {
             let port = unused_port(self.advertise_ip)?;
             let address = incoming_address(self.advertise_ip, port);
             let _op = vm.op.lock().await;
+            // Its own credential (unless --insecure-migration): the receiving VMM
+            // reads only connections that prove it.
+            let peer = match vms.settings.insecure_migration {
+                true => None,
+                false => {
+                    let run = vm.run_dir();
+                    std::fs::create_dir_all(&run)
+                        .map_err(|e| Error::io(format!("creating {}", run.display()), e))?;
+                    Some(super::credential::issue(&vm.incoming_credential())?)
+                }
+            };
             vms.launch(&vm, Launch::Incoming(address.clone())).await?;
             wait_listening(&vm, port).await?;
-            Ok::<_, Error>(address)
+            Ok::<_, Error>((address, peer))
         };
         match setup.await {
-            Ok(address) => {
+            Ok((address, peer)) => {
                 self.update(&vm, |m| m.state = MigrationState::Running);
                 self.watch_incoming(vm.clone());
                 tracing::info!(vm = id, address, "ready for an incoming migration");
                 Ok(IncomingReady {
                     migration_id: req.migration_id,
                     address,
+                    peer,
                 })
             }
             Err(e) => {
@@ -225,6 +237,8 @@ impl Migrations {
             }
             g.rec.state = VmState::Running;
         }
+        // Its listener is closed: the credential opens nothing any more.
+        let _ = std::fs::remove_file(vm.incoming_credential());
         self.finish(vm, |m| {
             m.state = MigrationState::Completed;
             m.downtime_ms = downtime_ms.or(m.downtime_ms);

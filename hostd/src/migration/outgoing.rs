@@ -143,6 +143,9 @@ impl Migrations {
         let start = MigrationRequest {
             to: ready.address,
             params: req.params,
+            // The destination's credential for this migration only: its VMM lets in
+            // nothing else.
+            peer: ready.peer,
         };
         vm.vmm()?.migrate(&start).await.map_err(Error::vmm)?;
         self.update(vm, |m| m.state = MigrationState::Running);

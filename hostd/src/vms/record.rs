@@ -126,6 +126,10 @@ impl Vm {
     pub fn console_sock(&self) -> PathBuf {
         self.run_dir().join("console.sock")
     }
+    /// The receiving VMM's migration credential (`--incoming-credential`).
+    pub fn incoming_credential(&self) -> PathBuf {
+        self.run_dir().join("incoming-credential.json")
+    }
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("vmm.log")
     }

@@ -31,6 +31,10 @@ pub struct Paths<'a> {
     pub console: &'a Path,
     pub console_sock: &'a Path,
     pub config: &'a Path,
+    /// The receiving VMM's credential file (`--incoming-credential`).
+    pub incoming_credential: &'a Path,
+    /// Plaintext migrations (`--insecure` on every VMM): hostd's `--insecure-migration`.
+    pub insecure_migration: bool,
 }
 
 /// The `nova-vmm run` arguments for `launch`, and the config file to write first
@@ -73,7 +77,11 @@ pub fn vmm_args(
                 acpi: true,
                 console_sock: Some(paths.console_sock.to_path_buf()),
             };
-            return Ok((vec!["--config".into(), s(paths.config)], Some(cfg)));
+            let mut args = vec!["--config".into(), s(paths.config)];
+            if paths.insecure_migration {
+                args.push("--insecure".into());
+            }
+            return Ok((args, Some(cfg)));
         }
         // The destination's whole VM is given here (admitted by this hostd); the
         // stream's own configuration is only compared with it.
@@ -93,6 +101,13 @@ pub fn vmm_args(
             a
         }
     };
+    match (launch, paths.insecure_migration) {
+        (_, true) => args.push("--insecure".into()),
+        (Launch::Incoming(_), false) => {
+            args.extend(["--incoming-credential".into(), s(paths.incoming_credential)])
+        }
+        _ => {}
+    }
     args.extend([
         "--api-sock".into(),
         s(paths.api_sock),
@@ -143,6 +158,8 @@ impl Vms {
             console: &vm.console_log(),
             console_sock: &vm.console_sock(),
             config: &vm.vmm_config(),
+            incoming_credential: &vm.incoming_credential(),
+            insecure_migration: self.settings.insecure_migration,
         };
         let (args, config) = vmm_args(&rec, &paths, launch, |r| self.images.path_of(r))?;
         if let Some(cfg) = config {
@@ -214,6 +231,10 @@ impl Vms {
         for p in disks.iter().chain([&console, &vm.run_dir()]) {
             jail::give(p, uid)?;
         }
+        let cred = vm.incoming_credential();
+        if matches!(launch, Launch::Incoming(_)) && cred.exists() {
+            jail::give(&cred, uid)?;
+        }
         jail::give_tree(&snapshots, uid)?;
         let mut max_file = rec.spec.mem_mib << 20;
         for d in &disks {
@@ -247,6 +268,8 @@ mod tests {
             console: Path::new("/d/console.log"),
             console_sock: Path::new("/d/console.sock"),
             config: Path::new("/d/vmm.json"),
+            incoming_credential: Path::new("/d/run/incoming-credential.json"),
+            insecure_migration: false,
         }
     }
 
@@ -281,6 +304,26 @@ mod tests {
     }
 
     #[test]
+    fn insecure_migration_makes_every_vmm_plaintext_and_drops_the_credential() {
+        let insecure = Paths {
+            insecure_migration: true,
+            ..paths()
+        };
+        let image = |r: &str| Some(PathBuf::from(format!("/cache/{r}")));
+        let (boot, _) = vmm_args(&rec(), &insecure, &Launch::Boot, image).unwrap();
+        assert_eq!(boot, ["--config", "/d/vmm.json", "--insecure"]);
+        let incoming = Launch::Incoming("tcp:198.51.100.2:4000".into());
+        let (args, _) = vmm_args(&rec(), &insecure, &incoming, image).unwrap();
+        assert!(args.contains(&"--insecure".to_string()), "{args:?}");
+        assert!(
+            !args.contains(&"--incoming-credential".to_string()),
+            "{args:?}"
+        );
+        let (args, _) = vmm_args(&rec(), &paths(), &incoming, image).unwrap();
+        assert!(!args.contains(&"--insecure".to_string()), "{args:?}");
+    }
+
+    #[test]
     fn a_boot_from_an_image_not_in_the_cache_is_refused() {
         let e = vmm_args(&rec(), &paths(), &Launch::Boot, |_| None).unwrap_err();
         assert!(matches!(e, Error::NotFound(m) if m.contains("sha256:k")));
@@ -298,7 +341,8 @@ mod tests {
         assert!(cfg.is_none());
         assert_eq!(
             args.join(" "),
-            "--incoming tcp:198.51.100.2:4000 --mem-mib 128 --vcpus 2 --api-sock /d/api.sock --console /d/console.log \
+            "--incoming tcp:198.51.100.2:4000 --mem-mib 128 --vcpus 2 \
+             --incoming-credential /d/run/incoming-credential.json --api-sock /d/api.sock --console /d/console.log \
              --console-sock /d/console.sock --disk /d/disks/disk0.raw,ro --net tap=nt020000000001,mac=02:00:00:00:00:01"
         );
         let (args, _) = vmm_args(

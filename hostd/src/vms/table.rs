@@ -25,6 +25,8 @@ pub struct Settings {
     pub physical: Physical,
     /// How VMMs are jailed (`--no-jail`, `--jail-ids`).
     pub jail: crate::jail::JailSettings,
+    /// Migrate in plaintext without credentials (`--insecure-migration`, benchmarks).
+    pub insecure_migration: bool,
 }
 
 /// The VM table.
@@ -245,6 +247,7 @@ pub(crate) mod testing {
             data_dir: dir.clone(),
             vmm_bin: "/nonexistent/nova-vmm".into(),
             reflink: false,
+            insecure_migration: false,
             policy: Policy {
                 mem_reserve_mib: 0,
                 ..Policy::default()

@@ -16,8 +16,8 @@ use clap::Parser;
 use nova_http::blocking::block_on;
 use nova_vmm_api::migration::DEFAULT_DOWNTIME_MS;
 use nova_vmm_api::{
-    Compression, MigrationMode, MigrationParams, MigrationRequest, MigrationState, MigrationStatus,
-    SnapshotRequest, StopRequest, VmmClient,
+    Compression, MigrationMode, MigrationParams, MigrationPeer, MigrationRequest, MigrationState,
+    MigrationStatus, SnapshotRequest, StopRequest, VmmClient,
 };
 use serde::Serialize;
 
@@ -96,6 +96,13 @@ struct MigrateArgs {
     /// TCP connections carrying memory in parallel.
     #[arg(long, default_value_t = MigrationParams::default().connections)]
     connections: u32,
+    /// Hex SHA-256 of the destination's certificate (its credential's `cert_sha256`).
+    #[arg(long, requires = "peer_secret")]
+    peer_cert_sha256: Option<String>,
+    /// Hex secret of the destination's credential. Without these two the VMM must run
+    /// with `--insecure` (plaintext).
+    #[arg(long, requires = "peer_cert_sha256")]
+    peer_secret: Option<String>,
 }
 
 impl MigrateArgs {
@@ -109,6 +116,13 @@ impl MigrateArgs {
                 compress: self.compress,
                 connections: self.connections,
             },
+            peer: self
+                .peer_cert_sha256
+                .zip(self.peer_secret)
+                .map(|(cert_sha256, secret)| MigrationPeer {
+                    cert_sha256,
+                    secret,
+                }),
         }
     }
 }

@@ -10,6 +10,8 @@ pub enum MigrationError {
     Protocol(#[from] ProtocolError),
     #[error("connecting to {addr}: {err}")]
     Connect { addr: String, err: std::io::Error },
+    #[error("securing the connection to {addr}: {err}")]
+    Secure { addr: String, err: String },
     #[error("destination aborted: {0}")]
     Aborted(String),
     #[error("destination sent {0} where {1} was expected")]

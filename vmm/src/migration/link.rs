@@ -1,17 +1,19 @@
 //! The source's side of the connections to the destination: connecting with the
-//! peer timeout, reading the answers it expects (or the refusal it got instead), and
-//! the flushes that end a round.
+//! peer timeout and securing them ([`Dial`]), reading the answers it expects (or the
+//! refusal it got instead), and the flushes that end a round.
 
 use std::io::BufReader;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use super::channel::{Link, LinkReader, LinkWriter};
 use super::error::MigrationError;
 use super::protocol::{self, Message};
+use super::tls::Dial;
 
 /// Reads the next message, which must be `want` (`ok` says whether it is).
 pub fn expect(
-    conn: &mut BufReader<TcpStream>,
+    conn: &mut BufReader<LinkReader>,
     want: &'static str,
     ok: impl Fn(&Message) -> bool,
 ) -> Result<Message, MigrationError> {
@@ -20,7 +22,7 @@ pub fn expect(
 
 /// [`expect`] for an answer due within the downtime: polls for it first.
 pub fn expect_soon(
-    conn: &mut BufReader<TcpStream>,
+    conn: &mut BufReader<LinkReader>,
     want: &'static str,
     ok: impl Fn(&Message) -> bool,
 ) -> Result<Message, MigrationError> {
@@ -52,8 +54,16 @@ pub fn refusal(m: Message, want: &'static str) -> MigrationError {
 }
 
 /// Connects to the destination at `addr` (`HOST:PORT`), with the peer timeout on
-/// both directions.
-pub fn connect(addr: &str) -> Result<TcpStream, MigrationError> {
+/// both directions, secured as `dial` says.
+pub fn connect(addr: &str, dial: &Dial) -> Result<Link, MigrationError> {
+    let s = connect_tcp(addr)?;
+    dial.secure(s).map_err(|e| MigrationError::Secure {
+        addr: addr.to_string(),
+        err: e.to_string(),
+    })
+}
+
+fn connect_tcp(addr: &str) -> Result<TcpStream, MigrationError> {
     let err = |err| MigrationError::Connect {
         addr: addr.to_string(),
         err,
@@ -76,7 +86,8 @@ pub fn connect(addr: &str) -> Result<TcpStream, MigrationError> {
 }
 
 /// Sets the socket's send buffer: how much can be in flight before a write blocks.
-pub fn set_send_buffer(s: &TcpStream, bytes: i32) {
+pub fn set_send_buffer(s: &LinkWriter, bytes: i32) {
+    let s = s.socket();
     use std::os::fd::AsRawFd;
     // SAFETY: setsockopt on an open socket with a pointer to a live i32.
     unsafe {
@@ -92,8 +103,8 @@ pub fn set_send_buffer(s: &TcpStream, bytes: i32) {
 
 /// Sends `Flush` on every connection and waits for the destination's `Flushed`.
 pub fn flush_all(
-    conns: &mut [TcpStream],
-    reader: &mut BufReader<TcpStream>,
+    conns: &mut [LinkWriter],
+    reader: &mut BufReader<LinkReader>,
 ) -> Result<(), MigrationError> {
     for c in conns.iter_mut() {
         protocol::send(c, &Message::Flush)?;
@@ -104,7 +115,7 @@ pub fn flush_all(
 
 /// Sends `Flush` on the data connections only: the state that follows on the control
 /// connection is loaded once they all flushed, without a round trip of its own.
-pub fn flush_data(conns: &mut [TcpStream]) -> Result<(), MigrationError> {
+pub fn flush_data(conns: &mut [LinkWriter]) -> Result<(), MigrationError> {
     for c in conns.iter_mut().skip(1) {
         protocol::send(c, &Message::Flush)?;
     }

@@ -8,6 +8,10 @@
 //! [`protocol`], with page data as [`compression`] encodes it; the source times the
 //! destination's answer by its [`arrival`].
 //!
+//! Every connection is TLS 1.3 with the migration's own credential ([`tls`]: the
+//! destination's pinned certificate, the source's secret), carried by [`channel`];
+//! plaintext only under `--insecure`.
+//!
 //! The rule: exactly one side runs the VM. Until the source sends `Switch`, any
 //! failure (the destination dies, the connection drops, the stream is corrupt, the
 //! user cancels) resumes the VM on the source as it was. The destination runs the VM
@@ -16,8 +20,10 @@
 //! is as short as pushing the remaining pages takes, and pre-copy rounds (hybrid) shrink it.
 
 pub mod arrival;
+pub mod channel;
 pub mod compression;
 pub mod error;
+pub mod gate;
 pub mod link;
 pub mod outgoing;
 pub mod pages;
@@ -25,3 +31,4 @@ pub mod postcopy;
 pub mod protocol;
 pub mod receiver;
 pub mod sender;
+pub mod tls;

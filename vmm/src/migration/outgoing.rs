@@ -58,11 +58,23 @@ impl Outgoing {
     }
 }
 
-/// The VM's latest migration, running or finished.
+/// The VM's latest migration, running or finished; and whether this VMM may
+/// migrate in plaintext (`--insecure`).
 #[derive(Default)]
-pub struct Slot(Mutex<Option<Arc<Outgoing>>>);
+pub struct Slot(Mutex<Option<Arc<Outgoing>>>, bool);
 
 impl Slot {
+    /// A slot for a VMM run with `--insecure` (`true`): migrations without a peer
+    /// credential go in plaintext; otherwise they are refused.
+    pub fn new(insecure: bool) -> Self {
+        Slot(Mutex::new(None), insecure)
+    }
+
+    /// Whether plaintext migrations are allowed.
+    pub fn insecure(&self) -> bool {
+        self.1
+    }
+
     /// The latest migration, if one was started.
     pub fn latest(&self) -> Option<Arc<Outgoing>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -3,12 +3,12 @@
 //! over the connections so that a page's rounds arrive in order; and the counters
 //! the status reports.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nova_vmm_api::Compression;
 
+use super::channel::LinkWriter;
 use super::compression;
 use super::error::MigrationError;
 use super::outgoing::Outgoing;
@@ -84,7 +84,7 @@ impl PageSender<'_> {
     }
 
     /// Writes one frame within the bandwidth cap and counts it.
-    fn send_frame(&self, conn: &mut TcpStream, frame: &[u8]) -> Result<(), MigrationError> {
+    fn send_frame(&self, conn: &mut LinkWriter, frame: &[u8]) -> Result<(), MigrationError> {
         self.limiter.take(frame.len());
         std::io::Write::write_all(conn, frame).map_err(protocol::ProtocolError::from)?;
         self.counters
@@ -96,7 +96,7 @@ impl PageSender<'_> {
     /// Sends the batched pages and zero pages collected so far.
     fn flush(
         &self,
-        conn: &mut TcpStream,
+        conn: &mut LinkWriter,
         indices: &mut Vec<u64>,
         data: &mut Vec<u8>,
         zeros: &mut Vec<u64>,
@@ -128,7 +128,7 @@ impl PageSender<'_> {
     /// destination's memory starts zeroed); later they are sent as `ZeroPages`.
     pub fn send(
         &self,
-        conn: &mut TcpStream,
+        conn: &mut LinkWriter,
         pages: &[usize],
         first_pass: bool,
     ) -> Result<(), MigrationError> {
@@ -163,7 +163,7 @@ impl PageSender<'_> {
     /// `p % n`, so a page's rounds arrive in order even over several connections.
     pub fn send_spread(
         &self,
-        conns: &mut [TcpStream],
+        conns: &mut [LinkWriter],
         pages: &[usize],
         first_pass: bool,
     ) -> Result<(), MigrationError> {
@@ -171,6 +171,7 @@ impl PageSender<'_> {
             return self.send(&mut conns[0], pages, first_pass);
         }
         let n = conns.len();
+        // Started by the sender's thread: each runs under its Migration filter.
         std::thread::scope(|s| {
             let handles: Vec<_> = conns
                 .iter_mut()

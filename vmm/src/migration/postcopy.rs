@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -19,6 +18,7 @@ use std::time::Instant;
 use nova_vmm_api::{Compression, PostcopyStats};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
+use super::channel::{LinkReader, LinkWriter};
 use super::compression;
 use super::error::MigrationError;
 use super::pages::{Counters, Limiter};
@@ -40,9 +40,9 @@ enum Event {
 /// the thread reading the requests sends each requested page on `urgent` at once.
 pub(super) fn serve(
     read: &(impl Fn(usize, &mut [u8]) -> std::io::Result<()> + Sync),
-    conn: &mut TcpStream,
-    mut reader: BufReader<TcpStream>,
-    mut urgent: TcpStream,
+    conn: &mut LinkWriter,
+    mut reader: BufReader<LinkReader>,
+    mut urgent: LinkWriter,
     pending: &DirtyBitmap,
     counters: &Counters,
     limiter: &Limiter,
@@ -63,7 +63,7 @@ pub(super) fn serve(
         claimed
     };
     // `data`: the caller's buffer, reused from one send to the next.
-    let send = |out: &mut TcpStream,
+    let send = |out: &mut LinkWriter,
                 pages: &[usize],
                 data: &mut Vec<u8>|
      -> Result<usize, MigrationError> {
@@ -90,10 +90,12 @@ pub(super) fn serve(
     // To unblock the request reader if the push fails first.
     let requests_conn = reader
         .get_ref()
+        .socket()
         .try_clone()
         .map_err(MigrationError::Memory)?;
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel();
+        // Started by the sender's thread: runs under its Migration filter.
         let requests = std::thread::Builder::new()
             .name("postcopy-requests".into())
             .spawn_scoped(scope, move || {
@@ -145,11 +147,11 @@ pub(super) fn serve(
 /// the last fault (`follow`) or from where it was, wrapping round, within the
 /// bandwidth cap, until the request thread reports the end.
 fn push(
-    conn: &mut TcpStream,
+    conn: &mut LinkWriter,
     rx: &mpsc::Receiver<Event>,
     follow: &AtomicUsize,
     claim: impl Fn(usize, usize) -> Vec<usize>,
-    send: impl Fn(&mut TcpStream, &[usize], &mut Vec<u8>) -> Result<usize, MigrationError>,
+    send: impl Fn(&mut LinkWriter, &[usize], &mut Vec<u8>) -> Result<usize, MigrationError>,
     limiter: &Limiter,
 ) -> Result<PostcopyStats, MigrationError> {
     let mut cursor = 0;
@@ -273,7 +275,7 @@ pub struct Destination {
     uffd: Arc<Uffd>,
     map: Arc<Vec<(u64, u64, usize)>>,
     shared: Arc<Mutex<Shared>>,
-    writer: Arc<Mutex<TcpStream>>,
+    writer: Arc<Mutex<LinkWriter>>,
 }
 
 /// Destination: readies guest RAM for post-copy (stale copies of pending pages dropped,
@@ -283,7 +285,7 @@ pub fn start_destination(
     mem: &GuestMemory,
     memfd: &File,
     pending: DirtyBitmap,
-    conn: TcpStream,
+    conn: LinkWriter,
 ) -> std::io::Result<Destination> {
     punch_pending(memfd, &pending)?;
     let uffd = Arc::new(Uffd::new()?);
@@ -305,10 +307,11 @@ pub fn start_destination(
     let writer = Arc::new(Mutex::new(conn));
 
     let (u, m, sh, w) = (uffd.clone(), map.clone(), shared.clone(), writer.clone());
-    std::thread::Builder::new()
-        .name("postcopy-faults".into())
-        .stack_size(256 << 10)
-        .spawn(move || {
+    crate::seccomp::spawn_filtered(
+        crate::seccomp::ThreadKind::Migration,
+        "postcopy-faults",
+        Some(256 << 10),
+        move || {
             while let Ok(fault) = u.next_fault() {
                 let Some(fault) = fault else { continue };
                 let Some((page, host)) = host_to_page(&m, fault.addr) else {
@@ -333,7 +336,8 @@ pub fn start_destination(
                     }
                 }
             }
-        })?;
+        },
+    )?;
     Ok(Destination {
         uffd,
         map,
@@ -348,22 +352,24 @@ impl Destination {
     /// asked for) until none is pending, then reports the fault figures.
     pub fn receive(
         self,
-        reader: BufReader<TcpStream>,
-        urgent: BufReader<TcpStream>,
+        reader: BufReader<LinkReader>,
+        urgent: BufReader<LinkReader>,
     ) -> std::io::Result<()> {
         let this = Arc::new(self);
         for (name, mut reader) in [("postcopy-pages", reader), ("postcopy-urgent", urgent)] {
             // Pages come as the bandwidth cap and the guest's faults let them: silence
             // is no sign of a lost source.
-            reader.get_ref().set_read_timeout(None)?;
+            reader.get_ref().socket().set_read_timeout(None)?;
             let this = this.clone();
-            std::thread::Builder::new()
-                .name(name.into())
-                .stack_size(256 << 10)
-                .spawn(move || {
+            crate::seccomp::spawn_filtered(
+                crate::seccomp::ThreadKind::Migration,
+                name,
+                Some(256 << 10),
+                move || {
                     let r = receive_pages(&mut reader, &this.uffd, &this.map, &this.shared);
                     this.finish(r);
-                })?;
+                },
+            )?;
         }
         Ok(())
     }
@@ -406,7 +412,7 @@ impl Destination {
 }
 
 fn receive_pages(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<LinkReader>,
     uffd: &Uffd,
     map: &[(u64, u64, usize)],
     shared: &Mutex<Shared>,

@@ -415,13 +415,13 @@ pub const POLL_FOR_ANSWER: Duration = Duration::from_millis(2);
 /// Reads one message, polling the socket for up to `budget` before blocking on it.
 /// Polling yields the CPU at every turn, so it delays no runnable thread.
 pub fn recv_polling(
-    r: &mut std::io::BufReader<std::net::TcpStream>,
+    r: &mut std::io::BufReader<super::channel::LinkReader>,
     budget: Duration,
 ) -> Result<Message, ProtocolError> {
     use std::os::fd::AsRawFd;
     let started = std::time::Instant::now();
-    let fd = r.get_ref().as_raw_fd();
-    while r.buffer().is_empty() && started.elapsed() < budget {
+    let fd = r.get_ref().socket().as_raw_fd();
+    while r.buffer().is_empty() && !r.get_ref().has_buffered() && started.elapsed() < budget {
         let mut byte = 0u8;
         // SAFETY: recv(2) peeks at most one byte into a live local; MSG_DONTWAIT makes
         // it return at once. Data, end of stream or an error all end the polling, and
@@ -589,7 +589,12 @@ mod tests {
 
     #[test]
     fn an_answer_polled_for_arrives_within_the_budget_or_after_it() {
-        let (mut rx, mut tx) = connected();
+        let (rx, mut tx) = connected();
+        let mut rx = std::io::BufReader::new(
+            super::super::channel::Link::plain(rx.into_inner())
+                .unwrap()
+                .reader,
+        );
         // Within the budget: found by polling.
         let peer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1));

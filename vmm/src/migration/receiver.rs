@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -14,9 +14,12 @@ use std::time::{Duration, Instant};
 use nova_vmm_api::VmConfig;
 use vm_memory::Bytes;
 
+use super::channel::{LinkReader, LinkWriter};
 use super::compression;
 use super::error::MigrationError;
+use super::gate::{Arrival, Gate};
 use super::protocol::{self, Message, VERSION};
+use super::tls::Listen;
 use crate::dirty::DirtyBitmap;
 use crate::memory::{GuestMemory, PAGE_SIZE};
 use crate::vm::build::MemorySource;
@@ -91,74 +94,72 @@ impl PageSink {
     }
 }
 
-/// How long a new connection has to send its first message before it is dropped (a
-/// stray or hostile connection must not hold the wait).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the destination waits for all the data connections a Hello announced.
 pub const DATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections a Hello may announce: 16 data connections, the post-copy one
 /// and the control connection.
 pub const MAX_CONNECTIONS: u32 = 18;
+pub use super::gate::HANDSHAKE_TIMEOUT;
 
 /// Receives a VM on `addr` (`HOST:PORT`); returns it running. `local` is the VM this
 /// destination was given (memory, vCPUs, disks, NICs, API socket, console, from its
 /// flags or `--config`, admitted by hostd): the stream's configuration must describe
 /// the same VM, and none of its host resources (disk paths, taps) are ever used.
-pub fn receive(addr: &str, local: VmConfig) -> Result<Arc<Vm>, MigrationError> {
+/// Only connections that pass `listen` (this migration's credential) are read.
+pub fn receive(addr: &str, local: VmConfig, listen: Listen) -> Result<Arc<Vm>, MigrationError> {
     let listener = TcpListener::bind(addr).map_err(|err| MigrationError::Connect {
         addr: addr.into(),
         err,
     })?;
     // The bound address, so that port 0 (any free port) tells which one it got.
+    let secured = match listen {
+        Listen::Tls { .. } => "TLS",
+        Listen::Insecure => "plaintext (--insecure)",
+    };
     match listener.local_addr() {
-        Ok(bound) => tracing::info!("waiting for an incoming migration on {bound}"),
-        Err(_) => tracing::info!("waiting for an incoming migration on {addr}"),
+        Ok(bound) => tracing::info!("waiting for an incoming migration on {bound}, {secured}"),
+        Err(_) => tracing::info!("waiting for an incoming migration on {addr}, {secured}"),
     }
-    // Whoever connects first is not the migration: a connection that does not open
-    // with a well-formed Hello within the handshake timeout is dropped, and the wait
-    // goes on undisturbed.
-    let (control, peer, connections, config) = loop {
-        let (conn, peer) = listener.accept().map_err(MigrationError::Memory)?;
-        match handshake(&conn) {
-            Ok((connections, config)) => break (conn, peer, connections, config),
-            Err(e) => {
-                tracing::warn!("dropped a connection from {peer} that is not a migration: {e}")
-            }
+    // Whoever connects first is not the migration: only a connection with this
+    // migration's credential that opens with a Hello is; any other is dropped, and
+    // the wait goes on undisturbed.
+    let gate = Gate::open(listener, listen)?;
+    let (reader, mut writer, peer, connections, config) = loop {
+        let Some(Arrival {
+            reader,
+            writer,
+            first,
+            peer,
+        }) = gate.next(None)?
+        else {
+            continue;
+        };
+        match first {
+            Message::Hello {
+                connections,
+                config,
+                ..
+            } => break (reader, writer, peer, connections, config),
+            m => tracing::warn!(
+                "dropped a connection from {peer}: {} where Hello was expected",
+                format!("{m:?}").chars().take(60).collect::<String>()
+            ),
         }
     };
-    control.set_nodelay(true).map_err(MigrationError::Memory)?;
     // Until the switch, a silent source is a gone one: give up instead of waiting forever.
-    control
-        .set_read_timeout(Some(protocol::PEER_TIMEOUT))
-        .map_err(MigrationError::Memory)?;
-    let reader = BufReader::new(control.try_clone().map_err(MigrationError::Memory)?);
-    let mut writer = control;
-    let result = receive_on(&listener, reader, &mut writer, local, connections, &config);
+    for s in [reader.get_ref().socket(), writer.socket()] {
+        s.set_read_timeout(Some(protocol::PEER_TIMEOUT))
+            .map_err(MigrationError::Memory)?;
+        s.set_write_timeout(Some(protocol::PEER_TIMEOUT))
+            .map_err(MigrationError::Memory)?;
+    }
+    let result = receive_on(gate, reader, &mut writer, local, connections, &config);
     if let Err(e) = &result {
         // Tell the source why, if it still listens; it resumes the VM either way.
         let _ = protocol::send(&mut writer, &Message::Abort(e.to_string()));
         tracing::error!("incoming migration from {peer} failed: {e}");
     }
     result
-}
-
-/// Reads a control connection's Hello within [`HANDSHAKE_TIMEOUT`]: the number of
-/// connections it announces and the VM configuration it carries.
-fn handshake(conn: &TcpStream) -> Result<(u32, Vec<u8>), MigrationError> {
-    conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(MigrationError::Memory)?;
-    let mut r = conn;
-    match protocol::recv(&mut r)? {
-        Message::Hello {
-            connections,
-            config,
-            ..
-        } => Ok((connections, config)),
-        m => Err(MigrationError::Unexpected(
-            format!("{m:?}").chars().take(60).collect(),
-            "Hello",
-        )),
-    }
 }
 
 /// The VM to build: this destination's own configuration, checked against the one in
@@ -179,42 +180,19 @@ fn incoming_config(mut local: VmConfig, stream: &[u8]) -> Result<VmConfig, Migra
     Ok(local)
 }
 
-/// Accepts the next connection within `deadline`; `None` once it has passed.
-fn accept_until(
-    listener: &TcpListener,
-    deadline: Instant,
-) -> Result<Option<(TcpStream, std::net::SocketAddr)>, MigrationError> {
-    listener
-        .set_nonblocking(true)
-        .map_err(MigrationError::Memory)?;
-    loop {
-        match listener.accept() {
-            Ok((c, peer)) => {
-                c.set_nonblocking(false).map_err(MigrationError::Memory)?;
-                return Ok(Some((c, peer)));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Ok(None);
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) => return Err(MigrationError::Memory(e)),
-        }
-    }
-}
-
 /// Starts the thread that applies one data connection's pages and reports each of
 /// its `Flush`es (or its failure) on `tx`. Named so that a per-thread seccomp filter
 /// can find it: it reads a socket, writes guest memory and punches holes in the memfd.
 fn spawn_data_receiver(
-    mut r: BufReader<TcpStream>,
+    mut r: BufReader<LinkReader>,
     sink: Arc<PageSink>,
     tx: mpsc::Sender<Result<(), String>>,
 ) -> Result<(), MigrationError> {
-    std::thread::Builder::new()
-        .name("migration-data".into())
-        .spawn(move || loop {
+    crate::seccomp::spawn_filtered(
+        crate::seccomp::ThreadKind::Migration,
+        "migration-data",
+        None,
+        move || loop {
             let r = match protocol::recv(&mut r) {
                 Ok(Message::Flush) => Ok(()),
                 Ok(m) => match sink.apply(m) {
@@ -227,15 +205,16 @@ fn spawn_data_receiver(
             if tx.send(r).is_err() || failed {
                 return;
             }
-        })
-        .map_err(MigrationError::Memory)?;
+        },
+    )
+    .map_err(MigrationError::Memory)?;
     Ok(())
 }
 
 fn receive_on(
-    listener: &TcpListener,
-    mut reader: BufReader<TcpStream>,
-    writer: &mut TcpStream,
+    gate: Gate,
+    mut reader: BufReader<LinkReader>,
+    writer: &mut LinkWriter,
     local: VmConfig,
     connections: u32,
     stream_config: &[u8],
@@ -270,35 +249,34 @@ fn receive_on(
     let mut data_conns = 0;
     let mut wanted = connections - 1;
     while wanted > 0 {
-        let Some((c, peer)) = accept_until(listener, deadline)? else {
+        let Some(Arrival {
+            reader: r,
+            first,
+            peer,
+            ..
+        }) = gate.next(Some(deadline))?
+        else {
             return Err(MigrationError::Vm(format!(
                 "{wanted} of the {} data connections the source announced did not arrive within {} s",
                 connections - 1,
                 DATA_CONNECT_TIMEOUT.as_secs()
             )));
         };
-        c.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-            .map_err(MigrationError::Memory)?;
-        let mut r = BufReader::new(c);
-        match protocol::recv(&mut r) {
-            Ok(Message::DataHello {
+        match first {
+            Message::DataHello {
                 version: VERSION, ..
-            }) => tracing::info!("migration data connection from {peer}"),
-            Ok(Message::UrgentHello { version: VERSION }) if urgent.is_none() => {
+            } => tracing::info!("migration data connection from {peer}"),
+            Message::UrgentHello { version: VERSION } if urgent.is_none() => {
                 tracing::info!("post-copy page request connection from {peer}");
                 urgent = Some(r);
                 wanted -= 1;
                 continue;
             }
-            Ok(m) => {
+            m => {
                 tracing::warn!(
                     "dropped a connection from {peer}: {} where DataHello was expected",
                     format!("{m:?}").chars().take(60).collect::<String>()
                 );
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!("dropped a connection from {peer}: {e}");
                 continue;
             }
         }
@@ -307,10 +285,13 @@ fn receive_on(
         // A data connection silent for the peer timeout is a gone source, as on the
         // control connection: its thread reports it and the migration fails.
         r.get_ref()
+            .socket()
             .set_read_timeout(Some(protocol::PEER_TIMEOUT))
             .map_err(MigrationError::Memory)?;
         spawn_data_receiver(r, sink.clone(), flushed_tx.clone())?;
     }
+    // Every connection is in: nobody else gets one.
+    drop(gate);
 
     loop {
         match protocol::recv(&mut reader)? {
@@ -395,8 +376,8 @@ fn data_flushed(rx: &mpsc::Receiver<Result<(), String>>, n: usize) -> Result<(),
 fn switch(
     vm: &Vm,
     postcopy: bool,
-    reader: &mut BufReader<TcpStream>,
-    writer: &mut TcpStream,
+    reader: &mut BufReader<LinkReader>,
+    writer: &mut LinkWriter,
 ) -> Result<(), MigrationError> {
     protocol::send(writer, &Message::Ready)?;
     match protocol::recv_polling(reader, protocol::POLL_FOR_ANSWER)? {
@@ -419,7 +400,7 @@ fn switch(
     // connection, and the source must read Resumed before it (the vCPUs then run
     // microseconds after it leaves).
     let us = || switched.elapsed().as_micros() as u64;
-    let resumed = |writer: &mut TcpStream, run_after_us| {
+    let resumed = |writer: &mut LinkWriter, run_after_us| {
         let reply_after_us = us();
         let _ = protocol::send(
             writer,

@@ -18,6 +18,7 @@ use super::link::{connect, expect, expect_soon, flush_all, flush_data, refusal, 
 use super::outgoing::{Outgoing, Slot};
 use super::pages::{Counters, Limiter, PageSender};
 use super::protocol::{self, Message, VERSION};
+use super::tls::Dial;
 use crate::dirty::DirtyBitmap;
 use crate::memory::PAGE_SIZE;
 use crate::vcpu::{first_touch, VmExit};
@@ -47,19 +48,33 @@ pub fn start(
     req: MigrationRequest,
 ) -> Result<MigrationStatus, StartError> {
     req.validate()?;
+    let dial = match &req.peer {
+        Some(peer) => Dial::from_peer(peer).map_err(|e| FieldError::new("peer", e.to_string()))?,
+        None if slot.insecure() => Dial::Insecure,
+        None => {
+            return Err(FieldError::new(
+                "peer",
+                "required: the destination's credential (this nova-vmm sends plaintext only with --insecure)",
+            )
+            .into())
+        }
+    };
     let mig = slot.claim(req.params.mode).ok_or(StartError::Busy)?;
     let status = mig.status();
     let failed = mig.clone();
-    std::thread::Builder::new()
-        .name("migration".into())
-        .spawn(move || run(vm, req, mig))
-        .map_err(|e| {
-            failed.update(|s| {
-                s.state = MigrationState::Failed;
-                s.error = Some(format!("cannot start the migration thread: {e}"));
-            });
-            StartError::Thread(e)
-        })?;
+    crate::seccomp::spawn_filtered(
+        crate::seccomp::ThreadKind::Migration,
+        "migration",
+        None,
+        move || run(vm, req, dial, mig),
+    )
+    .map_err(|e| {
+        failed.update(|s| {
+            s.state = MigrationState::Failed;
+            s.error = Some(format!("cannot start the migration thread: {e}"));
+        });
+        StartError::Thread(e)
+    })?;
     Ok(status)
 }
 
@@ -73,10 +88,10 @@ enum Outcome {
 /// Runs a migration of `vm` as `req` says, recording progress in `mig`. On success the
 /// VM's process is told to exit (the VM now runs elsewhere); on failure before the
 /// switch the VM is resumed here.
-fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Outgoing>) {
+fn run(vm: Arc<Vm>, req: MigrationRequest, dial: Dial, mig: Arc<Outgoing>) {
     let t0 = Instant::now();
     let was_paused = vm.control.is_paused();
-    let result = migrate(&vm, &req, &mig, t0);
+    let result = migrate(&vm, &req, &dial, &mig, t0);
     let total_ms = t0.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(Outcome::Completed) => {
@@ -124,6 +139,7 @@ fn run(vm: Arc<Vm>, req: MigrationRequest, mig: Arc<Outgoing>) {
 fn migrate(
     vm: &Vm,
     req: &MigrationRequest,
+    dial: &Dial,
     mig: &Outgoing,
     t0: Instant,
 ) -> Result<Outcome, MigrationError> {
@@ -131,8 +147,8 @@ fn migrate(
     let addr = req
         .validate()
         .map_err(|e| MigrationError::Vm(e.to_string()))?;
-    let control = connect(addr)?;
-    let mut conns = vec![control.try_clone().map_err(MigrationError::Memory)?];
+    let control = connect(addr, dial)?;
+    let mut conns = vec![control.writer];
     let config = serde_json::to_vec(&vm.config).map_err(|e| MigrationError::Vm(e.to_string()))?;
     // A migration that may switch to post-copy brings a connection for the pages the
     // destination faults on, so that they never queue behind the background push.
@@ -146,7 +162,7 @@ fn migrate(
         },
     )?;
     for i in 1..req.params.connections {
-        let mut c = connect(addr)?;
+        let mut c = connect(addr, dial)?.writer;
         protocol::send(
             &mut c,
             &Message::DataHello {
@@ -158,13 +174,13 @@ fn migrate(
     }
     let mut urgent = None;
     if wants_urgent {
-        let mut c = connect(addr)?;
+        let mut c = connect(addr, dial)?.writer;
         protocol::send(&mut c, &Message::UrgentHello { version: VERSION })?;
         urgent = Some(c);
     }
     // For the downtime: when Resumed reaches this host (see the switch below).
-    arrival::stamp_arrivals(&control).map_err(MigrationError::Memory)?;
-    let mut reader = BufReader::new(control);
+    arrival::stamp_arrivals(control.reader.socket()).map_err(MigrationError::Memory)?;
+    let mut reader = BufReader::new(control.reader);
     // The destination built the VM from our configuration (or told us why not).
     expect(&mut reader, "Welcome", |m| *m == Message::Welcome)?;
     let ctx = PageSender {
@@ -342,8 +358,8 @@ fn migrate(
     protocol::send(&mut conns[0], &Message::Switch)?;
     // When Resumed reached this host, not when this thread got to it: on a busy host
     // the thread can wake milliseconds late, and half of that would count as downtime.
-    let arrived = match reader.buffer().is_empty() {
-        true => match arrival::wait_arrival(reader.get_ref()) {
+    let arrived = match reader.buffer().is_empty() && !reader.get_ref().has_buffered() {
+        true => match arrival::wait_arrival(reader.get_ref().socket()) {
             Ok(t) => t,
             // Nothing came within the peer timeout: do not wait a second one in recv.
             Err(e) => {
@@ -376,7 +392,7 @@ fn migrate(
         set_send_buffer(&conns[0], 128 << 10);
         // The destination asks for pages only when its guest faults: silence is normal.
         // (After the switch an error leaves the VM paused here, never resumed.)
-        if let Err(e) = reader.get_ref().set_read_timeout(None) {
+        if let Err(e) = reader.get_ref().socket().set_read_timeout(None) {
             return Ok(Outcome::Unknown(e.to_string()));
         }
         let stats = super::postcopy::serve(

@@ -122,6 +122,10 @@ const FILES: &[i64] = &[
     libc::SYS_statfs,
     libc::SYS_fstatfs,
     libc::SYS_sync_file_range,
+    // The console socket is made 0600 once bound (main thread).
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
 ];
 
 /// Sockets: the API's unix socket, migration's TCP.
@@ -226,8 +230,11 @@ pub fn device() -> BTreeMap<i64, Vec<SeccompRule>> {
     from(&[COMMON, DEVICE_IO])
 }
 
-/// Migration: TCP, guest memory, KVM dirty logs and state, userfaultfd (post-copy),
-/// and its own helper threads.
+/// Migration (sender, accept and admission with TLS, data receivers, post-copy):
+/// TCP, guest memory and its memfd (fallocate punches zero pages), KVM dirty logs and
+/// state, userfaultfd, its own helper threads (and device workers restarted when a
+/// failed migration resumes the VM). TLS needs nothing beyond COMMON's getrandom.
+/// FILES stays: the sender opens files (seen: openat on a migration thread).
 pub fn migration() -> BTreeMap<i64, Vec<SeccompRule>> {
     from(&[
         COMMON,

@@ -48,6 +48,10 @@ struct Args {
     /// QEMU's downtime-limit in ms (its best result: lowered from the 300 ms default).
     #[arg(long, default_value_t = 10)]
     qemu_downtime_ms: u64,
+    /// nova-vmm migrates in plaintext (`--insecure` on both VMMs) instead of over TLS
+    /// with a per-migration credential: to measure what TLS costs.
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// QEMU's downtime as it reports it, over the runs where that does not exceed the
@@ -152,17 +156,28 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
             "--cmdline",
             &cmdline(workload),
         ])
+        .args(a.insecure.then_some("--insecure"))
         .env("NOVA_LOG", "error")
         .realtime_console()
         .with_api();
     let mut src = src.spawn();
     let port = free_port();
-    let dst = VmmCmd::of(&a.vmm)
+    let cred_dir = nova_tests::TempDir::new();
+    let mut dst = VmmCmd::of(&a.vmm)
         .args(["--incoming", &format!("tcp:127.0.0.1:{port}")])
-        .args(["--mem-mib", &mem.to_string(), "--vcpus", "1"])
-        .env("NOVA_LOG", "error")
-        .realtime_console()
-        .spawn();
+        .args(["--mem-mib", &mem.to_string(), "--vcpus", "1"]);
+    let peer = match a.insecure {
+        true => {
+            dst = dst.arg("--insecure");
+            None
+        }
+        false => {
+            let (file, peer) = nova_tests::migration::credential(cred_dir.path());
+            dst = dst.arg("--incoming-credential").arg(file);
+            Some(peer)
+        }
+    };
+    let dst = dst.env("NOVA_LOG", "error").realtime_console().spawn();
     let vmm = client(&sock);
     warm(&src.console, workload)?;
     let start = Instant::now();
@@ -172,6 +187,7 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
             mode,
             ..MigrationParams::default()
         },
+        peer,
     };
     block_on(vmm.migrate(&req))?;
     // Followed as `nova-vmm ctl migrate` does; the source exits once it gave the result.

@@ -15,6 +15,7 @@ pub mod device;
 pub mod mmio;
 pub mod net;
 pub mod persist;
+pub mod replay;
 #[cfg(test)]
 mod test_driver;
 mod worker;

@@ -346,6 +346,39 @@ impl BlockWorker {
     }
 }
 
+/// What the worker does with one validated chain up to the disk I/O (see
+/// `virtio::replay`): decoded, mapped to host iovecs, GET_ID answered; the status
+/// byte written as the completion would. (accepted, used length).
+pub(crate) fn replay_request(
+    mem: &GuestMemory,
+    chain: &crate::devices::virtio::chain::ValidChain,
+    capacity_sectors: u64,
+    read_only: bool,
+) -> (bool, u32) {
+    use vm_memory::Bytes;
+    match request::parse(mem, chain, capacity_sectors, read_only) {
+        Ok(r) => {
+            let mapped = host_iovecs(mem, &r.data).is_some();
+            let used = match r.kind {
+                RequestKind::GetId => {
+                    let serial = [b'n'; 20];
+                    let n = r.data_len.min(20) as usize;
+                    write_to(mem, &r.data, 0, &serial[..n]) as u32 + 1
+                }
+                _ => 1,
+            };
+            let _ = mem.write_obj(VIRTIO_BLK_S_OK as u8, r.status);
+            (mapped, used)
+        }
+        Err(refusal) => {
+            if let Some(a) = refusal.status_addr {
+                let _ = mem.write_obj(refusal.status, a);
+            }
+            (false, 1)
+        }
+    }
+}
+
 /// Host iovecs covering `buffers` (validated guest ranges).
 fn host_iovecs(mem: &GuestMemory, buffers: &[Buffer]) -> Option<GuestIovecs> {
     let mut iovecs = Vec::with_capacity(buffers.len());

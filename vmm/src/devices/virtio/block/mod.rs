@@ -26,6 +26,7 @@ use super::device::{
 };
 use super::persist::{BlockConfig, BlockState, DeviceState};
 use super::worker::WorkerSlot;
+pub(crate) use io::replay_request;
 use io::{BlockCounterCells, BlockWorker};
 pub use request::SECTOR_SIZE;
 

@@ -20,9 +20,10 @@ use super::device::{
 };
 use super::persist::{DeviceState, NetState};
 use super::worker::WorkerSlot;
+pub use io::MAX_FRAME_LEN;
 use io::{NetCounterCells, NetWorker};
-pub use tap::NetError;
 use tap::Tap;
+pub use tap::{NetError, VNET_HDR_LEN};
 
 /// Size of the rx and tx queues.
 pub const QUEUE_SIZE: u16 = 256;
