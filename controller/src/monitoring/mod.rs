@@ -5,7 +5,9 @@
 //! any of them answers queries after a failover. The HTTP routes live in
 //! `api::monitoring`; this module knows nothing of HTTP.
 
+pub mod capacity;
 pub mod scrape;
+pub mod trend;
 pub mod tsdb;
 
 use std::collections::HashMap;
@@ -30,6 +32,8 @@ pub struct MonitoringSettings {
     /// Series kept at most; samples of further series are dropped and counted.
     pub max_series: usize,
     pub tiers: Vec<Tier>,
+    /// Between evaluations of the alert rules (by the leader).
+    pub alert_interval: Duration,
 }
 
 impl Default for MonitoringSettings {
@@ -40,6 +44,7 @@ impl Default for MonitoringSettings {
             checkpoint: Duration::from_secs(60),
             max_series: 200_000,
             tiers: DEFAULT_TIERS.to_vec(),
+            alert_interval: Duration::from_secs(10),
         }
     }
 }
