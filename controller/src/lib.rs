@@ -22,6 +22,7 @@ pub mod context;
 pub mod devca;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod hosts;
 pub mod idempotency;
 pub mod images;

@@ -1,78 +1,22 @@
 //! Monitoring: the controller scrapes every hostd's `/metrics` and its own on an
-//! interval and keeps the history of hosts and VMs in an embedded store ([`tsdb`]:
-//! Gorilla-compressed chunks in SQLite, three resolutions, bounded, surviving
-//! restarts); [`scrape`] turns expositions into series. Every controller scrapes, so
+//! interval and keeps the history of hosts and VMs in the embedded store of
+//! `crate::history` (Gorilla-compressed chunks in SQLite, three resolutions, bounded,
+//! surviving restarts); [`scrape`] turns expositions into series, [`capacity`] plans
+//! from the history with [`trend`]. Every controller scrapes, so
 //! any of them answers queries after a failover. The HTTP routes live in
 //! `api::monitoring`; this module knows nothing of HTTP.
 
 pub mod capacity;
 pub mod scrape;
 pub mod trend;
-pub mod tsdb;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::context::Context;
+pub use crate::history::{tsdb, Monitoring, MonitoringSettings};
 use crate::model::{now_ms, Host, Vm};
 use crate::store::Objects;
-use tsdb::{Tier, Tsdb, TsdbError, DEFAULT_TIERS};
-
-/// How monitoring runs (flags `--metrics-*`).
-#[derive(Debug, Clone)]
-pub struct MonitoringSettings {
-    /// The history's SQLite file; in memory when None.
-    pub db: Option<PathBuf>,
-    /// Between scrapes (and the resolution of the finest tier).
-    pub scrape_interval: Duration,
-    /// Between writes of the open chunks (what a crash may lose).
-    pub checkpoint: Duration,
-    /// Series kept at most; samples of further series are dropped and counted.
-    pub max_series: usize,
-    pub tiers: Vec<Tier>,
-    /// Between evaluations of the alert rules (by the leader).
-    pub alert_interval: Duration,
-}
-
-impl Default for MonitoringSettings {
-    fn default() -> Self {
-        MonitoringSettings {
-            db: None,
-            scrape_interval: Duration::from_secs(10),
-            checkpoint: Duration::from_secs(60),
-            max_series: 200_000,
-            tiers: DEFAULT_TIERS.to_vec(),
-            alert_interval: Duration::from_secs(10),
-        }
-    }
-}
-
-/// The history and what fills it.
-pub struct Monitoring {
-    pub db: Arc<Tsdb>,
-    pub settings: MonitoringSettings,
-    rates: Mutex<scrape::Rates>,
-}
-
-impl Monitoring {
-    pub fn open(settings: MonitoringSettings) -> Result<Monitoring, TsdbError> {
-        let path = settings
-            .db
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(":memory:"));
-        if let Some(d) = settings.db.as_ref().and_then(|p| p.parent()) {
-            std::fs::create_dir_all(d).ok();
-        }
-        let db = Tsdb::open(&path, &settings.tiers, settings.max_series)?;
-        Ok(Monitoring {
-            db: Arc::new(db),
-            settings,
-            rates: Mutex::default(),
-        })
-    }
-}
 
 /// Seconds since the epoch, on the scrape grid (so that timestamps compress).
 fn tick_time(interval: Duration) -> u64 {
@@ -83,7 +27,7 @@ fn tick_time(interval: Duration) -> u64 {
 
 /// One scrape of every host and of this controller, stored; answers the samples
 /// stored.
-pub async fn scrape_once(ctx: &Context) -> usize {
+pub async fn scrape_once(ctx: &Context, rates: &mut scrape::Rates) -> usize {
     let m = &ctx.monitoring;
     let t = tick_time(m.settings.scrape_interval);
     let hosts = ctx.store.list_all::<Host>().await.unwrap_or_default();
@@ -109,11 +53,10 @@ pub async fn scrape_once(ctx: &Context) -> usize {
     .await;
     let mut samples = vec![];
     {
-        let mut rates = m.rates.lock().unwrap_or_else(|p| p.into_inner());
         for (host, text) in pages {
             match text {
                 Some(text) => {
-                    samples.extend(scrape::host_samples(&host, &text, t, &tenants, &mut rates))
+                    samples.extend(scrape::host_samples(&host, &text, t, &tenants, rates))
                 }
                 None => samples.push((
                     scrape::key("host.up", &host),
@@ -126,7 +69,7 @@ pub async fn scrape_once(ctx: &Context) -> usize {
             &ctx.node,
             &ctx.metrics.encode(),
             t,
-            &mut rates,
+            rates,
         ));
         rates.forget_older(t.saturating_sub(10 * deadline.as_secs().max(1)));
     }
@@ -158,9 +101,11 @@ pub async fn run(ctx: Context) {
     let mut tick = tokio::time::interval(s.scrape_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_checkpoint = tokio::time::Instant::now();
+    // Counters' last values, to turn them into rates: this loop's own state.
+    let mut rates = scrape::Rates::default();
     loop {
         tick.tick().await;
-        scrape_once(&ctx).await;
+        scrape_once(&ctx, &mut rates).await;
         if last_checkpoint.elapsed() >= s.checkpoint {
             last_checkpoint = tokio::time::Instant::now();
             let db = ctx.monitoring.db.clone();
