@@ -22,7 +22,7 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd
 
 .PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
-	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean ui ui-deps
+	bench-migration bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean ui ui-deps
 
 all: build
 
@@ -87,7 +87,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Every bench writes docs/benchmarks/<name>.{json,md}; release builds throughout.
-bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api
+bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api bench-metrics
 
 bench-boot: deps guest-images build-release
 	$(RELEASE_BIN)/bench-boot --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
@@ -106,6 +106,11 @@ bench-scheduler: build-release
 
 bench-api: deps build-release
 	$(RELEASE_BIN)/bench-api --controller $(RELEASE_BIN)/nova-controller --out docs/benchmarks
+
+# The metric history: scrape + store cost per core, bytes per sample (beside
+# Prometheus' on the same data, through promtool), query latency.
+bench-metrics: deps build-release
+	$(RELEASE_BIN)/bench-metrics --out docs/benchmarks
 
 clean:
 	$(CARGO) clean
