@@ -404,6 +404,11 @@ fn silences_and_acknowledgements_hold_notifications_and_failed_webhooks_are_retr
             .create_alert_receiver(&webhook("nobody", &nobody, 3, 50)),
     )
     .unwrap();
+    // Only critical alerts: hears nothing of this warning.
+    let (critical, critical_url) = Sink::start(0);
+    let mut only_critical = webhook("critical-only", &critical_url, 3, 50);
+    only_critical.min_severity = Some("critical".into());
+    block_on(c.api.create_alert_receiver(&only_critical)).unwrap();
     let id = "mem-high:h-mem";
     wait_for(20, "the host's memory in the history", || {
         let a = block_on(c.api.metric_query(&nova_controller_api::MetricQuery {
@@ -484,6 +489,11 @@ fn silences_and_acknowledgements_hold_notifications_and_failed_webhooks_are_retr
     let a = block_on(c.api.alert(id)).unwrap();
     assert_eq!(a.state, AlertState::Resolved);
     assert!(a.acknowledged_by.is_some());
+    assert_eq!(
+        critical.calls.load(Ordering::SeqCst),
+        0,
+        "min_severity ignored"
+    );
 
     // Bad input is refused naming the field.
     let mut bad = rule(
