@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 /// `GET /v1/metrics/query`: one metric's history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MetricQuery {
     /// The metric (`vm.cpu`, `host.mem_used_bytes`, ...; `GET /v1/metrics/names` lists them).
@@ -396,6 +397,7 @@ pub struct Capacity {
 
 /// `GET /v1/capacity`'s parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CapacityQuery {
     /// vCPUs of the VM size to count [default: 1].
