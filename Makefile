@@ -17,11 +17,12 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 	acpica-tools prometheus prometheus-alertmanager
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
-# openapi-spec-validator, the API fuzzed by schemathesis.
-PIP_PACKAGES := openapi-spec-validator schemathesis
+# openapi-spec-validator, the API fuzzed by schemathesis, alert mail received by
+# aiosmtpd (a real SMTP server).
+PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd
 
 .PHONY: all up down demo test deps guest-images build build-release bench bench-boot fuzz-smoke \
-	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean ui ui-deps
+	bench-migration bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean ui ui-deps
 
 all: build
 
@@ -113,7 +114,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Every bench writes docs/benchmarks/<name>.{json,md}; release builds throughout.
-bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api
+bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api bench-metrics
 
 bench-boot: deps guest-images build-release
 	$(RELEASE_BIN)/bench-boot --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
@@ -132,6 +133,11 @@ bench-scheduler: build-release
 
 bench-api: deps build-release
 	$(RELEASE_BIN)/bench-api --controller $(RELEASE_BIN)/nova-controller --out docs/benchmarks
+
+# The metric history: scrape + store cost per core, bytes per sample (beside
+# Prometheus' on the same data, through promtool), query latency.
+bench-metrics: deps build-release
+	$(RELEASE_BIN)/bench-metrics --out docs/benchmarks
 
 clean:
 	$(CARGO) clean

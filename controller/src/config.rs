@@ -174,6 +174,9 @@ pub struct Options {
     /// Series the history keeps at most [default: 200000].
     #[arg(long)]
     pub metrics_max_series: Option<usize>,
+    /// Between evaluations of the alert rules by the leader, ms [default: 10000].
+    #[arg(long)]
+    pub alert_interval_ms: Option<u64>,
 }
 
 /// Why the configuration cannot be used.
@@ -203,7 +206,8 @@ impl Options {
             events_max_count, idempotency_ttl_s, prune_interval_s, tls_cert, tls_key,
             insecure_http, hostd_ca, max_connections, header_timeout_s, body_timeout_s,
             idle_timeout_s, max_vms_per_tenant, max_image_mib, join_token_max_age_s,
-            metrics_db, scrape_interval_ms, metrics_checkpoint_s, metrics_max_series)
+            metrics_db, scrape_interval_ms, metrics_checkpoint_s, metrics_max_series,
+            alert_interval_ms)
     }
 
     /// Reads a config file.
@@ -360,6 +364,15 @@ impl Args {
             checkpoint: s(o.metrics_checkpoint_s, Duration::from_secs(60)),
             max_series: o.metrics_max_series.unwrap_or(200_000),
             tiers: crate::monitoring::tsdb::DEFAULT_TIERS.to_vec(),
+            alert_interval: match o.alert_interval_ms {
+                Some(v) if v < 100 => {
+                    return Err(ConfigError::Value(
+                        "alert-interval-ms",
+                        "must be at least 100".into(),
+                    ))
+                }
+                v => ms(v, 10_000),
+            },
         };
         Ok(Config {
             listen: o
@@ -488,5 +501,28 @@ mod tests {
         ]);
         let e = a.resolve().unwrap_err().to_string();
         assert!(e.contains("scrape-interval-ms"), "{e}");
+    }
+
+    #[test]
+    fn the_alert_interval_defaults_to_ten_seconds_and_is_checked() {
+        let a = Args::parse_from(["nova-controller", "--insecure-http"]);
+        let m = a.resolve().unwrap().settings.monitoring;
+        assert_eq!(m.alert_interval, Duration::from_secs(10));
+        let a = Args::parse_from([
+            "nova-controller",
+            "--insecure-http",
+            "--alert-interval-ms",
+            "500",
+        ]);
+        let m = a.resolve().unwrap().settings.monitoring;
+        assert_eq!(m.alert_interval, Duration::from_millis(500));
+        let a = Args::parse_from([
+            "nova-controller",
+            "--insecure-http",
+            "--alert-interval-ms",
+            "5",
+        ]);
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("alert-interval-ms"), "{e}");
     }
 }

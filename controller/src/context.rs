@@ -37,7 +37,7 @@ pub struct Settings {
     /// Largest image upload, MiB (`--max-image-mib`).
     pub max_image_mib: u64,
     /// Metric history: where, how often, how much.
-    pub monitoring: crate::monitoring::MonitoringSettings,
+    pub monitoring: crate::history::MonitoringSettings,
 }
 
 impl Default for Settings {
@@ -98,7 +98,7 @@ pub struct Context {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// The metric history (see `monitoring`).
-    pub monitoring: Arc<crate::monitoring::Monitoring>,
+    pub monitoring: Arc<crate::history::Monitoring>,
     /// Whether this controller leads (runs the reconcile loops).
     pub leading: watch::Receiver<bool>,
     /// This controller's name.
@@ -122,7 +122,7 @@ impl Context {
         };
         let http = nova_http::Client::new("http://hostd.invalid", None, &opts)?;
         let metrics = Arc::new(Metrics::new());
-        let monitoring = crate::monitoring::Monitoring::open(settings.monitoring.clone())
+        let monitoring = crate::history::Monitoring::open(settings.monitoring.clone())
             .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
         Ok(Context {
             events: Events::new(store.clone()),

@@ -7,13 +7,14 @@
 //!
 //! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
 //! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
-//! `retention`, `placement`, `idempotency`, `monitoring`), which runs in a `context::Context` over
+//! `retention`, `placement`, `idempotency`, `monitoring`, `alerting`), which runs in a `context::Context` over
 //! `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
 pub mod scheduler;
 pub mod store;
 
+pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod context;
 pub mod devca;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod hosts;
 pub mod idempotency;
 pub mod images;
@@ -31,6 +33,5 @@ pub mod operations;
 pub mod placement;
 pub mod reconcile;
 pub mod retention;
-pub mod scraping;
 pub mod slots;
 pub mod vms;

@@ -142,7 +142,8 @@ async fn main() -> anyhow::Result<()> {
         )),
     };
     tokio::spawn(reconcile::run(ctx.clone()));
-    tokio::spawn(nova_controller::scraping::run(ctx.clone()));
+    tokio::spawn(nova_controller::monitoring::run(ctx.clone()));
+    tokio::spawn(nova_controller::alerting::run(ctx.clone()));
 
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await

@@ -7,6 +7,7 @@
 //! resource's module (`vm`, `host`, `operation`, `access`, `policy`).
 
 mod access;
+mod alert;
 mod config;
 mod dates;
 mod describe;
@@ -140,6 +141,17 @@ enum Cmd {
     /// Latest figures of hosts or VMs from the controller's metric history.
     #[command(subcommand)]
     Top(top::TopCmd),
+    /// Alerts: list, acknowledge, silence; silences; dead letters.
+    #[command(subcommand)]
+    Alert(alert::AlertCmd),
+    /// Alert rules: list, get, create, replace, delete (system tenant).
+    #[command(subcommand)]
+    AlertRule(alert::RuleCmd),
+    /// Where alerts are sent: webhooks, mail, Alertmanager (system tenant).
+    #[command(subcommand)]
+    AlertReceiver(alert::ReceiverCmd),
+    /// Capacity per host and cluster: allocated, used, trend, days until full, what fits.
+    Capacity(alert::CapacityArgs),
     /// Contexts of the config file: which controller, which token, which CA.
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -219,6 +231,10 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Top(c) => top::run(&api, c, f).await,
+        Cmd::Alert(c) => alert::alert(&api, c, f).await,
+        Cmd::AlertRule(c) => alert::rule(&api, c, f).await,
+        Cmd::AlertReceiver(c) => alert::receiver(&api, c, f).await,
+        Cmd::Capacity(a) => alert::capacity(&api, a, f).await,
         Cmd::Config(_) | Cmd::Completion { .. } => unreachable!("handled above"),
     }
 }

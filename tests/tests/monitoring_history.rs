@@ -67,10 +67,8 @@ fn a_vm_dirtying_memory_raises_its_history_which_survives_a_restart_and_stays_in
     });
     let tenant_token = c.token_for("acme", "ann", Role::Operator);
     let acme = c.as_(&tenant_token);
-    // Tenants boot images from the cache; an admin imports the test guest into it.
-    let kernel = block_on(c.api.import_image(&testguest().to_string_lossy()))
-        .unwrap()
-        .id;
+    // Tenants name images of the hosts' cache, never host paths: the admin uploads it.
+    let kernel = block_on(c.api.upload_image(&testguest())).unwrap().id;
     let spec: VmSpec = serde_json::from_value(serde_json::json!({"name": "dirty",
         "kernel": kernel, "vcpus": 1, "mem_mib": 64,
         "cmdline": "nova.workload=dirty:32:4,counter"}))
@@ -78,6 +76,10 @@ fn a_vm_dirtying_memory_raises_its_history_which_survives_a_restart_and_stays_in
     let vm = block_on(acme.create_vm(&spec, None)).unwrap().id;
     let other = c.token_for("umbrella", "bob", Role::Viewer);
 
+    wait_for(60, "the VM to run", || {
+        let v = block_on(acme.vm(&vm)).ok()?;
+        (v.observed?.state == "running").then_some(())
+    });
     // Resident guest memory climbs past the 32 MiB the guest dirties.
     let peak = wait_for(60, "the VM's resident memory in the history", || {
         max_of(&c, "vm.mem_bytes", &vm).filter(|&m| m >= 32.0 * 1048576.0)

@@ -248,6 +248,81 @@ pub struct Receiver {
     /// Only alerts of at least this severity [default: every one].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<String>,
+    /// Attempts per notification before it is dead-lettered, 1 to 20 [default: 5].
+    #[serde(default = "five")]
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubled before each next one, ms, 10 to 600000
+    /// [default: 1000].
+    #[serde(default = "second")]
+    pub backoff_ms: u64,
+}
+
+fn five() -> u32 {
+    5
+}
+
+fn second() -> u64 {
+    1000
+}
+
+/// What an alert is matched on: `rule`, `target`, `metric`, `severity`, `tenant`.
+pub const ALERT_LABELS: [&str; 5] = ["rule", "target", "metric", "severity", "tenant"];
+
+/// A silence: alerts whose labels match every matcher are silenced (no
+/// notifications) until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Silence {
+    pub id: String,
+    /// Label (one of `rule`, `target`, `metric`, `severity`, `tenant`) to the value it
+    /// must have; a value ending in `*` matches every value it begins.
+    pub matchers: BTreeMap<String, String>,
+    pub until_ms: u64,
+    pub created_by: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl Silence {
+    /// Whether the silence holds at `now_ms` for an alert with `labels`.
+    pub fn mutes(&self, now_ms: u64, labels: &BTreeMap<&str, &str>) -> bool {
+        now_ms < self.until_ms
+            && self.matchers.iter().all(|(k, want)| {
+                let have = labels.get(k.as_str()).copied().unwrap_or_default();
+                match want.strip_suffix('*') {
+                    Some(prefix) => have.starts_with(prefix),
+                    None => have == want,
+                }
+            })
+    }
+}
+
+/// `POST /v1/silences`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    /// At least one; see [`Silence::matchers`].
+    pub matchers: BTreeMap<String, String>,
+    /// For how long, 1 s to 30 days.
+    pub for_s: u64,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// One alert as Alertmanager's `POST /api/v2/alerts` takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertmanagerAlert {
+    /// `alertname` (the rule), `target`, `metric`, `severity`, `tenant`.
+    pub labels: BTreeMap<String, String>,
+    /// `summary`, `value`.
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339.
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    /// RFC 3339; set once resolved.
+    #[serde(rename = "endsAt", default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    #[serde(rename = "generatorURL", default)]
+    pub generator_url: String,
 }
 
 /// What a webhook receives: one rule's alerts that changed in one evaluation
@@ -290,6 +365,13 @@ pub struct ResourceForecast {
     /// is not growing.
     #[serde(default)]
     pub days_until_full: Option<f64>,
+    /// Growth of the use per day (linear fit), when use is measured.
+    #[serde(default)]
+    pub used_trend_per_day: Option<f64>,
+    /// Days until the use reaches the capacity at that trend; none when it is not
+    /// growing or not measured.
+    #[serde(default)]
+    pub days_until_used_full: Option<f64>,
 }
 
 /// One host's capacity.

@@ -288,6 +288,26 @@ impl Client {
         self.decode(method, path, status, &bytes)
     }
 
+    /// `method path` with `body` as it is (bytes a signature covers) and extra
+    /// headers; the answer's status and bytes as they are (a webhook's "ok").
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Vec<u8>), Error> {
+        let mut rq = self
+            .request(method.clone(), path)
+            .header("content-type", content_type)
+            .body(body);
+        for (k, v) in headers {
+            rq = rq.header(*k, *v);
+        }
+        self.send(&method, path, rq).await
+    }
+
     /// `GET path`, the answer's status and bytes as they are (Prometheus text, HTML).
     pub async fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>), Error> {
         let rq = self.request(Method::GET, path);

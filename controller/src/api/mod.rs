@@ -4,6 +4,7 @@
 //! domain (`vms`, `hosts`, `operations`, `migration`); the domain never calls back.
 
 mod access;
+mod alerting;
 mod error;
 mod hosts;
 mod images;
@@ -160,6 +161,7 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/tokens/{id}", delete(access::delete_token))
         .route("/v1/audit", get(access::audit))
         .merge(monitoring::routes())
+        .merge(alerting::routes())
         .fallback(fallback)
         .layer(with(st.clone(), middleware::idempotent))
         .layer(with(st.clone(), middleware::authenticate))

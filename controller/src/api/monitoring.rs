@@ -12,7 +12,10 @@ use axum::{Extension, Json};
 use super::error::ApiQuery;
 use super::{must_be_cluster, ApiError, ApiResult, AppState};
 use crate::auth::Caller;
-use crate::model::{now_ms, ErrorBody, Host, MetricQuery, QueryAnswer, SdTargetGroup, Series};
+use crate::model::{
+    now_ms, Capacity, CapacityQuery, ErrorBody, Host, MetricQuery, QueryAnswer, SdTargetGroup,
+    Series,
+};
 use crate::monitoring::tsdb::resample;
 use crate::store::Objects;
 
@@ -179,6 +182,36 @@ pub async fn host_metrics(
     Ok(r)
 }
 
+/// `GET /v1/capacity`: per host and for the cluster, allocated and used vCPUs,
+/// memory and disk, their trends over the history, the days until full, and how
+/// many VMs of a size fit now and in 30 days (the system tenant's).
+#[utoipa::path(get, path = "/v1/capacity", tag = "monitoring", params(CapacityQuery),
+    responses((status = 200, body = Capacity), (status = 400, description = "a bad parameter", body = ErrorBody),
+        (status = 403, description = "not a system-tenant token", body = ErrorBody)))]
+pub async fn capacity(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    ApiQuery(q): ApiQuery<CapacityQuery>,
+) -> ApiResult<Json<Capacity>> {
+    must_be_cluster(&c, false)?;
+    let field = |f: &str, why: &str| ApiError::from(nova_http::FieldError::new(f, why));
+    let vcpus = q.vcpus.unwrap_or(1);
+    let mem = q.mem_mib.unwrap_or(512);
+    let window = q.window_s.unwrap_or(7 * 86_400);
+    if !(1..=1024).contains(&vcpus) {
+        return Err(field("vcpus", "1 to 1024"));
+    }
+    if !(1..=16 * 1048576).contains(&mem) {
+        return Err(field("mem_mib", "1 to 16777216"));
+    }
+    if !(60..=365 * 86_400).contains(&window) {
+        return Err(field("window_s", "60 s to a year"));
+    }
+    let cap =
+        crate::monitoring::capacity::capacity(&st.ctx, vcpus, mem, window, now_ms() / 1000).await?;
+    Ok(Json(cap))
+}
+
 /// The monitoring routes, mounted by `api::router`.
 pub fn routes() -> axum::Router<AppState> {
     use axum::routing::get;
@@ -187,4 +220,5 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/v1/metrics/names", get(names))
         .route("/v1/metrics/targets", get(targets))
         .route("/v1/metrics/hosts/{id}", get(host_metrics))
+        .route("/v1/capacity", get(capacity))
 }

@@ -10,6 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
+use super::alerting;
 use super::{access, hosts, images, monitoring, operations, policy, status, stream, vms};
 use crate::model::ErrorBody;
 
@@ -72,6 +73,23 @@ const BEARER: &str = "bearer";
         monitoring::names,
         monitoring::targets,
         monitoring::host_metrics,
+        monitoring::capacity,
+        alerting::list_rules,
+        alerting::create_rule,
+        alerting::get_rule,
+        alerting::put_rule,
+        alerting::delete_rule,
+        alerting::list_alerts,
+        alerting::get_alert,
+        alerting::ack_alert,
+        alerting::silence_alert,
+        alerting::list_silences,
+        alerting::create_silence,
+        alerting::delete_silence,
+        alerting::list_receivers,
+        alerting::create_receiver,
+        alerting::delete_receiver,
+        alerting::dead_letters,
     ),
     components(schemas(ErrorBody, crate::model::Event, crate::model::MigrationResult)),
     tags(
@@ -84,6 +102,7 @@ const BEARER: &str = "bearer";
         (name = "events", description = "the resumable event stream"),
         (name = "access", description = "tenants, users, tokens and the audit log"),
         (name = "monitoring", description = "metric history and Prometheus service discovery"),
+        (name = "alerting", description = "alert rules, alerts, silences, receivers, dead letters"),
     )
 )]
 pub struct ApiDoc;

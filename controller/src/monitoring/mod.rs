@@ -1,67 +1,122 @@
 //! Monitoring: the controller scrapes every hostd's `/metrics` and its own on an
-//! interval and keeps the history of hosts and VMs in an embedded store ([`tsdb`]:
-//! Gorilla-compressed chunks in SQLite, three resolutions, bounded, surviving
-//! restarts); [`scrape`] turns expositions into series. Every controller scrapes
-//! (`scraping`, the loop over the cluster), so any of them answers queries after a
-//! failover. The HTTP routes live in `api::monitoring`; this module knows nothing of
-//! HTTP nor of the cluster.
+//! interval and keeps the history of hosts and VMs in the embedded store of
+//! `crate::history` (Gorilla-compressed chunks in SQLite, three resolutions, bounded,
+//! surviving restarts); [`scrape`] turns expositions into series, [`capacity`] plans
+//! from the history with [`trend`]. Every controller scrapes, so
+//! any of them answers queries after a failover. The HTTP routes live in
+//! `api::monitoring`; this module knows nothing of HTTP.
 
+pub mod capacity;
 pub mod scrape;
-pub mod tsdb;
+pub mod trend;
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use tsdb::{Tier, Tsdb, TsdbError, DEFAULT_TIERS};
+use crate::context::Context;
+pub use crate::history::{tsdb, Monitoring, MonitoringSettings};
+use crate::model::{now_ms, Host, Vm};
+use crate::store::Objects;
 
-/// How monitoring runs (flags `--metrics-*`).
-#[derive(Debug, Clone)]
-pub struct MonitoringSettings {
-    /// The history's SQLite file; in memory when None.
-    pub db: Option<PathBuf>,
-    /// Between scrapes (and the resolution of the finest tier).
-    pub scrape_interval: Duration,
-    /// Between writes of the open chunks (what a crash may lose).
-    pub checkpoint: Duration,
-    /// Series kept at most; samples of further series are dropped and counted.
-    pub max_series: usize,
-    pub tiers: Vec<Tier>,
+/// Seconds since the epoch, on the scrape grid (so that timestamps compress).
+fn tick_time(interval: Duration) -> u64 {
+    let s = now_ms() / 1000;
+    let i = interval.as_secs().max(1);
+    s - s % i
 }
 
-impl Default for MonitoringSettings {
-    fn default() -> Self {
-        MonitoringSettings {
-            db: None,
-            scrape_interval: Duration::from_secs(10),
-            checkpoint: Duration::from_secs(60),
-            max_series: 200_000,
-            tiers: DEFAULT_TIERS.to_vec(),
+/// One scrape of every host and of this controller, stored; answers the samples
+/// stored.
+pub async fn scrape_once(ctx: &Context, rates: &mut scrape::Rates) -> usize {
+    let m = &ctx.monitoring;
+    let t = tick_time(m.settings.scrape_interval);
+    let hosts = ctx.store.list_all::<Host>().await.unwrap_or_default();
+    let tenants: HashMap<String, String> = ctx
+        .store
+        .list_all::<Vm>()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v.id, v.tenant))
+        .collect();
+    let deadline = m.settings.scrape_interval.max(Duration::from_secs(1));
+    let pages = futures_util::future::join_all(hosts.iter().map(|h| async move {
+        let text = match ctx.hostd(h) {
+            Ok(c) => tokio::time::timeout(deadline, c.metrics())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Err(_) => None,
+        };
+        (h.id.clone(), text)
+    }))
+    .await;
+    let mut samples = vec![];
+    {
+        for (host, text) in pages {
+            match text {
+                Some(text) => {
+                    samples.extend(scrape::host_samples(&host, &text, t, &tenants, rates))
+                }
+                None => samples.push((
+                    scrape::key("host.up", &host),
+                    crate::model::SYSTEM_TENANT.into(),
+                    0.0,
+                )),
+            }
+        }
+        samples.extend(scrape::controller_samples(
+            &ctx.node,
+            &ctx.metrics.encode(),
+            t,
+            rates,
+        ));
+        rates.forget_older(t.saturating_sub(10 * deadline.as_secs().max(1)));
+    }
+    let db = m.db.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(tsdb::Key, &str, f64)> = samples
+            .iter()
+            .map(|(k, ten, v)| (k.clone(), ten.as_str(), *v))
+            .collect();
+        db.ingest(t, &refs)
+    })
+    .await;
+    match r {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            tracing::error!("metric history: {e}");
+            0
+        }
+        Err(e) => {
+            tracing::error!("metric history: {e}");
+            0
         }
     }
 }
 
-/// The history and what fills it.
-pub struct Monitoring {
-    pub db: Arc<Tsdb>,
-    pub settings: MonitoringSettings,
-    pub(crate) rates: Mutex<scrape::Rates>,
-}
-
-impl Monitoring {
-    pub fn open(settings: MonitoringSettings) -> Result<Monitoring, TsdbError> {
-        let path = settings
-            .db
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(":memory:"));
-        if let Some(d) = settings.db.as_ref().and_then(|p| p.parent()) {
-            std::fs::create_dir_all(d).ok();
+/// Scrapes forever; checkpoints and prunes the history as configured.
+pub async fn run(ctx: Context) {
+    let s = ctx.monitoring.settings.clone();
+    let mut tick = tokio::time::interval(s.scrape_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_checkpoint = tokio::time::Instant::now();
+    // Counters' last values, to turn them into rates: this loop's own state.
+    let mut rates = scrape::Rates::default();
+    loop {
+        tick.tick().await;
+        scrape_once(&ctx, &mut rates).await;
+        if last_checkpoint.elapsed() >= s.checkpoint {
+            last_checkpoint = tokio::time::Instant::now();
+            let db = ctx.monitoring.db.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                db.checkpoint()?;
+                db.prune(now_ms() / 1000)
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                tracing::error!("metric history checkpoint: {e}");
+            }
         }
-        let db = Tsdb::open(&path, &settings.tiers, settings.max_series)?;
-        Ok(Monitoring {
-            db: Arc::new(db),
-            settings,
-            rates: Mutex::default(),
-        })
     }
 }
