@@ -56,7 +56,7 @@ struct RunArgs {
     vcpus: Option<u8>,
     #[arg(long)]
     mem_mib: Option<u64>,
-    /// PATH[,ro]; repeat for more disks.
+    /// PATH[,ro][,shared]; repeat for more disks (`shared`: a live migration does not copy it).
     #[arg(long, value_parser = |s: &str| DiskConfig::parse(s).map_err(|e| e.to_string()))]
     disk: Vec<DiskConfig>,
     /// tap=NAME[,mac=MAC]; repeat for more NICs.

@@ -58,6 +58,7 @@ pub fn vmm_args(
                     .map(|d| DiskConfig {
                         path: d.path.clone().into(),
                         read_only: d.read_only,
+                        shared: false,
                     })
                     .collect(),
                 nets: rec

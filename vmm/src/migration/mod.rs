@@ -6,7 +6,8 @@
 //! [`postcopy`]. The destination's [`receiver`] is what
 //! `nova-vmm run --incoming tcp:ADDR:PORT` does instead of booting. Both speak
 //! [`protocol`], with page data as [`compression`] encodes it; the source times the
-//! destination's answer by its [`arrival`].
+//! destination's answer by its [`arrival`]. Writable disks travel in the same stream,
+//! sent and written by [`disks`].
 //!
 //! The rule: exactly one side runs the VM. Until the source sends `Switch`, any
 //! failure (the destination dies, the connection drops, the stream is corrupt, the
@@ -17,6 +18,7 @@
 
 pub mod arrival;
 pub mod compression;
+pub mod disks;
 pub mod error;
 pub mod link;
 pub mod outgoing;
