@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nova_hostd_api::{
-    HostdClient, IncomingOutcome, IncomingRequest, MigrateRequest, MigrationDirection,
-    MigrationState, MigrationStatus, VmState,
+    HostdClient, IncomingDisk, IncomingOutcome, IncomingRequest, MigrateRequest,
+    MigrationDirection, MigrationState, MigrationStatus, VmState,
 };
 use nova_vmm_api::{MigrationRequest, MigrationState as VmmState, MigrationStatus as VmmStatus};
 
@@ -59,13 +59,6 @@ impl Migrations {
             return Err(Error::Conflict(
                 format!("VM '{id}' is {state:?}; only a running VM migrates").to_lowercase(),
             ));
-        }
-        if let Some(n) = vm.lock().rec.disks.iter().position(|d| !d.read_only) {
-            return Err(Error::Conflict(format!(
-                "disks[{n}] is writable: its contents would not follow the VM (the VMM moves \
-                 memory and device state, not disk files); migrate VMs with read-only disks or \
-                 shared storage"
-            )));
         }
         let peer = self.peer(&req.to)?;
         let mid = format!("mig-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
@@ -127,9 +120,19 @@ impl Migrations {
         }
         let mut spec = rec.spec.clone();
         spec.start = false;
+        let mut disks = Vec::new();
         for (d, info) in spec.disks.iter_mut().zip(&rec.disks) {
             d.image = info.base.clone();
             d.size_mib = Some(info.size_bytes.div_ceil(1 << 20));
+            // Writable disks travel in the VMM's stream (live block migration); a
+            // read-only one is its image on both hosts.
+            let path = vm.dir.join(&info.path);
+            disks.push(IncomingDisk {
+                size_bytes: info.size_bytes,
+                allocated_bytes: crate::images::clone::allocated_bytes(&path)
+                    .unwrap_or(info.size_bytes),
+                copied: !info.read_only,
+            });
         }
         let inc = IncomingRequest {
             migration_id: p.migration_id.clone(),
@@ -137,6 +140,7 @@ impl Migrations {
             macs: rec.nics.iter().map(|n| n.mac.clone()).collect(),
             mode: req.params.mode,
             source_host: self.host_id.clone(),
+            disks,
         };
         let ready = peer.incoming(&inc).await.map_err(Error::peer)?;
         tracing::info!(vm = vm.id, to = ready.address, "destination ready");
