@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nova_hostd_api::{
-    DiskSpec, MigrateRequest, MigrationParams, MigrationState, MigrationStatus, MigrationTarget,
-    NicSpec, VmState,
+    DiskSpec, MigrateRequest, MigrationKind, MigrationParams, MigrationState, MigrationStatus,
+    MigrationTarget, NicSpec, VmState,
 };
 use nova_tests::hostd::TwoHosts;
 use nova_tests::hostd::{guest, is_vmm, ping, Exposition, Hostd, Opts};
@@ -24,6 +24,7 @@ fn to(dst: &Hostd, params: MigrationParams) -> MigrateRequest {
             token: dst.token.clone(),
         },
         params,
+        kind: MigrationKind::Live,
     }
 }
 
@@ -608,4 +609,82 @@ fn cutting_the_link_during_a_block_migration_leaves_vm_and_disk_on_the_source() 
             .then_some(())
     });
     assert!(!t.b.data().join("vms/cd").exists());
+}
+
+/// Moves a VM whose guest writes and verifies its disk from A to B (in network
+/// namespaces) the `kind` way; checks what every kind must: completed, the disk
+/// copied (B's own sparse file), the source's copy gone. Returns the status and the
+/// hosts.
+fn moves_with_its_disk(kind: MigrationKind) -> (MigrationStatus, TwoHosts) {
+    let t = TwoHosts::new();
+    let vm = t.a.create_vm(&with_disk(&t.a, "wk", "disk"));
+    let src_disk = PathBuf::from(&vm.disks[0].path);
+    t.a.wait_console("wk", "NOVA-DISK", BOOT);
+    let mut req = to(&t.b, MigrationParams::default());
+    req.kind = kind;
+    t.a.ok(t.a.api().migrate("wk", &req));
+    let m = wait_migration(&t.a, "wk", Duration::from_secs(60));
+    assert_eq!(
+        m.state,
+        MigrationState::Completed,
+        "{m:?}\n{}\n{}",
+        t.a.stderr(),
+        t.b.stderr()
+    );
+    assert_eq!(m.kind, kind, "{m:?}");
+    let v = m.vmm.clone().unwrap();
+    assert_eq!(
+        v.mode,
+        nova_hostd_api::MigrationMode::Precopy,
+        "one pass: {v:?}"
+    );
+    assert_eq!(
+        v.rounds, 0,
+        "a guest that does not run dirties nothing: {v:?}"
+    );
+    assert_eq!(v.blocks.disks, 1, "{v:?}");
+    assert!(v.blocks.sent >= 16, "the host's blocks at least: {v:?}");
+    assert!(t.a.vm_ids().is_empty());
+    assert!(
+        !src_disk.exists(),
+        "the source's disk goes once B has the VM"
+    );
+    let on_b = t.b.ok(t.b.api().vm("wk"));
+    assert_eq!(on_b.state, VmState::Running, "{on_b:?}");
+    assert_eq!(on_b.disks[0].method, nova_hostd_api::CloneMethod::Blank);
+    (m, t)
+}
+
+/// Whether B's console has a line starting with `prefix` (now).
+fn has_line(h: &Hostd, id: &str, prefix: &str) -> bool {
+    h.ok(h.api().console(id, 10_000))
+        .lines
+        .iter()
+        .any(|l| l.starts_with(prefix))
+}
+
+#[test]
+fn a_warm_migration_pauses_the_guest_moves_it_with_its_disk_and_resumes_it_there() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let (_, t) = moves_with_its_disk(MigrationKind::Warm);
+    // It resumed where it was: no boot there, and what it wrote on A verifies on B.
+    assert_eq!(disk_errors_after(&t.b, "wk", 1), 0);
+    assert!(!has_line(&t.b, "wk", "NOVA-BOOTED"), "warm does not reboot");
+}
+
+#[test]
+fn a_cold_migration_stops_the_guest_moves_its_disk_and_boots_it_there() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let (_, t) = moves_with_its_disk(MigrationKind::Cold);
+    // A fresh boot on B, reading the host's blocks from the disk that moved.
+    let line = t.b.wait_console("wk", "NOVA-DISK", BOOT);
+    assert!(has_line(&t.b, "wk", "NOVA-BOOTED"), "cold boots afresh");
+    assert!(
+        line.contains("pass=1") && line.contains("host_ok=16") && line.contains("errors=0"),
+        "{line}"
+    );
 }

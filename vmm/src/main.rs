@@ -89,6 +89,10 @@ struct RunArgs {
     /// `--config`), never from the stream; a stream describing another VM is refused.
     #[arg(long, conflicts_with = "kernel")]
     incoming: Option<String>,
+    /// Boot, but leave the vCPUs parked until `PUT /v1/vm/resume` (or a migration
+    /// moves the never-run VM: hostd's cold migration starts the guest afresh there).
+    #[arg(long, conflicts_with_all = ["incoming", "restore"])]
+    paused: bool,
     /// Run without the per-thread seccomp filters (development only: every thread may
     /// then make any syscall).
     #[arg(long)]
@@ -187,6 +191,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         nova_vmm::seccomp::install()?;
         nova_vmm::seccomp::apply(nova_vmm::seccomp::ThreadKind::Main)?;
     }
+    let paused = args.paused;
     let vm = if let Some(to) = args.incoming.clone() {
         let addr = to
             .strip_prefix("tcp:")
@@ -213,7 +218,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(nova_vmm::api::serve(path, vm.clone(), migrations.clone())?),
         None => None,
     };
-    vm.start()?;
+    if paused {
+        tracing::info!("booted paused: the vCPUs run on resume");
+        vm.spawn_vcpus()?;
+    } else {
+        vm.start()?;
+    }
     let exit = vm.wait();
     if exit == VmExit::Migrated {
         // Let whoever started the migration read its result before the API goes away.

@@ -2,7 +2,7 @@
 //! `MigrationParams`), its status, and the destination-side calls between two hostd.
 
 use nova_http::FieldError;
-use nova_vmm_api::{MigrationMode, MigrationParams};
+use nova_vmm_api::{MigrationKind, MigrationMode, MigrationParams};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -31,6 +31,9 @@ pub struct MigrateRequest {
     /// How the VMM moves the VM (its defaults: hybrid, 5 ms downtime target).
     #[serde(default)]
     pub params: MigrationParams,
+    /// Live (the default), warm or cold.
+    #[serde(default)]
+    pub kind: MigrationKind,
 }
 
 impl MigrateRequest {
@@ -83,6 +86,9 @@ pub struct MigrationStatus {
     pub direction: MigrationDirection,
     pub state: MigrationState,
     pub mode: MigrationMode,
+    /// Live, warm or cold.
+    #[serde(default)]
+    pub kind: MigrationKind,
     /// The other hostd's URL (outgoing) or the source's address (incoming).
     pub peer: String,
     pub started_at_ms: u64,

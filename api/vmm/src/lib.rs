@@ -22,8 +22,8 @@ mod client;
 pub use client::VmmClient;
 pub use config::{DiskConfig, NetConfig, VmConfig};
 pub use migration::{
-    BlockCounts, Compression, MigrationMode, MigrationParams, MigrationRequest, MigrationState,
-    MigrationStatus, PageCounts, PostcopyStats, Round,
+    BlockCounts, Compression, MigrationKind, MigrationMode, MigrationParams, MigrationRequest,
+    MigrationState, MigrationStatus, PageCounts, PostcopyStats, Round,
 };
 pub use nova_http::{ErrorBody, FieldError};
 pub use snapshot::{SnapshotReport, SnapshotRequest};

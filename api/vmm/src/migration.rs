@@ -42,6 +42,44 @@ impl std::str::FromStr for MigrationMode {
     }
 }
 
+/// How a VM moves between hosts (hostd's and the controller's choice; the VMM's
+/// stream carries every kind). Every kind carries writable disks (sparse; compressed
+/// as `params.compress` says) in the VMM's migration stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationKind {
+    /// The guest runs while memory and disks are copied; it pauses only for the rest.
+    #[default]
+    Live,
+    /// The guest is paused, its memory, devices and disks move, it resumes there.
+    Warm,
+    /// The guest is stopped, its disks move, it boots afresh there.
+    Cold,
+}
+
+impl MigrationKind {
+    /// The wire name: `live`, `warm` or `cold`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationKind::Live => "live",
+            MigrationKind::Warm => "warm",
+            MigrationKind::Cold => "cold",
+        }
+    }
+}
+
+impl std::str::FromStr for MigrationKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "live" => Ok(MigrationKind::Live),
+            "warm" => Ok(MigrationKind::Warm),
+            "cold" => Ok(MigrationKind::Cold),
+            _ => Err(format!("'{s}' is not live, warm or cold")),
+        }
+    }
+}
+
 /// How page data is compressed on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nova_hostd_api::{
     HostdClient, IncomingDisk, IncomingOutcome, IncomingRequest, MigrateRequest,
-    MigrationDirection, MigrationState, MigrationStatus, VmState,
+    MigrationDirection, MigrationKind, MigrationMode, MigrationState, MigrationStatus, VmState,
 };
 use nova_vmm_api::{MigrationRequest, MigrationState as VmmState, MigrationStatus as VmmStatus};
 
@@ -30,6 +30,8 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 const SETTLE: Duration = Duration::from_secs(300);
 /// How long the source keeps telling an unreachable destination to abort.
 const ABORT_RETRY: Duration = Duration::from_secs(600);
+/// How long a cold migration's guest gets to stop before it is killed.
+const COLD_STOP: Duration = Duration::from_secs(5);
 /// The source VMM lost the destination after the switch.
 const UNKNOWN: &str = "contact with the destination VMM was lost after the switch";
 
@@ -62,13 +64,14 @@ impl Migrations {
         }
         let peer = self.peer(&req.to)?;
         let mid = format!("mig-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
-        let status = new_status(
+        let mut status = new_status(
             &mid,
             id,
             MigrationDirection::Outgoing,
             req.params.mode,
             &req.to.url,
         );
+        status.kind = req.kind;
         self.begin(&vm, status.clone(), VmState::MigratingOut)?;
         let pending = Pending {
             target: req.to.clone(),
@@ -90,7 +93,7 @@ impl Migrations {
     /// Images, the destination's preparation, the VMM's start.
     async fn run(
         &self,
-        vm: &Vm,
+        vm: &Arc<Vm>,
         peer: &HostdClient,
         req: &MigrateRequest,
         p: &Pending,
@@ -134,19 +137,31 @@ impl Migrations {
                 copied: !info.read_only,
             });
         }
+        // Warm and cold migrations move a guest that does not run: one pass, no rounds.
+        let mut params = req.params;
+        if req.kind != MigrationKind::Live {
+            params.mode = MigrationMode::Precopy;
+        }
         let inc = IncomingRequest {
             migration_id: p.migration_id.clone(),
             spec,
             macs: rec.nics.iter().map(|n| n.mac.clone()).collect(),
-            mode: req.params.mode,
+            mode: params.mode,
             source_host: self.host_id.clone(),
             disks,
         };
         let ready = peer.incoming(&inc).await.map_err(Error::peer)?;
         tracing::info!(vm = vm.id, to = ready.address, "destination ready");
+        match req.kind {
+            MigrationKind::Live => {}
+            MigrationKind::Warm => {
+                vm.vmm()?.pause().await.map_err(Error::vmm)?;
+            }
+            MigrationKind::Cold => self.vms.reboot_paused(vm, COLD_STOP).await?,
+        }
         let start = MigrationRequest {
             to: ready.address,
-            params: req.params,
+            params,
         };
         vm.vmm()?.migrate(&start).await.map_err(Error::vmm)?;
         self.update(vm, |m| m.state = MigrationState::Running);

@@ -19,6 +19,8 @@ use crate::vms::table::Vms;
 pub enum Launch {
     /// Boot from the VM's kernel (`--config vmm.json`).
     Boot,
+    /// Boot, vCPUs parked until resumed (`--paused`): a cold migration moves it so.
+    BootPaused,
     /// Receive the VM from a source VMM (`--incoming tcp:ADDR`).
     Incoming(String),
     /// Restore from a snapshot directory (`--restore DIR [--lazy]`).
@@ -45,7 +47,7 @@ pub fn vmm_args(
     let path_of =
         |r: &str| image(r).ok_or_else(|| Error::NotFound(format!("image {r} is not in the cache")));
     let mut args = match launch {
-        Launch::Boot => {
+        Launch::Boot | Launch::BootPaused => {
             let cfg = VmConfig {
                 kernel: path_of(&rec.spec.kernel)?,
                 initrd: rec.spec.initrd.as_deref().map(path_of).transpose()?,
@@ -74,7 +76,11 @@ pub fn vmm_args(
                 acpi: true,
                 console_sock: Some(paths.console_sock.to_path_buf()),
             };
-            return Ok((vec!["--config".into(), s(paths.config)], Some(cfg)));
+            let mut args = vec!["--config".into(), s(paths.config)];
+            if *launch == Launch::BootPaused {
+                args.push("--paused".into());
+            }
+            return Ok((args, Some(cfg)));
         }
         // The destination's whole VM is given here (admitted by this hostd); the
         // stream's own configuration is only compared with it.
@@ -198,7 +204,7 @@ impl Vms {
         std::fs::create_dir_all(&snapshots).ctx(|| format!("creating {}", snapshots.display()))?;
         let disks: Vec<PathBuf> = rec.disks.iter().map(|d| vm.dir.join(&d.path)).collect();
         let mut read_only = vec![self.settings.vmm_bin.clone()];
-        if *launch == Launch::Boot {
+        if matches!(launch, Launch::Boot | Launch::BootPaused) {
             let image = |r: &str| {
                 self.images
                     .path_of(r)

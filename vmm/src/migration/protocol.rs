@@ -7,7 +7,7 @@
 //! requested pages with [`Message::UrgentHello`]. Anything malformed ends the migration with an
 //! error, never a panic, and the source keeps running.
 //!
-//! Over 500 lines: one enum with its encoder and decoder side by side, so that every
+//! This file is over 500 lines: one enum with its encoder and decoder side by side, so that every
 //! message's wire form is read (and reviewed) in one place.
 
 use std::io::{Read, Write};
