@@ -1,7 +1,8 @@
 //! The source side of a migration. `POST /v1/vms/{id}/migrate` answers at once; the
 //! rest runs behind it: make sure the destination has the VM's images (upload the
-//! missing ones), ask it to prepare (`POST /v1/migrations/incoming`), start the
-//! local VMM's migration and follow it. On `completed`: tell the destination, let go
+//! missing ones; writable disks are not images there but copied by the VMM), ask it
+//! to prepare (`POST /v1/migrations/incoming`), pause (warm) or stop and boot paused
+//! (cold) the guest, start the local VMM's migration and follow it. On `completed`: tell the destination, let go
 //! of the VM. On any failure: tell the destination to abort (until it hears it) and
 //! keep the VM here, running. A source VMM that lost the destination after the
 //! switch (`unknown`) is never resumed on a guess: the destination hostd decides.
@@ -101,7 +102,13 @@ impl Migrations {
         let rec = vm.lock().rec.clone();
         let mut images = vec![rec.spec.kernel.clone()];
         images.extend(rec.spec.initrd.clone());
-        images.extend(rec.disks.iter().filter_map(|d| d.base.clone()));
+        // Writable disks travel in the VMM's stream: only read-only ones need their image.
+        images.extend(
+            rec.disks
+                .iter()
+                .filter(|d| d.read_only)
+                .filter_map(|d| d.base.clone()),
+        );
         for img in images {
             match peer.image(&img).await {
                 Ok(_) => {}
