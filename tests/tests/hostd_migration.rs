@@ -238,7 +238,9 @@ fn a_vm_moves_between_hosts_and_keeps_answering_pings() {
         "the VMM's own status, typed: {m:?}"
     );
     // Exactly one owner: B.
-    assert!(t.a.vm_ids().is_empty(), "A let go of it");
+    wait_for(10, "A to let go of it", || {
+        t.a.vm_ids().is_empty().then_some(())
+    });
     let on_b = t.b.ok(t.b.api().vm("mv"));
     assert_eq!(on_b.state, VmState::Running, "{on_b:?}");
     assert_eq!(on_b.nics[0].mac, mac, "the MAC follows the VM");
@@ -448,7 +450,9 @@ fn a_vm_with_a_writable_disk_moves_live_with_its_disk_intact() {
     );
     assert!(b.hole_bytes >= 60 << 20, "holes never travel: {b:?}");
     // The source let go of the VM and, the destination having confirmed, its disk.
-    assert!(t.a.vm_ids().is_empty());
+    wait_for(10, "A to let go of it", || {
+        t.a.vm_ids().is_empty().then_some(())
+    });
     assert!(
         !src_disk.exists(),
         "the source's disk is removed after the move"
@@ -644,7 +648,9 @@ fn moves_with_its_disk(kind: MigrationKind) -> (MigrationStatus, TwoHosts) {
     );
     assert_eq!(v.blocks.disks, 1, "{v:?}");
     assert!(v.blocks.sent >= 16, "the host's blocks at least: {v:?}");
-    assert!(t.a.vm_ids().is_empty());
+    wait_for(10, "A to let go of it", || {
+        t.a.vm_ids().is_empty().then_some(())
+    });
     assert!(
         !src_disk.exists(),
         "the source's disk goes once B has the VM"

@@ -14,7 +14,7 @@ use nova_tests::{require_kvm, TempDir};
 use nova_vmm_api::{DiskConfig, VmConfig};
 
 const MAGIC: &[u8; 8] = b"NOVAMIGR";
-const VERSION: u32 = 5;
+const VERSION: u32 = 6;
 const K_HELLO: u8 = 1;
 const K_DATA_HELLO: u8 = 2;
 const K_PAGES: u8 = 3;

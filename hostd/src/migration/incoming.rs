@@ -106,6 +106,26 @@ impl Migrations {
         // size; the others are clones of their images, as on the source.
         let copied = |n: usize| req.disks.get(n).filter(|d| d.copied);
         let vms = &self.vms;
+        // The same source trying again (a drain's warm retry after a live attempt):
+        // the earlier attempt's leftovers here are dead, whether or not its abort
+        // arrived yet. A source migrates a VM once at a time.
+        if let Ok(old) = vms.get(&id) {
+            let stale = old.state() == VmState::MigratingIn
+                && old
+                    .lock()
+                    .rec
+                    .migration
+                    .as_ref()
+                    .is_some_and(|m| m.peer == req.source_host && m.id != req.migration_id);
+            if stale {
+                tracing::info!(
+                    vm = id,
+                    "dropping an earlier, failed attempt to migrate it in"
+                );
+                self.abort_vm(&old, "superseded by a new migration from the same source")
+                    .await?;
+            }
+        }
         let mut needed = vec![req.spec.kernel.clone()];
         needed.extend(req.spec.initrd.clone());
         needed.extend(
