@@ -645,3 +645,55 @@ fn the_downtime_target_decides_when_precopy_stops() {
     assert_eq!(rounds[1], 0, "{rounds:?}");
     assert!(rounds[0] > rounds[1], "{rounds:?}");
 }
+
+/// Cutting the stream, or killing the destination, while disk blocks travel leaves
+/// the VM running on the source with its disk as the guest keeps writing it: the
+/// source only ever reads its disk, and the guest's checksums go on verifying.
+#[test]
+fn a_failure_while_disk_blocks_travel_leaves_the_vm_and_its_disk_on_the_source() {
+    if !require_kvm() {
+        return;
+    }
+    let dir = TempDir::new();
+    let disk = dir.join("disk.img");
+    source_disk(&disk);
+    let (src, sock) = source("counter,disk", 256, Some(&disk));
+    src.console
+        .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
+    for fault in [Fault::Cut, Fault::KillDestination] {
+        let dst_disk = dir.join(&format!("dst-{fault:?}.img"));
+        empty_like(&disk, &dst_disk);
+        let dst = Destination::start_for(256, 1, &[&dst_disk]);
+        let trigger = Trigger {
+            kinds: &[kind::BLOCKS],
+            nth: 2,
+            phases: None,
+        };
+        let proxy = Proxy::start(dst.port, dst.vm.console.pid(), trigger, fault);
+        let (ok, result, err) = migrate(&sock, proxy.port, &["--mode", "precopy"]);
+        assert!(
+            proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+            "{fault:?}: never fired: {result:?} {err}"
+        );
+        assert!(!ok, "{fault:?}: {result:?}");
+        assert_eq!(result.state, MigrationState::Failed, "{result:?}");
+        let info = block_on(client(&sock).info()).unwrap();
+        assert_eq!(info.state, RunState::Running, "{info:?}");
+        // The guest keeps verifying what it writes on its (source) disk.
+        let pass = last_num(&src.console.lines(), "NOVA-DISK", "pass").unwrap();
+        let l = src.console.wait_line(
+            &format!("NOVA-DISK pass={}", pass + 1),
+            Duration::from_secs(30),
+        );
+        assert_eq!(l.num("errors"), Some(0), "{}", l.text);
+    }
+    // The host's blocks and the data past the guest's are as they were.
+    let fresh = dir.join("fresh.img");
+    source_disk(&fresh);
+    let (a, b) = (
+        std::fs::read(&fresh).unwrap(),
+        std::fs::read(&disk).unwrap(),
+    );
+    let guest = 16 * 4096..48 * 4096;
+    assert!(a[..guest.start] == b[..guest.start] && a[guest.end..] == b[guest.end..]);
+}
