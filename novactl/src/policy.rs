@@ -5,8 +5,8 @@
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Subcommand};
 use nova_controller_api::{
-    Compression, ControllerClient, MigrationMode, MigrationParamsPatch, MigrationPolicy,
-    MigrationPolicyPatch, Move,
+    Compression, ControllerClient, MigrationKind, MigrationMode, MigrationParamsPatch,
+    MigrationPolicy, MigrationPolicyPatch, Move,
 };
 
 use crate::output::{self, Columns, Format};
@@ -18,6 +18,7 @@ pub enum PolicyCmd {
     /// Change the fields given; the others keep their values.
     #[command(after_long_help = "Examples:
   novactl policy set --mode precopy --downtime-ms 50
+  novactl policy set --kind warm                    # pause, move, resume
   novactl policy set --bandwidth-mbit 2000 --compress zstd --connections 4
   novactl policy set --bandwidth-mbit none          # no bandwidth cap
   novactl policy set --max-parallel-per-host 1 --completion-timeout-s 900")]
@@ -32,6 +33,11 @@ pub struct SetArgs {
     #[arg(long, group = "fields", value_parser = PossibleValuesParser::new(["precopy", "postcopy", "hybrid"])
         .try_map(|s| s.parse::<MigrationMode>()))]
     pub mode: Option<MigrationMode>,
+    /// How VMs move unless asked otherwise: live, warm (paused, moved, resumed) or cold
+    /// (stopped, disks moved, booted there).
+    #[arg(long, group = "fields", value_parser = PossibleValuesParser::new(["live", "warm", "cold"])
+        .try_map(|s| s.parse::<MigrationKind>()))]
+    pub kind: Option<MigrationKind>,
     /// The longest pause pre-copy aims for, ms.
     #[arg(long, group = "fields", value_name = "MS")]
     pub downtime_ms: Option<u64>,
@@ -85,6 +91,7 @@ impl SetArgs {
         };
         MigrationPolicyPatch {
             params: (params != MigrationParamsPatch::default()).then_some(params),
+            kind: self.kind,
             completion_timeout_s: self.completion_timeout_s,
             postcopy_allowed: self.postcopy_allowed,
             max_parallel_cluster: self.max_parallel_cluster,
@@ -114,6 +121,7 @@ impl Columns for MigrationPolicy {
             "postcopy",
             "cluster",
             "per_host",
+            "kind",
         ];
         if wide {
             h.push("revision");
@@ -132,6 +140,7 @@ impl Columns for MigrationPolicy {
             self.postcopy_allowed.to_string(),
             self.max_parallel_cluster.to_string(),
             self.max_parallel_per_host.to_string(),
+            self.kind.as_str().into(),
         ];
         if wide {
             c.push(self.revision.to_string());

@@ -1,6 +1,7 @@
 //! `novactl vm ...`: create, list (`--watch`), get (a describe view), start, stop,
 //! delete and live-migrate VMs; and how a VM prints as a table row.
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use nova_controller_api::{ControllerClient, MigrateBody, Vm};
 
@@ -62,6 +63,7 @@ pub enum VmCmd {
     #[command(after_long_help = "Examples:
   novactl vm migrate vm-7f3a0c                 # the scheduler picks the destination
   novactl vm migrate vm-7f3a0c --to host-b
+  novactl vm migrate vm-7f3a0c --kind cold     # stop, move its disks, boot there
   novactl vm migrate vm-7f3a0c --no-wait       # print the operation and return
   novactl operation wait op-1b2c3d             # follow it later")]
     Migrate {
@@ -70,6 +72,11 @@ pub enum VmCmd {
         /// The destination host; the scheduler picks one when absent.
         #[arg(long, value_name = "HOST")]
         to: Option<String>,
+        /// live, warm (paused, moved with its memory and disks, resumed there) or cold
+        /// (stopped, its disks moved, booted there); the migration policy's when absent.
+        #[arg(long, value_parser = PossibleValuesParser::new(["live", "warm", "cold"])
+            .try_map(|s| s.parse::<nova_controller_api::MigrationKind>()))]
+        kind: Option<nova_controller_api::MigrationKind>,
         #[command(flatten)]
         wait: progress::WaitArgs,
     },
@@ -106,8 +113,8 @@ pub async fn run(api: &ControllerClient, cmd: VmCmd, f: Format) -> anyhow::Resul
         VmCmd::Start { id } => output::one(f, &api.start_vm(&id).await?)?,
         VmCmd::Stop { id, force } => output::one(f, &api.stop_vm_if(&id, force, None).await?)?,
         VmCmd::Delete { id } => output::one(f, &api.delete_vm(&id).await?)?,
-        VmCmd::Migrate { id, to, wait } => {
-            let op = api.migrate_vm(&id, &MigrateBody { to }).await?;
+        VmCmd::Migrate { id, to, kind, wait } => {
+            let op = api.migrate_vm(&id, &MigrateBody { to, kind }).await?;
             return progress::run(api, op, wait, f).await;
         }
     };

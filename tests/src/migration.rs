@@ -25,6 +25,7 @@ pub mod kind {
     pub const STATE: u8 = 7;
     pub const POSTCOPY_STATE: u8 = 8;
     pub const SWITCH: u8 = 10;
+    pub const BLOCKS: u8 = 17;
 }
 
 /// A fresh per-migration credential, as hostd makes one for each incoming migration:

@@ -1,18 +1,19 @@
 //! Host-to-host live migration through hostd: the source asks the destination to
-//! prepare, the VMMs move the VM, and exactly one hostd owns it at the end. Failure
-//! before the switch leaves the VM running on the source and nothing on the
-//! destination.
+//! prepare, the VMMs move the VM (and its writable disks, block by block), and exactly
+//! one hostd owns it at the end. Failure before the switch leaves the VM running on
+//! the source, with its disk, and nothing on the destination.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nova_hostd_api::{
-    DiskSpec, MigrateRequest, MigrationParams, MigrationState, MigrationStatus, MigrationTarget,
-    NicSpec, VmState,
+    DiskSpec, MigrateRequest, MigrationKind, MigrationParams, MigrationState, MigrationStatus,
+    MigrationTarget, NicSpec, VmState,
 };
 use nova_tests::hostd::TwoHosts;
 use nova_tests::hostd::{guest, is_vmm, ping, Exposition, Hostd, Opts};
 use nova_tests::net::require_netns;
-use nova_tests::{require_kvm, wait_for};
+use nova_tests::{disk_with_host_blocks, guest_blocks, require_kvm, wait_for};
 
 const BOOT: Duration = Duration::from_secs(30);
 
@@ -23,6 +24,7 @@ fn to(dst: &Hostd, params: MigrationParams) -> MigrateRequest {
             token: dst.token.clone(),
         },
         params,
+        kind: MigrationKind::Live,
     }
 }
 
@@ -76,6 +78,61 @@ fn ticking(h: &Hostd, id: &str) -> bool {
     h.console_bytes(id) != n0
 }
 
+/// The last `NOVA-DISK` line of the VM's console: (pass, errors).
+fn disk_pass(h: &Hostd, id: &str) -> Option<(u64, u64)> {
+    let c = h.wait(h.api().console(id, 10_000)).ok()?;
+    let l = c.lines.iter().rev().find(|l| l.starts_with("NOVA-DISK"))?;
+    let num = |k: &str| -> Option<u64> {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))?
+            .parse()
+            .ok()
+    };
+    Some((num("pass")?, num("errors")?))
+}
+
+/// Waits for the guest to finish a disk pass after `after`; returns that pass's
+/// error count (every block it wrote read back and verified).
+fn disk_errors_after(h: &Hostd, id: &str, after: u64) -> u64 {
+    wait_for(60, "a disk pass", || {
+        disk_pass(h, id).filter(|(p, _)| *p > after).map(|(_, e)| e)
+    })
+}
+
+/// A VM with one writable 64 MiB disk cloned from a base image holding the host's
+/// checksummed blocks (imported on `h`).
+fn with_disk(h: &Hostd, id: &str, workload: &str) -> nova_hostd_api::VmSpec {
+    let base = h.dir.join(&format!("{id}-base.raw"));
+    disk_with_host_blocks(&base, 16);
+    let req = nova_hostd_api::ImageImportRequest {
+        path: base.to_string_lossy().into_owned(),
+    };
+    let img = h.ok(h.api().import_image(&req));
+    let mut spec = guest(id, workload);
+    spec.disks = vec![DiskSpec {
+        image: Some(img.id),
+        size_mib: Some(64),
+        read_only: false,
+    }];
+    spec
+}
+
+/// The source still has the VM running with its disk: the file is where it was and
+/// the guest goes on verifying what it wrote there.
+fn disk_intact_on_source(h: &Hostd, id: &str, disk: &Path) {
+    assert!(
+        disk.exists(),
+        "the source's disk is gone: {}",
+        disk.display()
+    );
+    let (pass, _) = disk_pass(h, id).expect("disk passes on the source");
+    assert_eq!(
+        disk_errors_after(h, id, pass),
+        0,
+        "the guest's blocks verify on the source"
+    );
+}
+
 #[test]
 fn a_migration_the_destination_refuses_leaves_the_vm_on_the_source() {
     if !require_kvm() {
@@ -113,17 +170,6 @@ fn a_migration_the_destination_refuses_leaves_the_vm_on_the_source() {
     // The destination holds nothing of it, but now has the kernel (uploaded by the source).
     assert!(dst.vm_ids().is_empty());
     dst.ok(dst.api().image(&after.spec.kernel));
-    // Writable disks cannot follow the VM (no block migration): refused up front.
-    let mut w = guest("w", "idle");
-    w.disks = vec![DiskSpec {
-        image: None,
-        size_mib: Some(1),
-        read_only: false,
-    }];
-    src.create_vm(&w);
-    let (s, e) = src.refused(src.api().migrate("w", &to(&dst, Default::default())));
-    assert_eq!(s, 409, "{e:?}");
-    assert!(e.error.contains("writable"), "{e:?}");
     // A wrong destination token is the destination's 401, and changes nothing.
     let mut wrong = to(&dst, Default::default());
     wrong.to.token = "wrong-token-wrong-token".into();
@@ -192,7 +238,9 @@ fn a_vm_moves_between_hosts_and_keeps_answering_pings() {
         "the VMM's own status, typed: {m:?}"
     );
     // Exactly one owner: B.
-    assert!(t.a.vm_ids().is_empty(), "A let go of it");
+    wait_for(10, "A to let go of it", || {
+        t.a.vm_ids().is_empty().then_some(())
+    });
     let on_b = t.b.ok(t.b.api().vm("mv"));
     assert_eq!(on_b.state, VmState::Running, "{on_b:?}");
     assert_eq!(on_b.nics[0].mac, mac, "the MAC follows the VM");
@@ -369,4 +417,280 @@ fn cutting_the_link_before_the_switch_leaves_the_vm_on_the_source() {
             .is_err_and(|e| e.is_not_found())
             .then_some(())
     });
+}
+
+#[test]
+fn a_vm_with_a_writable_disk_moves_live_with_its_disk_intact() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let t = TwoHosts::new();
+    let vm = t.a.create_vm(&with_disk(&t.a, "bd", "disk"));
+    let src_disk = PathBuf::from(&vm.disks[0].path);
+    let line = t.a.wait_console("bd", "NOVA-DISK", BOOT);
+    assert!(
+        line.contains("host_ok=16") && line.contains("errors=0"),
+        "{line}"
+    );
+    migrate(&t.a, "bd", &t.b, MigrationParams::default());
+    let m = wait_migration(&t.a, "bd", Duration::from_secs(60));
+    assert_eq!(
+        m.state,
+        MigrationState::Completed,
+        "{m:?}\n{}\n{}",
+        t.a.stderr(),
+        t.b.stderr()
+    );
+    // Only the allocated, non-zero blocks travelled.
+    let b = &m.vmm.as_ref().unwrap().blocks;
+    assert_eq!(b.disks, 1, "{b:?}");
+    assert!(
+        b.sent >= 16 + 32,
+        "the host's and the guest's blocks: {b:?}"
+    );
+    assert!(b.hole_bytes >= 60 << 20, "holes never travel: {b:?}");
+    // The source let go of the VM and, the destination having confirmed, its disk.
+    wait_for(10, "A to let go of it", || {
+        t.a.vm_ids().is_empty().then_some(())
+    });
+    assert!(
+        !src_disk.exists(),
+        "the source's disk is removed after the move"
+    );
+    // The destination runs it on a disk of its own, prepared sparse and filled by
+    // the migration (not cloned from the image).
+    let on_b = t.b.ok(t.b.api().vm("bd"));
+    assert_eq!(on_b.state, VmState::Running, "{on_b:?}");
+    let d = &on_b.disks[0];
+    assert_eq!(d.method, nova_hostd_api::CloneMethod::Blank, "{d:?}");
+    assert_eq!(d.size_bytes, 64 << 20);
+    // The guest verifies on B what it wrote on A, and goes on writing there.
+    assert_eq!(disk_errors_after(&t.b, "bd", 1), 0, "blocks verify on B");
+    t.b.ok(t.b.api().pause("bd"));
+    let dst_disk = Path::new(&d.path);
+    for (i, r) in guest_blocks(dst_disk).into_iter().enumerate() {
+        assert!(r.is_ok(), "guest block {i} on B: {r:?}");
+    }
+    let bytes = std::fs::read(dst_disk).unwrap();
+    for i in 0..nova_guest_abi::HOST_BLOCKS as usize {
+        let mut blk = [0u64; nova_guest_abi::BLOCK_WORDS];
+        for (k, w) in blk.iter_mut().enumerate() {
+            let o = i * nova_guest_abi::BLOCK_SIZE + k * 8;
+            *w = u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+        }
+        assert!(
+            nova_guest_abi::check_block(&blk, nova_guest_abi::HOST_MAGIC, i as u64).is_ok(),
+            "host block {i} arrived on B"
+        );
+    }
+    use std::os::unix::fs::MetadataExt;
+    let allocated = std::fs::metadata(dst_disk).unwrap().blocks() * 512;
+    assert!(
+        allocated < 4 << 20,
+        "B's disk stays sparse: {allocated} bytes"
+    );
+}
+
+#[test]
+fn killing_the_destination_vmm_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+    if !require_kvm() {
+        return;
+    }
+    let src = Hostd::start(Opts::default());
+    let dst = Hostd::start(Opts::default());
+    let vm = src.create_vm(&with_disk(&src, "kd", "dirty:16:50,disk"));
+    let disk = PathBuf::from(&vm.disks[0].path);
+    src.wait_console("kd", "NOVA-DISK", BOOT);
+    migrate(&src, "kd", &dst, capped(8));
+    let dst_pid = incoming_vmm(&dst, "kd");
+    // SAFETY: killing the destination VMM this test's hostd started.
+    unsafe { libc::kill(dst_pid as i32, libc::SIGKILL) };
+    let m = wait_migration(&src, "kd", Duration::from_secs(30));
+    assert_eq!(m.state, MigrationState::Failed, "{m:?}");
+    let after = src.ok(src.api().vm("kd"));
+    assert_eq!((after.state, after.pid), (VmState::Running, vm.pid));
+    disk_intact_on_source(&src, "kd", &disk);
+    wait_for(5, "the destination to drop the failed VM", || {
+        dst.vm_ids().is_empty().then_some(())
+    });
+    assert!(
+        !dst.data().join("vms/kd").exists(),
+        "the destination removed the disk it prepared"
+    );
+}
+
+#[test]
+fn killing_the_destination_hostd_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+    if !require_kvm() {
+        return;
+    }
+    let src = Hostd::start(Opts::default());
+    let mut dst = Hostd::start(Opts::default());
+    let vm = src.create_vm(&with_disk(&src, "hd", "dirty:16:50,disk"));
+    let disk = PathBuf::from(&vm.disks[0].path);
+    src.wait_console("hd", "NOVA-DISK", BOOT);
+    migrate(&src, "hd", &dst, capped(8));
+    incoming_vmm(&dst, "hd");
+    dst.kill();
+    let m = wait_migration(&src, "hd", Duration::from_secs(30));
+    assert_eq!(m.state, MigrationState::Failed, "{m:?}");
+    assert_eq!(src.ok(src.api().vm("hd")).pid, vm.pid);
+    disk_intact_on_source(&src, "hd", &disk);
+    dst.restart();
+    assert_eq!(dst.refused(dst.api().vm("hd")).0, 404);
+    assert!(!dst.data().join("vms/hd").exists());
+}
+
+#[test]
+fn killing_the_source_hostd_during_a_block_migration_leaves_one_owner_with_the_disk() {
+    if !require_kvm() {
+        return;
+    }
+    let mut src = Hostd::start(Opts::default());
+    let dst = Hostd::start(Opts::default());
+    src.create_vm(&with_disk(&src, "sd", "dirty:16:50,disk"));
+    src.wait_console("sd", "NOVA-DISK", BOOT);
+    migrate(&src, "sd", &dst, capped(200));
+    std::thread::sleep(Duration::from_millis(300));
+    src.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    src.restart();
+    let runs = |h: &Hostd| -> (bool, bool) {
+        match h.wait(h.api().vm("sd")) {
+            Ok(v) => (v.state == VmState::Running, false),
+            Err(e) => (false, e.is_not_found()),
+        }
+    };
+    let owner = wait_for(60, "one owner", || {
+        let ((src_runs, src_gone), (dst_runs, dst_gone)) = (runs(&src), runs(&dst));
+        assert!(!(src_runs && dst_runs), "both hosts run the VM");
+        if src_runs && dst_gone {
+            Some(&src)
+        } else if dst_runs && src_gone {
+            Some(&dst)
+        } else {
+            None
+        }
+    });
+    // Whoever has it has its disk, and the guest's blocks verify there.
+    let v = owner.ok(owner.api().vm("sd"));
+    assert!(Path::new(&v.disks[0].path).exists());
+    let (pass, _) = disk_pass(owner, "sd").unwrap_or((0, 0));
+    assert_eq!(disk_errors_after(owner, "sd", pass), 0);
+}
+
+#[test]
+fn cutting_the_link_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let t = TwoHosts::new();
+    let vm = t.a.create_vm(&with_disk(&t.a, "cd", "dirty:16:50,disk"));
+    let disk = PathBuf::from(&vm.disks[0].path);
+    t.a.wait_console("cd", "NOVA-DISK", BOOT);
+    migrate(&t.a, "cd", &t.b, capped(8));
+    incoming_vmm(&t.b, "cd");
+    wait_for(20, "the stream to start", || {
+        (t.a.ok(t.a.api().migration("cd")).state == MigrationState::Running).then_some(())
+    });
+    let dev =
+        t.a.opts
+            .args
+            .iter()
+            .skip_while(|a| *a != "--vxlan-dev")
+            .nth(1)
+            .unwrap()
+            .clone();
+    nova_tests::net::ip(&["-n", &t.ns_a.name, "link", "set", &dev, "down"]);
+    let m = wait_migration(&t.a, "cd", Duration::from_secs(60));
+    assert_eq!(m.state, MigrationState::Failed, "{m:?}");
+    assert_eq!(t.a.ok(t.a.api().vm("cd")).pid, vm.pid);
+    disk_intact_on_source(&t.a, "cd", &disk);
+    nova_tests::net::ip(&["-n", &t.ns_a.name, "link", "set", &dev, "up"]);
+    wait_for(30, "the destination to let go", || {
+        t.b.wait(t.b.api().vm("cd"))
+            .is_err_and(|e| e.is_not_found())
+            .then_some(())
+    });
+    assert!(!t.b.data().join("vms/cd").exists());
+}
+
+/// Moves a VM whose guest writes and verifies its disk from A to B (in network
+/// namespaces) the `kind` way; checks what every kind must: completed, the disk
+/// copied (B's own sparse file), the source's copy gone. Returns the status and the
+/// hosts.
+fn moves_with_its_disk(kind: MigrationKind) -> (MigrationStatus, TwoHosts) {
+    let t = TwoHosts::new();
+    let vm = t.a.create_vm(&with_disk(&t.a, "wk", "disk"));
+    let src_disk = PathBuf::from(&vm.disks[0].path);
+    t.a.wait_console("wk", "NOVA-DISK", BOOT);
+    let mut req = to(&t.b, MigrationParams::default());
+    req.kind = kind;
+    t.a.ok(t.a.api().migrate("wk", &req));
+    let m = wait_migration(&t.a, "wk", Duration::from_secs(60));
+    assert_eq!(
+        m.state,
+        MigrationState::Completed,
+        "{m:?}\n{}\n{}",
+        t.a.stderr(),
+        t.b.stderr()
+    );
+    assert_eq!(m.kind, kind, "{m:?}");
+    let v = m.vmm.clone().unwrap();
+    assert_eq!(
+        v.mode,
+        nova_hostd_api::MigrationMode::Precopy,
+        "one pass: {v:?}"
+    );
+    assert_eq!(
+        v.rounds, 0,
+        "a guest that does not run dirties nothing: {v:?}"
+    );
+    assert_eq!(v.blocks.disks, 1, "{v:?}");
+    assert!(v.blocks.sent >= 16, "the host's blocks at least: {v:?}");
+    wait_for(10, "A to let go of it", || {
+        t.a.vm_ids().is_empty().then_some(())
+    });
+    assert!(
+        !src_disk.exists(),
+        "the source's disk goes once B has the VM"
+    );
+    let on_b = t.b.ok(t.b.api().vm("wk"));
+    assert_eq!(on_b.state, VmState::Running, "{on_b:?}");
+    assert_eq!(on_b.disks[0].method, nova_hostd_api::CloneMethod::Blank);
+    (m, t)
+}
+
+/// Whether B's console has a line starting with `prefix` (now).
+fn has_line(h: &Hostd, id: &str, prefix: &str) -> bool {
+    h.ok(h.api().console(id, 10_000))
+        .lines
+        .iter()
+        .any(|l| l.starts_with(prefix))
+}
+
+#[test]
+fn a_warm_migration_pauses_the_guest_moves_it_with_its_disk_and_resumes_it_there() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let (_, t) = moves_with_its_disk(MigrationKind::Warm);
+    // It resumed where it was: no boot there, and what it wrote on A verifies on B.
+    assert_eq!(disk_errors_after(&t.b, "wk", 1), 0);
+    assert!(!has_line(&t.b, "wk", "NOVA-BOOTED"), "warm does not reboot");
+}
+
+#[test]
+fn a_cold_migration_stops_the_guest_moves_its_disk_and_boots_it_there() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let (_, t) = moves_with_its_disk(MigrationKind::Cold);
+    // A fresh boot on B, reading the host's blocks from the disk that moved.
+    let line = t.b.wait_console("wk", "NOVA-DISK", BOOT);
+    assert!(has_line(&t.b, "wk", "NOVA-BOOTED"), "cold boots afresh");
+    assert!(
+        line.contains("pass=1") && line.contains("host_ok=16") && line.contains("errors=0"),
+        "{line}"
+    );
 }

@@ -21,7 +21,7 @@ use nova_vmm_api::{DiskConfig, VmConfig};
 use nova_vmm_api::{MigrationPeer, MigrationRequest};
 
 const MAGIC: &[u8; 8] = b"NOVAMIGR";
-const VERSION: u32 = 5;
+const VERSION: u32 = 6;
 const K_HELLO: u8 = 1;
 const K_DATA_HELLO: u8 = 2;
 const K_PAGES: u8 = 3;
@@ -105,6 +105,7 @@ fn a_stream_naming_a_host_file_as_a_disk_is_refused_and_the_file_untouched() {
     config.disks = vec![DiskConfig {
         path: victim.clone(),
         read_only: false,
+        shared: false,
     }];
     let (_c, kind, why) = hello_answer(&dst, 1, &config);
     assert_eq!(kind, K_ABORT, "the destination accepted the stream: {why}");

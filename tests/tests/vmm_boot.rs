@@ -332,3 +332,25 @@ fn the_console_goes_to_a_file_when_asked() {
         "{text}"
     );
 }
+
+#[test]
+fn a_vm_booted_paused_runs_nothing_until_resumed() {
+    if !require_kvm() {
+        return;
+    }
+    let (cmd, sock) = VmmCmd::testguest("counter").arg("--paused").with_api();
+    let vm = cmd.spawn();
+    let vmm = client(&sock);
+    let info = nova_tests::wait_for(20, "the paused VM's API", || block_on(vmm.info()).ok());
+    assert_eq!(info.state, RunState::Paused, "{info:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        vm.console.lines().is_empty(),
+        "the guest ran before the resume: {:?}",
+        vm.console.lines()
+    );
+    assert_eq!(block_on(vmm.resume()).unwrap().state, RunState::Running);
+    vm.console.wait_line("NOVA-BOOTED", Duration::from_secs(20));
+    vm.console
+        .wait_line("NOVA-TICK 20", Duration::from_secs(20));
+}

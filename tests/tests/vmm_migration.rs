@@ -1,6 +1,8 @@
 //! Live migration between two nova-vmm processes on loopback: the guest's counter,
-//! memory and disk survive every mode; every option shows its effect; and a failure at
-//! any phase before the switch leaves the VM running on the source.
+//! memory and disk survive every mode (the disk copied into the destination's own
+//! sparse file, byte for byte, or not at all when shared); every option shows its
+//! effect; and a failure at any phase before the switch leaves the VM running on the
+//! source.
 
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use nova_tests::migration::{
     Trigger,
 };
 use nova_tests::vmm::{client, VmmCmd};
+use std::path::Path;
+
 use nova_tests::{disk_with_host_blocks, require_kvm, Line, TempDir};
 use nova_vmm_api::{
     MigrationMode, MigrationParams, MigrationRequest, MigrationState, MigrationStatus, RunState,
@@ -50,17 +54,66 @@ fn source(
     (vm, sock)
 }
 
+/// Bytes of `path` the filesystem allocated.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// The source's disk: the host's blocks, 256 KiB of data well past the guest's blocks,
+/// 256 KiB of allocated zeros, and holes in between (8 MiB in all).
+fn source_disk(path: &Path) {
+    use std::os::unix::fs::FileExt;
+    disk_with_host_blocks(path, 8);
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let data: Vec<u8> = (0..256 << 10)
+        .map(|i: u32| (i * 7 + i / 4096) as u8)
+        .collect();
+    f.write_all_at(&data, 4 << 20).unwrap();
+    f.write_all_at(&vec![0u8; 256 << 10], 6 << 20).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// A sparse, empty file as large as `like`: what hostd prepares on a destination.
+fn empty_like(like: &Path, path: &Path) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(std::fs::metadata(like).unwrap().len()).unwrap();
+}
+
+/// Checks the destination's disk against the source's after the move: identical but
+/// for the guest's own blocks (which it went on writing there), and those verify.
+fn assert_disk_moved(src: &Path, dst: &Path) {
+    use nova_guest_abi::{BLOCK_SIZE, GUEST_BLOCKS, GUEST_BLOCKS_START};
+    let (a, b) = (std::fs::read(src).unwrap(), std::fs::read(dst).unwrap());
+    assert_eq!(a.len(), b.len());
+    let guest = GUEST_BLOCKS_START as usize * BLOCK_SIZE
+        ..(GUEST_BLOCKS_START + GUEST_BLOCKS) as usize * BLOCK_SIZE;
+    assert!(
+        a[..guest.start] == b[..guest.start],
+        "the host's blocks differ"
+    );
+    assert!(
+        a[guest.end..] == b[guest.end..],
+        "the disk past the guest's blocks differs"
+    );
+    for (i, r) in nova_tests::guest_blocks(dst).into_iter().enumerate() {
+        assert!(r.is_ok(), "guest block {i} on the destination: {r:?}");
+    }
+}
+
 fn migrates_with_guest_intact(mode: &str) {
     if !require_kvm() {
         return;
     }
     let dir = TempDir::new();
     let disk = dir.join("disk.img");
-    disk_with_host_blocks(&disk, 8);
+    source_disk(&disk);
+    let dst_disk = dir.join("dst.img");
+    empty_like(&disk, &dst_disk);
     let (mut src, sock) = source(&format!("{WORKLOAD},disk"), 512, Some(&disk));
     src.console
         .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
-    let dst = Destination::start_for(512, 1, &[&disk]);
+    let dst = Destination::start_for(512, 1, &[&dst_disk]);
     // Post-copy pushes pages faster than this guest (in KVM's emulator, on a loaded
     // machine) touches them on loopback; a tight cap on the push keeps most pages on
     // the source long enough that the guest surely faults on some.
@@ -107,6 +160,67 @@ fn migrates_with_guest_intact(mode: &str) {
     }
     let info = block_on(client(&dst.sock).info()).unwrap();
     assert_eq!(info.state, RunState::Running);
+    // The disk moved: only its allocated, non-zero blocks travelled.
+    let b = &result.blocks;
+    assert_eq!(b.disks, 1, "{b:?}");
+    assert!(b.sent >= 16 + 32 + 64, "host, guest and data blocks: {b:?}");
+    assert!(
+        b.zero >= 64,
+        "the allocated zeros were read, not sent: {b:?}"
+    );
+    assert!(b.hole_bytes >= 7 << 20, "holes were never read: {b:?}");
+    block_on(client(&dst.sock).pause()).unwrap();
+    assert_disk_moved(&disk, &dst_disk);
+    assert!(
+        allocated(&dst_disk) + (200 << 10) <= allocated(&disk),
+        "zero blocks stay holes on the destination: {} vs {} bytes",
+        allocated(&dst_disk),
+        allocated(&disk)
+    );
+}
+
+/// A disk both sides see (`--disk PATH,shared`) is not copied: the destination's
+/// guest goes on with the same file.
+#[test]
+fn a_shared_disk_migrates_without_copying() {
+    if !require_kvm() {
+        return;
+    }
+    let dir = TempDir::new();
+    let disk = dir.join("disk.img");
+    disk_with_host_blocks(&disk, 8);
+    let shared = format!("{},shared", disk.display());
+    let (cmd, sock) = VmmCmd::testguest("counter,disk")
+        .args(["--mem-mib", "256", "--disk", &shared])
+        .with_api();
+    let mut src = cmd.spawn();
+    src.console
+        .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
+    // A destination given the disk as its own (to be copied into) is refused by field:
+    // the copy would write the file the source's guest is using.
+    let own = Destination::start_for(256, 1, &[&disk]);
+    let (ok, result, _) = migrate(&sock, own.port, &["--mode", "precopy"]);
+    assert!(!ok, "{result:?}");
+    assert!(
+        result
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("disks[0].shared"),
+        "{result:?}"
+    );
+    let dst = Destination::start(&["--mem-mib", "256", "--vcpus", "1", "--disk", &shared]);
+    let (ok, result, err) = migrate(&sock, dst.port, &["--mode", "precopy"]);
+    assert!(ok, "migration failed: {result:?} {err}");
+    assert_eq!(result.blocks.disks, 0, "{result:?}");
+    assert_eq!(result.blocks.sent + result.blocks.zero, 0, "{result:?}");
+    src.console.wait_exit(Duration::from_secs(10));
+    let disk_pass = last_num(&src.console.lines(), "NOVA-DISK", "pass").unwrap();
+    let l = dst.vm.console.wait_line(
+        &format!("NOVA-DISK pass={}", disk_pass + 1),
+        Duration::from_secs(30),
+    );
+    assert_eq!(l.num("errors"), Some(0), "{}", l.text);
 }
 
 /// A VM that arrived by migration leaves again the same way (its API reports the
@@ -529,4 +643,57 @@ fn the_downtime_target_decides_when_precopy_stops() {
     // A generous target stops after the first pass; a tight one keeps copying rounds.
     assert_eq!(rounds[1], 0, "{rounds:?}");
     assert!(rounds[0] > rounds[1], "{rounds:?}");
+}
+
+/// Cutting the stream, or killing the destination, while disk blocks travel leaves
+/// the VM running on the source with its disk as the guest keeps writing it: the
+/// source only ever reads its disk, and the guest's checksums go on verifying.
+#[test]
+fn a_failure_while_disk_blocks_travel_leaves_the_vm_and_its_disk_on_the_source() {
+    if !require_kvm() {
+        return;
+    }
+    let dir = TempDir::new();
+    let disk = dir.join("disk.img");
+    source_disk(&disk);
+    let (src, sock) = source("counter,disk", 256, Some(&disk));
+    src.console
+        .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
+    for fault in [Fault::Cut, Fault::KillDestination] {
+        let dst_disk = dir.join(&format!("dst-{fault:?}.img"));
+        empty_like(&disk, &dst_disk);
+        let dst = Destination::start_for(256, 1, &[&dst_disk]);
+        // The first pass's first batch of blocks (the host's blocks are always there).
+        let trigger = Trigger {
+            kinds: &[kind::BLOCKS],
+            nth: 1,
+            phases: None,
+        };
+        let proxy = Proxy::start(dst.port, dst.vm.console.pid(), trigger, fault);
+        let (ok, result, err) = migrate(&sock, proxy.port, &["--mode", "precopy"]);
+        assert!(
+            proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+            "{fault:?}: never fired: {result:?} {err}"
+        );
+        assert!(!ok, "{fault:?}: {result:?}");
+        assert_eq!(result.state, MigrationState::Failed, "{result:?}");
+        let info = block_on(client(&sock).info()).unwrap();
+        assert_eq!(info.state, RunState::Running, "{info:?}");
+        // The guest keeps verifying what it writes on its (source) disk.
+        let pass = last_num(&src.console.lines(), "NOVA-DISK", "pass").unwrap();
+        let l = src.console.wait_line(
+            &format!("NOVA-DISK pass={}", pass + 1),
+            Duration::from_secs(30),
+        );
+        assert_eq!(l.num("errors"), Some(0), "{}", l.text);
+    }
+    // The host's blocks and the data past the guest's are as they were.
+    let fresh = dir.join("fresh.img");
+    source_disk(&fresh);
+    let (a, b) = (
+        std::fs::read(&fresh).unwrap(),
+        std::fs::read(&disk).unwrap(),
+    );
+    let guest = 16 * 4096..48 * 4096;
+    assert!(a[..guest.start] == b[..guest.start] && a[guest.end..] == b[guest.end..]);
 }

@@ -57,7 +57,7 @@ struct RunArgs {
     vcpus: Option<u8>,
     #[arg(long)]
     mem_mib: Option<u64>,
-    /// PATH[,ro]; repeat for more disks.
+    /// PATH[,ro][,shared]; repeat for more disks (`shared`: a live migration does not copy it).
     #[arg(long, value_parser = |s: &str| DiskConfig::parse(s).map_err(|e| e.to_string()))]
     disk: Vec<DiskConfig>,
     /// tap=NAME[,mac=MAC]; repeat for more NICs.
@@ -99,6 +99,10 @@ struct RunArgs {
     /// listens without TLS, and `PUT /v1/migration` accepts a request without `peer`.
     #[arg(long)]
     insecure: bool,
+    /// Boot, but leave the vCPUs parked until `PUT /v1/vm/resume` (or a migration
+    /// moves the never-run VM: hostd's cold migration starts the guest afresh there).
+    #[arg(long, conflicts_with_all = ["incoming", "restore"])]
+    paused: bool,
     /// Run without the per-thread seccomp filters (development only: every thread may
     /// then make any syscall).
     #[arg(long)]
@@ -198,6 +202,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         nova_vmm::seccomp::install()?;
         nova_vmm::seccomp::apply(nova_vmm::seccomp::ThreadKind::Main)?;
     }
+    let paused = args.paused;
     let vm = if let Some(to) = args.incoming.clone() {
         let addr = to
             .strip_prefix("tcp:")
@@ -243,7 +248,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(nova_vmm::api::serve(path, vm.clone(), migrations.clone())?),
         None => None,
     };
-    vm.start()?;
+    if paused {
+        tracing::info!("booted paused: the vCPUs run on resume");
+        vm.spawn_vcpus()?;
+    } else {
+        vm.start()?;
+    }
     let exit = vm.wait();
     if exit == VmExit::Migrated {
         // Let whoever started the migration read its result before the API goes away.

@@ -80,6 +80,9 @@ pub struct MigrateBody {
     /// Destination host; the scheduler picks one when absent.
     #[serde(default)]
     pub to: Option<String>,
+    /// Live, warm or cold; the migration policy's `kind` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<nova_vmm_api::MigrationKind>,
 }
 
 /// Most items one page of a list holds; the default when `limit` is absent.
@@ -225,6 +228,9 @@ pub struct MigrationResult {
     pub to: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<nova_vmm_api::MigrationMode>,
+    /// Live, warm or cold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<nova_vmm_api::MigrationKind>,
     /// The pause the VMM measured, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_ms: Option<f64>,

@@ -17,5 +17,5 @@ pub use client::ControllerClient;
 pub use model::*;
 pub use monitoring::*;
 pub use nova_http::{ErrorBody, FieldError};
-pub use nova_vmm_api::{Compression, MigrationMode, MigrationParams};
+pub use nova_vmm_api::{Compression, MigrationKind, MigrationMode, MigrationParams};
 pub use policy::{MigrationParamsPatch, MigrationPolicy, MigrationPolicyPatch};

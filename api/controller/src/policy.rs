@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use nova_http::FieldError;
-use nova_vmm_api::{Compression, MigrationMode, MigrationParams};
+use nova_vmm_api::{Compression, MigrationKind, MigrationMode, MigrationParams};
 
 /// `GET/PUT /v1/migration-policy`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -15,6 +15,10 @@ pub struct MigrationPolicy {
     /// connections).
     #[serde(default)]
     pub params: MigrationParams,
+    /// How VMs move unless a request says otherwise: live (default), warm or cold.
+    /// A drain falls back per VM when this kind is impossible for it.
+    #[serde(default)]
+    pub kind: MigrationKind,
     /// A migration still running after this long is cancelled (the VM stays on its source).
     pub completion_timeout_s: u64,
     /// Whether post-copy (and hybrid) may be used.
@@ -33,6 +37,7 @@ impl Default for MigrationPolicy {
     fn default() -> Self {
         MigrationPolicy {
             params: MigrationParams::default(),
+            kind: MigrationKind::default(),
             completion_timeout_s: 600,
             postcopy_allowed: true,
             max_parallel_cluster: 4,
@@ -84,6 +89,8 @@ pub struct MigrationPolicyPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<MigrationParamsPatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MigrationKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postcopy_allowed: Option<bool>,
@@ -124,6 +131,9 @@ impl MigrationPolicy {
     /// The policy with `patch` applied (not yet validated).
     pub fn patched(&self, patch: &MigrationPolicyPatch) -> MigrationPolicy {
         let mut p = self.clone();
+        if let Some(k) = patch.kind {
+            p.kind = k;
+        }
         if let Some(q) = &patch.params {
             if let Some(v) = q.mode {
                 p.params.mode = v;

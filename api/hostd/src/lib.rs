@@ -7,7 +7,7 @@
 
 pub use nova_http::{ErrorBody, FieldError};
 pub use nova_vmm_api::config::{MAX_MEM_MIB, MAX_VCPUS, MIN_MEM_MIB};
-pub use nova_vmm_api::{Compression, MigrationMode, MigrationParams};
+pub use nova_vmm_api::{Compression, MigrationKind, MigrationMode, MigrationParams};
 
 #[cfg(feature = "client")]
 mod client;

@@ -2,7 +2,7 @@
 //! `MigrationParams`), its status, and the destination-side calls between two hostd.
 
 use nova_http::FieldError;
-use nova_vmm_api::{MigrationMode, MigrationParams};
+use nova_vmm_api::{MigrationKind, MigrationMode, MigrationParams};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -31,6 +31,9 @@ pub struct MigrateRequest {
     /// How the VMM moves the VM (its defaults: hybrid, 5 ms downtime target).
     #[serde(default)]
     pub params: MigrationParams,
+    /// Live (the default), warm or cold.
+    #[serde(default)]
+    pub kind: MigrationKind,
 }
 
 impl MigrateRequest {
@@ -83,6 +86,9 @@ pub struct MigrationStatus {
     pub direction: MigrationDirection,
     pub state: MigrationState,
     pub mode: MigrationMode,
+    /// Live, warm or cold.
+    #[serde(default)]
+    pub kind: MigrationKind,
     /// The other hostd's URL (outgoing) or the source's address (incoming).
     pub peer: String,
     pub started_at_ms: u64,
@@ -113,6 +119,54 @@ pub struct IncomingRequest {
     pub mode: MigrationMode,
     /// The source hostd's host id.
     pub source_host: String,
+    /// The source's disks, one per `spec.disks` entry, as they travel (absent: every
+    /// disk is cloned from its image, as from a source that copies no disk).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<IncomingDisk>,
+}
+
+/// How one of the VM's disks reaches the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingDisk {
+    /// The source disk's exact size, bytes: the destination's must match.
+    pub size_bytes: u64,
+    /// Bytes the source's disk has allocated: at most what the copy needs of free space.
+    pub allocated_bytes: u64,
+    /// The VMM copies it in the migration stream (live block migration): the
+    /// destination prepares an empty sparse file, not a clone of the image.
+    pub copied: bool,
+}
+
+impl IncomingRequest {
+    /// Checks the disks list against the spec, naming the field.
+    pub fn validate_disks(&self) -> Result<(), FieldError> {
+        if !self.disks.is_empty() && self.disks.len() != self.spec.disks.len() {
+            return Err(FieldError::new(
+                "disks",
+                format!(
+                    "{} entries for {} disks in the spec",
+                    self.disks.len(),
+                    self.spec.disks.len()
+                ),
+            ));
+        }
+        for (i, (d, s)) in self.disks.iter().zip(&self.spec.disks).enumerate() {
+            if d.copied && s.read_only {
+                return Err(FieldError::new(
+                    format!("disks[{i}].copied"),
+                    "a read-only disk is never copied",
+                ));
+            }
+            if d.size_bytes == 0 || d.size_bytes % 512 != 0 {
+                return Err(FieldError::new(
+                    format!("disks[{i}].size_bytes"),
+                    format!("{} is not a positive multiple of 512", d.size_bytes),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The destination's answer: where the source VMM should send the VM.

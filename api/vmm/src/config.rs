@@ -67,6 +67,10 @@ pub struct DiskConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub read_only: bool,
+    /// The file is on storage the migration's destination sees too (NFS, a shared
+    /// filesystem): a live migration does not copy it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// A NIC backed by an existing tap device.
@@ -110,29 +114,31 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 impl DiskConfig {
-    /// Parses the `--disk PATH[,ro]` flag.
+    /// Parses the `--disk PATH[,ro|rw][,shared]` flag.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
-        let (path, opts) = match s.split_once(',') {
-            Some((p, o)) => (p, Some(o)),
-            None => (s, None),
-        };
+        let mut parts = s.split(',');
+        let path = parts.next().unwrap_or_default();
         if path.is_empty() {
             return Err(err("disk", "empty path"));
         }
-        let read_only = match opts {
-            None => false,
-            Some("ro") => true,
-            Some("rw") => false,
-            Some(o) => {
-                return Err(err(
-                    "disk",
-                    format!("unknown option '{o}' (expected ro or rw)"),
-                ))
+        let (mut read_only, mut shared) = (false, false);
+        for o in parts {
+            match o {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                "shared" => shared = true,
+                o => {
+                    return Err(err(
+                        "disk",
+                        format!("unknown option '{o}' (expected ro, rw or shared)"),
+                    ))
+                }
             }
-        };
+        }
         Ok(Self {
             path: path.into(),
             read_only,
+            shared,
         })
     }
 }
@@ -217,6 +223,14 @@ impl VmConfig {
                     o.read_only.to_string(),
                 ));
             }
+            // A shared disk is not copied: both sides must agree it needs no copy.
+            if s.shared != o.shared {
+                return Err(differs(
+                    format!("disks[{i}].shared"),
+                    s.shared.to_string(),
+                    o.shared.to_string(),
+                ));
+            }
         }
         if stream.nets.len() != self.nets.len() {
             return Err(differs(
@@ -282,9 +296,13 @@ mod tests {
             DiskConfig::parse("/d.img,ro").unwrap(),
             DiskConfig {
                 path: "/d.img".into(),
-                read_only: true
+                read_only: true,
+                shared: false,
             }
         );
+        let d = DiskConfig::parse("/d.img,shared").unwrap();
+        assert!(d.shared && !d.read_only);
+        assert!(DiskConfig::parse("/d.img,ro,shared").unwrap().read_only);
         assert!(!DiskConfig::parse("/d.img").unwrap().read_only);
         assert!(DiskConfig::parse("/d.img,bogus")
             .unwrap_err()

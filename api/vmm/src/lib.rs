@@ -22,8 +22,9 @@ mod client;
 pub use client::VmmClient;
 pub use config::{DiskConfig, NetConfig, VmConfig};
 pub use migration::{
-    Compression, IncomingCredential, MigrationMode, MigrationParams, MigrationPeer,
-    MigrationRequest, MigrationState, MigrationStatus, PageCounts, PostcopyStats, Round,
+    BlockCounts, Compression, IncomingCredential, MigrationKind, MigrationMode, MigrationParams,
+    MigrationPeer, MigrationRequest, MigrationState, MigrationStatus, PageCounts, PostcopyStats,
+    Round,
 };
 pub use nova_http::{ErrorBody, FieldError};
 pub use snapshot::{SnapshotReport, SnapshotRequest};

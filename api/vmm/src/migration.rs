@@ -42,6 +42,44 @@ impl std::str::FromStr for MigrationMode {
     }
 }
 
+/// How a VM moves between hosts (hostd's and the controller's choice; the VMM's
+/// stream carries every kind). Every kind carries writable disks (sparse; compressed
+/// as `params.compress` says) in the VMM's migration stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationKind {
+    /// The guest runs while memory and disks are copied; it pauses only for the rest.
+    #[default]
+    Live,
+    /// The guest is paused, its memory, devices and disks move, it resumes there.
+    Warm,
+    /// The guest is stopped, its disks move, it boots afresh there.
+    Cold,
+}
+
+impl MigrationKind {
+    /// The wire name: `live`, `warm` or `cold`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationKind::Live => "live",
+            MigrationKind::Warm => "warm",
+            MigrationKind::Cold => "cold",
+        }
+    }
+}
+
+impl std::str::FromStr for MigrationKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "live" => Ok(MigrationKind::Live),
+            "warm" => Ok(MigrationKind::Warm),
+            "cold" => Ok(MigrationKind::Cold),
+            _ => Err(format!("'{s}' is not live, warm or cold")),
+        }
+    }
+}
+
 /// How page data is compressed on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -301,6 +339,20 @@ pub struct PageCounts {
     pub compressed: u64,
 }
 
+/// Disk figures of the result: what live block migration sent of the VM's disks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BlockCounts {
+    /// Disks copied with the VM (writable ones; read-only disks are the same image on
+    /// both hosts).
+    pub disks: u32,
+    /// 4 KiB disk blocks sent with their data.
+    pub sent: u64,
+    /// Blocks found zero: never sent in the first pass, sent as such in later rounds.
+    pub zero: u64,
+    /// Bytes of holes in the disks (SEEK_HOLE), never read nor sent.
+    pub hole_bytes: u64,
+}
+
 /// Post-copy figures, reported by the destination.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PostcopyStats {
@@ -317,6 +369,9 @@ pub struct Round {
     pub ms: f64,
     pub bandwidth_mbit: f64,
     pub dirty_rate_mbit: f64,
+    /// Disk blocks the guest wrote since the last round, sent in this one.
+    #[serde(default)]
+    pub blocks: u64,
 }
 
 /// Progress, then the result: what `GET /v1/migration` returns.
@@ -337,6 +392,9 @@ pub struct MigrationStatus {
     pub total_ms: f64,
     pub bytes_sent: u64,
     pub pages: PageCounts,
+    /// The disks' blocks (live block migration).
+    #[serde(default)]
+    pub blocks: BlockCounts,
     pub postcopy: PostcopyStats,
     pub round_log: Vec<Round>,
     pub remaining_pages: u64,
@@ -358,6 +416,7 @@ impl MigrationStatus {
             total_ms: 0.0,
             bytes_sent: 0,
             pages: PageCounts::default(),
+            blocks: BlockCounts::default(),
             postcopy: PostcopyStats::default(),
             round_log: Vec::new(),
             remaining_pages: 0,
@@ -442,7 +501,9 @@ mod tests {
             ms: 1.5,
             bandwidth_mbit: 900.0,
             dirty_rate_mbit: 3.0,
+            blocks: 2,
         });
+        s.blocks.sent = 7;
         s.error = Some("x".into());
         let back: MigrationStatus =
             serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();

@@ -209,6 +209,7 @@ fn hostd_migration(
             token: dst.token.clone(),
         },
         params: Default::default(),
+        kind: Default::default(),
     };
     block_on(src.api.migrate(&id, &req)).context("migrate")?;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -189,8 +189,8 @@ pub async fn delete_vm(
     Ok(answer(StatusCode::ACCEPTED, Some(v.revision), v))
 }
 
-/// `POST /v1/vms/{id}/migrate`: live-migrates under the cluster's migration policy;
-/// answers the operation to follow.
+/// `POST /v1/vms/{id}/migrate`: migrates (live, warm or cold: the body's `kind`, or
+/// the policy's) under the cluster's migration policy; answers the operation to follow.
 #[utoipa::path(post, path = "/v1/vms/{id}/migrate", tag = "vms", request_body = MigrateBody,
     params(("id" = String, Path, description = "VM id"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with this key answers the first call's operation")),
@@ -211,7 +211,7 @@ pub async fn migrate_vm(
                 .with_field("to"),
         );
     }
-    let op = crate::migration::start_one(&st.ctx, &vm, body.to).await?;
+    let op = crate::migration::start_one(&st.ctx, &vm, body.to, body.kind).await?;
     Ok(answer(StatusCode::ACCEPTED, Some(op.revision), op))
 }
 

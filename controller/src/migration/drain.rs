@@ -1,10 +1,14 @@
-//! Drain: cordon a host and move every VM off it: running VMs by live migration
-//! (within the policy's parallelism limits), stopped ones by re-placement.
+//! Drain: cordon a host and move every VM off it: running VMs by migration of the
+//! policy's kind (within its parallelism limits), falling back per VM to a warm
+//! migration when a live one is impossible (it failed or ran out of time: a guest
+//! dirtying memory faster than the link carries it), stopped ones by re-placement.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+
+use nova_hostd_api::MigrationKind;
 
 use super::{migrate, policy};
 use crate::context::Context;
@@ -50,7 +54,7 @@ pub async fn start(ctx: &Context, host_id: &str, revision: Option<u64>) -> Resul
 
 /// Moves one VM off `host`: a stopped one is let go by its hostd and placed again by
 /// the scheduler; a running one is live-migrated under an operation of its own.
-async fn move_one(ctx: &Context, host: &Host, vm: &Vm) -> Outcome {
+async fn move_one(ctx: &Context, host: &Host, vm: &Vm, drain_op: &str) -> Outcome {
     if vm.desired == DesiredState::Stopped {
         match ctx.hostd(host).map_err(failed)?.delete(&vm.id).await {
             Ok(()) => {}
@@ -71,12 +75,28 @@ async fn move_one(ctx: &Context, host: &Host, vm: &Vm) -> Outcome {
         })
         .unwrap_or_default());
     }
-    // Each VM migration is an operation of its own, visible to its tenant.
+    let kind = policy::load(ctx).await.map_err(failed)?.kind;
+    let outcome = migrate_child(ctx, vm, kind).await;
+    // Live did not work for this VM (and nobody cancelled the drain): a warm migration
+    // always converges, at the cost of a pause as long as the copy.
+    if kind == MigrationKind::Live && outcome.is_err() && !cancelled(ctx, drain_op).await {
+        tracing::info!(vm = vm.id, "live migration impossible; moving it warm");
+        return migrate_child(ctx, vm, MigrationKind::Warm).await;
+    }
+    outcome
+}
+
+/// One VM's migration, as an operation of its own, visible to its tenant.
+async fn migrate_child(ctx: &Context, vm: &Vm, kind: MigrationKind) -> Outcome {
     let child = operations::new(&vm.tenant, "migrate", &vm.id);
     ctx.store.create(&child).await.map_err(failed)?;
-    let outcome = migrate(ctx, &vm.id, None, &child.id).await;
+    let outcome = migrate(ctx, &vm.id, None, Some(kind), &child.id).await;
     operations::finish(ctx, &child.id, &outcome).await;
     outcome
+}
+
+async fn cancelled(ctx: &Context, op_id: &str) -> bool {
+    operations::cancel_requested(ctx, op_id).await
 }
 
 async fn run(ctx: &Context, host_id: &str, op_id: &str) -> Outcome {
@@ -111,7 +131,7 @@ async fn run(ctx: &Context, host_id: &str, op_id: &str) -> Outcome {
             if operations::cancel_requested(&ctx, &op_id).await {
                 return (vm.id, Err((OpState::Cancelled, "drain cancelled".into())));
             }
-            let outcome = move_one(&ctx, &host, &vm).await;
+            let outcome = move_one(&ctx, &host, &vm, &op_id).await;
             (vm.id, outcome)
         });
     }

@@ -1,4 +1,4 @@
-//! Live migrations, driven by the controller and carried out by hostd: pick the
+//! Migrations (live, warm or cold), driven by the controller and carried out by hostd: pick the
 //! destination, hold a slot within the policy's parallelism limits, ask the source
 //! hostd to migrate to the destination hostd with the policy's parameters, follow its
 //! progress into the operation and the event log, and move the VM's placement when
@@ -9,7 +9,7 @@ pub mod policy;
 
 use std::time::{Duration, Instant};
 
-use nova_hostd_api::{HostdClient, MigrateRequest, MigrationState, MigrationTarget};
+use nova_hostd_api::{HostdClient, MigrateRequest, MigrationKind, MigrationState, MigrationTarget};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -28,7 +28,12 @@ const POLL: Duration = Duration::from_millis(200);
 const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 
 /// Starts migrating `vm` (to `to`, or where the scheduler says) and answers its operation.
-pub async fn start_one(ctx: &Context, vm: &Vm, to: Option<String>) -> Result<Operation> {
+pub async fn start_one(
+    ctx: &Context,
+    vm: &Vm,
+    to: Option<String>,
+    kind: Option<MigrationKind>,
+) -> Result<Operation> {
     if vm.host.is_none() || vm.desired != DesiredState::Running {
         return Err(Error::conflict(
             "only a placed, running VM can be live-migrated",
@@ -41,7 +46,7 @@ pub async fn start_one(ctx: &Context, vm: &Vm, to: Option<String>) -> Result<Ope
     op.revision = ctx.store.create(&op).await?;
     let (ctx2, vm_id, op_id) = (ctx.clone(), vm.id.clone(), op.id.clone());
     tokio::spawn(async move {
-        let outcome = migrate(&ctx2, &vm_id, to, &op_id).await;
+        let outcome = migrate(&ctx2, &vm_id, to, kind, &op_id).await;
         operations::finish(&ctx2, &op_id, &outcome).await;
     });
     Ok(op)
@@ -51,9 +56,17 @@ fn to_value(r: &MigrationResult) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
 }
 
-/// Migrates one VM, holding a slot; the VM's placement moves only on hostd's "completed".
-pub async fn migrate(ctx: &Context, vm_id: &str, to: Option<String>, op_id: &str) -> Outcome {
+/// Migrates one VM (`kind`, or the policy's), holding a slot; the VM's placement
+/// moves only on hostd's "completed".
+pub async fn migrate(
+    ctx: &Context,
+    vm_id: &str,
+    to: Option<String>,
+    kind: Option<MigrationKind>,
+    op_id: &str,
+) -> Outcome {
     let policy = policy::load(ctx).await.map_err(failed)?;
+    let kind = kind.unwrap_or(policy.kind);
     let vm = ctx.store.must_read::<Vm>(vm_id).await.map_err(failed)?;
     let src_id = vm
         .host
@@ -108,6 +121,7 @@ pub async fn migrate(ctx: &Context, vm_id: &str, to: Option<String>, op_id: &str
         from: src_id.clone(),
         to: dst_id.clone(),
         mode: Some(policy.params.mode),
+        kind: Some(kind),
         ..Default::default()
     };
     operations::update(ctx, op_id, |o| {
@@ -134,6 +148,7 @@ pub async fn migrate(ctx: &Context, vm_id: &str, to: Option<String>, op_id: &str
             token: dst.hostd_token.clone(),
         },
         params: policy.params,
+        kind,
     };
     let outcome = match ctx.hostd(&src) {
         Ok(hd) => match hd.migrate(vm_id, &rq).await {

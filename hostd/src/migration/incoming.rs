@@ -75,6 +75,19 @@ pub fn incoming_address(ip: IpAddr, port: u16) -> String {
     }
 }
 
+/// MiB of free space the VM's disks take here: what the source's copied disks
+/// have allocated, and the data of the images the others are cloned from.
+fn disks_need_mib(req: &IncomingRequest, bases: &[Option<nova_hostd_api::ImageInfo>]) -> u64 {
+    let copied: u64 = req
+        .disks
+        .iter()
+        .filter(|d| d.copied)
+        .map(|d| d.allocated_bytes.min(d.size_bytes))
+        .sum();
+    let cloned: u64 = bases.iter().flatten().map(|b| b.allocated_bytes).sum();
+    (copied + cloned).div_ceil(1 << 20)
+}
+
 impl Migrations {
     /// Destination: get ready to receive a VM.
     pub async fn prepare_incoming(self: &Arc<Self>, req: IncomingRequest) -> Result<IncomingReady> {
@@ -88,10 +101,41 @@ impl Migrations {
         if req.macs.len() != req.spec.nics.len() {
             return Err(FieldError::new("macs", "one MAC per NIC").into());
         }
+        req.validate_disks()?;
+        // A disk the VMM copies starts as an empty sparse file of the source's exact
+        // size; the others are clones of their images, as on the source.
+        let copied = |n: usize| req.disks.get(n).filter(|d| d.copied);
         let vms = &self.vms;
+        // The same source trying again (a drain's warm retry after a live attempt):
+        // the earlier attempt's leftovers here are dead, whether or not its abort
+        // arrived yet. A source migrates a VM once at a time.
+        if let Ok(old) = vms.get(&id) {
+            let stale = old.state() == VmState::MigratingIn
+                && old
+                    .lock()
+                    .rec
+                    .migration
+                    .as_ref()
+                    .is_some_and(|m| m.peer == req.source_host && m.id != req.migration_id);
+            if stale {
+                tracing::info!(
+                    vm = id,
+                    "dropping an earlier, failed attempt to migrate it in"
+                );
+                self.abort_vm(&old, "superseded by a new migration from the same source")
+                    .await?;
+            }
+        }
         let mut needed = vec![req.spec.kernel.clone()];
         needed.extend(req.spec.initrd.clone());
-        needed.extend(req.spec.disks.iter().filter_map(|d| d.image.clone()));
+        needed.extend(
+            req.spec
+                .disks
+                .iter()
+                .enumerate()
+                .filter(|(n, _)| copied(*n).is_none())
+                .filter_map(|(_, d)| d.image.clone()),
+        );
         for img in &needed {
             vms.images.get(img).map_err(|_| {
                 Error::Conflict(format!("image {img} is not on this host: upload it first"))
@@ -108,14 +152,32 @@ impl Migrations {
                 .spec
                 .disks
                 .iter()
-                .map(|d| d.image.as_deref().and_then(|i| vms.images.get(i).ok()))
+                .enumerate()
+                .map(|(n, d)| match copied(n) {
+                    Some(_) => None,
+                    None => d.image.as_deref().and_then(|i| vms.images.get(i).ok()),
+                })
                 .collect();
-            let (disks, disk_bytes) = plan_disks(&req.spec, &bases);
+            let (mut disks, mut disk_bytes) = plan_disks(&req.spec, &bases);
+            for (n, d) in disks.iter_mut().enumerate() {
+                if let Some(c) = copied(n) {
+                    disk_bytes = disk_bytes - d.size_bytes + c.size_bytes;
+                    d.size_bytes = c.size_bytes;
+                }
+            }
             vms.admit(Resources {
                 vcpus: req.spec.vcpus as u64,
                 mem_mib: req.spec.mem_mib,
                 disk_mib: disk_bytes.div_ceil(1 << 20),
             })?;
+            // Real free space for what arrives: the copied disks' data and the clones'.
+            let need_mib = disks_need_mib(&req, &bases);
+            let free = crate::admission::disk_mib(&vms.settings.data_dir).1;
+            if need_mib > free {
+                return Err(Error::NoCapacity(format!(
+                    "disk: the VM's disks need {need_mib} MiB of free space, {free} MiB free"
+                )));
+            }
             let mut used = vms.macs_in_use();
             let nics = req
                 .macs

@@ -1,7 +1,8 @@
 //! The source side of a migration. `POST /v1/vms/{id}/migrate` answers at once; the
 //! rest runs behind it: make sure the destination has the VM's images (upload the
-//! missing ones), ask it to prepare (`POST /v1/migrations/incoming`), start the
-//! local VMM's migration and follow it. On `completed`: tell the destination, let go
+//! missing ones; writable disks are not images there but copied by the VMM), ask it
+//! to prepare (`POST /v1/migrations/incoming`), pause (warm) or stop and boot paused
+//! (cold) the guest, start the local VMM's migration and follow it. On `completed`: tell the destination, let go
 //! of the VM. On any failure: tell the destination to abort (until it hears it) and
 //! keep the VM here, running. A source VMM that lost the destination after the
 //! switch (`unknown`) is never resumed on a guess: the destination hostd decides.
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nova_hostd_api::{
-    HostdClient, IncomingOutcome, IncomingRequest, MigrateRequest, MigrationDirection,
-    MigrationState, MigrationStatus, VmState,
+    HostdClient, IncomingDisk, IncomingOutcome, IncomingRequest, MigrateRequest,
+    MigrationDirection, MigrationKind, MigrationMode, MigrationState, MigrationStatus, VmState,
 };
 use nova_vmm_api::{MigrationRequest, MigrationState as VmmState, MigrationStatus as VmmStatus};
 
@@ -30,6 +31,8 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 const SETTLE: Duration = Duration::from_secs(300);
 /// How long the source keeps telling an unreachable destination to abort.
 const ABORT_RETRY: Duration = Duration::from_secs(600);
+/// How long a cold migration's guest gets to stop before it is killed.
+const COLD_STOP: Duration = Duration::from_secs(5);
 /// The source VMM lost the destination after the switch.
 const UNKNOWN: &str = "contact with the destination VMM was lost after the switch";
 
@@ -60,22 +63,16 @@ impl Migrations {
                 format!("VM '{id}' is {state:?}; only a running VM migrates").to_lowercase(),
             ));
         }
-        if let Some(n) = vm.lock().rec.disks.iter().position(|d| !d.read_only) {
-            return Err(Error::Conflict(format!(
-                "disks[{n}] is writable: its contents would not follow the VM (the VMM moves \
-                 memory and device state, not disk files); migrate VMs with read-only disks or \
-                 shared storage"
-            )));
-        }
         let peer = self.peer(&req.to)?;
         let mid = format!("mig-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
-        let status = new_status(
+        let mut status = new_status(
             &mid,
             id,
             MigrationDirection::Outgoing,
             req.params.mode,
             &req.to.url,
         );
+        status.kind = req.kind;
         self.begin(&vm, status.clone(), VmState::MigratingOut)?;
         let pending = Pending {
             target: req.to.clone(),
@@ -97,7 +94,7 @@ impl Migrations {
     /// Images, the destination's preparation, the VMM's start.
     async fn run(
         &self,
-        vm: &Vm,
+        vm: &Arc<Vm>,
         peer: &HostdClient,
         req: &MigrateRequest,
         p: &Pending,
@@ -105,7 +102,13 @@ impl Migrations {
         let rec = vm.lock().rec.clone();
         let mut images = vec![rec.spec.kernel.clone()];
         images.extend(rec.spec.initrd.clone());
-        images.extend(rec.disks.iter().filter_map(|d| d.base.clone()));
+        // Writable disks travel in the VMM's stream: only read-only ones need their image.
+        images.extend(
+            rec.disks
+                .iter()
+                .filter(|d| d.read_only)
+                .filter_map(|d| d.base.clone()),
+        );
         for img in images {
             match peer.image(&img).await {
                 Ok(_) => {}
@@ -127,22 +130,45 @@ impl Migrations {
         }
         let mut spec = rec.spec.clone();
         spec.start = false;
+        let mut disks = Vec::new();
         for (d, info) in spec.disks.iter_mut().zip(&rec.disks) {
             d.image = info.base.clone();
             d.size_mib = Some(info.size_bytes.div_ceil(1 << 20));
+            // Writable disks travel in the VMM's stream (live block migration); a
+            // read-only one is its image on both hosts.
+            let path = vm.dir.join(&info.path);
+            disks.push(IncomingDisk {
+                size_bytes: info.size_bytes,
+                allocated_bytes: crate::images::clone::allocated_bytes(&path)
+                    .unwrap_or(info.size_bytes),
+                copied: !info.read_only,
+            });
+        }
+        // Warm and cold migrations move a guest that does not run: one pass, no rounds.
+        let mut params = req.params;
+        if req.kind != MigrationKind::Live {
+            params.mode = MigrationMode::Precopy;
         }
         let inc = IncomingRequest {
             migration_id: p.migration_id.clone(),
             spec,
             macs: rec.nics.iter().map(|n| n.mac.clone()).collect(),
-            mode: req.params.mode,
+            mode: params.mode,
             source_host: self.host_id.clone(),
+            disks,
         };
         let ready = peer.incoming(&inc).await.map_err(Error::peer)?;
         tracing::info!(vm = vm.id, to = ready.address, "destination ready");
+        match req.kind {
+            MigrationKind::Live => {}
+            MigrationKind::Warm => {
+                vm.vmm()?.pause().await.map_err(Error::vmm)?;
+            }
+            MigrationKind::Cold => self.vms.reboot_paused(vm, COLD_STOP).await?,
+        }
         let start = MigrationRequest {
             to: ready.address,
-            params: req.params,
+            params,
             // The destination's credential for this migration only: its VMM lets in
             // nothing else.
             peer: ready.peer,

@@ -57,6 +57,7 @@ pub fn new_status(
         direction,
         state: MigrationState::Preparing,
         mode,
+        kind: Default::default(),
         peer: peer.to_string(),
         started_at_ms: now_ms(),
         finished_at_ms: None,

@@ -19,6 +19,8 @@ use crate::vms::table::Vms;
 pub enum Launch {
     /// Boot from the VM's kernel (`--config vmm.json`).
     Boot,
+    /// Boot, vCPUs parked until resumed (`--paused`): a cold migration moves it so.
+    BootPaused,
     /// Receive the VM from a source VMM (`--incoming tcp:ADDR`).
     Incoming(String),
     /// Restore from a snapshot directory (`--restore DIR [--lazy]`).
@@ -49,7 +51,7 @@ pub fn vmm_args(
     let path_of =
         |r: &str| image(r).ok_or_else(|| Error::NotFound(format!("image {r} is not in the cache")));
     let mut args = match launch {
-        Launch::Boot => {
+        Launch::Boot | Launch::BootPaused => {
             let cfg = VmConfig {
                 kernel: path_of(&rec.spec.kernel)?,
                 initrd: rec.spec.initrd.as_deref().map(path_of).transpose()?,
@@ -62,6 +64,7 @@ pub fn vmm_args(
                     .map(|d| DiskConfig {
                         path: d.path.clone().into(),
                         read_only: d.read_only,
+                        shared: false,
                     })
                     .collect(),
                 nets: rec
@@ -80,6 +83,9 @@ pub fn vmm_args(
             let mut args = vec!["--config".into(), s(paths.config)];
             if paths.insecure_migration {
                 args.push("--insecure".into());
+            }
+            if *launch == Launch::BootPaused {
+                args.push("--paused".into());
             }
             return Ok((args, Some(cfg)));
         }
@@ -214,7 +220,7 @@ impl Vms {
         std::fs::create_dir_all(&snapshots).ctx(|| format!("creating {}", snapshots.display()))?;
         let disks: Vec<PathBuf> = rec.disks.iter().map(|d| vm.dir.join(&d.path)).collect();
         let mut read_only = vec![self.settings.vmm_bin.clone()];
-        if *launch == Launch::Boot {
+        if matches!(launch, Launch::Boot | Launch::BootPaused) {
             let image = |r: &str| {
                 self.images
                     .path_of(r)

@@ -11,6 +11,7 @@ use nova_vmm_api::StopRequest;
 use crate::error::{Error, Result};
 use crate::vms::process;
 use crate::vms::record::Vm;
+use crate::vms::spawn::Launch;
 use crate::vms::table::Vms;
 
 /// How long a VMM has to exit once asked to (after the guest's own timeout), before
@@ -114,6 +115,43 @@ impl Vms {
                 "nova-vmm pid {pid} did not exit after SIGKILL"
             )))
         }
+    }
+
+    /// A cold migration's first step: the guest is asked to stop (killed after
+    /// `guest`), then a fresh VMM boots the VM paused, never run, for the migration to
+    /// move as it is. The VM keeps its state (migrating out). The caller holds `vm.op`.
+    pub async fn reboot_paused(self: &Arc<Self>, vm: &Arc<Vm>, guest: Duration) -> Result<()> {
+        let state = vm.state();
+        let pid = {
+            let mut g = vm.lock();
+            g.rt.stop_requested = true;
+            g.rt.pid
+        };
+        if let Some(pid) = pid {
+            let req = StopRequest {
+                force: false,
+                timeout_ms: guest.as_millis().max(1) as u64,
+            };
+            let asked = match vm.vmm() {
+                Ok(vmm) => vmm.stop(&req).await.is_ok(),
+                Err(_) => false,
+            };
+            if !(asked && wait_exit(vm, guest + STOP_TIMEOUT).await) {
+                process::signal(pid, libc::SIGKILL);
+                if !wait_exit(vm, Duration::from_secs(5)).await {
+                    return Err(Error::Vmm(format!(
+                        "nova-vmm pid {pid} did not exit after SIGKILL"
+                    )));
+                }
+            }
+        }
+        {
+            let mut g = vm.lock();
+            g.rt.stop_requested = false;
+            g.rec.state = state;
+        }
+        vm.persist()?;
+        self.launch(vm, Launch::BootPaused).await
     }
 
     /// Stops the VM, removes its taps, disks and directory.

@@ -62,7 +62,10 @@ impl Vms {
             };
             vms.exited(vm2, gen, end).await;
         });
-        if matches!(launch, Launch::Boot | Launch::Restore { .. }) {
+        if matches!(
+            launch,
+            Launch::Boot | Launch::BootPaused | Launch::Restore { .. }
+        ) {
             self.wait_ready(vm, gen).await?;
             let mut g = vm.lock();
             if g.rt.generation == gen && g.rt.pid.is_some() && g.rec.state == VmState::Starting {

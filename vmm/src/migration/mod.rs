@@ -6,7 +6,8 @@
 //! [`postcopy`]. The destination's [`receiver`] is what
 //! `nova-vmm run --incoming tcp:ADDR:PORT` does instead of booting. Both speak
 //! [`protocol`], with page data as [`compression`] encodes it; the source times the
-//! destination's answer by its [`arrival`].
+//! destination's answer by its [`arrival`]. Writable disks travel in the same stream,
+//! sent and written by [`disks`].
 //!
 //! Every connection is TLS 1.3 with the migration's own credential ([`tls`]: the
 //! destination's pinned certificate, the source's secret), carried by [`channel`];
@@ -22,6 +23,7 @@
 pub mod arrival;
 pub mod channel;
 pub mod compression;
+pub mod disks;
 pub mod error;
 pub mod gate;
 pub mod link;

@@ -84,7 +84,11 @@ impl PageSender<'_> {
     }
 
     /// Writes one frame within the bandwidth cap and counts it.
-    fn send_frame(&self, conn: &mut LinkWriter, frame: &[u8]) -> Result<(), MigrationError> {
+    pub(super) fn send_frame(
+        &self,
+        conn: &mut LinkWriter,
+        frame: &[u8],
+    ) -> Result<(), MigrationError> {
         self.limiter.take(frame.len());
         std::io::Write::write_all(conn, frame).map_err(protocol::ProtocolError::from)?;
         self.counters

@@ -1,5 +1,6 @@
 //! The destination side: `nova-vmm run --incoming tcp:ADDR:PORT`. Learns the VM's
-//! configuration from the stream, builds the VM, writes pages as they come, loads the
+//! configuration from the stream, builds the VM, writes pages (and disk blocks, into
+//! its own disk files) as they come, loads the
 //! state, and runs the VM only when the source says `Switch`. Any failure before that
 //! ends this process with an error; the source then keeps the VM.
 
@@ -16,6 +17,7 @@ use vm_memory::Bytes;
 
 use super::channel::{LinkReader, LinkWriter};
 use super::compression;
+use super::disks::DiskSink;
 use super::error::MigrationError;
 use super::gate::{Arrival, Gate};
 use super::protocol::{self, Message, VERSION};
@@ -26,11 +28,13 @@ use crate::vm::build::MemorySource;
 use crate::vm::Vm;
 
 /// Writes received pages into guest RAM (through the VM's mapping: one copy, no
-/// syscall per page); zero pages become holes in the memfd.
+/// syscall per page); zero pages become holes in the memfd. Disk blocks go to the
+/// disks.
 struct PageSink {
     mem: GuestMemory,
     memfd: File,
     pages: usize,
+    disks: DiskSink,
 }
 
 impl PageSink {
@@ -73,6 +77,13 @@ impl PageSink {
                     }
                 }
             }
+            Message::Blocks {
+                disk,
+                indices,
+                compression,
+                data,
+            } => self.disks.blocks(disk, &indices, compression, &data)?,
+            Message::ZeroBlocks { disk, indices } => self.disks.zero_blocks(disk, &indices)?,
             other => {
                 return Err(MigrationError::Unexpected(
                     format!("{other:?}").chars().take(60).collect(),
@@ -236,6 +247,7 @@ fn receive_on(
         mem: vm.mem.clone(),
         memfd: sink_memfd,
         pages,
+        disks: DiskSink::new(&vm),
     });
     protocol::send(writer, &Message::Welcome)?;
 
@@ -295,13 +307,19 @@ fn receive_on(
 
     loop {
         match protocol::recv(&mut reader)? {
-            m @ (Message::Pages { .. } | Message::ZeroPages { .. }) => sink.apply(m)?,
+            m @ (Message::Pages { .. }
+            | Message::ZeroPages { .. }
+            | Message::Blocks { .. }
+            | Message::ZeroBlocks { .. }) => sink.apply(m)?,
             Message::Flush => {
                 data_flushed(&flushed_rx, data_conns)?;
+                // A round's blocks are on stable storage before it counts as done.
+                sink.disks.sync()?;
                 protocol::send(writer, &Message::Flushed)?;
             }
             Message::State(bytes) => {
                 data_flushed(&flushed_rx, data_conns)?;
+                sink.disks.sync()?;
                 tracing::debug!("stop-and-copy: state received");
                 let state =
                     crate::state::decode(&bytes).map_err(|e| MigrationError::Vm(e.to_string()))?;
@@ -313,6 +331,7 @@ fn receive_on(
             }
             Message::PostcopyState { state, pending } => {
                 data_flushed(&flushed_rx, data_conns)?;
+                sink.disks.sync()?;
                 let urgent = urgent.take().ok_or(MigrationError::Unexpected(
                     "post-copy state without a page request connection".into(),
                     "UrgentHello before post-copy",

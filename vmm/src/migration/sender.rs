@@ -1,5 +1,6 @@
-//! The source side: connects to the destination, copies memory in rounds while the VM
-//! runs, then pauses it, sends the rest and the device state, and hands over.
+//! The source side: connects to the destination, copies memory and writable disks in
+//! rounds while the VM runs, then pauses it, sends the rest and the device state, and
+//! hands over.
 //! Every failure before `Switch` resumes the VM here, untouched.
 
 use std::io::BufReader;
@@ -13,6 +14,8 @@ use nova_vmm_api::{
 use vm_memory::{Bytes, GuestAddress};
 
 use super::arrival;
+use super::channel::{LinkReader, LinkWriter};
+use super::disks::DiskSender;
 use super::error::MigrationError;
 use super::link::{connect, expect, expect_soon, flush_all, flush_data, refusal, set_send_buffer};
 use super::outgoing::{Outgoing, Slot};
@@ -190,8 +193,10 @@ fn migrate(
         limiter: Limiter::new(req.params.bandwidth_mbit),
         compression: req.params.compress,
     };
+    let disks = DiskSender::new(vm);
     let publish = |ctx: &PageSender| {
         mig.update(|s| {
+            s.blocks = disks.counts();
             s.bytes_sent = ctx.counters.bytes.load(Ordering::Relaxed);
             s.pages.sent = ctx.counters.sent.load(Ordering::Relaxed);
             s.pages.zero = ctx.counters.zero.load(Ordering::Relaxed);
@@ -209,16 +214,27 @@ fn migrate(
 
     // Pages the destination does not have in their current form.
     let mut pending = DirtyBitmap::new(total_pages);
+    // Disk blocks the destination does not have in their current form (beyond the
+    // logs, which hold what the guest wrote since their last collection).
+    let mut pending_blocks = disks.none();
     let mut go_postcopy = req.params.mode == MigrationMode::Postcopy;
     if go_postcopy {
         for p in &touched {
             pending.set(*p);
+        }
+        // Post-copy moves memory after the switch, not disks: they are copied first,
+        // in rounds while the guest runs, so that the pause sends few blocks.
+        if !disks.is_empty() {
+            mig.update(|s| s.phase = "first-pass".into());
+            pending_blocks = precopy_disks(&disks, &ctx, &mut conns, &mut reader, req)?;
+            publish(&ctx);
         }
     } else {
         mig.update(|s| s.phase = "first-pass".into());
         let t = Instant::now();
         let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
         ctx.send_spread(&mut conns, &touched, true)?;
+        disks.first_pass(&ctx, &mut conns[0])?;
         // Rounds end when the destination has applied them, not when the socket took
         // them: megabytes sit in socket buffers, and a bandwidth measured at the sender
         // would promise a stop-and-copy that then waits for that backlog.
@@ -234,7 +250,10 @@ fn migrate(
         for round in 1..=MAX_ROUNDS {
             ctx.check_cancel()?;
             let dirty = vm.collect_dirty()?;
-            let n = dirty.count() as u64;
+            let blocks = disks.collect();
+            let nb = blocks.count();
+            // Pages and disk blocks are both 4 KiB: the round's size counts both.
+            let n = dirty.count() as u64 + nb;
             let expected_ms = (n * PAGE_SIZE as u64) as f64 / bandwidth.max(1.0);
             // Stop once the rest fits the target, unless it fills more than a twentieth
             // of it and another round would halve it: a short round costs the guest
@@ -244,6 +263,7 @@ fn migrate(
                 expected_ms > req.params.downtime_ms as f64 / 20.0 && n * 2 <= last_round;
             if fits && !worth_a_round {
                 pending = dirty;
+                pending_blocks = blocks;
                 mig.update(|s| s.converged = true);
                 break;
             }
@@ -258,17 +278,20 @@ fn migrate(
                 && (stalled >= HYBRID_STALL_ROUNDS || round == MAX_ROUNDS)
             {
                 pending = dirty;
+                pending_blocks = blocks;
                 go_postcopy = true;
                 break;
             }
             if round == MAX_ROUNDS {
                 pending = dirty; // pre-copy only: forced stop-and-copy, not converged
+                pending_blocks = blocks;
                 break;
             }
             let pages: Vec<usize> = dirty.iter().collect();
             let t = Instant::now();
             let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
             ctx.send_spread(&mut conns, &pages, false)?;
+            disks.send_dirty(&ctx, &mut conns[0], &blocks)?;
             flush_all(&mut conns, &mut reader)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             let sent = ctx.counters.bytes.load(Ordering::Relaxed) - b0;
@@ -285,6 +308,7 @@ fn migrate(
                     ms,
                     bandwidth_mbit: bandwidth * 8.0 / 1000.0,
                     dirty_rate_mbit: dirty_rate * 8.0 / 1000.0,
+                    blocks: nb,
                 });
             });
         }
@@ -305,6 +329,8 @@ fn migrate(
     vm.pause();
     let t_paused = paused_at.elapsed();
     pending.union(&vm.collect_dirty()?);
+    // The devices drained their requests in the pause: the logs hold every write.
+    pending_blocks.union(&disks.collect());
     tracing::debug!(
         "stop-and-copy: paused {t_paused:?}, dirty log {:?}, {} pages",
         paused_at.elapsed(),
@@ -316,6 +342,8 @@ fn migrate(
             s.switched_to_postcopy = true;
             s.phase = "device-state".into();
         });
+        // The last disk blocks before the state, on the connection that carries it.
+        disks.send_dirty(&ctx, &mut conns[0], &pending_blocks)?;
         flush_data(&mut conns)?;
         // The pages the vCPUs touch first go now: on the destination each would be a
         // fault and a round trip here before the guest's first instructions complete.
@@ -342,6 +370,7 @@ fn migrate(
         // saved here, instead of waiting for both in turn.
         let pages: Vec<usize> = pending.iter().collect();
         ctx.send_spread(&mut conns, &pages, false)?;
+        disks.send_dirty(&ctx, &mut conns[0], &pending_blocks)?;
         flush_data(&mut conns)?;
         let state = crate::state::encode(&vm.save_state()?);
         mig.update(|s| s.phase = "device-state".into());
@@ -414,6 +443,39 @@ fn migrate(
         mig.update(|s| s.converged = true);
     }
     Ok(Outcome::Completed)
+}
+
+/// Copies the disks while the guest runs (for post-copy, which moves only memory after
+/// the switch): the first pass, then rounds of the blocks written meanwhile until the
+/// rest fits the downtime target or the rounds run out. Returns the rest.
+fn precopy_disks(
+    disks: &DiskSender,
+    ctx: &PageSender,
+    conns: &mut [LinkWriter],
+    reader: &mut BufReader<LinkReader>,
+    req: &MigrationRequest,
+) -> Result<super::disks::DirtyBlocks, MigrationError> {
+    let t = Instant::now();
+    let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
+    disks.first_pass(ctx, &mut conns[0])?;
+    flush_all(conns, reader)?;
+    let sent = ctx.counters.bytes.load(Ordering::Relaxed) - b0;
+    let mut bandwidth = sent as f64 / (t.elapsed().as_secs_f64() * 1000.0).max(0.05);
+    for _ in 0..MAX_ROUNDS {
+        ctx.check_cancel()?;
+        let blocks = disks.collect();
+        let expected_ms = (blocks.count() * PAGE_SIZE as u64) as f64 / bandwidth.max(1.0);
+        if expected_ms <= req.params.downtime_ms as f64 {
+            return Ok(blocks);
+        }
+        let t = Instant::now();
+        let b0 = ctx.counters.bytes.load(Ordering::Relaxed);
+        disks.send_dirty(ctx, &mut conns[0], &blocks)?;
+        flush_all(conns, reader)?;
+        let sent = ctx.counters.bytes.load(Ordering::Relaxed) - b0;
+        bandwidth = sent as f64 / (t.elapsed().as_secs_f64() * 1000.0).max(0.05);
+    }
+    Ok(disks.collect())
 }
 
 /// Milliseconds from the source's pause to the destination's vCPUs running: the

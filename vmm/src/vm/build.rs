@@ -24,7 +24,7 @@ use crate::devices::power::{
     Ged, SleepControl, GED_ADDR, GED_GSI, GED_LEN, SLEEP_CONTROL_ADDR, SLEEP_REGS_LEN,
 };
 use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_PORT};
-use crate::devices::virtio::{self, Interrupt, MmioTransport, MMIO_LEN};
+use crate::devices::virtio::{self, DiskLog, Interrupt, MmioTransport, MMIO_LEN};
 use crate::devices::Bus;
 use crate::kvm;
 use crate::memory;
@@ -193,6 +193,7 @@ impl Vm {
         mmio.insert(ged.clone(), GED_ADDR, GED_LEN)
             .map_err(bus_err)?;
 
+        let disk_logs: Vec<Arc<DiskLog>> = config.disks.iter().map(|_| Arc::default()).collect();
         let mut virtio = Vec::new();
         for i in 0..config.disks.len() + config.nets.len() {
             let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE;
@@ -201,7 +202,7 @@ impl Vm {
                 .register_irqfd(&irqfd, VIRTIO_IRQ_BASE + i as u32)
                 .map_err(ioctl("KVM_IRQFD (virtio)"))?;
             let interrupt = Arc::new(Interrupt::new(irqfd));
-            let device = make_device(&config, i)?;
+            let device = make_device(&config, i, &disk_logs)?;
             let mut queue_evts = Vec::new();
             for q in 0..device.queue_max_sizes().len() {
                 let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(setup("eventfd"))?;
@@ -290,6 +291,7 @@ impl Vm {
             mmio,
             vcpu_stats,
             virtio,
+            disk_logs,
             vcpus,
             cpuid: Mutex::new(cpuids),
             msr_indices,

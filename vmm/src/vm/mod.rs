@@ -29,6 +29,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::power::Ged;
 use crate::devices::serial::SerialDevice;
+use crate::devices::virtio::DiskLog;
 use crate::devices::Bus;
 use crate::memory::GuestMemory;
 use crate::vcpu::{ExitSignal, RunControl, VcpuStats};
@@ -59,6 +60,8 @@ pub struct Vm {
     mmio: Bus,
     vcpu_stats: Vec<Arc<VcpuStats>>,
     virtio: Vec<Arc<Mutex<VirtioSlot>>>,
+    /// Each disk's written blocks and open file, for live migration (see [`pages`]).
+    disk_logs: Vec<Arc<DiskLog>>,
     vcpus: Vec<Arc<Mutex<VcpuFd>>>,
     /// Each vCPU's CPUID as this VMM last set it (see [`crate::vcpu::state::save`]).
     cpuid: Mutex<Vec<Vec<kvm_cpuid_entry2>>>,

@@ -40,6 +40,14 @@ impl Vm {
         self.mem.read_slice(buf, gpa).map_err(std::io::Error::other)
     }
 
+    /// Disk `index`'s log of written blocks (and its open file), for live migration.
+    pub fn disk_log(
+        &self,
+        index: usize,
+    ) -> Option<&std::sync::Arc<crate::devices::virtio::DiskLog>> {
+        self.disk_logs.get(index)
+    }
+
     /// The memfd behind guest RAM, when there is one.
     pub fn memfd(&self) -> Option<&File> {
         self.memfd.as_ref()

@@ -139,7 +139,7 @@ impl Vm {
                 .map_err(|e| VmError::Device(format!("virtio device {i} state: {e}")))?;
             let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             slot.transport = None; // release the backend (tap) before reopening it
-            let device = make_device(&self.config, i)?;
+            let device = make_device(&self.config, i, &self.disk_logs)?;
             let t = MmioTransport::restore(
                 &saved,
                 device,

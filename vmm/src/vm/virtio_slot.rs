@@ -9,7 +9,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::error::{setup, VmError};
 use crate::devices::virtio::{
-    self, Block, BlockConfig, Interrupt, MmioTransport, Net, VirtioDevice,
+    self, Block, BlockConfig, DiskLog, Interrupt, MmioTransport, Net, VirtioDevice,
 };
 use crate::devices::BusDevice;
 
@@ -42,10 +42,12 @@ pub(super) fn clone_evts(evts: &[EventFd]) -> Result<Vec<EventFd>, VmError> {
         .collect()
 }
 
-/// The device behind virtio slot `index`: disks first, then NICs.
+/// The device behind virtio slot `index`: disks first (each marking its writes in its
+/// entry of `disk_logs`), then NICs.
 pub(super) fn make_device(
     config: &VmConfig,
     index: usize,
+    disk_logs: &[Arc<DiskLog>],
 ) -> Result<Box<dyn VirtioDevice>, VmError> {
     if let Some(d) = config.disks.get(index) {
         let cfg = BlockConfig {
@@ -53,9 +55,11 @@ pub(super) fn make_device(
             read_only: d.read_only,
             id: format!("disk{index}"),
         };
-        return Ok(Box::new(
-            Block::new(cfg).map_err(|e| VmError::Device(e.to_string()))?,
-        ));
+        let block = Block::new(cfg).map_err(|e| VmError::Device(e.to_string()))?;
+        return Ok(Box::new(match disk_logs.get(index) {
+            Some(log) => block.with_log(log.clone()),
+            None => block,
+        }));
     }
     let n = &config.nets[index - config.disks.len()];
     let cfg = virtio::NetConfig {

@@ -20,7 +20,7 @@ pub mod replay;
 mod test_driver;
 mod worker;
 
-pub use block::{Block, BlockError};
+pub use block::{Block, BlockError, DiskLog};
 pub use device::{Interrupt, VirtioDevice};
 pub use mmio::persist::TransportState;
 pub use mmio::{MmioTransport, TransportError, MMIO_LEN};

@@ -63,6 +63,8 @@ pub(crate) struct WorkerSetup {
     pub read_only: bool,
     pub serial: [u8; 20],
     pub counters: Arc<BlockCounterCells>,
+    /// Written blocks, for a live migration.
+    pub log: Option<Arc<super::DiskLog>>,
 }
 
 /// Host iovecs over guest memory for one submitted request.
@@ -78,6 +80,7 @@ struct InFlight {
     head: u16,
     kind: RequestKind,
     status: GuestAddress,
+    offset: u64,
     data_len: u32,
     /// Kept alive until the completion: the kernel reads the array at any time before.
     _iovecs: GuestIovecs,
@@ -216,6 +219,7 @@ impl BlockWorker {
             head: request.head,
             kind: request.kind,
             status: request.status,
+            offset: request.offset,
             data_len: request.data_len,
             _iovecs: iovecs,
             data: request.data,
@@ -268,6 +272,10 @@ impl BlockWorker {
                     }
                 }
                 RequestKind::Write => {
+                    // Even a failed write may have changed part of the range.
+                    if let Some(log) = &self.setup.log {
+                        log.mark(request.offset, u64::from(request.data_len));
+                    }
                     counters.write_requests.fetch_add(1, Ordering::Relaxed);
                     if ok {
                         counters

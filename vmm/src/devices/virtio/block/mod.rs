@@ -1,7 +1,8 @@
 //! virtio-blk over a raw disk file: the device model (features, config space, state,
 //! counters). Requests are decoded in [`request`] and executed by the io_uring worker
-//! in [`io`].
+//! in [`io`], which marks written blocks in the disk's [`dirty`] log for migration.
 
+pub mod dirty;
 mod io;
 mod request;
 #[cfg(test)]
@@ -26,6 +27,7 @@ use super::device::{
 };
 use super::persist::{BlockConfig, BlockState, DeviceState};
 use super::worker::WorkerSlot;
+pub use dirty::DiskLog;
 pub(crate) use io::replay_request;
 use io::{BlockCounterCells, BlockWorker};
 pub use request::SECTOR_SIZE;
@@ -56,6 +58,8 @@ pub struct Block {
     config_space: Vec<u8>,
     counters: Arc<BlockCounterCells>,
     worker: WorkerSlot<BlockWorker>,
+    /// Where written blocks are marked for a live migration.
+    log: Option<Arc<DiskLog>>,
 }
 
 impl Block {
@@ -96,7 +100,16 @@ impl Block {
             serial,
             counters: Arc::default(),
             worker: WorkerSlot::Inactive,
+            log: None,
         })
+    }
+
+    /// Marks the guest's writes in `log` (the VM's, which outlives this device), and
+    /// gives it the open disk.
+    pub fn with_log(mut self, log: Arc<DiskLog>) -> Self {
+        log.attach(self.disk.clone(), self.capacity_sectors * SECTOR_SIZE);
+        self.log = Some(log);
+        self
     }
 
     /// Disk size in 512-byte sectors.
@@ -123,6 +136,7 @@ impl Block {
             read_only: self.config.read_only,
             serial: self.serial,
             counters: self.counters.clone(),
+            log: self.log.clone(),
         })
         .map_err(ActivateError::Backend)
     }
