@@ -14,13 +14,14 @@ RELEASE_BIN := target/x86_64-unknown-linux-gnu/release
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server systemd \
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs \
 	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium \
-	acpica-tools prometheus prometheus-alertmanager
+	acpica-tools prometheus prometheus-alertmanager \
+	grub-efi-amd64-bin mtools dosfstools xorriso fdisk ovmf
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator, the API fuzzed by schemathesis.
 PIP_PACKAGES := openapi-spec-validator schemathesis
 
-.PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
+.PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
 	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean ui ui-deps
 
 all: build
@@ -75,7 +76,12 @@ demo: deps guest-images build
 	$(BIN)/nova-vmm run --kernel $(OUT)/testguest.elf --vcpus 2 --mem-mib 256 \
 		--cmdline "nova.workload=dirty:16:4,counter"
 
-test: deps ui-deps guest-images build
+# The bootable host image (host-image/out/): kernel + initramfs, raw GPT disk, ISO.
+# Cached: rebuilt only when its inputs change (host-image/build.sh says how).
+host-image: deps
+	host-image/build.sh
+
+test: deps ui-deps guest-images build host-image
 	NOVA_BIN_DIR=$(CURDIR)/$(BIN) $(CARGO) nextest run --workspace --no-fail-fast
 
 lint:

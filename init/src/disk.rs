@@ -66,6 +66,7 @@ pub fn has_ext4(dev: &Path) -> io::Result<bool> {
 /// Formats `dev` as ext4 labelled `label`.
 pub fn format_ext4(dev: &Path, label: &str) -> anyhow::Result<()> {
     let out = std::process::Command::new(MKE2FS)
+        .env("LD_LIBRARY_PATH", "/lib/x86_64-linux-gnu")
         .args(["-t", "ext4", "-q", "-F", "-L"])
         .arg(label)
         .arg(dev)

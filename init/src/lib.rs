@@ -6,6 +6,7 @@
 //! that only PID 1 runs.
 
 pub mod config;
+pub mod dhcp;
 pub mod disk;
 pub mod net;
 pub mod power;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nova_init::config::{self, Config, IpConfig};
 use nova_init::system;
-use nova_init::{disk, net, power, sntp, supervise};
+use nova_init::{dhcp, disk, net, power, sntp, supervise};
 
 /// Where things live on the running system.
 const ESP_LABEL: &str = "nova-esp";
@@ -130,10 +130,39 @@ fn bring_up_network(cfg: &Config) -> anyhow::Result<std::net::Ipv4Addr> {
             tracing::info!(%nic, %addr, prefix, gateway = ?gateway, "network up (static)");
             Ok(addr)
         }
-        IpConfig::Dhcp => anyhow::bail!(
-            "nova.ip: DHCP is not implemented yet in this image; give nova.ip=ADDR/PREFIX[,GATEWAY]"
-        ),
+        IpConfig::Dhcp => {
+            let mac = dhcp::mac_of(&nic).with_context(|| format!("no MAC address for {nic}"))?;
+            let xid = u32::from_str_radix(&system::random_hex(4)?, 16)?;
+            let lease = dhcp::obtain(&nic, mac, xid, Duration::from_secs(60))?;
+            net::set_address(&nic, lease.addr, lease.prefix)?;
+            if let Some(gw) = lease.gateway {
+                net::add_default_route(&nic, gw)?;
+            }
+            tracing::info!(%nic, addr = %lease.addr, prefix = lease.prefix, gateway = ?lease.gateway, server = %lease.server, lease_secs = lease.lease_secs, "network up (DHCP)");
+            renew_forever(nic, mac, xid, lease.clone());
+            Ok(lease.addr)
+        }
     }
+}
+
+/// Renews the lease at half its time, for ever (a thread). The address is the host's
+/// identity to the controller: a renewal giving another one is logged loudly.
+fn renew_forever(nic: String, mac: [u8; 6], xid: u32, first: dhcp::Lease) {
+    std::thread::spawn(move || {
+        let mut lease = first;
+        loop {
+            let half = Duration::from_secs(u64::from(lease.lease_secs.max(120)) / 2);
+            std::thread::sleep(half);
+            match dhcp::obtain(&nic, mac, xid, Duration::from_secs(60)) {
+                Ok(l) if l.addr == lease.addr => lease = l,
+                Ok(l) => {
+                    tracing::error!(old = %lease.addr, new = %l.addr, "DHCP gave another address; keeping the old one");
+                    lease.lease_secs = l.lease_secs;
+                }
+                Err(e) => tracing::warn!("renewing the DHCP lease: {e}"),
+            }
+        }
+    });
 }
 
 /// Mounts the data partition (formatting a blank one), or a tmpfs when there is none.

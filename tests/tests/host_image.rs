@@ -1,0 +1,154 @@
+//! The host image (`make host-image`) boots under QEMU with TCG (KVM here cannot run a
+//! stock kernel), its NIC a tap in a network namespace where the test runs a
+//! controller: nova-init formats the blank data partition, starts nova-hostd, the host
+//! registers and is Ready, its hostd answers, and the ACPI power button stops hostd
+//! first and powers the machine off.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nova_controller_api::HostState;
+use nova_tests::controller::{block_on, client};
+use nova_tests::hostd::in_namespace;
+use nova_tests::net::{require_netns, NetNs};
+use nova_tests::{binary, free_port, require, root, unique, wait_for, which, Console, TempDir};
+
+/// Everything under TCG is slow (the kernel alone takes tens of seconds here).
+const BOOT_SECS: u64 = 900;
+
+fn image(name: &str) -> PathBuf {
+    root().join("host-image/out").join(name)
+}
+
+/// The image is built and QEMU, namespaces and taps are available.
+fn require_image_and_qemu() -> bool {
+    require_netns()
+        && require(
+            which("qemu-system-x86_64"),
+            "qemu-system-x86_64 is not installed",
+        )
+        && require(
+            ["vmlinuz", "initrd.img", "nova-host.raw"]
+                .iter()
+                .all(|f| image(f).exists()),
+            "the host image is not built: run `make host-image`",
+        )
+}
+
+/// A nova-controller listening on `ip:port` inside `ns` (where the guest reaches it).
+fn controller_in(ns: &NetNs, dir: &Path, ip: &str, port: u16) -> Console {
+    let mut cmd = ns.command(&binary("nova-controller"));
+    cmd.args(["--insecure-http", "--listen", &format!("{ip}:{port}")])
+        .args(["--heartbeat-ms", "1000", "--down-after-ms", "30000"])
+        .arg("--store")
+        .arg(format!("sqlite:{}", dir.join("c.db").display()))
+        .arg("--admin-token-file")
+        .arg(dir.join("admin"))
+        .arg("--join-token-file")
+        .arg(dir.join("join"));
+    Console::spawn(cmd)
+}
+
+/// A sparse copy of the image's raw disk (the guest writes its data partition).
+fn disk_copy(dir: &TempDir) -> PathBuf {
+    let disk = dir.join("disk.raw");
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(image("nova-host.raw"))
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying the raw image");
+    disk
+}
+
+/// Sends one command to QEMU's human monitor on `sock`.
+fn monitor(sock: &Path, command: &str) {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("QEMU monitor");
+    writeln!(s, "{command}").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+#[test]
+fn host_image_joins_the_controller_and_powers_off_on_the_button() {
+    if !require_image_and_qemu() {
+        return;
+    }
+    let dir = TempDir::new();
+    let ns = NetNs::new();
+    let tap = unique("nvi");
+    ns.add_tap(&tap, "192.0.2.1/24");
+    let port = free_port();
+    let _ctl = controller_in(&ns, dir.path(), "192.0.2.1", port);
+    let url = format!("http://192.0.2.1:{port}");
+    wait_for(30, "the controller to answer", || {
+        in_namespace(Some(&ns.name), || block_on(client(&url, None).health())).ok()
+    });
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (admin, join) = (read("admin"), read("join"));
+
+    let disk = disk_copy(&dir);
+    let mon = dir.join("monitor.sock");
+    let mut qemu = ns.command(Path::new("qemu-system-x86_64"));
+    qemu.args([
+        "-M", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024",
+    ])
+    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    .arg("-monitor")
+    .arg(format!("unix:{},server=on,wait=off", mon.display()))
+    .arg("-kernel")
+    .arg(image("vmlinuz"))
+    .arg("-initrd")
+    .arg(image("initrd.img"))
+    .arg("-append")
+    .arg(format!(
+        "console=ttyS0 panic=-1 nova.ip=192.0.2.2/24 nova.controller={url} \
+             nova.join_token={join} nova.insecure_http=1 nova.hostname=img-host"
+    ))
+    .arg("-netdev")
+    .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+    .args(["-device", "virtio-net-pci,netdev=n0"])
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=virtio", disk.display()));
+    let mut vm = Console::spawn(qemu);
+    let boot = Duration::from_secs(BOOT_SECS);
+    vm.wait_for(boot, |l| {
+        l.text.contains("data partition is blank: formatting ext4")
+    });
+    vm.wait_for(boot, |l| l.text.contains("nova-hostd started"));
+
+    let api = client(&url, Some(&admin));
+    let host = wait_for(BOOT_SECS, "the host to be Ready in the controller", || {
+        in_namespace(Some(&ns.name), || block_on(api.hosts()))
+            .ok()?
+            .into_iter()
+            .find(|h| h.hostname == "img-host" && h.state == HostState::Ready)
+    });
+    assert_eq!(host.url, "http://192.0.2.2:7070", "{host:?}");
+
+    // Its hostd answers on the image's address, as the same host.
+    let hostd =
+        nova_hostd_api::HostdClient::new(&host.url, "health-needs-no-token", &Default::default())
+            .unwrap();
+    let health = in_namespace(Some(&ns.name), || block_on(hostd.health()))
+        .expect("hostd on the image answers /v1/health");
+    assert_eq!(health.host_id, host.id);
+
+    // The ACPI power button: hostd is stopped first, then the machine powers off.
+    monitor(&mon, "system_powerdown");
+    vm.wait_for(Duration::from_secs(120), |l| {
+        l.text.contains("stopping nova-hostd")
+    });
+    vm.wait_for(Duration::from_secs(120), |l| {
+        l.text.contains("nova-hostd stopped")
+    });
+    let st = vm.wait_exit(Duration::from_secs(120));
+    assert!(st.success(), "QEMU ended {st} after power-off");
+}
