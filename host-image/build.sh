@@ -18,7 +18,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 OUT=${1:-$HERE/out}
 WORK=$HERE/work
 META_PKG=${NOVA_HOST_KERNEL:-linux-image-amd64}
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 1700000000)}
+# Default: when the image's own sources last changed (not every commit: the cache would miss).
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct -- host-image init 2>/dev/null || echo 1700000000)}
 export TZ=UTC LC_ALL=C
 
 # Modules in load order of their roots; dependencies come from each .ko's `depends=`.
@@ -29,7 +30,7 @@ MODULES=(
 	kvm kvm_intel kvm_amd vhost_net tun bridge vxlan veth 8021q
 	virtio_blk virtio_scsi sd_mod sr_mod nvme ahci usb_storage uas xhci_pci ehci_pci
 	virtio_net e1000 e1000e igb igc ixgbe i40e r8169 tg3 bnxt_en mlx5_core
-	virtio_pci button
+	virtio_pci evdev button
 )
 
 step=setup
@@ -219,11 +220,11 @@ cp "$WORK/vmlinuz" "$WORK/initrd.img" "$ISOT/nova/"
 cp "$HERE/grub-iso.cfg" "$ISOT/EFI/nova/grub.cfg"
 EFIT=$WORK/efiboot && rm -rf "$EFIT" && mkdir -p "$EFIT/EFI/BOOT"
 cp "$GRUB/BOOTX64.EFI" "$EFIT/EFI/BOOT/"
-fat "$WORK/efiboot.img" 4 NOVA-ISO-ESP 4e4f0045 "$EFIT"
+fat "$WORK/efiboot.img" 4 NOVA-ISOEFI 4e4f0045 "$EFIT"
 find "$ISOT" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 rm -f "$WORK/nova-host.iso"
 xorriso -as mkisofs -quiet -o "$WORK/nova-host.iso" -iso-level 3 -V NOVA_HOST -J -R \
-	--modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" -volume_date uuid "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" \
+	--modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" \
 	-append_partition 2 0xef "$WORK/efiboot.img" -e --interval:appended_partition_2:all:: \
 	-no-emul-boot -partition_offset 16 "$ISOT" 2>&1 | grep -v '^xorriso : NOTE' >&2 || true
 [[ -s $WORK/nova-host.iso ]] || die "xorriso wrote no ISO"

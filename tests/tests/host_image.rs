@@ -2,7 +2,10 @@
 //! stock kernel), its NIC a tap in a network namespace where the test runs a
 //! controller: nova-init formats the blank data partition, starts nova-hostd, the host
 //! registers and is Ready, its hostd answers, and the ACPI power button stops hostd
-//! first and powers the machine off.
+//! first and powers the machine off. Booted two ways: kernel + initramfs with the
+//! settings on the command line (static address), and the raw disk by UEFI firmware
+//! (OVMF, GRUB, slot A) with the settings in nova.conf on the EFI partition and the
+//! address from a DHCP server (dnsmasq) on the tap.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,6 +65,27 @@ fn disk_copy(dir: &TempDir) -> PathBuf {
         .unwrap();
     assert!(st.success(), "copying the raw image");
     disk
+}
+
+/// The Ready host named `hostname` in the controller at `url` (seen from `ns`).
+fn ready_host(ns: &NetNs, url: &str, admin: &str, hostname: &str) -> nova_controller_api::Host {
+    let api = client(url, Some(admin));
+    wait_for(BOOT_SECS, "the host to be Ready in the controller", || {
+        in_namespace(Some(&ns.name), || block_on(api.hosts()))
+            .ok()?
+            .into_iter()
+            .find(|h| h.hostname == hostname && h.state == HostState::Ready)
+    })
+}
+
+/// hostd on the image answers at the URL it registered, as the host registered.
+fn assert_hostd_answers(ns: &NetNs, host: &nova_controller_api::Host) {
+    let hostd =
+        nova_hostd_api::HostdClient::new(&host.url, "health-needs-no-token", &Default::default())
+            .unwrap();
+    let health = in_namespace(Some(&ns.name), || block_on(hostd.health()))
+        .expect("hostd on the image answers /v1/health");
+    assert_eq!(health.host_id, host.id);
 }
 
 /// Sends one command to QEMU's human monitor on `sock`.
@@ -124,22 +148,9 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     });
     vm.wait_for(boot, |l| l.text.contains("nova-hostd started"));
 
-    let api = client(&url, Some(&admin));
-    let host = wait_for(BOOT_SECS, "the host to be Ready in the controller", || {
-        in_namespace(Some(&ns.name), || block_on(api.hosts()))
-            .ok()?
-            .into_iter()
-            .find(|h| h.hostname == "img-host" && h.state == HostState::Ready)
-    });
+    let host = ready_host(&ns, &url, &admin, "img-host");
     assert_eq!(host.url, "http://192.0.2.2:7070", "{host:?}");
-
-    // Its hostd answers on the image's address, as the same host.
-    let hostd =
-        nova_hostd_api::HostdClient::new(&host.url, "health-needs-no-token", &Default::default())
-            .unwrap();
-    let health = in_namespace(Some(&ns.name), || block_on(hostd.health()))
-        .expect("hostd on the image answers /v1/health");
-    assert_eq!(health.host_id, host.id);
+    assert_hostd_answers(&ns, &host);
 
     // The ACPI power button: hostd is stopped first, then the machine powers off.
     monitor(&mon, "system_powerdown");
@@ -151,4 +162,91 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     });
     let st = vm.wait_exit(Duration::from_secs(120));
     assert!(st.success(), "QEMU ended {st} after power-off");
+}
+
+#[test]
+fn host_disk_boots_by_uefi_with_settings_on_the_efi_partition_and_dhcp() {
+    if !require_image_and_qemu()
+        || !require(which("dnsmasq"), "dnsmasq (a DHCP server) is not installed")
+        || !require(which("mcopy"), "mtools is not installed")
+    {
+        return;
+    }
+    let firmware = Path::new("/usr/share/ovmf/OVMF.fd");
+    if !require(
+        firmware.exists(),
+        "OVMF (UEFI firmware, package ovmf) is not installed",
+    ) {
+        return;
+    }
+    let dir = TempDir::new();
+    let ns = NetNs::new();
+    let tap = unique("nvu");
+    ns.add_tap(&tap, "198.51.100.1/24");
+    let port = free_port();
+    let _ctl = controller_in(&ns, dir.path(), "198.51.100.1", port);
+    let url = format!("http://198.51.100.1:{port}");
+    wait_for(30, "the controller to answer", || {
+        in_namespace(Some(&ns.name), || block_on(client(&url, None).health())).ok()
+    });
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (admin, join) = (read("admin"), read("join"));
+    let mut dhcp = ns.command(Path::new("dnsmasq"));
+    dhcp.args([
+        "--no-daemon",
+        "--port=0",
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+    ])
+    .arg(format!("--interface={tap}"))
+    .arg("--dhcp-range=198.51.100.50,198.51.100.59,255.255.255.0,1h")
+    .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
+    .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
+    let _dhcp = Console::spawn(dhcp);
+
+    // The site's settings, where an operator puts them: nova.conf on the EFI partition
+    // (the first partition, at 1 MiB).
+    let disk = disk_copy(&dir);
+    let conf = dir.join("nova.conf");
+    std::fs::write(
+        &conf,
+        format!("controller={url}\njoin_token={join}\ninsecure_http=1\nhostname=uefi-host\n"),
+    )
+    .unwrap();
+    let st = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1M", disk.display()))
+        .arg(&conf)
+        .arg("::/nova/nova.conf")
+        .status()
+        .unwrap();
+    assert!(st.success(), "mcopy nova.conf onto the EFI partition");
+
+    let mut qemu = ns.command(Path::new("qemu-system-x86_64"));
+    qemu.args([
+        "-M", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024",
+    ])
+    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    .arg("-bios")
+    .arg(firmware)
+    .arg("-netdev")
+    .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+    .args(["-device", "virtio-net-pci,netdev=n0"])
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=virtio", disk.display()));
+    let vm = Console::spawn(qemu);
+    let boot = Duration::from_secs(BOOT_SECS);
+    vm.wait_for(boot, |l| l.text.contains("NovaCron host: slot a"));
+    let up = vm.wait_for(boot, |l| l.text.contains("network up (DHCP)"));
+    assert!(up.text.contains("addr=198.51.100.5"), "{}", up.text);
+    let host = ready_host(&ns, &url, &admin, "uefi-host");
+    assert!(host.url.starts_with("http://198.51.100.5"), "{host:?}");
+    assert_hostd_answers(&ns, &host);
 }
