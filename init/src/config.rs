@@ -59,8 +59,10 @@ pub struct Config {
     pub hostname: Option<String>,
     /// An SNTP server to set the clock from at boot.
     pub ntp: Option<Ipv4Addr>,
-    /// Log at debug level and print the configuration read.
+    /// Log at debug level (nova-init and hostd).
     pub debug: bool,
+    /// The system slot booted (`a` or `b`), told by the boot loader.
+    pub slot: Option<char>,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             hostname: None,
             ntp: None,
             debug: false,
+            slot: None,
         }
     }
 }
@@ -287,6 +290,13 @@ impl Config {
                         )
                     }
                     "debug" => c.debug = parse_bool(v)?,
+                    "slot" => {
+                        c.slot = Some(match v.as_str() {
+                            "a" => 'a',
+                            "b" => 'b',
+                            _ => return Err(format!("'{v}' is not a or b")),
+                        })
+                    }
                     _ => return Err("unknown key".into()),
                 }
                 Ok(())
@@ -341,7 +351,7 @@ mod tests {
              nova.ip=192.0.2.2/24,192.0.2.1 nova.iface=eth0 nova.modules=kvm_intel,vxlan \
              nova.data_label=mydata nova.format_data=0 nova.listen_port=7443 \
              nova.tls_cert=/data/tls/cert.pem nova.tls_key=/data/tls/key.pem \
-             nova.hostname=rack1-h3 nova.ntp=192.0.2.1 nova.debug quiet",
+             nova.hostname=rack1-h3 nova.ntp=192.0.2.1 nova.debug nova.slot=b quiet",
         )
         .unwrap();
         assert_eq!(c.controller.as_deref(), Some("https://ctl.example:8443"));
@@ -365,6 +375,7 @@ mod tests {
         assert_eq!(c.hostname.as_deref(), Some("rack1-h3"));
         assert_eq!(c.ntp, Some("192.0.2.1".parse().unwrap()));
         assert!(c.debug && !c.insecure_http);
+        assert_eq!(c.slot, Some('b'));
     }
 
     #[test]
@@ -384,7 +395,7 @@ mod tests {
              nova.iface=way-too-long-interface nova.modules=ok,b@d nova.data_label=a/b \
              nova.format_data=maybe nova.listen_port=0 nova.insecure_http=2 \
              nova.tls_cert=/x/../y nova.hostname=a.b nova.ntp=host nova.debug=yes! \
-             nova.bogus=1",
+             nova.slot=c nova.bogus=1",
         )
         .unwrap_err();
         for key in [
@@ -404,6 +415,7 @@ mod tests {
             "hostname",
             "ntp",
             "debug",
+            "slot",
             "bogus",
         ] {
             assert!(

@@ -68,9 +68,7 @@ fn boot(cmdline: &str) -> anyhow::Result<Vec<String>> {
     tracing::info!(modules = n, "modules loaded");
     let esp_conf = read_esp_config();
     let cfg = Config::from_sources(esp_conf.as_deref(), cmdline)?;
-    if cfg.debug {
-        tracing::debug!(?cfg, "configuration");
-    }
+    tracing::info!(slot = ?cfg.slot, controller = ?cfg.controller, "configuration read");
     if !cfg.modules.is_empty() {
         system::load_modules(&cfg.modules);
     }
