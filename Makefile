@@ -15,7 +15,7 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs \
 	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium \
 	acpica-tools prometheus prometheus-alertmanager \
-	grub-efi-amd64-bin mtools dosfstools xorriso fdisk ovmf
+	grub-efi-amd64-bin mtools dosfstools xorriso fdisk ovmf dnsmasq-base
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator, the API fuzzed by schemathesis.
