@@ -66,7 +66,9 @@ fi
 
 # 2. Our binaries, release and static (there is no dynamic loader for them).
 step="build nova-init, nova-hostd, nova-vmm"
-(cd "$ROOT" && cargo build -q --release -p nova-init -p nova-hostd -p nova-vmm --bins) ||
+# Without SOURCE_DATE_EPOCH: C build scripts (ring, zstd-sys) rebuild when it changes,
+# and `make build-release` builds without it; one set of release artifacts serves both.
+(cd "$ROOT" && env -u SOURCE_DATE_EPOCH cargo build -q --release -p nova-init -p nova-hostd -p nova-vmm --bins) ||
 	die "cargo build --release failed"
 REL=$ROOT/target/x86_64-unknown-linux-gnu/release
 for b in nova-init nova-hostd nova-vmm; do
