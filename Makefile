@@ -14,15 +14,17 @@ RELEASE_BIN := target/x86_64-unknown-linux-gnu/release
 APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server systemd \
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs \
 	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium \
-	acpica-tools prometheus prometheus-alertmanager
+	acpica-tools prometheus prometheus-alertmanager \
+	grub-efi-amd64-bin mtools dosfstools xorriso fdisk ovmf dnsmasq-base
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator, the API fuzzed by schemathesis, alert mail received by
 # aiosmtpd (a real SMTP server).
 PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd
 
-.PHONY: all up down demo test deps guest-images build build-release bench bench-boot fuzz-smoke \
-	bench-migration bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean ui ui-deps
+.PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
+	fuzz-smoke bench-migration bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean \
+	ui ui-deps
 
 all: build
 
@@ -78,9 +80,16 @@ demo: deps guest-images build
 	$(BIN)/nova-vmm run --kernel $(OUT)/testguest.elf --vcpus 2 --mem-mib 256 \
 		--cmdline "nova.workload=dirty:16:4,counter"
 
+# The bootable host image (host-image/out/): kernel + initramfs, raw GPT disk, ISO.
+# Cached: rebuilt only when its inputs change (host-image/build.sh says how).
+host-image: deps
+	host-image/build.sh
+
+# make test boots an image of the debug build (already built for the tests).
 test: deps ui-deps guest-images build
+	NOVA_HOST_IMAGE_PROFILE=dev host-image/build.sh
 	NOVA_BIN_DIR=$(CURDIR)/$(BIN) $(CARGO) nextest run --workspace --no-fail-fast
-	$(MAKE) fuzz-smoke
+	$(MAKE) fuzz-smoke FUZZ_SECONDS=20
 
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of every parser of hostile input:
 # each target runs FUZZ_SECONDS from its committed corpus (fuzz/corpus/TARGET; what it
@@ -89,7 +98,7 @@ test: deps ui-deps guest-images build
 # RUSTC_BOOTSTRAP: cargo-fuzz needs nightly flags; no sanitizer (-s none) builds on stable.
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_TARGETS := migration_frame migration_tls_records state_decode vmm_http_request boot_loader \
-	virtio_blk_queue virtio_net_queue
+	virtio_blk_queue virtio_net_queue dhcp_reply init_config
 FUZZ_SECONDS ?= 30
 FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 FUZZ_FLAGS := -s none --target x86_64-unknown-linux-gnu

@@ -95,7 +95,7 @@ impl AsState for &str {
 
 /// Runs `f` with the calling thread in network namespace `ns` (sockets made meanwhile
 /// live there), then puts the thread back where it was.
-fn in_namespace<T>(ns: Option<&str>, f: impl FnOnce() -> T) -> T {
+pub fn in_namespace<T>(ns: Option<&str>, f: impl FnOnce() -> T) -> T {
     let Some(ns) = ns else { return f() };
     use std::os::fd::AsRawFd;
     let here = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");

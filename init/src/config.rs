@@ -1,0 +1,498 @@
+//! What the host image is told: `nova.KEY=VALUE` words on the kernel command line and
+//! `KEY=VALUE` lines of a `nova.conf` file (on the EFI or data partition); the command
+//! line wins. [`Config::parse`] checks every value and names every key that is wrong,
+//! all of them at once, so one reboot fixes them all.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// The GPT partition label of the data partition, unless `nova.data_label=` says.
+pub const DEFAULT_DATA_LABEL: &str = "nova-data";
+/// hostd's API port, unless `nova.listen_port=` says.
+pub const DEFAULT_LISTEN_PORT: u16 = 7070;
+
+/// Every key wrong in the input, each with what is wrong.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("bad host configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// How the host gets its address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IpConfig {
+    /// `nova.ip=dhcp` (the default).
+    Dhcp,
+    /// `nova.ip=ADDR/PREFIX[,GATEWAY]`.
+    Static {
+        addr: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+    },
+}
+
+/// The host image's configuration, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Controller URL (`http://` or `https://`); hostd runs standalone without one.
+    pub controller: Option<String>,
+    /// The controller's join token (needs `controller`).
+    pub join_token: Option<String>,
+    /// PEM file of the CA that signs the controller's (and other hosts') certificates.
+    pub ca: Option<PathBuf>,
+    /// vCPUs admitted per physical core (hostd `--cpu-overcommit`).
+    pub cpu_overcommit: Option<f64>,
+    /// Guest MiB admitted per host MiB (hostd `--mem-overcommit`).
+    pub mem_overcommit: Option<f64>,
+    pub ip: IpConfig,
+    /// The NIC to configure; the first Ethernet device when unset.
+    pub iface: Option<String>,
+    /// Modules to load beyond the image's list, by name.
+    pub modules: Vec<String>,
+    /// GPT partition label of the data partition.
+    pub data_label: String,
+    /// Format the data partition when it holds no file system.
+    pub format_data: bool,
+    pub listen_port: u16,
+    /// Serve hostd's API over plain HTTP (tests only).
+    pub insecure_http: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub hostname: Option<String>,
+    /// An SNTP server to set the clock from at boot.
+    pub ntp: Option<Ipv4Addr>,
+    /// Log at debug level (nova-init and hostd).
+    pub debug: bool,
+    /// The system slot booted (`a` or `b`), told by the boot loader.
+    pub slot: Option<char>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            controller: None,
+            join_token: None,
+            ca: None,
+            cpu_overcommit: None,
+            mem_overcommit: None,
+            ip: IpConfig::Dhcp,
+            iface: None,
+            modules: vec![],
+            data_label: DEFAULT_DATA_LABEL.into(),
+            format_data: true,
+            listen_port: DEFAULT_LISTEN_PORT,
+            insecure_http: false,
+            tls_cert: None,
+            tls_key: None,
+            hostname: None,
+            ntp: None,
+            debug: false,
+            slot: None,
+        }
+    }
+}
+
+/// Splits a kernel command line into words as the kernel does: spaces separate words,
+/// double quotes group (`nova.hostname="a b"` is one word, quotes removed).
+pub fn words(cmdline: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// The `nova.` settings of a kernel command line, as (key, value) in order.
+pub fn cmdline_pairs(cmdline: &str) -> Vec<(String, String)> {
+    words(cmdline)
+        .into_iter()
+        .filter_map(|w| {
+            let rest = w.strip_prefix("nova.")?;
+            let (k, v) = rest.split_once('=').unwrap_or((rest, "1"));
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The settings of a `nova.conf` file: `KEY=VALUE` lines, `#` comments, blank lines;
+/// a line that is not `KEY=VALUE` is an error naming its line number.
+pub fn file_pairs(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = vec![];
+    let mut errors = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                out.push((k.trim().to_string(), v.to_string()));
+            }
+            _ => errors.push(format!("nova.conf line {}: not KEY=VALUE", n + 1)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigError(errors))
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("'{v}' is not a boolean (1/0, true/false)")),
+    }
+}
+
+fn parse_ratio(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 1000.0 => Ok(x),
+        _ => Err(format!("'{v}' is not a ratio in (0, 1000]")),
+    }
+}
+
+fn parse_path(v: &str) -> Result<PathBuf, String> {
+    if !v.starts_with('/') || v.split('/').any(|c| c == "..") {
+        return Err(format!("'{v}' is not an absolute path without '..'"));
+    }
+    Ok(PathBuf::from(v))
+}
+
+fn parse_url(v: &str) -> Result<String, String> {
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+        .ok_or_else(|| format!("'{v}' is not an http:// or https:// URL"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("'{v}' has no host"));
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
+
+fn parse_token(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 4096 || !v.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("empty, too long or not printable ASCII".into());
+    }
+    Ok(v.to_string())
+}
+
+/// A Linux interface name: 1-15 bytes, no '/', no whitespace.
+fn parse_ifname(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 15 || v.contains('/') || v.contains(char::is_whitespace) {
+        return Err(format!("'{v}' is not an interface name"));
+    }
+    Ok(v.to_string())
+}
+
+/// A module or label name: letters, digits, '-', '_' (1-64 of them).
+fn parse_name(v: &str) -> Result<String, String> {
+    if v.is_empty()
+        || v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("'{v}' is not a name (letters, digits, -, _)"));
+    }
+    Ok(v.to_string())
+}
+
+fn parse_ip(v: &str) -> Result<IpConfig, String> {
+    if v == "dhcp" {
+        return Ok(IpConfig::Dhcp);
+    }
+    let bad = || format!("'{v}' is not dhcp or ADDR/PREFIX[,GATEWAY]");
+    let (cidr, gw) = match v.split_once(',') {
+        Some((c, g)) => (c, Some(g.parse::<Ipv4Addr>().map_err(|_| bad())?)),
+        None => (v, None),
+    };
+    let (a, p) = cidr.split_once('/').ok_or_else(bad)?;
+    let addr = a.parse::<Ipv4Addr>().map_err(|_| bad())?;
+    let prefix = p
+        .parse::<u8>()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or_else(bad)?;
+    Ok(IpConfig::Static {
+        addr,
+        prefix,
+        gateway: gw,
+    })
+}
+
+impl Config {
+    /// Reads `pairs` (file settings first, then the command line's, later ones win),
+    /// checking each; the error names every bad key.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        let mut errors = vec![];
+        for (k, v) in pairs {
+            let r: Result<(), String> = (|| {
+                match k.as_str() {
+                    "controller" => c.controller = Some(parse_url(v)?),
+                    "join_token" => c.join_token = Some(parse_token(v)?),
+                    "ca" => c.ca = Some(parse_path(v)?),
+                    "cpu_overcommit" => c.cpu_overcommit = Some(parse_ratio(v)?),
+                    "mem_overcommit" => c.mem_overcommit = Some(parse_ratio(v)?),
+                    "ip" => c.ip = parse_ip(v)?,
+                    "iface" => c.iface = Some(parse_ifname(v)?),
+                    "modules" => {
+                        c.modules = v
+                            .split(',')
+                            .filter(|m| !m.is_empty())
+                            .map(parse_name)
+                            .collect::<Result<_, _>>()?
+                    }
+                    "data_label" => c.data_label = parse_name(v)?,
+                    "format_data" => c.format_data = parse_bool(v)?,
+                    "listen_port" => {
+                        c.listen_port = v
+                            .parse::<u16>()
+                            .ok()
+                            .filter(|p| *p != 0)
+                            .ok_or_else(|| format!("'{v}' is not a port (1-65535)"))?
+                    }
+                    "insecure_http" => c.insecure_http = parse_bool(v)?,
+                    "tls_cert" => c.tls_cert = Some(parse_path(v)?),
+                    "tls_key" => c.tls_key = Some(parse_path(v)?),
+                    "hostname" => c.hostname = Some(parse_name(v)?),
+                    "ntp" => {
+                        c.ntp = Some(
+                            v.parse::<Ipv4Addr>()
+                                .map_err(|_| format!("'{v}' is not an IPv4 address"))?,
+                        )
+                    }
+                    "debug" => c.debug = parse_bool(v)?,
+                    "slot" => {
+                        c.slot = Some(match v.as_str() {
+                            "a" => 'a',
+                            "b" => 'b',
+                            _ => return Err(format!("'{v}' is not a or b")),
+                        })
+                    }
+                    _ => return Err("unknown key".into()),
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                errors.push(format!("nova.{k}: {e}"));
+            }
+        }
+        if c.join_token.is_some() && c.controller.is_none() {
+            errors.push("nova.join_token: given without nova.controller".into());
+        }
+        if c.controller.is_some() && c.join_token.is_none() {
+            errors.push("nova.controller: given without nova.join_token".into());
+        }
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            errors.push("nova.tls_cert: needs nova.tls_key, and the other way round".into());
+        }
+        if c.tls_cert.is_none() && !c.insecure_http {
+            errors.push("nova.tls_cert: hostd serves TLS: give nova.tls_cert and nova.tls_key (or nova.insecure_http=1, tests only)".into());
+        }
+        if errors.is_empty() {
+            Ok(c)
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// The settings from a `nova.conf` text and a kernel command line, command line winning.
+    pub fn from_sources(file: Option<&str>, cmdline: &str) -> Result<Config, ConfigError> {
+        let mut pairs = match file {
+            Some(t) => file_pairs(t)?,
+            None => vec![],
+        };
+        pairs.extend(cmdline_pairs(cmdline));
+        Config::parse(&pairs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_cmdline(s: &str) -> Result<Config, ConfigError> {
+        Config::from_sources(None, s)
+    }
+
+    #[test]
+    fn cmdline_with_every_key_is_read() {
+        let c = from_cmdline(
+            "console=ttyS0 nova.controller=https://ctl.example:8443/ nova.join_token=abc.def \
+             nova.ca=/boot/nova/ca.pem nova.cpu_overcommit=4 nova.mem_overcommit=1.5 \
+             nova.ip=192.0.2.2/24,192.0.2.1 nova.iface=eth0 nova.modules=kvm_intel,vxlan \
+             nova.data_label=mydata nova.format_data=0 nova.listen_port=7443 \
+             nova.tls_cert=/data/tls/cert.pem nova.tls_key=/data/tls/key.pem \
+             nova.hostname=rack1-h3 nova.ntp=192.0.2.1 nova.debug nova.slot=b quiet",
+        )
+        .unwrap();
+        assert_eq!(c.controller.as_deref(), Some("https://ctl.example:8443"));
+        assert_eq!(c.join_token.as_deref(), Some("abc.def"));
+        assert_eq!(c.ca, Some(PathBuf::from("/boot/nova/ca.pem")));
+        assert_eq!(c.cpu_overcommit, Some(4.0));
+        assert_eq!(c.mem_overcommit, Some(1.5));
+        assert_eq!(
+            c.ip,
+            IpConfig::Static {
+                addr: "192.0.2.2".parse().unwrap(),
+                prefix: 24,
+                gateway: Some("192.0.2.1".parse().unwrap())
+            }
+        );
+        assert_eq!(c.iface.as_deref(), Some("eth0"));
+        assert_eq!(c.modules, vec!["kvm_intel", "vxlan"]);
+        assert_eq!(c.data_label, "mydata");
+        assert!(!c.format_data);
+        assert_eq!(c.listen_port, 7443);
+        assert_eq!(c.hostname.as_deref(), Some("rack1-h3"));
+        assert_eq!(c.ntp, Some("192.0.2.1".parse().unwrap()));
+        assert!(c.debug && !c.insecure_http);
+        assert_eq!(c.slot, Some('b'));
+    }
+
+    #[test]
+    fn defaults_are_dhcp_and_the_nova_data_label() {
+        let c = from_cmdline("root=/dev/sda nova.insecure_http=1").unwrap();
+        assert_eq!(c.ip, IpConfig::Dhcp);
+        assert_eq!(c.data_label, DEFAULT_DATA_LABEL);
+        assert_eq!(c.listen_port, DEFAULT_LISTEN_PORT);
+        assert!(c.format_data && c.controller.is_none());
+    }
+
+    #[test]
+    fn every_bad_field_is_named_at_once() {
+        let e = from_cmdline(
+            "nova.controller=ftp://x nova.join_token= nova.ca=relative/ca.pem \
+             nova.cpu_overcommit=-1 nova.mem_overcommit=nan nova.ip=192.0.2.2 \
+             nova.iface=way-too-long-interface nova.modules=ok,b@d nova.data_label=a/b \
+             nova.format_data=maybe nova.listen_port=0 nova.insecure_http=2 \
+             nova.tls_cert=/x/../y nova.hostname=a.b nova.ntp=host nova.debug=yes! \
+             nova.slot=c nova.bogus=1",
+        )
+        .unwrap_err();
+        for key in [
+            "controller",
+            "join_token",
+            "ca",
+            "cpu_overcommit",
+            "mem_overcommit",
+            "ip",
+            "iface",
+            "modules",
+            "data_label",
+            "format_data",
+            "listen_port",
+            "insecure_http",
+            "tls_cert",
+            "hostname",
+            "ntp",
+            "debug",
+            "slot",
+            "bogus",
+        ] {
+            assert!(
+                e.0.iter().any(|m| m.starts_with(&format!("nova.{key}:"))),
+                "{key} not named in {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn controller_and_join_token_come_together() {
+        let e =
+            from_cmdline("nova.insecure_http=1 nova.controller=http://192.0.2.1:8080").unwrap_err();
+        assert_eq!(
+            e.0,
+            vec!["nova.controller: given without nova.join_token".to_string()]
+        );
+        let e = from_cmdline("nova.insecure_http=1 nova.join_token=x").unwrap_err();
+        assert_eq!(
+            e.0,
+            vec!["nova.join_token: given without nova.controller".to_string()]
+        );
+    }
+
+    #[test]
+    fn hostd_needs_tls_unless_insecure_http() {
+        let e = from_cmdline("").unwrap_err();
+        assert!(e.0[0].starts_with("nova.tls_cert:"), "{e}");
+        let e = from_cmdline("nova.tls_cert=/a.pem").unwrap_err();
+        assert!(e.0[0].contains("needs nova.tls_key"), "{e}");
+        from_cmdline("nova.tls_cert=/a.pem nova.tls_key=/k.pem").unwrap();
+    }
+
+    #[test]
+    fn command_line_wins_over_the_file() {
+        let file = "# the site's settings\ncontroller = \"http://192.0.2.1:8080\"\njoin_token=from-file\n\ninsecure_http=1\nlisten_port=7000\n";
+        let c = Config::from_sources(
+            Some(file),
+            "nova.listen_port=7001 nova.join_token=from-cmdline",
+        )
+        .unwrap();
+        assert_eq!(c.controller.as_deref(), Some("http://192.0.2.1:8080"));
+        assert_eq!(c.join_token.as_deref(), Some("from-cmdline"));
+        assert_eq!(c.listen_port, 7001);
+    }
+
+    #[test]
+    fn file_line_without_equals_names_its_line() {
+        let e =
+            Config::from_sources(Some("insecure_http=1\nthis is not a setting\n"), "").unwrap_err();
+        assert_eq!(e.0, vec!["nova.conf line 2: not KEY=VALUE".to_string()]);
+    }
+
+    #[test]
+    fn quoted_words_keep_their_spaces() {
+        assert_eq!(
+            words(r#"a nova.x="b c" d  "#),
+            vec!["a".to_string(), "nova.x=b c".into(), "d".into()]
+        );
+        assert_eq!(
+            cmdline_pairs("nova.debug nova.ip=dhcp root=x"),
+            vec![("debug".into(), "1".into()), ("ip".into(), "dhcp".into())]
+        );
+    }
+
+    #[test]
+    fn ip_forms() {
+        assert_eq!(parse_ip("dhcp"), Ok(IpConfig::Dhcp));
+        assert!(parse_ip("192.0.2.2/33").is_err());
+        assert!(parse_ip("192.0.2.2/24,gw").is_err());
+        assert_eq!(
+            parse_ip("198.51.100.7/32"),
+            Ok(IpConfig::Static {
+                addr: "198.51.100.7".parse().unwrap(),
+                prefix: 32,
+                gateway: None
+            })
+        );
+    }
+}
