@@ -17,6 +17,7 @@ pub mod store;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod devca;
 pub mod error;

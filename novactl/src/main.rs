@@ -8,6 +8,7 @@
 
 mod access;
 mod config;
+mod console;
 mod dates;
 mod describe;
 mod exit;

@@ -156,6 +156,9 @@ const MAIN: &[i64] = &[
     libc::SYS_uname,
     libc::SYS_sched_setaffinity,
     libc::SYS_kill,
+    // The console socket is made 0600 once bound (the VMM's own files only: it runs
+    // as the VM's own uid).
+    libc::SYS_chmod,
 ];
 
 fn from(groups: &[&[i64]]) -> BTreeMap<i64, Vec<SeccompRule>> {
@@ -193,9 +196,13 @@ pub fn main() -> BTreeMap<i64, Vec<SeccompRule>> {
     ])
 }
 
+/// The serial console's output to its attached clients (already connected unix
+/// sockets; std writes them with `sendto`), from the vCPU that ran the guest's `out`.
+const CONSOLE_OUT: &[i64] = &[libc::SYS_sendto];
+
 /// A vCPU: KVM ioctls, and starting a device worker when the guest activates it.
 pub fn vcpu() -> BTreeMap<i64, Vec<SeccompRule>> {
-    from(&[COMMON, VCPU, SPAWN, DEVICE_SETUP, DEVICE_IO])
+    from(&[COMMON, VCPU, SPAWN, DEVICE_SETUP, DEVICE_IO, CONSOLE_OUT])
 }
 
 /// The API: its socket, snapshots (files, KVM state), starting migrations and
