@@ -192,6 +192,7 @@ impl Client {
     }
 
     /// The bearer token this client presents.
+    #[cfg(feature = "websocket")]
     pub(crate) fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }

@@ -198,7 +198,8 @@ pub fn main() -> BTreeMap<i64, Vec<SeccompRule>> {
 
 /// The serial console's output to its attached clients (already connected unix
 /// sockets; std writes them with `sendto`), from the vCPU that ran the guest's `out`.
-const CONSOLE_OUT: &[i64] = &[libc::SYS_sendto];
+/// Rotating the console file truncates it in place (`console_log`).
+const CONSOLE_OUT: &[i64] = &[libc::SYS_sendto, libc::SYS_ftruncate];
 
 /// A vCPU: KVM ioctls, and starting a device worker when the guest activates it.
 pub fn vcpu() -> BTreeMap<i64, Vec<SeccompRule>> {
