@@ -46,6 +46,7 @@ fn echo_guest(name: &str) -> VmSpec {
         affinity: Default::default(),
         on_host_failure: Default::default(),
         start: true,
+        cloud_init: None,
     }
 }
 

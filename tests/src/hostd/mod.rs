@@ -72,6 +72,7 @@ pub fn guest(id: &str, workload: &str) -> VmSpec {
         nics: Vec::new(),
         restart: Default::default(),
         start: true,
+        cloud_init: None,
     }
 }
 
