@@ -39,9 +39,12 @@ pub const PROTOCOL: &str = "nova.v1";
 /// The prefix of the subprotocol entry that carries the token, hex-encoded.
 const BEARER_PROTOCOL: &str = "nova.bearer.";
 
-/// Only the dashboard's own files, no inline script or style, no framing, no
-/// plugins; the API (and its WebSockets) on the same origin only.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+/// Only the dashboard's own files, no inline script, no framing, no plugins; the API
+/// (and its WebSockets) on the same origin only. Styles alone may be inline: the
+/// console's terminal (xterm.js) writes its renderer's sizes and colours into
+/// `<style>` elements it creates, and offers no nonce. Scripts stay strict (`'self'`
+/// and Trusted Types), so injected markup still cannot run code.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
     img-src 'self'; connect-src 'self'; font-src 'self'; manifest-src 'self'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
     require-trusted-types-for 'script'";
