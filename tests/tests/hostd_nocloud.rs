@@ -2,7 +2,8 @@
 //! keys, user-data, network config) becomes a read-only FAT disk labelled `cidata`,
 //! the VM's last, holding `meta-data`, `user-data` and `network-config`; the VM boots
 //! with it attached. The seed is read back here with the `fatfs` crate, as a guest's
-//! FAT driver would read it. Bad values are refused naming the field.
+//! FAT driver would read it, and the Linux guest agent (host mode) applies its
+//! hostname and SSH keys. Bad values are refused naming the field.
 
 use std::io::Read;
 use std::time::Duration;
@@ -65,6 +66,39 @@ fn a_vm_with_cloud_init_boots_with_a_readable_read_only_cidata_seed_as_its_last_
     assert!(meta.contains(KEY), "{meta}");
     assert_eq!(get("user-data"), "#cloud-config\nruncmd: [\"echo hi\"]\n");
     assert!(get("network-config").contains("dhcp4: true"));
+
+    // The Linux guest's agent applies the seed's hostname and keys. It runs here in
+    // host mode against the same image, into a scratch root: under PVM no Linux
+    // userland runs (see docs/pvm.md), so as pid 1 in a guest it is unproven here.
+    let root = nova_tests::TempDir::new();
+    let out = std::process::Command::new(nova_tests::binary("nova-agent"))
+        .args([
+            "--cmdline",
+            "nova.workload=poweroff",
+            "--seed",
+            &seed.path,
+            "--root",
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("NOVA-CLOUDINIT hostname=web-1 keys=1"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "web-1\n"
+    );
+    let keys = root.join("root/.ssh/authorized_keys");
+    assert_eq!(std::fs::read_to_string(&keys).unwrap(), format!("{KEY}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     // Bad input is refused, naming the field.
     let mut bad = guest("bad", "idle");
