@@ -3,6 +3,8 @@
 //! WebSocket). The test guest's `echo` workload answers what is typed; a viewer sees
 //! the output but its typing never reaches the guest; another tenant's VM is 404; no
 //! token, 401. `novactl vm console` attaches a (piped) terminal and Ctrl-] leaves.
+//! With TLS everywhere (an https controller, an https hostd), the typed client's
+//! console crosses both hops.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -212,4 +214,110 @@ fn the_console_through_the_controller_echoes_for_operators_and_only_shows_viewer
     );
     // The operator's session saw the same echo: one console, many readers.
     read_until(&mut ops, &mut seen, "NOVA-ECHO text=typed in novactl");
+    // hostd lets its VMMs outlive it: delete the VM before hostd goes.
+    block_on(c.api.delete_vm(&id)).unwrap();
+    wait_for(30, "the VM to be gone", || {
+        block_on(c.api.vm(&id)).err().filter(|e| e.is_not_found())
+    });
+}
+
+/// `nova-controller dev-ca DIR`: a development CA and a server certificate.
+fn dev_ca(dir: &std::path::Path) {
+    let out = Command::new(binary("nova-controller"))
+        .arg("dev-ca")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_console_reaches_an_https_hostd_through_an_https_controller() {
+    use futures_util::{SinkExt, StreamExt};
+    use nova_http::websocket::Message as M;
+    if !require_kvm() {
+        return;
+    }
+    let d = TempDir::new();
+    let ca = d.join("ca");
+    dev_ca(&ca);
+    let tls = |extra: &[String]| {
+        let mut a = vec![
+            "--tls-cert".to_string(),
+            ca.join("server.pem").display().to_string(),
+            "--tls-key".into(),
+            ca.join("server.key").display().to_string(),
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let c = Controller::start(
+        d.path(),
+        nova_tests::controller::Opts {
+            args: tls(&["--hostd-ca".into(), ca.join("ca.pem").display().to_string()]),
+            ca: Some(ca.join("ca.pem")),
+            ..Default::default()
+        },
+    );
+    let hdir = TempDir::new();
+    std::fs::write(hdir.join("token"), "nova-test-token-0123456789abcdef").unwrap();
+    let mut cmd = Command::new(binary("nova-hostd"));
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{}", nova_tests::free_port()),
+    ])
+    .arg("--data-dir")
+    .arg(hdir.join("data"))
+    .arg("--token-file")
+    .arg(hdir.join("token"))
+    .arg("--vmm-bin")
+    .arg(binary("nova-vmm"))
+    .args(["--image-root", "/"])
+    .args(tls(&[
+        "--controller".into(),
+        c.url.clone(),
+        "--join-token-file".into(),
+        d.join("join.token").display().to_string(),
+        "--controller-ca".into(),
+        ca.join("ca.pem").display().to_string(),
+    ]));
+    let _hostd = nova_tests::Console::spawn(cmd);
+    let host = wait_for(30, "hostd to register over TLS", || {
+        block_on(c.api.hosts()).ok()?.into_iter().next()
+    });
+    assert!(host.url.starts_with("https://"), "{}", host.url);
+    let id = block_on(c.api.create_vm(&echo_guest("tls"), None))
+        .unwrap()
+        .id;
+    wait_for(40, "the VM to run", || {
+        let v = block_on(c.api.vm(&id)).ok()?;
+        (v.observed.as_ref()?.state == "running").then_some(())
+    });
+    // The typed client (novactl's): wss:// to the controller, which opens wss:// to hostd.
+    let got = block_on(async {
+        let mut ws = c.api.console_ws(&id).await.unwrap();
+        ws.send(M::Binary(b"over two tls hops\n".to_vec().into()))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !String::from_utf8_lossy(&got).contains("NOVA-ECHO text=over two tls hops") {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(M::Binary(b)))) => got.extend_from_slice(&b),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("{other:?}: {}", String::from_utf8_lossy(&got)),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    assert!(got.contains("NOVA-BOOTED"), "the backlog came first: {got}");
+    // hostd lets its VMMs outlive it: delete the VM before hostd goes.
+    block_on(c.api.delete_vm(&id)).unwrap();
+    wait_for(30, "the VM to be gone", || {
+        block_on(c.api.vm(&id)).err().filter(|e| e.is_not_found())
+    });
 }
