@@ -18,6 +18,7 @@ pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod devca;
 pub mod error;

@@ -48,6 +48,7 @@ pub fn spec_to_hostd(spec: &VmSpec, id: &str) -> nova_hostd_api::VmSpec {
             .collect(),
         restart: h::RestartPolicy::Never,
         start: spec.start,
+        cloud_init: spec.cloud_init.clone(),
     }
 }
 

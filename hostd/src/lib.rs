@@ -19,4 +19,5 @@ pub mod jail;
 pub mod metrics;
 pub mod migration;
 pub mod net;
+pub mod nocloud;
 pub mod vms;

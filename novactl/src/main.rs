@@ -9,6 +9,7 @@
 mod access;
 mod alert;
 mod config;
+mod console;
 mod dates;
 mod describe;
 mod exit;

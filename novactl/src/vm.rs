@@ -1,5 +1,5 @@
 //! `novactl vm ...`: create, list (`--watch`), get (a describe view), start, stop,
-//! delete and live-migrate VMs; and how a VM prints as a table row.
+//! delete and live-migrate VMs, attach to their console (`console`); and how a VM prints as a table row.
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
@@ -58,6 +58,14 @@ pub enum VmCmd {
         /// The VM's id.
         id: String,
     },
+    /// Attach the terminal to a VM's serial console (Ctrl-] leaves). A viewer sees
+    /// the output; what it types is dropped.
+    #[command(after_long_help = "Examples:
+  novactl vm console vm-7f3a0c      # raw mode; Ctrl-] to leave")]
+    Console {
+        /// The VM's id.
+        id: String,
+    },
     /// Live-migrate a VM to another host under the cluster's migration policy, with a
     /// progress bar until it is done and the downtime it cost.
     #[command(after_long_help = "Examples:
@@ -113,6 +121,7 @@ pub async fn run(api: &ControllerClient, cmd: VmCmd, f: Format) -> anyhow::Resul
         VmCmd::Start { id } => output::one(f, &api.start_vm(&id).await?)?,
         VmCmd::Stop { id, force } => output::one(f, &api.stop_vm_if(&id, force, None).await?)?,
         VmCmd::Delete { id } => output::one(f, &api.delete_vm(&id).await?)?,
+        VmCmd::Console { id } => return crate::console::attach(api, &id).await,
         VmCmd::Migrate { id, to, kind, wait } => {
             let op = api.migrate_vm(&id, &MigrateBody { to, kind }).await?;
             return progress::run(api, op, wait, f).await;

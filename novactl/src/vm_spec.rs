@@ -96,6 +96,7 @@ impl CreateArgs {
                 HostFailurePolicy::Wait
             },
             start: !self.no_start,
+            cloud_init: None,
         }
     }
 }

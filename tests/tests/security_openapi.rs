@@ -70,8 +70,10 @@ fn the_controller_answers_every_generated_request_as_its_document_says() {
             ..Opts::default()
         },
     );
-    // The event stream is a WebSocket, not a request/answer schemathesis can judge.
-    schemathesis(&c.url, &c.admin, &["/v1/events"]);
+    // The event stream and the console are WebSockets, not requests and answers
+    // schemathesis can judge (their refusals are tested in controller_events.rs and
+    // controller_console.rs).
+    schemathesis(&c.url, &c.admin, &["/v1/events", "/v1/vms/{id}/console/ws"]);
     assert!(c.log().contains("API on"), "the controller kept running");
 }
 
@@ -88,6 +90,11 @@ fn hostd_answers_every_generated_request_as_its_document_says() {
         args: vec!["--image-root".into(), roots.path().display().to_string()],
         ..Default::default()
     });
-    schemathesis(&format!("http://{}", h.addr), &h.token, &[]);
+    // The console is a WebSocket (its refusals: hostd_console.rs).
+    schemathesis(
+        &format!("http://{}", h.addr),
+        &h.token,
+        &["/v1/vms/{id}/console/ws"],
+    );
     h.ok(h.api().health());
 }

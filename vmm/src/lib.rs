@@ -7,6 +7,7 @@
 pub mod api;
 pub mod boot;
 pub mod console;
+pub mod console_log;
 pub mod devices;
 pub mod dirty;
 pub mod kvm;

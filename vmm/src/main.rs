@@ -72,6 +72,10 @@ struct RunArgs {
     /// Unix socket (0600) where clients attach to the serial console.
     #[arg(long)]
     console_sock: Option<PathBuf>,
+    /// Cap of the --console file in bytes (at least 4096; default 8 MiB): past it, its
+    /// content moves to `<file>.1` and it starts again.
+    #[arg(long)]
+    console_max_bytes: Option<u64>,
     /// No ACPI tables: the guest gets the MP table and `virtio_mmio.device=` words
     /// on its command line, and no power button.
     #[arg(long)]
@@ -121,6 +125,7 @@ impl RunArgs {
         c.api_sock = self.api_sock.clone();
         c.console = self.console.clone();
         c.console_sock = self.console_sock.clone();
+        c.console_max_bytes = self.console_max_bytes.or(c.console_max_bytes);
     }
 
     /// The VM an incoming migration must bring: `--config` and the flags; memory and
@@ -185,6 +190,7 @@ impl RunArgs {
         c.api_sock = self.api_sock.or(c.api_sock);
         c.console = self.console.or(c.console);
         c.console_sock = self.console_sock.or(c.console_sock);
+        c.console_max_bytes = self.console_max_bytes.or(c.console_max_bytes);
         if self.no_acpi {
             c.acpi = false;
         }

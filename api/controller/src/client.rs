@@ -265,6 +265,13 @@ impl ControllerClient {
             .get(&format!("/v1/vms/{id}/console?lines={lines}"))
             .await
     }
+    /// `GET /v1/vms/{id}/console/ws`: the VM's serial console, live, through the
+    /// controller (binary messages both ways; a viewer's input is dropped).
+    pub async fn console_ws(&self, id: &str) -> Result<nova_http::websocket::WebSocket, Error> {
+        self.http
+            .websocket(&format!("/v1/vms/{id}/console/ws"))
+            .await
+    }
 
     /// One page of `GET /v1/vms/{id}/events`: the VM's stored events, oldest first.
     pub async fn vm_events_page(&self, id: &str, q: &ListQuery) -> Result<Page<Event>, Error> {

@@ -16,6 +16,7 @@ pub use bodies::*;
 pub use client::ControllerClient;
 pub use model::*;
 pub use monitoring::*;
+pub use nova_hostd_api::CloudInit;
 pub use nova_http::{ErrorBody, FieldError};
 pub use nova_vmm_api::{Compression, MigrationKind, MigrationMode, MigrationParams};
 pub use policy::{MigrationParamsPatch, MigrationPolicy, MigrationPolicyPatch};

@@ -166,6 +166,10 @@ pub struct VmSpec {
     /// Start once placed (default true).
     #[serde(default = "yes")]
     pub start: bool,
+    /// Guest configuration (hostname, SSH keys, user-data, network config) on a
+    /// read-only NoCloud `cidata` disk, the VM's last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<nova_hostd_api::CloudInit>,
 }
 
 fn one() -> u8 {

@@ -77,6 +77,13 @@ impl HostdClient {
     pub async fn stop_with(&self, id: &str, req: &StopVmRequest) -> Result<VmInfo, Error> {
         self.http.post(&format!("/v1/vms/{id}/stop"), req).await
     }
+    /// `GET /v1/vms/{id}/console/ws`: the VM's serial console, live (binary messages
+    /// both ways: the guest's output from its backlog on, and input to the guest).
+    pub async fn console_ws(&self, id: &str) -> Result<nova_http::websocket::WebSocket, Error> {
+        self.http
+            .websocket(&format!("/v1/vms/{id}/console/ws"))
+            .await
+    }
     /// `POST /v1/vms/{id}/pause`.
     pub async fn pause(&self, id: &str) -> Result<VmInfo, Error> {
         self.http.post(&format!("/v1/vms/{id}/pause"), &()).await

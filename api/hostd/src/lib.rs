@@ -11,6 +11,7 @@ pub use nova_vmm_api::{Compression, MigrationKind, MigrationMode, MigrationParam
 
 #[cfg(feature = "client")]
 mod client;
+mod cloud_init;
 #[cfg(feature = "client")]
 pub use client::HostdClient;
 
@@ -20,6 +21,7 @@ mod names;
 mod spec;
 mod vm;
 
+pub use cloud_init::*;
 pub use host::*;
 pub use migration::*;
 pub use names::*;

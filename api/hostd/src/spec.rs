@@ -57,6 +57,10 @@ pub struct VmSpec {
     /// Start the VM as soon as it is created (default true).
     #[serde(default = "default_true")]
     pub start: bool,
+    /// Guest configuration, given to the guest on a read-only NoCloud `cidata` disk
+    /// (the VM's last disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<crate::CloudInit>,
 }
 
 fn default_vcpus() -> u8 {
@@ -158,6 +162,15 @@ impl VmSpec {
                 "nics",
                 format!("more than {MAX_NICS} NICs"),
             ));
+        }
+        if let Some(ci) = &self.cloud_init {
+            ci.validate()?;
+            if self.disks.len() >= MAX_DISKS {
+                return Err(FieldError::new(
+                    "cloud_init",
+                    format!("its seed disk would make more than {MAX_DISKS} disks"),
+                ));
+            }
         }
         let mut seen = Vec::new();
         for (i, n) in self.nics.iter().enumerate() {

@@ -97,6 +97,9 @@ pub struct Client {
     /// `http://host:port[/prefix]`, `https://...`, or `http://localhost` on a unix socket.
     base: String,
     token: Option<String>,
+    /// What a WebSocket to the same peer is opened with (`Client::websocket`).
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) timeout: Duration,
 }
 
 fn builder(opts: &ClientOptions) -> Result<reqwest::ClientBuilder, Error> {
@@ -148,6 +151,8 @@ impl Client {
             http,
             base: check_base(base)?,
             token: token.map(str::to_owned),
+            ca_file: opts.ca_file.clone(),
+            timeout: opts.timeout,
         })
     }
 
@@ -165,6 +170,8 @@ impl Client {
             http,
             base: "http://localhost".into(),
             token: None,
+            ca_file: None,
+            timeout,
         })
     }
 
@@ -174,12 +181,20 @@ impl Client {
             http: self.http.clone(),
             base: check_base(base)?,
             token: token.map(str::to_owned),
+            ca_file: self.ca_file.clone(),
+            timeout: self.timeout,
         })
     }
 
     /// The peer's base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The bearer token this client presents.
+    #[cfg(feature = "websocket")]
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     fn url(&self, path: &str) -> String {

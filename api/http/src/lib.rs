@@ -11,6 +11,8 @@ mod client;
 mod error;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 #[cfg(feature = "client")]
 pub use client::*;

@@ -57,6 +57,20 @@ pub struct VmConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub console_sock: Option<PathBuf>,
+    /// Cap of the console file in bytes: past it, its content moves to `<file>.1`
+    /// (one rotated file) and it starts again (nova-vmm's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_max_bytes: Option<u64>,
+}
+
+/// The smallest console file cap (`console_max_bytes`).
+pub const MIN_CONSOLE_MAX_BYTES: u64 = 4096;
+
+/// `<console>.1`: where the VMM rotates its console file's older output.
+pub fn rotated_console(console: &std::path::Path) -> PathBuf {
+    let mut s = console.as_os_str().to_owned();
+    s.push(".1");
+    PathBuf::from(s)
 }
 
 /// A raw disk image.
@@ -175,6 +189,7 @@ impl VmConfig {
             console: None,
             acpi: default_acpi(),
             console_sock: None,
+            console_max_bytes: None,
         }
     }
 
@@ -244,6 +259,14 @@ impl VmConfig {
 
     /// Checks ranges and formats; files are checked when the VM is built.
     pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(m) = self.console_max_bytes {
+            if m < MIN_CONSOLE_MAX_BYTES {
+                return Err(err(
+                    "console_max_bytes",
+                    format!("{m} is below {MIN_CONSOLE_MAX_BYTES}"),
+                ));
+            }
+        }
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(err(
                 "vcpus",

@@ -249,6 +249,7 @@ fn spec(args: &Args, id: &str) -> VmSpec {
         nics: Vec::new(),
         restart: Default::default(),
         start: true,
+        cloud_init: None,
     }
 }
 

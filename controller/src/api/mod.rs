@@ -5,6 +5,7 @@
 
 mod access;
 mod alerting;
+mod console;
 mod error;
 mod hosts;
 mod images;
@@ -138,6 +139,7 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/vms/{id}/stop", post(vms::stop_vm))
         .route("/v1/vms/{id}/migrate", post(vms::migrate_vm))
         .route("/v1/vms/{id}/console", get(vms::console))
+        .route("/v1/vms/{id}/console/ws", get(console::console_ws))
         .route("/v1/vms/{id}/events", get(vms::vm_events))
         .route("/v1/operations", get(operations::list_operations))
         .route("/v1/operations/{id}", get(operations::get_operation))

@@ -11,7 +11,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::alerting;
-use super::{access, hosts, images, monitoring, operations, policy, status, stream, vms};
+use super::{access, console, hosts, images, monitoring, operations, policy, status, stream, vms};
 use crate::model::ErrorBody;
 
 /// The security scheme's name.
@@ -56,6 +56,7 @@ const BEARER: &str = "bearer";
         vms::delete_vm,
         vms::migrate_vm,
         vms::console,
+        console::console_ws,
         vms::vm_events,
         operations::list_operations,
         operations::get_operation,

@@ -37,18 +37,18 @@ pub async fn events(
 }
 
 /// How often an open stream re-reads its token (revocation by any path).
-const RECHECK: Duration = Duration::from_secs(5);
+pub(super) const RECHECK: Duration = Duration::from_secs(5);
 
 /// Whether the token `t` still exists (a store error counts as yes: the stream
 /// itself fails on a store that is down).
-async fn still_valid(st: &AppState, t: &Option<TokenHash>) -> bool {
+pub(super) async fn still_valid(st: &AppState, t: &Option<TokenHash>) -> bool {
     match t {
         Some(TokenHash(h)) => !matches!(st.ctx.store.read::<Token>(h).await, Ok(None)),
         None => true,
     }
 }
 
-async fn revoked(socket: &mut WebSocket) {
+pub(super) async fn revoked(socket: &mut WebSocket) {
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
             code: close_code::POLICY,

@@ -2,18 +2,32 @@
 // Do not edit: `make ui` rewrites it.
 [
     Asset {
-        path: "assets/index-BKLVguB-.css",
-        etag: "\"af4892e1a96ec4375cfa\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BKLVguB-.css")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BKLVguB-.css.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BKLVguB-.css.br"))),
+        path: "assets/index-B_5X6pU5.js",
+        etag: "\"59e41410475ed73f3021\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B_5X6pU5.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B_5X6pU5.js.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B_5X6pU5.js.br"))),
     },
     Asset {
-        path: "assets/index-DpZ80h9M.js",
-        etag: "\"d74a7e99689bb85af5ad\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DpZ80h9M.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DpZ80h9M.js.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DpZ80h9M.js.br"))),
+        path: "assets/index-BbVxy4sC.css",
+        etag: "\"bfa1fa5a409ec4386224\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BbVxy4sC.css")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BbVxy4sC.css.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BbVxy4sC.css.br"))),
+    },
+    Asset {
+        path: "assets/xterm-DLuoa74B.css",
+        etag: "\"576a27f394aa96680dbd\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/xterm-DLuoa74B.css")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/xterm-DLuoa74B.css.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/xterm-DLuoa74B.css.br"))),
+    },
+    Asset {
+        path: "assets/xterm-DudyGoOt.js",
+        etag: "\"847a281b271bfe4e47ab\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/xterm-DudyGoOt.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/xterm-DudyGoOt.js.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/xterm-DudyGoOt.js.br"))),
     },
     Asset {
         path: "favicon.svg",
@@ -24,7 +38,7 @@
     },
     Asset {
         path: "index.html",
-        etag: "\"dff04fbe7b211c276b38\"",
+        etag: "\"7a2e1b6a0bccd8f7fbfc\"",
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.gz"))),
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.br"))),

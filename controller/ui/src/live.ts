@@ -15,7 +15,7 @@ let last: number | null = null;
 let retry = 0;
 let timer: number | undefined;
 
-function hex(s: string): string {
+export function hex(s: string): string {
   return Array.from(new TextEncoder().encode(s), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 

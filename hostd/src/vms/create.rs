@@ -167,11 +167,37 @@ impl Vms {
             let _ = self.remove(&id);
             return Err(e);
         }
+        if let Some(ci) = spec.cloud_init.clone() {
+            if let Err(e) = self.make_seed_for(&vm, ci).await {
+                let _ = self.remove(&id);
+                return Err(e);
+            }
+        }
         if spec.start {
             let _op = vm.op.lock().await;
             self.launch(&vm, Launch::Boot).await?;
         }
         Ok(self.vm_info(&vm).await)
+    }
+
+    /// Writes the VM's NoCloud seed (`disks/seed.img`) and adds it, read-only, as its
+    /// last disk.
+    pub async fn make_seed_for(&self, vm: &Arc<Vm>, ci: nova_hostd_api::CloudInit) -> Result<()> {
+        let path = vm.dir.join("disks/seed.img");
+        let (p2, id) = (path.clone(), vm.id.clone());
+        tokio::task::spawn_blocking(move || crate::nocloud::write_seed(&p2, &id, &ci))
+            .await
+            .map_err(|e| Error::Conflict(format!("seed task: {e}")))?
+            .map_err(|e| Error::io(format!("making the seed disk {}", path.display()), e))?;
+        tracing::info!(vm = vm.id, disk = %path.display(), "NoCloud seed made");
+        vm.lock().rec.disks.push(DiskInfo {
+            path: path.to_string_lossy().into_owned(),
+            base: None,
+            read_only: true,
+            size_bytes: crate::nocloud::SEED_BYTES,
+            method: CloneMethod::Blank,
+        });
+        vm.persist()
     }
 
     /// Makes the VM's disks: clones of their base images, or blank sparse files.

@@ -79,6 +79,7 @@ pub fn vmm_args(
                 console: Some(paths.console.to_path_buf()),
                 acpi: true,
                 console_sock: Some(paths.console_sock.to_path_buf()),
+                console_max_bytes: None,
             };
             let mut args = vec!["--config".into(), s(paths.config)];
             if paths.insecure_migration {
@@ -213,8 +214,13 @@ impl Vms {
     /// disks, console, snapshots and socket directory read-write, given to `uid`.
     fn jail_spec(&self, vm: &Vm, rec: &VmRecord, launch: &Launch, uid: u32) -> Result<JailSpec> {
         let console = vm.console_log();
-        if !console.exists() {
-            std::fs::write(&console, b"").ctx(|| format!("creating {}", console.display()))?;
+        // The VMM rotates its console into `console.log.1` in place (it cannot
+        // create files in the jail): both exist before it starts.
+        let rotated = nova_vmm_api::config::rotated_console(&console);
+        for f in [&console, &rotated] {
+            if !f.exists() {
+                std::fs::write(f, b"").ctx(|| format!("creating {}", f.display()))?;
+            }
         }
         let snapshots = vm.dir.join("snapshots");
         std::fs::create_dir_all(&snapshots).ctx(|| format!("creating {}", snapshots.display()))?;
@@ -234,7 +240,7 @@ impl Vms {
             jail::give(&config, uid)?;
             read_only.push(config);
         }
-        for p in disks.iter().chain([&console, &vm.run_dir()]) {
+        for p in disks.iter().chain([&console, &rotated, &vm.run_dir()]) {
             jail::give(p, uid)?;
         }
         let cred = vm.incoming_credential();
@@ -247,7 +253,7 @@ impl Vms {
             max_file = max_file.max(std::fs::metadata(d).map(|m| m.len()).unwrap_or(0));
         }
         let mut read_write = disks;
-        read_write.extend([console, snapshots, vm.run_dir()]);
+        read_write.extend([console, rotated, snapshots, vm.run_dir()]);
         Ok(JailSpec {
             vm_id: vm.id.clone(),
             uid,

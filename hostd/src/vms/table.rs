@@ -214,6 +214,7 @@ fn unreadable_record(id: &str, path: &std::path::Path, why: &str) -> VmRecord {
         nics: Vec::new(),
         restart: Default::default(),
         start: false,
+        cloud_init: None,
     };
     VmRecord {
         spec,

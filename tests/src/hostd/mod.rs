@@ -10,6 +10,9 @@
 
 mod exposition;
 mod raw;
+mod specs;
+
+pub use specs::{guest, testguest};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,28 +54,6 @@ pub struct Hostd {
     pub dir: TempDir,
     api: HostdClient,
     proc: Option<Console>,
-}
-
-/// The test guest (`guest-images/out/testguest.elf`).
-pub fn testguest() -> PathBuf {
-    crate::guest_image("testguest.elf")
-}
-
-/// A VM of the test guest running `workload`: 64 MiB, 1 vCPU, started at once.
-pub fn guest(id: &str, workload: &str) -> VmSpec {
-    VmSpec {
-        id: Some(id.to_string()),
-        name: id.to_string(),
-        vcpus: 1,
-        mem_mib: 64,
-        kernel: testguest().to_string_lossy().into_owned(),
-        initrd: None,
-        cmdline: Some(format!("nova.workload={workload}")),
-        disks: Vec::new(),
-        nics: Vec::new(),
-        restart: Default::default(),
-        start: true,
-    }
 }
 
 /// A VM state named either way.

@@ -86,14 +86,8 @@ const DEVICE_SETUP: &[i64] = &[
     libc::SYS_fcntl,
 ];
 
-/// A vCPU: KVM_RUN and the register ioctls, kicks between vCPUs, and the serial
-/// port's output to attached console clients (a non-blocking `send`).
-const VCPU: &[i64] = &[
-    libc::SYS_ioctl,
-    libc::SYS_tgkill,
-    libc::SYS_read,
-    libc::SYS_sendto,
-];
+/// A vCPU: KVM_RUN and the register ioctls, kicks between vCPUs.
+const VCPU: &[i64] = &[libc::SYS_ioctl, libc::SYS_tgkill, libc::SYS_read];
 
 /// Files: snapshots written and read, consoles, configs.
 const FILES: &[i64] = &[
@@ -166,8 +160,6 @@ const MAIN: &[i64] = &[
     libc::SYS_uname,
     libc::SYS_sched_setaffinity,
     libc::SYS_kill,
-    // The console socket is made 0600 once bound (`console::serve`).
-    libc::SYS_chmod,
 ];
 
 fn from(groups: &[&[i64]]) -> BTreeMap<i64, Vec<SeccompRule>> {
@@ -205,9 +197,14 @@ pub fn main() -> BTreeMap<i64, Vec<SeccompRule>> {
     ])
 }
 
+/// The serial console's output to its attached clients (already connected unix
+/// sockets; std writes them with `sendto`), from the vCPU that ran the guest's `out`.
+/// Rotating the console file truncates it in place (`console_log`).
+const CONSOLE_OUT: &[i64] = &[libc::SYS_sendto, libc::SYS_ftruncate];
+
 /// A vCPU: KVM ioctls, and starting a device worker when the guest activates it.
 pub fn vcpu() -> BTreeMap<i64, Vec<SeccompRule>> {
-    from(&[COMMON, VCPU, SPAWN, DEVICE_SETUP, DEVICE_IO])
+    from(&[COMMON, VCPU, SPAWN, DEVICE_SETUP, DEVICE_IO, CONSOLE_OUT])
 }
 
 /// The API: its socket, snapshots (files, KVM state), starting migrations and

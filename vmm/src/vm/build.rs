@@ -54,15 +54,16 @@ fn console_out(config: &VmConfig) -> Result<Box<dyn Write + Send>, VmError> {
     match &config.console {
         None => Ok(Box::new(std::io::stdout())),
         Some(path) => {
-            let f = File::options()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|err| VmError::Console {
+            let max = config
+                .console_max_bytes
+                .unwrap_or(crate::console_log::DEFAULT_MAX_BYTES);
+            let log = crate::console_log::RotatingLog::open(path, max).map_err(|err| {
+                VmError::Console {
                     path: path.display().to_string(),
                     err,
-                })?;
-            Ok(Box::new(f))
+                }
+            })?;
+            Ok(Box::new(log))
         }
     }
 }

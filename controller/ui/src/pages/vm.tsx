@@ -9,6 +9,7 @@ import { served } from '../monitoring';
 import { Link, navigate } from '../router';
 import { canOperate, isCluster } from '../session';
 import type { ConsoleLines, Event, Operation, Vm } from '../types';
+import { LiveConsole } from '../terminal';
 import { ask, notify, OpProgress, Section } from '../widgets';
 import { VmState } from './vms';
 
@@ -128,7 +129,30 @@ function ConsoleOutput(props: { vm: Vm }) {
       <p class="hint">
         The last lines of the serial console, read on request.
         {s && !s.consoleSocket && ' An interactive console needs the console API, which this controller does not serve yet.'}
+        {s?.consoleSocket && ' The live console is below.'}
       </p>
+    </Section>
+  );
+}
+
+/** The live console (xterm.js), opened on request; shown where the controller serves it. */
+function Interactive(props: { vm: Vm }) {
+  const [open, setOpen] = useState(false);
+  const s = served.value;
+  if (!s?.consoleSocket) return null;
+  const running = props.vm.observed?.state === 'running';
+  return (
+    <Section title="Console" id="live-console">
+      {open ? (
+        <LiveConsole id={props.vm.id} onClose={() => setOpen(false)} />
+      ) : (
+        <>
+          <p class="hint">The guest's serial console, live{canOperate.value ? ', with your keys going to the guest' : ' (read-only)'}.</p>
+          <button type="button" disabled={!running} onClick={() => setOpen(true)}>
+            Open console
+          </button>
+        </>
+      )}
     </Section>
   );
 }
@@ -254,6 +278,7 @@ export function VmDetail(props: { id: string }) {
           {m ? <OpProgress op={m} label={`Migration of ${s.name}`} /> : <p class="hint">Never migrated.</p>}
         </Section>
         <ConsoleOutput vm={v} />
+        <Interactive vm={v} />
         <History id={v.id} />
       </div>
     </>

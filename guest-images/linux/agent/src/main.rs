@@ -4,12 +4,15 @@
 //! (formats from `nova-guest-abi`). Not pid 1 it is a host-side stand-in for tests:
 //! the same workloads on stdout, with no mounting, no modules, no interface changes.
 //!
+//! As pid 1 it also applies a NoCloud seed's hostname and SSH keys (`seed`).
+//!
 //! Usage (host mode): nova-agent --cmdline "<kernel cmdline>" [--disk PATH]
-//!                    [--udp-port N] [--no-net-config]
+//!                    [--udp-port N] [--no-net-config] [--seed IMG --root DIR]
 
 mod cmdline;
 mod console;
 mod init;
+mod seed;
 mod workloads;
 
 use nova_guest_abi::line;
@@ -22,6 +25,9 @@ use workloads::Env;
 struct Args {
     cmdline: Option<String>,
     disk: Option<PathBuf>,
+    /// Host mode: a NoCloud seed image to apply, under `root`.
+    seed: Option<PathBuf>,
+    root: Option<PathBuf>,
     udp_port: Option<u16>,
     no_net_config: bool,
 }
@@ -33,6 +39,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         match a.as_str() {
             "--cmdline" => args.cmdline = Some(value("--cmdline")?),
             "--disk" => args.disk = Some(value("--disk")?.into()),
+            "--seed" => args.seed = Some(value("--seed")?.into()),
+            "--root" => args.root = Some(value("--root")?.into()),
             "--udp-port" => {
                 let v = value("--udp-port")?;
                 args.udp_port = Some(v.parse().map_err(|_| format!("bad --udp-port '{v}'"))?);
@@ -75,6 +83,9 @@ fn run_as_init() -> ! {
     });
     init::quiet_kernel_console(&cmdline);
     init::load_modules(&cmdline);
+    if let Some(meta) = seed::find() {
+        apply_seed(&meta, std::path::Path::new("/"), true);
+    }
     // Whatever the kernel passes that is not ours is ignored: init must not stop.
     let args =
         parse_args(std::env::args().skip(1).filter(|a| a == "--no-net-config")).unwrap_or_default();
@@ -94,12 +105,21 @@ fn run_on_host() -> ! {
         Ok(a) => a,
         Err(e) => {
             eprintln!("nova-agent: {e}");
-            eprintln!("usage: nova-agent --cmdline \"<kernel cmdline>\" [--disk PATH] [--udp-port N] [--no-net-config]");
+            eprintln!("usage: nova-agent --cmdline \"<kernel cmdline>\" [--disk PATH] [--udp-port N] [--no-net-config] [--seed IMG --root DIR]");
             std::process::exit(2)
         }
     };
     console::use_stdout();
     console::line(line::BOOTED);
+    if let Some(img) = &args.seed {
+        match seed::read_meta(img) {
+            Some(meta) => {
+                let root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+                apply_seed(&meta, &root, false);
+            }
+            None => console::error("seed", " error=\"not a cidata FAT image\""),
+        }
+    }
     run_plan(
         &args.cmdline.unwrap_or_default(),
         &Env {
@@ -109,6 +129,14 @@ fn run_on_host() -> ! {
             net_config: !args.no_net_config,
         },
     )
+}
+
+/// Applies a seed's meta-data and says so (`NOVA-CLOUDINIT hostname=.. keys=N`).
+fn apply_seed(meta: &str, root: &std::path::Path, pid1: bool) {
+    match seed::apply(&seed::parse(meta), root, pid1) {
+        Ok(done) => console::line(&format!("NOVA-CLOUDINIT {done}")),
+        Err(e) => console::error("seed", &format!(" error=\"{e}\"")),
+    }
 }
 
 fn run_plan(cmdline: &str, env: &Env) -> ! {
