@@ -17,8 +17,9 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 	acpica-tools prometheus prometheus-alertmanager
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
-# openapi-spec-validator, the API fuzzed by schemathesis.
-PIP_PACKAGES := openapi-spec-validator schemathesis
+# openapi-spec-validator, the API fuzzed by schemathesis; moto[server] is the
+# S3-compatible server the backup store's S3 backend is tested against.
+PIP_PACKAGES := openapi-spec-validator schemathesis moto[server]
 
 .PHONY: all up down demo test deps guest-images build build-release bench bench-boot \
 	bench-migration bench-hostd bench-scheduler bench-api lint fmt clean ui ui-deps
