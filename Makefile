@@ -36,7 +36,8 @@ deps:
 	fi
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	@for p in $(PIP_PACKAGES); do \
-		python3 -m pip show -q $${p%%=*} >/dev/null 2>&1 || python3 -m pip install -q "$$p"; \
+		name=$${p%%=*}; name=$${name%%\[*}; \
+		python3 -m pip show -q "$$name" >/dev/null 2>&1 || python3 -m pip install -q "$$p"; \
 	done
 
 guest-images: deps
