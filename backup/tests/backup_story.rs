@@ -247,3 +247,26 @@ fn malformed_manifest_is_rejected_with_a_clear_error_and_gc_refuses_to_sweep() {
         "ids are checked before becoming keys"
     );
 }
+
+#[test]
+fn an_object_that_is_not_a_chunk_is_reported_by_verify_and_refused_by_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk0.img");
+    sparse_disk(&disk);
+    let store = dir_store(&tmp.path().join("store"), StoreConfig::default());
+    let r = store.backup_file("disk0", &disk, None, None).unwrap();
+    let m = store.new_manifest("b1", None, vec![r.index]).unwrap();
+    store.put_manifest(&m).unwrap();
+    let victim = *m.chunk_ids().next().unwrap();
+    store
+        .backend()
+        .put(&chunk_key(&victim), b"garbage, not a chunk")
+        .unwrap();
+
+    let report = store.verify("b1").unwrap();
+    assert!(report.damaged[&victim].contains("bad magic"), "{report:?}");
+    let err = store
+        .restore_file(&m, "disk0", &tmp.path().join("out"))
+        .unwrap_err();
+    assert!(matches!(err, BackupError::MalformedChunk { .. }), "{err}");
+}
