@@ -33,6 +33,9 @@ pub trait Backend: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// Deletes an object; deleting an absent object is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+    /// Sets an object's modification time to now, so GC's grace period protects a chunk
+    /// a running backup reuses but has not yet referenced from a stored manifest.
+    fn touch(&self, key: &str) -> Result<()>;
 }
 
 /// Refuses keys that could escape the root or name something unexpected.
@@ -179,6 +182,19 @@ impl Backend for DirBackend {
             }
             _ => Ok(()),
         }
+    }
+
+    fn touch(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => BackupError::NotFound(key.to_string()),
+                _ => BackupError::io(format!("opening {}", path.display()), e),
+            })?;
+        f.set_modified(SystemTime::now())
+            .map_err(|e| BackupError::io(format!("touching {}", path.display()), e))
     }
 }
 

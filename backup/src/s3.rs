@@ -128,4 +128,21 @@ impl Backend for S3Backend {
             Err(e) => Err(s3_err(key, e)),
         }
     }
+
+    fn touch(&self, key: &str) -> Result<()> {
+        // S3 refuses to copy an object onto itself unchanged: copy it aside and rename it
+        // back, both server-side, so the key always exists and gets a new LastModified.
+        let p = Self::path(key)?;
+        let aside = Self::path(&format!("{key}.touch"))?;
+        self.rt.block_on(async {
+            self.store
+                .copy(&p, &aside)
+                .await
+                .map_err(|e| s3_err(key, e))?;
+            self.store
+                .rename(&aside, &p)
+                .await
+                .map_err(|e| s3_err(key, e))
+        })
+    }
 }

@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Mutex;
 
 /// Bytes read from the source per step (a multiple of the 4 MiB disk chunk).
 const WINDOW: usize = 32 << 20;
@@ -68,8 +67,6 @@ pub struct BackupFileResult {
 pub struct Store {
     backend: Box<dyn Backend>,
     cfg: StoreConfig,
-    /// Chunks known to exist, so one backup does not ask the backend twice.
-    known: Mutex<HashSet<ChunkId>>,
 }
 
 /// The object key of a chunk: `chunks/<first 4 hex>/<64 hex>`.
@@ -94,11 +91,7 @@ fn now_unix() -> u64 {
 impl Store {
     /// A store writing through `backend` with `cfg`.
     pub fn new(backend: Box<dyn Backend>, cfg: StoreConfig) -> Self {
-        Store {
-            backend,
-            cfg,
-            known: Mutex::new(HashSet::new()),
-        }
+        Store { backend, cfg }
     }
 
     /// The backend (for maintenance jobs).
@@ -193,20 +186,41 @@ impl Store {
             chunks_reused: 0,
             holes: 0,
         };
+        // Chunks this backup has already checked (and touched) in the store.
+        let mut seen = HashSet::new();
         match self.incremental_refusal(name, size, previous, dirty) {
             Err(reason) => {
                 tracing::info!(file = name, %reason, "full read");
                 res.full_read = true;
                 res.full_read_reason = Some(reason);
-                let chunks = self.store_range(&file, 0, size, &mut res)?;
+                let chunks = self.store_range(&file, 0, size, &mut res, &mut seen)?;
                 res.index.chunks = chunks;
             }
             Ok(prev) => {
                 let dirty = dirty.expect("checked by incremental_refusal");
+                // A clean piece is reused if its chunk is still there; touching it also
+                // keeps GC from sweeping it before this backup's manifest is stored.
+                let mut reread = Vec::with_capacity(prev.chunks.len());
+                for c in &prev.chunks {
+                    let mut r = dirty.any_dirty(c.offset, c.len as u64);
+                    if let (false, Some(id)) = (r, c.id) {
+                        if seen.insert(id) {
+                            match self.backend.touch(&chunk_key(&id)) {
+                                Err(BackupError::NotFound(_)) => {
+                                    tracing::warn!(chunk = %id, "previous chunk missing, re-reading");
+                                    seen.remove(&id);
+                                    r = true;
+                                }
+                                other => other?,
+                            }
+                        }
+                    }
+                    reread.push(r);
+                }
                 let mut i = 0;
                 while i < prev.chunks.len() {
                     let c = &prev.chunks[i];
-                    if !dirty.any_dirty(c.offset, c.len as u64) {
+                    if !reread[i] {
                         if c.id.is_some() {
                             res.chunks_reused += 1;
                         } else {
@@ -217,13 +231,11 @@ impl Store {
                         continue;
                     }
                     let start = c.offset;
-                    while i < prev.chunks.len()
-                        && dirty.any_dirty(prev.chunks[i].offset, prev.chunks[i].len as u64)
-                    {
+                    while i < prev.chunks.len() && reread[i] {
                         i += 1;
                     }
                     let end = prev.chunks.get(i).map_or(size, |n| n.offset);
-                    let chunks = self.store_range(&file, start, end, &mut res)?;
+                    let chunks = self.store_range(&file, start, end, &mut res, &mut seen)?;
                     res.index.chunks.extend(chunks);
                 }
             }
@@ -245,6 +257,7 @@ impl Store {
         start: u64,
         end: u64,
         res: &mut BackupFileResult,
+        seen: &mut HashSet<ChunkId>,
     ) -> Result<Vec<ChunkRef>> {
         let mut out = Vec::new();
         let mut buf: Vec<u8> = Vec::with_capacity(WINDOW);
@@ -267,7 +280,7 @@ impl Store {
             let mut pos = 0usize;
             for len in lens {
                 let data = &buf[pos..pos + len];
-                out.push(self.store_chunk(buf_start + pos as u64, data, res)?);
+                out.push(self.store_chunk(buf_start + pos as u64, data, res, seen)?);
                 pos += len;
             }
             buf.drain(..pos);
@@ -283,6 +296,7 @@ impl Store {
         offset: u64,
         data: &[u8],
         res: &mut BackupFileResult,
+        seen: &mut HashSet<ChunkId>,
     ) -> Result<ChunkRef> {
         let len = data.len() as u32;
         if data.iter().all(|b| *b == 0) {
@@ -295,23 +309,30 @@ impl Store {
         }
         let id = chunk_id(self.cfg.hash, self.cfg.key.as_ref(), data);
         let key = chunk_key(&id);
-        let known = self.known.lock().map(|k| k.contains(&id)).unwrap_or(false);
-        if known || self.backend.exists(&key)? {
+        if !seen.insert(id) {
             res.chunks_reused += 1;
         } else {
-            let stored = encode_chunk(&id, data, self.cfg.key.as_ref(), self.cfg.zstd_level)?;
-            self.backend.put(&key, &stored)?;
-            res.chunks_new += 1;
-            res.bytes_stored += stored.len() as u64;
-        }
-        if let Ok(mut k) = self.known.lock() {
-            k.insert(id);
+            // A chunk already stored is touched so GC's grace period covers it until
+            // this backup's manifest references it; a missing one is written.
+            match self.backend.touch(&key) {
+                Ok(()) => res.chunks_reused += 1,
+                Err(BackupError::NotFound(_)) => self.put_chunk(&id, data, res)?,
+                Err(e) => return Err(e),
+            }
         }
         Ok(ChunkRef {
             offset,
             len,
             id: Some(id),
         })
+    }
+
+    fn put_chunk(&self, id: &ChunkId, data: &[u8], res: &mut BackupFileResult) -> Result<()> {
+        let stored = encode_chunk(id, data, self.cfg.key.as_ref(), self.cfg.zstd_level)?;
+        self.backend.put(&chunk_key(id), &stored)?;
+        res.chunks_new += 1;
+        res.bytes_stored += stored.len() as u64;
+        Ok(())
     }
 
     /// Builds the manifest of a backup made of `files` with this store's settings.

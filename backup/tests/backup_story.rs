@@ -270,3 +270,55 @@ fn an_object_that_is_not_a_chunk_is_reported_by_verify_and_refused_by_restore() 
         .unwrap_err();
     assert!(matches!(err, BackupError::MalformedChunk { .. }), "{err}");
 }
+
+#[test]
+fn a_chunk_reused_by_a_new_backup_is_protected_by_the_gc_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk0.img");
+    sparse_disk(&disk);
+    let root = tmp.path().join("store");
+    let store = dir_store(&root, StoreConfig::default());
+    let r = store.backup_file("disk0", &disk, None, None).unwrap();
+    let m1 = store
+        .new_manifest("b1", Some(1_000), vec![r.index])
+        .unwrap();
+    store.put_manifest(&m1).unwrap();
+    // The chunks are a day old, and the backup that made them is pruned.
+    let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+    for id in m1.chunk_ids() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join(chunk_key(id)))
+            .unwrap();
+        f.set_modified(day_ago).unwrap();
+    }
+    store.prune(&RetentionPolicy::default()).unwrap();
+
+    // A new backup starts, reuses every chunk, and GC runs before its manifest is stored.
+    let again = store.backup_file("disk0", &disk, None, None).unwrap();
+    assert_eq!((again.chunks_new, again.chunks_reused), (0, 4));
+    let gc = store
+        .gc(Duration::from_secs(3600), SystemTime::now())
+        .unwrap();
+    assert_eq!(
+        (gc.removed, gc.kept_in_grace),
+        (0, 4),
+        "reused chunks were touched"
+    );
+    let m2 = store.new_manifest("b2", None, vec![again.index]).unwrap();
+    store.put_manifest(&m2).unwrap();
+    let out = tmp.path().join("restored");
+    store.restore_file(&m2, "disk0", &out).unwrap();
+    assert_eq!(file_hash(&out), file_hash(&disk));
+
+    // A chunk missing from the store is re-read by an incremental backup, not referenced.
+    let gone = *m2.chunk_ids().next().unwrap();
+    store.backend().delete(&chunk_key(&gone)).unwrap();
+    let dirty = DirtyBlocks::new(4 * MIB, 64 * MIB);
+    let inc = store
+        .backup_file("disk0", &disk, Some(&m2), Some(&dirty))
+        .unwrap();
+    assert!(!inc.full_read);
+    assert_eq!((inc.bytes_read, inc.chunks_new), (4 * MIB, 1));
+    assert!(store.backend().exists(&chunk_key(&gone)).unwrap());
+}
