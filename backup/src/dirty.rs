@@ -28,11 +28,11 @@ impl DirtyBlocks {
 
     /// Marks every block touched by `offset..offset+len` dirty.
     pub fn mark(&mut self, offset: u64, len: u64) {
-        if len == 0 {
+        if len == 0 || !self.is_well_formed() {
             return;
         }
         let first = offset / self.block_size;
-        let last = (offset + len - 1) / self.block_size;
+        let last = offset.saturating_add(len - 1) / self.block_size;
         for b in first..=last.min(self.blocks.saturating_sub(1)) {
             self.words[(b / 64) as usize] |= 1 << (b % 64);
         }
@@ -43,8 +43,11 @@ impl DirtyBlocks {
         if len == 0 {
             return false;
         }
+        if self.block_size == 0 {
+            return true;
+        }
         let first = offset / self.block_size;
-        let last = (offset + len - 1) / self.block_size;
+        let last = offset.saturating_add(len - 1) / self.block_size;
         (first..=last).any(|b| {
             b >= self.blocks
                 || self
@@ -73,5 +76,23 @@ mod tests {
         assert!(d.any_dirty(8, 1));
         assert!(!d.any_dirty(12, 28));
         assert!(d.any_dirty(40, 1), "outside the bitmap counts as dirty");
+    }
+
+    #[test]
+    fn a_malformed_bitmap_counts_as_all_dirty_instead_of_panicking() {
+        let d = DirtyBlocks {
+            block_size: 0,
+            blocks: 10,
+            words: vec![],
+        };
+        assert!(!d.is_well_formed());
+        assert!(d.any_dirty(0, 1));
+        let mut short = DirtyBlocks {
+            block_size: 4,
+            blocks: 1000,
+            words: vec![0],
+        };
+        short.mark(u64::MAX - 1, 2);
+        assert!(short.any_dirty(900 * 4, 4));
     }
 }
