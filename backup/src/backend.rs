@@ -105,8 +105,17 @@ impl Backend for DirBackend {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         create_dirs(&dir)?;
+        // Hosts sharing the store may have equal pids: a random part keeps temp names apart.
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".tmp-{}-{seq}", std::process::id()));
+        let mut salt = [0u8; 8];
+        getrandom::getrandom(&mut salt).map_err(|e| {
+            BackupError::io("reading random bytes", std::io::Error::other(e.to_string()))
+        })?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{seq}-{}",
+            std::process::id(),
+            hex::encode(salt)
+        ));
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new()
                 .write(true)
