@@ -84,9 +84,18 @@ impl DirBackend {
         &self.root
     }
 
+    /// The key's path, refused if a symlink planted in the store would lead outside the root.
     fn path(&self, key: &str) -> Result<PathBuf> {
         validate_key(key)?;
-        Ok(self.root.join(key))
+        let path = self.root.join(key);
+        let escapes = |p: &Path| p.canonicalize().is_ok_and(|c| !c.starts_with(&self.root));
+        let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link || path.parent().is_some_and(escapes) {
+            return Err(BackupError::InvalidKey(format!(
+                "{key} (a symlink leads outside the store)"
+            )));
+        }
+        Ok(path)
     }
 }
 
@@ -105,6 +114,8 @@ impl Backend for DirBackend {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         create_dirs(&dir)?;
+        // Checked again now that the directories exist.
+        let path = self.path(key)?;
         // Hosts sharing the store may have equal pids: a random part keeps temp names apart.
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let mut salt = [0u8; 8];
@@ -238,5 +249,28 @@ mod tests {
             Err(BackupError::NotFound(_))
         ));
         assert!(b.get("../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn symlinks_planted_in_the_store_cannot_lead_outside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        let b = DirBackend::open(dir.path().join("store")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("store/chunks")).unwrap();
+        let err = b.put("chunks/secret", b"x").unwrap_err();
+        assert!(matches!(err, BackupError::InvalidKey(_)), "{err}");
+        assert!(b.get("chunks/secret").is_err());
+        assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"s");
+        std::fs::create_dir(dir.path().join("store/manifests")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            dir.path().join("store/manifests/x.json"),
+        )
+        .unwrap();
+        assert!(matches!(
+            b.get("manifests/x.json"),
+            Err(BackupError::InvalidKey(_))
+        ));
     }
 }
