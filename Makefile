@@ -19,8 +19,9 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator, the API fuzzed by schemathesis, alert mail received by
-# aiosmtpd (a real SMTP server).
-PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd
+# aiosmtpd (a real SMTP server); moto[server] is the S3-compatible server the backup
+# store's S3 backend is tested against.
+PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd moto[server]
 
 .PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
 	fuzz-smoke bench-migration bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean \
@@ -40,7 +41,8 @@ deps:
 	@cargo fuzz --version 2>/dev/null | grep -q " $(CARGO_FUZZ_VERSION)$$" \
 		|| $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 	@for p in $(PIP_PACKAGES); do \
-		python3 -m pip show -q $${p%%=*} >/dev/null 2>&1 || python3 -m pip install -q "$$p"; \
+		name=$${p%%=*}; name=$${name%%\[*}; \
+		python3 -m pip show -q "$$name" >/dev/null 2>&1 || python3 -m pip install -q "$$p"; \
 	done
 
 guest-images: deps
@@ -98,7 +100,7 @@ test: deps ui-deps guest-images build
 # RUSTC_BOOTSTRAP: cargo-fuzz needs nightly flags; no sanitizer (-s none) builds on stable.
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_TARGETS := migration_frame migration_tls_records state_decode vmm_http_request boot_loader \
-	virtio_blk_queue virtio_net_queue dhcp_reply init_config
+	virtio_blk_queue virtio_net_queue dhcp_reply init_config backup_decode
 FUZZ_SECONDS ?= 30
 FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 FUZZ_FLAGS := -s none --target x86_64-unknown-linux-gnu
