@@ -3,7 +3,7 @@
 //! 1 vCPU, idle) started in sequence and concurrently (time, VMM memory per VM), and
 //! a hostd restart under all N (time to reattach every VM, none stopped), and
 //! host-to-host migration downtime through two hostd against VMM to VMM (and hostd's
-//! own time on the switch). Writes docs/benchmarks/hostd.{json,md}. Over 500 lines:
+//! own time on the switch). Writes docs/benchmarks/hostd.{json,md}. It is over 500 lines:
 //! each measurement and its row in the report sit together.
 
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The source side: connects to the destination, copies memory and writable disks in
 //! rounds while the VM runs, then pauses it, sends the rest and the device state, and
 //! hands over.
-//! Every failure before `Switch` resumes the VM here, untouched. Over 500 lines: the
+//! Every failure before `Switch` resumes the VM here, untouched. It is over 500 lines: the
 //! phases of one migration in the order they run, read top to bottom.
 
 use std::io::BufReader;
