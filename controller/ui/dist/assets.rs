@@ -2,18 +2,18 @@
 // Do not edit: `make ui` rewrites it.
 [
     Asset {
-        path: "assets/index-0Kg4D1za.js",
-        etag: "\"409300e1b7300fea5eeb\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-0Kg4D1za.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-0Kg4D1za.js.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-0Kg4D1za.js.br"))),
-    },
-    Asset {
         path: "assets/index-B4v0W4jv.css",
         etag: "\"8aa6d09788ca3932b010\"",
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B4v0W4jv.css")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B4v0W4jv.css.gz"))),
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B4v0W4jv.css.br"))),
+    },
+    Asset {
+        path: "assets/index-BMIUx-pd.js",
+        etag: "\"ff856958229a60c66c16\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BMIUx-pd.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BMIUx-pd.js.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BMIUx-pd.js.br"))),
     },
     Asset {
         path: "assets/xterm-DLuoa74B.css",
@@ -38,7 +38,7 @@
     },
     Asset {
         path: "index.html",
-        etag: "\"b03629ebdca313b8c464\"",
+        etag: "\"86ef662e7fc5994dfa71\"",
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.gz"))),
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.br"))),

@@ -51,8 +51,8 @@ function Graph(props: { target: string; p: Plotted; rangeS: number; rev: number 
     history(p.metric, target, rangeS).then(
       (got) => {
         if (!live) return;
-        // Points are [seconds, value]; the plot runs in milliseconds.
-        setPts(got.map(([t, v]) => [t * 1000, v]));
+        // Points are [ms, value]; a sample stamped after `end` (clocks) sits at the end.
+        setPts(got.map(([t, v]) => [Math.min(t, end), v]));
         setSpan([end - rangeS * 1000, end]);
         setError(null);
       },
