@@ -9,11 +9,11 @@
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B4v0W4jv.css.br"))),
     },
     Asset {
-        path: "assets/index-BMIUx-pd.js",
-        etag: "\"ff856958229a60c66c16\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BMIUx-pd.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BMIUx-pd.js.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BMIUx-pd.js.br"))),
+        path: "assets/index-DvZTfQ-B.js",
+        etag: "\"268bf5c7245ec81e476f\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js.br"))),
     },
     Asset {
         path: "assets/xterm-DLuoa74B.css",
@@ -38,7 +38,7 @@
     },
     Asset {
         path: "index.html",
-        etag: "\"86ef662e7fc5994dfa71\"",
+        etag: "\"aac835ce2d5f5bc893d6\"",
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.gz"))),
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.br"))),

@@ -110,7 +110,7 @@ const RESOURCE: Record<string, string> = { vcpus: 'vCPUs', memory_bytes: 'Memory
 function days(d: number | null | undefined): string {
   if (d === null || d === undefined) return 'not growing';
   if (d <= 0) return 'full';
-  return d >= 1000 ? 'over 1000 days' : `${d.toFixed(d < 10 ? 1 : 0)} days`;
+  return d >= 1000 ? 'full in over 1000 days' : `full in ${d.toFixed(d < 10 ? 1 : 0)} days`;
 }
 
 function Forecast() {
@@ -123,8 +123,8 @@ function Forecast() {
           <Fragment key={r.resource}>
             <dt>{RESOURCE[r.resource] ?? r.resource}</dt>
             <dd data-resource={r.resource}>
-              allocation full in {days(r.days_until_full)}
-              {r.used !== null && r.used !== undefined && `; use full in ${days(r.days_until_used_full)}`}
+              allocation {days(r.days_until_full)}
+              {r.used !== null && r.used !== undefined && `; use ${days(r.days_until_used_full)}`}
             </dd>
           </Fragment>
         ))}
