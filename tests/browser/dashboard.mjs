@@ -146,6 +146,15 @@ await page.getByRole('button', { name: 'Log in' }).click();
 await page.getByText('2 ready', { exact: false }).first().waitFor();
 await page.locator('.link-state.live').waitFor();
 load.login_to_live_overview_ms = Date.now() - t;
+// Alerts from /v1/alerts and the stream: the test's rule (every host is up) fires on
+// each host, with its severity; the cluster's capacity forecast beside them.
+step('overview: alerts and capacity');
+const alertsSection = page.locator('section[aria-labelledby="alerts"]');
+const ours = alertsSection.locator('li[data-alert^="dashboard-hosts-up:"]');
+await ours.first().waitFor({ timeout: 60000 });
+check((await ours.locator('.severity', { hasText: 'warning' }).count()) >= 1, 'the alert shows its severity');
+await page.locator('section[aria-labelledby="capacity"] dd[data-resource]').first().waitFor();
+console.log(`   alerts: ${(await alertsSection.locator('li').allInnerTexts()).join(' | ')}`);
 await accessible(page, 'overview');
 await photograph(page, 'overview');
 
@@ -245,6 +254,24 @@ await page.getByRole('cell', { name: 'acme' }).first().waitFor();
 await accessible(page, 'access');
 await photograph(page, 'access');
 await visit(page, `/hosts/${hostIds[0]}`, hostIds[0]);
+step("a host's graphs from the metric history");
+// The memory graph: an <svg> whose polyline has points, labelled for a screen reader.
+const graphOf = (m) => page.locator(`figure.graph[data-metric="${m}"] svg`);
+const memGraph = graphOf('host.mem_used_bytes');
+// (A flat line has no height: attached, not "visible", is what to wait for.)
+await memGraph.locator('polyline[points]').waitFor({ state: 'attached', timeout: 30000 });
+const memPoints = (await memGraph.locator('polyline').getAttribute('points')).trim().split(/\s+/);
+const inside = memPoints.map((p) => p.split(',').map(Number)).filter(([x, y]) => x >= 0 && x <= 320 && y >= 0 && y <= 120);
+check(memPoints.length >= 1 && inside.length === memPoints.length, `the memory graph has points, inside the plot: ${memPoints.join(' ')}`);
+check(/Memory used of .*points/.test(await memGraph.getAttribute('aria-label')), 'the graph says what it shows');
+await graphOf('host.cpu').waitFor();
+// Another range reads the history again.
+const ranges = page.getByRole('group', { name: 'Range of the graphs' });
+await ranges.getByRole('button', { name: '1d' }).click();
+await page.locator('figure.graph[data-metric="host.mem_used_bytes"] svg[aria-label*="last 1d"]').waitFor();
+await ranges.getByRole('button', { name: '1h' }).click();
+await page.locator('figure.graph[data-metric="host.mem_used_bytes"] svg[aria-label*="last 1h"]').waitFor();
+console.log(`   ${await memGraph.getAttribute('aria-label')}`);
 await accessible(page, 'host detail');
 await photograph(page, 'host-detail');
 await page.getByRole('button', { name: 'Log out' }).click();

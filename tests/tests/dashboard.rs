@@ -4,7 +4,8 @@
 //! The browser logs in, creates a VM, sees it run, migrates it and watches the
 //! progress reach done with the downtime shown, stops two VMs at once, and finds that
 //! a viewer cannot press the buttons that change things and that another tenant's VM
-//! is not shown; this side then checks through the API that what the browser did
+//! is not shown, a host's graphs from the metric history, the overview's alerts and
+//! capacity forecast; this side then checks through the API that what the browser did
 //! happened. Screenshots of every page land in docs/screenshots/. Also: the committed
 //! build in controller/ui/dist is the build of the sources next to it.
 //!
@@ -15,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nova_controller_api::{DesiredState, MigrationResult, OpState, Role, VmSpec};
-use nova_tests::controller::{block_on, wait_for, Controller};
+use nova_controller_api::{
+    AlertRule, Cmp, DesiredState, MigrationResult, OpState, Role, RuleKind, VmSpec,
+};
+use nova_tests::controller::{block_on, wait_for, Controller, Opts as ControllerOpts};
 use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
 use nova_tests::{require, require_kvm, root, unique, TempDir};
 
@@ -277,8 +280,39 @@ fn a_browser_creates_migrates_and_stops_vms_and_each_role_sees_what_it_may() {
         return;
     }
     let d = TempDir::new();
-    let c = Controller::sqlite(d.path());
+    // Scrapes and alert evaluations every second, so the graphs have history and the
+    // rule below fires while the browser looks.
+    let c = Controller::start(
+        d.path(),
+        ControllerOpts {
+            args: [
+                "--scrape-interval-ms",
+                "1000",
+                "--alert-interval-ms",
+                "1000",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..ControllerOpts::default()
+        },
+    );
     let (_h1, _h2) = (hostd_for(&c), hostd_for(&c));
+    // A rule that holds on every host: its alerts are what the overview shows.
+    block_on(c.api.create_alert_rule(&AlertRule {
+        id: "dashboard-hosts-up".into(),
+        metric: "host.up".into(),
+        target: None,
+        condition: RuleKind::Threshold {
+            cmp: Cmp::Above,
+            value: 0.5,
+            ratio_of: None,
+        },
+        for_s: 0,
+        severity: "warning".into(),
+        summary: "the host is up (a rule of the dashboard test)".into(),
+        builtin: false,
+    }))
+    .unwrap();
     wait_for(30, "two hosts to be ready", || {
         let hosts = block_on(c.api.hosts()).ok()?;
         (hosts
@@ -347,6 +381,13 @@ fn a_browser_creates_migrates_and_stops_vms_and_each_role_sees_what_it_may() {
             "{n} was stopped in bulk"
         );
     }
+    let firing = block_on(c.api.alerts()).unwrap();
+    assert!(
+        firing
+            .iter()
+            .any(|a| a.rule == "dashboard-hosts-up" && a.active()),
+        "the alerts the overview showed: {firing:?}"
+    );
     let audit = block_on(c.api.audit()).unwrap();
     assert_eq!(
         audit

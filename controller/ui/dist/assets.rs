@@ -2,18 +2,18 @@
 // Do not edit: `make ui` rewrites it.
 [
     Asset {
-        path: "assets/index-B_5X6pU5.js",
-        etag: "\"59e41410475ed73f3021\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B_5X6pU5.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B_5X6pU5.js.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B_5X6pU5.js.br"))),
+        path: "assets/index-B4v0W4jv.css",
+        etag: "\"8aa6d09788ca3932b010\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B4v0W4jv.css")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B4v0W4jv.css.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B4v0W4jv.css.br"))),
     },
     Asset {
-        path: "assets/index-BbVxy4sC.css",
-        etag: "\"bfa1fa5a409ec4386224\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BbVxy4sC.css")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BbVxy4sC.css.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BbVxy4sC.css.br"))),
+        path: "assets/index-DvZTfQ-B.js",
+        etag: "\"268bf5c7245ec81e476f\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js.br"))),
     },
     Asset {
         path: "assets/xterm-DLuoa74B.css",
@@ -38,7 +38,7 @@
     },
     Asset {
         path: "index.html",
-        etag: "\"7a2e1b6a0bccd8f7fbfc\"",
+        etag: "\"aac835ce2d5f5bc893d6\"",
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.gz"))),
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.br"))),

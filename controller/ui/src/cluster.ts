@@ -6,6 +6,7 @@
 import { batch, signal, type Signal } from '@preact/signals';
 import { all, ApiError, enc, get } from './api';
 import { follow } from './live';
+import { applyMonitoring, loadMonitoring, resetMonitoring } from './monitoring';
 import { isCluster } from './session';
 import type { Event, Host, MigrationResult, Operation, Vm } from './types';
 
@@ -16,6 +17,8 @@ export const loaded = signal(false);
 export const loadError = signal<string | null>(null);
 /** The last events seen, newest first (the overview's activity list). */
 export const recent = signal<Event[]>([]);
+/** The revision of the last event naming each VM or host (graphs read again on it). */
+export const touched = signal<Map<string, number>>(new Map());
 
 function put<T>(s: Signal<Map<string, T>>, item: T | null, id: string) {
   const m = new Map(s.value);
@@ -82,6 +85,14 @@ function hostsNamedBy(e: Event): string[] {
 
 function apply(e: Event) {
   recent.value = [e, ...recent.value].slice(0, 50);
+  const t = new Map(touched.value);
+  for (const id of [e.id, ...hostsNamedBy(e)]) t.set(id, e.revision);
+  touched.value = t;
+  if (e.kind.startsWith('alert.')) {
+    applyMonitoring(e, isCluster.value);
+    return;
+  }
+  applyMonitoring(e, isCluster.value);
   if (e.kind.startsWith('operation.')) {
     if (e.kind === 'operation.progress' || e.kind === 'operation.done') {
       put(operations, e.data as unknown as Operation, e.id);
@@ -115,11 +126,16 @@ export function start() {
     hosts.value = new Map();
     operations.value = new Map();
     recent.value = [];
+    touched.value = new Map();
+    resetMonitoring();
   });
   // Lists are read once the stream is up, so no change falls between them; after a
   // reconnection the stream replays what was missed.
   follow(apply, (reload) => {
-    if (reload) void loadAll();
+    if (reload) {
+      void loadAll();
+      void loadMonitoring(isCluster.value);
+    }
   });
 }
 

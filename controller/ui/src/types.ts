@@ -180,3 +180,54 @@ export interface ErrorBody {
 }
 
 export const SYSTEM_TENANT = 'system';
+
+/** `GET /v1/metrics/query`'s answer (api/controller/src/monitoring.rs). */
+export interface QueryAnswer {
+  step_s: number;
+  resolution_s: number;
+  series: { metric: string; target: string; points: [number, number][] }[];
+}
+
+export type AlertState = 'pending' | 'firing' | 'acknowledged' | 'silenced' | 'resolved';
+
+export interface Alert {
+  id: string;
+  rule: string;
+  target: string;
+  metric: string;
+  tenant: string;
+  state: AlertState;
+  severity: string;
+  summary: string;
+  value: number;
+  since_ms: number;
+  fired_ms?: number | null;
+  resolved_ms?: number | null;
+  count: number;
+}
+
+export interface ResourceForecast {
+  resource: string;
+  capacity: number;
+  allocated: number;
+  used?: number | null;
+  free: number;
+  trend_per_day: number;
+  days_until_full?: number | null;
+  used_trend_per_day?: number | null;
+  days_until_used_full?: number | null;
+}
+
+export interface HostCapacity {
+  host: string;
+  resources: ResourceForecast[];
+  fits_now: number;
+  fits_in_30_days: number;
+}
+
+export interface Capacity {
+  hosts: HostCapacity[];
+  cluster: HostCapacity;
+  vm_vcpus: number;
+  vm_mem_mib: number;
+}

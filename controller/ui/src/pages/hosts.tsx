@@ -1,10 +1,10 @@
 // Hosts (the system tenant's): state, cordon and drain, the VMs on each, and the
-// figures hostd reports. Graphs come with the monitoring API (src/monitoring.ts).
+// figures hostd reports, and graphs of its CPU and memory from the metric history.
 import { useState } from 'preact/hooks';
 import { call, describe, enc } from '../api';
 import { hosts, loaded, operations, vms } from '../cluster';
-import { mib, when } from '../format';
-import { served } from '../monitoring';
+import { bytes, mib, when } from '../format';
+import { Graphs } from '../graphs';
 import { Link } from '../router';
 import { canOperate } from '../session';
 import type { Host, Operation } from '../types';
@@ -58,6 +58,11 @@ export function Hosts() {
     </>
   );
 }
+
+const HOST_PLOTS = [
+  { metric: 'host.cpu', label: 'CPU (cores busy)', show: (n: number) => n.toFixed(2) },
+  { metric: 'host.mem_used_bytes', label: 'Memory used', show: bytes },
+];
 
 export function HostDetail(props: { id: string }) {
   const h = hosts.value.get(props.id);
@@ -131,13 +136,9 @@ export function HostDetail(props: { id: string }) {
                 .join(', ') || 'none'}
             </dd>
           </dl>
-          <p class="hint">
-            As hostd reported at its last heartbeat.
-            {served.value &&
-              !served.value.metricsHistory &&
-              ' History graphs need the metrics API, which this controller does not serve yet.'}
-          </p>
+          <p class="hint">As hostd reported at its last heartbeat.</p>
         </Section>
+        <Graphs target={h.id} plots={HOST_PLOTS} />
         <Section title={`VMs on ${h.id}`}>
           {on.length === 0 ? (
             <p class="hint">None.</p>

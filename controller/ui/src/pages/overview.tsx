@@ -1,10 +1,12 @@
 // The cluster at a glance: hosts and their capacity (as hostd reports it), VMs by
-// state, alerts where the controller serves them, the latest operations and events.
+// state, firing and pending alerts (kept current by the stream's `alert.*` events),
+// the cluster's days until full (`/v1/capacity`), the latest operations and events.
+import { Fragment } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { all } from '../api';
 import { hosts, loaded, loadError, operations, recent, vms } from '../cluster';
 import { mib, when } from '../format';
-import { served } from '../monitoring';
+import { alerts, capacity, monitoringError, served } from '../monitoring';
 import { Link } from '../router';
 import { isCluster, me } from '../session';
 import type { Resources, Tenant } from '../types';
@@ -72,17 +74,65 @@ function Quota() {
   );
 }
 
+const SEVERITY: Record<string, number> = { critical: 0, warning: 1, info: 2 };
+
 function Alerts() {
   const s = served.value;
+  const shown = [...alerts.value.values()]
+    .filter((a) => a.state === 'firing' || a.state === 'pending')
+    .sort((a, b) => (SEVERITY[a.severity] ?? 3) - (SEVERITY[b.severity] ?? 3) || b.since_ms - a.since_ms);
   return (
-    <Section title="Alerts">
+    <Section title="Alerts" id="alerts">
       {s === null ? (
         <p>Asking the controller…</p>
-      ) : s.alerts ? (
-        <p>This controller serves alerts; the dashboard does not show them yet (see src/monitoring.ts).</p>
-      ) : (
+      ) : !s.alerts ? (
         <p class="hint">This controller does not serve alerts (the monitoring API is not installed).</p>
+      ) : monitoringError.value ? (
+        <p class="field-error">{monitoringError.value}</p>
+      ) : shown.length === 0 ? (
+        <p class="hint">No alert is firing or pending.</p>
+      ) : (
+        <ul class="plain alerts">
+          {shown.map((a) => (
+            <li key={a.id} data-alert={a.id}>
+              <span class={`severity severity-${a.severity}`}>{a.severity}</span> <Badge state={a.state} /> <strong>{a.rule}</strong> on{' '}
+              {a.target} {a.summary && <span>{a.summary}</span>} <span class="hint">since {when(a.since_ms)}</span>
+            </li>
+          ))}
+        </ul>
       )}
+    </Section>
+  );
+}
+
+const RESOURCE: Record<string, string> = { vcpus: 'vCPUs', memory_bytes: 'Memory', disk_bytes: 'Disk' };
+
+function days(d: number | null | undefined): string {
+  if (d === null || d === undefined) return 'not growing';
+  if (d <= 0) return 'full';
+  return d >= 1000 ? 'full in over 1000 days' : `full in ${d.toFixed(d < 10 ? 1 : 0)} days`;
+}
+
+function Forecast() {
+  const c = capacity.value;
+  if (!served.value?.capacityPlanning || !c) return null;
+  return (
+    <Section title="Capacity forecast" id="capacity">
+      <dl class="facts">
+        {c.cluster.resources.map((r) => (
+          <Fragment key={r.resource}>
+            <dt>{RESOURCE[r.resource] ?? r.resource}</dt>
+            <dd data-resource={r.resource}>
+              allocation {days(r.days_until_full)}
+              {r.used !== null && r.used !== undefined && `; use ${days(r.days_until_used_full)}`}
+            </dd>
+          </Fragment>
+        ))}
+      </dl>
+      <p class="hint">
+        {c.cluster.fits_now} more VMs of {c.vm_vcpus} vCPU and {mib(c.vm_mem_mib)} fit now, {c.cluster.fits_in_30_days} in 30 days at the
+        trend.
+      </p>
     </Section>
   );
 }
@@ -119,6 +169,7 @@ export function Overview() {
           </p>
         </Section>
         <Alerts />
+        {isCluster.value && <Forecast />}
         <Section title="Recent operations" actions={<Link to="/operations">All operations</Link>}>
           {ops.length === 0 ? (
             <p class="hint">No operations yet.</p>

@@ -4,8 +4,9 @@ import { useEffect, useState } from 'preact/hooks';
 import { act } from '../actions';
 import { all, describe, enc, get } from '../api';
 import { hosts, lastMigration, loaded, operations, recent, vms } from '../cluster';
-import { mib, when } from '../format';
+import { bytes, mib, when } from '../format';
 import { served } from '../monitoring';
+import { Graphs } from '../graphs';
 import { Link, navigate } from '../router';
 import { canOperate, isCluster } from '../session';
 import type { ConsoleLines, Event, Operation, Vm } from '../types';
@@ -193,6 +194,11 @@ function summary(e: Event): string {
     .join(', ');
 }
 
+const VM_PLOTS = [
+  { metric: 'vm.cpu', label: 'CPU (cores busy)', show: (n: number) => n.toFixed(2) },
+  { metric: 'vm.mem_bytes', label: 'Memory', show: bytes },
+];
+
 export function VmDetail(props: { id: string }) {
   const v = vms.value.get(props.id);
   if (!v) {
@@ -279,6 +285,7 @@ export function VmDetail(props: { id: string }) {
         </Section>
         <ConsoleOutput vm={v} />
         <Interactive vm={v} />
+        <Graphs target={v.id} plots={VM_PLOTS} />
         <History id={v.id} />
       </div>
     </>
