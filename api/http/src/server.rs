@@ -289,3 +289,20 @@ async fn drive<I>(
         }
     }
 }
+
+/// Reads and drops what is left of a refused upload (at most 64 MiB or 5 s more), so
+/// the client, still sending, reads the 413 instead of a reset: a socket closed with
+/// unread bytes in it is reset by the kernel, taking the answer with it.
+pub async fn drain_refused_body(body: &mut axum::body::Body) {
+    let mut left: u64 = 64 << 20;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(frame)) = http_body_util::BodyExt::frame(body).await {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}

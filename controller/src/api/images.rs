@@ -62,6 +62,7 @@ pub async fn upload_image(
         if let Ok(data) = frame.into_data() {
             len += data.len() as u64;
             if len > max {
+                nova_http::server::drain_refused_body(&mut body).await;
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("body: larger than --max-image-mib ({} MiB)", max >> 20),

@@ -85,6 +85,7 @@ pub async fn upload_image(State(h): S, body: Body) -> ApiResult<(StatusCode, Jso
         if let Ok(data) = frame.into_data() {
             len += data.len() as u64;
             if len > max {
+                nova_http::server::drain_refused_body(&mut body).await;
                 return Err(FieldError::new(
                     "body",
                     format!(
