@@ -122,3 +122,8 @@ fn concerns(e: &Event, id: &str) -> bool {
             && serde_json::from_value::<nova_controller_api::Operation>(e.data.clone())
                 .is_ok_and(|op| op.target == id))
 }
+
+/// The data of an event that says only what happened to which object: `{}`.
+pub fn no_data() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}

@@ -220,7 +220,7 @@ pub async fn heartbeat(ctx: &Context, id: &str, hb: &Heartbeat) -> Result<()> {
         .map_err(missing("host"))?;
     if came_back {
         ctx.events
-            .publish("host.ready", SYSTEM_TENANT, id, serde_json::json!({}))
+            .publish("host.ready", SYSTEM_TENANT, id, crate::events::no_data())
             .await;
     }
     observe(ctx, id, &hb.vms).await
@@ -278,7 +278,7 @@ pub async fn set_cordon(ctx: &Context, id: &str, on: bool, revision: Option<u64>
         "host.uncordoned"
     };
     ctx.events
-        .publish(kind, SYSTEM_TENANT, id, serde_json::json!({}))
+        .publish(kind, SYSTEM_TENANT, id, crate::events::no_data())
         .await;
     Ok(h)
 }
@@ -304,7 +304,12 @@ pub async fn forget(ctx: &Context, id: &str) -> Result<u64> {
     }
     let n = revoke_host_tokens(ctx, id, None).await?;
     ctx.events
-        .publish("host.forgotten", SYSTEM_TENANT, id, serde_json::json!({}))
+        .publish(
+            "host.forgotten",
+            SYSTEM_TENANT,
+            id,
+            crate::events::no_data(),
+        )
         .await;
     Ok(n)
 }

@@ -316,7 +316,7 @@ pub async fn forget(ctx: &Context, vm: &Vm) -> Result<()> {
             }
         }
         ctx.events
-            .publish("vm.deleted", &vm.tenant, &vm.id, serde_json::json!({}))
+            .publish("vm.deleted", &vm.tenant, &vm.id, crate::events::no_data())
             .await;
     }
     Ok(())

@@ -454,3 +454,15 @@ impl EventStream {
         panic!("no {kind} event for {id} within {secs} s");
     }
 }
+
+/// An image id no host has: for stories where the VM never boots.
+pub const NO_IMAGE: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A VM that is placed but never started (its kernel is [`NO_IMAGE`]).
+pub fn stopped_spec(name: &str) -> nova_controller_api::VmSpec {
+    nova_controller_api::VmSpec {
+        start: false,
+        ..nova_controller_api::VmSpec::new(name, NO_IMAGE)
+    }
+}

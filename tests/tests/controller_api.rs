@@ -5,15 +5,12 @@
 use std::time::Duration;
 
 use nova_controller_api::{
-    ListQuery, MigrationParamsPatch, MigrationPolicyPatch, NewTenant, Page, Role, VmSpec,
+    ListQuery, MigrationParamsPatch, MigrationPolicyPatch, NewTenant, Page, Role,
 };
 use nova_tests::controller::*;
 use nova_tests::TempDir;
 
-fn spec(name: &str) -> VmSpec {
-    serde_json::from_value(serde_json::json!({"name": name, "kernel": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "start": false}))
-        .unwrap()
-}
+use nova_tests::controller::stopped_spec as spec;
 
 #[test]
 fn every_list_comes_a_page_at_a_time_and_the_pages_add_up_to_the_whole() {

@@ -5,14 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use nova_controller_api::VmSpec;
 use nova_tests::controller::*;
 use nova_tests::TempDir;
 
-fn spec(name: &str) -> VmSpec {
-    serde_json::from_value(serde_json::json!({"name": name, "kernel": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "start": false}))
-        .unwrap()
-}
+use nova_tests::controller::stopped_spec as spec;
 
 /// Every event the stream has now, until it is quiet.
 fn drain(s: &mut EventStream) -> Vec<nova_controller_api::Event> {

@@ -4,14 +4,11 @@
 
 use std::time::Duration;
 
-use nova_controller_api::{ListQuery, Role, VmSpec};
+use nova_controller_api::{ListQuery, Role};
 use nova_tests::controller::*;
 use nova_tests::TempDir;
 
-fn spec(name: &str) -> VmSpec {
-    serde_json::from_value(serde_json::json!({"name": name, "kernel": "sha256:0000000000000000000000000000000000000000000000000000000000000000", "start": false}))
-        .unwrap()
-}
+use nova_tests::controller::stopped_spec as spec;
 
 #[test]
 fn metrics_are_scraped_with_a_system_token_and_follow_the_naming_rules() {

@@ -183,6 +183,26 @@ fn yes() -> bool {
 }
 
 impl VmSpec {
+    /// The spec a body naming only `name` and `kernel` means: every other field at
+    /// the API's default.
+    pub fn new(name: impl Into<String>, kernel: impl Into<String>) -> VmSpec {
+        VmSpec {
+            name: name.into(),
+            vcpus: one(),
+            mem_mib: mem_default(),
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: None,
+            disks: Vec::new(),
+            nics: Vec::new(),
+            labels: BTreeMap::new(),
+            affinity: Affinity::default(),
+            on_host_failure: HostFailurePolicy::default(),
+            start: yes(),
+            cloud_init: None,
+        }
+    }
+
     /// What the VM holds on its host.
     pub fn resources(&self) -> Resources {
         let disk: u64 = self.disks.iter().filter_map(|d| d.size_mib).sum();

@@ -209,7 +209,7 @@ pub async fn delete_token(
     // Its open event streams (on any controller) end on this event.
     st.ctx
         .events
-        .publish("token.revoked", &t.tenant, &t.id, serde_json::json!({}))
+        .publish("token.revoked", &t.tenant, &t.id, crate::events::no_data())
         .await;
     Ok(Json(RevokedToken { revoked: id }))
 }
