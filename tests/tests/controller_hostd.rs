@@ -61,9 +61,11 @@ fn wait_observed(c: &Controller, id: &str, state: &str, secs: u64) -> Vm {
 }
 
 fn guest(name: &str) -> VmSpec {
-    serde_json::from_value(serde_json::json!({"name": name, "kernel": testguest(),
-        "vcpus": 1, "mem_mib": 64, "cmdline": "nova.workload=counter"}))
-    .unwrap()
+    VmSpec {
+        mem_mib: 64,
+        cmdline: Some("nova.workload=counter".into()),
+        ..VmSpec::new(name, testguest().display().to_string())
+    }
 }
 
 #[test]

@@ -10,19 +10,20 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nova_controller_api::{HostState, NewJoinToken, Role, VmSpec};
+use nova_controller_api::{DiskRequest, HostState, NewJoinToken, Role, VmSpec};
 use nova_hostd_api::ImageImportRequest;
 use nova_tests::controller::*;
 use nova_tests::hostd::{self, Hostd};
 use nova_tests::{binary, TempDir};
-use serde_json::json;
 
 const IMAGE: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 fn vm_with(name: &str, kernel: &str) -> VmSpec {
-    serde_json::from_value(json!({"name": name, "vcpus": 1, "mem_mib": 128,
-        "kernel": kernel, "start": false}))
-    .unwrap()
+    VmSpec {
+        mem_mib: 128,
+        start: false,
+        ..VmSpec::new(name, kernel)
+    }
 }
 
 fn mode(p: &Path) -> u32 {
@@ -321,10 +322,12 @@ fn host_paths_are_for_system_admins_only() {
     let (s, field) = refusal(block_on(op.create_vm(&vm_with("a", "/etc/shadow"), None)));
     assert_eq!((s, field.as_deref()), (403, Some("kernel")));
     let mut spec = vm_with("b", IMAGE);
-    spec.disks = serde_json::from_value(
-        json!([{"image": IMAGE}, {"image": "/var/lib/nova/vms/x/disk0.raw"}]),
-    )
-    .unwrap();
+    let disk = |image: &str| DiskRequest {
+        image: Some(image.into()),
+        size_mib: None,
+        read_only: false,
+    };
+    spec.disks = vec![disk(IMAGE), disk("/var/lib/nova/vms/x/disk0.raw")];
     let (s, field) = refusal(block_on(op.create_vm(&spec, None)));
     assert_eq!((s, field.as_deref()), (403, Some("disks[1].image")));
     // A tenant's admin is no cluster admin.
