@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use nova_controller_api::{
-    MigrateBody, MigrationKind, MigrationMode, MigrationPolicy, MigrationResult, OpState, Role, Vm,
-    VmSpec,
+    DiskRequest, MigrateBody, MigrationKind, MigrationMode, MigrationPolicy, MigrationResult,
+    OpState, Role, Vm, VmSpec,
 };
 use nova_hostd_api::HostdClient;
 use nova_tests::controller::{block_on, wait_for, Controller, EventStream};
@@ -219,10 +219,15 @@ fn drain_evacuates_a_host_by_live_migration_within_the_policy() {
 /// A VM whose guest writes and verifies its own disk: a writable disk cloned from a
 /// base image holding the host's checksummed blocks.
 fn disk_guest(name: &str, workload: &str, base: &std::path::Path) -> VmSpec {
-    serde_json::from_value(serde_json::json!({"name": name, "kernel": testguest(),
-        "vcpus": 1, "mem_mib": 64, "cmdline": format!("nova.workload={workload}"),
-        "disks": [{"image": base.display().to_string(), "size_mib": 32}]}))
-    .unwrap()
+    VmSpec {
+        cmdline: Some(format!("nova.workload={workload}")),
+        disks: vec![DiskRequest {
+            image: Some(base.display().to_string()),
+            size_mib: Some(32),
+            read_only: false,
+        }],
+        ..guest(name)
+    }
 }
 
 /// The last `NOVA-DISK` line the controller shows of the VM's console.
