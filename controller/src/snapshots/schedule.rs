@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::error::Result;
 use crate::model::{now_ms, Snapshot, SnapshotSchedule, Vm};
-use crate::store::Objects;
+use crate::store::{Objects, StoreError};
 
 /// How often schedules are looked at.
 const TICK: Duration = Duration::from_millis(500);
@@ -44,13 +44,22 @@ pub async fn pass(ctx: &Context) -> Result<()> {
         }
         let taken = crate::snapshots::take(ctx, &vm, None, true).await;
         let error = taken.as_ref().err().map(|e| e.to_string());
-        ctx.store
+        let recorded = ctx
+            .store
             .update::<SnapshotSchedule, _>(&s.vm_id, |x| {
                 x.last_run_ms = now_ms();
                 x.last_error = error.clone();
                 true
             })
-            .await?;
+            .await;
+        // Removed meanwhile: what it took is still pruned by the policy it had.
+        if let Some(e) = recorded
+            .as_ref()
+            .err()
+            .filter(|e| !matches!(e, StoreError::NotFound(_)))
+        {
+            tracing::warn!(vm = s.vm_id, "recording a scheduled snapshot: {e}");
+        }
         if taken.is_ok() {
             prune(ctx, &s).await?;
         }
