@@ -169,6 +169,27 @@ async fn claim_name(ctx: &Context, tenant: &str, name: &str, id: &str) -> Result
 
 /// Stores a new VM of `tenant` as desired (the scheduler places it) and answers it.
 pub async fn create(ctx: &Context, tenant: &str, spec: VmSpec) -> Result<Vm> {
+    create_as(ctx, tenant, spec, None).await
+}
+
+/// Stores a new VM already placed on `host` and held (`migrating` = `hold`): the
+/// reconcile loop leaves it to whoever holds it (a snapshot restore) until released.
+pub async fn create_held(
+    ctx: &Context,
+    tenant: &str,
+    spec: VmSpec,
+    host: &str,
+    hold: &str,
+) -> Result<Vm> {
+    create_as(ctx, tenant, spec, Some((host.into(), hold.into()))).await
+}
+
+async fn create_as(
+    ctx: &Context,
+    tenant: &str,
+    spec: VmSpec,
+    held: Option<(String, String)>,
+) -> Result<Vm> {
     validate_spec(&spec)?;
     // Quota is checked here for a clear answer, and again by the scheduler.
     check_quota(ctx, tenant, &spec).await?;
@@ -184,9 +205,9 @@ pub async fn create(ctx: &Context, tenant: &str, spec: VmSpec) -> Result<Vm> {
         tenant: tenant.into(),
         spec,
         desired,
-        host: None,
+        host: held.as_ref().map(|h| h.0.clone()),
         observed: None,
-        migrating: None,
+        migrating: held.map(|h| h.1),
         created_at_ms: now_ms(),
         revision: 0,
     };

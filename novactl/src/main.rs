@@ -19,6 +19,8 @@ mod operation;
 mod output;
 mod policy;
 mod progress;
+mod snapshot;
+mod template;
 mod top;
 mod vm;
 mod vm_spec;
@@ -116,6 +118,9 @@ enum Cmd {
     /// Images of the hosts' caches: upload, import (admins), list.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Templates: create (a version), list, show, instantiate (cold or clone), default.
+    #[command(subcommand)]
+    Template(template::TemplateCmd),
     /// Long-running operations (migrations, drains): list, get, wait, cancel.
     #[command(subcommand, visible_alias = "op")]
     Operation(operation::OpCmd),
@@ -216,6 +221,7 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
         Cmd::Vm(c) => vm::run(&api, c, f).await,
         Cmd::Host(c) => host::run(&api, c, f).await,
         Cmd::Image(c) => image::run(&api, c, f).await,
+        Cmd::Template(c) => template::run(&api, c, f).await,
         Cmd::Operation(c) => operation::run(&api, c, f).await,
         Cmd::Events(a) => watch::events(&api, a, f).await,
         Cmd::Tenant(c) => access::tenant(&api, c, f).await,

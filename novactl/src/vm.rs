@@ -53,6 +53,9 @@ pub enum VmCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Snapshots of a VM: create, list, delete, restore, schedule.
+    #[command(subcommand)]
+    Snapshot(crate::snapshot::SnapshotCmd),
     /// Delete a VM: its host lets it go, then the record goes.
     Delete {
         /// The VM's id.
@@ -104,6 +107,7 @@ pub async fn run(api: &ControllerClient, cmd: VmCmd, f: Format) -> anyhow::Resul
             return watch::list(api, f, "vm.", |api| async move { api.vms().await }).await
         }
         VmCmd::List(_) => output::list(f, &api.vms().await?)?,
+        VmCmd::Snapshot(c) => crate::snapshot::run(api, c, f).await?,
         VmCmd::Get { id } => {
             let vm = api.vm(&id).await?;
             if f.is_table() {

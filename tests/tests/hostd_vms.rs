@@ -315,6 +315,8 @@ fn snapshots_are_taken_into_the_vm_directory_and_restored() {
     let restore = |name: &str| RestoreRequest {
         snapshot: name.into(),
         lazy: false,
+        stored: false,
+        clone: false,
     };
     assert_eq!(h.refused(api.restore("s", &restore("nope"))).0, 404);
     let restored = h.ok(api.restore("s", &restore("first")));

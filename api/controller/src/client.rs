@@ -10,6 +10,7 @@ use crate::*;
 
 mod events;
 mod monitoring;
+mod snapshots;
 
 /// One controller: its URL, the caller's token, a pooled connection.
 #[derive(Clone, Debug)]

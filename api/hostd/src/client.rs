@@ -106,6 +106,46 @@ impl HostdClient {
     pub async fn restore(&self, id: &str, req: &RestoreRequest) -> Result<VmInfo, Error> {
         self.http.post(&format!("/v1/vms/{id}/restore"), req).await
     }
+    /// `POST /v1/snapshots`: a crash-consistent snapshot into the host's store.
+    pub async fn take_snapshot(&self, req: &TakeSnapshot) -> Result<StoredSnapshot, Error> {
+        self.http.post("/v1/snapshots", req).await
+    }
+    /// `GET /v1/snapshots`.
+    pub async fn stored_snapshots(&self) -> Result<StoredSnapshotList, Error> {
+        self.http.get("/v1/snapshots").await
+    }
+    /// `GET /v1/snapshots/{id}`.
+    pub async fn stored_snapshot(&self, id: &str) -> Result<StoredSnapshot, Error> {
+        self.http.get(&format!("/v1/snapshots/{id}")).await
+    }
+    /// `DELETE /v1/snapshots/{id}`.
+    pub async fn delete_stored_snapshot(&self, id: &str) -> Result<(), Error> {
+        self.http.delete(&format!("/v1/snapshots/{id}")).await
+    }
+    /// `POST /v1/snapshots/{id}/fetch`: pull it from another hostd.
+    pub async fn fetch_snapshot(
+        &self,
+        id: &str,
+        req: &FetchSnapshot,
+    ) -> Result<StoredSnapshot, Error> {
+        self.http
+            .post(&format!("/v1/snapshots/{id}/fetch"), req)
+            .await
+    }
+    /// `GET /v1/snapshots/{id}/files/{file}`: one file of a stored snapshot, whole.
+    pub async fn snapshot_file(&self, id: &str, file: &str) -> Result<Vec<u8>, Error> {
+        let path = format!("/v1/snapshots/{id}/files/{file}");
+        let (status, bytes) = self.http.get_raw(&path).await?;
+        if status != 200 {
+            return Err(Error::Status {
+                method: nova_http::Method::GET,
+                url: format!("{}{path}", self.url()),
+                status,
+                body: ErrorBody::from_answer(&bytes),
+            });
+        }
+        Ok(bytes)
+    }
     /// `POST /v1/vms/{id}/migrate`: starts a live migration out of this host.
     pub async fn migrate(&self, id: &str, req: &MigrateRequest) -> Result<MigrationStatus, Error> {
         self.http.post(&format!("/v1/vms/{id}/migrate"), req).await

@@ -245,10 +245,28 @@ pub struct RestoreRequest {
     /// Fill memory on first touch (userfaultfd) instead of up front.
     #[serde(default)]
     pub lazy: bool,
+    /// `snapshot` names a snapshot in the host's store (`POST /v1/snapshots`), not
+    /// one of this VM's own; its disks replace the VM's writable disks first.
+    #[serde(default)]
+    pub stored: bool,
+    /// Map the snapshot's memory copy-on-write, shared with every other clone of it
+    /// (only with `stored`).
+    #[serde(default)]
+    pub clone: bool,
 }
 
 impl RestoreRequest {
     pub fn validate(&self) -> Result<(), FieldError> {
-        validate_id("snapshot", &self.snapshot)
+        validate_id("snapshot", &self.snapshot)?;
+        if self.clone && self.lazy {
+            return Err(FieldError::new("clone", "a clone cannot also be lazy"));
+        }
+        if self.clone && !self.stored {
+            return Err(FieldError::new(
+                "clone",
+                "clones are made from stored snapshots only",
+            ));
+        }
+        Ok(())
     }
 }

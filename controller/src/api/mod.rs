@@ -14,8 +14,10 @@ mod monitoring;
 mod openapi;
 mod operations;
 mod policy;
+mod snapshots;
 mod status;
 mod stream;
+mod templates;
 mod ui;
 mod vms;
 
@@ -164,6 +166,8 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/audit", get(access::audit))
         .merge(monitoring::routes())
         .merge(alerting::routes())
+        .merge(snapshots::routes())
+        .merge(templates::routes())
         .fallback(fallback)
         .layer(with(st.clone(), middleware::idempotent))
         .layer(with(st.clone(), middleware::authenticate))

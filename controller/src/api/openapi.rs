@@ -12,6 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::alerting;
 use super::{access, console, hosts, images, monitoring, operations, policy, status, stream, vms};
+use super::{snapshots, templates};
 use crate::model::ErrorBody;
 
 /// The security scheme's name.
@@ -58,6 +59,20 @@ const BEARER: &str = "bearer";
         vms::console,
         console::console_ws,
         vms::vm_events,
+        snapshots::take,
+        snapshots::list_vm_snapshots,
+        snapshots::list_snapshots,
+        snapshots::get_snapshot,
+        snapshots::delete_snapshot,
+        snapshots::restore,
+        snapshots::put_schedule,
+        snapshots::get_schedule,
+        snapshots::delete_schedule,
+        templates::create,
+        templates::list,
+        templates::show,
+        templates::set_default,
+        templates::instantiate,
         operations::list_operations,
         operations::get_operation,
         operations::cancel_operation,

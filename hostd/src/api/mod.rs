@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod host;
 pub mod migrations;
+pub mod snapshots;
 pub mod vms;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use crate::host::Host;
     tags(
         (name = "vms", description = "VMs and their lifecycle"),
         (name = "migrations", description = "Live migration between hosts"),
+        (name = "snapshots", description = "The host's snapshot store"),
         (name = "images", description = "The content-addressed image cache"),
         (name = "network", description = "Bridge and VXLAN overlay"),
         (name = "host", description = "The host itself")
@@ -76,6 +78,10 @@ fn routes(host: &Arc<Host>) -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(vms::console_ws))
         .routes(routes!(vms::snapshot))
         .routes(routes!(vms::restore))
+        .routes(routes!(snapshots::take, snapshots::list))
+        .routes(routes!(snapshots::get, snapshots::delete))
+        .routes(routes!(snapshots::file))
+        .routes(routes!(snapshots::fetch))
         .routes(routes!(migrations::migrate))
         .routes(routes!(
             migrations::migration_status,

@@ -23,6 +23,21 @@ fn reflink(src: &File, dst: &File) -> std::io::Result<()> {
     }
 }
 
+/// Reflinks `src` into the new file `dst` (FICLONE only: fails where the filesystem
+/// cannot share blocks, rather than copying).
+pub fn reflink_file(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let s = File::open(src)?;
+    let d = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)?;
+    let r = reflink(&s, &d);
+    if r.is_err() {
+        let _ = std::fs::remove_file(dst);
+    }
+    r
+}
+
 /// The next data extent at or after `off`: (start, end), or None past the last one.
 fn next_data(f: &File, off: u64, len: u64) -> std::io::Result<Option<(u64, u64)>> {
     if off >= len {

@@ -21,6 +21,7 @@ pub mod record;
 pub mod snapshot;
 pub mod spawn;
 pub mod stop;
+pub mod stored;
 pub mod supervise;
 pub mod table;
 pub mod tail;

@@ -1,5 +1,6 @@
 //! Snapshots of a running VM into its directory (`snapshots/<name>`, written by the
-//! VMM), a stopped VM started again from one of them, and the console's tail.
+//! VMM), a stopped VM started again from one of them (or from a stored snapshot,
+//! see `stored`), and the console's tail.
 
 use std::sync::Arc;
 
@@ -50,6 +51,11 @@ impl Vms {
     pub async fn restore_vm(self: &Arc<Self>, id: &str, req: RestoreRequest) -> Result<VmInfo> {
         req.validate()?;
         let vm = self.get(id)?;
+        if req.stored {
+            return self
+                .restore_stored(&vm, &req.snapshot, req.lazy, req.clone)
+                .await;
+        }
         let dir = vm.dir.join("snapshots").join(&req.snapshot);
         if !dir.is_dir() {
             return Err(Error::NotFound(format!(
@@ -64,6 +70,7 @@ impl Vms {
             Launch::Restore {
                 dir,
                 lazy: req.lazy,
+                clone: false,
             },
         )
         .await?;

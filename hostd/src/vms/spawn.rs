@@ -23,8 +23,12 @@ pub enum Launch {
     BootPaused,
     /// Receive the VM from a source VMM (`--incoming tcp:ADDR`).
     Incoming(String),
-    /// Restore from a snapshot directory (`--restore DIR [--lazy]`).
-    Restore { dir: PathBuf, lazy: bool },
+    /// Restore from a snapshot directory (`--restore DIR [--lazy | --clone]`).
+    Restore {
+        dir: PathBuf,
+        lazy: bool,
+        clone: bool,
+    },
 }
 
 /// Where a VM's VMM finds its files.
@@ -100,10 +104,13 @@ pub fn vmm_args(
             "--vcpus".into(),
             rec.spec.vcpus.to_string(),
         ],
-        Launch::Restore { dir, lazy } => {
+        Launch::Restore { dir, lazy, clone } => {
             let mut a = vec!["--restore".to_string(), s(dir)];
             if *lazy {
                 a.push("--lazy".into());
+            }
+            if *clone {
+                a.push("--clone".into());
             }
             a
         }
@@ -243,6 +250,13 @@ impl Vms {
         for p in disks.iter().chain([&console, &rotated, &vm.run_dir()]) {
             jail::give(p, uid)?;
         }
+        // A stored snapshot (outside the VM's directory) is read, never written: its
+        // memory file may be mapped by many clones at once.
+        if let Launch::Restore { dir, .. } = launch {
+            if !dir.starts_with(&snapshots) {
+                read_only.push(dir.clone());
+            }
+        }
         let cred = vm.incoming_credential();
         if matches!(launch, Launch::Incoming(_)) && cred.exists() {
             jail::give(&cred, uid)?;
@@ -363,10 +377,23 @@ mod tests {
             &Launch::Restore {
                 dir: "/d/snapshots/s".into(),
                 lazy: true,
+                clone: false,
             },
             |_| None,
         )
         .unwrap();
         assert_eq!(&args[..3], ["--restore", "/d/snapshots/s", "--lazy"]);
+        let (args, _) = vmm_args(
+            &rec(),
+            &paths(),
+            &Launch::Restore {
+                dir: "/data/snapshots/g".into(),
+                lazy: false,
+                clone: true,
+            },
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(&args[..3], ["--restore", "/data/snapshots/g", "--clone"]);
     }
 }
