@@ -446,7 +446,7 @@ fn sha256(path: &Path) -> String {
 /// over the same disk (cold).
 fn disk_source(kind: Kind, disk: &Path) -> (nova_tests::vmm::Vm, std::path::PathBuf) {
     let workload = format!("{WORKLOAD},disk");
-    let (mut vm, sock) = source(&workload, 256, Some(disk));
+    let (vm, sock) = source(&workload, 256, Some(disk));
     vm.console
         .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
     match kind {
@@ -456,24 +456,55 @@ fn disk_source(kind: Kind, disk: &Path) -> (nova_tests::vmm::Vm, std::path::Path
             assert_eq!(info.state, RunState::Paused, "{info:?}");
             (vm, sock)
         }
-        Kind::Cold => {
-            let stop = nova_vmm_api::StopRequest {
-                force: true,
-                ..Default::default()
-            };
-            let _ = block_on(client(&sock).stop(&stop));
-            vm.console.wait_exit(Duration::from_secs(20));
-            let (cmd, sock) = VmmCmd::testguest(&workload)
-                .args(["--mem-mib", "256", "--insecure", "--paused", "--disk"])
-                .arg(disk)
-                .with_api();
-            let vm = cmd.spawn();
-            nova_tests::vmm::wait_for_socket(&sock);
-            let info = block_on(client(&sock).info()).unwrap();
-            assert_eq!(info.state, RunState::Paused, "{info:?}");
-            (vm, sock)
-        }
+        Kind::Cold => reboot_paused(vm, &sock, disk),
     }
+}
+
+/// What hostd does to a VM it moves cold: stops its VMM and boots a fresh one over the
+/// same disk, paused.
+fn reboot_paused(
+    mut vm: nova_tests::vmm::Vm,
+    sock: &Path,
+    disk: &Path,
+) -> (nova_tests::vmm::Vm, std::path::PathBuf) {
+    let stop = nova_vmm_api::StopRequest {
+        force: true,
+        ..Default::default()
+    };
+    let _ = block_on(client(sock).stop(&stop));
+    vm.console.wait_exit(Duration::from_secs(20));
+    let (cmd, sock) = VmmCmd::testguest(&format!("{WORKLOAD},disk"))
+        .args(["--mem-mib", "256", "--insecure", "--paused", "--disk"])
+        .arg(disk)
+        .with_api();
+    let vm = cmd.spawn();
+    nova_tests::vmm::wait_for_socket(&sock);
+    let info = block_on(client(&sock).info()).unwrap();
+    assert_eq!(info.state, RunState::Paused, "{info:?}");
+    (vm, sock)
+}
+
+/// Resumes a paused source after a failed move and waits for its guest to finish a
+/// disk pass there (a cold one boots first and reads the host's blocks): the line.
+fn runs_again_with_its_disk(src: &nova_tests::vmm::Vm, sock: &Path, kind: Kind) -> Line {
+    let before = src.console.lines().len();
+    block_on(client(sock).resume()).unwrap();
+    let l = nova_tests::wait_for(60, "a disk pass after the resume", || {
+        src.console.lines()[before..]
+            .iter()
+            .find(|l| l.text.starts_with("NOVA-DISK"))
+            .cloned()
+    });
+    if kind == Kind::Cold {
+        assert!(
+            src.console.lines()[before..]
+                .iter()
+                .any(|l| l.text.starts_with("NOVA-BOOTED")),
+            "a cold source boots when resumed"
+        );
+        assert_eq!(l.num("host_ok"), Some(16), "{}", l.text);
+    }
+    l
 }
 
 /// The failure matrix with a writable disk: `fault` strikes at every phase before the
@@ -489,7 +520,7 @@ fn disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(fault: Fault,
     let dir = TempDir::new();
     let disk = dir.join("disk.img");
     source_disk(&disk);
-    let (mut src, sock) = disk_source(kind, &disk);
+    let (mut src, mut sock) = disk_source(kind, &disk);
     let state = match kind {
         Kind::Live => RunState::Running,
         Kind::Warm | Kind::Cold => RunState::Paused,
@@ -552,7 +583,7 @@ fn disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(fault: Fault,
         "stop-and-copy",
         "device-state",
     ];
-    let checksum = sha256(&disk);
+    let mut checksum = sha256(&disk);
     for (i, (trigger, args, phase)) in cases.into_iter().enumerate() {
         let what = format!("{kind:?}, {fault:?} at {:?} in {phase}", trigger.kinds);
         let dst_disk = dir.join(&format!("dst-{i}.img"));
@@ -576,9 +607,18 @@ fn disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(fault: Fault,
                 );
                 assert_eq!(l.num("errors"), Some(0), "{what}: {}", l.text);
             }
-            // Nothing touched the paused VM's disk.
+            // Nothing touched the paused VM's disk, and resumed it runs on with it;
+            // then it is made ready to move again, as hostd would.
             Kind::Warm | Kind::Cold => {
-                assert_eq!(sha256(&disk), checksum, "{what}: the source's disk changed")
+                assert_eq!(sha256(&disk), checksum, "{what}: the source's disk changed");
+                let l = runs_again_with_its_disk(&src, &sock, kind);
+                assert_eq!(l.num("errors"), Some(0), "{what}: {}", l.text);
+                if kind == Kind::Warm {
+                    block_on(client(&sock).pause()).unwrap();
+                } else {
+                    (src, sock) = reboot_paused(src, &sock, &disk);
+                }
+                checksum = sha256(&disk);
             }
         }
         std::fs::remove_file(&dst_disk).unwrap();
