@@ -2,7 +2,8 @@
 //! namespace and two hostds in namespaces of their own (on a bridge), VMs whose
 //! guests write and verify their own local disks. The drain moves every VM to the
 //! other host, disk and all: each runs there, its guest goes on verifying what it
-//! wrote, and the disk file on the new host checks block by block.
+//! wrote, and the disk file on the new host checks block by block; a disk marked
+//! shared (a file both hosts see) moves without copying and is still that file.
 
 use std::path::Path;
 use std::process::Command;
@@ -21,6 +22,7 @@ fn disk_guest(name: &str, workload: &str, base: &Path) -> VmSpec {
             image: Some(base.display().to_string()),
             size_mib: Some(32),
             read_only: false,
+            shared_path: None,
         }],
         mem_mib: 64,
         ..VmSpec::new(name, testguest().display().to_string())
@@ -105,6 +107,23 @@ fn novactl_host_drain_evacuates_a_host_whose_vms_have_local_disks_with_their_che
                 .id
         })
         .collect();
+    // A VM on a shared disk: a file both hosts see (one filesystem here).
+    let shared_file = d.path().join("shared.raw");
+    disk_with_host_blocks(&shared_file, 16);
+    let shared_file = shared_file.canonicalize().unwrap();
+    let shared_ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&shared_file).unwrap().ino()
+    };
+    let mut spec = disk_guest("shared", "disk", &base);
+    spec.disks[0] = DiskRequest {
+        image: None,
+        size_mib: None,
+        read_only: false,
+        shared_path: Some(shared_file.display().to_string()),
+    };
+    let shared = block_on(c.api.create_vm(&spec, None)).unwrap().id;
+    let vms: Vec<String> = vms.into_iter().chain([shared.clone()]).collect();
     let src_disks: Vec<String> = vms
         .iter()
         .map(|id| {
@@ -149,7 +168,19 @@ fn novactl_host_drain_evacuates_a_host_whose_vms_have_local_disks_with_their_che
         wait_for(30, "A to let go of it", || {
             (!hosts[0].vm_ids().contains(id)).then_some(())
         });
-        assert!(!Path::new(src_disk).exists(), "A's copy of {id}'s disk");
+        if *id == shared {
+            // The same file, used in place on B, and still there.
+            assert_eq!(Path::new(&on_b.disks[0].path), shared_file.as_path());
+            assert_eq!(on_b.disks[0].method, nova_hostd_api::CloneMethod::Shared);
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                std::fs::metadata(&shared_file).unwrap().ino(),
+                shared_ino,
+                "the shared file was replaced"
+            );
+        } else {
+            assert!(!Path::new(src_disk).exists(), "A's copy of {id}'s disk");
+        }
         // Its guest verifies on B what it wrote on A, and goes on writing there.
         let (pass, _, _) = disk_pass(&hosts[1], id).unwrap_or((0, 0, String::new()));
         let (_, errors, line) = wait_for(60, "a disk pass on B", || {

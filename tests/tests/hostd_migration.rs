@@ -113,6 +113,7 @@ fn with_disk(h: &Hostd, id: &str, workload: &str) -> nova_hostd_api::VmSpec {
         image: Some(img.id),
         size_mib: Some(64),
         read_only: false,
+        shared_path: None,
     }];
     spec
 }
@@ -788,4 +789,103 @@ fn a_cold_migration_stops_the_guest_moves_its_disk_and_boots_it_there() {
         line.contains("pass=1") && line.contains("host_ok=16") && line.contains("errors=0"),
         "{line}"
     );
+}
+
+/// A VM whose one disk is `shared_path`: `file`, used in place.
+fn with_shared_disk(id: &str, workload: &str, file: &Path) -> nova_hostd_api::VmSpec {
+    let mut spec = guest(id, workload);
+    spec.disks = vec![DiskSpec {
+        image: None,
+        size_mib: None,
+        read_only: false,
+        shared_path: Some(file.display().to_string()),
+    }];
+    spec
+}
+
+/// A disk marked shared in the spec (a file both hosts see at the same path: here one
+/// filesystem, the hosts being network namespaces) moves with the VM live without a
+/// block of it travelling: the destination opens the same file, the guest goes on
+/// verifying there what it wrote, and neither host removes the file (not when the
+/// source lets go, nor when the VM is deleted).
+#[test]
+fn a_shared_disk_in_the_spec_migrates_without_copying() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let t = TwoHosts::new();
+    let store = nova_tests::TempDir::new();
+    let file = store.join("shared.raw");
+    disk_with_host_blocks(&file, 16);
+    let file = file.canonicalize().unwrap();
+    let vm = t.a.create_vm(&with_shared_disk("sh", "disk", &file));
+    let d = &vm.disks[0];
+    assert_eq!(d.method, nova_hostd_api::CloneMethod::Shared, "{d:?}");
+    assert_eq!(
+        (Path::new(&d.path), d.size_bytes),
+        (file.as_path(), 16 << 20)
+    );
+    let line = t.a.wait_console("sh", "NOVA-DISK", BOOT);
+    assert!(
+        line.contains("host_ok=16") && line.contains("errors=0"),
+        "{line}"
+    );
+    migrate(&t.a, "sh", &t.b, MigrationParams::default());
+    let m = wait_migration(&t.a, "sh", Duration::from_secs(60));
+    assert_eq!(
+        m.state,
+        MigrationState::Completed,
+        "{m:?}\n{}\n{}",
+        t.a.stderr(),
+        t.b.stderr()
+    );
+    let b = &m.vmm.as_ref().unwrap().blocks;
+    assert_eq!(
+        (b.disks, b.sent, b.zero),
+        (0, 0, 0),
+        "nothing copied: {b:?}"
+    );
+    wait_for(10, "A to let go of it", || {
+        t.a.vm_ids().is_empty().then_some(())
+    });
+    assert!(file.exists(), "the source removed the shared file");
+    let on_b = t.b.ok(t.b.api().vm("sh"));
+    assert_eq!(on_b.state, VmState::Running, "{on_b:?}");
+    assert_eq!(Path::new(&on_b.disks[0].path), file.as_path());
+    assert_eq!(on_b.disks[0].method, nova_hostd_api::CloneMethod::Shared);
+    let (pass, _) = disk_pass(&t.b, "sh").unwrap_or((0, 0));
+    assert_eq!(disk_errors_after(&t.b, "sh", pass), 0, "blocks verify on B");
+    t.b.ok(t.b.api().delete("sh"));
+    assert!(file.exists(), "deleting the VM removed the shared file");
+    for (i, r) in guest_blocks(&file).into_iter().enumerate() {
+        assert!(r.is_ok(), "guest block {i} in the shared file: {r:?}");
+    }
+}
+
+/// A shared disk is named by an absolute path to an existing regular file under an
+/// image root, and nothing else: each refusal names `disks[0].shared_path`.
+#[test]
+fn a_shared_disk_the_spec_cannot_use_is_refused_by_field() {
+    let h = Hostd::start(Opts::default());
+    let store = nova_tests::TempDir::new();
+    let file = store.join("shared.raw");
+    disk_with_host_blocks(&file, 1);
+    let mut with_image = with_shared_disk("s1", "disk", &file);
+    with_image.disks[0].size_mib = Some(1);
+    let relative = with_shared_disk("s2", "disk", Path::new("shared.raw"));
+    let missing = with_shared_disk("s3", "disk", &store.join("nope.raw"));
+    let dir = with_shared_disk("s4", "disk", store.path());
+    let in_data = with_shared_disk("s5", "disk", &h.data().join("x.raw"));
+    std::fs::write(h.data().join("x.raw"), b"").unwrap();
+    for spec in [with_image, relative, missing, dir, in_data] {
+        let (status, body) = h.refused(h.api().create(&spec));
+        assert_eq!(status, 400, "{spec:?}: {body:?}");
+        assert_eq!(
+            body.field.as_deref(),
+            Some("disks[0].shared_path"),
+            "{spec:?}: {body:?}"
+        );
+    }
+    assert!(h.vm_ids().is_empty());
+    assert!(file.exists());
 }
