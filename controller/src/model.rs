@@ -39,6 +39,7 @@ pub fn spec_to_hostd(spec: &VmSpec, id: &str) -> nova_hostd_api::VmSpec {
                 image: d.image.clone(),
                 size_mib: d.size_mib,
                 read_only: d.read_only,
+                shared_path: d.shared_path.clone(),
             })
             .collect(),
         nics: spec

@@ -74,6 +74,7 @@ impl CreateArgs {
             image: Some(i.clone()),
             size_mib: None,
             read_only: false,
+            shared_path: None,
         });
         VmSpec {
             name: self.name.clone(),
@@ -145,6 +146,7 @@ pub fn parse_disk(s: &str) -> Result<DiskRequest, String> {
         image: None,
         size_mib: None,
         read_only: false,
+        shared_path: None,
     };
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('=') {

@@ -114,6 +114,9 @@ pub struct Opts {
     /// `--heartbeat-ms` told to hosts (500 ms), or none to leave it to a config file.
     pub heartbeat_ms: Option<u64>,
     pub port: Option<u16>,
+    /// The address it listens on (127.0.0.1 when None): a bridge's, for hosts in
+    /// network namespaces.
+    pub ip: Option<String>,
     /// More flags (`--etcd-ca`, `--config`, retention, ...).
     pub args: Vec<String>,
     /// The CA the harness's clients trust (with `--tls-cert` in `args`).
@@ -130,6 +133,7 @@ impl Default for Opts {
             max_failed_auth: 20,
             heartbeat_ms: Some(500),
             port: None,
+            ip: None,
             args: vec![],
             ca: None,
         }
@@ -164,6 +168,7 @@ impl Controller {
     /// Starts one with `o`, or says why it exited (its log) instead of serving.
     pub fn try_start(dir: &Path, o: Opts) -> Result<Controller, String> {
         let port = o.port.unwrap_or_else(free_port);
+        let ip = o.ip.clone().unwrap_or_else(|| "127.0.0.1".into());
         let store = o
             .store
             .clone()
@@ -172,7 +177,7 @@ impl Controller {
         let log = std::fs::File::create(&logfile).unwrap();
         let child = Command::new(binary("nova-controller"))
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{ip}:{port}"))
             .arg("--store")
             .arg(&store)
             .arg("--admin-token-file")
@@ -203,7 +208,7 @@ impl Controller {
             .expect("start nova-controller");
         let tls = o.args.iter().any(|a| a == "--tls-cert");
         let scheme = if tls { "https" } else { "http" };
-        let url = format!("{scheme}://127.0.0.1:{port}");
+        let url = format!("{scheme}://{ip}:{port}");
         let mut c = Controller {
             child: Some(child),
             url: url.clone(),

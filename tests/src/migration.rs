@@ -26,6 +26,7 @@ pub mod kind {
     pub const POSTCOPY_STATE: u8 = 8;
     pub const SWITCH: u8 = 10;
     pub const BLOCKS: u8 = 17;
+    pub const ZERO_BLOCKS: u8 = 18;
 }
 
 /// A fresh per-migration credential, as hostd makes one for each incoming migration:

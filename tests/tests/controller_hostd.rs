@@ -225,6 +225,7 @@ fn disk_guest(name: &str, workload: &str, base: &std::path::Path) -> VmSpec {
             image: Some(base.display().to_string()),
             size_mib: Some(32),
             read_only: false,
+            shared_path: None,
         }],
         ..guest(name)
     }

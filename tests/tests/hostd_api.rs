@@ -310,6 +310,7 @@ fn a_vm_that_does_not_fit_is_refused() {
         image: None,
         size_mib: Some(host.disk_total_mib + 1),
         read_only: false,
+        shared_path: None,
     }];
     let (s, e) = h.refused(api.create(&disky));
     assert_eq!(s, 409, "{e:?}");

@@ -23,6 +23,7 @@ fn disk(image: Option<&str>, size_mib: Option<u64>) -> DiskSpec {
         image: image.map(str::to_owned),
         size_mib,
         read_only: false,
+        shared_path: None,
     }
 }
 

@@ -113,6 +113,7 @@ fn with_disk(h: &Hostd, id: &str, workload: &str) -> nova_hostd_api::VmSpec {
         image: Some(img.id),
         size_mib: Some(64),
         read_only: false,
+        shared_path: None,
     }];
     spec
 }
@@ -491,8 +492,50 @@ fn a_vm_with_a_writable_disk_moves_live_with_its_disk_intact() {
     );
 }
 
-#[test]
-fn killing_the_destination_vmm_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+/// Starts a `kind` migration of `id` from `src` to `dst`, capped at `mbit`.
+fn migrate_kind(src: &Hostd, id: &str, dst: &Hostd, mbit: u64, kind: MigrationKind) {
+    let mut req = to(dst, capped(mbit));
+    req.kind = kind;
+    let m = src.ok(src.api().migrate(id, &req));
+    assert_eq!(m.state, MigrationState::Preparing);
+}
+
+/// After a failed `kind` migration the VM runs on the source with its disk intact: the
+/// same VMM (live, or warm resumed), or for cold the VMM it was booted into, paused,
+/// now running a fresh boot that finds the host's blocks on the disk. Either way the
+/// guest's checksums of what it writes verify.
+fn vm_and_disk_on_the_source(h: &Hostd, id: &str, disk: &Path, kind: MigrationKind, pid: u32) {
+    let after = h.ok(h.api().vm(id));
+    assert_eq!(after.state, VmState::Running, "{after:?}");
+    if kind == MigrationKind::Cold && after.pid != Some(pid) {
+        // The guest was stopped and booted again on the source (its second boot): it
+        // read the host's blocks and verified a pass of its own.
+        let line = wait_for(60, "a disk pass after the second boot", || {
+            let c = h.wait(h.api().console(id, 10_000)).ok()?;
+            let boots = c
+                .lines
+                .iter()
+                .filter(|l| l.starts_with("NOVA-BOOTED"))
+                .count();
+            let last = c.lines.iter().rposition(|l| l.starts_with("NOVA-BOOTED"))?;
+            let first_pass = c.lines[last..]
+                .iter()
+                .find(|l| l.starts_with("NOVA-DISK pass=1 "))?;
+            (boots >= 2).then(|| first_pass.clone())
+        });
+        assert!(
+            line.contains("host_ok=16") && line.contains("errors=0"),
+            "{line}"
+        );
+    } else {
+        // Live and warm keep their VMM; so does a cold move that failed before the
+        // source stopped its guest (the destination gone while it prepared).
+        assert_eq!(after.pid, Some(pid), "the same VMM: {after:?}");
+    }
+    disk_intact_on_source(h, id, disk);
+}
+
+fn killing_the_destination_vmm_leaves_vm_and_disk_on_the_source(kind: MigrationKind) {
     if !require_kvm() {
         return;
     }
@@ -501,15 +544,13 @@ fn killing_the_destination_vmm_during_a_block_migration_leaves_vm_and_disk_on_th
     let vm = src.create_vm(&with_disk(&src, "kd", "dirty:16:50,disk"));
     let disk = PathBuf::from(&vm.disks[0].path);
     src.wait_console("kd", "NOVA-DISK", BOOT);
-    migrate(&src, "kd", &dst, capped(8));
+    migrate_kind(&src, "kd", &dst, 8, kind);
     let dst_pid = incoming_vmm(&dst, "kd");
     // SAFETY: killing the destination VMM this test's hostd started.
     unsafe { libc::kill(dst_pid as i32, libc::SIGKILL) };
     let m = wait_migration(&src, "kd", Duration::from_secs(30));
     assert_eq!(m.state, MigrationState::Failed, "{m:?}");
-    let after = src.ok(src.api().vm("kd"));
-    assert_eq!((after.state, after.pid), (VmState::Running, vm.pid));
-    disk_intact_on_source(&src, "kd", &disk);
+    vm_and_disk_on_the_source(&src, "kd", &disk, kind, vm.pid.unwrap());
     wait_for(5, "the destination to drop the failed VM", || {
         dst.vm_ids().is_empty().then_some(())
     });
@@ -520,7 +561,21 @@ fn killing_the_destination_vmm_during_a_block_migration_leaves_vm_and_disk_on_th
 }
 
 #[test]
-fn killing_the_destination_hostd_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+fn killing_the_destination_vmm_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+    killing_the_destination_vmm_leaves_vm_and_disk_on_the_source(MigrationKind::Live);
+}
+
+#[test]
+fn killing_the_destination_vmm_during_a_warm_migration_leaves_vm_and_disk_on_the_source() {
+    killing_the_destination_vmm_leaves_vm_and_disk_on_the_source(MigrationKind::Warm);
+}
+
+#[test]
+fn killing_the_destination_vmm_during_a_cold_migration_leaves_vm_and_disk_on_the_source() {
+    killing_the_destination_vmm_leaves_vm_and_disk_on_the_source(MigrationKind::Cold);
+}
+
+fn killing_the_destination_hostd_leaves_vm_and_disk_on_the_source(kind: MigrationKind) {
     if !require_kvm() {
         return;
     }
@@ -529,20 +584,33 @@ fn killing_the_destination_hostd_during_a_block_migration_leaves_vm_and_disk_on_
     let vm = src.create_vm(&with_disk(&src, "hd", "dirty:16:50,disk"));
     let disk = PathBuf::from(&vm.disks[0].path);
     src.wait_console("hd", "NOVA-DISK", BOOT);
-    migrate(&src, "hd", &dst, capped(8));
+    migrate_kind(&src, "hd", &dst, 8, kind);
     incoming_vmm(&dst, "hd");
     dst.kill();
     let m = wait_migration(&src, "hd", Duration::from_secs(30));
     assert_eq!(m.state, MigrationState::Failed, "{m:?}");
-    assert_eq!(src.ok(src.api().vm("hd")).pid, vm.pid);
-    disk_intact_on_source(&src, "hd", &disk);
+    vm_and_disk_on_the_source(&src, "hd", &disk, kind, vm.pid.unwrap());
     dst.restart();
     assert_eq!(dst.refused(dst.api().vm("hd")).0, 404);
     assert!(!dst.data().join("vms/hd").exists());
 }
 
 #[test]
-fn killing_the_source_hostd_during_a_block_migration_leaves_one_owner_with_the_disk() {
+fn killing_the_destination_hostd_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+    killing_the_destination_hostd_leaves_vm_and_disk_on_the_source(MigrationKind::Live);
+}
+
+#[test]
+fn killing_the_destination_hostd_during_a_warm_migration_leaves_vm_and_disk_on_the_source() {
+    killing_the_destination_hostd_leaves_vm_and_disk_on_the_source(MigrationKind::Warm);
+}
+
+#[test]
+fn killing_the_destination_hostd_during_a_cold_migration_leaves_vm_and_disk_on_the_source() {
+    killing_the_destination_hostd_leaves_vm_and_disk_on_the_source(MigrationKind::Cold);
+}
+
+fn killing_the_source_hostd_leaves_one_owner_with_the_disk(kind: MigrationKind) {
     if !require_kvm() {
         return;
     }
@@ -550,7 +618,7 @@ fn killing_the_source_hostd_during_a_block_migration_leaves_one_owner_with_the_d
     let dst = Hostd::start(Opts::default());
     src.create_vm(&with_disk(&src, "sd", "dirty:16:50,disk"));
     src.wait_console("sd", "NOVA-DISK", BOOT);
-    migrate(&src, "sd", &dst, capped(200));
+    migrate_kind(&src, "sd", &dst, 200, kind);
     std::thread::sleep(Duration::from_millis(300));
     src.kill();
     std::thread::sleep(Duration::from_secs(2));
@@ -580,7 +648,21 @@ fn killing_the_source_hostd_during_a_block_migration_leaves_one_owner_with_the_d
 }
 
 #[test]
-fn cutting_the_link_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+fn killing_the_source_hostd_during_a_block_migration_leaves_one_owner_with_the_disk() {
+    killing_the_source_hostd_leaves_one_owner_with_the_disk(MigrationKind::Live);
+}
+
+#[test]
+fn killing_the_source_hostd_during_a_warm_migration_leaves_one_owner_with_the_disk() {
+    killing_the_source_hostd_leaves_one_owner_with_the_disk(MigrationKind::Warm);
+}
+
+#[test]
+fn killing_the_source_hostd_during_a_cold_migration_leaves_one_owner_with_the_disk() {
+    killing_the_source_hostd_leaves_one_owner_with_the_disk(MigrationKind::Cold);
+}
+
+fn cutting_the_link_leaves_vm_and_disk_on_the_source(kind: MigrationKind) {
     if !require_netns() || !require_kvm() {
         return;
     }
@@ -588,7 +670,7 @@ fn cutting_the_link_during_a_block_migration_leaves_vm_and_disk_on_the_source() 
     let vm = t.a.create_vm(&with_disk(&t.a, "cd", "dirty:16:50,disk"));
     let disk = PathBuf::from(&vm.disks[0].path);
     t.a.wait_console("cd", "NOVA-DISK", BOOT);
-    migrate(&t.a, "cd", &t.b, capped(8));
+    migrate_kind(&t.a, "cd", &t.b, 8, kind);
     incoming_vmm(&t.b, "cd");
     wait_for(20, "the stream to start", || {
         (t.a.ok(t.a.api().migration("cd")).state == MigrationState::Running).then_some(())
@@ -604,8 +686,7 @@ fn cutting_the_link_during_a_block_migration_leaves_vm_and_disk_on_the_source() 
     nova_tests::net::ip(&["-n", &t.ns_a.name, "link", "set", &dev, "down"]);
     let m = wait_migration(&t.a, "cd", Duration::from_secs(60));
     assert_eq!(m.state, MigrationState::Failed, "{m:?}");
-    assert_eq!(t.a.ok(t.a.api().vm("cd")).pid, vm.pid);
-    disk_intact_on_source(&t.a, "cd", &disk);
+    vm_and_disk_on_the_source(&t.a, "cd", &disk, kind, vm.pid.unwrap());
     nova_tests::net::ip(&["-n", &t.ns_a.name, "link", "set", &dev, "up"]);
     wait_for(30, "the destination to let go", || {
         t.b.wait(t.b.api().vm("cd"))
@@ -613,6 +694,21 @@ fn cutting_the_link_during_a_block_migration_leaves_vm_and_disk_on_the_source() 
             .then_some(())
     });
     assert!(!t.b.data().join("vms/cd").exists());
+}
+
+#[test]
+fn cutting_the_link_during_a_block_migration_leaves_vm_and_disk_on_the_source() {
+    cutting_the_link_leaves_vm_and_disk_on_the_source(MigrationKind::Live);
+}
+
+#[test]
+fn cutting_the_link_during_a_warm_migration_leaves_vm_and_disk_on_the_source() {
+    cutting_the_link_leaves_vm_and_disk_on_the_source(MigrationKind::Warm);
+}
+
+#[test]
+fn cutting_the_link_during_a_cold_migration_leaves_vm_and_disk_on_the_source() {
+    cutting_the_link_leaves_vm_and_disk_on_the_source(MigrationKind::Cold);
 }
 
 /// Moves a VM whose guest writes and verifies its disk from A to B (in network
@@ -693,4 +789,103 @@ fn a_cold_migration_stops_the_guest_moves_its_disk_and_boots_it_there() {
         line.contains("pass=1") && line.contains("host_ok=16") && line.contains("errors=0"),
         "{line}"
     );
+}
+
+/// A VM whose one disk is `shared_path`: `file`, used in place.
+fn with_shared_disk(id: &str, workload: &str, file: &Path) -> nova_hostd_api::VmSpec {
+    let mut spec = guest(id, workload);
+    spec.disks = vec![DiskSpec {
+        image: None,
+        size_mib: None,
+        read_only: false,
+        shared_path: Some(file.display().to_string()),
+    }];
+    spec
+}
+
+/// A disk marked shared in the spec (a file both hosts see at the same path: here one
+/// filesystem, the hosts being network namespaces) moves with the VM live without a
+/// block of it travelling: the destination opens the same file, the guest goes on
+/// verifying there what it wrote, and neither host removes the file (not when the
+/// source lets go, nor when the VM is deleted).
+#[test]
+fn a_shared_disk_in_the_spec_migrates_without_copying() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let t = TwoHosts::new();
+    let store = nova_tests::TempDir::new();
+    let file = store.join("shared.raw");
+    disk_with_host_blocks(&file, 16);
+    let file = file.canonicalize().unwrap();
+    let vm = t.a.create_vm(&with_shared_disk("sh", "disk", &file));
+    let d = &vm.disks[0];
+    assert_eq!(d.method, nova_hostd_api::CloneMethod::Shared, "{d:?}");
+    assert_eq!(
+        (Path::new(&d.path), d.size_bytes),
+        (file.as_path(), 16 << 20)
+    );
+    let line = t.a.wait_console("sh", "NOVA-DISK", BOOT);
+    assert!(
+        line.contains("host_ok=16") && line.contains("errors=0"),
+        "{line}"
+    );
+    migrate(&t.a, "sh", &t.b, MigrationParams::default());
+    let m = wait_migration(&t.a, "sh", Duration::from_secs(60));
+    assert_eq!(
+        m.state,
+        MigrationState::Completed,
+        "{m:?}\n{}\n{}",
+        t.a.stderr(),
+        t.b.stderr()
+    );
+    let b = &m.vmm.as_ref().unwrap().blocks;
+    assert_eq!(
+        (b.disks, b.sent, b.zero),
+        (0, 0, 0),
+        "nothing copied: {b:?}"
+    );
+    wait_for(10, "A to let go of it", || {
+        t.a.vm_ids().is_empty().then_some(())
+    });
+    assert!(file.exists(), "the source removed the shared file");
+    let on_b = t.b.ok(t.b.api().vm("sh"));
+    assert_eq!(on_b.state, VmState::Running, "{on_b:?}");
+    assert_eq!(Path::new(&on_b.disks[0].path), file.as_path());
+    assert_eq!(on_b.disks[0].method, nova_hostd_api::CloneMethod::Shared);
+    let (pass, _) = disk_pass(&t.b, "sh").unwrap_or((0, 0));
+    assert_eq!(disk_errors_after(&t.b, "sh", pass), 0, "blocks verify on B");
+    t.b.ok(t.b.api().delete("sh"));
+    assert!(file.exists(), "deleting the VM removed the shared file");
+    for (i, r) in guest_blocks(&file).into_iter().enumerate() {
+        assert!(r.is_ok(), "guest block {i} in the shared file: {r:?}");
+    }
+}
+
+/// A shared disk is named by an absolute path to an existing regular file under an
+/// image root, and nothing else: each refusal names `disks[0].shared_path`.
+#[test]
+fn a_shared_disk_the_spec_cannot_use_is_refused_by_field() {
+    let h = Hostd::start(Opts::default());
+    let store = nova_tests::TempDir::new();
+    let file = store.join("shared.raw");
+    disk_with_host_blocks(&file, 1);
+    let mut with_image = with_shared_disk("s1", "disk", &file);
+    with_image.disks[0].size_mib = Some(1);
+    let relative = with_shared_disk("s2", "disk", Path::new("shared.raw"));
+    let missing = with_shared_disk("s3", "disk", &store.join("nope.raw"));
+    let dir = with_shared_disk("s4", "disk", store.path());
+    let in_data = with_shared_disk("s5", "disk", &h.data().join("x.raw"));
+    std::fs::write(h.data().join("x.raw"), b"").unwrap();
+    for spec in [with_image, relative, missing, dir, in_data] {
+        let (status, body) = h.refused(h.api().create(&spec));
+        assert_eq!(status, 400, "{spec:?}: {body:?}");
+        assert_eq!(
+            body.field.as_deref(),
+            Some("disks[0].shared_path"),
+            "{spec:?}: {body:?}"
+        );
+    }
+    assert!(h.vm_ids().is_empty());
+    assert!(file.exists());
 }

@@ -326,6 +326,7 @@ fn host_paths_are_for_system_admins_only() {
         image: Some(image.into()),
         size_mib: None,
         read_only: false,
+        shared_path: None,
     };
     spec.disks = vec![disk(IMAGE), disk("/var/lib/nova/vms/x/disk0.raw")];
     let (s, field) = refusal(block_on(op.create_vm(&spec, None)));
@@ -382,6 +383,7 @@ fn hostd_reads_host_paths_only_under_its_image_roots() {
             image: Some(bad.clone()),
             size_mib: None,
             read_only: false,
+            shared_path: None,
         }];
         let (s, body) = h.refused(h.api().create(&spec));
         assert_eq!(

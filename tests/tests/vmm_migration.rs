@@ -277,7 +277,21 @@ fn source_survives(
     fault: Fault,
     args: &[&str],
 ) -> String {
-    let dst = Destination::start_for_insecure(256, 1, &[]);
+    source_survives_with(src, sock, trigger, fault, args, &[], RunState::Running)
+}
+
+/// [`source_survives`] for a VM with `disks` (the destination's empty copies) that was
+/// `state` before the migration (paused: a warm or cold move) and must be so after.
+fn source_survives_with(
+    src: &nova_tests::vmm::Vm,
+    sock: &std::path::Path,
+    trigger: Trigger,
+    fault: Fault,
+    args: &[&str],
+    disks: &[&Path],
+    state: RunState,
+) -> String {
+    let dst = Destination::start_for_insecure(256, 1, disks);
     let what = format!(
         "{fault:?} at message kinds {:?} #{} in {:?}",
         trigger.kinds,
@@ -292,10 +306,12 @@ fn source_survives(
     );
     assert!(!ok, "migration succeeded despite {fault:?}: {result:?}");
     assert_eq!(result.state, MigrationState::Failed, "{result:?}");
-    // The VM is running here, unharmed.
+    // The VM is here as it was, unharmed: running (and ticking), or still paused.
     let info = block_on(client(sock).info()).unwrap();
-    assert_eq!(info.state, RunState::Running, "{info:?}");
-    src.console.wait_more_ticks(20, Duration::from_secs(20));
+    assert_eq!(info.state, state, "{what}: {info:?}");
+    if state == RunState::Running {
+        src.console.wait_more_ticks(20, Duration::from_secs(20));
+    }
     result.phase
 }
 
@@ -407,6 +423,288 @@ fn a_cut_connection_at_any_phase_before_the_switch_leaves_the_vm_on_the_source()
 #[test]
 fn a_killed_destination_at_any_phase_before_the_switch_leaves_the_vm_on_the_source() {
     failures_before_the_switch_leave_the_vm_on_the_source(Fault::KillDestination);
+}
+
+/// How a VM with a disk moves, as hostd drives each kind over the VMM: live (the
+/// guest runs throughout), warm (hostd pauses it first) or cold (hostd stops it and
+/// boots a fresh VMM, paused, over the same disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Live,
+    Warm,
+    Cold,
+}
+
+/// SHA-256 of a whole file, hex.
+fn sha256(path: &Path) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, &std::fs::read(path).unwrap());
+    nova_vmm_api::migration::to_hex(d.as_ref())
+}
+
+/// A source VM whose guest has written and verified its disk once, ready to move
+/// `kind`'s way: running (live), paused (warm), or stopped and booted afresh paused
+/// over the same disk (cold).
+fn disk_source(kind: Kind, disk: &Path) -> (nova_tests::vmm::Vm, std::path::PathBuf) {
+    let workload = format!("{WORKLOAD},disk");
+    let (vm, sock) = source(&workload, 256, Some(disk));
+    vm.console
+        .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
+    match kind {
+        Kind::Live => (vm, sock),
+        Kind::Warm => {
+            let info = block_on(client(&sock).pause()).unwrap();
+            assert_eq!(info.state, RunState::Paused, "{info:?}");
+            (vm, sock)
+        }
+        Kind::Cold => reboot_paused(vm, &sock, disk),
+    }
+}
+
+/// What hostd does to a VM it moves cold: stops its VMM and boots a fresh one over the
+/// same disk, paused.
+fn reboot_paused(
+    mut vm: nova_tests::vmm::Vm,
+    sock: &Path,
+    disk: &Path,
+) -> (nova_tests::vmm::Vm, std::path::PathBuf) {
+    let stop = nova_vmm_api::StopRequest {
+        force: true,
+        ..Default::default()
+    };
+    let _ = block_on(client(sock).stop(&stop));
+    vm.console.wait_exit(Duration::from_secs(20));
+    let (cmd, sock) = VmmCmd::testguest(&format!("{WORKLOAD},disk"))
+        .args(["--mem-mib", "256", "--insecure", "--paused", "--disk"])
+        .arg(disk)
+        .with_api();
+    let vm = cmd.spawn();
+    nova_tests::vmm::wait_for_socket(&sock);
+    let info = block_on(client(&sock).info()).unwrap();
+    assert_eq!(info.state, RunState::Paused, "{info:?}");
+    (vm, sock)
+}
+
+/// Resumes a paused source after a failed move and waits for its guest to finish a
+/// disk pass there (a cold one boots first and reads the host's blocks): the line.
+fn runs_again_with_its_disk(src: &nova_tests::vmm::Vm, sock: &Path, kind: Kind) -> Line {
+    let before = src.console.lines().len();
+    block_on(client(sock).resume()).unwrap();
+    let l = nova_tests::wait_for(60, "a disk pass after the resume", || {
+        src.console.lines()[before..]
+            .iter()
+            .find(|l| l.text.starts_with("NOVA-DISK"))
+            .cloned()
+    });
+    if kind == Kind::Cold {
+        assert!(
+            src.console.lines()[before..]
+                .iter()
+                .any(|l| l.text.starts_with("NOVA-BOOTED")),
+            "a cold source boots when resumed"
+        );
+        assert_eq!(l.num("host_ok"), Some(16), "{}", l.text);
+    }
+    l
+}
+
+/// The failure matrix with a writable disk: `fault` strikes at every phase before the
+/// switch of a `kind` move (the disk's first-pass blocks, and for live its dirty-round
+/// blocks and the stop-and-copy's last ones too), and each time the VM is on the
+/// source as it was with its disk intact: a live guest goes on verifying the blocks it
+/// writes, a paused one's disk is byte for byte what it was (SHA-256 of the file). Then
+/// the VM still moves, its disk arriving whole.
+fn disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(fault: Fault, kind: Kind) {
+    if !require_kvm() {
+        return;
+    }
+    let dir = TempDir::new();
+    let disk = dir.join("disk.img");
+    source_disk(&disk);
+    let (mut src, mut sock) = disk_source(kind, &disk);
+    let state = match kind {
+        Kind::Live => RunState::Running,
+        Kind::Warm | Kind::Cold => RunState::Paused,
+    };
+    let precopy: &[&str] = &["--mode", "precopy", "--downtime-ms", "1"];
+    let slow_rounds: &[&str] = &[
+        "--mode",
+        "precopy",
+        "--downtime-ms",
+        "1",
+        "--bandwidth-mbit",
+        "400",
+    ];
+    let at = |kinds, nth| Trigger {
+        kinds,
+        nth,
+        phases: None,
+    };
+    let mut cases = vec![
+        (at(&[kind::HELLO], 1), precopy, "handshake"),
+        (at(&[kind::PAGES], 1), precopy, "first-pass"),
+        // The disk's first pass (the host's blocks are always there).
+        (at(&[kind::BLOCKS], 1), precopy, "first-pass"),
+    ];
+    if kind == Kind::Live {
+        cases.extend([
+            // Blocks the guest wrote during the first pass, resent in a round.
+            (
+                Trigger {
+                    kinds: &[kind::BLOCKS],
+                    nth: 1,
+                    phases: Some((client(&sock), &["dirty-rounds"])),
+                },
+                slow_rounds,
+                "dirty-rounds",
+            ),
+            // The last pages and blocks, sent paused (or the state, when none are left).
+            (
+                Trigger {
+                    kinds: &[
+                        kind::PAGES,
+                        kind::ZERO_PAGES,
+                        kind::BLOCKS,
+                        kind::ZERO_BLOCKS,
+                        kind::STATE,
+                    ],
+                    nth: 1,
+                    phases: Some((client(&sock), &["stop-and-copy", "device-state"])),
+                },
+                precopy,
+                "stop-and-copy",
+            ),
+        ]);
+    }
+    cases.push((at(&[kind::STATE], 1), precopy, "device-state"));
+    const ORDER: [&str; 5] = [
+        "handshake",
+        "first-pass",
+        "dirty-rounds",
+        "stop-and-copy",
+        "device-state",
+    ];
+    let mut checksum = sha256(&disk);
+    for (i, (trigger, args, phase)) in cases.into_iter().enumerate() {
+        let what = format!("{kind:?}, {fault:?} at {:?} in {phase}", trigger.kinds);
+        let dst_disk = dir.join(&format!("dst-{i}.img"));
+        empty_like(&disk, &dst_disk);
+        let got = source_survives_with(&src, &sock, trigger, fault, args, &[&dst_disk], state);
+        let (g, p) = (
+            ORDER.iter().position(|x| *x == got),
+            ORDER.iter().position(|x| *x == phase),
+        );
+        assert!(
+            g.is_some() && g >= p,
+            "{what}: failed in {got}, expected {phase} or later before the switch"
+        );
+        match kind {
+            // The guest goes on writing and verifying its disk here.
+            Kind::Live => {
+                let pass = last_num(&src.console.lines(), "NOVA-DISK", "pass").unwrap();
+                let l = src.console.wait_line(
+                    &format!("NOVA-DISK pass={}", pass + 1),
+                    Duration::from_secs(30),
+                );
+                assert_eq!(l.num("errors"), Some(0), "{what}: {}", l.text);
+            }
+            // Nothing touched the paused VM's disk, and resumed it runs on with it;
+            // then it is made ready to move again, as hostd would.
+            Kind::Warm | Kind::Cold => {
+                assert_eq!(sha256(&disk), checksum, "{what}: the source's disk changed");
+                let l = runs_again_with_its_disk(&src, &sock, kind);
+                assert_eq!(l.num("errors"), Some(0), "{what}: {}", l.text);
+                if kind == Kind::Warm {
+                    block_on(client(&sock).pause()).unwrap();
+                } else {
+                    (src, sock) = reboot_paused(src, &sock, &disk);
+                }
+                checksum = sha256(&disk);
+            }
+        }
+        std::fs::remove_file(&dst_disk).unwrap();
+    }
+    // Whatever the guest wrote, the host's blocks and the data past the guest's are
+    // as they were.
+    let fresh = dir.join("fresh.img");
+    source_disk(&fresh);
+    let (a, b) = (
+        std::fs::read(&fresh).unwrap(),
+        std::fs::read(&disk).unwrap(),
+    );
+    let guest = 16 * 4096..48 * 4096;
+    assert!(a[..guest.start] == b[..guest.start] && a[guest.end..] == b[guest.end..]);
+    // And it still moves, with its disk.
+    let dst_disk = dir.join("dst.img");
+    empty_like(&disk, &dst_disk);
+    let dst = Destination::start_for(256, 1, &[&dst_disk]);
+    let (ok, result, err) = migrate_to(&sock, &dst, &["--mode", "precopy"]);
+    assert!(ok, "{result:?} {err}");
+    assert_eq!(result.blocks.disks, 1, "{result:?}");
+    src.console.wait_exit(Duration::from_secs(30));
+    let src_lines = src.console.lines();
+    let after = match kind {
+        // A cold move boots the guest there: its first pass reads the host's blocks.
+        Kind::Cold => {
+            let l = dst
+                .vm
+                .console
+                .wait_line("NOVA-DISK pass=1", Duration::from_secs(30));
+            assert_eq!(l.num("host_ok"), Some(16), "{}", l.text);
+            l
+        }
+        Kind::Live | Kind::Warm => {
+            let pass = last_num(&src_lines, "NOVA-DISK", "pass").unwrap();
+            let l = dst.vm.console.wait_line(
+                &format!("NOVA-DISK pass={}", pass + 1),
+                Duration::from_secs(30),
+            );
+            let all = joined(&src_lines, &dst.vm.console.lines());
+            assert_counter_continuous(&all);
+            l
+        }
+    };
+    assert_eq!(after.num("errors"), Some(0), "{}", after.text);
+    block_on(client(&dst.sock).pause()).unwrap();
+    assert_disk_moved(&disk, &dst_disk);
+}
+
+#[test]
+fn a_cut_connection_at_any_phase_of_a_live_block_migration_leaves_vm_and_disk_on_the_source() {
+    disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(Fault::Cut, Kind::Live);
+}
+
+#[test]
+fn a_killed_destination_at_any_phase_of_a_live_block_migration_leaves_vm_and_disk_on_the_source() {
+    disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(
+        Fault::KillDestination,
+        Kind::Live,
+    );
+}
+
+#[test]
+fn a_cut_connection_at_any_phase_of_a_warm_migration_leaves_vm_and_disk_on_the_source() {
+    disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(Fault::Cut, Kind::Warm);
+}
+
+#[test]
+fn a_killed_destination_at_any_phase_of_a_warm_migration_leaves_vm_and_disk_on_the_source() {
+    disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(
+        Fault::KillDestination,
+        Kind::Warm,
+    );
+}
+
+#[test]
+fn a_cut_connection_at_any_phase_of_a_cold_migration_leaves_vm_and_disk_on_the_source() {
+    disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(Fault::Cut, Kind::Cold);
+}
+
+#[test]
+fn a_killed_destination_at_any_phase_of_a_cold_migration_leaves_vm_and_disk_on_the_source() {
+    disk_failures_before_the_switch_leave_vm_and_disk_on_the_source(
+        Fault::KillDestination,
+        Kind::Cold,
+    );
 }
 
 /// A destination that stops answering without closing anything (hung, or behind a

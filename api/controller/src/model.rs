@@ -110,6 +110,11 @@ pub struct DiskRequest {
     pub size_mib: Option<u64>,
     #[serde(default)]
     pub read_only: bool,
+    /// An existing disk file on storage every host sees at this path (NFS, a shared
+    /// filesystem): used in place, and a migration does not copy it. System admins
+    /// only (a host path); excludes `image` and `size_mib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_path: Option<String>,
 }
 
 /// A NIC of a VM spec.

@@ -80,6 +80,7 @@ mod tests {
             image: None,
             size_mib: None,
             read_only: false,
+            shared_path: None,
         }];
         assert_eq!(s.validate().unwrap_err().field, "disks[0].size_mib");
         let mut s = spec();

@@ -152,6 +152,12 @@ impl IncomingRequest {
             ));
         }
         for (i, (d, s)) in self.disks.iter().zip(&self.spec.disks).enumerate() {
+            if d.copied && s.shared_path.is_some() {
+                return Err(FieldError::new(
+                    format!("disks[{i}].copied"),
+                    "a shared disk is never copied",
+                ));
+            }
             if d.copied && s.read_only {
                 return Err(FieldError::new(
                     format!("disks[{i}].copied"),

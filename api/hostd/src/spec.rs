@@ -73,7 +73,8 @@ fn default_true() -> bool {
     true
 }
 
-/// A disk: a copy-on-write clone of a base image, or a blank sparse disk.
+/// A disk: a copy-on-write clone of a base image, a blank sparse disk, or an existing
+/// file on storage every host sees (`shared_path`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
@@ -85,6 +86,12 @@ pub struct DiskSpec {
     pub size_mib: Option<u64>,
     #[serde(default)]
     pub read_only: bool,
+    /// An existing disk file on storage every host sees at this path (NFS, a shared
+    /// filesystem), used in place: never cloned nor removed by hostd, and not copied
+    /// by a migration (the destination opens the same file). Absolute, under an
+    /// `--image-root`; excludes `image` and `size_mib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_path: Option<String>,
 }
 
 /// A NIC on the host's bridge.
@@ -140,6 +147,19 @@ impl VmSpec {
             ));
         }
         for (i, d) in self.disks.iter().enumerate() {
+            if let Some(p) = &d.shared_path {
+                let field = format!("disks[{i}].shared_path");
+                if !p.starts_with('/') || p.len() > 4096 || p.contains('\0') {
+                    return Err(FieldError::new(field, "must be an absolute path"));
+                }
+                if d.image.is_some() || d.size_mib.is_some() {
+                    return Err(FieldError::new(
+                        field,
+                        "a shared disk is used as it is: no image, no size_mib",
+                    ));
+                }
+                continue;
+            }
             if let Some(img) = &d.image {
                 validate_image_ref(&format!("disks[{i}].image"), img)?;
             } else if d.size_mib.is_none() {

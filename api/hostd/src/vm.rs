@@ -59,6 +59,8 @@ pub enum CloneMethod {
     SparseCopy,
     /// A new sparse file.
     Blank,
+    /// Not made: an existing file on shared storage (`shared_path`), used in place.
+    Shared,
 }
 
 /// A VM disk as made on this host.

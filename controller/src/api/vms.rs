@@ -54,6 +54,7 @@ fn host_paths_for_admins(c: &Caller, spec: &VmSpec) -> ApiResult<()> {
     refs.push(("initrd".into(), spec.initrd.as_ref()));
     for (i, d) in spec.disks.iter().enumerate() {
         refs.push((format!("disks[{i}].image"), d.image.as_ref()));
+        refs.push((format!("disks[{i}].shared_path"), d.shared_path.as_ref()));
     }
     for (field, r) in refs {
         if let Some(r) = r.filter(|r| !r.starts_with("sha256:")) {

@@ -96,6 +96,21 @@ impl ImageCache {
         }
     }
 
+    /// A shared disk's file (`shared_path`, named by `field`): its canonical path and
+    /// size, when it is a regular file under an allowed root and outside hostd's data
+    /// directory (as for an image path).
+    pub fn shared_disk(&self, field: &str, src: &str) -> Result<(PathBuf, u64)> {
+        let real = self.confine(field, src).map_err(|e| match e {
+            Error::NotFound(_) => FieldError::new(field, format!("{src} does not exist")).into(),
+            e => e,
+        })?;
+        let meta = std::fs::metadata(&real).ctx(|| format!("shared disk {}", real.display()))?;
+        if !meta.is_file() {
+            return Err(FieldError::new(field, format!("{src} is not a regular file")).into());
+        }
+        Ok((real, meta.len()))
+    }
+
     /// The file of image `id` (`sha256:<hex>`), whether present or not.
     pub fn path_of(&self, id: &str) -> Option<PathBuf> {
         let hex = id.strip_prefix("sha256:")?;

@@ -102,6 +102,24 @@ impl Migrations {
             return Err(FieldError::new("macs", "one MAC per NIC").into());
         }
         req.validate_disks()?;
+        // A shared disk must be the very file the source uses: under an allowed root
+        // here too, and of the size the source reported.
+        for (n, d) in req.spec.disks.iter().enumerate() {
+            let Some(p) = &d.shared_path else { continue };
+            let field = format!("spec.disks[{n}].shared_path");
+            let (_, size) = self.vms.images.shared_disk(&field, p)?;
+            if let Some(src) = req.disks.get(n).filter(|s| s.size_bytes != size) {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "{p} is {size} bytes here and {} bytes on the source: not the same \
+                         shared file",
+                        src.size_bytes
+                    ),
+                )
+                .into());
+            }
+        }
         // A disk the VMM copies starts as an empty sparse file of the source's exact
         // size; the others are clones of their images, as on the source.
         let copied = |n: usize| req.disks.get(n).filter(|d| d.copied);

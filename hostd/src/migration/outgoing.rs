@@ -132,8 +132,10 @@ impl Migrations {
         spec.start = false;
         let mut disks = Vec::new();
         for (d, info) in spec.disks.iter_mut().zip(&rec.disks) {
+            let shared = info.method == nova_hostd_api::CloneMethod::Shared;
             d.image = info.base.clone();
-            d.size_mib = Some(info.size_bytes.div_ceil(1 << 20));
+            // A shared disk is the same file there: named by its path, not sized.
+            d.size_mib = (!shared).then(|| info.size_bytes.div_ceil(1 << 20));
             // Writable disks travel in the VMM's stream (live block migration); a
             // read-only one is its image on both hosts.
             let path = vm.dir.join(&info.path);
@@ -141,7 +143,7 @@ impl Migrations {
                 size_bytes: info.size_bytes,
                 allocated_bytes: crate::images::clone::allocated_bytes(&path)
                     .unwrap_or(info.size_bytes),
-                copied: !info.read_only,
+                copied: !info.read_only && !shared,
             });
         }
         // Warm and cold migrations move a guest that does not run: one pass, no rounds.
@@ -165,6 +167,20 @@ impl Migrations {
                 vm.vmm()?.pause().await.map_err(Error::vmm)?;
             }
             MigrationKind::Cold => self.vms.reboot_paused(vm, COLD_STOP).await?,
+        }
+        // Stopping a guest takes seconds: the destination hostd must still be there
+        // before the stream starts (a paused guest moves in a blink, before the checks
+        // of `follow` could notice), or the VM would land where no daemon answers.
+        if req.kind != MigrationKind::Live
+            && !matches!(
+                tokio::time::timeout(Duration::from_secs(3), peer.health()).await,
+                Ok(Ok(_))
+            )
+        {
+            return Err(Error::Peer(format!(
+                "the destination hostd {} stopped answering while the guest was stopped here",
+                peer.url()
+            )));
         }
         let start = MigrationRequest {
             to: ready.address,

@@ -22,7 +22,8 @@ fn gen_id() -> String {
 }
 
 /// The disks of `spec` as they will be made (`disks/diskN.raw`, at least as large as
-/// their base image), and their total virtual size in bytes.
+/// their base image; a shared one is its own path, sized when checked), and the total
+/// virtual size in bytes of those made here.
 pub fn plan_disks(spec: &VmSpec, bases: &[Option<ImageInfo>]) -> (Vec<DiskInfo>, u64) {
     let mut total = 0;
     let disks = spec
@@ -31,6 +32,16 @@ pub fn plan_disks(spec: &VmSpec, bases: &[Option<ImageInfo>]) -> (Vec<DiskInfo>,
         .zip(bases)
         .enumerate()
         .map(|(n, (d, base))| {
+            if let Some(p) = &d.shared_path {
+                // Used in place: nothing to make, nothing of this host's disk space.
+                return DiskInfo {
+                    path: p.clone(),
+                    base: None,
+                    read_only: d.read_only,
+                    size_bytes: 0,
+                    method: CloneMethod::Shared,
+                };
+            }
             let base_size = base.as_ref().map(|b| b.size_bytes).unwrap_or(0);
             let size = d.size_mib.map(|m| m << 20).unwrap_or(0).max(base_size);
             total += size;
@@ -87,7 +98,7 @@ impl Vms {
         // Images first (imports can take a while; they are shared and idempotent).
         let images = self.images.clone();
         let spec2 = spec.clone();
-        let (kernel, initrd, bases) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (kernel, initrd, bases, shared) = tokio::task::spawn_blocking(move || -> Result<_> {
             let (k, _) = images.resolve("kernel", &spec2.kernel)?;
             let i = spec2
                 .initrd
@@ -95,7 +106,14 @@ impl Vms {
                 .map(|r| images.resolve("initrd", r))
                 .transpose()?;
             let mut disks = Vec::new();
+            let mut shared = Vec::new();
             for (n, d) in spec2.disks.iter().enumerate() {
+                shared.push(
+                    d.shared_path
+                        .as_deref()
+                        .map(|p| images.shared_disk(&format!("disks[{n}].shared_path"), p))
+                        .transpose()?,
+                );
                 let base = d
                     .image
                     .as_deref()
@@ -103,10 +121,15 @@ impl Vms {
                     .transpose()?;
                 disks.push(base.map(|(info, _)| info));
             }
-            Ok((k, i.map(|(info, _)| info), disks))
+            Ok((k, i.map(|(info, _)| info), disks, shared))
         })
         .await
         .map_err(|e| Error::Conflict(format!("image task: {e}")))??;
+        for (d, s) in spec.disks.iter_mut().zip(&shared) {
+            if let Some((path, _)) = s {
+                d.shared_path = Some(path.to_string_lossy().into_owned());
+            }
+        }
         spec.kernel = kernel.id.clone();
         spec.initrd = initrd.map(|i| i.id);
         for (d, b) in spec.disks.iter_mut().zip(&bases) {
@@ -206,6 +229,23 @@ impl Vms {
         let mut made = Vec::new();
         for (d, base) in disks.into_iter().zip(bases) {
             let path = vm.dir.join(&d.path);
+            if d.method == CloneMethod::Shared {
+                // On shared storage: it must be there (the same file on every host).
+                let meta = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(format!("shared disk {}", path.display()), e))?;
+                if !meta.is_file() {
+                    return Err(Error::Conflict(format!(
+                        "shared disk {} is not a regular file",
+                        path.display()
+                    )));
+                }
+                tracing::info!(vm = vm.id, disk = %path.display(), "shared disk used in place");
+                made.push(DiskInfo {
+                    size_bytes: meta.len(),
+                    ..d
+                });
+                continue;
+            }
             let src = base.as_ref().and_then(|b| self.images.path_of(&b.id));
             let reflink = self.settings.reflink;
             let size = d.size_bytes;

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use nova_hostd_api::CloneMethod;
 use nova_vmm_api::{DiskConfig, NetConfig, VmConfig, VmmClient};
 
 use crate::error::{Error, IoContext, Result};
@@ -68,7 +69,7 @@ pub fn vmm_args(
                     .map(|d| DiskConfig {
                         path: d.path.clone().into(),
                         read_only: d.read_only,
-                        shared: false,
+                        shared: d.method == CloneMethod::Shared,
                     })
                     .collect(),
                 nets: rec
@@ -132,11 +133,14 @@ pub fn vmm_args(
     ]);
     for d in &rec.disks {
         args.push("--disk".into());
-        args.push(if d.read_only {
-            format!("{},ro", d.path)
-        } else {
-            d.path.clone()
-        });
+        let mut arg = d.path.clone();
+        if d.read_only {
+            arg.push_str(",ro");
+        }
+        if d.method == CloneMethod::Shared {
+            arg.push_str(",shared");
+        }
+        args.push(arg);
     }
     for n in &rec.nics {
         args.push("--net".into());

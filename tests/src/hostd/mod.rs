@@ -8,6 +8,7 @@
 //! client cannot send: malformed input, missing tokens (and other tiers' tests that
 //! read hostd's answers loosely).
 
+mod cluster;
 mod exposition;
 mod raw;
 mod specs;
@@ -28,6 +29,7 @@ use crate::net::{ip, NetNs};
 use crate::{binary, unique, wait_for, Console, TempDir};
 
 pub use crate::free_port;
+pub use cluster::Bridged;
 pub use exposition::{Exposition, Sample};
 pub use raw::http;
 
