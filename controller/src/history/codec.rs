@@ -85,9 +85,14 @@ impl Reader<'_> {
 /// Writes `v` as 6 bits of bit length, then the bits (0 takes 6 bits).
 fn put_len(b: &mut Bits, v: u64) {
     let len = 64 - v.leading_zeros();
-    // 64 does not fit in 6 bits: a full-width value says 63 and writes 64 bits.
-    b.put(len.min(63) as u64, 6);
-    b.put(v, if len == 64 { 64 } else { len });
+    if len >= 63 {
+        // 64 does not fit in 6 bits: 63 says "64 bits follow".
+        b.put(63, 6);
+        b.put(v, 64);
+    } else {
+        b.put(len as u64, 6);
+        b.put(v, len);
+    }
 }
 
 fn get_len(r: &mut Reader) -> Option<u64> {
@@ -284,6 +289,26 @@ mod tests {
             })
             .collect();
         round_trip(&noisy);
+    }
+
+    #[test]
+    fn length_prefixed_numbers_of_every_width_come_back() {
+        let mut b = Bits::default();
+        let vals: Vec<u64> = (0..64)
+            .map(|i| 1u64 << i)
+            .chain([0, u64::MAX, (1 << 63) - 1])
+            .collect();
+        for &v in &vals {
+            put_len(&mut b, v);
+        }
+        let data = b.finish();
+        let mut r = Reader {
+            data: &data,
+            bit: 0,
+        };
+        for &v in &vals {
+            assert_eq!(get_len(&mut r), Some(v));
+        }
     }
 
     #[test]
