@@ -1,10 +1,11 @@
 //! Built-in alerting and capacity planning against real processes: a controller
 //! scraping a real hostd (killed: "host down" fires within its `for`, once, to a real
-//! HTTP webhook and a real SMTP server, and resolves when it returns) or pretend
+//! HTTP webhook and a real SMTP server, and resolves when it returns; its test-guest
+//! VMs: one that suddenly spins is an anomaly, a busy one's noise is not) or pretend
 //! hosts (a real HTTP server in the test serving hostd's `/metrics` with values the
-//! test controls: silences and acknowledgements, retries and dead letters, an
-//! anomaly among noise, a disk filling at a known rate, forwarding to a real
-//! Alertmanager).
+//! test controls: silences and acknowledgements, retries and dead letters, a disk
+//! filling at a known rate, forwarding to a real Alertmanager), and two controllers
+//! on one real etcd, where only the leader notifies.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,10 +17,11 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use nova_controller_api::{
     AlertRule, AlertState, CapacityQuery, Cmp, Notification, Receiver, ReceiverKind, RuleKind,
+    VmSpec,
 };
 use nova_tests::controller::{block_on, register_host, wait_for, Controller, EventStream, Opts};
-use nova_tests::hostd::{Hostd, Opts as HostdOpts};
-use nova_tests::{binary, free_port, require, unique, which, TempDir};
+use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
+use nova_tests::{binary, free_port, require, require_kvm, unique, which, TempDir};
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -530,68 +532,114 @@ fn silences_and_acknowledgements_hold_notifications_and_failed_webhooks_are_retr
 }
 
 #[test]
-fn a_vm_that_suddenly_spins_fires_the_anomaly_rule_and_its_usual_noise_does_not() {
+fn a_real_vm_that_suddenly_spins_fires_the_anomaly_rule_and_a_busy_vms_noise_does_not() {
+    if !require_kvm() {
+        return;
+    }
     let d = TempDir::new();
     let c = Controller::start(d.path(), opts(&[]));
-    let (page, url) = Page::start();
-    register_host(&c, "h-cpu", &url, 8, 16384);
+    let _h = Hostd::start(HostdOpts {
+        args: vec![
+            "--controller".into(),
+            c.url.clone(),
+            "--join-token-file".into(),
+            c.dir.join("join.token").display().to_string(),
+            "--bridge".into(),
+            unique("nbr"),
+        ],
+        ..HostdOpts::default()
+    });
+    wait_for(30, "the host to register", || {
+        (block_on(c.api.hosts()).ok()?.len() == 1).then_some(())
+    });
+    // A robust z-score over the last minute: the VM's CPU against its own median.
     block_on(c.api.create_alert_rule(&rule(
         "cpu-anomaly",
         "vm.cpu",
         RuleKind::Anomaly {
-            z: 10.0,
+            z: 50.0,
             window_s: 60,
         },
         0,
     )))
     .unwrap();
-    // The VM's CPU counter: about 5 % of a core with noise, then a whole core.
-    let spin = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (page, spin) = (page.clone(), spin.clone());
-        std::thread::spawn(move || {
-            let mut cpu = 0.0;
-            let t0 = Instant::now();
-            loop {
-                let k = t0.elapsed().as_secs();
-                let rate = if spin.load(Ordering::SeqCst) {
-                    1.0
-                } else {
-                    0.05 + 0.005 * (((k * 7919) % 5) as f64 - 2.0)
-                };
-                cpu += rate * 0.05;
-                page.set(exposition(0.5, 1e11, cpu));
-                std::thread::sleep(Duration::from_millis(50));
-            }
+    let mut events = EventStream::open(&c.url, &c.admin);
+    // The test guest's `spin:30` halts for 30 s (woken by its timer ten times a
+    // second), then spins; `spin:0` spins from boot, its CPU share moving with
+    // whatever else runs on the host: the noise.
+    let vm = |name: &str, workload: &str| {
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some(format!("nova.workload={workload}")),
+            ..VmSpec::new(name, testguest().display().to_string())
+        };
+        block_on(c.api.create_vm(&spec, None)).unwrap().id
+    };
+    let spinner = vm("spinner", "spin:30");
+    let busy = vm("busy", "spin:0");
+    for id in [&spinner, &busy] {
+        wait_for(60, "the VM to run", || {
+            let v = block_on(c.api.vm(id)).ok()?;
+            (v.observed?.state == "running").then_some(())
         });
     }
-    let mut events = EventStream::open(&c.url, &c.admin);
-    let quiet_until = Instant::now() + Duration::from_secs(25);
+    let booted = Instant::now();
+    let cpu = |id: &str| -> Vec<f64> {
+        block_on(c.api.metric_query(&nova_controller_api::MetricQuery {
+            metric: "vm.cpu".into(),
+            target: Some(id.into()),
+            ..Default::default()
+        }))
+        .ok()
+        .and_then(|a| a.series.into_iter().next())
+        .map(|s| s.points.into_iter().map(|p| p.1).collect())
+        .unwrap_or_default()
+    };
+    // While the spinner still halts: no anomaly for either VM.
+    let quiet_until = booted + Duration::from_secs(24);
     while Instant::now() < quiet_until {
         if let Some(e) = events.next(Duration::from_millis(500)) {
             assert!(
                 !e.id.starts_with("cpu-anomaly:"),
-                "noise raised an anomaly: {e:?}"
+                "an anomaly before anything spun: {e:?}"
             );
         }
     }
-    let a = block_on(c.api.metric_query(&nova_controller_api::MetricQuery {
-        metric: "vm.cpu".into(),
-        target: Some("vm-spin".into()),
-        ..Default::default()
-    }))
-    .unwrap();
+    let idle = cpu(&spinner);
+    assert!(idle.len() >= 15, "too little history: {idle:?}");
+    // (Past the VMM's own start-up, in the first points.)
+    let idle_max = idle.iter().skip(3).copied().fold(0.0, f64::max);
+    assert!(idle_max < 0.05, "the halted guest used CPU: {idle:?}");
+    let noisy = cpu(&busy);
     assert!(
-        a.series[0].points.len() >= 15,
-        "too little history: {:?}",
-        a.series
+        noisy.iter().rev().take(10).any(|&v| v > 0.05),
+        "the busy guest does not spin: {noisy:?}"
     );
-    spin.store(true, Ordering::SeqCst);
-    let spun = Instant::now();
-    let e = events.until("alert.firing", "cpu-anomaly:vm-spin", 20);
+
+    // It spins: the rule fires for it, and its firing value is a large z.
+    let e = events.until("alert.firing", &format!("cpu-anomaly:{spinner}"), 40);
     let a: nova_controller_api::Alert = serde_json::from_value(e.data).unwrap();
-    assert!(a.value > 10.0, "{a:?}");
-    assert!(spun.elapsed() < Duration::from_secs(20));
+    assert!(a.value > 50.0, "{a:?}");
+    assert!(
+        booted.elapsed() >= Duration::from_secs(25),
+        "fired {:?} after boot, before the guest spun",
+        booted.elapsed()
+    );
+    let spun = cpu(&spinner);
+    assert!(
+        spun.iter()
+            .rev()
+            .take(3)
+            .any(|&v| v > 2.0 * idle_max.max(0.02)),
+        "the spinner's CPU did not rise: {spun:?}"
+    );
+    // The busy VM's ups and downs over the same minute raised nothing.
+    assert_eq!(state_of(&c, &format!("cpu-anomaly:{busy}")), None);
+    eprintln!(
+        "spinner z {:.0}; CPU halted {idle:?}, spinning {spun:?}; busy VM {:?}",
+        a.value,
+        cpu(&busy)
+    );
 }
 
 #[test]
@@ -682,6 +730,152 @@ fn a_disk_filling_at_a_known_rate_is_forecast_within_ten_percent_by_its_rule_and
     assert_eq!(
         e.body().and_then(|b| b.field.clone()).as_deref(),
         Some("window_s")
+    );
+}
+
+#[test]
+fn under_etcd_only_the_leader_notifies_once_and_after_it_dies_the_other_takes_over_once() {
+    let Some(etcd) = nova_tests::etcd::Etcd::start() else {
+        return;
+    };
+    let d = TempDir::new();
+    // Two controllers on one etcd, each with its own history (both scrape).
+    let start = |i: usize| {
+        let db = d.join(&format!("c{i}-metrics.db")).display().to_string();
+        Controller::start(
+            d.path(),
+            Opts {
+                store: Some(format!("etcd:{}", etcd.url)),
+                node: format!("c{i}"),
+                ..opts(&["--metrics-db", &db])
+            },
+        )
+    };
+    let mut ctls = vec![start(1), start(2)];
+    let leader = wait_for(10, "one leader", || {
+        let l: Vec<usize> = (0..2).filter(|&i| ctls[i].leads()).collect();
+        (l.len() == 1).then(|| l[0])
+    });
+    let other = 1 - leader;
+    let (page_a, url_a) = Page::start();
+    let (page_b, url_b) = Page::start();
+    page_a.set(exposition(0.5, 1e11, 0.0));
+    page_b.set(exposition(0.5, 1e11, 0.0));
+    // Written through the follower: rules and receivers live in etcd, not in one
+    // controller.
+    register_host(&ctls[other], "h-a", &url_a, 8, 16384);
+    register_host(&ctls[other], "h-b", &url_b, 8, 16384);
+    block_on(ctls[other].api.create_alert_rule(&rule(
+        "mem-high",
+        "host.mem_used_bytes",
+        RuleKind::Threshold {
+            cmp: Cmp::Above,
+            value: 0.75,
+            ratio_of: Some("host.mem_total_bytes".into()),
+        },
+        0,
+    )))
+    .unwrap();
+    let (sink, url) = Sink::start(0);
+    block_on(
+        ctls[other]
+            .api
+            .create_alert_receiver(&webhook("hook", &url, 3, 100)),
+    )
+    .unwrap();
+    // Both controllers keep the history: the follower is ready to take over.
+    for c in &ctls {
+        wait_for(
+            20,
+            "both hosts' memory in each controller's history",
+            || {
+                let a = block_on(c.api.metric_query(&nova_controller_api::MetricQuery {
+                    metric: "host.mem_used_bytes".into(),
+                    ..Default::default()
+                }))
+                .ok()?;
+                (a.series.iter().filter(|s| !s.points.is_empty()).count() == 2).then_some(())
+            },
+        );
+    }
+    let fired = |target: &str| -> usize {
+        sink.of("mem-high", "firing")
+            .iter()
+            .flat_map(|n| &n.alerts)
+            .filter(|a| a.target == target)
+            .count()
+    };
+
+    // h-a's memory rises: one notification, though two controllers evaluate every
+    // 300 ms if both did.
+    page_a.set(exposition(0.9, 1e11, 0.0));
+    wait_for(20, "h-a's firing notification", || {
+        (fired("h-a") >= 1).then_some(())
+    });
+    // Each evaluation that finds the condition holding counts once on the stored
+    // alert: over a span, no more than one evaluator's ticks (300 ms apart, never in
+    // bursts) could add; two evaluators would add about twice that.
+    let count = || {
+        block_on(ctls[other].api.alert("mem-high:h-a"))
+            .unwrap()
+            .count
+    };
+    let (c0, t0) = (count(), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let (c1, span) = (count(), t0.elapsed());
+    let most = span.as_millis() as u64 / 300 + 2;
+    assert!(
+        c1 - c0 <= most,
+        "{} evaluations in {span:?}: more than one controller evaluates",
+        c1 - c0
+    );
+    assert!(c1 > c0, "nobody evaluates");
+    assert_eq!(fired("h-a"), 1, "{:?}", sink.notifications());
+    assert_eq!(sink.of("mem-high", "firing").len(), 1);
+    assert_eq!(
+        state_of(&ctls[other], "mem-high:h-a"),
+        Some(AlertState::Firing)
+    );
+    // And the one that sent it is the leader.
+    let notified = |c: &Controller| {
+        c.log()
+            .lines()
+            .filter(|l| l.contains("notified") && l.contains("group=mem-high"))
+            .count()
+    };
+    assert_eq!(notified(&ctls[leader]), 1, "{}", ctls[leader].log());
+    assert_eq!(notified(&ctls[other]), 0, "{}", ctls[other].log());
+
+    // The leader dies; the other leads, keeps h-a firing without telling it again,
+    // and fires h-b once.
+    ctls[leader].kill();
+    wait_for(10, "the other controller to lead", || {
+        ctls[other].leads().then_some(())
+    });
+    page_b.set(exposition(0.9, 1e11, 0.0));
+    wait_for(20, "h-b's firing notification from the new leader", || {
+        (fired("h-b") >= 1).then_some(())
+    });
+    // h-a resolves: told once, by the new leader.
+    page_a.set(exposition(0.5, 1e11, 0.0));
+    wait_for(20, "h-a's resolved notification", || {
+        (!sink.of("mem-high", "resolved").is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(fired("h-a"), 1, "{:?}", sink.notifications());
+    assert_eq!(fired("h-b"), 1, "{:?}", sink.notifications());
+    assert_eq!(
+        sink.of("mem-high", "resolved").len(),
+        1,
+        "{:?}",
+        sink.notifications()
+    );
+    assert_eq!(sink.of("mem-high", "firing").len(), 2);
+    // Both sent by the new leader.
+    assert_eq!(notified(&ctls[other]), 2, "{}", ctls[other].log());
+    assert_eq!(
+        state_of(&ctls[other], "mem-high:h-b"),
+        Some(AlertState::Firing)
     );
 }
 

@@ -2,6 +2,7 @@
 //! and how it is configured. Filled and read by `monitoring` and `alerting`, which
 //! run above the context; this module sits below it and knows nothing of either.
 
+pub mod codec;
 pub mod tsdb;
 
 use std::path::PathBuf;

@@ -1,11 +1,13 @@
 //! The metric history: an embedded time-series store. Each series is kept at three
 //! resolutions (tiers), like an RRD: every scrape (10 s) for a day, 5-minute means for
 //! a month, hourly means for a year (all configurable). Points are Gorilla-compressed
-//! (the `tsz` crate: delta-of-delta times, XOR'd values) in chunks, and the chunks are
-//! rows of a SQLite file: compression from a library that implements the paper,
-//! durability, atomic writes and range reads from SQLite, nothing hand-rolled but the
-//! tiering (over 500 lines: the store and its tests are one unit). Bounded by age per tier and by a series count; open chunks are written
-//! back every checkpoint, so a restart loses at most one checkpoint interval.
+//! in chunks (delta-of-delta times, XOR'd values: [`codec`](super::codec), which
+//! leaves out what the chunk's row already says), and the chunks are rows of a SQLite
+//! file: durability, atomic writes and range reads from SQLite (over 500 lines: the
+//! store and its tests are one unit). Chunks written before codec 1 (the `tsz`
+//! crate's format, with its 64-bit header) are still read. Bounded by age per tier
+//! and by a series count; open chunks are written back every checkpoint, so a
+//! restart loses at most one checkpoint interval.
 //!
 //! Values keep 12 bits of mantissa (a relative error below 0.025 %): monitoring
 //! needs no more, and the zeroed low bits are what makes XOR compression small.
@@ -16,8 +18,10 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tsz::decode::Error as DecodeError;
-use tsz::stream::{BufferedReader, BufferedWriter};
-use tsz::{DataPoint, Decode, Encode, StdDecoder, StdEncoder};
+use tsz::stream::BufferedReader;
+use tsz::{Decode, StdDecoder};
+
+use super::codec;
 
 /// One resolution of the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,8 @@ pub enum TsdbError {
     Sqlite(#[from] rusqlite::Error),
     #[error("metric store: chunk of series {0} is corrupt")]
     Corrupt(i64),
+    #[error("metric store: chunk of series {0} has unknown codec {1}")]
+    Codec(i64, i64),
 }
 
 /// A series' name: its metric and the host, VM or controller it is about.
@@ -111,6 +117,10 @@ pub struct Tsdb {
 /// points in range.
 type Wanted = (i64, Key, String, u64, Vec<(u64, f64)>);
 
+/// The codec chunks are written with: [`codec`](super::codec)'s format. Codec 0 is
+/// the `tsz` crate's stream, read but no longer written.
+const CODEC: i64 = 1;
+
 /// A sealed or checkpointed chunk to write.
 struct Write {
     series: i64,
@@ -131,37 +141,37 @@ pub fn quantize(v: f64) -> f64 {
 }
 
 fn encode(window: u64, points: &[(u32, f64)]) -> Write {
-    let first = window + points.first().map_or(0, |p| p.0 as u64);
-    let mut e = StdEncoder::new(first, BufferedWriter::new());
-    for &(off, v) in points {
-        e.encode(DataPoint::new(window + off as u64, v));
-    }
     Write {
         series: 0,
         tier: 0,
         window,
-        first,
+        first: window + points.first().map_or(0, |p| p.0 as u64),
         last: window + points.last().map_or(0, |p| p.0 as u64),
         n: points.len(),
-        data: e.close(),
+        data: codec::encode(points).into_boxed_slice(),
     }
 }
 
-fn decode(
-    series: i64,
-    data: Vec<u8>,
-    n: usize,
-    out: &mut Vec<(u64, f64)>,
-) -> Result<(), TsdbError> {
-    let mut d = StdDecoder::new(BufferedReader::new(data.into_boxed_slice()));
-    for _ in 0..n {
-        match d.next() {
-            Ok(p) => out.push((p.get_time(), p.get_value())),
-            Err(DecodeError::EndOfStream) => break,
-            Err(_) => return Err(TsdbError::Corrupt(series)),
+/// A stored chunk as read: (codec, window, points, bytes).
+type Row = (i64, u64, usize, Vec<u8>);
+
+fn decode(series: i64, row: Row, out: &mut Vec<(u64, f64)>) -> Result<(), TsdbError> {
+    let (c, window, n, data) = row;
+    match c {
+        CODEC => codec::decode(&data, window, n, out).ok_or(TsdbError::Corrupt(series)),
+        0 => {
+            let mut d = StdDecoder::new(BufferedReader::new(data.into_boxed_slice()));
+            for _ in 0..n {
+                match d.next() {
+                    Ok(p) => out.push((p.get_time(), p.get_value())),
+                    Err(DecodeError::EndOfStream) => break,
+                    Err(_) => return Err(TsdbError::Corrupt(series)),
+                }
+            }
+            Ok(())
         }
+        other => Err(TsdbError::Codec(series, other)),
     }
-    Ok(())
 }
 
 impl Tsdb {
@@ -175,9 +185,16 @@ impl Tsdb {
                  target TEXT NOT NULL, tenant TEXT NOT NULL, UNIQUE(metric, target));
              CREATE TABLE IF NOT EXISTS chunks (series INTEGER NOT NULL, tier INTEGER NOT NULL,
                  win INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
-                 n INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (series, tier, win))
-                 WITHOUT ROWID;",
+                 n INTEGER NOT NULL, data BLOB NOT NULL, codec INTEGER NOT NULL DEFAULT 0,
+                 PRIMARY KEY (series, tier, win)) WITHOUT ROWID;",
         )?;
+        // A file from before codecs: its chunks are all codec 0.
+        let has_codec: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('chunks') WHERE name = 'codec'")?
+            .exists([])?;
+        if !has_codec {
+            conn.execute_batch("ALTER TABLE chunks ADD COLUMN codec INTEGER NOT NULL DEFAULT 0")?;
+        }
         let db = Tsdb {
             tiers: tiers.to_vec(),
             max_series,
@@ -200,21 +217,23 @@ impl Tsdb {
             Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         let mut latest = conn.prepare(
-            "SELECT win, n, data FROM chunks WHERE series = ?1 AND tier = ?2 ORDER BY win DESC LIMIT 1",
+            "SELECT codec, win, n, data FROM chunks WHERE series = ?1 AND tier = ?2
+             ORDER BY win DESC LIMIT 1",
         )?;
         for row in rows {
             let (id, metric, target, tenant): (i64, String, String, String) = row?;
             let key = Key { metric, target };
             let mut s = self.fresh(id, key.clone(), tenant);
             for (i, _) in self.tiers.iter().enumerate() {
-                let last: Option<(u64, usize, Vec<u8>)> = latest
+                let last: Option<Row> = latest
                     .query_row(params![id, i as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })
                     .optional()?;
-                if let Some((win, n, data)) = last {
+                if let Some(row) = last {
+                    let win = row.1;
                     let mut pts = vec![];
-                    decode(id, data, n, &mut pts)?;
+                    decode(id, row, &mut pts)?;
                     s.last = s.last.max(pts.last().map_or(0, |p| p.0));
                     s.open[i] = Open {
                         window: win,
@@ -362,8 +381,8 @@ impl Tsdb {
         let tx = conn.unchecked_transaction()?;
         {
             let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO chunks (series, tier, win, first, last, n, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO chunks (series, tier, win, first, last, n, data, codec)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for w in writes {
                 put.execute(params![
@@ -373,7 +392,8 @@ impl Tsdb {
                     w.first as i64,
                     w.last as i64,
                     w.n as i64,
-                    &w.data[..]
+                    &w.data[..],
+                    CODEC
                 ])?;
             }
         }
@@ -518,7 +538,7 @@ impl Tsdb {
         };
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut q = conn.prepare_cached(
-            "SELECT win, n, data FROM chunks WHERE series = ?1 AND tier = ?2
+            "SELECT codec, win, n, data FROM chunks WHERE series = ?1 AND tier = ?2
              AND last >= ?3 AND first <= ?4 AND win != ?5 ORDER BY win",
         )?;
         let mut out = Vec::with_capacity(wanted.len());
@@ -533,11 +553,10 @@ impl Tsdb {
                         end as i64,
                         open_window as i64
                     ],
-                    |r| Ok((r.get::<_, usize>(1)?, r.get::<_, Vec<u8>>(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )?;
                 for r in rows {
-                    let (n, data) = r?;
-                    decode(id, data, n, &mut points)?;
+                    decode(id, r?, &mut points)?;
                 }
             }
             points.retain(|p| p.0 >= start && p.0 <= end);
@@ -623,6 +642,47 @@ mod tests {
             .query("vm.cpu", None, t0, now, now, &|t| t == "t2")
             .unwrap();
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn chunks_of_the_older_tsz_format_are_still_read_beside_new_ones() {
+        use tsz::stream::BufferedWriter;
+        use tsz::{DataPoint, Encode, StdEncoder};
+        let db = Tsdb::open(Path::new(":memory:"), &DEFAULT_TIERS, 10).unwrap();
+        let t0: u64 = 1_800_000_000; // a multiple of the 1800 s window
+        db.ingest(t0 + 1800, &[(key("m", "a"), "t", 5.0)]).unwrap();
+        db.checkpoint().unwrap();
+        // The window before, as the previous version wrote it (codec 0).
+        let mut e = StdEncoder::new(t0, BufferedWriter::new());
+        for i in 0..3u64 {
+            e.encode(DataPoint::new(t0 + 10 * i, i as f64));
+        }
+        let data = e.close();
+        db.conn
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO chunks (series, tier, win, first, last, n, data, codec)
+                 SELECT id, 0, ?1, ?1, ?2, 3, ?3, 0 FROM series",
+                params![t0 as i64, (t0 + 20) as i64, &data[..]],
+            )
+            .unwrap();
+        let now = t0 + 1800;
+        let (_, f) = db.query("m", None, t0, now, now, &|_| true).unwrap();
+        assert_eq!(
+            f[0].points,
+            vec![(t0, 0.0), (t0 + 10, 1.0), (t0 + 20, 2.0), (t0 + 1800, 5.0)]
+        );
+        // A codec nobody knows is an error, not a guess.
+        db.conn
+            .lock()
+            .unwrap()
+            .execute("UPDATE chunks SET codec = 9 WHERE win = ?1", [t0 as i64])
+            .unwrap();
+        assert!(matches!(
+            db.query("m", None, t0, now, now, &|_| true),
+            Err(TsdbError::Codec(_, 9))
+        ));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub mod line {
     pub const POWEROFF: &str = "NOVA-POWEROFF";
     /// `NOVA-RESET` just before the guest resets itself (`reset`).
     pub const RESET: &str = "NOVA-RESET";
+    /// `NOVA-SPIN after_s=<n>` when `spin:<n>` stops halting and starts spinning.
+    pub const SPIN: &str = "NOVA-SPIN";
     /// `NOVA-ERROR what=<word> ...` for anything that went wrong.
     pub const ERROR: &str = "NOVA-ERROR";
 }

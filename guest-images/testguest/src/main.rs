@@ -16,6 +16,7 @@ mod net;
 mod pvh;
 mod serial;
 mod smp;
+mod timer;
 mod virtio;
 mod workloads;
 

@@ -136,6 +136,8 @@ pub struct Workloads {
     pub reset: bool,
     /// `echo`: each console input line comes back as `NOVA-ECHO text=...`.
     pub echo: bool,
+    /// `spin:<seconds>`: halt that long, then keep the vCPU busy.
+    pub spin_after_s: Option<u64>,
 }
 
 /// Everything the command line configures.
@@ -197,6 +199,18 @@ impl Config {
                 b"poweroff" => cfg.work.poweroff = true,
                 b"reset" => cfg.work.reset = true,
                 b"echo" => cfg.work.echo = true,
+                _ if item.starts_with(b"spin") => {
+                    cfg.work.spin_after_s = item
+                        .strip_prefix(b"spin:")
+                        .and_then(parse_num)
+                        .filter(|&s| s <= 86_400);
+                    if cfg.work.spin_after_s.is_none() {
+                        Line::new(nova_guest_abi::line::ERROR)
+                            .s(" what=bad_spin_args")
+                            .ks("name", item)
+                            .emit();
+                    }
+                }
                 _ => match item.strip_prefix(b"dirty:").and_then(parse_dirty) {
                     Some(d) => cfg.work.dirty = Some(d),
                     None if item.starts_with(b"dirty") => {

@@ -1,5 +1,5 @@
-//! The workloads (counter, dirty, disk, net, echo, poweroff, reset) and the cooperative
-//! main loop that runs them together on the BSP.
+//! The workloads (counter, dirty, disk, net, echo, spin, poweroff, reset) and the
+//! cooperative main loop that runs them together on the BSP.
 
 use crate::blk::Blk;
 use crate::cpu::{halt_forever, outb, rdtsc, Clock};
@@ -370,6 +370,12 @@ fn reset() -> ! {
 /// Runs the configured workloads forever (or until poweroff/reset).
 pub fn run(cfg: &Config, boot: &BootInfo, clock: &Clock) -> ! {
     let w = cfg.work;
+    // `spin:<s>`: idle (halted between timer ticks) for s seconds before anything
+    // else, then busy for good: a VM whose CPU use jumps from nothing to a whole core.
+    if let Some(after) = w.spin_after_s {
+        crate::timer::sleep_until(rdtsc().saturating_add(clock.ms(after.saturating_mul(1000))));
+        Line::new(line::SPIN).kv("after_s", after).emit();
+    }
     let mut counter = w.counter.then(Counter::new);
     let mut net = match (w.net, cfg.ip) {
         (false, _) => None,
@@ -417,7 +423,12 @@ pub fn run(cfg: &Config, boot: &BootInfo, clock: &Clock) -> ! {
             }
             reset();
         }
-        if counter.is_none() && net.is_none() && disk.is_none() && dirty.is_none() && echo.is_none()
+        if counter.is_none()
+            && net.is_none()
+            && disk.is_none()
+            && dirty.is_none()
+            && echo.is_none()
+            && w.spin_after_s.is_none()
         {
             halt_forever();
         }
