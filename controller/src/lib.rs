@@ -7,7 +7,7 @@
 //!
 //! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
 //! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
-//! `retention`, `placement`, `idempotency`, `monitoring`, `alerting`), which runs in a `context::Context` over
+//! `retention`, `placement`, `idempotency`, `upgrades`, `monitoring`, `alerting`), which runs in a `context::Context` over
 //! `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
@@ -35,4 +35,5 @@ pub mod placement;
 pub mod reconcile;
 pub mod retention;
 pub mod slots;
+pub mod upgrades;
 pub mod vms;

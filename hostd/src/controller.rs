@@ -54,6 +54,7 @@ async fn register(host: &Host, join: &Client) -> (Client, Duration) {
         {
             Ok(c) => {
                 tracing::info!(controller = join.base(), "registered");
+                host.system.note_registered();
                 let file = credential_file(host);
                 if let Err(e) = nova_durable::write_secret(&file, c.token.as_bytes()) {
                     tracing::warn!("saving {}: {e}", file.display());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nova_init::config::{self, Config, IpConfig};
 use nova_init::system;
-use nova_init::{dhcp, disk, net, power, sntp, supervise};
+use nova_init::{dhcp, disk, net, power, slots, sntp, supervise};
 
 /// Where things live on the running system.
 const ESP_LABEL: &str = "nova-esp";
@@ -37,8 +37,18 @@ fn main() {
     );
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "nova-init starting");
     system::disable_cad();
+    let paths = slots::Paths::new(Path::new(slots::GRUBENV), Path::new(RUN_DIR));
     let halt = match boot(&cmdline) {
-        Ok(hostd_args) => {
+        Ok((hostd_args, cfg)) => {
+            match slots::classify(&paths, cfg.slot) {
+                slots::Boot::Trial { booted, previous } => slots::watch_trial(
+                    paths.clone(),
+                    booted,
+                    previous,
+                    Duration::from_secs(cfg.trial_secs),
+                ),
+                b => tracing::info!(slot = ?cfg.slot, "boot: {b:?}"),
+            }
             let buttons = power::watch();
             tracing::info!(power_buttons = buttons, "supervising nova-hostd");
             supervise::run(|| {
@@ -55,6 +65,9 @@ fn main() {
             supervise::wait_for_stop()
         }
     };
+    if halt == system::Halt::Reboot {
+        slots::arm_try(&paths);
+    }
     for m in [DATA_MOUNT, ESP_MOUNT] {
         let _ = system::umount(m);
     }
@@ -62,8 +75,8 @@ fn main() {
     system::halt(halt);
 }
 
-/// Brings the system up; the arguments nova-hostd is started with.
-fn boot(cmdline: &str) -> anyhow::Result<Vec<String>> {
+/// Brings the system up; the arguments nova-hostd is started with, and the settings.
+fn boot(cmdline: &str) -> anyhow::Result<(Vec<String>, Config)> {
     let n = system::load_modules(&[]);
     tracing::info!(modules = n, "modules loaded");
     let esp_conf = read_esp_config();
@@ -83,10 +96,11 @@ fn boot(cmdline: &str) -> anyhow::Result<Vec<String>> {
         }
     }
     mount_data(&cfg);
-    hostd_args(&cfg, ip)
+    Ok((hostd_args(&cfg, ip)?, cfg))
 }
 
-/// The text of nova.conf on the EFI partition, if there is one.
+/// The text of nova.conf on the EFI partition, if there is one. The partition stays
+/// mounted read-write: GRUB's environment block there is how upgrades boot.
 fn read_esp_config() -> Option<String> {
     let dev = disk::wait_for_label(ESP_LABEL, Duration::from_secs(3))?;
     let devs = dev.to_string_lossy();
@@ -94,7 +108,7 @@ fn read_esp_config() -> Option<String> {
         &devs,
         ESP_MOUNT,
         "vfat",
-        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     ) {
         tracing::warn!("EFI partition {devs}: {e}");

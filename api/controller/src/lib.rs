@@ -7,6 +7,7 @@ pub mod bodies;
 pub mod model;
 pub mod monitoring;
 pub mod policy;
+pub mod upgrade;
 
 #[cfg(feature = "client")]
 mod client;
@@ -20,3 +21,4 @@ pub use nova_hostd_api::CloudInit;
 pub use nova_http::{ErrorBody, FieldError};
 pub use nova_vmm_api::{Compression, MigrationKind, MigrationMode, MigrationParams};
 pub use policy::{MigrationParamsPatch, MigrationPolicy, MigrationPolicyPatch};
+pub use upgrade::*;

@@ -19,6 +19,7 @@ mod host;
 mod migration;
 mod names;
 mod spec;
+mod system;
 mod vm;
 
 pub use cloud_init::*;
@@ -26,6 +27,7 @@ pub use host::*;
 pub use migration::*;
 pub use names::*;
 pub use spec::*;
+pub use system::*;
 pub use vm::*;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod host;
 pub mod migrations;
+pub mod system;
 pub mod vms;
 
 use std::sync::Arc;
@@ -94,6 +95,9 @@ fn routes(host: &Arc<Host>) -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(host::network))
         .routes(routes!(host::add_peer))
         .routes(routes!(host::metrics))
+        .routes(routes!(system::system))
+        .routes(routes!(system::stage))
+        .routes(routes!(system::upgrade))
         .route_layer(middleware::from_fn_with_state(
             host.clone(),
             auth::require_token,
