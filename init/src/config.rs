@@ -69,8 +69,9 @@ pub struct Config {
     pub trial_secs: u64,
     /// What hostd does with its VMs when the machine stops (power button, API).
     pub vms_at_shutdown: VmsAtShutdown,
-    /// An interactive debug console on the serial console (kernel command line only).
-    pub debug_console: bool,
+    /// A serial line (`ttyS0`, `ttyS1`, ...) to serve the debug console on (kernel
+    /// command line only); none by default.
+    pub debug_console: Option<String>,
 }
 
 /// What happens to the VMs when the host stops.
@@ -118,7 +119,7 @@ impl Default for Config {
             slot: None,
             trial_secs: DEFAULT_TRIAL_SECS,
             vms_at_shutdown: VmsAtShutdown::Stop,
-            debug_console: false,
+            debug_console: None,
         }
     }
 }
@@ -344,7 +345,18 @@ impl Config {
                             _ => return Err(format!("'{v}' is not stop or migrate")),
                         }
                     }
-                    "debug_console" => c.debug_console = parse_bool(v)?,
+                    "debug_console" => {
+                        c.debug_console = match v.as_str() {
+                            "0" | "off" => None,
+                            "1" | "on" => Some("ttyS0".into()),
+                            t if t.starts_with("tty") && parse_name(t).is_ok() => Some(t.into()),
+                            _ => {
+                                return Err(format!(
+                                    "'{v}' is not a serial line (ttyS0, ttyS1, ...) or 0/1"
+                                ))
+                            }
+                        }
+                    }
                     _ => return Err("unknown key".into()),
                 }
                 Ok(())
@@ -407,7 +419,7 @@ mod tests {
              nova.data_label=mydata nova.format_data=0 nova.listen_port=7443 \
              nova.tls_cert=/data/tls/cert.pem nova.tls_key=/data/tls/key.pem \
              nova.hostname=rack1-h3 nova.ntp=192.0.2.1 nova.debug nova.slot=b quiet \
-             nova.trial_secs=90 nova.vms_at_shutdown=migrate nova.debug_console=1",
+             nova.trial_secs=90 nova.vms_at_shutdown=migrate nova.debug_console=ttyS1",
         )
         .unwrap();
         assert_eq!(c.controller.as_deref(), Some("https://ctl.example:8443"));
@@ -434,7 +446,7 @@ mod tests {
         assert_eq!(c.slot, Some('b'));
         assert_eq!(c.trial_secs, 90);
         assert_eq!(c.vms_at_shutdown, VmsAtShutdown::Migrate);
-        assert!(c.debug_console);
+        assert_eq!(c.debug_console.as_deref(), Some("ttyS1"));
     }
 
     #[test]
@@ -445,7 +457,9 @@ mod tests {
             "{e}"
         );
         let c = from_cmdline("nova.insecure_http=1").unwrap();
-        assert!(!c.debug_console, "off unless asked");
+        assert_eq!(c.debug_console, None, "off unless asked");
+        let c = from_cmdline("nova.insecure_http=1 nova.debug_console=1").unwrap();
+        assert_eq!(c.debug_console.as_deref(), Some("ttyS0"));
         assert_eq!(c.vms_at_shutdown, VmsAtShutdown::Stop);
         assert_eq!(c.trial_secs, DEFAULT_TRIAL_SECS);
     }
@@ -468,7 +482,7 @@ mod tests {
              nova.format_data=maybe nova.listen_port=0 nova.insecure_http=2 \
              nova.tls_cert=/x/../y nova.hostname=a.b nova.ntp=host nova.debug=yes! \
              nova.slot=c nova.bogus=1 nova.trial_secs=5 nova.vms_at_shutdown=keep \
-             nova.debug_console=sure",
+             nova.debug_console=../sda",
         )
         .unwrap_err();
         for key in [

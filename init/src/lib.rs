@@ -8,6 +8,7 @@
 
 pub mod bootenv;
 pub mod config;
+pub mod debug_console;
 pub mod dhcp;
 pub mod disk;
 pub mod net;

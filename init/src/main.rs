@@ -82,6 +82,7 @@ fn boot(cmdline: &str) -> anyhow::Result<(Vec<String>, Config)> {
     let esp_conf = read_esp_config();
     let cfg = Config::from_sources(esp_conf.as_deref(), cmdline)?;
     tracing::info!(slot = ?cfg.slot, controller = ?cfg.controller, "configuration read");
+    nova_init::debug_console::start(cfg.debug_console.as_deref());
     if !cfg.modules.is_empty() {
         system::load_modules(&cfg.modules);
     }
