@@ -78,6 +78,12 @@ async fn register(host: &Host, join: &Client) -> (Client, Duration) {
     }
 }
 
+/// A client presenting this host's own controller credential (for calls beyond
+/// heartbeats: asking for a drain of itself at shutdown), if it has registered.
+pub fn own_client(host: &Host, join: Option<&Client>) -> Option<Client> {
+    saved_credential(host, join?)
+}
+
 /// The heartbeat body: the host's facts and every VM's state.
 pub fn heartbeat(host: &Host) -> Heartbeat {
     Heartbeat {

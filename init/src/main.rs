@@ -51,12 +51,19 @@ fn main() {
             }
             let buttons = power::watch();
             tracing::info!(power_buttons = buttons, "supervising nova-hostd");
-            supervise::run(|| {
-                let mut c = Command::new(HOSTD);
-                c.args(&hostd_args)
-                    .env("NOVA_LOG", if debug { "debug" } else { "info" });
-                c
-            })
+            let grace = match cfg.vms_at_shutdown {
+                config::VmsAtShutdown::Stop => supervise::HOSTD_STOP_GRACE,
+                config::VmsAtShutdown::Migrate => supervise::HOSTD_MIGRATE_GRACE,
+            };
+            supervise::run(
+                || {
+                    let mut c = Command::new(HOSTD);
+                    c.args(&hostd_args)
+                        .env("NOVA_LOG", if debug { "debug" } else { "info" });
+                    c
+                },
+                grace,
+            )
         }
         Err(e) => {
             tracing::error!("{e:#}");
@@ -237,6 +244,9 @@ fn hostd_args(cfg: &Config, ip: std::net::Ipv4Addr) -> anyhow::Result<Vec<String
         token_file.to_string_lossy().into_owned(),
         "--vmm-bin".into(),
         VMM.into(),
+        // The machine stops after hostd: its VMs go first, per nova.vms_at_shutdown.
+        "--vms-at-exit".into(),
+        cfg.vms_at_shutdown.as_str().into(),
     ];
     if let (Some(url), Some(token)) = (&cfg.controller, &cfg.join_token) {
         let jf = Path::new(RUN_DIR).join("join.token");

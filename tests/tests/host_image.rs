@@ -5,7 +5,9 @@
 //! first and powers the machine off. Booted two ways: kernel + initramfs with the
 //! settings on the command line (static address), and the raw disk by UEFI firmware
 //! (OVMF, GRUB, slot A) with the settings in nova.conf on the EFI partition and the
-//! address from a DHCP server (dnsmasq) on the tap.
+//! address from a DHCP server (dnsmasq) on the tap. The first boot asks for a debug
+//! console on the second serial line and uses it; the disk boots show none. The A/B
+//! upgrade test boots the disk once and upgrades it twice (one good build, one broken).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -122,6 +124,34 @@ fn monitor(sock: &Path, command: &str) {
     std::thread::sleep(Duration::from_millis(500));
 }
 
+/// Types `line` on the debug console at `sock` (QEMU's second serial line); what it
+/// printed until its next prompt.
+fn debug_console(sock: &Path, line: &str) -> String {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("the ttyS1 socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    writeln!(s, "{line}").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+        let text = String::from_utf8_lossy(&got);
+        // The echo-less console answers, then prompts again.
+        if text.matches("nova# ").count() >= 1
+            && text.trim_end().ends_with("nova#")
+            && text.lines().count() > 1
+        {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 #[test]
 fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     if !require_image_and_qemu() {
@@ -147,11 +177,15 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
 
     let disk = disk_copy(&dir);
     let mon = dir.join("monitor.sock");
+    let dbg = dir.join("ttyS1.sock");
     let mut qemu = ns.command(Path::new("qemu-system-x86_64"));
     qemu.args([
         "-M", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024",
     ])
     .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    // The second serial line: the debug console the command line asks for.
+    .arg("-serial")
+    .arg(format!("unix:{},server=on,wait=off", dbg.display()))
     .arg("-monitor")
     .arg(format!("unix:{},server=on,wait=off", mon.display()))
     .arg("-kernel")
@@ -161,7 +195,8 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     .arg("-append")
     .arg(format!(
         "console=ttyS0 panic=-1 nova.ip=192.0.2.2/24 nova.controller={url} \
-             nova.join_token={join} nova.insecure_http=1 nova.hostname=img-host"
+             nova.join_token={join} nova.insecure_http=1 nova.hostname=img-host \
+             nova.debug_console=ttyS1"
     ))
     .arg("-netdev")
     .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
@@ -169,12 +204,18 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     .arg("-drive")
     .arg(format!("file={},format=raw,if=virtio", disk.display()));
     let mut vm = Console::spawn(qemu);
+    expect_line(&vm, "debug console on /dev/ttyS1");
     expect_line(&vm, "data partition is blank: formatting ext4");
     expect_line(&vm, "nova-hostd started");
 
     let host = ready_host(&ns, &url, &admin, "img-host");
     assert_eq!(host.url, "http://192.0.2.2:7070", "{host:?}");
     assert_hostd_answers(&ns, &host);
+    // The debug console answers on its line; the image has no shell behind it.
+    let answer = debug_console(&dbg, "version");
+    assert!(answer.contains("image "), "{answer}");
+    let answer = debug_console(&dbg, "sh");
+    assert!(answer.contains("sh: unknown command"), "{answer}");
 
     // The ACPI power button: hostd is stopped first, then the machine powers off.
     monitor(&mon, "system_powerdown");
