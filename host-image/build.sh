@@ -152,7 +152,8 @@ spec=("dir /dev 0755" "nod /dev/console 0600 c 5 1" "dir /proc 0755" "dir /sys 0
 	"dir /lib 0755" "dir /lib/modules 0755" "dir /lib/x86_64-linux-gnu 0755" "dir /lib64 0755"
 	"file /init $STAGE/nova-init 0755" "file /bin/nova-hostd $STAGE/nova-hostd 0755"
 	"file /bin/nova-vmm $STAGE/nova-vmm 0755" "file /sbin/mke2fs /sbin/mke2fs 0755"
-	"file /lib/modules/nova.modules $STAGE/nova.modules 0644")
+	"file /lib/modules/nova.modules $STAGE/nova.modules 0644"
+	"dir /etc 0755" "file /etc/nova-version $STAGE/nova-version 0644")
 for b in nova-init nova-hostd nova-vmm; do
 	objcopy --strip-all "$REL/$b" "$STAGE/$b"
 done
