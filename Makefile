@@ -24,7 +24,7 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd moto[server]
 
 .PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
-	fuzz-smoke bench-migration bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean \
+	fuzz-smoke bench-migration bench-host-image bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean \
 	ui ui-deps
 
 all: build
@@ -138,6 +138,12 @@ bench-migration: deps guest-images build-release
 bench-hostd: deps guest-images build-release
 	$(RELEASE_BIN)/bench-hostd --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \
 		--guest $(OUT)/testguest.elf --out docs/benchmarks
+
+# The host image: sizes, and kernel's first line to Ready in a controller under QEMU
+# TCG (KVM here cannot run a stock kernel). Boots the release image `make host-image` built.
+bench-host-image: deps host-image build-release
+	$(RELEASE_BIN)/bench-host-image --image host-image/out --controller $(RELEASE_BIN)/nova-controller \
+		--runs 3 --out docs/benchmarks
 
 bench-scheduler: build-release
 	$(RELEASE_BIN)/bench-scheduler --out docs/benchmarks

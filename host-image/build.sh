@@ -6,6 +6,9 @@
 #   nova-host.raw         GPT disk: EFI system partition (GRUB), system slots A and B,
 #                         a blank data partition nova-init formats on first boot
 #   nova-host.iso         UEFI-bootable ISO (El Torito EFI image, hybrid for USB sticks)
+#   VERSION               the image's version (also /etc/nova-version in the initramfs:
+#                         what hostd reports); NOVA_IMAGE_VERSION, default
+#                         <workspace version>+<SOURCE_DATE_EPOCH>
 #   SHA256SUMS            the outputs' hashes
 # Reproducible: every timestamp is SOURCE_DATE_EPOCH (default: the last commit's
 # time), GUIDs, volume ids and file order are fixed, compressors run single-threaded.
@@ -21,6 +24,9 @@ META_PKG=${NOVA_HOST_KERNEL:-linux-image-amd64}
 # Default: when the image's own sources last changed (not every commit: the cache would miss).
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct -- host-image init 2>/dev/null || echo 1700000000)}
 export TZ=UTC LC_ALL=C
+WS_VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml")
+VERSION=${NOVA_IMAGE_VERSION:-${WS_VERSION:-0}+$SOURCE_DATE_EPOCH}
+[[ $VERSION =~ ^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,63}$ ]] || { echo "host-image: NOVA_IMAGE_VERSION '$VERSION': 1-64 of letters, digits, . - _ +" >&2; exit 1; }
 
 # Modules in load order of their roots; dependencies come from each .ko's `depends=`.
 # File systems and VM networking first, then disk and NIC drivers, the PCI transports
@@ -86,7 +92,7 @@ step="hash inputs"
 tools="$(dpkg-query -W -f='${Package}=${Version}\n' e2fsprogs libext2fs2 libc6 grub-efi-amd64-bin dosfstools mtools xorriso fdisk zstd 2>/dev/null)"
 inputs=$( {
 	sha256sum "$deb" "$REL/nova-init" "$REL/nova-hostd" "$REL/nova-vmm" "$HERE"/*.sh "$HERE"/*.cfg "$ROOT/guest-images/linux/mkcpio.sh" /sbin/mke2fs
-	echo "$tools" "$SOURCE_DATE_EPOCH" "${MODULES[*]}"
+	echo "$tools" "$SOURCE_DATE_EPOCH" "${MODULES[*]}" "$VERSION"
 } | sha256sum | cut -d' ' -f1)
 if [[ -f $OUT/.inputs && $(cat "$OUT/.inputs") == "$inputs" ]] && (cd "$OUT" && sha256sum -c --quiet SHA256SUMS 2>/dev/null); then
 	log "inputs unchanged ($inputs): $OUT is up to date"
@@ -140,12 +146,14 @@ step="build initramfs"
 STAGE=$WORK/initramfs
 rm -rf "$STAGE"
 mkdir -p "$STAGE/modules" "$STAGE/lib"
+echo "$VERSION" >"$STAGE/nova-version"
 spec=("dir /dev 0755" "nod /dev/console 0600 c 5 1" "dir /proc 0755" "dir /sys 0755" "dir /run 0755"
 	"dir /tmp 1777" "dir /data 0755" "dir /boot 0755" "dir /bin 0755" "dir /sbin 0755"
 	"dir /lib 0755" "dir /lib/modules 0755" "dir /lib/x86_64-linux-gnu 0755" "dir /lib64 0755"
 	"file /init $STAGE/nova-init 0755" "file /bin/nova-hostd $STAGE/nova-hostd 0755"
 	"file /bin/nova-vmm $STAGE/nova-vmm 0755" "file /sbin/mke2fs /sbin/mke2fs 0755"
-	"file /lib/modules/nova.modules $STAGE/nova.modules 0644")
+	"file /lib/modules/nova.modules $STAGE/nova.modules 0644"
+	"dir /etc 0755" "file /etc/nova-version $STAGE/nova-version 0644")
 for b in nova-init nova-hostd nova-vmm; do
 	objcopy --strip-all "$REL/$b" "$STAGE/$b"
 done
@@ -241,11 +249,12 @@ step="copy outputs to $OUT"
 for f in vmlinuz initrd.img nova-host.raw nova-host.iso; do
 	cp --sparse=always "$WORK/$f" "$OUT/$f.tmp" && mv "$OUT/$f.tmp" "$OUT/$f"
 done
-(cd "$OUT" && sha256sum vmlinuz initrd.img nova-host.raw nova-host.iso >SHA256SUMS)
+echo "$VERSION" >"$OUT/VERSION"
+(cd "$OUT" && sha256sum vmlinuz initrd.img nova-host.raw nova-host.iso VERSION >SHA256SUMS)
 echo "$inputs" >"$OUT/.inputs"
 
 trap - ERR
 mib() { echo "$(($(stat -c %s "$1") * 10 / 1048576))" | sed 's/\(.\)$/.\1/'; }
-log "kernel $KPKG; ${#ORDER[@]} modules"
+log "version $VERSION; kernel $KPKG; ${#ORDER[@]} modules"
 log "vmlinuz $(mib "$OUT/vmlinuz") MiB + initrd.img $(mib "$OUT/initrd.img") MiB; raw $(mib "$OUT/nova-host.raw") MiB; iso $(mib "$OUT/nova-host.iso") MiB"
 log "took $(($(date +%s) - t0)) s; hashes in $OUT/SHA256SUMS"

@@ -118,6 +118,10 @@ pub struct Options {
     /// Largest image upload (`POST /v1/images`), MiB [default: 16384].
     #[arg(long)]
     pub max_image_mib: Option<u64>,
+    /// Directory of host image versions hosts upgrade to: `DIR/VERSION/vmlinuz` and
+    /// `DIR/VERSION/initrd.img` (a `make host-image` output copied there).
+    #[arg(long)]
+    pub system_images: Option<PathBuf>,
     /// PEM file of the CA that signs etcd's certificate (for `etcd:https://`).
     #[arg(long)]
     pub etcd_ca: Option<PathBuf>,
@@ -205,7 +209,7 @@ impl Options {
             operations_max_count, audit_max_age_s, audit_max_count, events_max_age_s,
             events_max_count, idempotency_ttl_s, prune_interval_s, tls_cert, tls_key,
             insecure_http, hostd_ca, max_connections, header_timeout_s, body_timeout_s,
-            idle_timeout_s, max_vms_per_tenant, max_image_mib, join_token_max_age_s,
+            idle_timeout_s, max_vms_per_tenant, max_image_mib, system_images, join_token_max_age_s,
             metrics_db, scrape_interval_ms, metrics_checkpoint_s, metrics_max_series,
             alert_interval_ms)
     }
@@ -400,6 +404,7 @@ impl Args {
             serve,
             settings: Settings {
                 hostd_ca: o.hostd_ca,
+                system_images: o.system_images,
                 max_vms_per_tenant,
                 max_image_mib,
                 heartbeat: ms(o.heartbeat_ms, 5000),

@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_vms_per_tenant: u64,
     /// Largest image upload, MiB (`--max-image-mib`).
     pub max_image_mib: u64,
+    /// Host image versions hosts upgrade to (`--system-images`).
+    pub system_images: Option<std::path::PathBuf>,
     /// Metric history: where, how often, how much.
     pub monitoring: crate::history::MonitoringSettings,
 }
@@ -51,6 +53,7 @@ impl Default for Settings {
             hostd_ca: None,
             max_vms_per_tenant: 1000,
             max_image_mib: 16384,
+            system_images: None,
             monitoring: Default::default(),
         }
     }

@@ -147,6 +147,7 @@ pub async fn register(
         capacity: resources_from_hostd(r.info.capacity),
         allocated: resources_from_hostd(r.info.allocated),
         kvm: r.info.kvm.clone(),
+        image_version: r.info.image_version.clone(),
         registered_at_ms: now,
         last_heartbeat_ms: now,
         revision: 0,
@@ -167,6 +168,7 @@ pub async fn register(
                     h.capacity = resources_from_hostd(r.info.capacity);
                     h.allocated = resources_from_hostd(r.info.allocated);
                     h.kvm = r.info.kvm.clone();
+                    h.image_version = r.info.image_version.clone();
                     h.state = HostState::Ready;
                     h.last_heartbeat_ms = now;
                     true
@@ -214,6 +216,7 @@ pub async fn heartbeat(ctx: &Context, id: &str, hb: &Heartbeat) -> Result<()> {
             h.last_heartbeat_ms = now_ms();
             h.capacity = resources_from_hostd(hb.info.capacity);
             h.allocated = resources_from_hostd(hb.info.allocated);
+            h.image_version = hb.info.image_version.clone();
             true
         })
         .await

@@ -7,8 +7,8 @@
 //!
 //! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
 //! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
-//! `retention`, `placement`, `idempotency`, `monitoring`, `alerting`, `snapshots`,
-//! `templates`), which runs in a `context::Context` over
+//! `retention`, `placement`, `idempotency`, `upgrades`, `monitoring`, `alerting`,
+//! `snapshots`, `templates`), which runs in a `context::Context` over
 //! `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
@@ -38,4 +38,5 @@ pub mod retention;
 pub mod slots;
 pub mod snapshots;
 pub mod templates;
+pub mod upgrades;
 pub mod vms;

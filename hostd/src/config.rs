@@ -117,6 +117,11 @@ pub struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// What happens to the VMs when hostd is told to stop: keep them running (the
+    /// default), stop them, or migrate them away (a drain) and stop what is left.
+    /// The host image's nova-init passes stop or migrate.
+    #[arg(long, value_enum, default_value_t)]
+    pub vms_at_exit: crate::shutdown::VmsAtExit,
     /// Serve plaintext HTTP (no --tls-cert): for tests and benchmarks only.
     #[arg(long)]
     pub insecure_http: bool,

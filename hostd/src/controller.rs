@@ -54,6 +54,7 @@ async fn register(host: &Host, join: &Client) -> (Client, Duration) {
         {
             Ok(c) => {
                 tracing::info!(controller = join.base(), "registered");
+                host.system.note_registered();
                 let file = credential_file(host);
                 if let Err(e) = nova_durable::write_secret(&file, c.token.as_bytes()) {
                     tracing::warn!("saving {}: {e}", file.display());
@@ -75,6 +76,12 @@ async fn register(host: &Host, join: &Client) -> (Client, Duration) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(30));
     }
+}
+
+/// A client presenting this host's own controller credential (for calls beyond
+/// heartbeats: asking for a drain of itself at shutdown), if it has registered.
+pub fn own_client(host: &Host, join: Option<&Client>) -> Option<Client> {
+    saved_credential(host, join?)
 }
 
 /// The heartbeat body: the host's facts and every VM's state.

@@ -53,6 +53,8 @@ pub struct Host {
     pub net: Arc<Network>,
     pub vms: Arc<Vms>,
     pub migrations: Arc<Migrations>,
+    /// The host image it runs on, if any (upgrades: [`crate::upgrade`]).
+    pub system: crate::upgrade::System,
 }
 
 /// Reads or creates `DATA/host-id` (16 hex digits, kept for the host's life).
@@ -148,6 +150,7 @@ impl Host {
             net,
             vms,
             migrations,
+            system: crate::upgrade::System::detect(),
         })
     }
 
@@ -171,6 +174,7 @@ impl Host {
             host_id: self.host_id.clone(),
             hostname: self.hostname.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            image_version: self.system.version.clone(),
             cores: self.physical.cores,
             mem_mib: self.physical.mem_mib,
             disk_total_mib: total,

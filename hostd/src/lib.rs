@@ -5,7 +5,8 @@
 //! [`host`] wires them together; [`api`] serves them over HTTP (the wire types are
 //! the contract crate `nova-hostd-api`'s; hostd reaches VMMs with `nova-vmm-api`'s
 //! client, other hosts with `HostdClient`, the controller with [`controller`]);
-//! [`config`] is its flags and config file; [`jail`] confines each VMM. It does not decide where VMs run: the
+//! [`config`] is its flags and config file; [`jail`] confines each VMM; [`upgrade`] writes a new host image into
+//! the inactive A/B slot; [`shutdown`] stops or migrates VMs away when hostd stops. It does not decide where VMs run: the
 //! controller does.
 
 pub mod admission;
@@ -20,4 +21,6 @@ pub mod metrics;
 pub mod migration;
 pub mod net;
 pub mod nocloud;
+pub mod shutdown;
+pub mod upgrade;
 pub mod vms;

@@ -1,6 +1,7 @@
 //! `nova-hostd`: reads its flags and config file, the token, sets up the data dir and
 //! network, takes back the VMMs still running from a previous hostd, joins the
-//! controller, and serves the API. Stopping hostd (SIGTERM, SIGINT) never stops a VM.
+//! controller, and serves the API. Stopping hostd (SIGTERM, SIGINT) stops no VM unless
+//! `--vms-at-exit` says (the host image powering off).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => FileConfig::read(p)?,
         None => FileConfig::default(),
     };
+    let vms_at_exit = args.vms_at_exit;
     let r = args.resolve(file)?;
     nova_logging::init(r.log_format, "info");
     if let Some(ca) = &r.ca {
@@ -53,13 +55,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", r.listen))?;
     tracing::info!(listen = %r.listen, vms = host.vms.all().len(), "serving");
-    if let Some(join) = join {
+    if let Some(join) = join.clone() {
         tokio::spawn(nova_hostd::controller::run(host.clone(), join));
     }
     notify_ready();
     let app = nova_hostd::api::router(host.clone());
     nova_http::server::serve(listener, app, r.serve.clone(), shutdown()).await?;
-    tracing::info!("nova-hostd stopping; VMs keep running");
+    if vms_at_exit == nova_hostd::shutdown::VmsAtExit::Keep {
+        tracing::info!("nova-hostd stopping; VMs keep running");
+    } else {
+        tracing::info!(policy = ?vms_at_exit, "nova-hostd stopping: its VMs first");
+        nova_hostd::shutdown::run(&host, vms_at_exit, join).await;
+    }
     Ok(())
 }
 

@@ -423,6 +423,7 @@ mod tests {
 
     fn host() -> HostInfo {
         HostInfo {
+            image_version: None,
             host_id: "h1".into(),
             hostname: "x".into(),
             version: "0".into(),

@@ -1,7 +1,8 @@
 //! What the host image is told: `nova.KEY=VALUE` words on the kernel command line and
 //! `KEY=VALUE` lines of a `nova.conf` file (on the EFI or data partition); the command
 //! line wins. [`Config::parse`] checks every value and names every key that is wrong,
-//! all of them at once, so one reboot fixes them all.
+//! all of them at once, so one reboot fixes them all. Over 500 lines: the key table and
+//! its tests, one per key, belong together.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -63,7 +64,37 @@ pub struct Config {
     pub debug: bool,
     /// The system slot booted (`a` or `b`), told by the boot loader.
     pub slot: Option<char>,
+    /// How long a boot on trial (a new slot, booted once) has for its hostd to
+    /// register with the controller before nova-init reboots into the previous slot.
+    pub trial_secs: u64,
+    /// What hostd does with its VMs when the machine stops (power button, API).
+    pub vms_at_shutdown: VmsAtShutdown,
+    /// A serial line (`ttyS0`, `ttyS1`, ...) to serve the debug console on (kernel
+    /// command line only); none by default.
+    pub debug_console: Option<String>,
 }
+
+/// What happens to the VMs when the host stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmsAtShutdown {
+    /// Each VM is shut down (ACPI, then killed after a grace).
+    Stop,
+    /// The controller live-migrates them away (a drain), what is left is stopped.
+    Migrate,
+}
+
+impl VmsAtShutdown {
+    /// hostd's `--vms-at-exit` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmsAtShutdown::Stop => "stop",
+            VmsAtShutdown::Migrate => "migrate",
+        }
+    }
+}
+
+/// The trial deadline unless `nova.trial_secs=` says.
+pub const DEFAULT_TRIAL_SECS: u64 = 300;
 
 impl Default for Config {
     fn default() -> Self {
@@ -86,6 +117,9 @@ impl Default for Config {
             ntp: None,
             debug: false,
             slot: None,
+            trial_secs: DEFAULT_TRIAL_SECS,
+            vms_at_shutdown: VmsAtShutdown::Stop,
+            debug_console: None,
         }
     }
 }
@@ -297,6 +331,32 @@ impl Config {
                             _ => return Err(format!("'{v}' is not a or b")),
                         })
                     }
+                    "trial_secs" => {
+                        c.trial_secs = v
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|s| (10..=86_400).contains(s))
+                            .ok_or_else(|| format!("'{v}' is not seconds in 10..=86400"))?
+                    }
+                    "vms_at_shutdown" => {
+                        c.vms_at_shutdown = match v.as_str() {
+                            "stop" => VmsAtShutdown::Stop,
+                            "migrate" => VmsAtShutdown::Migrate,
+                            _ => return Err(format!("'{v}' is not stop or migrate")),
+                        }
+                    }
+                    "debug_console" => {
+                        c.debug_console = match v.as_str() {
+                            "0" | "off" => None,
+                            "1" | "on" => Some("ttyS0".into()),
+                            t if t.starts_with("tty") && parse_name(t).is_ok() => Some(t.into()),
+                            _ => {
+                                return Err(format!(
+                                    "'{v}' is not a serial line (ttyS0, ttyS1, ...) or 0/1"
+                                ))
+                            }
+                        }
+                    }
                     _ => return Err("unknown key".into()),
                 }
                 Ok(())
@@ -330,6 +390,13 @@ impl Config {
             Some(t) => file_pairs(t)?,
             None => vec![],
         };
+        // A console that reads the disk is granted by whoever boots the machine, not by
+        // a file on its disk.
+        if pairs.iter().any(|(k, _)| k == "debug_console") {
+            return Err(ConfigError(vec![
+                "nova.debug_console: only on the kernel command line, not in nova.conf".into(),
+            ]));
+        }
         pairs.extend(cmdline_pairs(cmdline));
         Config::parse(&pairs)
     }
@@ -351,7 +418,8 @@ mod tests {
              nova.ip=192.0.2.2/24,192.0.2.1 nova.iface=eth0 nova.modules=kvm_intel,vxlan \
              nova.data_label=mydata nova.format_data=0 nova.listen_port=7443 \
              nova.tls_cert=/data/tls/cert.pem nova.tls_key=/data/tls/key.pem \
-             nova.hostname=rack1-h3 nova.ntp=192.0.2.1 nova.debug nova.slot=b quiet",
+             nova.hostname=rack1-h3 nova.ntp=192.0.2.1 nova.debug nova.slot=b quiet \
+             nova.trial_secs=90 nova.vms_at_shutdown=migrate nova.debug_console=ttyS1",
         )
         .unwrap();
         assert_eq!(c.controller.as_deref(), Some("https://ctl.example:8443"));
@@ -376,6 +444,24 @@ mod tests {
         assert_eq!(c.ntp, Some("192.0.2.1".parse().unwrap()));
         assert!(c.debug && !c.insecure_http);
         assert_eq!(c.slot, Some('b'));
+        assert_eq!(c.trial_secs, 90);
+        assert_eq!(c.vms_at_shutdown, VmsAtShutdown::Migrate);
+        assert_eq!(c.debug_console.as_deref(), Some("ttyS1"));
+    }
+
+    #[test]
+    fn the_debug_console_is_refused_from_nova_conf() {
+        let e = Config::from_sources(Some("insecure_http=1\ndebug_console=1\n"), "").unwrap_err();
+        assert!(
+            e.0[0].starts_with("nova.debug_console: only on the kernel command line"),
+            "{e}"
+        );
+        let c = from_cmdline("nova.insecure_http=1").unwrap();
+        assert_eq!(c.debug_console, None, "off unless asked");
+        let c = from_cmdline("nova.insecure_http=1 nova.debug_console=1").unwrap();
+        assert_eq!(c.debug_console.as_deref(), Some("ttyS0"));
+        assert_eq!(c.vms_at_shutdown, VmsAtShutdown::Stop);
+        assert_eq!(c.trial_secs, DEFAULT_TRIAL_SECS);
     }
 
     #[test]
@@ -395,7 +481,8 @@ mod tests {
              nova.iface=way-too-long-interface nova.modules=ok,b@d nova.data_label=a/b \
              nova.format_data=maybe nova.listen_port=0 nova.insecure_http=2 \
              nova.tls_cert=/x/../y nova.hostname=a.b nova.ntp=host nova.debug=yes! \
-             nova.slot=c nova.bogus=1",
+             nova.slot=c nova.bogus=1 nova.trial_secs=5 nova.vms_at_shutdown=keep \
+             nova.debug_console=../sda",
         )
         .unwrap_err();
         for key in [
@@ -417,6 +504,9 @@ mod tests {
             "debug",
             "slot",
             "bogus",
+            "trial_secs",
+            "vms_at_shutdown",
+            "debug_console",
         ] {
             assert!(
                 e.0.iter().any(|m| m.starts_with(&format!("nova.{key}:"))),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nova_init::config::{self, Config, IpConfig};
 use nova_init::system;
-use nova_init::{dhcp, disk, net, power, sntp, supervise};
+use nova_init::{dhcp, disk, net, power, slots, sntp, supervise};
 
 /// Where things live on the running system.
 const ESP_LABEL: &str = "nova-esp";
@@ -37,16 +37,33 @@ fn main() {
     );
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "nova-init starting");
     system::disable_cad();
+    let paths = slots::Paths::new(Path::new(slots::GRUBENV), Path::new(RUN_DIR));
     let halt = match boot(&cmdline) {
-        Ok(hostd_args) => {
+        Ok((hostd_args, cfg)) => {
+            match slots::classify(&paths, cfg.slot) {
+                slots::Boot::Trial { booted, previous } => slots::watch_trial(
+                    paths.clone(),
+                    booted,
+                    previous,
+                    Duration::from_secs(cfg.trial_secs),
+                ),
+                b => tracing::info!(slot = ?cfg.slot, "boot: {b:?}"),
+            }
             let buttons = power::watch();
             tracing::info!(power_buttons = buttons, "supervising nova-hostd");
-            supervise::run(|| {
-                let mut c = Command::new(HOSTD);
-                c.args(&hostd_args)
-                    .env("NOVA_LOG", if debug { "debug" } else { "info" });
-                c
-            })
+            let grace = match cfg.vms_at_shutdown {
+                config::VmsAtShutdown::Stop => supervise::HOSTD_STOP_GRACE,
+                config::VmsAtShutdown::Migrate => supervise::HOSTD_MIGRATE_GRACE,
+            };
+            supervise::run(
+                || {
+                    let mut c = Command::new(HOSTD);
+                    c.args(&hostd_args)
+                        .env("NOVA_LOG", if debug { "debug" } else { "info" });
+                    c
+                },
+                grace,
+            )
         }
         Err(e) => {
             tracing::error!("{e:#}");
@@ -55,6 +72,9 @@ fn main() {
             supervise::wait_for_stop()
         }
     };
+    if halt == system::Halt::Reboot {
+        slots::arm_try(&paths);
+    }
     for m in [DATA_MOUNT, ESP_MOUNT] {
         let _ = system::umount(m);
     }
@@ -62,13 +82,14 @@ fn main() {
     system::halt(halt);
 }
 
-/// Brings the system up; the arguments nova-hostd is started with.
-fn boot(cmdline: &str) -> anyhow::Result<Vec<String>> {
+/// Brings the system up; the arguments nova-hostd is started with, and the settings.
+fn boot(cmdline: &str) -> anyhow::Result<(Vec<String>, Config)> {
     let n = system::load_modules(&[]);
     tracing::info!(modules = n, "modules loaded");
     let esp_conf = read_esp_config();
     let cfg = Config::from_sources(esp_conf.as_deref(), cmdline)?;
     tracing::info!(slot = ?cfg.slot, controller = ?cfg.controller, "configuration read");
+    nova_init::debug_console::start(cfg.debug_console.as_deref());
     if !cfg.modules.is_empty() {
         system::load_modules(&cfg.modules);
     }
@@ -83,10 +104,11 @@ fn boot(cmdline: &str) -> anyhow::Result<Vec<String>> {
         }
     }
     mount_data(&cfg);
-    hostd_args(&cfg, ip)
+    Ok((hostd_args(&cfg, ip)?, cfg))
 }
 
-/// The text of nova.conf on the EFI partition, if there is one.
+/// The text of nova.conf on the EFI partition, if there is one. The partition stays
+/// mounted read-write: GRUB's environment block there is how upgrades boot.
 fn read_esp_config() -> Option<String> {
     let dev = disk::wait_for_label(ESP_LABEL, Duration::from_secs(3))?;
     let devs = dev.to_string_lossy();
@@ -94,7 +116,7 @@ fn read_esp_config() -> Option<String> {
         &devs,
         ESP_MOUNT,
         "vfat",
-        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     ) {
         tracing::warn!("EFI partition {devs}: {e}");
@@ -222,6 +244,9 @@ fn hostd_args(cfg: &Config, ip: std::net::Ipv4Addr) -> anyhow::Result<Vec<String
         token_file.to_string_lossy().into_owned(),
         "--vmm-bin".into(),
         VMM.into(),
+        // The machine stops after hostd: its VMs go first, per nova.vms_at_shutdown.
+        "--vms-at-exit".into(),
+        cfg.vms_at_shutdown.as_str().into(),
     ];
     if let (Some(url), Some(token)) = (&cfg.controller, &cfg.join_token) {
         let jf = Path::new(RUN_DIR).join("join.token");

@@ -13,8 +13,11 @@ use crate::system::Halt;
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const STABLE_AFTER: Duration = Duration::from_secs(60);
-/// How long hostd gets to stop before SIGKILL, and everything else after it.
+/// How long hostd gets to stop before SIGKILL (stopping its VMs: their stop timeout
+/// and a margin; migrating them away: hostd's wait for the drain and a margin), and
+/// everything else after it.
 pub const HOSTD_STOP_GRACE: Duration = Duration::from_secs(20);
+pub const HOSTD_MIGRATE_GRACE: Duration = Duration::from_secs(270);
 pub const REST_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Restart delays: doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], back to the
@@ -146,7 +149,7 @@ pub fn wait_for_stop() -> Halt {
 /// Runs `make_cmd()` (hostd) for ever, restarting it with backoff, until a stop
 /// request; then stops it (SIGTERM, SIGKILL after the grace), stops every other
 /// process, and answers how to halt.
-pub fn run(mut make_cmd: impl FnMut() -> Command) -> Halt {
+pub fn run(mut make_cmd: impl FnMut() -> Command, hostd_grace: Duration) -> Halt {
     let mut backoff = Backoff::default();
     let mut child: Option<(Child, Instant)> = None;
     let mut start_at = Some(Instant::now());
@@ -197,12 +200,12 @@ pub fn run(mut make_cmd: impl FnMut() -> Command) -> Halt {
         signal(pid, libc::SIGTERM);
         let gone = std::cell::Cell::new(false);
         wait_reaping(
-            HOSTD_STOP_GRACE,
+            hostd_grace,
             |p| gone.set(gone.get() || p == pid),
             || gone.get(),
         );
         if !gone.get() {
-            tracing::warn!("nova-hostd did not stop in {HOSTD_STOP_GRACE:?}: killing it");
+            tracing::warn!("nova-hostd did not stop in {hostd_grace:?}: killing it");
             signal(pid, libc::SIGKILL);
         }
         tracing::info!("nova-hostd stopped");

@@ -1,5 +1,5 @@
-//! `novactl host ...`: list (`--watch`), get, cordon, uncordon and drain hosts (the
-//! system tenant's business); and how a host prints as a table row.
+//! `novactl host ...`: list (`--watch`), get, cordon, uncordon, drain and upgrade (in
+//! `upgrade`) hosts (the system tenant's business); and how a host prints as a row.
 
 use clap::Subcommand;
 use nova_controller_api::{ControllerClient, Host, HostState};
@@ -43,6 +43,17 @@ pub enum HostCmd {
         #[command(flatten)]
         wait: progress::WaitArgs,
     },
+    /// Install a host image version (the controller's --system-images) on a host: it
+    /// reboots into it and keeps it only if it registers again in time, else falls back.
+    #[command(after_long_help = "Examples:
+  novactl host drain host-a && novactl host upgrade host-a --image 0.2.0
+  novactl host upgrade host-a            # the newest version the controller holds")]
+    Upgrade {
+        /// The host's id.
+        id: String,
+        #[command(flatten)]
+        args: crate::upgrade::UpgradeArgs,
+    },
 }
 
 pub async fn run(api: &ControllerClient, cmd: HostCmd, f: Format) -> anyhow::Result<()> {
@@ -61,6 +72,7 @@ pub async fn run(api: &ControllerClient, cmd: HostCmd, f: Format) -> anyhow::Res
             let op = api.drain(&id).await?;
             return progress::run(api, op, wait, f).await;
         }
+        HostCmd::Upgrade { id, args } => return crate::upgrade::host(api, &id, args, f).await,
     };
     print!("{}", output::one(f, &h)?);
     Ok(())
@@ -78,7 +90,7 @@ impl Columns for Host {
             "heartbeat",
         ];
         if wide {
-            h.extend(["url", "kvm", "labels", "registered_at"]);
+            h.extend(["url", "kvm", "image", "labels", "registered_at"]);
         }
         h
     }
@@ -105,6 +117,7 @@ impl Columns for Host {
             c.extend([
                 self.url.clone(),
                 self.kvm.clone(),
+                self.image_version.clone().unwrap_or_else(|| "-".into()),
                 output::pairs(&self.labels),
                 dates::date(self.registered_at_ms),
             ]);

@@ -22,6 +22,7 @@ mod progress;
 mod snapshot;
 mod template;
 mod top;
+mod upgrade;
 mod vm;
 mod vm_spec;
 mod watch;
@@ -112,9 +113,12 @@ enum Cmd {
     /// Virtual machines: create, list, get, start, stop, delete, migrate.
     #[command(subcommand)]
     Vm(vm::VmCmd),
-    /// Hosts: list, get, cordon, uncordon, drain (system tenant).
+    /// Hosts: list, get, cordon, uncordon, drain, upgrade (system tenant).
     #[command(subcommand)]
     Host(host::HostCmd),
+    /// The whole cluster: a rolling upgrade of the host image (system tenant).
+    #[command(subcommand)]
+    Cluster(upgrade::ClusterCmd),
     /// Images of the hosts' caches: upload, import (admins), list.
     #[command(subcommand)]
     Image(image::ImageCmd),
@@ -220,6 +224,7 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
     match cmd {
         Cmd::Vm(c) => vm::run(&api, c, f).await,
         Cmd::Host(c) => host::run(&api, c, f).await,
+        Cmd::Cluster(c) => upgrade::cluster(&api, c, f).await,
         Cmd::Image(c) => image::run(&api, c, f).await,
         Cmd::Template(c) => template::run(&api, c, f).await,
         Cmd::Operation(c) => operation::run(&api, c, f).await,

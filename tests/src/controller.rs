@@ -319,6 +319,7 @@ impl Drop for Controller {
 /// What hostd reports about a host of `vcpus`/`mem_mib` (registration, heartbeats).
 pub fn host_info(id: &str, vcpus: u64, mem_mib: u64) -> HostInfo {
     HostInfo {
+        image_version: None,
         host_id: id.into(),
         hostname: id.into(),
         version: "test".into(),

@@ -5,7 +5,9 @@
 //! first and powers the machine off. Booted two ways: kernel + initramfs with the
 //! settings on the command line (static address), and the raw disk by UEFI firmware
 //! (OVMF, GRUB, slot A) with the settings in nova.conf on the EFI partition and the
-//! address from a DHCP server (dnsmasq) on the tap.
+//! address from a DHCP server (dnsmasq) on the tap. The first boot asks for a debug
+//! console on the second serial line and uses it; the disk boots show none. The A/B
+//! upgrade test boots the disk once and upgrades it twice (one good build, one broken).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -122,6 +124,34 @@ fn monitor(sock: &Path, command: &str) {
     std::thread::sleep(Duration::from_millis(500));
 }
 
+/// Types `line` on the debug console at `sock` (QEMU's second serial line); what it
+/// printed until its next prompt.
+fn debug_console(sock: &Path, line: &str) -> String {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("the ttyS1 socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    writeln!(s, "{line}").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+        let text = String::from_utf8_lossy(&got);
+        // The echo-less console answers, then prompts again.
+        if text.matches("nova# ").count() >= 1
+            && text.trim_end().ends_with("nova#")
+            && text.lines().count() > 1
+        {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 #[test]
 fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     if !require_image_and_qemu() {
@@ -147,11 +177,15 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
 
     let disk = disk_copy(&dir);
     let mon = dir.join("monitor.sock");
+    let dbg = dir.join("ttyS1.sock");
     let mut qemu = ns.command(Path::new("qemu-system-x86_64"));
     qemu.args([
         "-M", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024",
     ])
     .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    // The second serial line: the debug console the command line asks for.
+    .arg("-serial")
+    .arg(format!("unix:{},server=on,wait=off", dbg.display()))
     .arg("-monitor")
     .arg(format!("unix:{},server=on,wait=off", mon.display()))
     .arg("-kernel")
@@ -161,7 +195,8 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     .arg("-append")
     .arg(format!(
         "console=ttyS0 panic=-1 nova.ip=192.0.2.2/24 nova.controller={url} \
-             nova.join_token={join} nova.insecure_http=1 nova.hostname=img-host"
+             nova.join_token={join} nova.insecure_http=1 nova.hostname=img-host \
+             nova.debug_console=ttyS1"
     ))
     .arg("-netdev")
     .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
@@ -169,12 +204,18 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     .arg("-drive")
     .arg(format!("file={},format=raw,if=virtio", disk.display()));
     let mut vm = Console::spawn(qemu);
+    expect_line(&vm, "debug console on /dev/ttyS1");
     expect_line(&vm, "data partition is blank: formatting ext4");
     expect_line(&vm, "nova-hostd started");
 
     let host = ready_host(&ns, &url, &admin, "img-host");
     assert_eq!(host.url, "http://192.0.2.2:7070", "{host:?}");
     assert_hostd_answers(&ns, &host);
+    // The debug console answers on its line; the image has no shell behind it.
+    let answer = debug_console(&dbg, "version");
+    assert!(answer.contains("image "), "{answer}");
+    let answer = debug_console(&dbg, "sh");
+    assert!(answer.contains("sh: unknown command"), "{answer}");
 
     // The ACPI power button: hostd is stopped first, then the machine powers off.
     monitor(&mon, "system_powerdown");
@@ -270,4 +311,234 @@ fn host_disk_boots_by_uefi_with_settings_on_the_efi_partition_and_dhcp() {
     let host = ready_host(&ns, &url, &admin, "uefi-host");
     assert!(host.url.starts_with("http://198.51.100.5"), "{host:?}");
     assert_hostd_answers(&ns, &host);
+}
+
+/// Waits for a console line containing `needle` at index >= `from`; its index.
+fn expect_from(vm: &Console, from: usize, needle: &str, secs: u64) -> usize {
+    vm.wait_for_from(from, Duration::from_secs(secs), |l| l.text.contains(needle))
+        .0
+}
+
+/// A host image version for the controller's `--system-images`: the built kernel, and
+/// the built initramfs followed by a cpio archive of `overlay` (path in the image,
+/// bytes, mode). The kernel unpacks concatenated archives in order, later files
+/// replacing earlier ones: a build that differs in those files only.
+fn derived_version(images: &Path, version: &str, overlay: &[(&str, &[u8], &str)]) {
+    let d = images.join(version);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(image("vmlinuz"), d.join("vmlinuz")).unwrap();
+    let src = d.join("overlay");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut spec = String::new();
+    for (path, bytes, mode) in overlay {
+        let f = src.join(path.trim_start_matches('/').replace('/', "_"));
+        std::fs::write(&f, bytes).unwrap();
+        spec.push_str(&format!("file {path} {} {mode}\n", f.display()));
+    }
+    let out = Command::new(root().join("guest-images/linux/mkcpio.sh"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(spec.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "mkcpio.sh");
+    let mut initrd = std::fs::read(image("initrd.img")).unwrap();
+    // The next archive must start 4-byte aligned; zeros between archives are skipped.
+    initrd.resize(initrd.len().next_multiple_of(512), 0);
+    initrd.extend_from_slice(&out.stdout);
+    std::fs::write(d.join("initrd.img"), initrd).unwrap();
+    std::fs::remove_dir_all(&src).unwrap();
+}
+
+/// Runs novactl in `ns` against the controller at `url`; its status and output.
+fn novactl(ns: &NetNs, url: &str, admin: &str, args: &[&str]) -> (bool, String) {
+    let out = ns
+        .command(&binary("novactl"))
+        .env("NOVA_URL", url)
+        .env("NOVA_TOKEN", admin)
+        .env_remove("NOVA_CONFIG")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// One boot of the raw disk (UEFI, GRUB, slot A) serves every upgrade check: a rolling
+/// upgrade (`novactl cluster upgrade`) to a second build writes slot B, boots it once,
+/// and the host is back Ready reporting the new version with slot B marked good; then
+/// `novactl host upgrade` to a deliberately broken third build (its hostd cannot
+/// start, so it never registers) boots slot A on trial, which misses its deadline,
+/// and nova-init reboots into slot B: the host is Ready on the second build again.
+/// Without `nova.debug_console` on the command line there is no debug console.
+#[test]
+fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
+    if !require_image_and_qemu() || !require(which("mcopy"), "mtools is not installed") {
+        return;
+    }
+    let firmware = Path::new("/usr/share/ovmf/OVMF.fd");
+    if !require(
+        firmware.exists(),
+        "OVMF (UEFI firmware, package ovmf) is not installed",
+    ) {
+        return;
+    }
+    let v1 = std::fs::read_to_string(image("VERSION"))
+        .expect("host-image/out/VERSION (make host-image)")
+        .trim()
+        .to_string();
+    let (v2, v3) = (format!("{v1}-next"), format!("{v1}-broken"));
+    let dir = TempDir::new();
+    let images = dir.join("images");
+    derived_version(
+        &images,
+        &v2,
+        &[("/etc/nova-version", format!("{v2}\n").as_bytes(), "0644")],
+    );
+    // Broken: hostd is an empty file (exec fails, nova-init retries with backoff).
+    derived_version(
+        &images,
+        &v3,
+        &[
+            ("/etc/nova-version", format!("{v3}\n").as_bytes(), "0644"),
+            ("/bin/nova-hostd", b"", "0755"),
+        ],
+    );
+
+    let ns = NetNs::new();
+    let tap = unique("nvg");
+    ns.add_tap(&tap, "203.0.113.1/24");
+    let port = free_port();
+    let mut cmd = ns.command(&binary("nova-controller"));
+    cmd.args([
+        "--insecure-http",
+        "--listen",
+        &format!("203.0.113.1:{port}"),
+    ])
+    .args(["--heartbeat-ms", "1000", "--down-after-ms", "5000"])
+    .arg("--system-images")
+    .arg(&images)
+    .arg("--store")
+    .arg(format!("sqlite:{}", dir.join("c.db").display()))
+    .arg("--admin-token-file")
+    .arg(dir.join("admin"))
+    .arg("--join-token-file")
+    .arg(dir.join("join"));
+    let _ctl = Console::spawn(cmd);
+    let url = format!("http://203.0.113.1:{port}");
+    wait_for(30, "the controller to answer", || {
+        in_namespace(Some(&ns.name), || block_on(client(&url, None).health())).ok()
+    });
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (admin, join) = (read("admin"), read("join"));
+
+    let disk = disk_copy(&dir);
+    let conf = dir.join("nova.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "controller={url}\njoin_token={join}\ninsecure_http=1\nhostname=ab-host\n\
+             ip=203.0.113.2/24\ntrial_secs=90\n"
+        ),
+    )
+    .unwrap();
+    let st = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1M", disk.display()))
+        .arg(&conf)
+        .arg("::/nova/nova.conf")
+        .status()
+        .unwrap();
+    assert!(st.success(), "mcopy nova.conf onto the EFI partition");
+
+    let mon = dir.join("monitor.sock");
+    let mut qemu = ns.command(Path::new("qemu-system-x86_64"));
+    qemu.args([
+        "-M", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024",
+    ])
+    // No -no-reboot: upgrades reboot the machine, QEMU keeps running it.
+    .args(["-display", "none", "-serial", "stdio"])
+    .arg("-monitor")
+    .arg(format!("unix:{},server=on,wait=off", mon.display()))
+    .arg("-bios")
+    .arg(firmware)
+    .arg("-netdev")
+    .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+    .args(["-device", "virtio-net-pci,netdev=n0"])
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=virtio", disk.display()));
+    let mut vm = Console::spawn(qemu);
+    let secs = BOOT_SECS;
+    expect_from(&vm, 0, "NovaCron host: slot a", secs);
+    expect_from(&vm, 0, "no debug console", secs);
+    let host = ready_host(&ns, &url, &admin, "ab-host");
+    assert_eq!(host.image_version.as_deref(), Some(v1.as_str()), "{host:?}");
+    assert!(
+        !vm.lines()
+            .iter()
+            .any(|l| l.text.contains("debug console on")),
+        "a debug console without nova.debug_console"
+    );
+
+    // A rolling upgrade of the cluster (one host here) to the second build.
+    let mark = vm.lines().len();
+    let (ok, out) = novactl(&ns, &url, &admin, &["cluster", "upgrade", "--image", &v2]);
+    assert!(ok, "novactl cluster upgrade: {out}");
+    for step in [
+        "1 host(s) to upgrade",
+        "draining",
+        "rebooting",
+        "uncordoned",
+    ] {
+        assert!(out.contains(step), "progress '{step}' in:\n{out}");
+    }
+    assert!(out.contains(&format!("Ready on {v2}")), "{out}");
+    let b = expect_from(&vm, mark, "NovaCron host: slot b", 30);
+    expect_from(&vm, b, "slot b is on trial", 30);
+    expect_from(&vm, b, "slot b registered: marked good", 60);
+    let host = ready_host(&ns, &url, &admin, "ab-host");
+    assert_eq!(host.image_version.as_deref(), Some(v2.as_str()), "{host:?}");
+    assert!(!host.cordoned, "uncordoned after the upgrade: {host:?}");
+    assert_hostd_answers(&ns, &host);
+
+    // The broken third build: slot A on trial, no registration, back to slot B.
+    let mark = vm.lines().len();
+    let (ok, out) = novactl(
+        &ns,
+        &url,
+        &admin,
+        &["host", "upgrade", &host.id, "--image", &v3],
+    );
+    assert!(!ok, "a rolled-back upgrade fails: {out}");
+    assert!(out.contains(&format!("rolled back to {v2}")), "{out}");
+    let a = expect_from(&vm, mark, "NovaCron host: slot a", 30);
+    expect_from(&vm, a, "starting nova-hostd", secs);
+    let back = expect_from(&vm, a, "slot a did not register within 90 s", 30);
+    let b = expect_from(&vm, back, "NovaCron host: slot b", 60);
+    assert!(
+        !vm.lines()[b..]
+            .iter()
+            .any(|l| l.text.contains("is on trial")),
+        "slot b is the default again, not on trial"
+    );
+    let host = ready_host(&ns, &url, &admin, "ab-host");
+    assert_eq!(host.image_version.as_deref(), Some(v2.as_str()), "{host:?}");
+    assert_hostd_answers(&ns, &host);
+
+    monitor(&mon, "system_powerdown");
+    let st = vm.wait_exit(Duration::from_secs(120));
+    assert!(st.success(), "QEMU ended {st} after power-off");
 }

@@ -125,6 +125,20 @@ impl ControllerClient {
     pub async fn drain(&self, id: &str) -> Result<Operation, Error> {
         self.http.post(&format!("/v1/hosts/{id}/drain"), &()).await
     }
+    /// `GET /v1/system-images`: the host image versions, newest first.
+    pub async fn system_images(&self) -> Result<SystemImages, Error> {
+        self.http.get("/v1/system-images").await
+    }
+    /// `POST /v1/hosts/{id}/upgrade`: install a host image version on a host.
+    pub async fn upgrade_host(
+        &self,
+        id: &str,
+        req: &HostUpgradeRequest,
+    ) -> Result<HostUpgrade, Error> {
+        self.http
+            .post(&format!("/v1/hosts/{id}/upgrade"), req)
+            .await
+    }
 
     pub async fn migration_policy(&self) -> Result<MigrationPolicy, Error> {
         self.http.get("/v1/migration-policy").await

@@ -8,6 +8,7 @@ pub mod model;
 pub mod monitoring;
 pub mod policy;
 pub mod snapshots;
+pub mod upgrade;
 
 #[cfg(feature = "client")]
 mod client;
@@ -22,3 +23,4 @@ pub use nova_http::{ErrorBody, FieldError};
 pub use nova_vmm_api::{Compression, MigrationKind, MigrationMode, MigrationParams};
 pub use policy::{MigrationParamsPatch, MigrationPolicy, MigrationPolicyPatch};
 pub use snapshots::*;
+pub use upgrade::*;

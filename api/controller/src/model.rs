@@ -71,6 +71,10 @@ pub struct Host {
     /// What hostd reports allocated.
     pub allocated: Resources,
     pub kvm: String,
+    /// The host image's version when the host runs from it (upgrades: `POST
+    /// /v1/hosts/{id}/upgrade`).
+    #[serde(default)]
+    pub image_version: Option<String>,
     pub registered_at_ms: u64,
     pub last_heartbeat_ms: u64,
     /// Store revision of this record (set on read): what `If-Match` names.

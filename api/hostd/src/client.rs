@@ -194,6 +194,23 @@ impl HostdClient {
     pub async fn upload_image(&self, file: &Path) -> Result<ImageInfo, Error> {
         self.http.upload("/v1/images", file).await
     }
+    /// `GET /v1/system`: the host image this hostd runs on.
+    pub async fn system(&self) -> Result<SystemInfo, Error> {
+        self.http.get("/v1/system").await
+    }
+    /// `PUT /v1/system/staged/{file}` (`kernel` or `initrd`): stage the file at `path`.
+    pub async fn stage_system_file(&self, file: &str, path: &Path) -> Result<StagedFile, Error> {
+        self.http
+            .upload(&format!("/v1/system/staged/{file}"), path)
+            .await
+    }
+    /// `POST /v1/system/upgrade`: write the staged files to the other slot, boot it once.
+    pub async fn upgrade_system(
+        &self,
+        req: &SystemUpgradeRequest,
+    ) -> Result<SystemUpgradeStarted, Error> {
+        self.http.post("/v1/system/upgrade", req).await
+    }
     /// `GET /v1/network`.
     pub async fn network(&self) -> Result<NetworkInfo, Error> {
         self.http.get("/v1/network").await

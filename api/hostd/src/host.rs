@@ -22,6 +22,9 @@ pub struct HostInfo {
     pub host_id: String,
     pub hostname: String,
     pub version: String,
+    /// The host image's version when hostd runs on the host image (`/etc/nova-version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_version: Option<String>,
     /// Physical facts.
     pub cores: u64,
     pub mem_mib: u64,

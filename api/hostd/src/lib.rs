@@ -20,6 +20,7 @@ mod migration;
 mod names;
 mod spec;
 mod stored;
+mod system;
 mod vm;
 
 pub use cloud_init::*;
@@ -28,6 +29,7 @@ pub use migration::*;
 pub use names::*;
 pub use spec::*;
 pub use stored::*;
+pub use system::*;
 pub use vm::*;
 
 #[cfg(test)]

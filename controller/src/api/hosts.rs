@@ -145,7 +145,8 @@ pub async fn uncordon(
 }
 
 /// `POST /v1/hosts/{id}/drain`: cordons the host and live-migrates every VM away,
-/// within the migration policy; answers the operation to follow.
+/// within the migration policy; answers the operation to follow. System operators,
+/// or the host itself with its own token (as it powers off).
 #[utoipa::path(post, path = "/v1/hosts/{id}/drain", tag = "hosts",
     params(("id" = String, Path, description = "host id"),
         ("If-Match" = Option<String>, Header, description = "the host's revision"),
@@ -158,7 +159,11 @@ pub async fn drain(
     IfMatch(rev): IfMatch,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    must_be_cluster(&c, true)?;
+    // A host may drain itself (hostd --vms-at-exit migrate, as its machine stops).
+    let itself = c.role == Role::Host && c.host.as_deref() == Some(id.as_str());
+    if !itself {
+        must_be_cluster(&c, true)?;
+    }
     let op = crate::migration::drain::start(&st.ctx, &id, rev).await?;
     Ok(answer(StatusCode::ACCEPTED, Some(op.revision), op))
 }

@@ -19,6 +19,7 @@ mod status;
 mod stream;
 mod templates;
 mod ui;
+mod upgrades;
 mod vms;
 
 use std::sync::Arc;
@@ -128,6 +129,8 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/hosts/{id}/cordon", post(hosts::cordon))
         .route("/v1/hosts/{id}/uncordon", post(hosts::uncordon))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))
+        .route("/v1/hosts/{id}/upgrade", post(upgrades::upgrade_host))
+        .route("/v1/system-images", get(upgrades::system_images))
         .route(
             "/v1/migration-policy",
             get(policy::get_policy)

@@ -11,6 +11,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::alerting;
+use super::upgrades;
 use super::{access, console, hosts, images, monitoring, operations, policy, status, stream, vms};
 use super::{snapshots, templates};
 use crate::model::ErrorBody;
@@ -42,6 +43,8 @@ const BEARER: &str = "bearer";
         hosts::drain,
         hosts::create_join_token,
         hosts::forget_host,
+        upgrades::system_images,
+        upgrades::upgrade_host,
         images::upload_image,
         images::import_image,
         images::list_images,

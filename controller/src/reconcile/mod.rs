@@ -407,6 +407,7 @@ mod tests {
             },
             allocated: Resources::default(),
             kvm: "none".into(),
+            image_version: None,
             registered_at_ms: now_ms(),
             last_heartbeat_ms: now_ms(),
             revision: 0,

@@ -41,6 +41,7 @@ fn host(id: &str) -> Host {
         },
         allocated: Resources::default(),
         kvm: "pvm".into(),
+        image_version: None,
         registered_at_ms: 0,
         last_heartbeat_ms: 0,
         revision: 0,

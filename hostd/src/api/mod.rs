@@ -10,6 +10,7 @@ pub mod error;
 pub mod host;
 pub mod migrations;
 pub mod snapshots;
+pub mod system;
 pub mod vms;
 
 use std::sync::Arc;
@@ -100,6 +101,9 @@ fn routes(host: &Arc<Host>) -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(host::network))
         .routes(routes!(host::add_peer))
         .routes(routes!(host::metrics))
+        .routes(routes!(system::system))
+        .routes(routes!(system::stage))
+        .routes(routes!(system::upgrade))
         .route_layer(middleware::from_fn_with_state(
             host.clone(),
             auth::require_token,

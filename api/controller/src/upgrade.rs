@@ -1,0 +1,44 @@
+//! Host image upgrades: the versions the controller holds (`GET /v1/system-images`,
+//! from its `--system-images` directory) and the upgrade of one host (`POST
+//! /v1/hosts/{id}/upgrade`): the controller streams the version's kernel and
+//! initramfs to the host's hostd, which writes them to its inactive slot and reboots
+//! into it once; the host comes back Ready on the new version, or (if the new system
+//! does not register in time) on the old one.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One host image version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SystemImage {
+    pub version: String,
+    pub kernel_bytes: u64,
+    pub initrd_bytes: u64,
+    /// When the version's directory last changed (ms since the epoch): the newest is
+    /// the default of an upgrade.
+    pub modified_ms: u64,
+}
+
+/// `GET /v1/system-images`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SystemImages {
+    pub images: Vec<SystemImage>,
+}
+
+/// `POST /v1/hosts/{id}/upgrade`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostUpgradeRequest {
+    /// The version to install; the newest when absent.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// The answer: the host is rebooting into `to_version` (in `slot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostUpgrade {
+    pub host: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub slot: String,
+}

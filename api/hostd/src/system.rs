@@ -1,0 +1,117 @@
+//! The host image's system (kernel + initramfs in A/B slots): what hostd reports about
+//! it (`GET /v1/system`), and the upgrade contract (`PUT /v1/system/staged/{file}`
+//! with each file's bytes, then `POST /v1/system/upgrade` to write them to the
+//! inactive slot and reboot into it once).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::FieldError;
+
+/// The files of a system image, as staged: `kernel` (vmlinuz) and `initrd`.
+pub const SYSTEM_FILES: [&str; 2] = ["kernel", "initrd"];
+
+/// `GET /v1/system`: the host image this hostd runs on, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SystemInfo {
+    /// The image's version (`/etc/nova-version`); None off the host image.
+    pub image_version: Option<String>,
+    /// The slot booted (`a` or `b`, from `nova.slot=` on the kernel command line).
+    pub slot: Option<String>,
+    /// Whether this host can be upgraded (it runs from the host image's disk).
+    pub upgradable: bool,
+}
+
+/// `PUT /v1/system/staged/{file}`: what was staged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StagedFile {
+    pub file: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+}
+
+/// `POST /v1/system/upgrade`: write the staged files to the inactive slot and boot it
+/// once; it becomes the default only after it registers with the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemUpgradeRequest {
+    /// The new image's version (what it will report).
+    pub version: String,
+    /// SHA-256 (hex) of the staged kernel and initrd: checked before the slot is written.
+    pub kernel_sha256: String,
+    pub initrd_sha256: String,
+}
+
+/// The answer to an upgrade: the slot written; the host reboots into it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SystemUpgradeStarted {
+    pub version: String,
+    pub slot: String,
+    pub from_version: Option<String>,
+}
+
+/// A version name: 1-64 of letters, digits, `.`, `-`, `_`, `+`, not starting with `.`
+/// (it names a directory on the controller and a file in a slot).
+pub fn validate_version(field: &str, v: &str) -> Result<(), FieldError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && !v.starts_with('.')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "'{v}' is not a version (1-64 of letters, digits, . - _ +, not starting with .)"
+            ),
+        ))
+    }
+}
+
+/// A SHA-256 in hex (64 lowercase hex digits).
+pub fn validate_sha256(field: &str, v: &str) -> Result<(), FieldError> {
+    if v.len() == 64 && v.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "not a SHA-256 (64 lowercase hex digits)",
+        ))
+    }
+}
+
+impl SystemUpgradeRequest {
+    /// Names the first bad field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_version("version", &self.version)?;
+        validate_sha256("kernel_sha256", &self.kernel_sha256)?;
+        validate_sha256("initrd_sha256", &self.initrd_sha256)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_that_could_name_another_path_are_refused() {
+        for v in ["", "..", ".hidden", "a/b", "a b", &"x".repeat(65)] {
+            assert!(validate_version("version", v).is_err(), "{v:?}");
+        }
+        for v in ["0.1.0", "0.1.0+1765000000", "v2_test-1"] {
+            validate_version("version", v).unwrap();
+        }
+    }
+
+    #[test]
+    fn upgrade_request_names_the_bad_hash() {
+        let r = SystemUpgradeRequest {
+            version: "2".into(),
+            kernel_sha256: "a".repeat(64),
+            initrd_sha256: "A".repeat(64),
+        };
+        assert_eq!(r.validate().unwrap_err().field, "initrd_sha256");
+    }
+}

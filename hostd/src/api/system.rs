@@ -1,0 +1,86 @@
+//! The host image's routes: what it runs (`GET /v1/system`), staging a new kernel and
+//! initramfs (`PUT /v1/system/staged/{file}`), and the upgrade that writes them to the
+//! inactive slot and reboots into it once (`POST /v1/system/upgrade`). The controller
+//! drives these (`POST /v1/hosts/{id}/upgrade` there).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use http_body_util::BodyExt;
+use nova_hostd_api::{
+    ErrorBody, FieldError, StagedFile, SystemInfo, SystemUpgradeRequest, SystemUpgradeStarted,
+};
+
+use crate::api::error::{ApiResult, JsonBody};
+use crate::error::Error;
+use crate::host::Host;
+use crate::upgrade::{self, Staging};
+
+type S = State<Arc<Host>>;
+
+/// The host image this hostd runs on.
+#[utoipa::path(get, path = "/v1/system", tag = "host",
+    responses((status = 200, body = SystemInfo)))]
+pub async fn system(State(h): S) -> Json<SystemInfo> {
+    Json(h.system.info())
+}
+
+/// Stages one file of a new system image (the body is its bytes).
+#[utoipa::path(put, path = "/v1/system/staged/{file}", tag = "host",
+    params(("file" = String, Path, description = "kernel or initrd")),
+    request_body(content = String, content_type = "application/octet-stream",
+        description = "the file's bytes"),
+    responses((status = 201, body = StagedFile), (status = 400, body = ErrorBody)))]
+pub async fn stage(
+    State(h): S,
+    Path(file): Path<String>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<StagedFile>)> {
+    let mut st = Staging::begin(&h.config.data_dir, &file)?;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| FieldError::new("body", format!("upload interrupted: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if let Err(e) = st.write(&data) {
+                nova_http::server::drain_refused_body(&mut body).await;
+                return Err(e.into());
+            }
+        }
+    }
+    let staged = tokio::task::spawn_blocking(move || st.finish())
+        .await
+        .map_err(|e| Error::Conflict(format!("staging task: {e}")))??;
+    tracing::info!(file = %staged.file, bytes = staged.size_bytes, sha256 = %staged.sha256, "system file staged");
+    Ok((StatusCode::CREATED, Json(staged)))
+}
+
+/// Writes the staged files into the inactive slot and reboots into it once; the new
+/// system becomes the default only once its hostd registers with the controller.
+#[utoipa::path(post, path = "/v1/system/upgrade", tag = "host",
+    request_body = SystemUpgradeRequest,
+    responses((status = 202, body = SystemUpgradeStarted),
+        (status = 400, description = "a bad field, or a staged file's hash differs", body = ErrorBody),
+        (status = 409, description = "not on the host image, or nothing staged", body = ErrorBody)))]
+pub async fn upgrade(
+    State(h): S,
+    JsonBody(req): JsonBody<SystemUpgradeRequest>,
+) -> ApiResult<(StatusCode, Json<SystemUpgradeStarted>)> {
+    let host = h.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        upgrade::upgrade(&host.system, &host.config.data_dir, &req)
+    })
+    .await
+    .map_err(|e| Error::Conflict(format!("upgrade task: {e}")))??;
+    tracing::info!(version = %started.version, slot = %started.slot, "new system written: rebooting into it");
+    tokio::spawn(async {
+        // Let the answer reach the controller first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        upgrade::request_reboot();
+    });
+    Ok((StatusCode::ACCEPTED, Json(started)))
+}
