@@ -15,12 +15,14 @@ mod cloud_init;
 #[cfg(feature = "client")]
 pub use client::HostdClient;
 
+mod backup;
 mod host;
 mod migration;
 mod names;
 mod spec;
 mod vm;
 
+pub use backup::*;
 pub use cloud_init::*;
 pub use host::*;
 pub use migration::*;

@@ -6,6 +6,7 @@
 //! route the router lacks, nor the reverse.
 
 pub mod auth;
+pub mod backups;
 pub mod error;
 pub mod host;
 pub mod migrations;
@@ -43,7 +44,8 @@ use crate::host::Host;
         (name = "migrations", description = "Live migration between hosts"),
         (name = "images", description = "The content-addressed image cache"),
         (name = "network", description = "Bridge and VXLAN overlay"),
-        (name = "host", description = "The host itself")
+        (name = "host", description = "The host itself"),
+        (name = "backups", description = "Backup jobs on backup stores")
     )
 )]
 struct ApiDoc;
@@ -94,6 +96,8 @@ fn routes(host: &Arc<Host>) -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(host::network))
         .routes(routes!(host::add_peer))
         .routes(routes!(host::metrics))
+        .routes(routes!(backups::start_job))
+        .routes(routes!(backups::get_job))
         .route_layer(middleware::from_fn_with_state(
             host.clone(),
             auth::require_token,
