@@ -45,6 +45,7 @@ impl Store {
             if !seen.insert(id) {
                 continue;
             }
+            self.add_progress(1);
             let check = self.backend().get(&chunk_key(&id)).and_then(|stored| {
                 decode_and_verify(&id, &stored, m.hash, self.config().key.as_ref())
             });

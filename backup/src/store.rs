@@ -14,6 +14,8 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Bytes read from the source per step (a multiple of the 4 MiB disk chunk).
 const WINDOW: usize = 32 << 20;
@@ -67,6 +69,11 @@ pub struct BackupFileResult {
 pub struct Store {
     backend: Box<dyn Backend>,
     cfg: StoreConfig,
+    /// Bytes read (backup), written (restore) or chunks checked (verify) so far.
+    progress: Arc<AtomicU64>,
+    /// A missing previous chunk fails the backup instead of being re-read: the
+    /// source holds only the changed blocks (a staged copy).
+    strict: bool,
 }
 
 /// The object key of a chunk: `chunks/<first 4 hex>/<64 hex>`.
@@ -81,6 +88,10 @@ pub fn manifest_key(backup_id: &str) -> Result<String> {
     Ok(format!("manifests/{backup_id}.json"))
 }
 
+fn prev_id(previous: Option<&Manifest>) -> &str {
+    previous.map_or("-", |m| m.backup_id.as_str())
+}
+
 fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -91,7 +102,48 @@ fn now_unix() -> u64 {
 impl Store {
     /// A store writing through `backend` with `cfg`.
     pub fn new(backend: Box<dyn Backend>, cfg: StoreConfig) -> Self {
-        Store { backend, cfg }
+        Store {
+            backend,
+            cfg,
+            progress: Arc::default(),
+            strict: false,
+        }
+    }
+
+    /// Counts progress into `counter`: bytes read by backups, bytes written by
+    /// restores, chunks checked by verify.
+    pub fn with_progress(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.progress = counter;
+        self
+    }
+
+    /// Incremental backups whose source holds only the changed blocks (a sparse staged
+    /// copy): a previous chunk gone from the store fails the backup, naming it, where
+    /// it would otherwise be re-read (from holes).
+    pub fn strict_incremental(mut self) -> Self {
+        self.strict = true;
+        self
+    }
+
+    pub(crate) fn add_progress(&self, n: u64) {
+        self.progress.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Deletes a backup's manifest; its chunks go at the next GC.
+    pub fn delete_backup(&self, backup_id: &str) -> Result<()> {
+        self.backend.delete(&manifest_key(backup_id)?)
+    }
+
+    /// Why `previous` + `dirty` cannot drive an incremental backup of file `name` of
+    /// `size` bytes, if they cannot (the same check [`backup_file`](Self::backup_file) makes).
+    pub fn incremental_refused(
+        &self,
+        name: &str,
+        size: u64,
+        previous: Option<&Manifest>,
+        dirty: Option<&DirtyBlocks>,
+    ) -> Option<String> {
+        self.incremental_refusal(name, size, previous, dirty).err()
     }
 
     /// The backend (for maintenance jobs).
@@ -206,6 +258,12 @@ impl Store {
                     if let (false, Some(id)) = (r, c.id) {
                         if seen.insert(id) {
                             match self.backend.touch(&chunk_key(&id)) {
+                                Err(BackupError::NotFound(what)) if self.strict => {
+                                    return Err(BackupError::NotFound(format!(
+                                        "{what} (a chunk of previous backup {}): the source holds only changed blocks, take a full backup",
+                                        prev_id(previous)
+                                    )));
+                                }
                                 Err(BackupError::NotFound(_)) => {
                                     tracing::warn!(chunk = %id, "previous chunk missing, re-reading");
                                     seen.remove(&id);
@@ -271,6 +329,7 @@ impl Store {
                 .map_err(|e| BackupError::io(format!("reading at offset {read_pos}"), e))?;
             read_pos += want as u64;
             res.bytes_read += want as u64;
+            self.add_progress(want as u64);
             let at_end = read_pos == end;
             let mut lens = split(self.cfg.chunking, buf_start, &buf);
             // A CDC chunk cut by the window edge is not final: carry its bytes over.
@@ -413,6 +472,7 @@ impl Store {
                 BackupError::io(format!("writing {} at {}", dest.display(), c.offset), e)
             })?;
             written += data.len() as u64;
+            self.add_progress(data.len() as u64);
         }
         out.sync_all()
             .map_err(|e| BackupError::io(format!("syncing {}", dest.display()), e))?;

@@ -322,3 +322,48 @@ fn a_chunk_reused_by_a_new_backup_is_protected_by_the_gc_grace_period() {
     assert_eq!((inc.bytes_read, inc.chunks_new), (4 * MIB, 1));
     assert!(store.backend().exists(&chunk_key(&gone)).unwrap());
 }
+
+#[test]
+fn strict_incremental_fails_on_a_missing_previous_chunk_and_counts_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk0.img");
+    sparse_disk(&disk);
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store = dir_store(&tmp.path().join("store"), StoreConfig::default())
+        .strict_incremental()
+        .with_progress(progress.clone());
+    let first = store.backup_file("disk0", &disk, None, None).unwrap();
+    assert_eq!(
+        progress.load(std::sync::atomic::Ordering::Relaxed),
+        first.bytes_read,
+        "progress counts the bytes read"
+    );
+    let m1 = store.new_manifest("b1", None, vec![first.index]).unwrap();
+    store.put_manifest(&m1).unwrap();
+    let dirty = DirtyBlocks::new(4 * MIB, 64 * MIB);
+    assert_eq!(
+        store.incremental_refused("disk0", 64 * MIB, Some(&m1), Some(&dirty)),
+        None
+    );
+    assert!(store
+        .incremental_refused("disk0", 64 * MIB, Some(&m1), None)
+        .unwrap()
+        .contains("no dirty-block bitmap"));
+    // A clean chunk of the previous backup vanishes: a staged source has only holes
+    // there, so the backup must fail rather than store zeros.
+    let gone = m1.chunk_ids().next().copied().unwrap();
+    std::fs::remove_file(tmp.path().join("store").join(chunk_key(&gone))).unwrap();
+    let e = store
+        .backup_file("disk0", &disk, Some(&m1), Some(&dirty))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("take a full backup") && e.contains("b1"), "{e}");
+    // Without strict, the same backup re-reads the piece.
+    let lax = dir_store(&tmp.path().join("store"), StoreConfig::default());
+    let r = lax
+        .backup_file("disk0", &disk, Some(&m1), Some(&dirty))
+        .unwrap();
+    assert!(r.bytes_read > 0 && !r.full_read);
+    store.delete_backup("b1").unwrap();
+    assert!(store.list_backups().unwrap().is_empty());
+}

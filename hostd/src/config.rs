@@ -138,6 +138,10 @@ pub struct Args {
     /// refused and only `sha256:` images from the cache are used.
     #[arg(long)]
     pub image_root: Vec<PathBuf>,
+    /// A directory under which backup stores may be named (`{"kind":"dir","path":..}`
+    /// in a backup job); repeat for more. Without one, only S3 stores are used.
+    #[arg(long)]
+    pub backup_root: Vec<PathBuf>,
     /// Largest image upload, MiB [default: 16384].
     #[arg(long)]
     pub max_image_mib: Option<u64>,
@@ -194,6 +198,8 @@ pub struct FileConfig {
     pub ca: Option<PathBuf>,
     #[serde(default)]
     pub image_root: Vec<PathBuf>,
+    #[serde(default)]
+    pub backup_root: Vec<PathBuf>,
     pub max_image_mib: Option<u64>,
     pub max_connections: Option<usize>,
     pub header_timeout_s: Option<u64>,
@@ -473,6 +479,19 @@ impl Args {
                 ));
             }
         }
+        let backup_roots = if self.backup_root.is_empty() {
+            file.backup_root
+        } else {
+            self.backup_root
+        };
+        for r in &backup_roots {
+            if !r.is_absolute() {
+                return Err(bad(
+                    "backup-root",
+                    format!("{} is not an absolute path", r.display()),
+                ));
+            }
+        }
         let max_image_mib = positive(
             "max-image-mib",
             self.max_image_mib.or(file.max_image_mib),
@@ -485,6 +504,7 @@ impl Args {
         let scheme = if serve.tls.is_some() { "https" } else { "http" };
         let host = Config {
             image_roots,
+            backup_roots,
             max_image_bytes: max_image_mib << 20,
             data_dir,
             token: String::new(),

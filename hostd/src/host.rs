@@ -35,6 +35,8 @@ pub struct Config {
     pub reflink: bool,
     /// Directories an admin may name host paths under (`--image-root`), canonical.
     pub image_roots: Vec<PathBuf>,
+    /// Directories backup stores may be under (`--backup-root`).
+    pub backup_roots: Vec<PathBuf>,
     /// Largest image upload, bytes (`--max-image-mib`).
     pub max_image_bytes: u64,
     /// How VMMs are jailed.
@@ -55,6 +57,7 @@ pub struct Host {
     pub migrations: Arc<Migrations>,
     /// The host image it runs on, if any (upgrades: [`crate::upgrade`]).
     pub system: crate::upgrade::System,
+    pub backups: Arc<crate::backup::BackupJobs>,
 }
 
 /// Reads or creates `DATA/host-id` (16 hex digits, kept for the host's life).
@@ -141,7 +144,12 @@ impl Host {
             host_id.clone(),
             config.advertise_ip,
         )?);
+        let backups = Arc::new(
+            crate::backup::BackupJobs::new(vms.clone(), &config.backup_roots)
+                .map_err(|e| crate::error::Error::io("the backup roots", e))?,
+        );
         Ok(Host {
+            backups,
             config,
             host_id,
             hostname,

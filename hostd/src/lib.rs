@@ -1,7 +1,8 @@
 //! nova-hostd: the per-host daemon. It owns what is host-local: one `nova-vmm` process
 //! per VM and its directory under the data dir ([`vms`]), the image cache and VM disks
 //! ([`images`]), the host's bridge, taps and VXLAN overlay ([`net`]), resource
-//! accounting ([`admission`]), and the host side of live migration ([`migration`]).
+//! accounting ([`admission`]), the host side of live migration ([`migration`]) and
+//! backup jobs on backup stores ([`backup`], with `nova-backup`).
 //! [`host`] wires them together; [`api`] serves them over HTTP (the wire types are
 //! the contract crate `nova-hostd-api`'s; hostd reaches VMMs with `nova-vmm-api`'s
 //! client, other hosts with `HostdClient`, the controller with [`controller`]);
@@ -11,6 +12,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod controller;
 pub mod error;

@@ -106,6 +106,7 @@ fn a_stream_naming_a_host_file_as_a_disk_is_refused_and_the_file_untouched() {
         path: victim.clone(),
         read_only: false,
         shared: false,
+        backup_bitmap: None,
     }];
     let (_c, kind, why) = hello_answer(&dst, 1, &config);
     assert_eq!(kind, K_ABORT, "the destination accepted the stream: {why}");

@@ -261,6 +261,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         vm.start()?;
     }
     let exit = vm.wait();
+    if exit != VmExit::Migrated {
+        // The next start's backup stays incremental; a migrated VM's bitmaps left
+        // with it.
+        vm.save_backup_bitmaps();
+    }
     if exit == VmExit::Migrated {
         // Let whoever started the migration read its result before the API goes away.
         if let Some(m) = migrations.latest() {

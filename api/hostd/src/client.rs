@@ -43,6 +43,14 @@ impl HostdClient {
     pub async fn health(&self) -> Result<Health, Error> {
         self.http.get("/v1/health").await
     }
+    /// `POST /v1/backup-jobs`: starts a backup job; follow it with [`Self::backup_job`].
+    pub async fn start_backup_job(&self, req: &JobRequest) -> Result<BackupJob, Error> {
+        self.http.post("/v1/backup-jobs", req).await
+    }
+    /// `GET /v1/backup-jobs/{id}`.
+    pub async fn backup_job(&self, id: &str) -> Result<BackupJob, Error> {
+        self.http.get(&format!("/v1/backup-jobs/{id}")).await
+    }
     /// `GET /v1/host`.
     pub async fn host(&self) -> Result<HostInfo, Error> {
         self.http.get("/v1/host").await

@@ -15,6 +15,7 @@ mod cloud_init;
 #[cfg(feature = "client")]
 pub use client::HostdClient;
 
+mod backup;
 mod host;
 mod migration;
 mod names;
@@ -23,6 +24,7 @@ mod stored;
 mod system;
 mod vm;
 
+pub use backup::*;
 pub use cloud_init::*;
 pub use host::*;
 pub use migration::*;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use nova_http::{Client, Error};
 
 use crate::{
-    MigrationRequest, MigrationStatus, SnapshotReport, SnapshotRequest, StopReport, StopRequest,
-    VmInfo,
+    CheckpointReport, CheckpointRequest, MigrationRequest, MigrationStatus, SnapshotReport,
+    SnapshotRequest, StopReport, StopRequest, VmInfo,
 };
 
 /// One VMM, reached on its API socket.
@@ -48,6 +48,14 @@ impl VmmClient {
     /// `PUT /v1/snapshot`.
     pub async fn snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotReport, Error> {
         self.http.put("/v1/snapshot", req).await
+    }
+    /// `PUT /v1/backup/checkpoint`: pause, take and reset the backup bitmaps, stage
+    /// the blocks to back up, resume.
+    pub async fn backup_checkpoint(
+        &self,
+        req: &CheckpointRequest,
+    ) -> Result<CheckpointReport, Error> {
+        self.http.put("/v1/backup/checkpoint", req).await
     }
     /// `PUT /v1/migration`: starts a migration; follow it with [`Self::migration`].
     pub async fn migrate(&self, req: &MigrationRequest) -> Result<MigrationStatus, Error> {

@@ -6,10 +6,12 @@
 //! Routes: `GET /v1/vm` ([`VmInfo`]), `PUT /v1/vm/pause|resume|shutdown`,
 //! `PUT /v1/vm/stop` ([`StopRequest`] -> [`StopReport`]: the ACPI power button),
 //! `PUT /v1/snapshot` ([`SnapshotRequest`] -> [`SnapshotReport`]),
-//! `PUT|GET|DELETE /v1/migration` ([`MigrationRequest`] -> [`MigrationStatus`]).
+//! `PUT|GET|DELETE /v1/migration` ([`MigrationRequest`] -> [`MigrationStatus`]),
+//! `PUT /v1/backup/checkpoint` ([`CheckpointRequest`] -> [`CheckpointReport`]).
 //! Errors are `{"error": "...", "field": "..."}` (`nova_http::ErrorBody`; `field`
 //! names the request value that is wrong, when one is).
 
+pub mod backup;
 pub mod config;
 pub mod migration;
 pub mod snapshot;
@@ -18,6 +20,7 @@ pub mod vm;
 #[cfg(feature = "client")]
 mod client;
 
+pub use backup::{CheckpointReport, CheckpointRequest, DiskCheckpoint, BACKUP_BLOCK};
 #[cfg(feature = "client")]
 pub use client::VmmClient;
 pub use config::{DiskConfig, NetConfig, VmConfig};

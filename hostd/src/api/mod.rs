@@ -6,6 +6,7 @@
 //! route the router lacks, nor the reverse.
 
 pub mod auth;
+pub mod backups;
 pub mod error;
 pub mod host;
 pub mod migrations;
@@ -46,7 +47,8 @@ use crate::host::Host;
         (name = "snapshots", description = "The host's snapshot store"),
         (name = "images", description = "The content-addressed image cache"),
         (name = "network", description = "Bridge and VXLAN overlay"),
-        (name = "host", description = "The host itself")
+        (name = "host", description = "The host itself"),
+        (name = "backups", description = "Backup jobs on backup stores")
     )
 )]
 struct ApiDoc;
@@ -104,6 +106,8 @@ fn routes(host: &Arc<Host>) -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(system::system))
         .routes(routes!(system::stage))
         .routes(routes!(system::upgrade))
+        .routes(routes!(backups::start_job))
+        .routes(routes!(backups::get_job))
         .route_layer(middleware::from_fn_with_state(
             host.clone(),
             auth::require_token,

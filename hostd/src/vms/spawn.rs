@@ -42,6 +42,13 @@ pub struct Paths<'a> {
     pub incoming_credential: &'a Path,
     /// Plaintext migrations (`--insecure` on every VMM): hostd's `--insecure-migration`.
     pub insecure_migration: bool,
+    /// The VM's run directory, where each disk's backup bitmap file lives.
+    pub run_dir: &'a Path,
+}
+
+/// Disk `i`'s backup bitmap file (the VMM's, kept across its restarts) in `run_dir`.
+pub fn backup_bitmap(run_dir: &Path, i: usize) -> PathBuf {
+    run_dir.join(format!("disk{i}.bitmap"))
 }
 
 /// The `nova-vmm run` arguments for `launch`, and the config file to write first
@@ -66,10 +73,12 @@ pub fn vmm_args(
                 disks: rec
                     .disks
                     .iter()
-                    .map(|d| DiskConfig {
+                    .enumerate()
+                    .map(|(i, d)| DiskConfig {
                         path: d.path.clone().into(),
                         read_only: d.read_only,
                         shared: d.method == CloneMethod::Shared,
+                        backup_bitmap: Some(backup_bitmap(paths.run_dir, i)),
                     })
                     .collect(),
                 nets: rec
@@ -131,7 +140,7 @@ pub fn vmm_args(
         "--console-sock".into(),
         s(paths.console_sock),
     ]);
-    for d in &rec.disks {
+    for (i, d) in rec.disks.iter().enumerate() {
         args.push("--disk".into());
         let mut arg = d.path.clone();
         if d.read_only {
@@ -140,6 +149,8 @@ pub fn vmm_args(
         if d.method == CloneMethod::Shared {
             arg.push_str(",shared");
         }
+        let bitmap = backup_bitmap(paths.run_dir, i);
+        arg.push_str(&format!(",bitmap={}", bitmap.display()));
         args.push(arg);
     }
     for n in &rec.nics {
@@ -178,6 +189,7 @@ impl Vms {
             config: &vm.vmm_config(),
             incoming_credential: &vm.incoming_credential(),
             insecure_migration: self.settings.insecure_migration,
+            run_dir: &run,
         };
         let (args, config) = vmm_args(&rec, &paths, launch, |r| self.images.path_of(r))?;
         if let Some(cfg) = config {
@@ -300,6 +312,7 @@ mod tests {
             config: Path::new("/d/vmm.json"),
             incoming_credential: Path::new("/d/run/incoming-credential.json"),
             insecure_migration: false,
+            run_dir: Path::new("/d/run"),
         }
     }
 
@@ -328,6 +341,10 @@ mod tests {
         assert_eq!((cfg.vcpus, cfg.mem_mib), (2, 128));
         assert_eq!(cfg.disks[0].path, Path::new("/d/disks/disk0.raw"));
         assert!(cfg.disks[0].read_only);
+        assert_eq!(
+            cfg.disks[0].backup_bitmap.as_deref(),
+            Some(Path::new("/d/run/disk0.bitmap"))
+        );
         assert_eq!(cfg.nets[0].tap, "nt020000000001");
         assert_eq!(cfg.api_sock.as_deref(), Some(Path::new("/d/api.sock")));
         cfg.validate().unwrap();
@@ -373,7 +390,7 @@ mod tests {
             args.join(" "),
             "--incoming tcp:198.51.100.2:4000 --mem-mib 128 --vcpus 2 \
              --incoming-credential /d/run/incoming-credential.json --api-sock /d/api.sock --console /d/console.log \
-             --console-sock /d/console.sock --disk /d/disks/disk0.raw,ro --net tap=nt020000000001,mac=02:00:00:00:00:01"
+             --console-sock /d/console.sock --disk /d/disks/disk0.raw,ro,bitmap=/d/run/disk0.bitmap --net tap=nt020000000001,mac=02:00:00:00:00:01"
         );
         let (args, _) = vmm_args(
             &rec(),

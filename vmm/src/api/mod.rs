@@ -1,6 +1,6 @@
 //! The VM's HTTP/1.1 JSON API on a unix socket, serving `nova-vmm-api`'s contract:
 //! `GET /v1/vm`, `PUT /v1/vm/pause|resume|shutdown|stop`, `PUT /v1/snapshot`,
-//! `PUT|GET|DELETE /v1/migration`. Errors are `nova_http::ErrorBody` with a 4xx/5xx
+//! `PUT|GET|DELETE /v1/migration`, `PUT /v1/backup/checkpoint`. Errors are `nova_http::ErrorBody` with a 4xx/5xx
 //! status; every request leaves one access line in the log.
 //!
 //! The server is std-only on purpose (no async runtime in the VMM's process: its
@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nova_vmm_api::{MigrationRequest, MigrationState, SnapshotRequest, StopReport, StopRequest};
+use nova_vmm_api::{
+    CheckpointRequest, MigrationRequest, MigrationState, SnapshotRequest, StopReport, StopRequest,
+};
 
 use crate::migration::outgoing::Slot;
 use crate::migration::sender::{self, StartError};
@@ -50,6 +52,8 @@ pub struct ApiError {
 struct Served {
     vm: Arc<Vm>,
     migrations: Arc<Slot>,
+    /// One backup checkpoint at a time (each pauses and resumes the VM).
+    checkpoint: std::sync::Mutex<()>,
 }
 
 /// The API's bounds: a client can hold at most a connection slot for `idle` between
@@ -102,7 +106,11 @@ pub fn serve_with(
         std::fs::remove_file(path).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
-    let served = Arc::new(Served { vm, migrations });
+    let served = Arc::new(Served {
+        vm,
+        migrations,
+        checkpoint: Default::default(),
+    });
     let open = Arc::new(AtomicUsize::new(0));
     seccomp::spawn_filtered(ThreadKind::Api, "api", Some(256 << 10), move || {
         for conn in listener.incoming().flatten() {
@@ -253,6 +261,7 @@ fn route(served: &Served, req: &Request) -> Response {
         ("PUT", "/v1/vm/stop") => stop(vm, &req.body),
         ("PUT", "/v1/snapshot") => take_snapshot(vm, &req.body),
         ("PUT", "/v1/migration") => start_migration(served, &req.body),
+        ("PUT", "/v1/backup/checkpoint") => backup_checkpoint(served, &req.body),
         ("GET", "/v1/migration") => match served.migrations.latest() {
             Some(m) => {
                 let status = m.status();
@@ -271,8 +280,14 @@ fn route(served: &Served, req: &Request) -> Response {
         },
         (
             _,
-            "/v1/vm" | "/v1/vm/pause" | "/v1/vm/resume" | "/v1/vm/shutdown" | "/v1/vm/stop"
-            | "/v1/snapshot" | "/v1/migration",
+            "/v1/vm"
+            | "/v1/vm/pause"
+            | "/v1/vm/resume"
+            | "/v1/vm/shutdown"
+            | "/v1/vm/stop"
+            | "/v1/snapshot"
+            | "/v1/migration"
+            | "/v1/backup/checkpoint",
         ) => Response::error(
             405,
             format!("{} is not allowed on {}", req.method, req.path),
@@ -314,6 +329,29 @@ fn take_snapshot(vm: &Vm, body: &[u8]) -> Response {
     match snapshot::create(vm, &req.path, req.diff) {
         Ok(report) => Response::json(200, &report),
         Err(e @ SnapshotError::NoBase) => Response::error(409, e),
+        Err(e) => Response::error(500, e),
+    }
+}
+
+fn backup_checkpoint(served: &Served, body: &[u8]) -> Response {
+    let req: CheckpointRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return Response::error(400, format!("checkpoint request: {e}")),
+    };
+    if let Err(e) = req.validate() {
+        return Response::bad_field(e);
+    }
+    let Ok(_one) = served.checkpoint.try_lock() else {
+        return Response::error(409, "a backup checkpoint is already being taken");
+    };
+    // A migration pauses and resumes the VM itself: the two must not interleave.
+    if let Some(m) = served.migrations.latest() {
+        if m.status().state == MigrationState::Running {
+            return Response::error(409, "a migration is running; checkpoint after it");
+        }
+    }
+    match served.vm.backup_checkpoint(&req) {
+        Ok(report) => Response::json(200, &report),
         Err(e) => Response::error(500, e),
     }
 }

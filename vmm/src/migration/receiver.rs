@@ -324,6 +324,7 @@ fn receive_on(
                 let state =
                     crate::state::decode(&bytes).map_err(|e| MigrationError::Vm(e.to_string()))?;
                 vm.restore_state(&state)?;
+                vm.adopt_backup_bitmaps(&state);
                 vm.catch_up_clocks(&state)?;
                 tracing::debug!("stop-and-copy: state restored");
                 switch(&vm, false, &mut reader, writer)?;
@@ -349,6 +350,7 @@ fn receive_on(
                     super::postcopy::start_destination(&vm.mem, &sink.memfd, pending, conn)
                         .map_err(MigrationError::Memory)?;
                 vm.restore_state(&state)?;
+                vm.adopt_backup_bitmaps(&state);
                 vm.catch_up_clocks(&state)?;
                 switch(&vm, true, &mut reader, writer)?;
                 // Only now: the control connection has one reader at a time.

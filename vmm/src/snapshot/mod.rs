@@ -326,6 +326,7 @@ mod tests {
                 kvm: KvmState::default(),
                 serial: vm_superio::serial::SerialState::default().into(),
                 virtio: vec![],
+                backup_bitmaps: vec![],
             },
         };
         std::fs::write(dir.join("state"), state::encode(&snap)).unwrap();

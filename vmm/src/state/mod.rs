@@ -6,6 +6,7 @@ use nova_vmm_api::VmConfig;
 use serde::{Deserialize, Serialize};
 use vm_superio::serial::SerialState;
 
+use crate::devices::virtio::block::backup_log::BackupBitmapState;
 use crate::vcpu::state::VcpuState;
 use crate::vcpu::tsc::ClockReference;
 use raw::{put, put_list, RawBlock, Reader};
@@ -23,6 +24,10 @@ pub struct VmState {
     pub serial: SerialSnapshot,
     /// Each virtio transport with its device, in device order.
     pub virtio: Vec<serde_json::Value>,
+    /// Each disk's blocks written since its last backup checkpoint, so that a
+    /// migrated or restored VM's next backup stays incremental (absent: lost).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backup_bitmaps: Vec<BackupBitmapState>,
 }
 
 /// KVM's in-kernel devices and clock.
@@ -230,6 +235,7 @@ mod tests {
             kvm: KvmState::default(),
             serial: SerialState::default().into(),
             virtio: vec![],
+            backup_bitmaps: vec![],
         }
     }
 

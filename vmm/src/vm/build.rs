@@ -273,7 +273,7 @@ impl Vm {
                 .map_err(|e| VmError::Device(e.to_string()))?
         };
 
-        Ok(Vm {
+        let vm = Vm {
             config,
             kind,
             mem,
@@ -301,7 +301,9 @@ impl Vm {
             host_tsc_khz: tsc_khz,
             dirty_logging: Default::default(),
             diff_base: Mutex::new(None),
-        })
+        };
+        vm.open_backup_bitmaps();
+        Ok(vm)
     }
 
     /// Loads the kernel (and initrd), writes the boot structures and sets the boot

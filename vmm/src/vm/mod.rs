@@ -9,6 +9,7 @@
 //! wrote, for snapshots and migrations. [`virtio_slot`] is a virtio device's place on
 //! its bus; [`error`] is why any of it failed.
 
+pub mod backup;
 pub mod build;
 pub mod error;
 pub mod pages;

@@ -41,6 +41,7 @@ impl Vm {
                 .state()
                 .into(),
             virtio: vec![serde_json::Value::Null; self.virtio.len()],
+            backup_bitmaps: self.disk_logs.iter().map(|l| l.backup.state()).collect(),
         }
     }
 
@@ -97,6 +98,7 @@ impl Vm {
             kvm,
             serial,
             virtio,
+            backup_bitmaps: self.disk_logs.iter().map(|l| l.backup.state()).collect(),
         })
     }
 
@@ -150,7 +152,24 @@ impl Vm {
             .map_err(|e| VmError::Device(format!("virtio device {i}: {e}")))?;
             slot.transport = Some(t);
         }
+        // A snapshot's disks may not be the ones it was taken with: what changed since
+        // the last backup is unknown. A migration adopts the carried bitmaps instead.
+        for log in &self.disk_logs {
+            log.backup
+                .lose("restored from a snapshot: its disk's changes are not tracked");
+        }
         Ok(())
+    }
+
+    /// Adopts the backup bitmaps a migration carried (after
+    /// [`restore_state`](Self::restore_state)): the disks arrived with the same stream.
+    pub fn adopt_backup_bitmaps(&self, state: &VmState) {
+        for (i, log) in self.disk_logs.iter().enumerate() {
+            match state.backup_bitmaps.get(i) {
+                Some(b) => log.backup.restore(b),
+                None => log.backup.lose("the migration carried no backup bitmap"),
+            }
+        }
     }
 
     /// Moves the guest's clocks on by the real time since `state` was saved, for a VM

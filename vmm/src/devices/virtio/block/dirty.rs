@@ -2,12 +2,14 @@
 //! since the last collection. The worker marks every write's blocks when the write
 //! completes (the data is in the file by then), so a block read by the migration after
 //! a collection either has the write or is marked for the next round. The log outlives
-//! the device: a restore rebuilds the device, not the VM's log.
+//! the device: a restore rebuilds the device, not the VM's log. The same writes mark
+//! the disk's [`BackupLog`] (blocks changed since the last backup).
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::backup_log::BackupLog;
 use crate::dirty::DirtyBitmap;
 
 /// Size of one tracked disk block (the unit the migration sends).
@@ -21,6 +23,8 @@ pub struct DiskLog {
     words: OnceLock<Box<[AtomicU64]>>,
     /// The disk as the device opened it (reopened on restore).
     file: Mutex<Option<Arc<File>>>,
+    /// Blocks written since the last backup checkpoint.
+    pub backup: BackupLog,
 }
 
 impl DiskLog {
@@ -28,6 +32,7 @@ impl DiskLog {
     /// device's; a restore reattaches the same disk.
     pub fn attach(&self, file: Arc<File>, len: u64) {
         let len = *self.len.get_or_init(|| len);
+        self.backup.attach(len);
         self.words.get_or_init(|| {
             (0..Self::blocks_of(len).div_ceil(64))
                 .map(|_| AtomicU64::new(0))
@@ -62,6 +67,7 @@ impl DiskLog {
 
     /// Marks the blocks of bytes `offset..offset + len` written.
     pub fn mark(&self, offset: u64, len: u64) {
+        self.backup.mark(offset, len);
         let Some(words) = self.words.get() else {
             return;
         };

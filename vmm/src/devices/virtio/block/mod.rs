@@ -1,7 +1,9 @@
 //! virtio-blk over a raw disk file: the device model (features, config space, state,
 //! counters). Requests are decoded in [`request`] and executed by the io_uring worker
-//! in [`io`], which marks written blocks in the disk's [`dirty`] log for migration.
+//! in [`io`], which marks written blocks in the disk's [`dirty`] log for migration
+//! (and, through it, in its [`backup_log`] for incremental backups).
 
+pub mod backup_log;
 pub mod dirty;
 mod io;
 mod request;
