@@ -123,6 +123,7 @@ fn disk_guest(id: &str, base: &Path) -> nova_hostd_api::VmSpec {
         image: Some(base.display().to_string()),
         size_mib: Some(64),
         read_only: false,
+        shared_path: None,
     }];
     spec
 }

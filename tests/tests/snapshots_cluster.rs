@@ -345,6 +345,7 @@ fn a_vm_with_a_disk_is_snapshotted_by_reflink_during_its_pause_and_restored_else
             image: Some(base.display().to_string()),
             size_mib: Some(32),
             read_only: false,
+            shared_path: None,
         }],
         ..counter("disky")
     };
@@ -410,6 +411,7 @@ fn a_host_without_reflink_refuses_to_snapshot_a_disk_rather_than_copy_it_paused(
         image: Some(base.display().to_string()),
         size_mib: Some(32),
         read_only: false,
+        shared_path: None,
     }];
     h.ok(h.api().create(&spec));
     h.wait_console("d1", "NOVA-TICK", BOOT);

@@ -296,6 +296,7 @@ async fn restore(
             image: None,
             size_mib: Some(f.size.div_ceil(1 << 20).max(1)),
             read_only: spec.disks.get(i).is_some_and(|d| d.read_only),
+            shared_path: None,
         })
         .collect();
     let start = spec.start;
