@@ -274,6 +274,35 @@ fn a_vm_moves_between_hosts_and_keeps_answering_pings() {
     assert_eq!(b.value("nova_host_migrations_total", &inc), Some(1.0));
 }
 
+/// hostd's VMMs run unprivileged in their jails, where the host refuses the
+/// userfaultfd syscall (`vm.unprivileged_userfaultfd = 0`, the usual default): a
+/// post-copy destination gets its userfaultfd from the jail's `/dev/userfaultfd`.
+#[test]
+fn a_jailed_destination_takes_a_vm_by_postcopy_fetching_its_pages_on_fault() {
+    if !require_netns() || !require_kvm() {
+        return;
+    }
+    let t = TwoHosts::new();
+    t.a.create_vm(&guest("pc", "counter,dirty:64"));
+    t.a.wait_console("pc", "NOVA-TICK", BOOT);
+    let params = MigrationParams {
+        mode: nova_hostd_api::MigrationMode::Postcopy,
+        ..Default::default()
+    };
+    migrate(&t.a, "pc", &t.b, params);
+    let m = wait_migration(&t.a, "pc", Duration::from_secs(60));
+    assert_eq!(
+        m.state,
+        MigrationState::Completed,
+        "{m:?}\n{}\n{}",
+        t.a.stderr(),
+        t.b.stderr()
+    );
+    assert_eq!(m.mode, nova_hostd_api::MigrationMode::Postcopy, "{m:?}");
+    assert_eq!(t.b.ok(t.b.api().vm("pc")).state, VmState::Running);
+    assert!(ticking(&t.b, "pc"), "the guest runs on B");
+}
+
 #[test]
 fn a_failed_stream_leaves_the_vm_on_the_source_and_the_destination_clean() {
     if !require_kvm() {

@@ -55,6 +55,20 @@ pub struct Uffd {
     file: File,
 }
 
+/// `USERFAULTFD_IOC_NEW`: `_IO(0xAA, 0x00)` on `/dev/userfaultfd`.
+const USERFAULTFD_IOC_NEW: u64 = 0xAA00;
+
+/// A userfaultfd from `/dev/userfaultfd` (its file mode decides who may have one).
+fn from_device() -> std::io::Result<i32> {
+    let dev = File::open("/dev/userfaultfd")?;
+    // SAFETY: USERFAULTFD_IOC_NEW takes its flags by value and returns a new fd.
+    let fd = unsafe { libc::ioctl(dev.as_raw_fd(), USERFAULTFD_IOC_NEW as _, libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// A missing-page fault at a host address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
@@ -62,10 +76,16 @@ pub struct Fault {
 }
 
 impl Uffd {
-    /// Opens a userfaultfd (blocking reads) and negotiates the API.
+    /// Opens a userfaultfd (blocking reads) and negotiates the API. An unprivileged
+    /// VMM (hostd's jail) is refused the syscall where `vm.unprivileged_userfaultfd`
+    /// is 0, as on most distributions; it then asks `/dev/userfaultfd`, which its
+    /// jail gives it (Linux 6.1+), for one that also reports KVM's faults.
     pub fn new() -> std::io::Result<Uffd> {
         // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) } as i32;
+        let mut fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) } as i32;
+        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+            fd = from_device()?;
+        }
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
