@@ -143,12 +143,24 @@ fn nova_run(a: &Args, dir: &Path) -> anyhow::Result<Run> {
         .arg(&dst_disk)
         .arg("--incoming-credential")
         .arg(file)
-        .env("NOVA_LOG", "error")
+        // Info: it says when it listens.
+        .env("NOVA_LOG", "info")
         .realtime_console()
         .with_api();
     let dst = dst.spawn();
     let vmm = client(&sock);
     warm(&src.console)?;
+    let t = Instant::now();
+    while !dst
+        .console
+        .stderr()
+        .contains("waiting for an incoming migration")
+    {
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("the destination never listened: {}", dst.console.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let start = Instant::now();
     let req = MigrationRequest {
         to: format!("tcp:127.0.0.1:{port}"),
@@ -228,9 +240,15 @@ fn qemu_run(a: &Args, dir: &Path) -> anyhow::Result<Run> {
     warm(&src)?;
     let start = Instant::now();
     s.cmd("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}))?;
+    // QEMU reports the disk's figures only while block migration is active: the last
+    // ones seen (the drive's size at least: it copies all of it).
+    let mut disk_bytes = 0u64;
     let info = loop {
         std::thread::sleep(Duration::from_millis(10));
         let info = s.cmd("query-migrate", json!({}))?;
+        for k in ["transferred", "total"] {
+            disk_bytes = disk_bytes.max(info["disk"][k].as_u64().unwrap_or(0));
+        }
         let status = info["status"].as_str().unwrap_or("").to_string();
         if status == "completed" || status == "failed" {
             break info;
@@ -246,7 +264,7 @@ fn qemu_run(a: &Args, dir: &Path) -> anyhow::Result<Run> {
     std::thread::sleep(Duration::from_millis(300));
     let v = guest_view(&src.finish(Duration::ZERO), &dst.lines(), start);
     let bytes = info["ram"]["transferred"].as_u64().unwrap_or(0)
-        + info["disk"]["transferred"].as_u64().unwrap_or(0);
+        + disk_bytes.max(info["disk"]["transferred"].as_u64().unwrap_or(0));
     // Stop the destination before reading its disk.
     dst.finish(Duration::ZERO);
     Ok(Run {
@@ -348,7 +366,9 @@ fn main() -> anyhow::Result<()> {
          then its dirty blocks), downtime-limit {} ms, bandwidth unlimited. *pause*: the gap \
          between the source's last NOVA-TICK and the destination's first (1 ms ticks); bytes: \
          memory and disk on the wire; *disk ok*: runs whose destination disk matched the source's \
-         outside the guest's own blocks. Medians, worst in brackets. CPU steal during the run: \
+         outside the guest's own blocks. QEMU's disk bytes are the last figures its \
+         `query-migrate` showed while block migration ran (it drops them on completion), at \
+         least the drive's size. Medians, worst in brackets. CPU steal during the run: \
          {:.0}%.\n\n",
         a.mem, a.disk_mib, a.written_mib, a.qemu_downtime_ms, report.host_steal_percent
     ));
