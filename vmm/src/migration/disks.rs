@@ -3,7 +3,8 @@
 //! with SEEK_DATA/SEEK_HOLE are never read, zero blocks never sent), then the blocks
 //! the guest wrote, from the disks' logs, in each dirty round and in the stop-and-copy.
 //! The destination's [`DiskSink`] writes them into its own disk files (sparse files
-//! hostd prepared), punching holes for blocks that became zero.
+//! hostd prepared), punching holes for blocks that became zero. It is over 500 lines:
+//! both ends of one wire format (blocks, zero blocks, deltas) stay side by side.
 //!
 //! A block sent again (the guest wrote it after it went) travels as the XOR of its
 //! new data with the copy sent before, compressed, when that is smaller than the
