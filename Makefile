@@ -24,7 +24,8 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd moto[server]
 
 .PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
-	fuzz-smoke bench-migration bench-host-image bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean \
+	fuzz-smoke bench-migration bench-block-migration bench-host-image bench-hostd bench-scheduler bench-api bench-metrics \
+	lint fmt clean \
 	ui ui-deps
 
 all: build
@@ -133,6 +134,10 @@ bench-boot: deps guest-images build-release
 
 bench-migration: deps guest-images build-release
 	$(RELEASE_BIN)/bench-migration --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
+		--runs 3 --out docs/benchmarks
+
+bench-block-migration: deps guest-images build-release
+	$(RELEASE_BIN)/bench-block-migration --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
 		--runs 3 --out docs/benchmarks
 
 bench-hostd: deps guest-images build-release

@@ -27,6 +27,7 @@ pub mod kind {
     pub const SWITCH: u8 = 10;
     pub const BLOCKS: u8 = 17;
     pub const ZERO_BLOCKS: u8 = 18;
+    pub const BLOCK_DELTAS: u8 = 19;
 }
 
 /// A fresh per-migration credential, as hostd makes one for each incoming migration:

@@ -21,7 +21,7 @@ use nova_vmm_api::{DiskConfig, VmConfig};
 use nova_vmm_api::{MigrationPeer, MigrationRequest};
 
 const MAGIC: &[u8; 8] = b"NOVAMIGR";
-const VERSION: u32 = 6;
+const VERSION: u32 = 7;
 const K_HELLO: u8 = 1;
 const K_DATA_HELLO: u8 = 2;
 const K_PAGES: u8 = 3;

@@ -351,6 +351,13 @@ pub struct BlockCounts {
     pub zero: u64,
     /// Bytes of holes in the disks (SEEK_HOLE), never read nor sent.
     pub hole_bytes: u64,
+    /// Of the blocks sent, those sent again as XOR deltas against their previous
+    /// copy (smaller that way).
+    #[serde(default)]
+    pub delta: u64,
+    /// Bytes those deltas took in their frames (compressed), against 4 KiB a block.
+    #[serde(default)]
+    pub delta_bytes: u64,
 }
 
 /// Post-copy figures, reported by the destination.

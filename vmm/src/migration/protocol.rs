@@ -21,7 +21,8 @@ pub const MAGIC: &[u8; 8] = b"NOVAMIGR";
 /// Version 4: the state is `crate::state` version 4 (KVM's blocks as raw bytes).
 /// Version 5: post-copy serves requested pages on their own connection (`UrgentHello`).
 /// Version 6: disks travel with memory (`Blocks`, `ZeroBlocks`).
-pub const VERSION: u32 = 6;
+/// Version 7: re-sent disk blocks may travel as XOR deltas (`BlockDeltas`).
+pub const VERSION: u32 = 7;
 /// How long either side waits for the other to send or take anything before it
 /// counts the peer as gone: a hung or blackholed peer must not keep a VM paused.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,6 +87,15 @@ pub enum Message {
     },
     /// Blocks of disk `disk` that are now zero.
     ZeroBlocks { disk: u32, indices: Vec<u64> },
+    /// Blocks of disk `disk` sent before and written again: each block's new data
+    /// XORed with what the destination holds of it (what was sent last), encoded like
+    /// `Blocks` (always compressed: a delta is mostly repetition).
+    BlockDeltas {
+        disk: u32,
+        indices: Vec<u64>,
+        compression: Compression,
+        data: Vec<u8>,
+    },
     /// Everything sent before this on this connection is in the stream; the receiver
     /// confirms with `Flushed` on the control connection once all connections flushed.
     Flush,
@@ -171,6 +181,7 @@ const K_WELCOME: u8 = 15;
 const K_URGENT_HELLO: u8 = 16;
 const K_BLOCKS: u8 = 17;
 const K_ZERO_BLOCKS: u8 = 18;
+const K_BLOCK_DELTAS: u8 = 19;
 
 fn put_u64s(out: &mut Vec<u8>, v: &[u64]) {
     out.extend_from_slice(&(v.len() as u32).to_le_bytes());
@@ -259,6 +270,12 @@ impl Message {
                 compression,
                 data,
             } => return blocks_frame(*disk, indices, *compression, data),
+            Message::BlockDeltas {
+                disk,
+                indices,
+                compression,
+                data,
+            } => return block_deltas_frame(*disk, indices, *compression, data),
             Message::ZeroBlocks { disk, indices } => {
                 p.extend_from_slice(&disk.to_le_bytes());
                 put_u64s(&mut p, indices);
@@ -374,7 +391,7 @@ impl Message {
                     data: c.rest().to_vec(),
                 }
             }
-            K_BLOCKS => {
+            K_BLOCKS | K_BLOCK_DELTAS => {
                 let mut c = Cursor(payload, "blocks");
                 let disk = c.u32()?;
                 let compression = compression_from_code(c.take(1)?[0])
@@ -384,11 +401,20 @@ impl Message {
                 if compression != Compression::None && indices.len() > BATCH_PAGES {
                     return Err(ProtocolError::Malformed("blocks (more than a batch)"));
                 }
-                Message::Blocks {
-                    disk,
-                    indices,
-                    compression,
-                    data: c.rest().to_vec(),
+                let data = c.rest().to_vec();
+                match kind {
+                    K_BLOCKS => Message::Blocks {
+                        disk,
+                        indices,
+                        compression,
+                        data,
+                    },
+                    _ => Message::BlockDeltas {
+                        disk,
+                        indices,
+                        compression,
+                        data,
+                    },
                 }
             }
             K_ZERO_BLOCKS => {
@@ -523,13 +549,33 @@ pub fn pages_frame(indices: &[u64], compression: Compression, data: &[u8]) -> Ve
 
 /// The frame of a `Message::Blocks` built from borrowed blocks of disk `disk`.
 pub fn blocks_frame(disk: u32, indices: &[u64], compression: Compression, data: &[u8]) -> Vec<u8> {
+    disk_frame(K_BLOCKS, disk, indices, compression, data)
+}
+
+/// The frame of a `Message::BlockDeltas` built from borrowed deltas of disk `disk`.
+pub fn block_deltas_frame(
+    disk: u32,
+    indices: &[u64],
+    compression: Compression,
+    data: &[u8],
+) -> Vec<u8> {
+    disk_frame(K_BLOCK_DELTAS, disk, indices, compression, data)
+}
+
+fn disk_frame(
+    kind: u8,
+    disk: u32,
+    indices: &[u64],
+    compression: Compression,
+    data: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(5 + 4 + 1 + 4 + indices.len() * 8 + data.len());
     f.extend_from_slice(&[0; 5]);
     f.extend_from_slice(&disk.to_le_bytes());
     f.push(compression_code(compression));
     put_u64s(&mut f, indices);
     f.extend_from_slice(data);
-    finish_frame(f, K_BLOCKS)
+    finish_frame(f, kind)
 }
 
 /// Fills in the length and kind of a frame whose payload follows 5 reserved bytes.
@@ -578,6 +624,12 @@ mod tests {
         round_trip(Message::ZeroBlocks {
             disk: 3,
             indices: vec![5, 6],
+        });
+        round_trip(Message::BlockDeltas {
+            disk: 2,
+            indices: vec![7],
+            compression: Compression::Zstd,
+            data: vec![3; 5],
         });
         round_trip(Message::PostcopyState {
             state: vec![1, 2],

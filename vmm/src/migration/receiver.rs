@@ -84,6 +84,14 @@ impl PageSink {
                 data,
             } => self.disks.blocks(disk, &indices, compression, &data)?,
             Message::ZeroBlocks { disk, indices } => self.disks.zero_blocks(disk, &indices)?,
+            Message::BlockDeltas {
+                disk,
+                indices,
+                compression,
+                data,
+            } => self
+                .disks
+                .block_deltas(disk, &indices, compression, &data)?,
             other => {
                 return Err(MigrationError::Unexpected(
                     format!("{other:?}").chars().take(60).collect(),
@@ -310,7 +318,8 @@ fn receive_on(
             m @ (Message::Pages { .. }
             | Message::ZeroPages { .. }
             | Message::Blocks { .. }
-            | Message::ZeroBlocks { .. }) => sink.apply(m)?,
+            | Message::ZeroBlocks { .. }
+            | Message::BlockDeltas { .. }) => sink.apply(m)?,
             Message::Flush => {
                 data_flushed(&flushed_rx, data_conns)?;
                 // A round's blocks are on stable storage before it counts as done.
