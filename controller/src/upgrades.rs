@@ -109,7 +109,10 @@ fn sha256_file(p: &Path) -> std::io::Result<String> {
     }
 }
 
-/// Installs a version on host `id`: it reboots into it at once (drain it first).
+/// Installs a version on host `id` (drain it first): checks what can be checked at
+/// once, then streams the files and asks for the upgrade in the background (minutes
+/// on a slow link); the host reboots into it. A failure is logged and published as
+/// `host.upgrade_failed`.
 pub async fn upgrade(ctx: &Context, id: &str, req: &HostUpgradeRequest) -> Result<HostUpgrade> {
     let dir = dir_of(ctx)?.to_path_buf();
     let (version, vdir) = pick(&dir, req.image.as_deref())?;
@@ -129,6 +132,51 @@ pub async fn upgrade(ctx: &Context, id: &str, req: &HostUpgradeRequest) -> Resul
             "host {id} does not run from the host image: it has no image to upgrade"
         )));
     }
+    let hostd = ctx.hostd(&host)?;
+    let answer = HostUpgrade {
+        host: id.to_string(),
+        from_version: host.image_version.clone(),
+        to_version: version.clone(),
+    };
+    let ctx = ctx.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        match install(&hostd, &id, &version, &vdir).await {
+            Ok(slot) => {
+                tracing::info!(host = %id, version, slot, "host is rebooting into the new version");
+                ctx.events
+                    .publish(
+                        "host.upgrading",
+                        SYSTEM_TENANT,
+                        &id,
+                        crate::events::no_data(),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(host = %id, version, "upgrade: {e}");
+                ctx.events
+                    .publish(
+                        "host.upgrade_failed",
+                        SYSTEM_TENANT,
+                        &id,
+                        crate::events::no_data(),
+                    )
+                    .await;
+            }
+        }
+    });
+    Ok(answer)
+}
+
+/// Streams the version's files to the host and asks it to write them to its inactive
+/// slot; the slot written.
+async fn install(
+    hostd: &nova_hostd_api::HostdClient,
+    id: &str,
+    version: &str,
+    vdir: &Path,
+) -> Result<String> {
     let (kernel, initrd) = (vdir.join(KERNEL), vdir.join(INITRD));
     let (k, i) = (kernel.clone(), initrd.clone());
     let (ks, is) = tokio::task::spawn_blocking(move || {
@@ -137,7 +185,6 @@ pub async fn upgrade(ctx: &Context, id: &str, req: &HostUpgradeRequest) -> Resul
     .await
     .map_err(|e| Error::conflict(format!("hashing the image: {e}")))?
     .map_err(|e| Error::conflict(format!("reading {}: {e}", vdir.display())))?;
-    let hostd = ctx.hostd(&host)?;
     tracing::info!(
         host = id,
         version,
@@ -154,25 +201,12 @@ pub async fn upgrade(ctx: &Context, id: &str, req: &HostUpgradeRequest) -> Resul
     }
     let started = hostd
         .upgrade_system(&SystemUpgradeRequest {
-            version: version.clone(),
+            version: version.to_string(),
             kernel_sha256: ks,
             initrd_sha256: is,
         })
         .await?;
-    ctx.events
-        .publish(
-            "host.upgrading",
-            SYSTEM_TENANT,
-            id,
-            crate::events::no_data(),
-        )
-        .await;
-    Ok(HostUpgrade {
-        host: id.to_string(),
-        from_version: started.from_version,
-        to_version: started.version,
-        slot: started.slot,
-    })
+    Ok(started.slot)
 }
 
 #[cfg(test)]

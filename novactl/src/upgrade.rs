@@ -75,10 +75,9 @@ async fn upgrade_one(
     say(
         f,
         format!(
-            "{prefix}host {id}: {} -> {} written to slot {}; rebooting",
+            "{prefix}host {id}: {} -> {}: streaming it to the host, which then reboots into it",
             version(&up.from_version),
             up.to_version,
-            up.slot
         ),
     );
     if a.no_wait {
@@ -215,14 +214,13 @@ pub async fn cluster(api: &ControllerClient, cmd: ClusterCmd, f: Format) -> anyh
 
 impl output::Columns for nova_controller_api::HostUpgrade {
     fn headers(_wide: bool) -> Vec<&'static str> {
-        vec!["host", "from", "to", "slot"]
+        vec!["host", "from", "to"]
     }
     fn cells(&self, _wide: bool) -> Vec<String> {
         vec![
             self.host.clone(),
             version(&self.from_version).to_string(),
             self.to_version.clone(),
-            self.slot.clone(),
         ]
     }
 }

@@ -8,6 +8,7 @@
 //! address from a DHCP server (dnsmasq) on the tap. The first boot asks for a debug
 //! console on the second serial line and uses it; the disk boots show none. The A/B
 //! upgrade test boots the disk once and upgrades it twice (one good build, one broken).
+//! Over 500 lines: the boots share their helpers here (each boot is minutes under TCG).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -34,11 +34,12 @@ pub struct HostUpgradeRequest {
     pub image: Option<String>,
 }
 
-/// The answer: the host is rebooting into `to_version` (in `slot`).
+/// The answer (202): the controller is streaming `to_version` to the host, which
+/// then reboots into it; follow the host's state and `image_version` (failures are
+/// `host.upgrade_failed` events).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HostUpgrade {
     pub host: String,
     pub from_version: Option<String>,
     pub to_version: String,
-    pub slot: String,
 }

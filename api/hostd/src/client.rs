@@ -217,7 +217,14 @@ impl HostdClient {
         &self,
         req: &SystemUpgradeRequest,
     ) -> Result<SystemUpgradeStarted, Error> {
-        self.http.post("/v1/system/upgrade", req).await
+        // Hashing and writing the slot takes seconds to minutes (slow disks, TCG).
+        self.http
+            .post_slow(
+                "/v1/system/upgrade",
+                req,
+                std::time::Duration::from_secs(600),
+            )
+            .await
     }
     /// `GET /v1/network`.
     pub async fn network(&self) -> Result<NetworkInfo, Error> {

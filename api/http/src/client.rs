@@ -223,6 +223,23 @@ impl Client {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// `POST path` with a JSON body and a deadline of its own, for a call that does
+    /// long work before it answers (an upgrade streams and writes a system image).
+    pub async fn post_slow<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let method = Method::POST;
+        let rq = self
+            .request(method.clone(), path)
+            .json(body)
+            .timeout(timeout);
+        let (status, bytes) = self.send(&method, path, rq).await?;
+        self.decode(method, path, status, &bytes)
+    }
+
     /// `PUT path` with a JSON body.
     pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,

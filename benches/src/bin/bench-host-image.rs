@@ -205,11 +205,8 @@ fn main() -> anyhow::Result<()> {
         boots.push(b);
     }
     let s = |f: fn(&Boot) -> f64| Summary::of(&boots.iter().map(f).collect::<Vec<_>>());
-    let command = format!(
-        "make bench-host-image (bench-host-image --image {} --runs {})",
-        a.image.display(),
-        a.runs
-    );
+    // What was run, as run (`make bench-host-image` boots the release image).
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
     let report = Report {
         command: command.clone(),
         version: version.clone(),

@@ -70,17 +70,26 @@ pub async fn upgrade(
     State(h): S,
     JsonBody(req): JsonBody<SystemUpgradeRequest>,
 ) -> ApiResult<(StatusCode, Json<SystemUpgradeStarted>)> {
+    // Once started, the slot write and the reboot finish even if the caller goes.
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let host = h.clone();
-    let started = tokio::task::spawn_blocking(move || {
-        upgrade::upgrade(&host.system, &host.config.data_dir, &req)
-    })
-    .await
-    .map_err(|e| Error::Conflict(format!("upgrade task: {e}")))??;
-    tracing::info!(version = %started.version, slot = %started.slot, "new system written: rebooting into it");
-    tokio::spawn(async {
-        // Let the answer reach the controller first.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        upgrade::request_reboot();
+    tokio::spawn(async move {
+        let r = tokio::task::spawn_blocking(move || {
+            upgrade::upgrade(&host.system, &host.config.data_dir, &req)
+        })
+        .await;
+        let ok = matches!(r, Ok(Ok(_)));
+        let _ = tx.send(r);
+        if ok {
+            // Let the answer reach the controller first.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            upgrade::request_reboot();
+        }
     });
+    let started = rx
+        .await
+        .map_err(|e| Error::Conflict(format!("upgrade task: {e}")))?
+        .map_err(|e| Error::Conflict(format!("upgrade task: {e}")))??;
+    tracing::info!(version = %started.version, slot = %started.slot, "new system written: rebooting into it");
     Ok((StatusCode::ACCEPTED, Json(started)))
 }
