@@ -14,7 +14,7 @@ use nova_controller_api::{
     VmSpec,
 };
 use nova_tests::controller::{
-    block_on, refusal, register_host, status, stopped_spec, wait_for, Controller,
+    block_on, refusal, register_host, status, stopped_spec, wait_for, Controller, Opts,
 };
 use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
 use nova_tests::{binary, require_kvm, unique, TempDir};
@@ -511,4 +511,75 @@ fn a_vm_placed_anywhere_lands_on_the_cluster_with_room_and_boots_there() {
             .contains("no summary"),
         "{gamma:?}"
     );
+}
+
+/// A controller serving https with the dev CA in `ca` (and, with `trust`, calling
+/// its peers trusting that CA: `--hostd-ca`).
+fn tls_cluster(dir: &TempDir, name: &str, ca: &std::path::Path, trust: bool) -> Controller {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let mut args = vec![
+        "--tls-cert".to_string(),
+        ca.join("server.pem").display().to_string(),
+        "--tls-key".into(),
+        ca.join("server.key").display().to_string(),
+    ];
+    if trust {
+        args.extend(["--hostd-ca".into(), ca.join("ca.pem").display().to_string()]);
+    }
+    let c = Controller::start(
+        &d,
+        Opts {
+            args,
+            ca: Some(ca.join("ca.pem")),
+            ..Opts::default()
+        },
+    );
+    block_on(c.api.set_identity(&IdentityPatch {
+        name: Some(name.into()),
+        region: None,
+    }))
+    .unwrap();
+    c
+}
+
+#[test]
+fn clusters_peer_over_tls_and_refuse_a_peer_whose_certificate_they_cannot_verify() {
+    let d = TempDir::new();
+    let ca = d.join("ca");
+    let out = Command::new(binary("nova-controller"))
+        .arg("dev-ca")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = tls_cluster(&d, "alpha", &ca, true);
+    let b = tls_cluster(&d, "beta", &ca, true);
+    let stranger = tls_cluster(&d, "stranger", &ca, false);
+    assert!(a.url.starts_with("https://") && b.url.starts_with("https://"));
+    join(&a, &b, vec![]);
+    trust(
+        &b,
+        &id_of(&a),
+        vec![rule("system", &[Role::Viewer, Role::Admin])],
+    );
+    block_on(b.api.create_vm(&stopped_spec("over-tls"), None)).unwrap();
+    let l = block_on(a.api.federated::<Vm>("/v1/vms", None)).unwrap();
+    assert!(!l.partial, "{:?}", l.clusters);
+    assert_eq!(l.items.len(), 1);
+    assert_eq!(l.items[0].item.spec.name, "over-tls");
+    // A controller that does not trust the CA gets no answer from the peer at all.
+    let r = block_on(stranger.api.join_federation(&JoinRequest {
+        peer_url: b.url.clone(),
+        peer_token: b.admin.clone(),
+        self_url: stranger.url.clone(),
+        trust: TrustPolicy::default(),
+        placement: true,
+    }));
+    assert_eq!(refusal(r), (409, Some("peer_url".into())));
+    assert_eq!(peer_names(&b), ["alpha"]);
 }

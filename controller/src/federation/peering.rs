@@ -102,7 +102,12 @@ pub async fn join(ctx: &Context, fed: &Federation, j: &JoinRequest) -> Result<Pe
                 j.peer_url
             )))
         }
-        Ok(Err(e)) if e.is_unreachable() => return Err(Error::Hostd(e)),
+        Ok(Err(e)) if e.is_unreachable() => {
+            return Err(Error::conflict_on(
+                "peer_url",
+                format!("the peer could not be reached (or its certificate verified): {e}"),
+            ))
+        }
         Ok(Err(e)) => {
             return Err(Error::conflict_on(
                 "peer_token",

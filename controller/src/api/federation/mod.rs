@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::federation::view;
 use crate::federation::{self as fed, Presenter};
 use crate::model::{
-    now_ms, AuditEntry, ClusterIdentity, ClusterSummary, FederatedToken, FederationView,
+    now_ms, AuditEntry, ClusterIdentity, ClusterSummary, ErrorBody, FederatedToken, FederationView,
     GlobalPlacement, GlobalVmSpec, Hello, IdentityPatch, JoinRequest, Jwks, LeftPeer,
     NewFederatedToken, Peer, PeerPolicy, PeerStatus, Revocation, Revoked,
 };
@@ -94,6 +94,8 @@ fn peer_cluster(p: &Presented) -> ApiResult<String> {
 }
 
 /// `GET /.well-known/jwks.json`: the public keys this cluster signs tokens with.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "federation", operation_id = "federation_jwks", security(()),
+    responses((status = 200, body = Jwks)))]
 pub async fn jwks(State(st): State<AppState>) -> ApiResult<Json<Jwks>> {
     let me = fed::local(&st.ctx).await?;
     Ok(Json(fed::identity(&me).jwks))
@@ -101,6 +103,8 @@ pub async fn jwks(State(st): State<AppState>) -> ApiResult<Json<Jwks>> {
 
 /// `GET /v1/federation`: this cluster's identity and its peers with their cached
 /// summaries.
+#[utoipa::path(get, path = "/v1/federation", tag = "federation", operation_id = "federation_show",
+    responses((status = 200, body = FederationView)))]
 pub async fn show(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -127,6 +131,8 @@ pub async fn show(
 }
 
 /// `PATCH /v1/federation/identity`.
+#[utoipa::path(patch, path = "/v1/federation/identity", tag = "federation", operation_id = "federation_set_identity", request_body = IdentityPatch,
+    responses((status = 200, body = ClusterIdentity), (status = 400, description = "a bad field", body = ErrorBody)))]
 pub async fn set_identity(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -138,6 +144,8 @@ pub async fn set_identity(
 }
 
 /// `POST /v1/federation/keys/rotate`.
+#[utoipa::path(post, path = "/v1/federation/keys/rotate", tag = "federation", operation_id = "federation_rotate",
+    responses((status = 200, body = ClusterIdentity)))]
 pub async fn rotate(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -148,6 +156,9 @@ pub async fn rotate(
 }
 
 /// `POST /v1/federation/peers`: peers with another cluster.
+#[utoipa::path(post, path = "/v1/federation/peers", tag = "federation", operation_id = "federation_join", request_body = JoinRequest,
+    responses((status = 201, body = Peer), (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 409, description = "the peer could not be reached or refused the handshake (field named)", body = ErrorBody)))]
 pub async fn join(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -160,6 +171,9 @@ pub async fn join(
 }
 
 /// `DELETE /v1/federation/peers/{id}`.
+#[utoipa::path(delete, path = "/v1/federation/peers/{id}", tag = "federation", operation_id = "federation_leave",
+    params(("id" = String, Path, description = "peer id or name")),
+    responses((status = 200, body = LeftPeer), (status = 404, description = "no such peer", body = ErrorBody)))]
 pub async fn leave(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -171,6 +185,10 @@ pub async fn leave(
 }
 
 /// `PUT /v1/federation/peers/{id}/policy`.
+#[utoipa::path(put, path = "/v1/federation/peers/{id}/policy", tag = "federation", operation_id = "federation_set_policy", request_body = PeerPolicy,
+    params(("id" = String, Path, description = "peer id or name")),
+    responses((status = 200, body = Peer), (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 404, description = "no such peer", body = ErrorBody)))]
 pub async fn set_policy(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -184,6 +202,8 @@ pub async fn set_policy(
 
 /// `POST /v1/federation/handshake`: a cluster joining this one, presenting this
 /// cluster's admin token.
+#[utoipa::path(post, path = "/v1/federation/handshake", tag = "federation", operation_id = "federation_handshake", request_body = Hello,
+    responses((status = 200, body = Hello), (status = 400, description = "a bad field", body = ErrorBody)))]
 pub async fn handshake(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -195,6 +215,8 @@ pub async fn handshake(
 }
 
 /// `POST /v1/federation/leave`: a peer leaves.
+#[utoipa::path(post, path = "/v1/federation/leave", tag = "federation", operation_id = "federation_peer_leaves",
+    responses((status = 200, description = "forgotten")))]
 pub async fn peer_leaves(State(st): State<AppState>, p: Presented) -> ApiResult<Json<()>> {
     let peer = peer_cluster(&p)?;
     fed::forget(&st.ctx, &st.federation, &peer).await?;
@@ -202,6 +224,8 @@ pub async fn peer_leaves(State(st): State<AppState>, p: Presented) -> ApiResult<
 }
 
 /// `GET /v1/federation/summary`: for peers and this cluster's system tenant.
+#[utoipa::path(get, path = "/v1/federation/summary", tag = "federation", operation_id = "federation_summary",
+    responses((status = 200, body = ClusterSummary)))]
 pub async fn summary(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -216,6 +240,8 @@ pub async fn summary(
 }
 
 /// `POST /v1/federation/tokens`: a federated token for the caller.
+#[utoipa::path(post, path = "/v1/federation/tokens", tag = "federation", operation_id = "federation_issue", request_body = NewFederatedToken,
+    responses((status = 201, body = FederatedToken), (status = 400, description = "a bad field", body = ErrorBody)))]
 pub async fn issue(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -228,6 +254,9 @@ pub async fn issue(
 }
 
 /// `DELETE /v1/federation/tokens/{jti}`: revokes it here and tells the peers.
+#[utoipa::path(delete, path = "/v1/federation/tokens/{jti}", tag = "federation", operation_id = "federation_revoke",
+    params(("jti" = String, Path, description = "the token's id")),
+    responses((status = 200, body = Revoked), (status = 404, description = "no such token of yours", body = ErrorBody)))]
 pub async fn revoke(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -239,6 +268,8 @@ pub async fn revoke(
 }
 
 /// `GET /v1/federation/revocations`: this cluster's revoked, unexpired tokens.
+#[utoipa::path(get, path = "/v1/federation/revocations", tag = "federation", operation_id = "federation_revocations",
+    responses((status = 200, body = Vec<Revocation>)))]
 pub async fn revocations(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -252,6 +283,8 @@ pub async fn revocations(
 }
 
 /// `POST /v1/federation/revocations`: a peer tells of a token it revoked.
+#[utoipa::path(post, path = "/v1/federation/revocations", tag = "federation", operation_id = "federation_peer_revokes", request_body = Revocation,
+    responses((status = 200, body = Revocation), (status = 400, description = "a bad field", body = ErrorBody)))]
 pub async fn peer_revokes(
     State(st): State<AppState>,
     p: Presented,
@@ -286,6 +319,9 @@ fn host_paths_for_admins(c: &Caller, g: &GlobalVmSpec) -> ApiResult<()> {
 }
 
 /// `POST /v1/federation/vms`: the federation scheduler picks a cluster.
+#[utoipa::path(post, path = "/v1/federation/vms", tag = "federation", operation_id = "federation_create_vm", request_body = GlobalVmSpec,
+    responses((status = 201, body = GlobalPlacement), (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 409, description = "no cluster took the VM (each named with why)", body = ErrorBody)))]
 pub async fn create_vm(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -353,3 +389,17 @@ pub fn federated_bearer(req: &Request) -> Option<String> {
     let t = v.strip_prefix("Bearer ")?.trim();
     fed::keys::is_jwt(t).then(|| t.to_string())
 }
+
+/// The federation's part of the OpenAPI document (merged by `openapi::document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        jwks, show, set_identity, rotate, join, leave, set_policy, handshake, peer_leaves,
+        summary, issue, revoke, revocations, peer_revokes, create_vm,
+    ),
+    tags((name = "federation", description = "peer clusters, federated tokens, global placement; \
+        `?scope=federation` on GET /v1/vms, /v1/hosts, /v1/alerts and /v1/capacity answers a \
+        FederatedList of every cluster's items")),
+    components(schemas(crate::model::FederatedClaims))
+)]
+pub struct FederationDoc;
