@@ -328,6 +328,14 @@ fn a_federated_token_is_honoured_per_each_peers_policy_and_refused_where_it_says
         .map(|v| v.spec.name)
         .collect();
     assert_eq!(seen, ["hers"]);
+    // Beta's audit log names who did it, and from where.
+    let audit = block_on(b.api.audit()).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.actor == "alice@alpha" && e.method == "POST" && e.path == "/v1/vms"),
+        "{audit:?}"
+    );
     // Gamma's policy honours acme's viewers only: an operator is refused, naming why.
     let r = block_on(c.as_(&t.token).whoami());
     let e = r.unwrap_err();
