@@ -2,8 +2,9 @@
 //! loopback: peering through the handshake (each side's admin token, signed
 //! proofs), `novactl federation join|list|leave`; a federated list with one peer
 //! killed (a partial answer naming it); a federated token of cluster A honoured by B
-//! per B's trust policy and refused by C where C's says no (and after revocation,
-//! and after A rotates its key, still honoured); and a VM placed "anywhere" landing
+//! per B's trust policy and refused by C where C's says no (refused after
+//! revocation, at once or, for a peer down then, once it is back; still honoured
+//! after A rotates its key); and a VM placed "anywhere" landing
 //! on the cluster whose real hostd has room, where it boots the test guest.
 
 use std::process::Command;
@@ -273,7 +274,7 @@ fn whoami(c: &Controller, token: &str) -> Result<nova_controller_api::Whoami, u1
 #[test]
 fn a_federated_token_is_honoured_per_each_peers_policy_and_refused_where_it_says_no() {
     let d = TempDir::new();
-    let (a, b, c) = (
+    let (a, b, mut c) = (
         cluster(&d, "alpha", None),
         cluster(&d, "beta", None),
         cluster(&d, "gamma", None),
@@ -377,6 +378,28 @@ fn a_federated_token_is_honoured_per_each_peers_policy_and_refused_where_it_says
     let t2 = fed(&alice, vec!["beta".into()]);
     assert!(whoami(&b, &t2.token).is_ok(), "signed with the new key");
     assert!(whoami(&b, &only_b.token).is_ok(), "signed with the old key");
+
+    // Revoked while gamma is down: gamma pulls the revocation when it is back.
+    let carol = a.token_for("acme", "carol", Role::Viewer);
+    let t3 = fed(&carol, vec![]);
+    assert_eq!(whoami(&c, &t3.token).unwrap().user, "carol@alpha");
+    let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = c.dir.clone();
+    c.kill();
+    let r = block_on(a.as_(&carol).revoke_federated_token(&t3.jti)).unwrap();
+    let gid = r.peers_missed.first().cloned().expect("gamma was not told");
+    assert!(r.peers_told.contains(&id_of(&b)), "{r:?}");
+    let c = Controller::start(
+        &dir,
+        Opts {
+            port: Some(port),
+            ..Opts::default()
+        },
+    );
+    assert_eq!(id_of(&c), gid, "the same cluster, from its store");
+    wait_for(30, "gamma to pull alpha's revocation", || {
+        (whoami(&c, &t3.token) == Err(401)).then_some(())
+    });
 }
 
 /// The MiB of memory of this machine (what hostd's capacity starts from).
