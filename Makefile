@@ -25,7 +25,7 @@ PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd moto[server]
 
 .PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
 	fuzz-smoke bench-migration bench-block-migration bench-host-image bench-hostd bench-scheduler bench-api bench-metrics \
-	lint fmt clean \
+	bench-federation lint fmt clean \
 	ui ui-deps
 
 all: build
@@ -126,7 +126,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Every bench writes docs/benchmarks/<name>.{json,md}; release builds throughout.
-bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api bench-metrics
+bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api bench-metrics bench-federation
 
 bench-boot: deps guest-images build-release
 	$(RELEASE_BIN)/bench-boot --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
@@ -160,6 +160,10 @@ bench-api: deps build-release
 # Prometheus' on the same data, through promtool), query latency.
 bench-metrics: deps build-release
 	$(RELEASE_BIN)/bench-metrics --out docs/benchmarks
+
+# A federated list of 10,000 VMs across three peered controllers, p50/p99.
+bench-federation: build-release
+	$(RELEASE_BIN)/bench-federation --controller $(RELEASE_BIN)/nova-controller --out docs/benchmarks
 
 clean:
 	$(CARGO) clean

@@ -8,7 +8,7 @@
 //! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
 //! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
 //! `retention`, `placement`, `idempotency`, `upgrades`, `monitoring`, `alerting`,
-//! `snapshots`, `templates`), which runs in a `context::Context` over
+//! `snapshots`, `templates`, `federation`), which runs in a `context::Context` over
 //! `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
@@ -24,6 +24,7 @@ pub mod context;
 pub mod devca;
 pub mod error;
 pub mod events;
+pub mod federation;
 pub mod history;
 pub mod hosts;
 pub mod idempotency;

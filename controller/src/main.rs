@@ -140,7 +140,14 @@ async fn main() -> anyhow::Result<()> {
             c.max_failed_auth,
             Duration::from_secs(60),
         )),
+        federation: Arc::new(nova_controller::federation::Federation::new(
+            c.settings.hostd_ca.clone(),
+        )?),
     };
+    tokio::spawn(nova_controller::federation::view::run(
+        ctx.clone(),
+        st.federation.clone(),
+    ));
     tokio::spawn(reconcile::run(ctx.clone()));
     tokio::spawn(nova_controller::monitoring::run(ctx.clone()));
     tokio::spawn(nova_controller::alerting::run(ctx.clone()));

@@ -4,7 +4,7 @@
 //! migrations and drains, shell completions, and exit codes a script can tell apart.
 //! It speaks to the controller only through `nova-controller-api`'s typed client; it
 //! owns no API type. Each resource's commands and their table columns live in the
-//! resource's module (`vm`, `host`, `operation`, `access`, `policy`).
+//! resource's module (`vm`, `host`, `operation`, `access`, `policy`, `federation`).
 
 mod access;
 mod alert;
@@ -13,6 +13,7 @@ mod console;
 mod dates;
 mod describe;
 mod exit;
+mod federation;
 mod host;
 mod image;
 mod operation;
@@ -162,6 +163,9 @@ enum Cmd {
     AlertReceiver(alert::ReceiverCmd),
     /// Capacity per host and cluster: allocated, used, trend, days until full, what fits.
     Capacity(alert::CapacityArgs),
+    /// Federation: peer clusters, federated tokens, lists and placement across clusters.
+    #[command(subcommand)]
+    Federation(federation::FederationCmd),
     /// Contexts of the config file: which controller, which token, which CA.
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -247,6 +251,7 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
         Cmd::AlertRule(c) => alert::rule(&api, c, f).await,
         Cmd::AlertReceiver(c) => alert::receiver(&api, c, f).await,
         Cmd::Capacity(a) => alert::capacity(&api, a, f).await,
+        Cmd::Federation(c) => federation::run(&api, c, f).await,
         Cmd::Config(_) | Cmd::Completion { .. } => unreachable!("handled above"),
     }
 }

@@ -9,6 +9,7 @@ use nova_http::{Client, ClientOptions, Error};
 use crate::*;
 
 mod events;
+mod federation;
 mod monitoring;
 mod snapshots;
 

@@ -1,9 +1,11 @@
 //! nova-controller-api: the contract of nova-controller's `/v1` API. The objects it
 //! stores and shows ([`model`]), the request and answer bodies ([`bodies`]), the
 //! cluster's migration policy ([`policy`]), the event stream's [`Event`], and
-//! (feature `client`) [`ControllerClient`]. No storage, scheduling or HTTP server here.
+//! (feature `client`) [`ControllerClient`]; what clusters of a federation say to each
+//! other ([`federation`]). No storage, scheduling or HTTP server here.
 
 pub mod bodies;
+pub mod federation;
 pub mod model;
 pub mod monitoring;
 pub mod policy;
@@ -16,6 +18,7 @@ mod client;
 pub use bodies::*;
 #[cfg(feature = "client")]
 pub use client::ControllerClient;
+pub use federation::*;
 pub use model::*;
 pub use monitoring::*;
 pub use nova_hostd_api::CloudInit;

@@ -20,7 +20,13 @@ use crate::model::{now_ms, AuditEntry, Role, Token, IDEMPOTENCY_KEY, SYSTEM_TENA
 use crate::store::Objects;
 
 /// Routes anyone may call.
-const PUBLIC: &[&str] = &["/v1/health", "/v1/openapi.json", "/v1/leader"];
+const PUBLIC: &[&str] = &[
+    "/v1/health",
+    "/v1/openapi.json",
+    "/v1/leader",
+    // Public keys only: what peers and relying parties verify tokens with.
+    "/.well-known/jwks.json",
+];
 const REGISTER: &str = "/v1/hosts/register";
 /// Largest request body (also what an idempotent call buffers).
 pub const MAX_BODY: usize = 1 << 20;
@@ -88,6 +94,9 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         )
         .into_response()
     };
+    if let Some(jwt) = super::federation::federated_bearer(&req) {
+        return super::federation::authenticate_jwt(st, req, next, &jwt).await;
+    }
     if secret.is_empty() || secret.len() > 256 {
         return unauthorized(&st);
     }

@@ -7,6 +7,7 @@ mod access;
 mod alerting;
 mod console;
 mod error;
+mod federation;
 mod hosts;
 mod images;
 mod middleware;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// When that (bootstrap) join token stops enrolling hosts, ms since the epoch.
     pub join_expires_at_ms: Option<u64>,
     pub limiter: Arc<FailedAuthLimiter>,
+    /// Peers, their cached summaries, the pool they are called through.
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 /// Requires a role that may change things in the caller's tenant.
@@ -171,7 +174,9 @@ pub fn router(st: AppState) -> Router {
         .merge(alerting::routes())
         .merge(snapshots::routes())
         .merge(templates::routes())
+        .merge(federation::routes())
         .fallback(fallback)
+        .layer(with(st.clone(), federation::scope))
         .layer(with(st.clone(), middleware::idempotent))
         .layer(with(st.clone(), middleware::authenticate))
         .layer(with(st.clone(), middleware::access))

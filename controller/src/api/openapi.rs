@@ -195,7 +195,11 @@ impl Modify for Security {
 
 /// `GET /v1/openapi.json`.
 pub async fn document() -> Json<Doc> {
-    Json(ApiDoc::openapi())
+    let mut d = ApiDoc::openapi();
+    d.merge(super::federation::FederationDoc::openapi());
+    // Error answers and the bearer scheme on the merged paths too.
+    Security.modify(&mut d);
+    Json(d)
 }
 
 #[cfg(test)]

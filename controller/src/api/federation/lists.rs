@@ -1,0 +1,191 @@
+//! `?scope=federation` on `GET /v1/vms`, `/v1/hosts`, `/v1/alerts` and
+//! `/v1/capacity`: this cluster's items and every peer's, asked in parallel as the
+//! caller, with which clusters answered.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::super::error::ApiQuery;
+use super::super::{must_be_cluster, ApiError, ApiResult, AppState};
+use crate::auth::Caller;
+use crate::federation::view::{self, Speaker};
+use crate::federation::{self as fed, Presenter};
+use crate::model::{
+    now_ms, Alert, Capacity, CapacityQuery, ClusterAnswer, FederatedList, Host, Located,
+    ScopeQuery, Vm,
+};
+use crate::store::Objects;
+
+/// The lists that answer `?scope=federation`.
+const SCOPED: &[&str] = &["/v1/vms", "/v1/hosts", "/v1/alerts", "/v1/capacity"];
+
+/// `GET <list>?scope=federation`: this cluster's items and every peer's (asked in
+/// parallel as the caller, each within `timeout_ms`), and which clusters answered.
+/// Other requests pass on untouched.
+pub async fn scope(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let scoped = req.method() == Method::GET
+        && SCOPED.contains(&path)
+        && form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .any(|(k, _)| k == "scope");
+    if !scoped {
+        return next.run(req).await;
+    }
+    let path = path.to_string();
+    let (mut parts, _) = req.into_parts();
+    let q = match ApiQuery::<ScopeQuery>::from_request_parts(&mut parts, &()).await {
+        Ok(ApiQuery(q)) => q,
+        Err(e) => return e.into_response(),
+    };
+    let Some(c) = parts.extensions.get::<Caller>().cloned() else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "no caller").into_response();
+    };
+    let presenter = parts.extensions.get::<Presenter>().cloned();
+    match federated_list(&st, &c, presenter, &path, &q).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn federated_list(
+    st: &AppState,
+    c: &Caller,
+    presenter: Option<Presenter>,
+    path: &str,
+    q: &ScopeQuery,
+) -> ApiResult<Response> {
+    if q.scope.as_deref() != Some("federation") {
+        return Err(nova_http::FieldError::new("scope", "the only scope is `federation`").into());
+    }
+    let timeout = q.timeout_ms.unwrap_or(2000);
+    if !(10..=30_000).contains(&timeout) {
+        return Err(nova_http::FieldError::new("timeout_ms", "must be 10 to 30000").into());
+    }
+    let timeout = Duration::from_millis(timeout);
+    // A peer's user sees this cluster only: federation does not chain.
+    let fan_out = matches!(presenter, None | Some(Presenter::Local(_)));
+    let ctx = &st.ctx;
+    Ok(match path {
+        "/v1/vms" => {
+            let mine: Vec<Vm> = ctx
+                .store
+                .list_all::<Vm>()
+                .await?
+                .into_iter()
+                .filter(|v| c.sees(&v.tenant))
+                .collect();
+            gather(
+                st,
+                c,
+                fan_out,
+                timeout,
+                mine,
+                |cl| async move { cl.vms().await },
+            )
+            .await?
+        }
+        "/v1/hosts" => {
+            must_be_cluster(c, false)?;
+            let mine: Vec<Host> = ctx
+                .store
+                .list_all::<Host>()
+                .await?
+                .into_iter()
+                .map(|mut h| {
+                    h.hostd_token.clear();
+                    h
+                })
+                .collect();
+            gather(st, c, fan_out, timeout, mine, |cl| async move {
+                cl.hosts().await
+            })
+            .await?
+        }
+        "/v1/alerts" => {
+            let mine: Vec<Alert> = ctx
+                .store
+                .list_all::<Alert>()
+                .await?
+                .into_iter()
+                .filter(|a| c.sees(&a.tenant))
+                .collect();
+            gather(st, c, fan_out, timeout, mine, |cl| async move {
+                cl.alerts().await
+            })
+            .await?
+        }
+        _ => {
+            must_be_cluster(c, false)?;
+            let mine =
+                crate::monitoring::capacity::capacity(ctx, 1, 512, 7 * 86_400, now_ms() / 1000)
+                    .await?;
+            gather(st, c, fan_out, timeout, vec![mine], |cl| async move {
+                cl.capacity(&CapacityQuery::default())
+                    .await
+                    .map(|c: Capacity| vec![c])
+            })
+            .await?
+        }
+    })
+}
+
+/// This cluster's `mine` and each peer's answer to `ask`, as one federated list.
+async fn gather<T, F, Fut>(
+    st: &AppState,
+    c: &Caller,
+    fan_out: bool,
+    timeout: Duration,
+    mine: Vec<T>,
+    ask: F,
+) -> ApiResult<Response>
+where
+    T: serde::Serialize,
+    F: Fn(nova_controller_api::ControllerClient) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, nova_http::Error>>,
+{
+    let me = fed::local(&st.ctx).await?;
+    let peers = if fan_out {
+        fed::peers(&st.ctx).await?
+    } else {
+        Vec::new()
+    };
+    let answers = view::ask_all(&st.federation, &me, peers, Speaker::User(c), timeout, ask).await;
+    let mut clusters = vec![ClusterAnswer {
+        cluster_id: me.cluster_id.clone(),
+        name: me.name.clone(),
+        answered: true,
+        error: None,
+        items: mine.len() as u64,
+        took_ms: 0,
+    }];
+    let mut items: Vec<Located<T>> = mine
+        .into_iter()
+        .map(|item| Located {
+            cluster: me.cluster_id.clone(),
+            item,
+        })
+        .collect();
+    for a in answers {
+        let n = a.answer.as_ref().map(|v| v.len() as u64).unwrap_or(0);
+        clusters.push(a.status(n));
+        if let Ok(v) = a.answer {
+            let id = a.peer.cluster_id.clone();
+            items.extend(v.into_iter().map(|item| Located {
+                cluster: id.clone(),
+                item,
+            }));
+        }
+    }
+    let partial = clusters.iter().any(|c| !c.answered);
+    Ok(Json(FederatedList {
+        items,
+        clusters,
+        partial,
+    })
+    .into_response())
+}
