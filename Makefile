@@ -24,7 +24,7 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd moto[server]
 
 .PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
-	fuzz-smoke bench-migration bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean \
+	fuzz-smoke bench-migration bench-clone bench-hostd bench-scheduler bench-api bench-metrics lint fmt clean \
 	ui ui-deps
 
 all: build
@@ -125,7 +125,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Every bench writes docs/benchmarks/<name>.{json,md}; release builds throughout.
-bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api bench-metrics
+bench: bench-boot bench-migration bench-clone bench-hostd bench-scheduler bench-api bench-metrics
 
 bench-boot: deps guest-images build-release
 	$(RELEASE_BIN)/bench-boot --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
@@ -138,6 +138,10 @@ bench-migration: deps guest-images build-release
 bench-hostd: deps guest-images build-release
 	$(RELEASE_BIN)/bench-hostd --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \
 		--guest $(OUT)/testguest.elf --out docs/benchmarks
+
+bench-clone: deps guest-images build-release
+	$(RELEASE_BIN)/bench-clone --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \
+		--guest $(OUT)/testguest.elf --clones 100 --mem-mib 256 --out docs/benchmarks
 
 bench-scheduler: build-release
 	$(RELEASE_BIN)/bench-scheduler --out docs/benchmarks
