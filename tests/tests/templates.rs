@@ -2,7 +2,9 @@
 //! guest: a template with parameters instantiated cold (a boot) and as clones of a
 //! golden snapshot (restored, memory shared copy-on-write, each with its own MAC,
 //! hostname and instance id), versions and defaults, a bad parameter refused with
-//! its name, and tenants that cannot see each other's templates.
+//! its name, and tenants that cannot see each other's templates; the same through
+//! novactl and the dashboard's generated form. It is over 500 lines: each story keeps
+//! its setup next to its checks.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -515,4 +517,71 @@ fn novactl_snapshots_schedules_and_templates_from_the_command_line() {
     let (code, _, err) = novactl(&c, &["vm", "snapshot", "delete", &snap.id]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(status(block_on(c.api.snapshot(&snap.id))), 404);
+}
+
+#[test]
+fn the_dashboard_generates_the_vm_form_from_a_templates_parameters() {
+    if !require_kvm() {
+        return;
+    }
+    let ui = nova_tests::root().join("controller/ui");
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nova_tests::require(
+        node && ui.join("node_modules/playwright-core").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists(),
+        "node, controller/ui/node_modules (make ui-deps) or /usr/bin/chromium is missing",
+    ) {
+        return;
+    }
+    let d = TempDir::new();
+    let c = Controller::sqlite(d.path());
+    let _h = hostd_for(&c);
+    wait_ready(&c);
+    let mut vcpus = param("vcpus", ParamKind::Integer);
+    vcpus.min = Some(1);
+    vcpus.max = Some(2);
+    vcpus.default = Some(ParamValue::Integer(1));
+    let mut hostname = param("hostname", ParamKind::Hostname);
+    hostname.required = true;
+    block_on(c.api.create_template(&NewTemplate {
+        name: "counter".into(),
+        description: None,
+        parameters: vec![vcpus, hostname],
+        source: TemplateSource::Image(counter("base")),
+        make_default: false,
+        system: true,
+    }))
+    .unwrap();
+    let out = std::process::Command::new("node")
+        .arg(nova_tests::root().join("tests/browser/template-form.mjs"))
+        .env("NOVA_URL", &c.url)
+        .env("NOVA_UI_DIR", &ui)
+        .env(
+            "NOVA_SCREENSHOTS",
+            nova_tests::root().join("docs/screenshots"),
+        )
+        .env("NOVA_TOKEN", &c.admin)
+        .env("CHROMIUM", "/usr/bin/chromium")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the browser story failed:\n{text}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CREATED "))
+        .unwrap_or_else(|| panic!("no CREATED line:\n{text}"));
+    let vm = block_on(c.api.vm(id)).unwrap();
+    assert_eq!(vm.spec.vcpus, 2, "what was typed reached the spec");
+    assert_eq!(
+        vm.spec.cloud_init.and_then(|ci| ci.hostname).as_deref(),
+        Some("ui-1")
+    );
+    wait_running(&c, id);
 }

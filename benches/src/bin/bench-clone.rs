@@ -42,6 +42,9 @@ struct Args {
     /// Cold boots for the baseline.
     #[arg(long, default_value_t = 10)]
     boots: usize,
+    /// QEMU restores of the same guest from a saved state (the peer).
+    #[arg(long, default_value_t = 20)]
+    qemu_runs: usize,
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
 }
@@ -174,6 +177,21 @@ fn pss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no Pss in smaps_rollup")
 }
 
+/// `qemu-system-x86_64 --version`'s number.
+fn qemu_version() -> String {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(3)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
 fn percentile(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -203,6 +221,79 @@ impl Latency {
     }
 }
 
+/// The peer: QEMU microvm saves the same guest (counting) with `migrate exec:cat >
+/// FILE`, then each run is a new QEMU with `-incoming exec:cat FILE`, timed from its
+/// spawn to its first console line. QEMU has no copy-on-write clone: every restore
+/// reads the whole saved state.
+fn qemu_restores(args: &Args, tmp: &Path) -> anyhow::Result<Vec<f64>> {
+    use nova_benches::qmp::Qmp;
+    use nova_tests::vmm::{qemu_microvm, QemuRam};
+    let append = format!(
+        "nova.workload=counter nova.tsc_khz={}",
+        nova_tests::host_tsc_khz()
+    );
+    let qemu = |log: &Path, extra: &[String]| -> anyhow::Result<Child> {
+        let mut c = qemu_microvm(&args.guest, args.mem_mib, 1, &append, QemuRam::Anonymous);
+        c.args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(log)?)
+            .stderr(Stdio::null());
+        Ok(c.spawn()?)
+    };
+    let state = tmp.join("qemu-state");
+    let sock = tmp.join("qemu-qmp.sock");
+    let golden_log = tmp.join("qemu-golden.log");
+    let mut golden = qemu(
+        &golden_log,
+        &[
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", sock.display()),
+        ],
+    )?;
+    let saved = (|| {
+        wait_line(
+            &golden_log,
+            b"NOVA-TICK",
+            Instant::now() + Duration::from_secs(60),
+        )?;
+        let mut q = Qmp::connect(&sock)?;
+        q.cmd(
+            "migrate",
+            serde_json::json!({"uri": format!("exec:cat > {}", state.display())}),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = q.cmd("query-migrate", serde_json::json!({}))?;
+            match s.get("status").and_then(|v| v.as_str()) {
+                Some("completed") => return Ok(()),
+                Some("failed") | Some("cancelled") => bail!("QEMU save: {s}"),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                bail!("QEMU save did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })();
+    let _ = golden.kill();
+    let _ = golden.wait();
+    saved?;
+    let mut out = Vec::new();
+    for i in 0..args.qemu_runs {
+        let log = tmp.join(format!("qemu-restore-{i}.log"));
+        let t0 = Instant::now();
+        let mut c = qemu(
+            &log,
+            &["-incoming".into(), format!("exec:cat {}", state.display())],
+        )?;
+        let t = wait_line(&log, b"NOVA-TICK", t0 + Duration::from_secs(60));
+        let _ = c.kill();
+        let _ = c.wait();
+        out.push((t? - t0).as_secs_f64() * 1e3);
+    }
+    Ok(out)
+}
+
 #[derive(Serialize)]
 struct Report {
     command: String,
@@ -211,6 +302,7 @@ struct Report {
     snapshot_paused_ms: f64,
     snapshot_stored_mib: f64,
     cold_boot_through_hostd: Latency,
+    qemu_restore: Latency,
     clone_sequential: Latency,
     clone_concurrent: Latency,
     concurrent_all_running_s: f64,
@@ -254,6 +346,7 @@ fn kill_vmms_under(dir: &Path) {
 }
 
 fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
+    let qemu = qemu_restores(args, tmp)?;
     let h = Hostd::start(args, tmp)?;
 
     // Baseline: cold boots through hostd, create to NOVA-BOOTED.
@@ -327,6 +420,7 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
         snapshot_paused_ms: snap.paused_ms,
         snapshot_stored_mib: snap.stored_bytes as f64 / (1 << 20) as f64,
         cold_boot_through_hostd: Latency::of(&boots),
+        qemu_restore: Latency::of(&qemu),
         clone_sequential: Latency::of(&seq),
         clone_concurrent: Latency::of(&par),
         concurrent_all_running_s: all_running,
@@ -344,12 +438,16 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
          `POST /v1/vms/{{id}}/restore` (`stored`, `clone`: the VMM maps the snapshot's memory \
          copy-on-write), timed from the first call to the clone's first console line \
          (a `NOVA-TICK`: it resumes counting, it does not boot). Baseline in the same run: a cold \
-         boot through hostd, create to `NOVA-BOOTED`.\n\n\
+         boot through hostd, create to `NOVA-BOOTED`; the peer, QEMU {qv} microvm restoring the same \
+         guest saved while counting (`-incoming exec:cat FILE`, spawn to first line; no \
+         copy-on-write clones in QEMU).\n\n\
          | | runs | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n\
          | cold boot through hostd | {bn} | {bp50:.1} | {bp99:.1} | {bmax:.1} |\n\
+         | QEMU restore (peer) | {qn} | {qp50:.1} | {qp99:.1} | {qmax:.1} |\n\
          | clone, sequential | {sn} | {sp50:.1} | {sp99:.1} | {smax:.1} |\n\
          | clone, {n} at once | {cn} | {cp50:.1} | {cp99:.1} | {cmax:.1} |\n\n\
-         Clone p50 vs cold boot p50: {ratio:.2}x. All {n} concurrent clones printing: \
+         Clone p50 vs cold boot p50: {ratio:.2}x; vs QEMU restore p50: {qratio:.2}x. All {n} \
+         concurrent clones printing: \
          {all:.2} s.\n\n\
          | host memory (sum of VMM PSS) | MiB |\n|---|---|\n\
          | one cold-booted VM | {one:.1} |\n| {n} running clones | {tot:.1} ({each:.2} each) |\n\
@@ -375,6 +473,12 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
         cp99 = r.clone_concurrent.p99_ms,
         cmax = r.clone_concurrent.max_ms,
         ratio = r.clone_sequential.p50_ms / r.cold_boot_through_hostd.p50_ms,
+        qratio = r.clone_sequential.p50_ms / r.qemu_restore.p50_ms,
+        qv = qemu_version(),
+        qn = r.qemu_restore.runs,
+        qp50 = r.qemu_restore.p50_ms,
+        qp99 = r.qemu_restore.p99_ms,
+        qmax = r.qemu_restore.max_ms,
         all = r.concurrent_all_running_s,
         one = r.one_vm_pss_mib,
         tot = r.clones_pss_mib_total,
