@@ -67,6 +67,7 @@ impl Hostd {
             .args([
                 "--listen",
                 &addr,
+                "--insecure-http",
                 "--cpu-overcommit",
                 "200",
                 "--mem-overcommit",
@@ -78,6 +79,8 @@ impl Hostd {
             .arg(dir.join("data"))
             .arg("--vmm-bin")
             .arg(&args.vmm)
+            .arg("--image-root")
+            .arg(args.guest.parent().unwrap_or(Path::new("/")))
             .env("NOVA_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -346,6 +349,7 @@ fn kill_vmms_under(dir: &Path) {
 }
 
 fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(tmp)?;
     let qemu = qemu_restores(args, tmp)?;
     let h = Hostd::start(args, tmp)?;
 
