@@ -421,7 +421,8 @@ fn the_openapi_document_is_valid_and_every_route_in_it_is_served() {
     }
     assert_eq!(
         paths.len(),
-        24,
+        // 24, and the snapshot store's 4 (`/v1/snapshots...`).
+        28,
         "the document lists every route: {:?}",
         paths.keys()
     );
