@@ -24,8 +24,8 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd moto[server]
 
 .PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
-	fuzz-smoke bench-migration bench-block-migration bench-host-image bench-hostd bench-scheduler bench-api bench-metrics \
-	bench-federation lint fmt clean \
+	fuzz-smoke bench-migration bench-block-migration bench-clone bench-host-image bench-hostd bench-scheduler \
+	bench-api bench-metrics bench-federation lint fmt clean \
 	ui ui-deps
 
 all: build
@@ -126,7 +126,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Every bench writes docs/benchmarks/<name>.{json,md}; release builds throughout.
-bench: bench-boot bench-migration bench-hostd bench-scheduler bench-api bench-metrics bench-federation
+bench: bench-boot bench-migration bench-block-migration bench-clone bench-hostd bench-scheduler bench-api bench-metrics bench-federation
 
 bench-boot: deps guest-images build-release
 	$(RELEASE_BIN)/bench-boot --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
@@ -149,6 +149,10 @@ bench-hostd: deps guest-images build-release
 bench-host-image: deps host-image build-release
 	$(RELEASE_BIN)/bench-host-image --image host-image/out --controller $(RELEASE_BIN)/nova-controller \
 		--runs 3 --out docs/benchmarks
+
+bench-clone: deps guest-images build-release
+	$(RELEASE_BIN)/bench-clone --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \
+		--guest $(OUT)/testguest.elf --clones 100 --mem-mib 256 --out docs/benchmarks
 
 bench-scheduler: build-release
 	$(RELEASE_BIN)/bench-scheduler --out docs/benchmarks

@@ -20,6 +20,7 @@ pub enum SnapshotCmd {
     Create {
         /// The VM's id.
         vm: String,
+        /// A name for it (made from the time when absent).
         #[arg(long)]
         name: Option<String>,
     },
@@ -58,12 +59,16 @@ pub enum SnapshotCmd {
         /// Seconds between snapshots.
         #[arg(long, required_unless_present = "off")]
         every: Option<u64>,
+        /// Keep the newest N.
         #[arg(long, default_value_t = 0)]
         keep_last: u32,
+        /// Keep the newest of each of the last N hours.
         #[arg(long, default_value_t = 0)]
         keep_hourly: u32,
+        /// Keep the newest of each of the last N days.
         #[arg(long, default_value_t = 0)]
         keep_daily: u32,
+        /// Keep the newest of each of the last N weeks.
         #[arg(long, default_value_t = 0)]
         keep_weekly: u32,
         /// Remove the schedule (its snapshots stay).

@@ -29,7 +29,10 @@ pub enum TemplateCmd {
     #[command(visible_alias = "ls")]
     List,
     /// One template (`name`, every version) or one version (`name@version`).
-    Show { reference: String },
+    Show {
+        /// `name` or `name@version`.
+        reference: String,
+    },
     /// Make a VM from a template.
     #[command(after_long_help = "Examples:
   novactl template instantiate web --name web-7 --param hostname=web-7
@@ -51,7 +54,12 @@ pub enum TemplateCmd {
         host: Option<String>,
     },
     /// Make a version the default.
-    Default { name: String, version: u32 },
+    Default {
+        /// The template's name.
+        name: String,
+        /// The version that `name` alone then means.
+        version: u32,
+    },
 }
 
 impl Columns for Template {

@@ -140,19 +140,17 @@ impl HostdClient {
             .post(&format!("/v1/snapshots/{id}/fetch"), req)
             .await
     }
-    /// `GET /v1/snapshots/{id}/files/{file}`: one file of a stored snapshot, whole.
-    pub async fn snapshot_file(&self, id: &str, file: &str) -> Result<Vec<u8>, Error> {
-        let path = format!("/v1/snapshots/{id}/files/{file}");
-        let (status, bytes) = self.http.get_raw(&path).await?;
-        if status != 200 {
-            return Err(Error::Status {
-                method: nova_http::Method::GET,
-                url: format!("{}{path}", self.url()),
-                status,
-                body: ErrorBody::from_answer(&bytes),
-            });
-        }
-        Ok(bytes)
+    /// `GET /v1/snapshots/{id}/files/{file}`: one file of a stored snapshot, streamed
+    /// chunk by chunk into `sink`; its length.
+    pub async fn snapshot_file(
+        &self,
+        id: &str,
+        file: &str,
+        sink: impl FnMut(&[u8]) -> Result<(), String> + Send,
+    ) -> Result<u64, Error> {
+        self.http
+            .get_streamed(&format!("/v1/snapshots/{id}/files/{file}"), sink)
+            .await
     }
     /// `POST /v1/vms/{id}/migrate`: starts a live migration out of this host.
     pub async fn migrate(&self, id: &str, req: &MigrateRequest) -> Result<MigrationStatus, Error> {

@@ -340,6 +340,43 @@ impl Client {
         self.send(&method, path, rq).await
     }
 
+    /// `GET path` with an hour's deadline, each chunk of the answer handed to `sink`
+    /// as it arrives, so a large file is never whole in memory; the bytes received.
+    /// An error status answers `Status`; a `sink` error ends the transfer as `Decode`.
+    pub async fn get_streamed(
+        &self,
+        path: &str,
+        mut sink: impl FnMut(&[u8]) -> Result<(), String> + Send,
+    ) -> Result<u64, Error> {
+        let unreachable = |e: reqwest::Error| Error::Unreachable {
+            url: self.url(path),
+            reason: describe(&e),
+        };
+        let rq = self
+            .request(Method::GET, path)
+            .timeout(Duration::from_secs(3600));
+        let mut r = rq.send().await.map_err(unreachable)?;
+        let status = r.status().as_u16();
+        if !(200..300).contains(&status) {
+            let bytes = r.bytes().await.map_err(unreachable)?;
+            return Err(Error::Status {
+                method: Method::GET,
+                url: self.url(path),
+                status,
+                body: ErrorBody::from_answer(&bytes),
+            });
+        }
+        let mut n = 0u64;
+        while let Some(chunk) = r.chunk().await.map_err(unreachable)? {
+            sink(&chunk).map_err(|reason| Error::Decode {
+                url: self.url(path),
+                reason,
+            })?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
     /// `GET path`, the answer's status and bytes as they are (Prometheus text, HTML).
     pub async fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>), Error> {
         let rq = self.request(Method::GET, path);

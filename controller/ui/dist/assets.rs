@@ -9,11 +9,11 @@
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-B4v0W4jv.css.br"))),
     },
     Asset {
-        path: "assets/index-DvZTfQ-B.js",
-        etag: "\"268bf5c7245ec81e476f\"",
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js.gz"))),
-        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-DvZTfQ-B.js.br"))),
+        path: "assets/index-BI1iPaMb.js",
+        etag: "\"bcfa9e04847a211ebaf8\"",
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BI1iPaMb.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BI1iPaMb.js.gz"))),
+        br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/assets/index-BI1iPaMb.js.br"))),
     },
     Asset {
         path: "assets/xterm-DLuoa74B.css",
@@ -38,7 +38,7 @@
     },
     Asset {
         path: "index.html",
-        etag: "\"aac835ce2d5f5bc893d6\"",
+        etag: "\"630d15feeffc80a0cfe1\"",
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.gz"))),
         br: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/dist/index.html.br"))),

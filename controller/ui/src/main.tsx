@@ -16,6 +16,7 @@ import { HostDetail, Hosts } from './pages/hosts';
 import { Operations } from './pages/operations';
 import { Overview } from './pages/overview';
 import { NewVm } from './pages/vm-new';
+import { VmFromTemplate } from './pages/vm-template';
 import { VmDetail } from './pages/vm';
 import { Vms } from './pages/vms';
 import './styles.css';
@@ -108,6 +109,7 @@ function Shell() {
   if (p === '/') page = <Overview />;
   else if (p === '/vms') page = <Vms />;
   else if (p === '/vms/new') page = <NewVm />;
+  else if (p === '/vms/new/template') page = <VmFromTemplate />;
   else if ((m = match('/vms/:id'))) page = <VmDetail id={m.id} />;
   else if (p === '/hosts' && isCluster.value) page = <Hosts />;
   else if ((m = match('/hosts/:id')) && isCluster.value) page = <HostDetail id={m.id} />;

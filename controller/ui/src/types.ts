@@ -231,3 +231,42 @@ export interface Capacity {
   vm_vcpus: number;
   vm_mem_mib: number;
 }
+
+// Templates (api/controller/src/snapshots.rs).
+export type ParamKind = 'integer' | 'hostname' | 'ssh_keys' | 'text';
+export type ParamValue = number | string | string[];
+
+export interface TemplateParam {
+  name: string;
+  kind: ParamKind;
+  description?: string;
+  default?: ParamValue;
+  required?: boolean;
+  min?: number;
+  max?: number;
+}
+
+export type TemplateSource = { image: VmSpec } | { snapshot: string };
+
+export interface TemplateVersion {
+  version: number;
+  description?: string;
+  parameters: TemplateParam[];
+  source: TemplateSource;
+  base: VmSpec;
+  created_at_ms: number;
+}
+
+export interface Template {
+  id: string;
+  tenant: string;
+  name: string;
+  default_version: number;
+  versions: TemplateVersion[];
+}
+
+export interface Instantiate {
+  name: string;
+  parameters: Record<string, ParamValue>;
+  mode?: 'cold' | 'clone';
+}

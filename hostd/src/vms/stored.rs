@@ -205,11 +205,13 @@ impl Vms {
                 if f == META_FILE {
                     continue;
                 }
-                let bytes = peer.snapshot_file(id, &f).await.map_err(Error::peer)?;
                 let path = work.join(&f);
-                tokio::task::spawn_blocking(move || write_sparse(&path, &bytes))
+                let mut out = SparseWriter::create(&path)
+                    .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+                peer.snapshot_file(id, &f, |chunk| out.push(chunk).map_err(|e| e.to_string()))
                     .await
-                    .map_err(|e| Error::Conflict(format!("writing task: {e}")))?
+                    .map_err(Error::peer)?;
+                out.finish()
                     .map_err(|e| Error::io(format!("writing fetched {f}"), e))?;
             }
             snap.paused_ms = 0.0;
@@ -308,17 +310,63 @@ fn seal(work: &Path, dest: &Path, snap: &mut StoredSnapshot) -> Result<()> {
     std::fs::rename(work, dest).map_err(ioe(dest))
 }
 
-/// Writes `bytes` to a new file at `path`, leaving all-zero 4 KiB blocks as holes.
-fn write_sparse(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::create(path)?;
-    f.set_len(bytes.len() as u64)?;
-    for (i, block) in bytes.chunks(4096).enumerate() {
-        if block.iter().any(|&b| b != 0) {
-            f.write_all_at(block, (i * 4096) as u64)?;
-        }
+/// A new file written front to back from chunks of any size, leaving all-zero 4 KiB
+/// blocks as holes (a fetched memory file takes what the guest touched, not its size).
+struct SparseWriter {
+    file: std::fs::File,
+    /// Bytes received but not yet a whole block.
+    pending: Vec<u8>,
+    /// Where `pending` starts in the file.
+    at: u64,
+}
+
+const BLOCK: usize = 4096;
+
+impl SparseWriter {
+    fn create(path: &Path) -> std::io::Result<SparseWriter> {
+        Ok(SparseWriter {
+            file: std::fs::File::create(path)?,
+            pending: Vec::with_capacity(2 * BLOCK),
+            at: 0,
+        })
     }
-    f.sync_all()
+
+    fn write_block(&mut self, block: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if block.iter().any(|&b| b != 0) {
+            self.file.write_all_at(block, self.at)?;
+        }
+        self.at += block.len() as u64;
+        Ok(())
+    }
+
+    fn push(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            let take = (BLOCK - self.pending.len()).min(chunk.len());
+            self.pending.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.pending.len() < BLOCK {
+                return Ok(());
+            }
+            let block = std::mem::take(&mut self.pending);
+            self.write_block(&block)?;
+            self.pending = block;
+            self.pending.clear();
+        }
+        let whole = chunk.len() / BLOCK * BLOCK;
+        for block in chunk[..whole].chunks(BLOCK) {
+            self.write_block(block)?;
+        }
+        self.pending.extend_from_slice(&chunk[whole..]);
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        let rest = std::mem::take(&mut self.pending);
+        self.write_block(&rest)?;
+        self.file.set_len(self.at)?;
+        self.file.sync_all()
+    }
 }
 
 #[cfg(test)]
@@ -326,19 +374,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fetched_files_keep_their_zero_blocks_as_holes() {
+    fn fetched_files_keep_their_zero_blocks_as_holes_whatever_the_chunks() {
         let dir = nova_tests_free_dir();
-        let p = dir.join("memory");
         let mut bytes = vec![0u8; 64 << 12];
         bytes[5 << 12] = 7;
-        write_sparse(&p, &bytes).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), bytes);
-        let md = std::fs::metadata(&p).unwrap();
-        assert!(
-            md.blocks() * 512 <= 16 << 10,
-            "{} bytes allocated",
-            md.blocks() * 512
-        );
+        bytes[(9 << 12) + 4095] = 9;
+        bytes.extend_from_slice(&[1, 2, 3]); // a tail shorter than a block
+        for (i, size) in [1usize, 1000, 4096, 5000, 1 << 20].into_iter().enumerate() {
+            let p = dir.join(format!("memory{i}"));
+            let mut w = SparseWriter::create(&p).unwrap();
+            for c in bytes.chunks(size) {
+                w.push(c).unwrap();
+            }
+            w.finish().unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), bytes, "chunks of {size}");
+            let md = std::fs::metadata(&p).unwrap();
+            assert!(
+                md.blocks() * 512 <= 32 << 10,
+                "{} bytes allocated",
+                md.blocks() * 512
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

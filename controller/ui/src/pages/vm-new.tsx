@@ -1,7 +1,7 @@
 // A new VM from a spec: kernel, vCPUs, memory, disks, NICs, labels, placement rules.
 // Each input is named after the spec's field, so a refusal that names a field
-// (`disks[0].size_mib`) marks that input. (Forms generated from a template's
-// parameters come with templates.)
+// (`disks[0].size_mib`) marks that input. A form generated from a template's
+// parameters is `vm-template.tsx`.
 import { useEffect, useState } from 'preact/hooks';
 import { all, ApiError, call, describe } from '../api';
 import { navigate } from '../router';

@@ -56,9 +56,14 @@ export function Vms() {
       <div class="page-head">
         <h1 tabIndex={-1}>Virtual machines</h1>
         {operate && (
-          <Link to="/vms/new" class="button primary">
-            New VM
-          </Link>
+          <span class="actions">
+            <Link to="/vms/new/template" class="button">
+              From a template
+            </Link>
+            <Link to="/vms/new" class="button primary">
+              New VM
+            </Link>
+          </span>
         )}
       </div>
       {operate && (
