@@ -7,7 +7,7 @@
 //!
 //! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
 //! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
-//! `retention`, `placement`, `idempotency`, `monitoring`, `alerting`), which runs in a `context::Context` over
+//! `retention`, `placement`, `idempotency`, `monitoring`, `alerting`, `backups`), which runs in a `context::Context` over
 //! `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
@@ -17,6 +17,7 @@ pub mod store;
 pub mod alerting;
 pub mod api;
 pub mod auth;
+pub mod backups;
 pub mod config;
 pub mod console;
 pub mod context;

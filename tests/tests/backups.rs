@@ -233,3 +233,225 @@ fn a_second_backup_reads_only_what_the_guest_wrote_even_across_a_vmm_restart_and
         "{line}"
     );
 }
+
+mod through_the_controller {
+    use super::*;
+    use nova_controller_api::{
+        Backup, BackupBody, BackupRetention, BackupStore, DiskRequest, GcBody, HostState, OpState,
+        Operation, PruneBody, PruneResult, RestoreBody, Role, Vm, VmSpec,
+    };
+    use nova_tests::controller::{block_on, Controller};
+
+    fn hostd_for(c: &Controller, root: &Path) -> Hostd {
+        let join = c.dir.join("join.token");
+        Hostd::start(Opts {
+            args: vec![
+                "--controller".into(),
+                c.url.clone(),
+                "--join-token-file".into(),
+                join.display().to_string(),
+                "--bridge".into(),
+                nova_tests::unique("nbr"),
+                "--backup-root".into(),
+                root.display().to_string(),
+            ],
+            ..Opts::default()
+        })
+    }
+
+    fn wait_op(c: &Controller, op: &Operation) -> Operation {
+        wait_for(240, &format!("operation {}", op.id), || {
+            let o = block_on(c.api.operation(&op.id)).ok()?;
+            o.state.is_final().then_some(o)
+        })
+    }
+
+    fn backup_ok(c: &Controller, vm: &str) -> Backup {
+        let body = BackupBody {
+            store: "shared".into(),
+            full: false,
+        };
+        let op = wait_op(c, &block_on(c.api.backup_vm(vm, &body)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        serde_json::from_value(op.result).unwrap()
+    }
+
+    fn last_pass(c: &Controller, id: &str) -> Option<u64> {
+        let lines = block_on(c.api.console(id, 500)).ok()?.lines;
+        let l = lines
+            .into_iter()
+            .rev()
+            .find(|l| l.starts_with("NOVA-DISK"))?;
+        l.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("pass="))?
+            .parse()
+            .ok()
+    }
+
+    #[test]
+    fn backups_restore_on_another_host_retention_and_gc_keep_what_they_should_verify_finds_damage_and_tenants_are_apart(
+    ) {
+        if !require_kvm() {
+            return;
+        }
+        let d = TempDir::new();
+        let root = d.join("backups");
+        std::fs::create_dir_all(&root).unwrap();
+        let c = Controller::sqlite(d.path());
+        let (_h1, _h2) = (hostd_for(&c, &root), hostd_for(&c, &root));
+        wait_for(30, "two ready hosts", || {
+            let hosts = block_on(c.api.hosts()).ok()?;
+            (hosts.iter().filter(|h| h.state == HostState::Ready).count() == 2).then_some(())
+        });
+        let store = BackupStore {
+            name: "shared".into(),
+            location: StoreLocation::Dir {
+                path: root.join("store").display().to_string(),
+            },
+            hash: ChunkHash::Blake3,
+            chunking: ChunkingKind::Fixed,
+            encryption_key: None,
+            created_at_ms: 0,
+        };
+        block_on(c.api.create_backup_store(&store)).unwrap();
+        let base = d.join("base.raw");
+        base_disk(&base);
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some("nova.workload=disk".into()),
+            disks: vec![DiskRequest {
+                image: Some(base.display().to_string()),
+                size_mib: Some(64),
+                read_only: false,
+            }],
+            ..VmSpec::new("src", nova_tests::hostd::testguest().display().to_string())
+        };
+        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
+        let src_host = wait_for(60, "the VM running", || {
+            let v = block_on(c.api.vm(&vm.id)).ok()?;
+            (v.observed.as_ref()?.state == "running").then_some(v.host?)
+        });
+        wait_for(40, "a disk pass", || last_pass(&c, &vm.id));
+
+        let b1 = backup_ok(&c, &vm.id);
+        let r1 = b1.report.clone().unwrap();
+        assert!(r1.files[0].full_read && b1.previous.is_none(), "{b1:?}");
+        let seen = last_pass(&c, &vm.id).unwrap();
+        wait_for(40, "another disk pass", || {
+            last_pass(&c, &vm.id).filter(|p| *p > seen)
+        });
+        let b2 = backup_ok(&c, &vm.id);
+        let r2 = b2.report.clone().unwrap();
+        assert_eq!(b2.previous.as_deref(), Some(b1.id.as_str()));
+        assert!(!r2.files[0].full_read, "{r2:?}");
+        assert_eq!(r2.bytes_read, 4 * MIB, "only the block the guest wrote");
+
+        // Restored on the other host, it boots and its guest verifies its disk.
+        let other = block_on(c.api.hosts())
+            .unwrap()
+            .into_iter()
+            .find(|h| h.id != src_host)
+            .unwrap()
+            .id;
+        let body = RestoreBody {
+            name: "restored".into(),
+            host: Some(other.clone()),
+            start: true,
+        };
+        let op = wait_op(&c, &block_on(c.api.restore_backup(&b2.id, &body)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        let restored: Vm = serde_json::from_value(op.result).unwrap();
+        assert_eq!(restored.host.as_deref(), Some(other.as_str()));
+        let line = wait_for(60, "the restored guest's disk pass", || {
+            let lines = block_on(c.api.console(&restored.id, 500)).ok()?.lines;
+            lines.into_iter().find(|l| l.starts_with("NOVA-DISK"))
+        });
+        assert!(
+            line.contains("host_ok=16") && line.contains("errors=0"),
+            "{line}"
+        );
+
+        // Another tenant sees none of it.
+        let t = c.token_for("other", "eve", Role::Admin);
+        let eve = c.as_(&t);
+        assert!(block_on(eve.backups(None)).unwrap().items.is_empty());
+        for id in [&b1.id, &b2.id] {
+            let e = block_on(eve.backup(id)).unwrap_err();
+            assert_eq!(e.status(), Some(404), "{e}");
+            let e = block_on(eve.restore_backup(id, &body)).unwrap_err();
+            assert!(matches!(e.status(), Some(403 | 404)), "{e}");
+        }
+        assert_eq!(
+            block_on(c.api.backups(Some(&vm.id))).unwrap().items.len(),
+            2
+        );
+
+        // Retention keeps the last two; GC then removes only chunks of the pruned one.
+        let b3 = backup_ok(&c, &vm.id);
+        let prune = PruneBody {
+            retention: BackupRetention {
+                keep_last: 2,
+                ..Default::default()
+            },
+        };
+        let op = wait_op(&c, &block_on(c.api.prune_backups(&vm.id, &prune)).unwrap());
+        let pr: PruneResult = serde_json::from_value(op.result).unwrap();
+        assert_eq!(pr.deleted, vec![b1.id.clone()]);
+        let mut kept = pr.kept.clone();
+        kept.sort();
+        let mut want = vec![b2.id.clone(), b3.id.clone()];
+        want.sort();
+        assert_eq!(kept, want);
+        let op = wait_op(
+            &c,
+            &block_on(c.api.gc_backup_store("shared", &GcBody { grace_s: 0 })).unwrap(),
+        );
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        let gc: nova_controller_api::GcReport = serde_json::from_value(op.result).unwrap();
+        assert!(gc.removed >= 1, "b1's own first chunk goes: {gc:?}");
+        for b in [&b2, &b3] {
+            let op = wait_op(&c, &block_on(c.api.verify_backup(&b.id)).unwrap());
+            assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+            assert!(
+                !block_on(c.api.backup(&b.id)).unwrap().damaged,
+                "GC kept what {} needs",
+                b.id
+            );
+        }
+
+        // A flipped byte in a stored chunk: verify finds it and marks the backup.
+        // The chunk of b3's disk at 20 MiB: the incompressible data every backup shares.
+        let store_dir = root.join("store");
+        let key = format!("manifests/{}.json", b3.id);
+        let m = nova_backup::Manifest::decode(&key, &std::fs::read(store_dir.join(&key)).unwrap())
+            .unwrap();
+        let id = m.files[0]
+            .chunks
+            .iter()
+            .find(|p| p.offset == 20 * MIB)
+            .and_then(|p| p.id)
+            .unwrap();
+        let chunk = store_dir.join(nova_backup::store::chunk_key(&id));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(&chunk)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let at = std::fs::metadata(&chunk).unwrap().len() / 2;
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x55], at).unwrap();
+        let op = wait_op(&c, &block_on(c.api.verify_backup(&b3.id)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        let b3v = block_on(c.api.backup(&b3.id)).unwrap();
+        assert!(b3v.damaged && b3v.damaged_chunks.len() == 1, "{b3v:?}");
+        assert!(chunk.ends_with(&b3v.damaged_chunks[0].chunk), "{chunk:?}");
+        let body = RestoreBody {
+            name: "from-damaged".into(),
+            host: None,
+            start: true,
+        };
+        let e = block_on(c.api.restore_backup(&b3.id, &body)).unwrap_err();
+        assert_eq!(e.status(), Some(409), "{e}");
+    }
+}

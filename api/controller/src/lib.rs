@@ -3,6 +3,7 @@
 //! cluster's migration policy ([`policy`]), the event stream's [`Event`], and
 //! (feature `client`) [`ControllerClient`]. No storage, scheduling or HTTP server here.
 
+pub mod backup;
 pub mod bodies;
 pub mod model;
 pub mod monitoring;
@@ -11,6 +12,7 @@ pub mod policy;
 #[cfg(feature = "client")]
 mod client;
 
+pub use backup::*;
 pub use bodies::*;
 #[cfg(feature = "client")]
 pub use client::ControllerClient;

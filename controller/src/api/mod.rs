@@ -5,6 +5,7 @@
 
 mod access;
 mod alerting;
+mod backups;
 mod console;
 mod error;
 mod hosts;
@@ -164,6 +165,7 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/audit", get(access::audit))
         .merge(monitoring::routes())
         .merge(alerting::routes())
+        .merge(backups::routes())
         .fallback(fallback)
         .layer(with(st.clone(), middleware::idempotent))
         .layer(with(st.clone(), middleware::authenticate))
