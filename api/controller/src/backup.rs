@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 pub use nova_hostd_api::{
     BackupReport, ChunkHash, ChunkingKind, DamagedChunk, FileReport, GcReport, StoreLocation,
+    VerifyReport,
 };
 
 use crate::FieldError;
