@@ -276,6 +276,24 @@ mod through_the_controller {
         serde_json::from_value(op.result).unwrap()
     }
 
+    /// Runs novactl as the admin; its stdout (it must succeed).
+    fn novactl(c: &Controller, args: &[&str]) -> String {
+        let out = std::process::Command::new(nova_tests::binary("novactl"))
+            .args(args)
+            .env("NOVA_URL", &c.url)
+            .env("NOVA_TOKEN", &c.admin)
+            .env("HOME", c.dir.as_path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "novactl {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
     fn last_pass(c: &Controller, id: &str) -> Option<u64> {
         let lines = block_on(c.api.console(id, 500)).ok()?.lines;
         let l = lines
@@ -386,7 +404,22 @@ mod through_the_controller {
             2
         );
 
-        // Retention keeps the last two; GC then removes only chunks of the pruned one.
+        // novactl: the list, and a verify summed up.
+        let list = novactl(&c, &["backup", "list", "--vm", &vm.id]);
+        assert!(list.contains(&b1.id) && list.contains(&b2.id), "{list}");
+        let out = novactl(&c, &["backup", "verify", &b2.id]);
+        assert!(out.contains("none damaged"), "{out}");
+
+        // `--full` reads the whole disk although the bitmap would do.
+        let out = novactl(
+            &c,
+            &["backup", "create", &vm.id, "--store", "shared", "--full"],
+        );
+        assert!(
+            out.contains("full read") && out.contains("read 64.0 MiB"),
+            "{out}"
+        );
+        // Retention keeps the last two; GC then removes only chunks of the pruned ones.
         let b3 = backup_ok(&c, &vm.id);
         let prune = PruneBody {
             retention: BackupRetention {
@@ -396,28 +429,43 @@ mod through_the_controller {
         };
         let op = wait_op(&c, &block_on(c.api.prune_backups(&vm.id, &prune)).unwrap());
         let pr: PruneResult = serde_json::from_value(op.result).unwrap();
-        assert_eq!(pr.deleted, vec![b1.id.clone()]);
-        let mut kept = pr.kept.clone();
-        kept.sort();
-        let mut want = vec![b2.id.clone(), b3.id.clone()];
+        // Made in order b1, b2, the full one, b3: the last two stay.
+        let mut deleted = pr.deleted.clone();
+        deleted.sort();
+        let mut want = vec![b1.id.clone(), b2.id.clone()];
         want.sort();
-        assert_eq!(kept, want);
+        assert_eq!(deleted, want, "{pr:?}");
+        let left: Vec<String> = block_on(c.api.backups(Some(&vm.id)))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&b3.id) && pr.kept.iter().all(|k| left.contains(k)));
         let op = wait_op(
             &c,
             &block_on(c.api.gc_backup_store("shared", &GcBody { grace_s: 0 })).unwrap(),
         );
         assert_eq!(op.state, OpState::Succeeded, "{op:?}");
         let gc: nova_controller_api::GcReport = serde_json::from_value(op.result).unwrap();
-        assert!(gc.removed >= 1, "b1's own first chunk goes: {gc:?}");
-        for b in [&b2, &b3] {
-            let op = wait_op(&c, &block_on(c.api.verify_backup(&b.id)).unwrap());
+        assert!(gc.removed >= 2, "b1's and b2's own first chunks go: {gc:?}");
+        for id in &left {
+            let op = wait_op(&c, &block_on(c.api.verify_backup(id)).unwrap());
             assert_eq!(op.state, OpState::Succeeded, "{op:?}");
             assert!(
-                !block_on(c.api.backup(&b.id)).unwrap().damaged,
-                "GC kept what {} needs",
-                b.id
+                !block_on(c.api.backup(id)).unwrap().damaged,
+                "GC kept what {id} needs"
             );
         }
+        // And a kept backup still restores (stopped: its disk is what counts here).
+        let body = RestoreBody {
+            name: "after-gc".into(),
+            host: None,
+            start: false,
+        };
+        let op = wait_op(&c, &block_on(c.api.restore_backup(&b3.id, &body)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
 
         // A flipped byte in a stored chunk: verify finds it and marks the backup.
         // The chunk of b3's disk at 20 MiB: the incompressible data every backup shares.
