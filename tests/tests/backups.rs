@@ -502,4 +502,94 @@ mod through_the_controller {
         let e = block_on(c.api.restore_backup(&b3.id, &body)).unwrap_err();
         assert_eq!(e.status(), Some(409), "{e}");
     }
+
+    #[test]
+    fn a_schedule_backs_a_vm_up_every_interval_and_keeps_what_its_retention_keeps() {
+        if !require_kvm() {
+            return;
+        }
+        let d = TempDir::new();
+        let root = d.join("backups");
+        std::fs::create_dir_all(&root).unwrap();
+        let c = Controller::sqlite(d.path());
+        let _h = hostd_for(&c, &root);
+        wait_for(30, "a ready host", || {
+            let hosts = block_on(c.api.hosts()).ok()?;
+            (hosts.iter().any(|h| h.state == HostState::Ready)).then_some(())
+        });
+        let out = novactl(
+            &c,
+            &[
+                "backup",
+                "store-create",
+                "shared",
+                "--dir",
+                &root.join("store").display().to_string(),
+            ],
+        );
+        assert!(out.contains("shared"), "{out}");
+        let base = d.join("base.raw");
+        base_disk(&base);
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some("nova.workload=disk".into()),
+            disks: vec![DiskRequest {
+                image: Some(base.display().to_string()),
+                size_mib: Some(64),
+                read_only: false,
+            }],
+            ..VmSpec::new(
+                "sched",
+                nova_tests::hostd::testguest().display().to_string(),
+            )
+        };
+        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
+        wait_for(60, "the VM running", || {
+            let v = block_on(c.api.vm(&vm.id)).ok()?;
+            (v.observed.as_ref()?.state == "running").then_some(())
+        });
+        let bad = nova_controller_api::BackupSchedule {
+            store: "shared".into(),
+            every_s: 1,
+            retention: BackupRetention::default(),
+            vm_id: String::new(),
+            tenant: String::new(),
+            last_run_ms: 0,
+            revision: 0,
+        };
+        let e = block_on(c.api.set_backup_schedule(&vm.id, &bad)).unwrap_err();
+        assert_eq!(e.status(), Some(400), "a retention keeping nothing: {e}");
+        let every = nova_controller_api::BackupSchedule {
+            retention: BackupRetention {
+                keep_last: 2,
+                ..Default::default()
+            },
+            ..bad
+        };
+        block_on(c.api.set_backup_schedule(&vm.id, &every)).unwrap();
+        // Each run is a backup then a prune: after the fourth backup started, two stay.
+        let mut seen = std::collections::BTreeSet::new();
+        wait_for(120, "four scheduled backups", || {
+            let page = block_on(c.api.backups(Some(&vm.id))).ok()?;
+            assert!(
+                page.items.len() <= 3,
+                "retention is applied: {:?}",
+                page.items.len()
+            );
+            seen.extend(page.items.into_iter().map(|b| b.id));
+            (seen.len() >= 4).then_some(())
+        });
+        block_on(c.api.delete_backup_schedule(&vm.id)).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let done: Vec<Backup> = block_on(c.api.backups(Some(&vm.id))).unwrap().items;
+        let all_final = |b: &Backup| b.state != nova_controller_api::BackupState::Running;
+        wait_for(30, "the last run to end", || {
+            let items = block_on(c.api.backups(Some(&vm.id))).ok()?.items;
+            items.iter().all(all_final).then_some(())
+        });
+        assert!(done.len() <= 3, "{done:?}");
+        // Later backups are incremental on earlier ones.
+        let last = done.iter().max_by_key(|b| b.created_at_ms).unwrap();
+        assert!(last.previous.is_some(), "{last:?}");
+    }
 }
