@@ -128,7 +128,7 @@ fn disk_guest(id: &str, base: &Path) -> nova_hostd_api::VmSpec {
 }
 
 #[test]
-fn a_second_backup_reads_only_what_the_guest_wrote_even_across_a_vmm_restart_and_restores_on_another_host(
+fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migrations_and_restores_on_another_host(
 ) {
     if !require_kvm() {
         return;
@@ -197,6 +197,35 @@ fn a_second_backup_reads_only_what_the_guest_wrote_even_across_a_vmm_restart_and
         f.full_read_reason.as_deref().unwrap().contains("bk1-3"),
         "{f:?}"
     );
+
+    // Live-migrated to the other host: the bitmap travels with the VM's state.
+    let req = nova_hostd_api::MigrateRequest {
+        to: nova_hostd_api::MigrationTarget {
+            url: format!("http://{}", h2.addr),
+            token: h2.token.clone(),
+        },
+        params: Default::default(),
+        kind: nova_hostd_api::MigrationKind::Live,
+    };
+    h1.ok(h1.api().migrate("bk1", &req));
+    wait_for(120, "the migration", || {
+        let m = h1.ok(h1.api().migration("bk1"));
+        match m.state {
+            nova_hostd_api::MigrationState::Completed => Some(()),
+            nova_hostd_api::MigrationState::Failed | nova_hostd_api::MigrationState::Cancelled => {
+                panic!("migration failed: {m:?}")
+            }
+            _ => None,
+        }
+    });
+    h2.wait_state("bk1", VmState::Running, BOOT);
+    let fifth = backup(&h2, &store, "bk1", "bk1-5", Some("bk1-4"));
+    let f = &fifth.files[0];
+    assert!(
+        !f.full_read,
+        "the bitmap came with the migration: {fifth:?}"
+    );
+    assert!(f.bytes_read <= 4 * MIB, "{f:?}");
 
     // Restored on the other host: byte-identical with the disk at the checkpoint.
     let mut spec = guest("restored", "disk");
