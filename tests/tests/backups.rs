@@ -263,6 +263,42 @@ fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migra
     );
 }
 
+#[test]
+fn a_store_directory_outside_the_backup_roots_is_refused_naming_the_field() {
+    let d = TempDir::new();
+    let root = d.join("backups");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("escape")).unwrap();
+    let h = hostd_with_root(&root);
+    let bare = Hostd::start(Opts::default());
+    let gc = JobOp::Gc { grace_s: 0 };
+    for (host, path) in [
+        (&h, PathBuf::from("/etc/nova")),
+        (&h, root.join("../outside")),
+        (&h, root.join("escape/store")),
+        (&bare, root.join("store")),
+    ] {
+        let req = JobRequest {
+            store: dir_store(&path),
+            op: gc.clone(),
+        };
+        let (status, body) = host.refused(host.api().start_backup_job(&req));
+        assert_eq!(status, 400, "{path:?}: {body:?}");
+        assert_eq!(
+            body.field.as_deref(),
+            Some("store.location.path"),
+            "{path:?}: {body:?}"
+        );
+    }
+    assert!(!Path::new("/etc/store").exists());
+    // Inside the root it is made and used.
+    match run_job(&h, &dir_store(&root.join("store")), gc) {
+        JobResult::Gc(r) => assert_eq!(r.removed, 0),
+        other => panic!("{other:?}"),
+    }
+    assert!(root.join("store").is_dir());
+}
+
 mod through_the_controller {
     use super::*;
     use nova_controller_api::{
