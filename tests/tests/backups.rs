@@ -163,6 +163,13 @@ fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migra
     let at_checkpoint = sha(&disk_of(&h1, "bk1"));
     let generations = nova_tests::guest_blocks(&disk_of(&h1, "bk1"));
     h1.ok(h1.api().resume("bk1"));
+    for r in [&first, &second] {
+        let f = &r.files[0];
+        eprintln!(
+            "{}: read {} B, stored {} B, {} new chunks, guest paused {:.2} ms",
+            r.backup_id, f.bytes_read, f.bytes_stored, f.chunks_new, r.paused_ms
+        );
+    }
     let f = &second.files[0];
     assert!(!f.full_read, "{second:?}");
     assert_eq!(
