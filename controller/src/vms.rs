@@ -232,6 +232,57 @@ async fn create_as(
     Ok(vm)
 }
 
+/// Reserves a new VM of `tenant` for `spec` (checked, within quota, its name
+/// claimed) without storing it: a restore makes it on a host first, then
+/// [`record_restored`] stores it placed there. Answers its id.
+pub async fn reserve(ctx: &Context, tenant: &str, spec: &VmSpec) -> Result<String> {
+    validate_spec(spec)?;
+    check_quota(ctx, tenant, spec).await?;
+    let id = format!("vm-{}", hex::encode(rand::random::<[u8; 6]>()));
+    claim_name(ctx, tenant, &spec.name, &id).await?;
+    Ok(id)
+}
+
+/// Releases a name [`reserve`] claimed for a VM that was never made.
+pub async fn release(ctx: &Context, tenant: &str, name: &str) {
+    let _ = ctx.store.delete(&name_key(tenant, name), Expect::Any).await;
+}
+
+/// Stores reserved VM `id`, made on `host` already (a restore), as desired by `spec`.
+pub async fn record_restored(
+    ctx: &Context,
+    tenant: &str,
+    id: &str,
+    spec: VmSpec,
+    host: &str,
+) -> Result<Vm> {
+    let mut vm = Vm {
+        id: id.into(),
+        tenant: tenant.into(),
+        desired: if spec.start {
+            DesiredState::Running
+        } else {
+            DesiredState::Stopped
+        },
+        spec,
+        host: Some(host.into()),
+        observed: None,
+        migrating: None,
+        created_at_ms: now_ms(),
+        revision: 0,
+    };
+    vm.revision = ctx.store.create(&vm).await?;
+    ctx.events
+        .publish(
+            "vm.created",
+            tenant,
+            id,
+            serde_json::to_value(&vm).unwrap_or_default(),
+        )
+        .await;
+    Ok(vm)
+}
+
 /// Sets the desired state of VM `id` (at `revision`, when given).
 pub async fn set_desired(
     ctx: &Context,

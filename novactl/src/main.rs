@@ -8,6 +8,7 @@
 
 mod access;
 mod alert;
+mod backup;
 mod config;
 mod console;
 mod dates;
@@ -114,6 +115,9 @@ enum Cmd {
     /// Virtual machines: create, list, get, start, stop, delete, migrate.
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// Backups of VMs: create, list, get, restore, verify, delete, prune, gc; stores.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// Hosts: list, get, cordon, uncordon, drain, upgrade (system tenant).
     #[command(subcommand)]
     Host(host::HostCmd),
@@ -227,6 +231,7 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
     let api = ControllerClient::new(&t.url, t.token.as_deref(), &t.opts)?;
     match cmd {
         Cmd::Vm(c) => vm::run(&api, c, f).await,
+        Cmd::Backup(c) => backup::run(&api, c, f).await,
         Cmd::Host(c) => host::run(&api, c, f).await,
         Cmd::Cluster(c) => upgrade::cluster(&api, c, f).await,
         Cmd::Image(c) => image::run(&api, c, f).await,

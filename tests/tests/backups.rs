@@ -129,7 +129,7 @@ fn disk_guest(id: &str, base: &Path) -> nova_hostd_api::VmSpec {
 }
 
 #[test]
-fn a_second_backup_reads_only_what_the_guest_wrote_even_across_a_vmm_restart_and_restores_on_another_host(
+fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migrations_and_restores_on_another_host(
 ) {
     if !require_kvm() {
         return;
@@ -164,6 +164,13 @@ fn a_second_backup_reads_only_what_the_guest_wrote_even_across_a_vmm_restart_and
     let at_checkpoint = sha(&disk_of(&h1, "bk1"));
     let generations = nova_tests::guest_blocks(&disk_of(&h1, "bk1"));
     h1.ok(h1.api().resume("bk1"));
+    for r in [&first, &second] {
+        let f = &r.files[0];
+        eprintln!(
+            "{}: read {} B, stored {} B, {} new chunks, guest paused {:.2} ms",
+            r.backup_id, f.bytes_read, f.bytes_stored, f.chunks_new, r.paused_ms
+        );
+    }
     let f = &second.files[0];
     assert!(!f.full_read, "{second:?}");
     assert_eq!(
@@ -199,6 +206,35 @@ fn a_second_backup_reads_only_what_the_guest_wrote_even_across_a_vmm_restart_and
         "{f:?}"
     );
 
+    // Live-migrated to the other host: the bitmap travels with the VM's state.
+    let req = nova_hostd_api::MigrateRequest {
+        to: nova_hostd_api::MigrationTarget {
+            url: format!("http://{}", h2.addr),
+            token: h2.token.clone(),
+        },
+        params: Default::default(),
+        kind: nova_hostd_api::MigrationKind::Live,
+    };
+    h1.ok(h1.api().migrate("bk1", &req));
+    wait_for(120, "the migration", || {
+        let m = h1.ok(h1.api().migration("bk1"));
+        match m.state {
+            nova_hostd_api::MigrationState::Completed => Some(()),
+            nova_hostd_api::MigrationState::Failed | nova_hostd_api::MigrationState::Cancelled => {
+                panic!("migration failed: {m:?}")
+            }
+            _ => None,
+        }
+    });
+    h2.wait_state("bk1", VmState::Running, BOOT);
+    let fifth = backup(&h2, &store, "bk1", "bk1-5", Some("bk1-4"));
+    let f = &fifth.files[0];
+    assert!(
+        !f.full_read,
+        "the bitmap came with the migration: {fifth:?}"
+    );
+    assert!(f.bytes_read <= 4 * MIB, "{f:?}");
+
     // Restored on the other host: byte-identical with the disk at the checkpoint.
     let mut spec = guest("restored", "disk");
     spec.start = false;
@@ -233,4 +269,400 @@ fn a_second_backup_reads_only_what_the_guest_wrote_even_across_a_vmm_restart_and
         line.contains("host_ok=16") && line.contains("errors=0"),
         "{line}"
     );
+}
+
+#[test]
+fn a_store_directory_outside_the_backup_roots_is_refused_naming_the_field() {
+    let d = TempDir::new();
+    let root = d.join("backups");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("escape")).unwrap();
+    let h = hostd_with_root(&root);
+    let bare = Hostd::start(Opts::default());
+    let gc = JobOp::Gc { grace_s: 0 };
+    for (host, path) in [
+        (&h, PathBuf::from("/etc/nova")),
+        (&h, root.join("../outside")),
+        (&h, root.join("escape/store")),
+        (&bare, root.join("store")),
+    ] {
+        let req = JobRequest {
+            store: dir_store(&path),
+            op: gc.clone(),
+        };
+        let (status, body) = host.refused(host.api().start_backup_job(&req));
+        assert_eq!(status, 400, "{path:?}: {body:?}");
+        assert_eq!(
+            body.field.as_deref(),
+            Some("store.location.path"),
+            "{path:?}: {body:?}"
+        );
+    }
+    assert!(!Path::new("/etc/store").exists());
+    // Inside the root it is made and used.
+    match run_job(&h, &dir_store(&root.join("store")), gc) {
+        JobResult::Gc(r) => assert_eq!(r.removed, 0),
+        other => panic!("{other:?}"),
+    }
+    assert!(root.join("store").is_dir());
+}
+
+mod through_the_controller {
+    use super::*;
+    use nova_controller_api::{
+        Backup, BackupBody, BackupRetention, BackupStore, DiskRequest, GcBody, HostState, OpState,
+        Operation, PruneBody, PruneResult, RestoreBody, Role, Vm, VmSpec,
+    };
+    use nova_tests::controller::{block_on, Controller};
+
+    fn hostd_for(c: &Controller, root: &Path) -> Hostd {
+        let join = c.dir.join("join.token");
+        Hostd::start(Opts {
+            args: vec![
+                "--controller".into(),
+                c.url.clone(),
+                "--join-token-file".into(),
+                join.display().to_string(),
+                "--bridge".into(),
+                nova_tests::unique("nbr"),
+                "--backup-root".into(),
+                root.display().to_string(),
+            ],
+            ..Opts::default()
+        })
+    }
+
+    fn wait_op(c: &Controller, op: &Operation) -> Operation {
+        wait_for(240, &format!("operation {}", op.id), || {
+            let o = block_on(c.api.operation(&op.id)).ok()?;
+            o.state.is_final().then_some(o)
+        })
+    }
+
+    fn backup_ok(c: &Controller, vm: &str) -> Backup {
+        let body = BackupBody {
+            store: "shared".into(),
+            full: false,
+        };
+        let op = wait_op(c, &block_on(c.api.backup_vm(vm, &body)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        serde_json::from_value(op.result).unwrap()
+    }
+
+    /// Runs novactl as the admin; its stdout (it must succeed).
+    fn novactl(c: &Controller, args: &[&str]) -> String {
+        let out = std::process::Command::new(nova_tests::binary("novactl"))
+            .args(args)
+            .env("NOVA_URL", &c.url)
+            .env("NOVA_TOKEN", &c.admin)
+            .env("HOME", c.dir.as_path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "novactl {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    fn last_pass(c: &Controller, id: &str) -> Option<u64> {
+        let lines = block_on(c.api.console(id, 500)).ok()?.lines;
+        let l = lines
+            .into_iter()
+            .rev()
+            .find(|l| l.starts_with("NOVA-DISK"))?;
+        l.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("pass="))?
+            .parse()
+            .ok()
+    }
+
+    #[test]
+    fn backups_restore_on_another_host_retention_and_gc_keep_what_they_should_verify_finds_damage_and_tenants_are_apart(
+    ) {
+        if !require_kvm() {
+            return;
+        }
+        let d = TempDir::new();
+        let root = d.join("backups");
+        std::fs::create_dir_all(&root).unwrap();
+        let c = Controller::sqlite(d.path());
+        let (_h1, _h2) = (hostd_for(&c, &root), hostd_for(&c, &root));
+        wait_for(30, "two ready hosts", || {
+            let hosts = block_on(c.api.hosts()).ok()?;
+            (hosts.iter().filter(|h| h.state == HostState::Ready).count() == 2).then_some(())
+        });
+        let store = BackupStore {
+            name: "shared".into(),
+            location: StoreLocation::Dir {
+                path: root.join("store").display().to_string(),
+            },
+            hash: ChunkHash::Blake3,
+            chunking: ChunkingKind::Fixed,
+            encryption_key: None,
+            created_at_ms: 0,
+        };
+        block_on(c.api.create_backup_store(&store)).unwrap();
+        let base = d.join("base.raw");
+        base_disk(&base);
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some("nova.workload=disk".into()),
+            disks: vec![DiskRequest {
+                image: Some(base.display().to_string()),
+                size_mib: Some(64),
+                read_only: false,
+            }],
+            ..VmSpec::new("src", nova_tests::hostd::testguest().display().to_string())
+        };
+        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
+        let src_host = wait_for(60, "the VM running", || {
+            let v = block_on(c.api.vm(&vm.id)).ok()?;
+            (v.observed.as_ref()?.state == "running").then_some(v.host?)
+        });
+        wait_for(40, "a disk pass", || last_pass(&c, &vm.id));
+
+        let b1 = backup_ok(&c, &vm.id);
+        let r1 = b1.report.clone().unwrap();
+        assert!(r1.files[0].full_read && b1.previous.is_none(), "{b1:?}");
+        let seen = last_pass(&c, &vm.id).unwrap();
+        wait_for(40, "another disk pass", || {
+            last_pass(&c, &vm.id).filter(|p| *p > seen)
+        });
+        let b2 = backup_ok(&c, &vm.id);
+        let r2 = b2.report.clone().unwrap();
+        assert_eq!(b2.previous.as_deref(), Some(b1.id.as_str()));
+        assert!(!r2.files[0].full_read, "{r2:?}");
+        assert_eq!(r2.bytes_read, 4 * MIB, "only the block the guest wrote");
+
+        // Restored on the other host, it boots and its guest verifies its disk.
+        let other = block_on(c.api.hosts())
+            .unwrap()
+            .into_iter()
+            .find(|h| h.id != src_host)
+            .unwrap()
+            .id;
+        let body = RestoreBody {
+            name: "restored".into(),
+            host: Some(other.clone()),
+            start: true,
+        };
+        let op = wait_op(&c, &block_on(c.api.restore_backup(&b2.id, &body)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        let restored: Vm = serde_json::from_value(op.result).unwrap();
+        assert_eq!(restored.host.as_deref(), Some(other.as_str()));
+        let line = wait_for(60, "the restored guest's disk pass", || {
+            let lines = block_on(c.api.console(&restored.id, 500)).ok()?.lines;
+            lines.into_iter().find(|l| l.starts_with("NOVA-DISK"))
+        });
+        assert!(
+            line.contains("host_ok=16") && line.contains("errors=0"),
+            "{line}"
+        );
+
+        // Another tenant sees none of it.
+        let t = c.token_for("other", "eve", Role::Admin);
+        let eve = c.as_(&t);
+        assert!(block_on(eve.backups(None)).unwrap().items.is_empty());
+        for id in [&b1.id, &b2.id] {
+            let e = block_on(eve.backup(id)).unwrap_err();
+            assert_eq!(e.status(), Some(404), "{e}");
+            let e = block_on(eve.restore_backup(id, &body)).unwrap_err();
+            assert!(matches!(e.status(), Some(403 | 404)), "{e}");
+        }
+        assert_eq!(
+            block_on(c.api.backups(Some(&vm.id))).unwrap().items.len(),
+            2
+        );
+
+        // novactl: the list, and a verify summed up.
+        let list = novactl(&c, &["backup", "list", "--vm", &vm.id]);
+        assert!(list.contains(&b1.id) && list.contains(&b2.id), "{list}");
+        let out = novactl(&c, &["backup", "verify", &b2.id]);
+        assert!(out.contains("none damaged"), "{out}");
+
+        // `--full` reads the whole disk although the bitmap would do.
+        let out = novactl(
+            &c,
+            &["backup", "create", &vm.id, "--store", "shared", "--full"],
+        );
+        assert!(
+            out.contains("full read") && out.contains("read 64.0 MiB"),
+            "{out}"
+        );
+        // Retention keeps the last two; GC then removes only chunks of the pruned ones.
+        let b3 = backup_ok(&c, &vm.id);
+        let prune = PruneBody {
+            retention: BackupRetention {
+                keep_last: 2,
+                ..Default::default()
+            },
+        };
+        let op = wait_op(&c, &block_on(c.api.prune_backups(&vm.id, &prune)).unwrap());
+        let pr: PruneResult = serde_json::from_value(op.result).unwrap();
+        // Made in order b1, b2, the full one, b3: the last two stay.
+        let mut deleted = pr.deleted.clone();
+        deleted.sort();
+        let mut want = vec![b1.id.clone(), b2.id.clone()];
+        want.sort();
+        assert_eq!(deleted, want, "{pr:?}");
+        let left: Vec<String> = block_on(c.api.backups(Some(&vm.id)))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&b3.id) && pr.kept.iter().all(|k| left.contains(k)));
+        let op = wait_op(
+            &c,
+            &block_on(c.api.gc_backup_store("shared", &GcBody { grace_s: 0 })).unwrap(),
+        );
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        let gc: nova_controller_api::GcReport = serde_json::from_value(op.result).unwrap();
+        assert!(gc.removed >= 2, "b1's and b2's own first chunks go: {gc:?}");
+        for id in &left {
+            let op = wait_op(&c, &block_on(c.api.verify_backup(id)).unwrap());
+            assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+            assert!(
+                !block_on(c.api.backup(id)).unwrap().damaged,
+                "GC kept what {id} needs"
+            );
+        }
+        // And a kept backup still restores (stopped: its disk is what counts here).
+        let body = RestoreBody {
+            name: "after-gc".into(),
+            host: None,
+            start: false,
+        };
+        let op = wait_op(&c, &block_on(c.api.restore_backup(&b3.id, &body)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+
+        // A flipped byte in a stored chunk: verify finds it and marks the backup.
+        // The chunk of b3's disk at 20 MiB: the incompressible data every backup shares.
+        let store_dir = root.join("store");
+        let key = format!("manifests/{}.json", b3.id);
+        let m = nova_backup::Manifest::decode(&key, &std::fs::read(store_dir.join(&key)).unwrap())
+            .unwrap();
+        let id = m.files[0]
+            .chunks
+            .iter()
+            .find(|p| p.offset == 20 * MIB)
+            .and_then(|p| p.id)
+            .unwrap();
+        let chunk = store_dir.join(nova_backup::store::chunk_key(&id));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(&chunk)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let at = std::fs::metadata(&chunk).unwrap().len() / 2;
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x55], at).unwrap();
+        let op = wait_op(&c, &block_on(c.api.verify_backup(&b3.id)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        let b3v = block_on(c.api.backup(&b3.id)).unwrap();
+        assert!(b3v.damaged && b3v.damaged_chunks.len() == 1, "{b3v:?}");
+        assert!(chunk.ends_with(&b3v.damaged_chunks[0].chunk), "{chunk:?}");
+        let body = RestoreBody {
+            name: "from-damaged".into(),
+            host: None,
+            start: true,
+        };
+        let e = block_on(c.api.restore_backup(&b3.id, &body)).unwrap_err();
+        assert_eq!(e.status(), Some(409), "{e}");
+    }
+
+    #[test]
+    fn a_schedule_backs_a_vm_up_every_interval_and_keeps_what_its_retention_keeps() {
+        if !require_kvm() {
+            return;
+        }
+        let d = TempDir::new();
+        let root = d.join("backups");
+        std::fs::create_dir_all(&root).unwrap();
+        let c = Controller::sqlite(d.path());
+        let _h = hostd_for(&c, &root);
+        wait_for(30, "a ready host", || {
+            let hosts = block_on(c.api.hosts()).ok()?;
+            (hosts.iter().any(|h| h.state == HostState::Ready)).then_some(())
+        });
+        let out = novactl(
+            &c,
+            &[
+                "backup",
+                "store-create",
+                "shared",
+                "--dir",
+                &root.join("store").display().to_string(),
+            ],
+        );
+        assert!(out.contains("shared"), "{out}");
+        let base = d.join("base.raw");
+        base_disk(&base);
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some("nova.workload=disk".into()),
+            disks: vec![DiskRequest {
+                image: Some(base.display().to_string()),
+                size_mib: Some(64),
+                read_only: false,
+            }],
+            ..VmSpec::new(
+                "sched",
+                nova_tests::hostd::testguest().display().to_string(),
+            )
+        };
+        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
+        wait_for(60, "the VM running", || {
+            let v = block_on(c.api.vm(&vm.id)).ok()?;
+            (v.observed.as_ref()?.state == "running").then_some(())
+        });
+        let bad = nova_controller_api::BackupSchedule {
+            store: "shared".into(),
+            every_s: 1,
+            retention: BackupRetention::default(),
+            vm_id: String::new(),
+            tenant: String::new(),
+            last_run_ms: 0,
+            revision: 0,
+        };
+        let e = block_on(c.api.set_backup_schedule(&vm.id, &bad)).unwrap_err();
+        assert_eq!(e.status(), Some(400), "a retention keeping nothing: {e}");
+        let every = nova_controller_api::BackupSchedule {
+            retention: BackupRetention {
+                keep_last: 2,
+                ..Default::default()
+            },
+            ..bad
+        };
+        block_on(c.api.set_backup_schedule(&vm.id, &every)).unwrap();
+        // Each run is a backup then a prune: after the fourth backup started, two stay.
+        let mut seen = std::collections::BTreeSet::new();
+        wait_for(120, "four scheduled backups", || {
+            let page = block_on(c.api.backups(Some(&vm.id))).ok()?;
+            assert!(
+                page.items.len() <= 3,
+                "retention is applied: {:?}",
+                page.items.len()
+            );
+            seen.extend(page.items.into_iter().map(|b| b.id));
+            (seen.len() >= 4).then_some(())
+        });
+        block_on(c.api.delete_backup_schedule(&vm.id)).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let done: Vec<Backup> = block_on(c.api.backups(Some(&vm.id))).unwrap().items;
+        let all_final = |b: &Backup| b.state != nova_controller_api::BackupState::Running;
+        wait_for(30, "the last run to end", || {
+            let items = block_on(c.api.backups(Some(&vm.id))).ok()?.items;
+            items.iter().all(all_final).then_some(())
+        });
+        assert!(done.len() <= 3, "{done:?}");
+        // Later backups are incremental on earlier ones.
+        let last = done.iter().max_by_key(|b| b.created_at_ms).unwrap();
+        assert!(last.previous.is_some(), "{last:?}");
+    }
 }

@@ -8,6 +8,7 @@ use nova_http::{Client, ClientOptions, Error};
 
 use crate::*;
 
+mod backups;
 mod events;
 mod federation;
 mod monitoring;

@@ -4,6 +4,7 @@
 //! (feature `client`) [`ControllerClient`]; what clusters of a federation say to each
 //! other ([`federation`]). No storage, scheduling or HTTP server here.
 
+pub mod backup;
 pub mod bodies;
 pub mod federation;
 pub mod model;
@@ -15,6 +16,7 @@ pub mod upgrade;
 #[cfg(feature = "client")]
 mod client;
 
+pub use backup::*;
 pub use bodies::*;
 #[cfg(feature = "client")]
 pub use client::ControllerClient;

@@ -5,6 +5,7 @@
 
 mod access;
 mod alerting;
+mod backups;
 mod console;
 mod error;
 mod federation;
@@ -175,6 +176,7 @@ pub fn router(st: AppState) -> Router {
         .merge(snapshots::routes())
         .merge(templates::routes())
         .merge(federation::routes())
+        .merge(backups::routes())
         .fallback(fallback)
         .layer(with(st.clone(), federation::scope))
         .layer(with(st.clone(), middleware::idempotent))

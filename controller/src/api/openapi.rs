@@ -12,6 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::alerting;
 use super::upgrades;
+use super::backups;
 use super::{access, console, hosts, images, monitoring, operations, policy, status, stream, vms};
 use super::{snapshots, templates};
 use crate::model::ErrorBody;
@@ -109,6 +110,20 @@ const BEARER: &str = "bearer";
         alerting::create_receiver,
         alerting::delete_receiver,
         alerting::dead_letters,
+        backups::create_store,
+        backups::list_stores,
+        backups::delete_store,
+        backups::gc_store,
+        backups::backup_vm,
+        backups::prune_backups,
+        backups::put_schedule,
+        backups::get_schedule,
+        backups::delete_schedule,
+        backups::list_backups,
+        backups::get_backup,
+        backups::delete_backup,
+        backups::restore_backup,
+        backups::verify_backup,
     ),
     components(schemas(ErrorBody, crate::model::Event, crate::model::MigrationResult)),
     tags(
@@ -122,6 +137,7 @@ const BEARER: &str = "bearer";
         (name = "access", description = "tenants, users, tokens and the audit log"),
         (name = "monitoring", description = "metric history and Prometheus service discovery"),
         (name = "alerting", description = "alert rules, alerts, silences, receivers, dead letters"),
+        (name = "backups", description = "backup stores, VM backups, restore, verify, retention, GC"),
     )
 )]
 pub struct ApiDoc;

@@ -187,21 +187,36 @@ impl BackupJobs {
             )
             .into());
         }
-        std::fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {path}"), e))?;
-        // A symlink inside a root must not lead out of it.
+        // A symlink inside a root must not lead out of it: the part that exists is
+        // resolved and checked before anything is created, and the whole after.
+        let escapes = |q: &Path| -> Result<Option<PathBuf>> {
+            let real = q
+                .canonicalize()
+                .map_err(|e| Error::io(format!("resolving {}", q.display()), e))?;
+            Ok((!under(&real)).then_some(real))
+        };
+        let mut existing = p;
+        while !existing.exists() {
+            existing = existing.parent().unwrap_or(Path::new("/"));
+        }
+        for q in [existing, p] {
+            if q == p {
+                std::fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {path}"), e))?;
+            }
+            if let Some(real) = escapes(q)? {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "{path} resolves to {}, outside the backup roots",
+                        real.display()
+                    ),
+                )
+                .into());
+            }
+        }
         let real = p
             .canonicalize()
             .map_err(|e| Error::io(format!("resolving {path}"), e))?;
-        if !under(&real) {
-            return Err(FieldError::new(
-                field,
-                format!(
-                    "{path} resolves to {}, outside the backup roots",
-                    real.display()
-                ),
-            )
-            .into());
-        }
         Ok(Some(real))
     }
 
