@@ -8,9 +8,8 @@
 //! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
 //! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
 //! `retention`, `placement`, `idempotency`, `upgrades`, `monitoring`, `alerting`,
-//! `snapshots`, `templates`, `federation`, `backups`), which runs in a `context::Context`
-//! over
-//! `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
+//! `snapshots`, `templates`, `federation`, `backups`), which runs in a
+//! `context::Context` over `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
 pub mod scheduler;

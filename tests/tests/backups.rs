@@ -414,6 +414,7 @@ mod through_the_controller {
                 image: Some(base.display().to_string()),
                 size_mib: Some(64),
                 read_only: false,
+                shared_path: None,
             }],
             ..VmSpec::new("src", nova_tests::hostd::testguest().display().to_string())
         };
@@ -610,6 +611,7 @@ mod through_the_controller {
                 image: Some(base.display().to_string()),
                 size_mib: Some(64),
                 read_only: false,
+                shared_path: None,
             }],
             ..VmSpec::new(
                 "sched",

@@ -11,8 +11,8 @@ use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::alerting;
-use super::upgrades;
 use super::backups;
+use super::upgrades;
 use super::{access, console, hosts, images, monitoring, operations, policy, status, stream, vms};
 use super::{snapshots, templates};
 use crate::model::ErrorBody;
