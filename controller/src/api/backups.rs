@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/vms/{id}/backups/prune", post(prune_backups))
         .route(
             "/v1/vms/{id}/backup-schedule",
-            get(get_schedule).put(put_schedule).delete(delete_schedule),
+            get(get_backup_schedule).put(put_backup_schedule).delete(delete_backup_schedule),
         )
         .route("/v1/backups", get(list_backups))
         .route("/v1/backups/{id}", get(get_backup).delete(delete_backup))
@@ -152,7 +152,7 @@ pub async fn prune_backups(
     params(("id" = String, Path, description = "VM id")),
     responses((status = 200, body = BackupSchedule), (status = 400, description = "a bad field", body = ErrorBody),
         (status = 404, description = "no such VM in your tenant", body = ErrorBody)))]
-pub async fn put_schedule(
+pub async fn put_backup_schedule(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
@@ -167,7 +167,7 @@ pub async fn put_schedule(
 #[utoipa::path(get, path = "/v1/vms/{id}/backup-schedule", tag = "backups",
     params(("id" = String, Path, description = "VM id")),
     responses((status = 200, body = BackupSchedule), (status = 404, description = "no such VM or schedule", body = ErrorBody)))]
-pub async fn get_schedule(
+pub async fn get_backup_schedule(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
@@ -180,7 +180,7 @@ pub async fn get_schedule(
 #[utoipa::path(delete, path = "/v1/vms/{id}/backup-schedule", tag = "backups",
     params(("id" = String, Path, description = "VM id")),
     responses((status = 200, body = BackupSchedule), (status = 404, description = "no such VM or schedule", body = ErrorBody)))]
-pub async fn delete_schedule(
+pub async fn delete_backup_schedule(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,

@@ -21,7 +21,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/v1/vms/{id}/snapshots", get(list_vm_snapshots).post(take))
         .route(
             "/v1/vms/{id}/snapshot-schedule",
-            get(get_schedule).put(put_schedule).delete(delete_schedule),
+            get(get_snapshot_schedule).put(put_snapshot_schedule).delete(delete_snapshot_schedule),
         )
         .route("/v1/snapshots", get(list_snapshots))
         .route(
@@ -165,7 +165,7 @@ pub async fn restore(
     params(("id" = String, Path, description = "VM id")), request_body = ScheduleBody,
     responses((status = 200, body = SnapshotSchedule), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn put_schedule(
+pub async fn put_snapshot_schedule(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
@@ -219,7 +219,7 @@ pub async fn put_schedule(
 #[utoipa::path(get, path = "/v1/vms/{id}/snapshot-schedule", tag = "snapshots",
     params(("id" = String, Path, description = "VM id")),
     responses((status = 200, body = SnapshotSchedule), (status = 404, body = ErrorBody)))]
-pub async fn get_schedule(
+pub async fn get_snapshot_schedule(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
@@ -238,7 +238,7 @@ pub async fn get_schedule(
 #[utoipa::path(delete, path = "/v1/vms/{id}/snapshot-schedule", tag = "snapshots",
     params(("id" = String, Path, description = "VM id")),
     responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
-pub async fn delete_schedule(
+pub async fn delete_snapshot_schedule(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
