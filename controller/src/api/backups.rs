@@ -31,7 +31,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/vms/{id}/backups/prune", post(prune_backups))
         .route(
             "/v1/vms/{id}/backup-schedule",
-            get(get_backup_schedule).put(put_backup_schedule).delete(delete_backup_schedule),
+            get(get_backup_schedule)
+                .put(put_backup_schedule)
+                .delete(delete_backup_schedule),
         )
         .route("/v1/backups", get(list_backups))
         .route("/v1/backups/{id}", get(get_backup).delete(delete_backup))

@@ -21,7 +21,9 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/v1/vms/{id}/snapshots", get(list_vm_snapshots).post(take))
         .route(
             "/v1/vms/{id}/snapshot-schedule",
-            get(get_snapshot_schedule).put(put_snapshot_schedule).delete(delete_snapshot_schedule),
+            get(get_snapshot_schedule)
+                .put(put_snapshot_schedule)
+                .delete(delete_snapshot_schedule),
         )
         .route("/v1/snapshots", get(list_snapshots))
         .route(

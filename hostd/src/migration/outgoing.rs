@@ -452,9 +452,34 @@ impl Migrations {
         };
         let m = self.clone();
         tokio::spawn(async move {
-            let _op = vm.op.lock().await;
-            let end = m.follow(&vm, &peer).await;
+            let op = vm.op.lock().await;
+            // Warm and cold migrations stop or pause the guest before the stream: a
+            // hostd killed then finds a VMM that was never asked to migrate (or, cold,
+            // none at all). Nothing reached the destination, so the VM stays here.
+            let streaming = match vm.vmm() {
+                Ok(vmm) => vmm.migration().await.is_ok(),
+                Err(_) => vm
+                    .lock()
+                    .rec
+                    .migration
+                    .as_ref()
+                    .is_some_and(|s| s.state != MigrationState::Preparing),
+            };
+            let end = if streaming {
+                m.follow(&vm, &peer).await
+            } else {
+                End::Failed(Error::Peer(
+                    "hostd restarted before the stream started".into(),
+                ))
+            };
             m.finish_outgoing(&vm, &peer, &p, end).await;
+            drop(op);
+            // A cold migration had stopped the guest: boot it here again.
+            if !streaming && vm.state() == VmState::Crashed {
+                if let Err(e) = m.vms.start_vm(&vm.id).await {
+                    tracing::error!(vm = vm.id, "booting it again after the failed move: {e}");
+                }
+            }
         });
     }
 
