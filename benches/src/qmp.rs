@@ -6,7 +6,53 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A command with its arguments, as QMP takes it.
+#[derive(Serialize)]
+struct Execute<'a, T: Serialize> {
+    execute: &'a str,
+    arguments: &'a T,
+}
+
+/// A command without arguments.
+#[derive(Serialize)]
+pub struct NoArgs {}
+
+/// `migrate-set-capabilities`: one capability switched.
+#[derive(Serialize)]
+pub struct Capabilities {
+    pub capabilities: [Capability; 1],
+}
+
+#[derive(Serialize)]
+pub struct Capability {
+    pub capability: &'static str,
+    pub state: bool,
+}
+
+impl Capabilities {
+    pub fn one(capability: &'static str, state: bool) -> Capabilities {
+        Capabilities {
+            capabilities: [Capability { capability, state }],
+        }
+    }
+}
+
+/// `migrate-set-parameters`: the downtime limit and the bandwidth cap.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MigrateParameters {
+    pub downtime_limit: u64,
+    pub max_bandwidth: u64,
+}
+
+/// `migrate`: where to.
+#[derive(Serialize)]
+pub struct Migrate {
+    pub uri: String,
+}
 
 pub struct Qmp {
     reader: BufReader<UnixStream>,
@@ -31,7 +77,7 @@ impl Qmp {
             writer: stream,
         };
         q.read()?; // greeting
-        q.cmd("qmp_capabilities", json!({}))?;
+        q.cmd("qmp_capabilities", &NoArgs {})?;
         Ok(q)
     }
 
@@ -44,8 +90,11 @@ impl Qmp {
     }
 
     /// Runs a command and returns its `return` value (events are skipped).
-    pub fn cmd(&mut self, name: &str, args: Value) -> anyhow::Result<Value> {
-        let msg = json!({"execute": name, "arguments": args});
+    pub fn cmd<T: Serialize>(&mut self, name: &str, args: &T) -> anyhow::Result<Value> {
+        let msg = serde_json::to_string(&Execute {
+            execute: name,
+            arguments: args,
+        })?;
         self.writer.write_all(format!("{msg}\n").as_bytes())?;
         loop {
             let v = self.read()?;

@@ -123,6 +123,12 @@ fn concerns(e: &Event, id: &str) -> bool {
                 .is_ok_and(|op| op.target == id))
 }
 
+/// The data of an event: the object it is about (or a struct saying what happened),
+/// serialized from its typed contract.
+pub fn data<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
 /// The data of an event that says only what happened to which object: `{}`.
 pub fn no_data() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())

@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Parser;
-use nova_benches::qmp::Qmp;
+use nova_benches::qmp::{Capabilities, Migrate, MigrateParameters, NoArgs, Qmp};
 use nova_benches::{guest_view, write_report, StealSample, Summary};
 use nova_http::blocking::block_on;
 use nova_tests::vmm::{client, qemu_microvm, QemuRam, VmmCmd};
 use nova_tests::{disk_with_host_blocks, free_port, host_tsc_khz, Console, Line};
 use nova_vmm_api::{MigrationParams, MigrationRequest, MigrationState};
 use serde::Serialize;
-use serde_json::json;
 
 #[derive(Parser)]
 struct Args {
@@ -231,21 +230,29 @@ fn qemu_run(a: &Args, dir: &Path) -> anyhow::Result<Run> {
     let _d = Qmp::connect(&dq)?;
     s.cmd(
         "migrate-set-capabilities",
-        json!({"capabilities": [{"capability": "block", "state": true}]}),
+        &Capabilities::one("block", true),
     )?;
     s.cmd(
         "migrate-set-parameters",
-        json!({"downtime-limit": a.qemu_downtime_ms, "max-bandwidth": 100_000_000_000u64}),
+        &MigrateParameters {
+            downtime_limit: a.qemu_downtime_ms,
+            max_bandwidth: 100_000_000_000u64,
+        },
     )?;
     warm(&src)?;
     let start = Instant::now();
-    s.cmd("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}))?;
+    s.cmd(
+        "migrate",
+        &Migrate {
+            uri: format!("tcp:127.0.0.1:{port}"),
+        },
+    )?;
     // QEMU reports the disk's figures only while block migration is active: the last
     // ones seen (the drive's size at least: it copies all of it).
     let mut disk_bytes = 0u64;
     let info = loop {
         std::thread::sleep(Duration::from_millis(10));
-        let info = s.cmd("query-migrate", json!({}))?;
+        let info = s.cmd("query-migrate", &NoArgs {})?;
         for k in ["transferred", "total"] {
             disk_bytes = disk_bytes.max(info["disk"][k].as_u64().unwrap_or(0));
         }
@@ -254,7 +261,7 @@ fn qemu_run(a: &Args, dir: &Path) -> anyhow::Result<Run> {
             break info;
         }
         if start.elapsed() > Duration::from_secs(120) {
-            let _ = s.cmd("migrate_cancel", json!({}));
+            let _ = s.cmd("migrate_cancel", &NoArgs {});
             return Ok(Run::failed());
         }
     };

@@ -229,7 +229,7 @@ impl Latency {
 /// spawn to its first console line. QEMU has no copy-on-write clone: every restore
 /// reads the whole saved state.
 fn qemu_restores(args: &Args, tmp: &Path) -> anyhow::Result<Vec<f64>> {
-    use nova_benches::qmp::Qmp;
+    use nova_benches::qmp::{Migrate, NoArgs, Qmp};
     use nova_tests::vmm::{qemu_microvm, QemuRam};
     let append = format!(
         "nova.workload=counter nova.tsc_khz={}",
@@ -262,11 +262,13 @@ fn qemu_restores(args: &Args, tmp: &Path) -> anyhow::Result<Vec<f64>> {
         let mut q = Qmp::connect(&sock)?;
         q.cmd(
             "migrate",
-            serde_json::json!({"uri": format!("exec:cat > {}", state.display())}),
+            &Migrate {
+                uri: format!("exec:cat > {}", state.display()),
+            },
         )?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let s = q.cmd("query-migrate", serde_json::json!({}))?;
+            let s = q.cmd("query-migrate", &NoArgs {})?;
             match s.get("status").and_then(|v| v.as_str()) {
                 Some("completed") => return Ok(()),
                 Some("failed") | Some("cancelled") => bail!("QEMU save: {s}"),

@@ -47,10 +47,6 @@ impl Object for BackupSchedule {
     }
 }
 
-fn typed<T: serde::Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or_default()
-}
-
 /// Stores a new backup store (its name must be free).
 pub async fn create_store(ctx: &Context, mut s: BackupStore) -> Result<BackupStore> {
     s.validate()?;
@@ -157,7 +153,7 @@ pub async fn start_backup(ctx: &Context, vm: &Vm, body: &BackupBody) -> Result<O
     let mut op = operations::new(&vm.tenant, "backup", &vm.id);
     op.revision = ctx.store.create(&op).await?;
     ctx.events
-        .publish("backup.started", &b.tenant, &b.id, typed(&b))
+        .publish("backup.started", &b.tenant, &b.id, crate::events::data(&b))
         .await;
     let (ctx2, op_id) = (ctx.clone(), op.id.clone());
     tokio::spawn(async move {
@@ -211,10 +207,10 @@ async fn run_backup(
         "backup.failed"
     };
     ctx.events
-        .publish(kind, &done.tenant, &done.id, typed(&done))
+        .publish(kind, &done.tenant, &done.id, crate::events::data(&done))
         .await;
     match error {
-        None => Ok(typed(&done)),
+        None => Ok(crate::events::data(&done)),
         Some(e) => Err((OpState::Failed, e)),
     }
 }
@@ -262,9 +258,9 @@ pub async fn start_restore(
                 match crate::vms::record_restored(&ctx2, &tenant, &vm_id, spec, &host.id).await {
                     Ok(vm) => {
                         ctx2.events
-                            .publish("backup.restored", &tenant, &b2.id, typed(&vm))
+                            .publish("backup.restored", &tenant, &b2.id, crate::events::data(&vm))
                             .await;
-                        Ok(typed(&vm))
+                        Ok(crate::events::data(&vm))
                     }
                     Err(e) => Err(failed(e)),
                 }
@@ -314,8 +310,10 @@ pub async fn start_verify(ctx: &Context, b: &Backup) -> Result<Operation> {
             } else {
                 "backup.verified"
             };
-            ctx2.events.publish(kind, &b.tenant, &b.id, typed(&b)).await;
-            Ok(typed(&r))
+            ctx2.events
+                .publish(kind, &b.tenant, &b.id, crate::events::data(&b))
+                .await;
+            Ok(crate::events::data(&r))
         }
         .await;
         operations::finish(&ctx2, &op_id, &outcome).await;
@@ -354,7 +352,7 @@ async fn delete_many(
             if let Ok(true) = ctx.store.remove::<Backup>(&id).await {
                 if let Some(b) = backups.iter().find(|b| b.id == id) {
                     ctx.events
-                        .publish("backup.deleted", &b.tenant, &id, typed(b))
+                        .publish("backup.deleted", &b.tenant, &id, crate::events::data(b))
                         .await;
                 }
             }
@@ -376,7 +374,7 @@ pub async fn start_delete(ctx: &Context, b: &Backup) -> Result<Operation> {
         let outcome = delete_many(&ctx2, std::slice::from_ref(&b2), &op_id)
             .await
             .map(|d| {
-                typed(&crate::model::PruneResult {
+                crate::events::data(&crate::model::PruneResult {
                     deleted: d,
                     kept: vec![],
                 })
@@ -446,7 +444,7 @@ async fn prune(ctx: &Context, vm_id: &str, retention: &BackupRetention, op_id: &
     } else {
         delete_many(ctx, &dropped, op_id).await.map_err(failed)?
     };
-    Ok(typed(&crate::model::PruneResult {
+    Ok(crate::events::data(&crate::model::PruneResult {
         deleted,
         kept: kept.into_iter().map(|b| b.id).collect(),
     }))
@@ -465,7 +463,7 @@ pub async fn start_gc(ctx: &Context, tenant: &str, name: &str, grace_s: u64) -> 
     let (ctx2, op_id) = (ctx.clone(), op.id.clone());
     tokio::spawn(async move {
         let outcome = match jobs::run(&ctx2, &host, &store, JobOp::Gc { grace_s }, &op_id).await {
-            Ok(JobResult::Gc(r)) => Ok(typed(&r)),
+            Ok(JobResult::Gc(r)) => Ok(crate::events::data(&r)),
             Ok(other) => Err(failed(format!("unexpected job result {other:?}"))),
             Err(e) => Err(failed(e)),
         };

@@ -78,7 +78,7 @@ pub async fn take(
             "snapshot.created",
             &snap.tenant,
             &snap.vm_id,
-            serde_json::json!({"snapshot": snap.id, "paused_ms": snap.paused_ms}),
+            crate::events::data(&snap),
         )
         .await;
     Ok(snap)
@@ -127,7 +127,7 @@ pub async fn delete(ctx: &Context, snap: &Snapshot) -> Result<()> {
             "snapshot.deleted",
             &snap.tenant,
             &snap.vm_id,
-            serde_json::json!({"snapshot": snap.id}),
+            crate::events::data(&snap),
         )
         .await;
     Ok(())

@@ -150,13 +150,26 @@ fn stored_request(snap: &Snapshot, clone: bool) -> RestoreRequest {
     }
 }
 
+/// What `snapshot.restored` says: which snapshot, where, and whether as a clone.
+#[derive(serde::Serialize)]
+struct Restored<'a> {
+    snapshot: &'a str,
+    host: &'a str,
+    clone: bool,
+}
+
 async fn publish_restored(ctx: &Context, snap: &Snapshot, vm: &str, host: &str, clone: bool) {
+    let restored = Restored {
+        snapshot: &snap.id,
+        host,
+        clone,
+    };
     ctx.events
         .publish(
             "snapshot.restored",
             &snap.tenant,
             vm,
-            serde_json::json!({"snapshot": snap.id, "host": host, "clone": clone}),
+            crate::events::data(&restored),
         )
         .await;
 }

@@ -151,7 +151,7 @@ pub async fn create_version(ctx: &Context, tenant: &str, body: NewTemplate) -> R
             "template.version_created",
             tenant,
             &id,
-            serde_json::json!({"version": t.versions.last().map(|v| v.version)}),
+            crate::events::data(&t.versions.last()),
         )
         .await;
     Ok(t)

@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Parser;
-use nova_benches::qmp::Qmp;
+use nova_benches::qmp::{Capabilities, Migrate, MigrateParameters, NoArgs, Qmp};
 use nova_benches::{guest_view, write_report, StealSample, Summary};
 use nova_http::blocking::block_on;
 use nova_tests::vmm::{client, qemu_microvm, QemuRam, VmmCmd};
 use nova_tests::{free_port, host_tsc_khz, Console, Line};
 use nova_vmm_api::{MigrationMode, MigrationParams, MigrationRequest, MigrationState};
 use serde::Serialize;
-use serde_json::json;
 use snapshots::{snapshot_times, SnapshotTimes};
 
 mod snapshots;
@@ -251,21 +250,29 @@ fn qemu_run(
     for q in [&mut s, &mut d] {
         q.cmd(
             "migrate-set-capabilities",
-            json!({"capabilities": [{"capability": "postcopy-ram", "state": post}]}),
+            &Capabilities::one("postcopy-ram", post),
         )?;
     }
     s.cmd(
         "migrate-set-parameters",
-        json!({"downtime-limit": a.qemu_downtime_ms, "max-bandwidth": 100_000_000_000u64}),
+        &MigrateParameters {
+            downtime_limit: a.qemu_downtime_ms,
+            max_bandwidth: 100_000_000_000u64,
+        },
     )?;
     warm(&src, workload)?;
     let start = Instant::now();
-    s.cmd("migrate", json!({"uri": format!("tcp:127.0.0.1:{port}")}))?;
+    s.cmd(
+        "migrate",
+        &Migrate {
+            uri: format!("tcp:127.0.0.1:{port}"),
+        },
+    )?;
     let mut switched = false;
     let deadline = Duration::from_secs(60);
     let info = loop {
         std::thread::sleep(Duration::from_millis(10));
-        let info = s.cmd("query-migrate", json!({}))?;
+        let info = s.cmd("query-migrate", &NoArgs {})?;
         let status = info["status"].as_str().unwrap_or("").to_string();
         if status == "completed" || status == "failed" {
             break info;
@@ -277,11 +284,11 @@ fn qemu_run(
             && status == "active"
             && (mode == MigrationMode::Postcopy || (mode == MigrationMode::Hybrid && passes >= 3))
         {
-            s.cmd("migrate-start-postcopy", json!({}))?;
+            s.cmd("migrate-start-postcopy", &NoArgs {})?;
             switched = true;
         }
         if start.elapsed() > deadline {
-            let _ = s.cmd("migrate_cancel", json!({}));
+            let _ = s.cmd("migrate_cancel", &NoArgs {});
             return Ok(Run {
                 bytes: info["ram"]["transferred"].as_u64().unwrap_or(0),
                 ..Run::failed()
