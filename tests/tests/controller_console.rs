@@ -14,25 +14,11 @@ use std::time::{Duration, Instant};
 
 use nova_controller_api::{HostState, Role, VmSpec};
 use nova_tests::controller::{block_on, wait_for, Controller};
-use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
-use nova_tests::{binary, require_kvm, unique, TempDir};
+use nova_tests::hostd::hostd_for;
+use nova_tests::hostd::testguest;
+use nova_tests::{binary, require_kvm, TempDir};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
-
-fn hostd_for(c: &Controller) -> Hostd {
-    let join = c.dir.join("join.token");
-    Hostd::start(HostdOpts {
-        args: vec![
-            "--controller".into(),
-            c.url.clone(),
-            "--join-token-file".into(),
-            join.display().to_string(),
-            "--bridge".into(),
-            unique("nbr"),
-        ],
-        ..HostdOpts::default()
-    })
-}
 
 fn echo_guest(name: &str) -> VmSpec {
     VmSpec {

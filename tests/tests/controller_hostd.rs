@@ -13,25 +13,11 @@ use nova_controller_api::{
 };
 use nova_hostd_api::HostdClient;
 use nova_tests::controller::{block_on, wait_for, Controller, EventStream};
-use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
-use nova_tests::{require_kvm, unique, TempDir};
+use nova_tests::hostd::{hostd_for, wait_hosts_ready};
+use nova_tests::hostd::{testguest, Hostd};
+use nova_tests::{require_kvm, TempDir};
 
 const BOOT: Duration = Duration::from_secs(40);
-
-fn hostd_for(c: &Controller) -> Hostd {
-    let join = c.dir.join("join.token");
-    Hostd::start(HostdOpts {
-        args: vec![
-            "--controller".into(),
-            c.url.clone(),
-            "--join-token-file".into(),
-            join.display().to_string(),
-            "--bridge".into(),
-            unique("nbr"),
-        ],
-        ..HostdOpts::default()
-    })
-}
 
 /// The typed client of a test hostd.
 fn hostd_api(h: &Hostd) -> HostdClient {
@@ -40,17 +26,6 @@ fn hostd_api(h: &Hostd) -> HostdClient {
 
 fn host_id(h: &Hostd) -> String {
     block_on(hostd_api(h).host()).unwrap().host_id
-}
-
-fn wait_hosts_ready(c: &Controller, n: usize) {
-    wait_for(30, "hosts to register", || {
-        let hosts = block_on(c.api.hosts()).ok()?;
-        let ready = hosts
-            .iter()
-            .filter(|h| h.state == nova_controller_api::HostState::Ready)
-            .count();
-        (ready == n).then_some(())
-    });
 }
 
 fn wait_observed(c: &Controller, id: &str, state: &str, secs: u64) -> Vm {

@@ -10,8 +10,9 @@ use std::time::Duration;
 use nova_controller_api::{Role, Vm};
 use nova_tests::controller::*;
 use nova_tests::etcd::make_certs;
-use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
-use nova_tests::{binary, require_kvm, unique, Console, TempDir};
+use nova_tests::hostd::hostd_for;
+use nova_tests::hostd::testguest;
+use nova_tests::{binary, require_kvm, Console, TempDir};
 use serde_json::Value;
 
 /// What one run of novactl did.
@@ -854,20 +855,6 @@ fn watched_lists_redraw_on_each_event_and_never_poll() {
         t.matches("ID ").count() >= 2,
         "drawn again, below the first:\n{t}"
     );
-}
-
-fn hostd_for(c: &Controller) -> Hostd {
-    Hostd::start(HostdOpts {
-        args: vec![
-            "--controller".into(),
-            c.url.clone(),
-            "--join-token-file".into(),
-            c.dir.join("join.token").display().to_string(),
-            "--bridge".into(),
-            unique("nbr"),
-        ],
-        ..HostdOpts::default()
-    })
 }
 
 #[test]

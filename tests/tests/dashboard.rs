@@ -20,8 +20,9 @@ use nova_controller_api::{
     AlertRule, Cmp, DesiredState, MigrationResult, OpState, Role, RuleKind, VmSpec,
 };
 use nova_tests::controller::{block_on, wait_for, Controller, Opts as ControllerOpts};
-use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
-use nova_tests::{require, require_kvm, root, unique, TempDir};
+use nova_tests::hostd::hostd_for;
+use nova_tests::hostd::testguest;
+use nova_tests::{require, require_kvm, root, TempDir};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -206,20 +207,6 @@ fn the_controller_serves_the_dashboard_beside_its_api_and_lets_a_browser_follow_
         browser_style_events(&c.url, "nova_not-a-token").err(),
         Some(401)
     );
-}
-
-fn hostd_for(c: &Controller) -> Hostd {
-    Hostd::start(HostdOpts {
-        args: vec![
-            "--controller".into(),
-            c.url.clone(),
-            "--join-token-file".into(),
-            c.dir.join("join.token").display().to_string(),
-            "--bridge".into(),
-            unique("nbr"),
-        ],
-        ..HostdOpts::default()
-    })
 }
 
 fn guest(name: &str, start: bool) -> VmSpec {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use nova_controller_api::{MetricQuery, Role, VmSpec};
 use nova_tests::controller::{block_on, wait_for, Controller, Opts};
-use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
-use nova_tests::{binary, require_kvm, unique, TempDir};
+use nova_tests::hostd::hostd_for;
+use nova_tests::hostd::testguest;
+use nova_tests::{binary, require_kvm, TempDir};
 
 fn opts() -> Opts {
     Opts {
@@ -23,20 +24,6 @@ fn opts() -> Opts {
         .to_vec(),
         ..Opts::default()
     }
-}
-
-fn hostd_for(c: &Controller) -> Hostd {
-    Hostd::start(HostdOpts {
-        args: vec![
-            "--controller".into(),
-            c.url.clone(),
-            "--join-token-file".into(),
-            c.dir.join("join.token").display().to_string(),
-            "--bridge".into(),
-            unique("nbr"),
-        ],
-        ..HostdOpts::default()
-    })
 }
 
 fn max_of(c: &Controller, metric: &str, target: &str) -> Option<f64> {

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 
 use nova_controller_api::{Role, SYSTEM_TENANT};
 use nova_tests::controller::{block_on, wait_for, Controller, Opts};
-use nova_tests::hostd::{Hostd, Opts as HostdOpts};
-use nova_tests::{free_port, require, root, unique, which, TempDir};
+use nova_tests::hostd::hostd_for;
+use nova_tests::{free_port, require, root, which, TempDir};
 use serde::Deserialize;
 
 #[test]
@@ -77,20 +77,6 @@ struct RuleGroup {
 #[derive(Deserialize)]
 struct Rule {
     health: String,
-}
-
-fn hostd_for(c: &Controller) -> Hostd {
-    Hostd::start(HostdOpts {
-        args: vec![
-            "--controller".into(),
-            c.url.clone(),
-            "--join-token-file".into(),
-            c.dir.join("join.token").display().to_string(),
-            "--bridge".into(),
-            unique("nbr"),
-        ],
-        ..HostdOpts::default()
-    })
 }
 
 #[test]

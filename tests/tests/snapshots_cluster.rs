@@ -6,29 +6,15 @@
 use std::time::Duration;
 
 use nova_controller_api::{
-    HostState, KeepPolicy, NewSnapshot, RestoreSnapshot, Role, ScheduleBody, Vm, VmSpec,
+    KeepPolicy, NewSnapshot, RestoreSnapshot, Role, ScheduleBody, Vm, VmSpec,
 };
 use nova_hostd_api::HostdClient;
 use nova_tests::controller::{block_on, status, wait_for, Controller};
+use nova_tests::hostd::{hostd_for, wait_hosts_ready};
 use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
 use nova_tests::{require_kvm, unique, TempDir};
 
 const BOOT: Duration = Duration::from_secs(40);
-
-fn hostd_for(c: &Controller) -> Hostd {
-    let join = c.dir.join("join.token");
-    Hostd::start(HostdOpts {
-        args: vec![
-            "--controller".into(),
-            c.url.clone(),
-            "--join-token-file".into(),
-            join.display().to_string(),
-            "--bridge".into(),
-            unique("nbr"),
-        ],
-        ..HostdOpts::default()
-    })
-}
 
 fn api(h: &Hostd) -> HostdClient {
     HostdClient::new(&format!("http://{}", h.addr), &h.token, &Default::default()).unwrap()
@@ -36,14 +22,6 @@ fn api(h: &Hostd) -> HostdClient {
 
 fn host_id(h: &Hostd) -> String {
     block_on(api(h).host()).unwrap().host_id
-}
-
-fn wait_hosts_ready(c: &Controller, n: usize) {
-    wait_for(30, "hosts to register", || {
-        let hosts = block_on(c.api.hosts()).ok()?;
-        let ready = hosts.iter().filter(|h| h.state == HostState::Ready).count();
-        (ready == n).then_some(())
-    });
 }
 
 fn wait_running(c: &Controller, id: &str) -> Vm {

@@ -14,25 +14,11 @@ use nova_controller_api::{
     ParamKind, ParamValue, Role, TemplateParam, TemplateSource, Vm, VmSpec,
 };
 use nova_tests::controller::{block_on, refusal, status, wait_for, Controller};
-use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
-use nova_tests::{require_kvm, unique, TempDir};
+use nova_tests::hostd::hostd_for;
+use nova_tests::hostd::{testguest, Hostd};
+use nova_tests::{require_kvm, TempDir};
 
 const BOOT: Duration = Duration::from_secs(40);
-
-fn hostd_for(c: &Controller) -> Hostd {
-    let join = c.dir.join("join.token");
-    Hostd::start(HostdOpts {
-        args: vec![
-            "--controller".into(),
-            c.url.clone(),
-            "--join-token-file".into(),
-            join.display().to_string(),
-            "--bridge".into(),
-            unique("nbr"),
-        ],
-        ..HostdOpts::default()
-    })
-}
 
 fn wait_ready(c: &Controller) {
     wait_for(30, "the host to register", || {

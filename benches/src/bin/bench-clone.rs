@@ -260,12 +260,8 @@ fn qemu_restores(args: &Args, tmp: &Path) -> anyhow::Result<Vec<f64>> {
             Instant::now() + Duration::from_secs(60),
         )?;
         let mut q = Qmp::connect(&sock)?;
-        q.cmd(
-            "migrate",
-            &Migrate {
-                uri: format!("exec:cat > {}", state.display()),
-            },
-        )?;
+        let uri = format!("exec:cat > {}", state.display());
+        q.cmd("migrate", &Migrate { uri })?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let s = q.cmd("query-migrate", &NoArgs {})?;

@@ -10,8 +10,11 @@
 
 mod cluster;
 mod exposition;
+mod joined;
 mod raw;
 mod specs;
+
+pub use joined::{hostd_for, wait_hosts_ready};
 
 pub use specs::{guest, testguest};
 
