@@ -165,6 +165,14 @@ fn migrate(
             config,
         },
     )?;
+    // For the downtime: when Resumed reaches this host (see the switch below).
+    arrival::stamp_arrivals(control.reader.socket()).map_err(MigrationError::Memory)?;
+    let mut reader = BufReader::new(control.reader);
+    // The destination built the VM from our configuration (or told us why not).
+    expect(&mut reader, "Welcome", |m| *m == Message::Welcome)?;
+    // The other connections only now: the destination examines connections side by
+    // side and takes none but a Hello until it has one, so a data connection opened
+    // before the Welcome could overtake the Hello and be dropped.
     for i in 1..req.params.connections {
         let mut c = connect(addr, dial)?.writer;
         protocol::send(
@@ -182,11 +190,6 @@ fn migrate(
         protocol::send(&mut c, &Message::UrgentHello { version: VERSION })?;
         urgent = Some(c);
     }
-    // For the downtime: when Resumed reaches this host (see the switch below).
-    arrival::stamp_arrivals(control.reader.socket()).map_err(MigrationError::Memory)?;
-    let mut reader = BufReader::new(control.reader);
-    // The destination built the VM from our configuration (or told us why not).
-    expect(&mut reader, "Welcome", |m| *m == Message::Welcome)?;
     let ctx = PageSender {
         vm,
         mig,
