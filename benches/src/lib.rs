@@ -231,3 +231,22 @@ mod steal_tests {
         assert!((0.0..=100.0).contains(&percent), "{percent}");
     }
 }
+
+/// Kills (by pid) every nova-vmm a benchmark started: their command lines name `dir`.
+pub fn kill_vmms_under(dir: &Path) {
+    let needle = format!("{}/", dir.to_string_lossy());
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let exe_is_vmm = String::from_utf8_lossy(c.split(|&b| b == 0).next().unwrap_or_default())
+            .ends_with("nova-vmm");
+        if exe_is_vmm && String::from_utf8_lossy(&c).contains(&needle) {
+            // SAFETY: kill(2) on a VMM this benchmark started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}

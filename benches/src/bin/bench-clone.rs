@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use nova_benches::write_report;
+use nova_benches::{kill_vmms_under, write_report};
 use nova_hostd_api::{HostdClient, RestoreRequest, TakeSnapshot, VmSpec};
 use nova_http::blocking::block_on;
 use serde::Serialize;
@@ -325,25 +325,6 @@ fn main() -> anyhow::Result<()> {
     kill_vmms_under(&tmp);
     let _ = std::fs::remove_dir_all(&tmp);
     result
-}
-
-/// Kills (by pid) every nova-vmm this run started: their command lines name `dir`.
-fn kill_vmms_under(dir: &Path) {
-    let needle = format!("{}/", dir.to_string_lossy());
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let exe_is_vmm = String::from_utf8_lossy(c.split(|&b| b == 0).next().unwrap_or_default())
-            .ends_with("nova-vmm");
-        if exe_is_vmm && String::from_utf8_lossy(&c).contains(&needle) {
-            // SAFETY: kill(2) on a VMM this benchmark started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
 }
 
 fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use nova_benches::{rss_kib, write_report, Summary};
+use nova_benches::{kill_vmms_under, rss_kib, write_report, Summary};
 use nova_hostd_api::{HostdClient, MigrateRequest, MigrationState, MigrationTarget, VmSpec};
 use nova_http::blocking::block_on;
 use nova_vmm_api::{MigrationRequest, MigrationState as VmmState, VmmClient};
@@ -310,26 +310,6 @@ fn main() -> anyhow::Result<()> {
     kill_vmms_under(&tmp);
     let _ = std::fs::remove_dir_all(&tmp);
     result
-}
-
-/// Kills (by pid) every nova-vmm this run started: their command lines name `dir`.
-fn kill_vmms_under(dir: &Path) {
-    let needle = format!("{}/", dir.to_string_lossy());
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let exe_is_vmm = String::from_utf8_lossy(c.split(|&b| b == 0).next().unwrap_or_default())
-            .ends_with("nova-vmm");
-        let c = String::from_utf8_lossy(&c);
-        if exe_is_vmm && c.contains(&needle) {
-            // SAFETY: kill(2) on a VMM this benchmark started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
 }
 
 fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
