@@ -13,13 +13,16 @@
 //!   network namespace (its taps and its migration TCP live in the host's: hostd
 //!   creates the taps owned by the VM's uid there). The unique uid is what keeps the
 //!   VMM from signalling or tracing other processes; /proc is not mounted;
-//! - cgroup limits for CPU, memory and pids ([`cgroup`]: v2 when mounted, else v1);
+//! - cgroup limits for CPU, memory and pids ([`cgroup`]: each controller in the v1
+//!   hierarchy that has it, else in cgroup2), entered fast with the cgroup2
+//!   `favordynmods` option hostd turns on at start ([`favordynmods`]);
 //! - rlimits (open files, file size, no core dumps, processes) and `no_new_privs`.
 //!
 //! Files hostd hands to the VMM (disks, console, config) are chowned to its uid, 0600.
 //! `--no-jail` (development) runs VMMs as hostd's own user, unconfined.
 
 pub mod cgroup;
+pub mod favordynmods;
 pub mod ids;
 
 use std::ffi::CString;
@@ -39,6 +42,8 @@ pub struct JailSettings {
     pub enabled: bool,
     /// The uids (and equal gids) given to VMs, one each.
     pub ids: IdRange,
+    /// Turn on cgroup2's `favordynmods` at start (`--cgroup-favordynmods`).
+    pub favordynmods: bool,
 }
 
 impl Default for JailSettings {
@@ -46,6 +51,7 @@ impl Default for JailSettings {
         JailSettings {
             enabled: true,
             ids: IdRange::DEFAULT,
+            favordynmods: true,
         }
     }
 }
