@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Parser;
+use jailed::{Jails, DST_UID, SRC_UID};
 use nova_benches::qmp::{Capabilities, Migrate, MigrateParameters, NoArgs, Qmp};
-use nova_benches::{guest_view, write_report, StealSample, Summary};
+use nova_benches::{guest_view, jail, write_report, StealSample, Summary};
 use nova_http::blocking::block_on;
 use nova_tests::vmm::{client, qemu_microvm, QemuRam, VmmCmd};
 use nova_tests::{free_port, host_tsc_khz, Console, Line};
@@ -21,6 +22,7 @@ use nova_vmm_api::{MigrationMode, MigrationParams, MigrationRequest, MigrationSt
 use serde::Serialize;
 use snapshots::{snapshot_times, SnapshotTimes};
 
+mod jailed;
 mod snapshots;
 
 #[derive(Parser)]
@@ -51,6 +53,11 @@ struct Args {
     /// with a per-migration credential: to measure what TLS costs.
     #[arg(long)]
     insecure: bool,
+    /// nova-vmm runs bare instead of jailed as hostd starts it (its own uid, a mount
+    /// namespace holding its files only, cgroups, rlimits; favordynmods as hostd sets
+    /// it): to measure what the jail costs.
+    #[arg(long)]
+    no_jail: bool,
 }
 
 /// QEMU's downtime as it reports it, over the runs where that does not exceed the
@@ -146,9 +153,13 @@ fn warm(g: &Console, workload: &str) -> anyhow::Result<()> {
 }
 
 fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::Result<Run> {
-    let (src, sock) = VmmCmd::of(&a.vmm)
+    // Canonical: in a jail only those paths exist.
+    let (vmm, guest) = (a.vmm.canonicalize()?, a.guest.canonicalize()?);
+    // Dropped last, once both VMMs are gone.
+    let mut jails = Jails::new(a.no_jail, vmm.clone());
+    let (mut src, sock) = VmmCmd::of(&vmm)
         .arg("--kernel")
-        .arg(&a.guest)
+        .arg(&guest)
         .args([
             "--mem-mib",
             &mem.to_string(),
@@ -159,12 +170,14 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
         .env("NOVA_LOG", "error")
         .realtime_console()
         .with_api();
+    jails.add(&mut src, "src", SRC_UID, mem, vec![guest])?;
     let mut src = src.spawn();
     let port = free_port();
     let cred_dir = nova_tests::TempDir::new();
-    let mut dst = VmmCmd::of(&a.vmm)
+    let mut dst = VmmCmd::of(&vmm)
         .args(["--incoming", &format!("tcp:127.0.0.1:{port}")])
         .args(["--mem-mib", &mem.to_string(), "--vcpus", "1"]);
+    let mut files = Vec::new();
     let peer = match a.insecure {
         true => {
             dst = dst.arg("--insecure");
@@ -172,11 +185,18 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
         }
         false => {
             let (file, peer) = nova_tests::migration::credential(cred_dir.path());
-            dst = dst.arg("--incoming-credential").arg(file);
+            if !a.no_jail {
+                nova_hostd::jail::give(&file, DST_UID)?;
+            }
+            let file = file.canonicalize()?;
+            dst = dst.arg("--incoming-credential").arg(&file);
+            files.push(file);
             Some(peer)
         }
     };
-    let dst = dst.env("NOVA_LOG", "error").realtime_console().spawn();
+    let mut dst = dst.env("NOVA_LOG", "error").realtime_console();
+    jails.add(&mut dst, "dst", DST_UID, mem, files)?;
+    let dst = dst.spawn();
     let vmm = client(&sock);
     warm(&src.console, workload)?;
     let start = Instant::now();
@@ -348,6 +368,12 @@ struct Ratio {
 #[derive(Serialize)]
 struct Report {
     command: String,
+    /// nova-vmm ran jailed as hostd starts it (else bare, `--no-jail`).
+    jailed: bool,
+    /// Migration streams in TLS (else plaintext, `--insecure`).
+    tls: bool,
+    /// How cgroup2's favordynmods was found or set, as hostd does at start.
+    cgroup_favordynmods: &'static str,
     host_steal_percent: f64,
     cells: Vec<Cell>,
     ratios: Vec<Ratio>,
@@ -356,6 +382,11 @@ struct Report {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    let favordynmods = if a.no_jail {
+        "off"
+    } else {
+        jail::favor_dynmods()
+    };
     let dir = std::env::temp_dir().join(format!("nova-bench-migration-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let steal = StealSample::now();
@@ -385,17 +416,36 @@ fn main() -> anyhow::Result<()> {
     let steal_percent = steal.percent_since();
 
     let command = format!(
-        "make bench-migration  # bench-migration --vmm {} --guest {} --runs {} --mem {} --workloads {} --modes {}",
+        "make bench-migration  # bench-migration --vmm {} --guest {} --runs {} --mem {} --workloads {} --modes {}{}{}",
         a.vmm.display(),
         a.guest.display(),
         a.runs,
         a.mem.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(","),
         a.workloads.join(","),
-        a.modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+        a.modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+        if a.insecure { " --insecure" } else { "" },
+        if a.no_jail { " --no-jail" } else { "" },
     );
     let mut md =
         String::from("# Live migration: nova-vmm and QEMU microvm, same guest, loopback TCP\n\n");
     md.push_str(&format!("Command: `{command}`\n\n"));
+    md.push_str(&format!(
+        "nova-vmm: {}, migration streams {}. ",
+        if a.no_jail {
+            "bare (`--no-jail`), with its seccomp filters".to_string()
+        } else {
+            format!(
+                "source and destination jailed as hostd starts them (each its own uid, a mount \
+                 namespace holding its files only, cgroup limits, rlimits, no_new_privs, seccomp \
+                 filters; cgroup2 favordynmods {favordynmods}), the jail entered before the timing starts"
+            )
+        },
+        if a.insecure {
+            "in plaintext (`--insecure`)"
+        } else {
+            "in TLS 1.3 under a per-migration credential"
+        }
+    ));
     md.push_str(&format!(
         "Test guest with `counter` beside each workload, runs alternated between the VMMs. nova-vmm: defaults \
          (downtime target 5 ms). QEMU 7.2: its default anonymous RAM (its fastest), downtime-limit {} ms, max-bandwidth unlimited, postcopy-ram for its \
@@ -452,7 +502,7 @@ fn main() -> anyhow::Result<()> {
         cells.len() / 2,
         2.0 * TICK_MS
     ));
-    md.push_str("\n## Snapshots (nova-vmm)\n\nCreate: `PUT /v1/snapshot` wall time (the VMM's client) on a guest running `counter`. Restore: process start to the restored guest's first `NOVA-TICK` line, median of at least 10 restores.\n\n");
+    md.push_str("\n## Snapshots (nova-vmm, bare)\n\nCreate: `PUT /v1/snapshot` wall time (the VMM's client) on a guest running `counter`. Restore: process start to the restored guest's first `NOVA-TICK` line, median of at least 10 restores.\n\n");
     md.push_str("| mem | create ms | MB written | restore eager ms | restore lazy ms | restore clone ms |\n|---|---|---|---|---|---|\n");
     for s in &snapshots {
         let r = &s.restore_to_first_tick_ms;
@@ -468,6 +518,9 @@ fn main() -> anyhow::Result<()> {
     }
     let report = Report {
         command,
+        jailed: !a.no_jail,
+        tls: !a.insecure,
+        cgroup_favordynmods: favordynmods,
         host_steal_percent: steal_percent,
         cells,
         ratios,
