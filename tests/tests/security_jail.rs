@@ -91,6 +91,12 @@ fn a_jailed_vmm_runs_as_its_own_uid_sees_only_its_files_and_has_its_limits() {
     assert_eq!(status_field(pa, "NoNewPrivs:"), "1");
     assert_eq!(status_field(pa, "Seccomp:"), "2", "filtered");
     assert_eq!(status_field(pa, "CapEff:"), "0000000000000000");
+    // Pid 1 of a PID namespace of its own, yet hostd's child (hostd reaps it).
+    assert_eq!(status_field(pa, "NSpid:"), format!("{pa}\t1"));
+    assert_eq!(status_field(pa, "PPid:"), h.pid().to_string());
+    let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(ns(pa), ns(pb), "one namespace per VMM");
+    assert_ne!(ns(pa), ns(h.pid()));
 
     // Its root holds its own files only.
     let root = PathBuf::from(format!("/proc/{pa}/root"));
@@ -188,6 +194,11 @@ fn without_the_jail_the_vmm_runs_as_hostds_user_in_the_hosts_root() {
     h.wait_console("nj", "NOVA-TICK", BOOT);
     let pid = vm.pid.unwrap();
     assert_eq!(uid_of(pid), 0, "hostd's own user");
+    assert_eq!(
+        status_field(pid, "NSpid:"),
+        pid.to_string(),
+        "hostd's PID namespace"
+    );
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/root")).unwrap(),
         Path::new("/"),
