@@ -1,7 +1,7 @@
 //! nova-vmm started as hostd starts it, for the benchmarks that time it: cgroup2's
 //! `favordynmods` turned on as hostd does at start (its default), then each VMM in its
-//! jail (its own uid, a mount namespace holding its files only, cgroups, rlimits,
-//! no_new_privs), with its seccomp filters. The code is hostd's own
+//! jail (its own uid, a mount namespace holding its files only, a PID namespace,
+//! cgroups, rlimits, no_new_privs), with its seccomp filters. The code is hostd's own
 //! (`nova_hostd::jail`), so the benchmarks measure what hostd runs.
 
 use std::os::unix::process::CommandExt;
@@ -11,7 +11,7 @@ use std::process::Command;
 use nova_hostd::jail::cgroup::Cgroups;
 use nova_hostd::jail::favordynmods;
 use nova_hostd::jail::JailSpec;
-use nova_tests::TempDir;
+use nova_tests::{Console, TempDir};
 
 /// Turns cgroup2's `favordynmods` on as hostd does at start; the mode's name
 /// (`already-on`, `remounted`, `mounted`, `refused`).
@@ -47,8 +47,18 @@ impl Drop for Jail {
     }
 }
 
+/// Starts a jailed VMM as hostd does, forked into a PID namespace of its own, its
+/// console read in real time; the time counts from before the fork.
+pub fn spawn(mut cmd: Command) -> anyhow::Result<Console> {
+    let started = std::time::Instant::now();
+    // Only the fork happens there: a thread cannot be made while that thread's
+    // children go into another PID namespace (EINVAL).
+    let child = nova_hostd::jail::spawn_in_new_pid_ns(|| Console::piped(&mut cmd).spawn())??;
+    Ok(Console::attach(child, true, started))
+}
+
 /// Makes `cmd` (a `nova-vmm run` whose program and paths are canonical: only those
-/// exist inside) enter the jail before it execs.
+/// exist inside) enter the jail before it execs; start it with [`spawn`].
 pub fn jail(cmd: &mut Command, s: Spec) -> anyhow::Result<Jail> {
     for p in &s.read_write {
         nova_hostd::jail::give(p, s.uid)?;

@@ -141,7 +141,7 @@ fn jailed(
             mem_mib: mem,
         },
     )?;
-    Ok((Console::spawn_realtime(cmd), j))
+    Ok((jail::spawn(cmd)?, j))
 }
 
 fn main() -> anyhow::Result<()> {

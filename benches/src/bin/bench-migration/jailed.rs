@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use nova_benches::jail;
 use nova_tests::vmm::VmmCmd;
+use nova_tests::{Console, TempDir};
 
 /// The uids of the jailed source and destination (hostd gives each VM its own).
 pub const SRC_UID: u32 = 399_998;
@@ -63,5 +64,16 @@ impl Jails {
             },
         )?);
         Ok(())
+    }
+
+    /// Starts `c` (its console read in real time): jailed, forked into a PID
+    /// namespace of its own, as hostd does; or bare. Its directory lives as long as
+    /// the returned one.
+    pub fn spawn(&self, c: VmmCmd) -> anyhow::Result<(Console, TempDir)> {
+        let console = match self.bare {
+            true => Console::spawn_realtime(c.cmd),
+            false => jail::spawn(c.cmd)?,
+        };
+        Ok((console, c.dir))
     }
 }

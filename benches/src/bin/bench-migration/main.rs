@@ -171,7 +171,7 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
         .realtime_console()
         .with_api();
     jails.add(&mut src, "src", SRC_UID, mem, vec![guest])?;
-    let mut src = src.spawn();
+    let (mut src, _src_dir) = jails.spawn(src)?;
     let port = free_port();
     let cred_dir = nova_tests::TempDir::new();
     let mut dst = VmmCmd::of(&vmm)
@@ -196,9 +196,9 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
     };
     let mut dst = dst.env("NOVA_LOG", "error").realtime_console();
     jails.add(&mut dst, "dst", DST_UID, mem, files)?;
-    let dst = dst.spawn();
+    let (dst, _dst_dir) = jails.spawn(dst)?;
     let vmm = client(&sock);
-    warm(&src.console, workload)?;
+    warm(&src, workload)?;
     let start = Instant::now();
     let req = MigrationRequest {
         to: format!("tcp:127.0.0.1:{port}"),
@@ -221,11 +221,7 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
         bail!("nova migration failed: {r:?}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let v = guest_view(
-        &src.console.finish(SOURCE_EXIT),
-        &dst.console.lines(),
-        start,
-    );
+    let v = guest_view(&src.finish(SOURCE_EXIT), &dst.lines(), start);
     Ok(Run {
         converged: r.converged,
         downtime_ms: r.downtime_ms,
