@@ -90,7 +90,11 @@ pub fn compile_all(kind: ThreadKind) -> Result<Vec<BpfProgram>, SeccompError> {
             TargetArch::x86_64,
         )
         .map_err(|e| SeccompError::Build(kind, e))?;
-        progs.push(filter.try_into().map_err(|e| SeccompError::Build(kind, e))?);
+        progs.push(
+            filter
+                .try_into()
+                .map_err(|e| SeccompError::Build(kind, e))?,
+        );
     }
     Ok(progs)
 }
