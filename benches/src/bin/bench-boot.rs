@@ -225,7 +225,7 @@ fn main() -> anyhow::Result<()> {
     md.push_str(
         "Test guest (`nova.workload=idle`), 1 vCPU, runs alternated between the VMMs. \
          `nova-vmm` runs bare with its seccomp filters; `nova-vmm jailed` as hostd starts it \
-         (own uid, a mount namespace holding its files only, cgroup limits, rlimits, \
+         (own uid, a mount namespace holding its files only, a PID namespace, cgroup limits, rlimits, \
          no_new_privs, seccomp filters), entering the jail included in its time. ",
     );
     md.push_str(&format!(

@@ -338,7 +338,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             format!(
                 "source and destination jailed as hostd starts them (each its own uid, a mount \
-                 namespace holding its files only, cgroup limits, rlimits, no_new_privs, seccomp \
+                 namespace holding its files only, a PID namespace, cgroup limits, rlimits, no_new_privs, seccomp \
                  filters; cgroup2 favordynmods {favordynmods}), the jail entered before the timing starts"
             )
         },
