@@ -7,13 +7,17 @@
 //! to boot that slot once (`/run/nova/try-slot`, then SIGUSR1: reboot). nova-init owns
 //! GRUB's environment and the rollback: the new system becomes the default only when
 //! its hostd has registered with the controller (`/run/nova/registered`, written here).
+//! A host that trusts image signing keys (`--trusted-image-key`) writes a slot only
+//! for an image one of them signed: the Ed25519 signature covers the version and both
+//! files' SHA-256s ([`nova_hostd_api::system_image_manifest`]), which are checked
+//! against the staged files first.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use nova_hostd_api::{
-    validate_version, FieldError, StagedFile, SystemInfo, SystemUpgradeRequest,
-    SystemUpgradeStarted, SYSTEM_FILES,
+    system_image_manifest, validate_version, FieldError, StagedFile, SystemInfo,
+    SystemUpgradeRequest, SystemUpgradeStarted, SYSTEM_FILES,
 };
 use sha2::{Digest, Sha256};
 
@@ -37,6 +41,8 @@ pub struct System {
     pub slot: Option<char>,
     /// nova-init's run directory (tests point it elsewhere).
     pub run_dir: PathBuf,
+    /// Public keys (hex) one of which must have signed an image; none: any image.
+    pub trusted_keys: Vec<String>,
 }
 
 /// The slot `nova.slot=` names on a kernel command line.
@@ -63,7 +69,7 @@ pub fn other(slot: char) -> char {
 
 impl System {
     /// What this machine runs: a version only when the file holds a valid one.
-    pub fn detect() -> System {
+    pub fn detect(trusted_keys: &[String]) -> System {
         let version = std::fs::read_to_string(VERSION_FILE)
             .ok()
             .map(|v| v.trim().to_string())
@@ -75,6 +81,7 @@ impl System {
             version,
             slot,
             run_dir: PathBuf::from(RUN_DIR),
+            trusted_keys: trusted_keys.to_vec(),
         }
     }
 
@@ -88,6 +95,7 @@ impl System {
             image_version: self.version.clone(),
             slot: self.slot.map(String::from),
             upgradable: self.upgradable(),
+            trusted_image_keys: self.trusted_keys.clone(),
         }
     }
 
@@ -285,6 +293,57 @@ pub fn slot_version(dev: &Path) -> Result<Option<String>> {
     Ok(found)
 }
 
+/// Checks that `req` (its hashes already checked against the staged files) carries a
+/// valid signature by a trusted key, when this host trusts any; names what is wrong.
+pub fn check_signature(trusted: &[String], req: &SystemUpgradeRequest) -> Result<()> {
+    if trusted.is_empty() {
+        if req.signature.is_none() {
+            tracing::warn!(version = %req.version, "installing an unsigned image: this host trusts no image signing key (--trusted-image-key)");
+        }
+        return Ok(());
+    }
+    let Some(sig) = &req.signature else {
+        return Err(FieldError::new(
+            "signature",
+            format!(
+                "image {} is not signed, and this host installs only images signed by one of its trusted keys ({})",
+                req.version,
+                trusted.join(", ")
+            ),
+        )
+        .into());
+    };
+    if !trusted.contains(&sig.key) {
+        return Err(FieldError::new(
+            "signature.key",
+            format!(
+                "image {} is signed by key {}, which this host does not trust (it trusts {})",
+                req.version,
+                sig.key,
+                trusted.join(", ")
+            ),
+        )
+        .into());
+    }
+    let bad_hex = |f: &str| FieldError::new(f, "not hex");
+    let key = hex::decode(&sig.key).map_err(|_| bad_hex("signature.key"))?;
+    let signature = hex::decode(&sig.signature).map_err(|_| bad_hex("signature.signature"))?;
+    let manifest = system_image_manifest(&req.version, &req.kernel_sha256, &req.initrd_sha256);
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key)
+        .verify(manifest.as_bytes(), &signature)
+        .map_err(|_| {
+            FieldError::new(
+                "signature.signature",
+                format!(
+                    "the signature of image {} does not verify under key {}: the version or the files are not what was signed",
+                    req.version, sig.key
+                ),
+            )
+        })?;
+    tracing::info!(version = %req.version, key = %sig.key, "image signature verified");
+    Ok(())
+}
+
 /// Checks the staged files against `req`, writes them into the inactive slot and
 /// leaves nova-init word to boot it once. The caller then asks PID 1 to reboot.
 pub fn upgrade(
@@ -293,13 +352,6 @@ pub fn upgrade(
     req: &SystemUpgradeRequest,
 ) -> Result<SystemUpgradeStarted> {
     req.validate()?;
-    let Some(slot) = system.slot.filter(|_| system.upgradable()) else {
-        return Err(Error::Conflict(
-            "this host does not run from the host image's disk (no nova.slot= on its kernel \
-             command line, or no nova-init): it cannot be upgraded this way"
-                .into(),
-        ));
-    };
     let dir = staging_dir(data_dir);
     let kernel = dir.join("kernel");
     let initrd = dir.join("initrd");
@@ -322,6 +374,14 @@ pub fn upgrade(
             .into());
         }
     }
+    check_signature(&system.trusted_keys, req)?;
+    let Some(slot) = system.slot.filter(|_| system.upgradable()) else {
+        return Err(Error::Conflict(
+            "this host does not run from the host image's disk (no nova.slot= on its kernel \
+             command line, or no nova-init): it cannot be upgraded this way"
+                .into(),
+        ));
+    };
     let target = other(slot);
     let name = format!("nova-{target}");
     let dev = partition_by_name(&name).ok_or_else(|| {
@@ -360,6 +420,7 @@ pub fn request_reboot() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nova_hostd_api::ImageSignature;
 
     fn fat_image(p: &Path, label: &[u8; 11]) {
         let mut f = std::fs::OpenOptions::new()
@@ -441,15 +502,90 @@ mod tests {
             version: None,
             slot: None,
             run_dir: dir.join("run"),
+            trusted_keys: vec![],
         };
-        let req = SystemUpgradeRequest {
-            version: "2".into(),
-            kernel_sha256: "a".repeat(64),
-            initrd_sha256: "b".repeat(64),
-        };
+        let req = staged(&dir, "2");
         let e = upgrade(&sys, &dir, &req).unwrap_err();
         assert!(matches!(e, Error::Conflict(_)), "{e}");
         assert!(e.to_string().contains("host image"), "{e}");
         assert!(!sys.info().upgradable);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Stages a kernel and an initrd in `dir`; the request naming them.
+    fn staged(dir: &Path, version: &str) -> SystemUpgradeRequest {
+        let mut hashes = vec![];
+        for (file, body) in [
+            ("kernel", &b"kernel-bytes"[..]),
+            ("initrd", b"initrd-bytes"),
+        ] {
+            let mut s = Staging::begin(dir, file).unwrap();
+            s.write(body).unwrap();
+            hashes.push(s.finish().unwrap().sha256);
+        }
+        SystemUpgradeRequest {
+            version: version.into(),
+            kernel_sha256: hashes[0].clone(),
+            initrd_sha256: hashes[1].clone(),
+            signature: None,
+        }
+    }
+
+    /// A new Ed25519 key pair.
+    fn keypair() -> ring::signature::Ed25519KeyPair {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    }
+
+    fn sign(k: &ring::signature::Ed25519KeyPair, r: &SystemUpgradeRequest) -> ImageSignature {
+        use ring::signature::KeyPair;
+        let m = system_image_manifest(&r.version, &r.kernel_sha256, &r.initrd_sha256);
+        ImageSignature {
+            key: hex::encode(k.public_key().as_ref()),
+            signature: hex::encode(k.sign(m.as_bytes()).as_ref()),
+        }
+    }
+
+    #[test]
+    fn a_host_trusting_keys_takes_only_images_they_signed() {
+        let dir = std::env::temp_dir().join(format!("nova-sig-{}", std::process::id()));
+        let (trusted, other_key) = (keypair(), keypair());
+        let mut req = staged(&dir, "2.0");
+        let good = sign(&trusted, &req);
+        let keys = vec![good.key.clone()];
+        // No keys: anything goes (with a warning).
+        check_signature(&[], &req).unwrap();
+        // Unsigned.
+        let e = check_signature(&keys, &req).unwrap_err();
+        assert!(e.to_string().contains("is not signed"), "{e}");
+        // Signed by a key it does not trust.
+        req.signature = Some(sign(&other_key, &req));
+        let e = check_signature(&keys, &req).unwrap_err();
+        assert!(
+            e.to_string().contains("which this host does not trust"),
+            "{e}"
+        );
+        // The trusted key's signature over another version (or other files).
+        req.signature = Some(good.clone());
+        req.version = "2.1".into();
+        let e = check_signature(&keys, &req).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        req.version = "2.0".into();
+        check_signature(&keys, &req).unwrap();
+        // Rotation: the old and the new key both trusted, either signature passes.
+        let both = vec![sign(&other_key, &req).key, good.key.clone()];
+        check_signature(&both, &req).unwrap();
+        // Through upgrade(): a bad signature is refused before any slot is looked at.
+        let sys = System {
+            version: Some("1.0".into()),
+            slot: None,
+            run_dir: dir.join("run"),
+            trusted_keys: keys,
+        };
+        req.signature = None;
+        let e = upgrade(&sys, &dir, &req).unwrap_err();
+        assert!(e.to_string().contains("is not signed"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
