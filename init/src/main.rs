@@ -262,6 +262,7 @@ fn hostd_args(cfg: &Config, ip: std::net::Ipv4Addr) -> anyhow::Result<Vec<String
         anyhow::ensure!(ca.exists(), "nova.ca: {} does not exist", ca.display());
         a.extend(["--controller-ca".into(), ca.to_string_lossy().into_owned()]);
     }
+    a.extend(cfg.image_key_args());
     if let Some(x) = cfg.cpu_overcommit {
         a.extend(["--cpu-overcommit".into(), x.to_string()]);
     }
