@@ -129,6 +129,28 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Adds the keys of a key list (`source`: the image's `/etc/nova-image-keys`, one
+    /// or more a line, comma or space separated, `#` comments) to
+    /// [`Config::image_keys`]; an error names the file and every bad key.
+    pub fn add_image_keys(&mut self, text: &str, source: &str) -> Result<(), ConfigError> {
+        let mut errors = vec![];
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            for k in line.split([',', ' ', '\t']).filter(|k| !k.is_empty()) {
+                match parse_key(k) {
+                    Ok(k) if !self.image_keys.contains(&k) => self.image_keys.push(k),
+                    Ok(_) => {}
+                    Err(e) => errors.push(format!("{source}: {e}")),
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
     /// hostd's flags for [`Config::image_keys`].
     pub fn image_key_args(&self) -> Vec<String> {
         self.image_keys
@@ -491,6 +513,23 @@ mod tests {
                 "1111111111111111111111111111111111111111111111111111111111111111"
             ]
         );
+    }
+
+    #[test]
+    fn keys_baked_into_the_image_join_nova_conf_s_once_each() {
+        let (old, new) = ("ab".repeat(32), "cd".repeat(32));
+        let mut c = Config::from_sources(Some(&format!("insecure_http=1\nimage_keys={old}\n")), "")
+            .unwrap();
+        c.add_image_keys(
+            &format!("# the keys this build trusts\n{old}\n{new} # next\n"),
+            "/etc/nova-image-keys",
+        )
+        .unwrap();
+        assert_eq!(c.image_keys, vec![old.clone(), new.clone()]);
+        let e = c
+            .add_image_keys("xyz\n", "/etc/nova-image-keys")
+            .unwrap_err();
+        assert!(e.0[0].starts_with("/etc/nova-image-keys: 'xyz'"), "{e}");
     }
 
     #[test]

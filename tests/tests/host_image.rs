@@ -379,8 +379,9 @@ fn novactl(ns: &NetNs, url: &str, admin: &str, args: &[&str]) -> (bool, String) 
 /// start, so it never registers) boots slot A on trial, which misses its deadline,
 /// and nova-init reboots into slot B: the host is Ready on the second build again.
 /// Without `nova.debug_console` on the command line there is no debug console. The
-/// host trusts one image signing key (nova.conf's `image_keys`): the builds are
-/// signed with it, and an unsigned one is refused first, the host staying as it was.
+/// host trusts one image signing key (nova.conf's `image_keys`): an unsigned build is
+/// refused first, the host staying as it was; the second build, signed with that key,
+/// trusts the next key too (baked in), and the third is signed with the next key only.
 #[test]
 fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
     if !require_image_and_qemu() || !require(which("mcopy"), "mtools is not installed") {
@@ -403,14 +404,21 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
     let images = dir.join("images");
     // The operator's signing key: the host trusts it (nova.conf), every build but one
     // is signed with it.
-    let key = dir.join("image.key");
-    let keygen = Command::new(binary("novactl"))
-        .args(["host-image", "keygen", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(keygen.status.success(), "novactl host-image keygen");
-    let public = String::from_utf8_lossy(&keygen.stdout).trim().to_string();
+    let keygen = |name: &str| {
+        let key = dir.join(name);
+        let out = Command::new(binary("novactl"))
+            .args(["host-image", "keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "novactl host-image keygen");
+        (key, String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    // Key rotation: the second build bakes the next key into its initramfs
+    // (/etc/nova-image-keys, what NOVA_IMAGE_KEYS does), and the third build is signed
+    // with that key only: the host installs it because the image it runs trusts it.
+    let (key, public) = keygen("image.key");
+    let (next_key, next_public) = keygen("next.key");
     derived_version(
         &images,
         &unsigned,
@@ -423,7 +431,14 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
     derived_version(
         &images,
         &v2,
-        &[("/etc/nova-version", format!("{v2}\n").as_bytes(), "0644")],
+        &[
+            ("/etc/nova-version", format!("{v2}\n").as_bytes(), "0644"),
+            (
+                "/etc/nova-image-keys",
+                format!("{next_public}\n").as_bytes(),
+                "0644",
+            ),
+        ],
     );
     // Broken: hostd is an empty file (exec fails, nova-init retries with backoff).
     derived_version(
@@ -435,10 +450,10 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
         ],
     );
 
-    for v in [&v2, &v3] {
+    for (v, key) in [(&v2, &key), (&v3, &next_key)] {
         let st = Command::new(binary("novactl"))
             .args(["host-image", "sign", "--key"])
-            .arg(&key)
+            .arg(key)
             .arg(images.join(v))
             .status()
             .unwrap();
