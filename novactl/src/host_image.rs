@@ -28,6 +28,7 @@ pub enum HostImageCmd {
     },
     /// Print the public key of a signing key.
     Pubkey {
+        /// The private key's PEM file.
         #[arg(long)]
         key: PathBuf,
     },
@@ -36,11 +37,13 @@ pub enum HostImageCmd {
     #[command(after_long_help = "Examples:
   novactl host-image sign --key ~/.nova/image-2026.key /srv/nova/system-images/0.2.0")]
     Sign {
+        /// The private key's PEM file.
         #[arg(long)]
         key: PathBuf,
         /// The version signed [default: DIR's name].
         #[arg(long)]
         version: Option<String>,
+        /// The version's directory (vmlinuz, initrd.img); signature.json goes there.
         dir: PathBuf,
     },
 }
