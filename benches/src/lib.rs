@@ -2,8 +2,10 @@
 //! migration looked like from inside the guest, and writing
 //! `docs/benchmarks/<name>.{json,md}`. Guests are booted (under nova-vmm or QEMU) and
 //! their consoles read with the test harness's launcher (`nova_tests::vmm`), and the
-//! VMM is driven with its contract's client, as the tests do.
+//! VMM is driven with its contract's client, as the tests do; [`jail`] starts it as
+//! hostd does.
 
+pub mod jail;
 pub mod qmp;
 
 use std::path::Path;

@@ -108,6 +108,13 @@ pub struct Args {
     /// The uids (and gids) given to VMs, one each: FIRST-LAST [default: 300000-399999].
     #[arg(long)]
     pub jail_ids: Option<String>,
+    /// Turn on cgroup2's `favordynmods` at start so that a jailed VMM enters its
+    /// cgroups in ~0.3 ms instead of an RCU grace period (~13 ms); forks and exits get
+    /// slightly slower host-wide. Remounts the host's cgroup2 keeping its other
+    /// options, or mounts one at /run/nova/cgroup2 on a pure cgroup v1 host
+    /// [default: true; nothing without the jail].
+    #[arg(long, value_name = "true|false")]
+    pub cgroup_favordynmods: Option<bool>,
     /// Log lines as text or JSON; the filter is the NOVA_LOG environment variable.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -193,6 +200,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub no_jail: bool,
     pub jail_ids: Option<String>,
+    pub cgroup_favordynmods: Option<bool>,
     pub log_format: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -544,6 +552,10 @@ impl Args {
                     Some(s) => s.parse().map_err(|e| bad("jail-ids", e))?,
                     None => crate::jail::IdRange::DEFAULT,
                 },
+                favordynmods: self
+                    .cgroup_favordynmods
+                    .or(file.cgroup_favordynmods)
+                    .unwrap_or(true),
             },
         };
         Ok(Resolved {
@@ -603,6 +615,39 @@ log-format = "json"
     }
 
     #[test]
+    fn cgroup_favordynmods_is_on_unless_a_flag_or_the_file_says_false() {
+        let base = [
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "/d",
+            "--token-file",
+            "/t",
+        ];
+        let resolve = |extra: &[&str], file: &str| {
+            let mut a = base.to_vec();
+            a.extend(extra);
+            args(&a)
+                .resolve(FileConfig::parse(file).unwrap())
+                .unwrap()
+                .host
+                .jail
+                .favordynmods
+        };
+        assert!(resolve(&[], ""));
+        assert!(!resolve(&["--cgroup-favordynmods=false"], ""));
+        assert!(!resolve(&[], "cgroup-favordynmods = false"));
+        assert!(
+            resolve(
+                &["--cgroup-favordynmods", "true"],
+                "cgroup-favordynmods = false"
+            ),
+            "the flag wins"
+        );
+    }
+
+    #[test]
     fn a_bad_file_names_the_key() {
         let e = FileConfig::parse("listen = \"127.0.0.1:1\"\nvxlan-vni = \"x\"\n").unwrap_err();
         assert!(e.0.starts_with("vxlan-vni:"), "{e}");
@@ -635,6 +680,11 @@ log-format = "json"
         assert!(with(&["--controller-ca", "/ca.pem"]).starts_with("--controller-ca"));
         assert!(with(&["--vxlan-vni", "16777216"]).starts_with("--vxlan-vni"));
         assert!(with(&["--trusted-image-key", "abc"]).starts_with("--trusted-image-key"));
+        let e = Args::command()
+            .try_get_matches_from(["nova-hostd", "--cgroup-favordynmods", "maybe"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--cgroup-favordynmods"), "{e}");
         let e = args(&[]).resolve(FileConfig::default()).unwrap_err().0;
         assert!(e.starts_with("--listen"), "{e}");
     }

@@ -125,8 +125,13 @@ fn with(mut l: Labels, k: &'static str, v: impl ToString) -> Labels {
     l
 }
 
-/// Renders the whole exposition.
-pub fn render(host: &HostInfo, vms: &[Live], mig: &MigrationMetrics) -> String {
+/// Renders the whole exposition; `attach` is how jailed VMMs enter their cgroups.
+pub fn render(
+    host: &HostInfo,
+    vms: &[Live],
+    mig: &MigrationMetrics,
+    attach: &crate::jail::favordynmods::Mode,
+) -> String {
     let mut p = Page {
         reg: Registry::with_prefix("nova"),
     };
@@ -202,6 +207,16 @@ pub fn render(host: &HostInfo, vms: &[Live], mig: &MigrationMetrics) -> String {
         }
     }
     host_usage(&mut p);
+    let dynmods = p.gauge(
+        "host_cgroup_favordynmods",
+        "1 on the series of how hostd found or set cgroup2's favordynmods at start (fast cgroup attach for jailed VMMs when already-on, remounted or mounted)",
+        None,
+    );
+    for name in crate::jail::favordynmods::Mode::NAMES {
+        dynmods
+            .get_or_create(&vec![("mode", name.to_string())])
+            .set(if name == attach.name() { 1.0 } else { 0.0 });
+    }
     p.reg.register(
         "host_migrations",
         "Migrations this hostd finished since it started, by direction and result",
@@ -504,7 +519,10 @@ mod tests {
             vmm: Some(counters),
             process: None,
         };
-        let text = render(&host(), &[live], &mig);
+        let attach = crate::jail::favordynmods::Mode::Remounted {
+            at: "/sys/fs/cgroup".into(),
+        };
+        let text = render(&host(), &[live], &mig, &attach);
         for want in [
             "# TYPE nova_host_memory_bytes gauge",
             "nova_host_memory_bytes 1073741824.0",
@@ -520,6 +538,8 @@ mod tests {
             "nova_host_migrations_total{direction=\"outgoing\",result=\"failed\"} 1",
             "# TYPE nova_host_migration_downtime_seconds histogram",
             "nova_host_migration_downtime_seconds_count 1",
+            "nova_host_cgroup_favordynmods{mode=\"remounted\"} 1.0",
+            "nova_host_cgroup_favordynmods{mode=\"off\"} 0.0",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

@@ -77,12 +77,22 @@ impl Console {
 
     fn spawn_with(mut cmd: Command, realtime: bool) -> Console {
         let started = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let child = Self::piped(&mut cmd)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        Self::attach(child, realtime, started)
+    }
+
+    /// `cmd` with the stdio a console reads (for [`Console::attach`]).
+    pub fn piped(cmd: &mut Command) -> &mut Command {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+    }
+
+    /// Reads the console of `child`, spawned elsewhere (from [`Console::piped`]) at
+    /// `started`; `realtime` as in [`Console::spawn_realtime`].
+    pub fn attach(mut child: std::process::Child, realtime: bool, started: Instant) -> Console {
         let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
         let stdout = child.stdout.take().unwrap();
         let s = shared.clone();

@@ -6,6 +6,9 @@
 //!
 //! The forbidden syscall is injected from outside with ptrace (the test runs as
 //! root): nothing in the VMM exists only for this test.
+//!
+//! `--cgroup-favordynmods` (fast cgroup attach) is checked in a mount namespace of
+//! hostd's own, where its mountinfo shows what hostd mounted and nothing else.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -88,6 +91,12 @@ fn a_jailed_vmm_runs_as_its_own_uid_sees_only_its_files_and_has_its_limits() {
     assert_eq!(status_field(pa, "NoNewPrivs:"), "1");
     assert_eq!(status_field(pa, "Seccomp:"), "2", "filtered");
     assert_eq!(status_field(pa, "CapEff:"), "0000000000000000");
+    // Pid 1 of a PID namespace of its own, yet hostd's child (hostd reaps it).
+    assert_eq!(status_field(pa, "NSpid:"), format!("{pa}\t1"));
+    assert_eq!(status_field(pa, "PPid:"), h.pid().to_string());
+    let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_ne!(ns(pa), ns(pb), "one namespace per VMM");
+    assert_ne!(ns(pa), ns(h.pid()));
 
     // Its root holds its own files only.
     let root = PathBuf::from(format!("/proc/{pa}/root"));
@@ -185,6 +194,11 @@ fn without_the_jail_the_vmm_runs_as_hostds_user_in_the_hosts_root() {
     h.wait_console("nj", "NOVA-TICK", BOOT);
     let pid = vm.pid.unwrap();
     assert_eq!(uid_of(pid), 0, "hostd's own user");
+    assert_eq!(
+        status_field(pid, "NSpid:"),
+        pid.to_string(),
+        "hostd's PID namespace"
+    );
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/root")).unwrap(),
         Path::new("/"),
@@ -303,4 +317,203 @@ fn no_seccomp_lets_the_same_syscall_through_and_the_vmm_lives_on() {
             assert_eq!(st.signal(), Some(libc::SIGSYS), "{st:?}");
         }
     }
+}
+
+/// One cgroup (v1 or v2) mount of a mountinfo: what a new mount or a remount changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CgroupMount {
+    id: String,
+    at: String,
+    mount_options: String,
+    fstype: String,
+    super_options: String,
+}
+
+impl CgroupMount {
+    fn favors_dynmods(&self) -> bool {
+        self.super_options.split(',').any(|o| o == "favordynmods")
+    }
+}
+
+fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            (right[0] == "cgroup" || right[0] == "cgroup2").then(|| CgroupMount {
+                id: left[0].into(),
+                at: left[4].into(),
+                mount_options: left[5].into(),
+                fstype: right[0].into(),
+                super_options: right.get(2).copied().unwrap_or("").into(),
+            })
+        })
+        .collect()
+}
+
+/// A hostd in a mount namespace of its own, so that its mountinfo shows what it
+/// mounted and nothing concurrent tests' hostds did: `setup` (sh) runs there first,
+/// then the namespace's mounts are saved to `before`, then hostd starts.
+fn hostd_in_own_mount_ns(setup: &str, before: &Path, args: &[&str]) -> Hostd {
+    let script = format!("{setup} cat /proc/self/mountinfo > \"$0\" && exec \"$@\"");
+    Hostd::start(Opts {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        wrap: vec![
+            "unshare".into(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+            before.to_string_lossy().into_owned(),
+        ],
+        ..Default::default()
+    })
+}
+
+fn mounts_of(pid: u32) -> Vec<CgroupMount> {
+    cgroup_mounts(&std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap())
+}
+
+/// The `mode` whose `nova_host_cgroup_favordynmods` series is 1.
+fn favordynmods_mode(h: &Hostd) -> String {
+    let e = nova_tests::hostd::Exposition::parse(&h.ok(h.api().metrics()));
+    let on: Vec<String> = e
+        .samples
+        .iter()
+        .filter(|s| s.name == "nova_host_cgroup_favordynmods" && s.value == 1.0)
+        .map(|s| s.labels["mode"].clone())
+        .collect();
+    assert_eq!(on.len(), 1, "one mode: {on:?}");
+    on[0].clone()
+}
+
+#[test]
+fn hostd_turns_cgroup_favordynmods_on_at_start_and_says_how() {
+    if !require_kvm() {
+        return;
+    }
+    let dir = TempDir::new();
+    let before_file = dir.join("mountinfo");
+    let h = hostd_in_own_mount_ns("", &before_file, &[]);
+    let before = cgroup_mounts(&std::fs::read_to_string(&before_file).unwrap());
+    let after = mounts_of(h.pid());
+    // A cgroup2 mount with the option is there now, whatever the host started with.
+    assert!(
+        after
+            .iter()
+            .any(|m| m.fstype == "cgroup2" && m.favors_dynmods()),
+        "{after:#?}"
+    );
+    let mode = favordynmods_mode(&h);
+    let v2_before: Vec<&CgroupMount> = before.iter().filter(|m| m.fstype == "cgroup2").collect();
+    let ids = |v: &[CgroupMount]| v.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    if v2_before.iter().any(|m| m.favors_dynmods()) {
+        // Already on (this machine, once any hostd ran): hostd left every mount as it was.
+        assert_eq!(mode, "already-on");
+        assert_eq!(before, after);
+    } else if !v2_before.is_empty() {
+        // Off before: either this hostd remounted the cgroup2 it found (same mounts,
+        // the option added), or a concurrent hostd did it first.
+        assert!(
+            ["remounted", "already-on"].contains(&mode.as_str()),
+            "{mode}"
+        );
+        assert_eq!(ids(&before), ids(&after), "a remount, no new mount");
+    } else {
+        assert_eq!(mode, "mounted", "a pure v1 host gets a cgroup2 of hostd's");
+        assert!(
+            after.iter().any(|m| m.at == "/run/nova/cgroup2"),
+            "{after:#?}"
+        );
+    }
+    assert!(
+        h.stderr().contains("cgroup favordynmods on"),
+        "the log says so: {}",
+        h.stderr()
+    );
+    // The jail works as before.
+    h.create_vm(&guest("fd", "counter"));
+    h.wait_console("fd", "NOVA-TICK", BOOT);
+    h.ok(h.api().delete("fd"));
+}
+
+#[test]
+fn with_cgroup_favordynmods_false_hostd_leaves_the_cgroup_mounts_alone() {
+    if !require_kvm() {
+        return;
+    }
+    let dir = TempDir::new();
+    let before_file = dir.join("mountinfo");
+    let h = hostd_in_own_mount_ns("", &before_file, &["--cgroup-favordynmods=false"]);
+    let before = cgroup_mounts(&std::fs::read_to_string(&before_file).unwrap());
+    assert!(!before.is_empty(), "this host has cgroup mounts");
+    // Super options are the kernel's, shared with the host's concurrent hostds: a
+    // mount or remount of this hostd's would show in the mounts and their flags.
+    let shape = |v: Vec<CgroupMount>| {
+        v.into_iter()
+            .map(|m| (m.id, m.at, m.mount_options, m.fstype))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shape(mounts_of(h.pid())),
+        shape(before),
+        "no mount, no remount"
+    );
+    assert_eq!(favordynmods_mode(&h), "off");
+    assert!(!h.stderr().contains("cgroup favordynmods on"));
+    h.create_vm(&guest("nf", "counter"));
+    h.wait_console("nf", "NOVA-TICK", BOOT);
+    h.ok(h.api().delete("nf"));
+}
+
+#[test]
+fn on_a_host_without_cgroup2_hostd_mounts_its_own_with_favordynmods() {
+    if !require_kvm() {
+        return;
+    }
+    // Simulated in a mount namespace whose cgroup2 mounts are gone (and whose /run is
+    // its own). A new cgroup2 mount sets the one cgroup2 root's options to its own,
+    // host-wide: safe only when the host's are at most `favordynmods`.
+    let host = cgroup_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+    let v2: Vec<&CgroupMount> = host.iter().filter(|m| m.fstype == "cgroup2").collect();
+    let harmless = v2.iter().all(|m| {
+        m.super_options
+            .split(',')
+            .all(|o| o == "rw" || o == "favordynmods")
+    });
+    if !harmless {
+        eprintln!(
+            "skipped: the host's cgroup2 root has options this simulation would clear: {v2:#?}"
+        );
+        return;
+    }
+    let unmount: String = v2
+        .iter()
+        .map(|m| format!("umount -l {} &&", m.at))
+        .collect();
+    let dir = TempDir::new();
+    let before_file = dir.join("mountinfo");
+    let h = hostd_in_own_mount_ns(
+        &format!("{unmount} mount -t tmpfs -o size=1m nova-run /run &&"),
+        &before_file,
+        &[],
+    );
+    let before = cgroup_mounts(&std::fs::read_to_string(&before_file).unwrap());
+    assert!(before.iter().all(|m| m.fstype == "cgroup"), "{before:#?}");
+    let after = mounts_of(h.pid());
+    let own: Vec<&CgroupMount> = after.iter().filter(|m| m.fstype == "cgroup2").collect();
+    assert_eq!(own.len(), 1, "{after:#?}");
+    assert_eq!(own[0].at, "/run/nova/cgroup2");
+    assert!(own[0].favors_dynmods(), "{own:#?}");
+    assert_eq!(favordynmods_mode(&h), "mounted");
+    // VMMs still get their (v1) cgroups and boot.
+    let vm = h.create_vm(&guest("fm", "counter"));
+    h.wait_console("fm", "NOVA-TICK", BOOT);
+    let cg = cgroup_of(vm.pid.unwrap(), "memory").unwrap();
+    assert!(cg.ends_with("/nova/fm"), "{cg}");
+    h.ok(h.api().delete("fm"));
 }

@@ -200,6 +200,8 @@ impl RunArgs {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let insecure = args.insecure;
+    // Migration and restore threads make userfaultfds from it, and open no file.
+    nova_vmm::uffd::open_device();
     if args.no_seccomp {
         tracing::warn!("seccomp filters are off (--no-seccomp)");
     } else {

@@ -58,9 +58,26 @@ pub struct Uffd {
 /// `USERFAULTFD_IOC_NEW`: `_IO(0xAA, 0x00)` on `/dev/userfaultfd`.
 const USERFAULTFD_IOC_NEW: u64 = 0xAA00;
 
+/// `/dev/userfaultfd`, opened at start ([`open_device`]) so that the threads that
+/// make userfaultfds later (migration, restore) need not open files.
+static DEVICE: std::sync::OnceLock<Option<File>> = std::sync::OnceLock::new();
+
+/// Opens `/dev/userfaultfd` now, if the host (or the jail) has it: call on the main
+/// thread before other threads start.
+pub fn open_device() {
+    DEVICE.get_or_init(|| File::open("/dev/userfaultfd").ok());
+}
+
 /// A userfaultfd from `/dev/userfaultfd` (its file mode decides who may have one).
 fn from_device() -> std::io::Result<i32> {
-    let dev = File::open("/dev/userfaultfd")?;
+    let opened;
+    let dev = match DEVICE.get() {
+        Some(Some(f)) => f,
+        _ => {
+            opened = File::open("/dev/userfaultfd")?;
+            &opened
+        }
+    };
     // SAFETY: USERFAULTFD_IOC_NEW takes its flags by value and returns a new fd.
     let fd = unsafe { libc::ioctl(dev.as_raw_fd(), USERFAULTFD_IOC_NEW as _, libc::O_CLOEXEC) };
     if fd < 0 {

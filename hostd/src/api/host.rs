@@ -139,6 +139,6 @@ pub async fn add_peer(
     responses((status = 200, description = "the exposition", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(h): S) -> Response {
     let vms = h.vms.live_all().await;
-    let text = crate::metrics::render(&h.info(), &vms, &h.migrations.metrics);
+    let text = crate::metrics::render(&h.info(), &vms, &h.migrations.metrics, &h.vms.jailer.attach);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

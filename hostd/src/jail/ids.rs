@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Mutex;
 
+use std::path::Path;
+
 use super::cgroup::Cgroups;
+use super::favordynmods::{self, Mode};
 use super::JailSettings;
 use crate::error::{Error, Result};
 
@@ -50,24 +53,37 @@ impl FromStr for IdRange {
 pub struct Jailer {
     pub settings: JailSettings,
     pub cgroups: Cgroups,
+    /// Whether cgroup attaches are fast (`--cgroup-favordynmods`).
+    pub attach: Mode,
     given: Mutex<BTreeMap<String, u32>>,
 }
 
 impl Jailer {
     pub fn new(settings: JailSettings) -> Jailer {
+        // Before the cgroups are looked at: on a pure v1 host this mounts a cgroup2.
+        let attach = if settings.enabled && settings.favordynmods {
+            favordynmods::enable(Path::new(favordynmods::OWN_MOUNT))
+        } else {
+            Mode::Off
+        };
         let cgroups = if settings.enabled {
             Cgroups::detect()
         } else {
-            Cgroups::None
+            Cgroups::none()
         };
-        if settings.enabled && cgroups == Cgroups::None {
+        let missing = cgroups.missing();
+        if settings.enabled && !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|c| c.name()).collect();
             tracing::warn!(
-                "no usable cgroup hierarchy: VMMs run without CPU, memory and pids limits"
+                "no cgroup hierarchy offers {}: VMMs run without those limits",
+                names.join(", ")
             );
         }
+        tracing::info!(hierarchies = ?cgroups.hierarchies, favordynmods = attach.name(), "VMM cgroups");
         Jailer {
             settings,
             cgroups,
+            attach,
             given: Mutex::new(BTreeMap::new()),
         }
     }
@@ -138,8 +154,10 @@ mod tests {
                     first: 10,
                     last: 11,
                 },
+                favordynmods: true,
             },
-            cgroups: Cgroups::None,
+            cgroups: Cgroups::none(),
+            attach: Mode::Off,
             given: Mutex::new(BTreeMap::new()),
         };
         assert_eq!(j.uid_for("a").unwrap(), 10);

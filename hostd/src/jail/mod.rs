@@ -8,18 +8,23 @@
 //!   config, snapshots and API socket directory, and device nodes owned by the VM's
 //!   uid for /dev/kvm, /dev/net/tun and /dev/userfaultfd (when the host has it), each
 //!   at its host path, so that no path in a config or a request needs translating;
-//! - new IPC and UTS namespaces; no PID namespace (hostd reaps and signals the VMM as
-//!   its direct child, and an init between them would hide its exit status) and no
-//!   network namespace (its taps and its migration TCP live in the host's: hostd
-//!   creates the taps owned by the VM's uid there). The unique uid is what keeps the
-//!   VMM from signalling or tracing other processes; /proc is not mounted;
-//! - cgroup limits for CPU, memory and pids ([`cgroup`]: v2 when mounted, else v1);
+//! - new IPC and UTS namespaces, and a PID namespace of its own in which the VMM is
+//!   pid 1 ([`spawn_in_new_pid_ns`]: hostd forks it there directly, so it is still
+//!   hostd's child, reaped with its exit status and killed by its host pid; nothing
+//!   sits between them). No network namespace (its taps and its migration TCP live
+//!   in the host's: hostd creates the taps owned by the VM's uid there). The unique
+//!   uid and the PID namespace keep the VMM from seeing, signalling or tracing other
+//!   processes; /proc is not mounted;
+//! - cgroup limits for CPU, memory and pids ([`cgroup`]: each controller in the v1
+//!   hierarchy that has it, else in cgroup2), entered fast with the cgroup2
+//!   `favordynmods` option hostd turns on at start ([`favordynmods`]);
 //! - rlimits (open files, file size, no core dumps, processes) and `no_new_privs`.
 //!
 //! Files hostd hands to the VMM (disks, console, config) are chowned to its uid, 0600.
 //! `--no-jail` (development) runs VMMs as hostd's own user, unconfined.
 
 pub mod cgroup;
+pub mod favordynmods;
 pub mod ids;
 
 use std::ffi::CString;
@@ -39,6 +44,8 @@ pub struct JailSettings {
     pub enabled: bool,
     /// The uids (and equal gids) given to VMs, one each.
     pub ids: IdRange,
+    /// Turn on cgroup2's `favordynmods` at start (`--cgroup-favordynmods`).
+    pub favordynmods: bool,
 }
 
 impl Default for JailSettings {
@@ -46,6 +53,7 @@ impl Default for JailSettings {
         JailSettings {
             enabled: true,
             ids: IdRange::DEFAULT,
+            favordynmods: true,
         }
     }
 }
@@ -312,6 +320,24 @@ impl Prepared {
         }
         Ok(())
     }
+}
+
+/// Runs `spawn` (which forks the VMM) on a short-lived thread whose children go into
+/// a new PID namespace: the child is pid 1 there and still hostd's own child. The
+/// thread ends with it, so no thread of hostd's keeps the setting. Inside a Tokio
+/// runtime, `spawn` runs in its context (tokio's `Command` needs it).
+pub fn spawn_in_new_pid_ns<T: Send>(spawn: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    let rt = tokio::runtime::Handle::try_current().ok();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _rt = rt.as_ref().map(|h| h.enter());
+            // SAFETY: unshare(2) changes where this thread's children go; no memory.
+            check(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
+            Ok(spawn())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+    })
 }
 
 /// Makes tap `name` attachable by `uid` (taps live in the host's network namespace).

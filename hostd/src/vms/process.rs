@@ -14,7 +14,8 @@ pub struct Spawned {
 }
 
 /// Starts `vmm_bin run <args>` in the VM's directory, stderr appended to `log`.
-/// With `jail`, the child enters it before exec (see [`crate::jail`]).
+/// With `jail`, the child is forked into a PID namespace of its own and enters the
+/// jail before exec (see [`crate::jail`]).
 pub fn spawn(
     vmm_bin: &Path,
     args: &[String],
@@ -35,6 +36,7 @@ pub fn spawn(
         .stdout(Stdio::null())
         .stderr(log_file);
     cmd.env("NO_COLOR", "1");
+    let jailed = jail.is_some();
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent;
     // `Prepared::enter` makes syscalls only, on data computed before the fork.
     unsafe {
@@ -48,9 +50,13 @@ pub fn spawn(
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .ctx(|| format!("starting {}", vmm_bin.display()))?;
+    let child = if jailed {
+        crate::jail::spawn_in_new_pid_ns(|| cmd.spawn())
+            .ctx(|| "a PID namespace for the VMM".to_string())?
+    } else {
+        cmd.spawn()
+    }
+    .ctx(|| format!("starting {}", vmm_bin.display()))?;
     let pid = child.id().unwrap_or(0);
     Ok(Spawned { pid, child })
 }

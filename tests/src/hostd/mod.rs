@@ -49,6 +49,9 @@ pub struct Opts {
     pub data_dir: Option<PathBuf>,
     /// Environment variables for hostd (`NOVA_LOG`).
     pub env: Vec<(String, String)>,
+    /// A command hostd runs under, which must exec it with the arguments after its
+    /// own (`unshare -m sh -c '...; exec "$@"' sh`); none when empty. Not with `netns`.
+    pub wrap: Vec<String>,
 }
 
 /// A running nova-hostd.
@@ -125,13 +128,18 @@ impl Hostd {
 
     fn spawn(&mut self) {
         let bin = binary("nova-hostd");
-        let mut cmd = match &self.opts.netns {
-            Some(ns) => {
+        let mut cmd = match (&self.opts.netns, self.opts.wrap.split_first()) {
+            (Some(ns), _) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(&bin);
                 c
             }
-            None => Command::new(&bin),
+            (None, Some((program, args))) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            (None, None) => Command::new(&bin),
         };
         cmd.arg("--listen")
             .arg(self.addr.to_string())

@@ -63,7 +63,7 @@ thread_local! {
     static KIND: std::cell::Cell<Option<ThreadKind>> = const { std::cell::Cell::new(None) };
 }
 
-static FILTERS: OnceLock<BTreeMap<ThreadKind, BpfProgram>> = OnceLock::new();
+static FILTERS: OnceLock<BTreeMap<ThreadKind, Vec<BpfProgram>>> = OnceLock::new();
 
 /// Builds the BPF program of `kind`.
 pub fn compile(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
@@ -77,12 +77,34 @@ pub fn compile(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
     filter.try_into().map_err(|e| SeccompError::Build(kind, e))
 }
 
+/// The programs a thread of `kind` applies: its list, and (stacked on it, the
+/// kernel taking the strictest answer) one failing [`rules::refused`] with EACCES.
+pub fn compile_all(kind: ThreadKind) -> Result<Vec<BpfProgram>, SeccompError> {
+    let mut progs = vec![compile(kind)?];
+    let refused = rules::refused(kind);
+    if !refused.is_empty() {
+        let filter = SeccompFilter::new(
+            refused.iter().map(|&nr| (nr, Vec::new())).collect(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EACCES as u32),
+            TargetArch::x86_64,
+        )
+        .map_err(|e| SeccompError::Build(kind, e))?;
+        progs.push(
+            filter
+                .try_into()
+                .map_err(|e| SeccompError::Build(kind, e))?,
+        );
+    }
+    Ok(progs)
+}
+
 /// Compiles every kind's filter and installs the SIGSYS reporter; from now on
 /// [`apply`] and [`spawn_filtered`] confine threads. Call once, before any thread.
 pub fn install() -> Result<(), SeccompError> {
     let mut all = BTreeMap::new();
     for kind in ThreadKind::ALL {
-        all.insert(kind, compile(kind)?);
+        all.insert(kind, compile_all(kind)?);
     }
     install_sigsys_handler()?;
     let _ = FILTERS.set(all);
@@ -100,8 +122,10 @@ pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
         return Ok(());
     };
     KIND.with(|k| k.set(Some(kind)));
-    let prog = &all[&kind];
-    seccompiler::apply_filter(prog).map_err(|e| SeccompError::Apply(kind, e))
+    for prog in &all[&kind] {
+        seccompiler::apply_filter(prog).map_err(|e| SeccompError::Apply(kind, e))?;
+    }
+    Ok(())
 }
 
 /// Starts a thread called `name` that confines itself to `kind` before running `f`.
@@ -207,6 +231,25 @@ mod tests {
         for kind in ThreadKind::ALL {
             assert!(!compile(kind).unwrap().is_empty(), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_migration_thread_is_refused_opening_a_file_and_lives_on() {
+        let progs = compile_all(ThreadKind::Migration).unwrap();
+        assert_eq!(progs.len(), 2, "its list and the EACCES filter");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let t = std::thread::spawn(move || {
+            for p in &progs {
+                seccompiler::apply_filter(p).unwrap();
+            }
+            let open = std::fs::File::open("/dev/null").map(|_| ());
+            // What it does with descriptors it was given still works.
+            let stat = file.metadata().map(|m| m.len());
+            (open.map_err(|e| e.raw_os_error()), stat.is_ok())
+        });
+        let (open, stat) = t.join().unwrap();
+        assert_eq!(open, Err(Some(libc::EACCES)));
+        assert!(stat);
     }
 
     #[test]

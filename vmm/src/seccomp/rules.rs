@@ -5,8 +5,9 @@
 //! a device's worker when the guest activates it).
 //!
 //! What no thread may do: exec, fork a process, ptrace, mount, change ids, load
-//! modules, open files (except main, API, migration and uffd threads), make sockets
-//! (except main, API and migration threads).
+//! modules, open files (except main and API threads; a migration thread's open is
+//! answered EACCES, see [`refused`]), make sockets (except main, API and migration
+//! threads).
 
 use std::collections::BTreeMap;
 
@@ -122,6 +123,22 @@ const FILES: &[i64] = &[
     libc::SYS_fchmodat,
 ];
 
+/// File operations on descriptors already open (guest RAM's memfd, disks): no paths.
+const FILE_FDS: &[i64] = &[
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_ftruncate,
+    libc::SYS_fallocate,
+    libc::SYS_fstatfs,
+    libc::SYS_sync_file_range,
+    libc::SYS_sendfile,
+    libc::SYS_copy_file_range,
+];
+
+/// Opening by path.
+const OPEN: &[i64] = &[libc::SYS_openat, libc::SYS_open];
+
 /// Sockets: the API's unix socket, migration's TCP.
 const SOCKETS: &[i64] = &[
     libc::SYS_socket,
@@ -229,9 +246,10 @@ pub fn device() -> BTreeMap<i64, Vec<SeccompRule>> {
 
 /// Migration (sender, accept and admission with TLS, data receivers, post-copy):
 /// TCP, guest memory and its memfd (fallocate punches zero pages), KVM dirty logs and
-/// state, userfaultfd, its own helper threads (and device workers restarted when a
-/// failed migration resumes the VM). TLS needs nothing beyond COMMON's getrandom.
-/// FILES stays: the sender opens files (seen: openat on a migration thread).
+/// state, userfaultfd (made from the `/dev/userfaultfd` main opened at start), its own
+/// helper threads (and device workers restarted when a failed migration resumes the
+/// VM). TLS needs nothing beyond COMMON's getrandom. It opens no file: OPEN passes
+/// this list only to be answered EACCES by [`refused`].
 pub fn migration() -> BTreeMap<i64, Vec<SeccompRule>> {
     from(&[
         COMMON,
@@ -241,8 +259,20 @@ pub fn migration() -> BTreeMap<i64, Vec<SeccompRule>> {
         DEVICE_IO,
         VCPU,
         UFFD,
-        FILES,
+        FILE_FDS,
+        OPEN,
     ])
+}
+
+/// Syscalls a thread of `kind` may try but that fail with EACCES instead of killing
+/// the VMM: a migration thread's open. It opens nothing itself, but glibc's malloc
+/// reads `/proc/sys/vm/overcommit_memory` the first time a thread's arena shrinks
+/// (seen on migration threads under load); that read is answered, not fatal.
+pub fn refused(kind: ThreadKind) -> &'static [i64] {
+    match kind {
+        ThreadKind::Migration => OPEN,
+        _ => &[],
+    }
 }
 
 /// A userfaultfd server: reads faults, copies pages in, reads the snapshot's memory.
@@ -260,6 +290,28 @@ mod tests {
             for nr in [libc::SYS_openat, libc::SYS_socket, libc::SYS_execve] {
                 assert!(!r.contains_key(&nr), "{kind} allows {nr}");
             }
+        }
+    }
+
+    #[test]
+    fn migration_threads_open_nothing_by_path() {
+        let r = migration();
+        for nr in [
+            libc::SYS_unlink,
+            libc::SYS_unlinkat,
+            libc::SYS_rename,
+            libc::SYS_renameat2,
+            libc::SYS_mkdirat,
+            libc::SYS_chmod,
+            libc::SYS_readlink,
+        ] {
+            assert!(!r.contains_key(&nr), "migration allows {nr}");
+        }
+        for nr in OPEN {
+            assert!(refused(ThreadKind::Migration).contains(nr), "{nr}");
+        }
+        for kind in [ThreadKind::Main, ThreadKind::Api] {
+            assert!(refused(kind).is_empty(), "{kind:?} opens files");
         }
     }
 

@@ -6,21 +6,23 @@
 //! time, bytes on the wire and convergence; medians and worst runs. Also snapshot
 //! create and restore (eager, lazy) times. Writes docs/benchmarks/migration.{json,md}.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Parser;
-use nova_benches::qmp::{Capabilities, Migrate, MigrateParameters, NoArgs, Qmp};
-use nova_benches::{guest_view, write_report, StealSample, Summary};
+use jailed::{Jails, DST_UID, SRC_UID};
+use nova_benches::{guest_view, jail, write_report, StealSample, Summary};
 use nova_http::blocking::block_on;
-use nova_tests::vmm::{client, qemu_microvm, QemuRam, VmmCmd};
-use nova_tests::{free_port, host_tsc_khz, Console, Line};
+use nova_tests::vmm::{client, VmmCmd};
+use nova_tests::{free_port, Console, Line};
 use nova_vmm_api::{MigrationMode, MigrationParams, MigrationRequest, MigrationState};
+use qemu::qemu_run;
 use serde::Serialize;
 use snapshots::{snapshot_times, SnapshotTimes};
 
+mod jailed;
+mod qemu;
 mod snapshots;
 
 #[derive(Parser)]
@@ -51,6 +53,11 @@ struct Args {
     /// with a per-migration credential: to measure what TLS costs.
     #[arg(long)]
     insecure: bool,
+    /// nova-vmm runs bare instead of jailed as hostd starts it (its own uid, a mount
+    /// namespace holding its files only, cgroups, rlimits; favordynmods as hostd sets
+    /// it): to measure what the jail costs.
+    #[arg(long)]
+    no_jail: bool,
 }
 
 /// QEMU's downtime as it reports it, over the runs where that does not exceed the
@@ -146,9 +153,13 @@ fn warm(g: &Console, workload: &str) -> anyhow::Result<()> {
 }
 
 fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::Result<Run> {
-    let (src, sock) = VmmCmd::of(&a.vmm)
+    // Canonical: in a jail only those paths exist.
+    let (vmm, guest) = (a.vmm.canonicalize()?, a.guest.canonicalize()?);
+    // Dropped last, once both VMMs are gone.
+    let mut jails = Jails::new(a.no_jail, vmm.clone());
+    let (mut src, sock) = VmmCmd::of(&vmm)
         .arg("--kernel")
-        .arg(&a.guest)
+        .arg(&guest)
         .args([
             "--mem-mib",
             &mem.to_string(),
@@ -159,12 +170,14 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
         .env("NOVA_LOG", "error")
         .realtime_console()
         .with_api();
-    let mut src = src.spawn();
+    jails.add(&mut src, "src", SRC_UID, mem, vec![guest])?;
+    let (mut src, _src_dir) = jails.spawn(src)?;
     let port = free_port();
     let cred_dir = nova_tests::TempDir::new();
-    let mut dst = VmmCmd::of(&a.vmm)
+    let mut dst = VmmCmd::of(&vmm)
         .args(["--incoming", &format!("tcp:127.0.0.1:{port}")])
         .args(["--mem-mib", &mem.to_string(), "--vcpus", "1"]);
+    let mut files = Vec::new();
     let peer = match a.insecure {
         true => {
             dst = dst.arg("--insecure");
@@ -172,13 +185,20 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
         }
         false => {
             let (file, peer) = nova_tests::migration::credential(cred_dir.path());
-            dst = dst.arg("--incoming-credential").arg(file);
+            if !a.no_jail {
+                nova_hostd::jail::give(&file, DST_UID)?;
+            }
+            let file = file.canonicalize()?;
+            dst = dst.arg("--incoming-credential").arg(&file);
+            files.push(file);
             Some(peer)
         }
     };
-    let dst = dst.env("NOVA_LOG", "error").realtime_console().spawn();
+    let mut dst = dst.env("NOVA_LOG", "error").realtime_console();
+    jails.add(&mut dst, "dst", DST_UID, mem, files)?;
+    let (dst, _dst_dir) = jails.spawn(dst)?;
     let vmm = client(&sock);
-    warm(&src.console, workload)?;
+    warm(&src, workload)?;
     let start = Instant::now();
     let req = MigrationRequest {
         to: format!("tcp:127.0.0.1:{port}"),
@@ -201,11 +221,7 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
         bail!("nova migration failed: {r:?}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let v = guest_view(
-        &src.console.finish(SOURCE_EXIT),
-        &dst.console.lines(),
-        start,
-    );
+    let v = guest_view(&src.finish(SOURCE_EXIT), &dst.lines(), start);
     Ok(Run {
         converged: r.converged,
         downtime_ms: r.downtime_ms,
@@ -214,100 +230,6 @@ fn nova_run(a: &Args, mem: u64, workload: &str, mode: MigrationMode) -> anyhow::
         counter_continuous: v.continuous,
         total_ms: r.total_ms,
         bytes: r.bytes_sent,
-    })
-}
-
-fn qemu(a: &Args, mem: u64, workload: &str, qmp: &Path, incoming: Option<u16>) -> Command {
-    let mut c = qemu_microvm(
-        &a.guest,
-        mem,
-        1,
-        &format!("{} nova.tsc_khz={}", cmdline(workload), host_tsc_khz()),
-        QemuRam::Anonymous,
-    );
-    c.arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp.display()));
-    if let Some(p) = incoming {
-        c.args(["-incoming", &format!("tcp:127.0.0.1:{p}")]);
-    }
-    c
-}
-
-fn qemu_run(
-    a: &Args,
-    mem: u64,
-    workload: &str,
-    mode: MigrationMode,
-    dir: &Path,
-) -> anyhow::Result<Run> {
-    let (sq, dq) = (dir.join("src.qmp"), dir.join("dst.qmp"));
-    let port = free_port();
-    let mut src = Console::spawn_realtime(qemu(a, mem, workload, &sq, None));
-    let dst = Console::spawn_realtime(qemu(a, mem, workload, &dq, Some(port)));
-    let mut s = Qmp::connect(&sq)?;
-    let mut d = Qmp::connect(&dq)?;
-    let post = mode != MigrationMode::Precopy;
-    for q in [&mut s, &mut d] {
-        q.cmd(
-            "migrate-set-capabilities",
-            &Capabilities::one("postcopy-ram", post),
-        )?;
-    }
-    s.cmd(
-        "migrate-set-parameters",
-        &MigrateParameters {
-            downtime_limit: a.qemu_downtime_ms,
-            max_bandwidth: 100_000_000_000u64,
-        },
-    )?;
-    warm(&src, workload)?;
-    let start = Instant::now();
-    s.cmd(
-        "migrate",
-        &Migrate {
-            uri: format!("tcp:127.0.0.1:{port}"),
-        },
-    )?;
-    let mut switched = false;
-    let deadline = Duration::from_secs(60);
-    let info = loop {
-        std::thread::sleep(Duration::from_millis(10));
-        let info = s.cmd("query-migrate", &NoArgs {})?;
-        let status = info["status"].as_str().unwrap_or("").to_string();
-        if status == "completed" || status == "failed" {
-            break info;
-        }
-        // post-copy: switch at once; hybrid: after the first pass, as ours does when
-        // pre-copy stops converging.
-        let passes = info["ram"]["dirty-sync-count"].as_u64().unwrap_or(0);
-        if !switched
-            && status == "active"
-            && (mode == MigrationMode::Postcopy || (mode == MigrationMode::Hybrid && passes >= 3))
-        {
-            s.cmd("migrate-start-postcopy", &NoArgs {})?;
-            switched = true;
-        }
-        if start.elapsed() > deadline {
-            let _ = s.cmd("migrate_cancel", &NoArgs {});
-            return Ok(Run {
-                bytes: info["ram"]["transferred"].as_u64().unwrap_or(0),
-                ..Run::failed()
-            });
-        }
-    };
-    if info["status"] != "completed" {
-        bail!("QEMU migration failed: {info}");
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let v = guest_view(&src.finish(Duration::ZERO), &dst.lines(), start);
-    Ok(Run {
-        converged: true,
-        downtime_ms: info["downtime"].as_f64().unwrap_or(f64::NAN),
-        guest_pause_ms: v.pause_ms,
-        worst_stall_ms: v.worst_stall_ms,
-        counter_continuous: v.continuous,
-        total_ms: info["total-time"].as_f64().unwrap_or(f64::NAN),
-        bytes: info["ram"]["transferred"].as_u64().unwrap_or(0),
     })
 }
 
@@ -348,6 +270,12 @@ struct Ratio {
 #[derive(Serialize)]
 struct Report {
     command: String,
+    /// nova-vmm ran jailed as hostd starts it (else bare, `--no-jail`).
+    jailed: bool,
+    /// Migration streams in TLS (else plaintext, `--insecure`).
+    tls: bool,
+    /// How cgroup2's favordynmods was found or set, as hostd does at start.
+    cgroup_favordynmods: &'static str,
     host_steal_percent: f64,
     cells: Vec<Cell>,
     ratios: Vec<Ratio>,
@@ -356,6 +284,11 @@ struct Report {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    let favordynmods = if a.no_jail {
+        "off"
+    } else {
+        jail::favor_dynmods()
+    };
     let dir = std::env::temp_dir().join(format!("nova-bench-migration-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let steal = StealSample::now();
@@ -385,17 +318,36 @@ fn main() -> anyhow::Result<()> {
     let steal_percent = steal.percent_since();
 
     let command = format!(
-        "make bench-migration  # bench-migration --vmm {} --guest {} --runs {} --mem {} --workloads {} --modes {}",
+        "make bench-migration  # bench-migration --vmm {} --guest {} --runs {} --mem {} --workloads {} --modes {}{}{}",
         a.vmm.display(),
         a.guest.display(),
         a.runs,
         a.mem.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(","),
         a.workloads.join(","),
-        a.modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+        a.modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+        if a.insecure { " --insecure" } else { "" },
+        if a.no_jail { " --no-jail" } else { "" },
     );
     let mut md =
         String::from("# Live migration: nova-vmm and QEMU microvm, same guest, loopback TCP\n\n");
     md.push_str(&format!("Command: `{command}`\n\n"));
+    md.push_str(&format!(
+        "nova-vmm: {}, migration streams {}. ",
+        if a.no_jail {
+            "bare (`--no-jail`), with its seccomp filters".to_string()
+        } else {
+            format!(
+                "source and destination jailed as hostd starts them (each its own uid, a mount \
+                 namespace holding its files only, a PID namespace, cgroup limits, rlimits, no_new_privs, seccomp \
+                 filters; cgroup2 favordynmods {favordynmods}), the jail entered before the timing starts"
+            )
+        },
+        if a.insecure {
+            "in plaintext (`--insecure`)"
+        } else {
+            "in TLS 1.3 under a per-migration credential"
+        }
+    ));
     md.push_str(&format!(
         "Test guest with `counter` beside each workload, runs alternated between the VMMs. nova-vmm: defaults \
          (downtime target 5 ms). QEMU 7.2: its default anonymous RAM (its fastest), downtime-limit {} ms, max-bandwidth unlimited, postcopy-ram for its \
@@ -452,7 +404,7 @@ fn main() -> anyhow::Result<()> {
         cells.len() / 2,
         2.0 * TICK_MS
     ));
-    md.push_str("\n## Snapshots (nova-vmm)\n\nCreate: `PUT /v1/snapshot` wall time (the VMM's client) on a guest running `counter`. Restore: process start to the restored guest's first `NOVA-TICK` line, median of at least 10 restores.\n\n");
+    md.push_str("\n## Snapshots (nova-vmm, bare)\n\nCreate: `PUT /v1/snapshot` wall time (the VMM's client) on a guest running `counter`. Restore: process start to the restored guest's first `NOVA-TICK` line, median of at least 10 restores.\n\n");
     md.push_str("| mem | create ms | MB written | restore eager ms | restore lazy ms | restore clone ms |\n|---|---|---|---|---|---|\n");
     for s in &snapshots {
         let r = &s.restore_to_first_tick_ms;
@@ -468,6 +420,9 @@ fn main() -> anyhow::Result<()> {
     }
     let report = Report {
         command,
+        jailed: !a.no_jail,
+        tls: !a.insecure,
+        cgroup_favordynmods: favordynmods,
         host_steal_percent: steal_percent,
         cells,
         ratios,
