@@ -1,14 +1,14 @@
-//! Cross-cluster live migration end to end: two clusters (alpha, beta), each a real
-//! controller with one hostd in its own network namespace, the namespaces on one
-//! bridge whose links are shaped to 100 Mbit/s (`tc ... tbf`, each way). A VM whose
-//! test guest runs its millisecond counter moves from alpha to beta with `novactl vm
-//! migrate --cluster beta`: beta's own admission and scheduler pick its host, the
-//! source hostd prepares it through beta's gateway for that migration, the VMMs
-//! stream over TLS under alpha's bandwidth cap and compression. Afterwards the
-//! guest's counter is continuous across the move, beta lists the VM (same id, name,
-//! an event naming where it came from), alpha does not, and both sides audited it.
-//! When beta refuses (its trust policy, its own admission, or it is down) the VM
-//! runs on in alpha's hostd, untouched, and beta holds nothing of it.
+//! Cross-cluster live migration end to end (over 500 lines: three stories on one
+//! two-cluster fixture). Two clusters, alpha and beta, each a real controller with
+//! one hostd in its own network namespace, on one bridge shaped to 100 Mbit/s each
+//! way (`tc ... tbf`). `novactl vm migrate --cluster beta` moves a VM running the
+//! test guest's counter: beta's admission and scheduler pick its host, the source
+//! hostd prepares it through beta's gateway for that migration, and the VMMs stream
+//! over TLS with alpha's bandwidth cap and compression. The counter is continuous,
+//! beta lists the VM (same id and name, an event naming its origin), alpha does
+//! not, and both audited it. When beta refuses (trust policy, admission, down), or
+//! the link to its host is cut or its hostd killed mid-stream, the VM runs on in
+//! alpha's hostd, untouched, and beta holds nothing of it.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -453,4 +453,145 @@ fn a_peer_that_refuses_leaves_the_vm_running_on_the_source_and_holds_nothing() {
     c.beta.kill();
     let why = attempt(&c);
     assert!(why.contains("could not be reached"), "{why}");
+}
+
+/// Starts moving `vm` to beta and waits until its memory streams (past the
+/// admission and the preparation); answers the operation's id. A source VMM whose
+/// last stream died on a cut link may still be winding that one down: then the
+/// move is refused by the VMM itself ("already running") and asked again.
+fn streaming(c: &Clusters, vm: &str) -> String {
+    let body = MigrateBody {
+        cluster: Some("beta".into()),
+        ..Default::default()
+    };
+    wait_for(60, "the memory to stream to beta", || {
+        let op = block_on(c.alpha.api.migrate_vm(vm, &body)).unwrap();
+        for _ in 0..600 {
+            let o = block_on(c.alpha.api.operation(&op.id)).unwrap();
+            if o.state.is_final() {
+                assert!(
+                    o.message.contains("already running"),
+                    "it ended before streaming: {o:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                return None;
+            }
+            let m = c.hosts[0].wait(c.hosts[0].api().migration(vm)).ok();
+            if m.is_some_and(|m| {
+                m.state == nova_hostd_api::MigrationState::Running
+                    && m.bytes_sent.unwrap_or(0) > 1 << 20
+            }) {
+                return Some(op.id);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("operation {} neither streamed nor ended in 60 s", op.id)
+    })
+}
+
+/// The operation failed, the VM runs on alpha's host in the same VMM (and ticks),
+/// alpha holds its record, and beta dropped everything it had made for it.
+fn stayed_home(c: &Clusters, vm: &str, op: &str, pid: Option<u32>) -> String {
+    let done = wait_for(60, "the migration to fail", || {
+        block_on(c.alpha.api.operation(op))
+            .ok()
+            .filter(|o| o.state.is_final())
+    });
+    assert_eq!(done.state, OpState::Failed, "{done:?}");
+    let v = block_on(c.alpha.api.vm(vm)).unwrap();
+    assert!(v.migrating.is_none(), "{v:?}");
+    assert_eq!(v.host.as_deref(), Some(c.ids[0].as_str()));
+    let on_a = c.hosts[0].ok(c.hosts[0].api().vm(vm));
+    assert_eq!(on_a.state, nova_hostd_api::VmState::Running, "{on_a:?}");
+    assert_eq!(on_a.pid, pid);
+    let n = c.hosts[0].console_bytes(vm);
+    wait_for(10, "the guest to go on ticking", || {
+        (c.hosts[0].console_bytes(vm) > n).then_some(())
+    });
+    wait_for(30, "beta to drop the VM's record", || {
+        (!block_on(c.beta.api.vms()).ok()?.iter().any(|v| v.id == vm)).then_some(())
+    });
+    done.message
+}
+
+#[test]
+fn a_cut_link_or_a_killed_destination_host_before_the_switch_leaves_the_vm_on_the_source() {
+    let d = TempDir::new();
+    let Some(mut c) = clusters(&d, admins()) else {
+        return;
+    };
+    // A stream that cannot finish on its own: pre-copy only, uncompressed, capped
+    // at 8 Mbit/s below a guest rewriting 4 MiB/s.
+    let slow = MigrationPolicy {
+        completion_timeout_s: 300,
+        params: MigrationParams {
+            mode: nova_controller_api::MigrationMode::Precopy,
+            bandwidth_mbit: Some(8),
+            compress: Compression::None,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    block_on(c.alpha.api.set_migration_policy(&slow)).unwrap();
+    let vm = ticking_vm(&c, "anchored");
+    let pid = c.hosts[0].ok(c.hosts[0].api().vm(&vm.id)).pid;
+
+    // The link to beta's host goes down mid-stream.
+    let op = streaming(&c, &vm.id);
+    let dev = &c._net.dev[1];
+    let down = c._net.ns[1].run(&["ip", "link", "set", dev, "down"]);
+    assert!(down.status.success());
+    let why = stayed_home(&c, &vm.id, &op, pid);
+    assert!(
+        why.contains("stopped answering") || why.contains("cancel"),
+        "{why}"
+    );
+    let up = c._net.ns[1].run(&["ip", "link", "set", dev, "up"]);
+    assert!(up.status.success());
+    wait_for(30, "beta's host to drop the arriving VM", || {
+        let ids = c.hosts[1].wait(c.hosts[1].api().vms()).ok()?;
+        ids.vms.is_empty().then_some(())
+    });
+    // Beta says so: its record of the migration (found through its audit log, where
+    // the gateway wrote the source hostd's calls) is dropped, saying why.
+    let mid = block_on(c.beta.api.audit())
+        .unwrap()
+        .iter()
+        .find_map(|a| {
+            let rest = a.path.strip_prefix("/v1/federation/migrations/")?;
+            let (mid, tail) = rest.split_once('/')?;
+            (tail == "hostd/v1/migrations/incoming").then(|| mid.to_string())
+        })
+        .expect("the gateway audited the preparation");
+    let m = block_on(c.beta.api.incoming_migration(&mid)).unwrap();
+    assert_eq!(
+        m.phase,
+        nova_controller_api::IncomingPhase::Dropped,
+        "{m:?}"
+    );
+    assert_eq!(m.vm_id, vm.id);
+    assert!(m.error.is_some(), "{m:?}");
+
+    // The cut made beta's host miss its heartbeats: it is back once they arrive.
+    wait_for(30, "beta's host to be ready again", || {
+        block_on(c.beta.api.hosts())
+            .ok()?
+            .iter()
+            .all(|h| h.state == HostState::Ready)
+            .then_some(())
+    });
+    // Beta's hostd is killed mid-stream (its VMMs live on); it comes back later.
+    let op = streaming(&c, &vm.id);
+    c.hosts[1].kill();
+    let why = stayed_home(&c, &vm.id, &op, pid);
+    assert!(
+        why.contains("stopped answering") || why.contains("cancel"),
+        "{why}"
+    );
+    c.hosts[1].restart();
+    wait_for(30, "beta's host, back, to hold nothing of it", || {
+        let vms = c.hosts[1].wait(c.hosts[1].api().vms()).ok()?;
+        (vms.vms.is_empty() && c.hosts[1].vmm_pids().is_empty()).then_some(())
+    });
+    assert!(block_on(c.beta.api.vms()).unwrap().is_empty());
 }

@@ -21,8 +21,8 @@ use crate::auth::{self, Caller};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::{
-    now_ms, Admitted, Host, HostState, IncomingMigration, IncomingPhase, IncomingVm, MigrationEnd,
-    Observed, Vm,
+    now_ms, Admitted, Host, IncomingMigration, IncomingPhase, IncomingVm, MigrationEnd, Observed,
+    Vm,
 };
 use crate::placement;
 use crate::scheduler::{self, Weights};
@@ -374,11 +374,10 @@ async fn drop_arrival(ctx: &Context, mid: &str, why: &str) -> Result<()> {
     Ok(())
 }
 
+/// The client of `host`'s hostd, down or not: a call to a host that is gone fails
+/// as unreachable (a 502 through the gateway), which the source hostd retries.
 async fn host_client(ctx: &Context, host: &str) -> Result<HostdClient> {
     let h = ctx.store.must_read::<Host>(host).await?;
-    if h.state != HostState::Ready {
-        return Err(Error::conflict(format!("host {host} is down")));
-    }
     ctx.hostd(&h)
 }
 
