@@ -3,8 +3,8 @@
 //! (p50, p99, max), beside the same client listing one cluster's own share with
 //! plain `GET /v1/vms` (every page); then cross-cluster live migration beside
 //! intra-cluster on the same 100 Mbit/s link ([`migration`]: pause and total, the
-//! same guest, medians of 3 runs). Writes docs/benchmarks/federation.{json,md}. Over
-//! 500 lines: both benchmarks write one report, the migration one in its own module.
+//! same guest, medians of 3 runs). Writes docs/benchmarks/federation.{json,md}.
+//! It is over 500 lines: both benchmarks write one report (migration: own module).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -6,14 +6,12 @@
 //! checked against what was admitted), so no host token ever leaves the cluster. The
 //! record is adopted (the VM is this cluster's, with its id, name and history) once
 //! the VM runs here, and dropped with everything made for it otherwise: told by the
-//! source, or found by the watch on the host when the source goes silent.
+//! source, or found by the watch on the host when the source goes silent. The
+//! gateway itself is [`super::gateway`].
 
 use std::time::Duration;
 
-use nova_hostd_api::{
-    Health, HostdClient, ImageInfo, IncomingOutcome, IncomingReady, IncomingRequest, VmInfo,
-    VmState,
-};
+use nova_hostd_api::{HostdClient, IncomingOutcome, VmState};
 use serde::{Deserialize, Serialize};
 
 use super::local;
@@ -59,7 +57,11 @@ fn hold_of(mid: &str) -> String {
     format!("federation:{mid}")
 }
 
-fn valid_id(field: &str, id: &str, prefix: &str) -> std::result::Result<(), nova_http::FieldError> {
+pub(super) fn valid_id(
+    field: &str,
+    id: &str,
+    prefix: &str,
+) -> std::result::Result<(), nova_http::FieldError> {
     let ok = id.strip_prefix(prefix).is_some_and(|h| {
         !h.is_empty() && h.len() <= 32 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     });
@@ -268,7 +270,7 @@ async fn set_phase(
 }
 
 /// The VM runs on its host here: its record is this cluster's now.
-async fn adopt(ctx: &Context, mid: &str, downtime_ms: Option<f64>) -> Result<()> {
+pub(super) async fn adopt(ctx: &Context, mid: &str, downtime_ms: Option<f64>) -> Result<()> {
     let a = ctx.store.must_read::<Arriving>(mid).await?;
     match a.shown.phase {
         IncomingPhase::Adopted => return Ok(()),
@@ -331,7 +333,7 @@ async fn adopt(ctx: &Context, mid: &str, downtime_ms: Option<f64>) -> Result<()>
 }
 
 /// Nothing moved: the host drops what it prepared, the held record goes.
-async fn drop_arrival(ctx: &Context, mid: &str, why: &str) -> Result<()> {
+pub(super) async fn drop_arrival(ctx: &Context, mid: &str, why: &str) -> Result<()> {
     let a = ctx.store.must_read::<Arriving>(mid).await?;
     if matches!(
         a.shown.phase,
@@ -376,7 +378,7 @@ async fn drop_arrival(ctx: &Context, mid: &str, why: &str) -> Result<()> {
 
 /// The client of `host`'s hostd, down or not: a call to a host that is gone fails
 /// as unreachable (a 502 through the gateway), which the source hostd retries.
-async fn host_client(ctx: &Context, host: &str) -> Result<HostdClient> {
+pub(super) async fn host_client(ctx: &Context, host: &str) -> Result<HostdClient> {
     let h = ctx.store.must_read::<Host>(host).await?;
     ctx.hostd(&h)
 }
@@ -441,142 +443,28 @@ pub async fn resume(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// The gateway: the source hostd's calls for migration `mid`, authenticated by its
-/// token, each checked against what was admitted and passed to the destination host.
-pub struct Gateway {
-    arriving: Arriving,
-    hostd: HostdClient,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Gateway {
-    /// The gateway of `mid` for a caller presenting `token`; Unauthorized for a wrong
-    /// token or a migration that is over.
-    pub async fn open(ctx: &Context, mid: &str, token: &str) -> Result<Gateway> {
-        let refuse = || Error::Unauthorized("not a credential of an open migration".into());
-        if valid_id("migration", mid, "xmig-").is_err() {
-            return Err(refuse());
-        }
-        let a = ctx.store.read::<Arriving>(mid).await?.ok_or_else(refuse)?;
-        let presented = auth::hash(token);
-        if !ct_eq(presented.as_bytes(), a.token_hash.as_bytes()) {
-            return Err(refuse());
-        }
-        let hostd = host_client(ctx, &a.shown.host).await?;
-        Ok(Gateway { arriving: a, hostd })
-    }
-
-    /// Who called, for the audit log.
-    pub fn actor(&self) -> String {
-        format!("migration:{}", self.arriving.shown.migration_id)
-    }
-
-    /// The tenant the VM belongs to here.
-    pub fn tenant(&self) -> &str {
-        &self.arriving.shown.tenant
-    }
-
-    fn open_phase(&self) -> Result<()> {
-        match self.arriving.shown.phase {
-            IncomingPhase::Admitted | IncomingPhase::Prepared => Ok(()),
-            p => Err(Error::conflict(
-                format!("this migration is {p:?}").to_lowercase(),
-            )),
+    #[test]
+    fn ids_are_their_prefix_and_letters_digits_or_dashes() {
+        assert!(valid_id("vm_id", "vm-0a1b2c", "vm-").is_ok());
+        assert!(valid_id("migration", "xmig-00ff", "xmig-").is_ok());
+        for bad in [
+            "vm-",
+            "vm",
+            "x-1",
+            "vm-a/b",
+            "vm-a b",
+            "vm-../x",
+            &format!("vm-{}", "a".repeat(33)),
+        ] {
+            assert_eq!(
+                valid_id("vm_id", bad, "vm-").unwrap_err().field,
+                "vm_id",
+                "{bad}"
+            );
         }
     }
-
-    /// `GET /v1/health` of the destination host.
-    pub async fn health(&self) -> Result<Health> {
-        Ok(self.hostd.health().await?)
-    }
-
-    /// `GET /v1/images/{id}` of the destination host.
-    pub async fn image(&self, id: &str) -> Result<ImageInfo> {
-        Ok(self.hostd.image(id).await?)
-    }
-
-    /// `GET /v1/vms/{id}` of the destination host: this migration's VM only.
-    pub async fn vm(&self, id: &str) -> Result<VmInfo> {
-        if id != self.arriving.shown.vm_id {
-            return Err(Error::NotFound("vm"));
-        }
-        Ok(self.hostd.vm(id).await?)
-    }
-
-    /// `POST /v1/migrations/incoming`: the VM admitted, nothing else.
-    pub async fn prepare(&self, ctx: &Context, req: &IncomingRequest) -> Result<IncomingReady> {
-        self.open_phase()?;
-        let a = &self.arriving;
-        if req.spec.id.as_deref() != Some(a.shown.vm_id.as_str()) {
-            return Err(nova_http::FieldError::new(
-                "spec.id",
-                "not the VM this migration admitted",
-            )
-            .into());
-        }
-        if req.spec.vcpus != a.vcpus || req.spec.mem_mib != a.mem_mib {
-            return Err(nova_http::FieldError::new(
-                "spec",
-                format!(
-                    "{} vCPUs and {} MiB, but {} vCPUs and {} MiB were admitted",
-                    req.spec.vcpus, req.spec.mem_mib, a.vcpus, a.mem_mib
-                ),
-            )
-            .into());
-        }
-        if a.hostd_migration
-            .as_ref()
-            .is_some_and(|m| *m != req.migration_id)
-        {
-            return Err(Error::conflict("this migration was prepared already"));
-        }
-        let ready = self.hostd.incoming(req).await?;
-        let mid = a.shown.migration_id.clone();
-        let hm = req.migration_id.clone();
-        ctx.store
-            .update::<Arriving, _>(&mid, |x| {
-                x.hostd_migration = Some(hm.clone());
-                if x.shown.phase == IncomingPhase::Admitted {
-                    x.shown.phase = IncomingPhase::Prepared;
-                }
-                true
-            })
-            .await?;
-        Ok(ready)
-    }
-
-    fn check_hostd_migration(&self, hm: &str) -> Result<()> {
-        if self.arriving.hostd_migration.as_deref() != Some(hm) {
-            return Err(Error::NotFound("incoming migration"));
-        }
-        Ok(())
-    }
-
-    /// `POST /v1/migrations/incoming/{id}/complete`: the host takes the VM, and this
-    /// cluster adopts its record.
-    pub async fn complete(&self, ctx: &Context, hm: &str, o: &IncomingOutcome) -> Result<()> {
-        self.check_hostd_migration(hm)?;
-        self.hostd.incoming_complete(hm, o).await?;
-        adopt(ctx, &self.arriving.shown.migration_id, o.downtime_ms).await
-    }
-
-    /// `POST /v1/migrations/incoming/{id}/abort`: the host drops it, and so does
-    /// this cluster.
-    pub async fn abort(&self, ctx: &Context, hm: &str, o: &IncomingOutcome) -> Result<()> {
-        self.check_hostd_migration(hm)?;
-        let why = o
-            .error
-            .clone()
-            .unwrap_or_else(|| "aborted by the source".into());
-        self.hostd.incoming_abort(hm, o).await?;
-        drop_arrival(ctx, &self.arriving.shown.migration_id, &why).await
-    }
-}
-
-/// Whether `a` equals `b`, in time that depends only on their lengths.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u64;
-    for i in 0..a.len().max(b.len()) {
-        diff |= (a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff)) as u64;
-    }
-    std::hint::black_box(diff) == 0
 }

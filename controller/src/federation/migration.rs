@@ -61,9 +61,13 @@ pub async fn start(
         vm.id.clone(),
         op.id.clone(),
     );
+    // Followed by this process from the start: the restart sweep ([`resume`])
+    // leaves it alone.
+    ctx.slots.follow(&op.id);
     tokio::spawn(async move {
         let outcome = run(&ctx2, &fed2, &caller2, &vm_id, &peer, host, kind, &op_id).await;
         operations::finish(&ctx2, &op_id, &outcome).await;
+        ctx2.slots.unfollow(&op_id);
     });
     Ok(op)
 }
@@ -219,7 +223,12 @@ async fn run(
     };
     let outcome = match ctx.hostd(&src) {
         Ok(hd) => match hd.migrate(vm_id, &rq).await {
-            Ok(_) => crate::migration::follow(ctx, &hd, &base, vm_id, op_id, &policy).await,
+            Ok(_) => {
+                let out = crate::migration::follow(ctx, &hd, &base, vm_id, op_id, &policy).await;
+                // `follow` lets go of the operation when it ends; it is not over yet.
+                ctx.slots.follow(op_id);
+                out
+            }
             Err(e) => Err(failed(format!("source hostd refused: {e}"))),
         },
         Err(e) => Err(failed(e)),
@@ -329,4 +338,71 @@ fn tell_abort(fed: &Federation, me: &LocalCluster, peer: &Peer, mid: &str, why: 
         }
         tracing::warn!(migration = %mid, peer = %name, "the peer never heard the abort; its watch drops it");
     });
+}
+
+/// After a controller restart (or a new leader): a cross-cluster migration that
+/// nobody here follows ends by what the source hostd says: the VM gone from it or
+/// its migration completed (the peer has adopted it: forget it here), failed or
+/// never started (it runs here: let go of it). One still streaming is looked at
+/// again on the next pass; the peer's own watch settles its side.
+pub async fn resume(ctx: &Context) -> Result<()> {
+    use nova_hostd_api::MigrationState;
+    for op in ctx.store.list_all::<Operation>().await? {
+        if op.state.is_final() || op.kind != KIND || ctx.slots.follows(&op.id) {
+            continue;
+        }
+        let Some(vm) = ctx.store.read::<Vm>(&op.target).await? else {
+            operations::finish(ctx, &op.id, &Err(failed("the VM is gone"))).await;
+            continue;
+        };
+        if vm.migrating.as_deref() != Some(op.id.as_str()) {
+            if now_ms().saturating_sub(op.updated_at_ms) > 5_000 {
+                let why = failed("interrupted by a controller restart before it started");
+                operations::finish(ctx, &op.id, &Err(why)).await;
+            }
+            continue;
+        }
+        let Some(src) = vm.host.as_deref() else {
+            continue;
+        };
+        let Some(h) = ctx.store.read::<Host>(src).await? else {
+            continue;
+        };
+        let Ok(hd) = ctx.hostd(&h) else { continue };
+        let gone = match hd.vm(&vm.id).await {
+            Err(e) if e.is_not_found() => true,
+            Err(_) => continue,
+            Ok(_) => false,
+        };
+        let state = match hd.migration(&vm.id).await {
+            Ok(m) => Some((m.state, m.error)),
+            Err(e) if e.is_not_found() => None,
+            Err(_) => continue,
+        };
+        let outcome: Outcome = match state {
+            _ if gone => Ok(op.result.clone()),
+            Some((MigrationState::Completed, _)) => Ok(op.result.clone()),
+            Some((MigrationState::Failed | MigrationState::Cancelled, why)) => {
+                Err(failed(why.unwrap_or_else(|| "failed".into())))
+            }
+            None => Err(failed(
+                "interrupted by a controller restart before it started",
+            )),
+            Some(_) => continue,
+        };
+        tracing::info!(op = %op.id, vm = %vm.id, ok = outcome.is_ok(),
+            "federation: ending a migration started before a restart");
+        match &outcome {
+            Ok(_) => {
+                let gone = Vm {
+                    desired: DesiredState::Deleted,
+                    ..vm.clone()
+                };
+                crate::vms::forget(ctx, &gone).await?;
+            }
+            Err(_) => unclaim(ctx, &vm.id, &op.id).await,
+        }
+        operations::finish(ctx, &op.id, &outcome).await;
+    }
+    Ok(())
 }

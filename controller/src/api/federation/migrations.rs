@@ -21,7 +21,8 @@ use super::super::{ApiError, ApiResult, AppState};
 use super::{must_be_local_admin, peer_cluster, Presented};
 use crate::auth::Caller;
 use crate::error::Error;
-use crate::federation::incoming::{self, Gateway};
+use crate::federation::gateway::Gateway;
+use crate::federation::incoming;
 use crate::federation::Presenter;
 use crate::model::{
     now_ms, Admitted, AuditEntry, ErrorBody, IncomingMigration, IncomingVm, MigrationEnd,
@@ -82,7 +83,9 @@ pub async fn admit(
 /// system admins, or the peer it comes from).
 #[utoipa::path(get, path = "/v1/federation/migrations/{id}", tag = "federation", operation_id = "federation_incoming_migration",
     params(("id" = String, Path, description = "migration id")),
-    responses((status = 200, body = IncomingMigration), (status = 404, description = "no such migration", body = ErrorBody)))]
+    responses((status = 200, body = IncomingMigration),
+        (status = 403, description = "neither a system admin here nor the peer it comes from", body = ErrorBody),
+        (status = 404, description = "no such migration", body = ErrorBody)))]
 pub async fn show(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
@@ -102,7 +105,9 @@ pub async fn show(
 /// `POST /v1/federation/migrations/{id}/commit`: the source saw the switch.
 #[utoipa::path(post, path = "/v1/federation/migrations/{id}/commit", tag = "federation", operation_id = "federation_commit_migration", request_body = MigrationEnd,
     params(("id" = String, Path, description = "migration id")),
-    responses((status = 200, body = IncomingMigration), (status = 404, description = "no such migration of this peer", body = ErrorBody),
+    responses((status = 200, body = IncomingMigration), (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 403, description = "only the peer cluster it comes from", body = ErrorBody),
+        (status = 404, description = "no such migration of this peer", body = ErrorBody),
         (status = 409, description = "it was dropped here", body = ErrorBody)))]
 pub async fn commit(
     State(st): State<AppState>,
@@ -117,7 +122,9 @@ pub async fn commit(
 /// `POST /v1/federation/migrations/{id}/abort`: nothing moved; drop it here.
 #[utoipa::path(post, path = "/v1/federation/migrations/{id}/abort", tag = "federation", operation_id = "federation_abort_migration", request_body = MigrationEnd,
     params(("id" = String, Path, description = "migration id")),
-    responses((status = 200, body = IncomingMigration), (status = 404, description = "no such migration of this peer", body = ErrorBody),
+    responses((status = 200, body = IncomingMigration), (status = 400, description = "a bad field", body = ErrorBody),
+        (status = 403, description = "only the peer cluster it comes from", body = ErrorBody),
+        (status = 404, description = "no such migration of this peer", body = ErrorBody),
         (status = 409, description = "the VM runs here already", body = ErrorBody)))]
 pub async fn abort(
     State(st): State<AppState>,
@@ -345,4 +352,26 @@ async fn gw_abort(
     };
     audit(&st, &g, &Method::POST, &path, r.status()).await;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_gateway;
+
+    #[test]
+    fn only_a_migrations_hostd_paths_are_its_gateway() {
+        assert!(is_gateway(
+            "/v1/federation/migrations/xmig-1/hostd/v1/health"
+        ));
+        assert!(is_gateway(
+            "/v1/federation/migrations/xmig-1/hostd/v1/migrations/incoming"
+        ));
+        assert!(!is_gateway("/v1/federation/migrations"));
+        assert!(!is_gateway("/v1/federation/migrations/xmig-1"));
+        assert!(!is_gateway("/v1/federation/migrations/xmig-1/commit"));
+        assert!(!is_gateway(
+            "/v1/federation/migrations/xmig-1/hostdx/v1/health"
+        ));
+        assert!(!is_gateway("/v1/vms/xmig-1/hostd/v1/health"));
+    }
 }
