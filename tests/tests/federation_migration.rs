@@ -1,4 +1,4 @@
-//! Cross-cluster live migration end to end (over 500 lines: three stories on one
+//! Cross-cluster live migration end to end (over 500 lines: four stories on one
 //! two-cluster fixture). Two clusters, alpha and beta, each a real controller with
 //! one hostd in its own network namespace, on one bridge shaped to 100 Mbit/s each
 //! way (`tc ... tbf`). `novactl vm migrate --cluster beta` moves a VM running the
@@ -8,7 +8,8 @@
 //! beta lists the VM (same id and name, an event naming its origin), alpha does
 //! not, and both audited it. When beta refuses (trust policy, admission, down), or
 //! the link to its host is cut or its hostd killed mid-stream, the VM runs on in
-//! alpha's hostd, untouched, and beta holds nothing of it.
+//! alpha's hostd, untouched, and beta holds nothing of it; alpha restarted mid-move
+//! ends it by its hostd's word.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -594,4 +595,62 @@ fn a_cut_link_or_a_killed_destination_host_before_the_switch_leaves_the_vm_on_th
         (vms.vms.is_empty() && c.hosts[1].vmm_pids().is_empty()).then_some(())
     });
     assert!(block_on(c.beta.api.vms()).unwrap().is_empty());
+}
+
+#[test]
+fn a_source_controller_restarted_mid_move_ends_the_migration_by_its_hostds_word() {
+    let d = TempDir::new();
+    let Some(mut c) = clusters(&d, admins()) else {
+        return;
+    };
+    // A move of several seconds: 16 MiB uncompressed at 24 Mbit/s.
+    let slow = MigrationPolicy {
+        completion_timeout_s: 120,
+        params: MigrationParams {
+            bandwidth_mbit: Some(24),
+            compress: Compression::None,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    block_on(c.alpha.api.set_migration_policy(&slow)).unwrap();
+    let vm = ticking_vm(&c, "restless");
+    let op = streaming(&c, &vm.id);
+    // Alpha's controller dies mid-stream; the hosts finish the move without it.
+    c.alpha.kill();
+    wait_for(120, "the source hostd to complete the move", || {
+        let m = c.hosts[0].wait(c.hosts[0].api().migration(&vm.id)).ok();
+        let gone = c.hosts[0].wait(c.hosts[0].api().vm(&vm.id)).is_err();
+        (gone || m.is_some_and(|m| m.state == nova_hostd_api::MigrationState::Completed))
+            .then_some(())
+    });
+    let port: u16 = c.alpha.url.rsplit(':').next().unwrap().parse().unwrap();
+    c.alpha = Controller::start(
+        &c.alpha.dir.clone(),
+        Opts {
+            ip: Some(c._net.root_ip()),
+            port: Some(port),
+            ..Default::default()
+        },
+    );
+    // Back, alpha ends the operation by its hostd's word and forgets the VM; beta
+    // (whose host took it) has adopted it.
+    let done = wait_for(60, "the operation to end", || {
+        block_on(c.alpha.api.operation(&op))
+            .ok()
+            .filter(|o| o.state.is_final())
+    });
+    assert_eq!(done.state, OpState::Succeeded, "{done:?}");
+    assert_eq!(
+        nova_tests::controller::status(block_on(c.alpha.api.vm(&vm.id))),
+        404
+    );
+    let there = wait_for(30, "beta to adopt the VM", || {
+        block_on(c.beta.api.vm(&vm.id))
+            .ok()
+            .filter(|v| v.migrating.is_none())
+    });
+    assert_eq!(there.host.as_deref(), Some(c.ids[1].as_str()));
+    let on_b = c.hosts[1].ok(c.hosts[1].api().vm(&vm.id));
+    assert_eq!(on_b.state, nova_hostd_api::VmState::Running);
 }
