@@ -168,8 +168,8 @@ bench-metrics: deps build-release
 	$(RELEASE_BIN)/bench-metrics --out docs/benchmarks
 
 # A federated list of 10,000 VMs across three peered controllers, p50/p99.
-bench-federation: build-release
-	$(RELEASE_BIN)/bench-federation --controller $(RELEASE_BIN)/nova-controller --out docs/benchmarks
+bench-federation: guest-images build-release
+	NOVA_BIN_DIR=$(RELEASE_BIN) $(RELEASE_BIN)/bench-federation --controller $(RELEASE_BIN)/nova-controller --out docs/benchmarks
 
 clean:
 	$(CARGO) clean

@@ -148,6 +148,10 @@ async fn main() -> anyhow::Result<()> {
         ctx.clone(),
         st.federation.clone(),
     ));
+    // Incoming cross-cluster migrations a restart interrupted are watched again.
+    if let Err(e) = nova_controller::federation::incoming::resume(&ctx).await {
+        tracing::warn!("resuming incoming migrations: {e}");
+    }
     tokio::spawn(reconcile::run(ctx.clone()));
     tokio::spawn(nova_controller::monitoring::run(ctx.clone()));
     tokio::spawn(nova_controller::alerting::run(ctx.clone()));

@@ -232,6 +232,47 @@ async fn create_as(
     Ok(vm)
 }
 
+/// Stores VM `id` arriving from a peer cluster (a cross-cluster migration): checked,
+/// within `tenant`'s quota, its name claimed, placed on `host` and held by `hold`
+/// (the reconcile loop leaves it alone) until the migration adopts or drops it.
+pub async fn create_arriving(
+    ctx: &Context,
+    id: &str,
+    tenant: &str,
+    spec: VmSpec,
+    host: &str,
+    hold: &str,
+    created_at_ms: u64,
+) -> Result<Vm> {
+    validate_spec(&spec)?;
+    check_quota(ctx, tenant, &spec).await?;
+    claim_name(ctx, tenant, &spec.name, id).await?;
+    let mut vm = Vm {
+        id: id.into(),
+        tenant: tenant.into(),
+        desired: DesiredState::Running,
+        spec,
+        host: Some(host.into()),
+        observed: None,
+        migrating: Some(hold.into()),
+        created_at_ms,
+        revision: 0,
+    };
+    match ctx.store.create(&vm).await {
+        Ok(rev) => vm.revision = rev,
+        Err(e) => {
+            release(ctx, tenant, &vm.spec.name).await;
+            return Err(match e {
+                StoreError::Conflict(_) => {
+                    Error::conflict_on("vm_id", "a VM of that id exists here")
+                }
+                e => e.into(),
+            });
+        }
+    }
+    Ok(vm)
+}
+
 /// Reserves a new VM of `tenant` for `spec` (checked, within quota, its name
 /// claimed) without storing it: a restore makes it on a host first, then
 /// [`record_restored`] stores it placed there. Answers its id.

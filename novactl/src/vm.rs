@@ -76,13 +76,19 @@ pub enum VmCmd {
   novactl vm migrate vm-7f3a0c --to host-b
   novactl vm migrate vm-7f3a0c --kind cold     # stop, move its disks, boot there
   novactl vm migrate vm-7f3a0c --no-wait       # print the operation and return
+  novactl vm migrate vm-7f3a0c --cluster beta  # to the peer cluster beta (its scheduler picks)
   novactl operation wait op-1b2c3d             # follow it later")]
     Migrate {
         /// The VM's id.
         id: String,
-        /// The destination host; the scheduler picks one when absent.
+        /// The destination host (in `--cluster` when given); the scheduler picks one
+        /// when absent.
         #[arg(long, value_name = "HOST")]
         to: Option<String>,
+        /// A peer cluster (id or name): a cross-cluster live migration, admitted by
+        /// that cluster's policy and scheduler.
+        #[arg(long, value_name = "CLUSTER")]
+        cluster: Option<String>,
         /// live, warm (paused, moved with its memory and disks, resumed there) or cold
         /// (stopped, its disks moved, booted there); the migration policy's when absent.
         #[arg(long, value_parser = PossibleValuesParser::new(["live", "warm", "cold"])
@@ -126,8 +132,16 @@ pub async fn run(api: &ControllerClient, cmd: VmCmd, f: Format) -> anyhow::Resul
         VmCmd::Stop { id, force } => output::one(f, &api.stop_vm_if(&id, force, None).await?)?,
         VmCmd::Delete { id } => output::one(f, &api.delete_vm(&id).await?)?,
         VmCmd::Console { id } => return crate::console::attach(api, &id).await,
-        VmCmd::Migrate { id, to, kind, wait } => {
-            let op = api.migrate_vm(&id, &MigrateBody { to, kind }).await?;
+        VmCmd::Migrate {
+            id,
+            to,
+            kind,
+            cluster,
+            wait,
+        } => {
+            let op = api
+                .migrate_vm(&id, &MigrateBody { to, kind, cluster })
+                .await?;
             return progress::run(api, op, wait, f).await;
         }
     };

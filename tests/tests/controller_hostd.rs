@@ -291,6 +291,7 @@ fn a_vm_migrated_cold_through_the_controller_boots_on_its_new_host_with_its_disk
     let body = MigrateBody {
         to: None,
         kind: Some(MigrationKind::Cold),
+        cluster: None,
     };
     let op = block_on(c.api.migrate_vm(&id, &body)).unwrap();
     let done = events.until("operation.done", &op.id, 120);

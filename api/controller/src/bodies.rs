@@ -83,6 +83,10 @@ pub struct MigrateBody {
     /// Live, warm or cold; the migration policy's `kind` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<nova_vmm_api::MigrationKind>,
+    /// A peer cluster (id or name) to move the VM to (cross-cluster live migration);
+    /// `to` then names one of its hosts, and its scheduler picks one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// Most items one page of a list holds; the default when `limit` is absent.
@@ -244,6 +248,9 @@ pub struct MigrationResult {
     /// Why this VM did not move (in a drain's result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The peer cluster it moved to (a cross-cluster migration; `to` is its host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// `GET /v1/vms/{id}/console`: the last lines of the VM's console, from its host.

@@ -4,7 +4,8 @@
 //! peers a cluster keeps ([`Peer`]) with the trust policy that maps a peer's tenants
 //! and roles to its own ([`TrustPolicy`]), the claims of a federated token
 //! ([`FederatedClaims`]), federated lists that say which clusters answered
-//! ([`FederatedList`]), and global placement ([`GlobalVmSpec`]).
+//! ([`FederatedList`]), global placement ([`GlobalVmSpec`]), and cross-cluster live
+//! migration ([`IncomingVm`], [`Admitted`], [`IncomingMigration`], [`MigrationEnd`]).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -354,4 +355,95 @@ pub struct GlobalPlacement {
     /// The VM, as the chosen cluster answered it.
     pub vm: Vm,
     pub candidates: Vec<Candidate>,
+}
+
+/// `POST /v1/federation/migrations` (the source controller to the destination, as the
+/// user who asked, whose tenant and role the destination's trust policy maps): admit
+/// a VM arriving by cross-cluster live migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingVm {
+    /// The VM's id: it keeps it in the destination cluster.
+    pub vm_id: String,
+    pub spec: VmSpec,
+    /// When the VM was first created, ms since the epoch (its history follows it).
+    pub created_at_ms: u64,
+    /// The source cluster's host it leaves.
+    pub source_host: String,
+    /// The source cluster's migration operation.
+    pub operation: String,
+    /// A host of the destination cluster (its system tenant's callers only); the
+    /// destination's scheduler picks one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// How long the migration may take, s (60 to 86400): after that the destination
+    /// drops what it prepared unless the VM runs there.
+    pub timeout_s: u64,
+}
+
+/// The destination's admission: where the VM goes, and the credential of the gateway
+/// ([`gateway_path`]) through which the source hostd prepares the destination host.
+/// The gateway passes on only this migration's calls; no host token leaves a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Admitted {
+    pub migration_id: String,
+    /// The destination host its scheduler picked (or the one asked for).
+    pub host: String,
+    /// The tenant the VM belongs to there (the trust policy's mapping).
+    pub tenant: String,
+    /// The gateway's bearer token, for this migration only (shown once).
+    pub token: String,
+}
+
+/// Where an incoming cross-cluster migration is, at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncomingPhase {
+    /// Admitted; the VM's record holds its place on the host.
+    Admitted,
+    /// The destination hostd listens for the VM.
+    Prepared,
+    /// The VM runs here: the record is the destination cluster's.
+    Adopted,
+    /// Nothing moved: everything made for it here is gone.
+    Dropped,
+}
+
+/// `GET /v1/federation/migrations/{id}`: an incoming cross-cluster migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IncomingMigration {
+    pub migration_id: String,
+    pub vm_id: String,
+    pub tenant: String,
+    pub host: String,
+    pub phase: IncomingPhase,
+    /// The source cluster's id and name, its host and operation.
+    pub source_cluster: String,
+    pub source_name: String,
+    pub source_host: String,
+    pub operation: String,
+    pub created_at_ms: u64,
+    pub deadline_ms: u64,
+    /// Why it was dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /v1/federation/migrations/{id}/commit` or `/abort` (the source controller):
+/// how the migration ended at the source.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationEnd {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The path of migration `id`'s gateway on the destination controller: the source
+/// hostd's base URL for its hostd-to-hostd calls (`<peer url><gateway_path>`).
+pub fn gateway_path(id: &str) -> String {
+    format!("/v1/federation/migrations/{id}/hostd")
 }

@@ -11,6 +11,7 @@ use axum::{Extension, Json};
 use super::error::{answer, parse_optional_json, ApiJson, ApiQuery, IfMatch};
 use super::{must_operate, page, ApiError, ApiResult, AppState};
 use crate::auth::Caller;
+use crate::federation::Presenter;
 use crate::model::{
     ConsoleLines, ConsoleQuery, DesiredState, ErrorBody, Event, ListQuery, MigrateBody, Operation,
     Page, StopQuery, Tenant, TenantListQuery, TenantQuery, Vm, VmSpec, MAX_PAGE,
@@ -191,7 +192,8 @@ pub async fn delete_vm(
 }
 
 /// `POST /v1/vms/{id}/migrate`: migrates (live, warm or cold: the body's `kind`, or
-/// the policy's) under the cluster's migration policy; answers the operation to follow.
+/// the policy's) under the cluster's migration policy, to another host or (with
+/// `cluster`) to a peer cluster; answers the operation to follow.
 #[utoipa::path(post, path = "/v1/vms/{id}/migrate", tag = "vms", request_body = MigrateBody,
     params(("id" = String, Path, description = "VM id"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with this key answers the first call's operation")),
@@ -200,6 +202,7 @@ pub async fn delete_vm(
 pub async fn migrate_vm(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    p: Option<Extension<Presenter>>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
@@ -212,7 +215,27 @@ pub async fn migrate_vm(
                 .with_field("to"),
         );
     }
-    let op = crate::migration::start_one(&st.ctx, &vm, body.to, body.kind).await?;
+    let op = match &body.cluster {
+        // Federation does not chain: only this cluster's own callers move VMs out.
+        Some(cluster) => {
+            if !matches!(p, None | Some(Extension(Presenter::Local(_)))) {
+                return Err(ApiError::forbidden(
+                    "a peer's token cannot move VMs to another cluster",
+                ));
+            }
+            crate::federation::migration::start(
+                &st.ctx,
+                &st.federation,
+                &c,
+                &vm,
+                cluster,
+                body.to,
+                body.kind,
+            )
+            .await?
+        }
+        None => crate::migration::start_one(&st.ctx, &vm, body.to, body.kind).await?,
+    };
     Ok(answer(StatusCode::ACCEPTED, Some(op.revision), op))
 }
 

@@ -5,10 +5,15 @@
 //! peering (a handshake both sides authenticate with their own admin token, each
 //! proving it holds the keys it shows: [`peering`]), federated tokens (issued,
 //! verified, revoked: [`tokens`]), the global view ([`view`]) and global placement
-//! ([`placement`]). It calls peers
+//! ([`placement`]), and cross-cluster live migration (the source side in
+//! [`migration`], the destination's admission and adoption in [`incoming`], the
+//! source hostd's way in to the destination host in [`gateway`]). It calls peers
 //! through the controller API's typed client; it knows nothing of the HTTP server.
 
+pub mod gateway;
+pub mod incoming;
 pub mod keys;
+pub mod migration;
 pub mod peering;
 pub mod placement;
 pub mod tokens;

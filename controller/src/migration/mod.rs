@@ -163,8 +163,8 @@ pub async fn migrate(
 }
 
 /// Follows the source hostd's migration status until it ends, cancelling on request
-/// or on the policy's completion timeout.
-async fn follow(
+/// or on the policy's completion timeout (cross-cluster migrations follow it too).
+pub(crate) async fn follow(
     ctx: &Context,
     hd: &HostdClient,
     base: &MigrationResult,

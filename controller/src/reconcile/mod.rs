@@ -53,6 +53,9 @@ pub async fn run(ctx: Context) {
 pub async fn pass(ctx: &Context) -> Result<()> {
     check_hosts(ctx, ctx.settings.down_after).await?;
     crate::migration::resume_orphans(ctx).await?;
+    if let Err(e) = crate::federation::migration::resume(ctx).await {
+        tracing::warn!("cross-cluster migrations after a restart: {e}");
+    }
     place_pending(ctx).await?;
     drive_all(ctx).await
 }

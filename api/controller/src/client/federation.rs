@@ -1,6 +1,7 @@
 //! The client's federation calls: this cluster's identity and keys, peering (join,
-//! list, leave, trust), federated tokens and their revocation, federated lists and
-//! global placement; and the calls one controller makes of a peer.
+//! list, leave, trust), federated tokens and their revocation, federated lists,
+//! global placement and cross-cluster migration; and the calls one controller makes
+//! of a peer.
 
 use nova_http::Error;
 use serde::de::DeserializeOwned;
@@ -99,5 +100,42 @@ impl ControllerClient {
     /// `POST /v1/federation/vms`: a VM placed by the federation scheduler.
     pub async fn create_global_vm(&self, s: &GlobalVmSpec) -> Result<GlobalPlacement, Error> {
         self.http.post("/v1/federation/vms", s).await
+    }
+    /// `POST /v1/federation/migrations`: asks this (destination) cluster to admit a
+    /// VM arriving by cross-cluster live migration.
+    pub async fn admit_migration(&self, v: &IncomingVm) -> Result<Admitted, Error> {
+        self.http.post("/v1/federation/migrations", v).await
+    }
+    /// `GET /v1/federation/migrations/{id}`: an incoming migration here.
+    pub async fn incoming_migration(&self, id: &str) -> Result<IncomingMigration, Error> {
+        self.http
+            .get(&format!("/v1/federation/migrations/{}", percent_encode(id)))
+            .await
+    }
+    /// `POST /v1/federation/migrations/{id}/commit`: the VM runs here now.
+    pub async fn commit_migration(
+        &self,
+        id: &str,
+        e: &MigrationEnd,
+    ) -> Result<IncomingMigration, Error> {
+        self.http
+            .post(
+                &format!("/v1/federation/migrations/{}/commit", percent_encode(id)),
+                e,
+            )
+            .await
+    }
+    /// `POST /v1/federation/migrations/{id}/abort`: nothing moved; drop it here.
+    pub async fn abort_migration(
+        &self,
+        id: &str,
+        e: &MigrationEnd,
+    ) -> Result<IncomingMigration, Error> {
+        self.http
+            .post(
+                &format!("/v1/federation/migrations/{}/abort", percent_encode(id)),
+                e,
+            )
+            .await
     }
 }

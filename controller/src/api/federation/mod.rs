@@ -5,11 +5,14 @@
 //! on the lists (`/v1/vms`, `/v1/hosts`, `/v1/alerts`, `/v1/capacity`). Also the
 //! second way in: a federated token (JWT) instead of an API token, verified here and
 //! mapped through the issuing peer's trust policy. The federated lists are in
-//! [`lists`].
+//! [`lists`]; cross-cluster migration (admission, commit, abort and the source
+//! hostd's gateway) in [`migrations`].
 
 mod lists;
+mod migrations;
 
 pub use lists::scope;
+pub use migrations::is_gateway;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -55,6 +58,7 @@ pub fn routes() -> Router<AppState> {
             get(revocations).post(peer_revokes),
         )
         .route("/v1/federation/vms", post(create_vm))
+        .merge(migrations::routes())
 }
 
 /// Who presented a federated token, when the caller did.
@@ -396,6 +400,7 @@ pub fn federated_bearer(req: &Request) -> Option<String> {
     paths(
         jwks, show, set_identity, rotate, join, leave, set_policy, handshake, peer_leaves,
         summary, issue, revoke, revocations, peer_revokes, create_vm,
+        migrations::admit, migrations::show, migrations::commit, migrations::abort,
     ),
     tags((name = "federation", description = "peer clusters, federated tokens, global placement; \
         `?scope=federation` on GET /v1/vms, /v1/hosts, /v1/alerts and /v1/capacity answers a \
