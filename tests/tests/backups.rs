@@ -149,7 +149,8 @@ fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migra
     let f = &first.files[0];
     assert!(f.full_read, "{first:?}");
     assert_eq!(f.full_read_reason.as_deref(), Some("no previous backup"));
-    assert_eq!((f.size, f.bytes_read), (64 * MIB, 64 * MIB));
+    // The three chunks holding data are read; the holes are recorded unread.
+    assert_eq!((f.size, f.bytes_read), (64 * MIB, 12 * MIB));
     // Chunk 0 (host and guest blocks), one of text, one of noise; 13 holes.
     assert_eq!((f.chunks_new, f.holes), (3, 13), "{f:?}");
 
@@ -269,6 +270,102 @@ fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migra
         line.contains("host_ok=16") && line.contains("errors=0"),
         "{line}"
     );
+}
+
+/// Whether the guest's blocks are what a crash at one instant leaves: every block
+/// whole (its checksum holds) and the passes a run of `p` then a run of `p - 1` (the
+/// guest writes them in order, pass after pass).
+fn one_instant(blocks: &[Result<u64, nova_guest_abi::BlockError>]) -> bool {
+    let Ok(passes) = blocks.iter().cloned().collect::<Result<Vec<u64>, _>>() else {
+        return false;
+    };
+    let first = passes[0];
+    let split = passes
+        .iter()
+        .position(|&p| p != first)
+        .unwrap_or(passes.len());
+    passes[split..].iter().all(|&p| p + 1 == first)
+}
+
+#[test]
+fn a_backup_copies_after_the_pause_while_the_guest_writes_and_keeps_the_point_in_time() {
+    if !require_kvm() {
+        return;
+    }
+    let d = TempDir::new();
+    let root = d.join("backups");
+    std::fs::create_dir_all(&root).unwrap();
+    let h = hostd_with_root(&root);
+    let store = dir_store(&root.join("store"));
+    // 256 MiB, all of it data: the copy takes long enough for many guest passes.
+    let base = d.join("base.raw");
+    nova_tests::disk_with_host_blocks(&base, 256);
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..MIB)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for m in 4..256 {
+            f.write_all_at(&noise, m * MIB).unwrap();
+        }
+    }
+    let mut spec = disk_guest("cbw", &base);
+    spec.disks[0].size_mib = Some(256);
+    h.create_vm(&spec);
+    h.wait_state("cbw", VmState::Running, BOOT);
+    let before = wait_for(40, "a disk pass", || last_pass(&h, "cbw"));
+
+    // The guest keeps writing its blocks (in the first 4 MiB) through the backup.
+    let r = backup(&h, &store, "cbw", "cbw-1", None);
+    let after = last_pass(&h, "cbw").unwrap();
+    eprintln!(
+        "paused {:.1} ms; guest passes {before}..{after} during the backup",
+        r.paused_ms
+    );
+    let f = &r.files[0];
+    assert!(f.full_read);
+    assert_eq!(f.bytes_read, 256 * MIB);
+    assert_eq!(f.holes, 0, "{f:?}");
+
+    let mut restored = guest("cbw-restored", "disk");
+    restored.start = false;
+    let vm = match run_job(
+        &h,
+        &store,
+        JobOp::Restore {
+            backup_id: "cbw-1".into(),
+            spec: Box::new(restored),
+        },
+    ) {
+        JobResult::Restore(r) => r.vm_id,
+        other => panic!("{other:?}"),
+    };
+    let disk = disk_of(&h, &vm);
+    let blocks = nova_tests::guest_blocks(&disk);
+    assert!(one_instant(&blocks), "{blocks:?}");
+    let pass = *blocks[0].as_ref().unwrap();
+    assert!(
+        pass <= after + 1,
+        "pass {pass} is not from the backup's time"
+    );
+    // Everything the guest does not write is the base image, byte for byte.
+    let (got, want) = (std::fs::read(&disk).unwrap(), std::fs::read(&base).unwrap());
+    let guest_area = nova_guest_abi::GUEST_BLOCKS_START as usize * nova_guest_abi::BLOCK_SIZE
+        ..(nova_guest_abi::GUEST_BLOCKS_START + nova_guest_abi::GUEST_BLOCKS) as usize
+            * nova_guest_abi::BLOCK_SIZE;
+    assert_eq!(got.len(), want.len());
+    assert!(got[..guest_area.start] == want[..guest_area.start]);
+    assert!(got[guest_area.end..] == want[guest_area.end..]);
+    // The restored VM boots and verifies what it finds.
+    h.ok(h.api().start(&vm));
+    let line = h.wait_console(&vm, "NOVA-DISK", BOOT);
+    assert!(line.contains("errors=0"), "{line}");
 }
 
 #[test]

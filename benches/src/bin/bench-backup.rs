@@ -6,7 +6,7 @@
 //! restore (time, throughput) and a verify of everything stored (`restic check
 //! --read-data`). Then, NovaCron only: SHA-256 against BLAKE3 chunk ids, content-defined
 //! against fixed 4 MiB chunks, and an unencrypted store. Writes
-//! docs/benchmarks/backup.{json,md}. Over 500 lines: one linear story (set up, four
+//! docs/benchmarks/backup.{json,md}. It is over 500 lines: one linear story (set up, four
 //! rounds, report) that reads best in one file.
 //!
 //! The 64 MiB of changes are written by the host into the disk file while the VM is
