@@ -675,6 +675,105 @@ mod through_the_controller {
     }
 
     #[test]
+    fn a_backup_running_when_the_controller_is_killed_is_followed_to_its_end_by_the_restarted_controller(
+    ) {
+        if !require_kvm() {
+            return;
+        }
+        let d = TempDir::new();
+        let root = d.join("backups");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut c = Controller::sqlite(d.path());
+        let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
+        let _h = hostd_for(&c, &root);
+        wait_for(30, "a ready host", || {
+            let hosts = block_on(c.api.hosts()).ok()?;
+            hosts
+                .iter()
+                .any(|h| h.state == HostState::Ready)
+                .then_some(())
+        });
+        let store = BackupStore {
+            name: "shared".into(),
+            location: StoreLocation::Dir {
+                path: root.join("store").display().to_string(),
+            },
+            hash: ChunkHash::Blake3,
+            chunking: ChunkingKind::Fixed,
+            encryption_key: None,
+            created_at_ms: 0,
+        };
+        block_on(c.api.create_backup_store(&store)).unwrap();
+        // 128 MiB of data: the backup outlasts the controller.
+        let base = d.join("base.raw");
+        nova_tests::disk_with_host_blocks(&base, 128);
+        {
+            let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            for m in 4..128u64 {
+                let noise: Vec<u8> = (0..MIB)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                f.write_all_at(&noise, m * MIB).unwrap();
+            }
+        }
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some("nova.workload=disk".into()),
+            disks: vec![DiskRequest {
+                image: Some(base.display().to_string()),
+                size_mib: Some(128),
+                read_only: false,
+                shared_path: None,
+            }],
+            ..VmSpec::new("long", nova_tests::hostd::testguest().display().to_string())
+        };
+        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
+        wait_for(120, "the VM running", || {
+            let v = block_on(c.api.vm(&vm.id)).ok()?;
+            (v.observed.as_ref()?.state == "running").then_some(())
+        });
+        let body = BackupBody {
+            store: "shared".into(),
+            full: false,
+        };
+        let op = block_on(c.api.backup_vm(&vm.id, &body)).unwrap();
+        let running = wait_for(60, "the backup's host job", || {
+            let b = block_on(c.api.backups(Some(&vm.id))).ok()?.items.pop()?;
+            b.job.is_some().then_some(b)
+        });
+        c.kill();
+        assert_eq!(running.state, nova_controller_api::BackupState::Running);
+
+        let c = Controller::start(
+            d.path(),
+            nova_tests::controller::Opts {
+                port: Some(port),
+                ..Default::default()
+            },
+        );
+        let done = wait_op(&c, &op);
+        assert_eq!(done.state, OpState::Succeeded, "{done:?}\n{}", c.log());
+        assert!(
+            c.log().contains("resuming a backup left running"),
+            "the restarted controller followed it: {}",
+            c.log()
+        );
+        let b = block_on(c.api.backup(&running.id)).unwrap();
+        assert_eq!(b.state, nova_controller_api::BackupState::Completed);
+        assert_eq!(b.report.as_ref().unwrap().bytes_read, 128 * MIB, "{b:?}");
+        // The next backup is incremental on it: the VMM's bitmap counts from it.
+        let next = backup_ok(&c, &vm.id);
+        assert_eq!(next.previous.as_deref(), Some(b.id.as_str()));
+        assert!(!next.report.unwrap().files[0].full_read);
+    }
+
+    #[test]
     fn a_schedule_backs_a_vm_up_every_interval_and_keeps_what_its_retention_keeps() {
         if !require_kvm() {
             return;
