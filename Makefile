@@ -146,10 +146,12 @@ bench-hostd: deps guest-images build-release
 		--guest $(OUT)/testguest.elf --out docs/benchmarks
 
 # The host image: sizes, and kernel's first line to Ready in a controller under QEMU
-# TCG (KVM here cannot run a stock kernel). Boots the release image `make host-image` built.
+# TCG (KVM here cannot run a stock kernel). The release image `make host-image` builds
+# beside the debug-build image `make test` boots (built into host-image/out-dev).
 bench-host-image: deps host-image build-release
-	$(RELEASE_BIN)/bench-host-image --image host-image/out --controller $(RELEASE_BIN)/nova-controller \
-		--runs 3 --out docs/benchmarks
+	NOVA_HOST_IMAGE_PROFILE=dev host-image/build.sh host-image/out-dev
+	$(RELEASE_BIN)/bench-host-image --image release=host-image/out --image dev=host-image/out-dev \
+		--controller $(RELEASE_BIN)/nova-controller --runs 3 --out docs/benchmarks
 
 bench-clone: deps guest-images build-release
 	$(RELEASE_BIN)/bench-clone --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \

@@ -27,6 +27,14 @@ export TZ=UTC LC_ALL=C
 WS_VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml")
 VERSION=${NOVA_IMAGE_VERSION:-${WS_VERSION:-0}+$SOURCE_DATE_EPOCH}
 [[ $VERSION =~ ^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,63}$ ]] || { echo "host-image: NOVA_IMAGE_VERSION '$VERSION': 1-64 of letters, digits, . - _ +" >&2; exit 1; }
+# Image signing keys the image itself trusts (NOVA_IMAGE_KEYS: comma-separated Ed25519
+# public keys, hex): baked into /etc/nova-image-keys, which nova-init adds to
+# nova.conf's image_keys. An image trusting the next key is how keys rotate without
+# touching any host's nova.conf (host-image/README.md, "Signed images").
+IMAGE_KEYS=${NOVA_IMAGE_KEYS:-}
+for k in ${IMAGE_KEYS//,/ }; do
+	[[ $k =~ ^[0-9a-f]{64}$ ]] || { echo "host-image: NOVA_IMAGE_KEYS: '$k' is not an Ed25519 public key (64 lowercase hex digits)" >&2; exit 1; }
+done
 
 # Modules in load order of their roots; dependencies come from each .ko's `depends=`.
 # File systems and VM networking first, then disk and NIC drivers, the PCI transports
@@ -92,7 +100,7 @@ step="hash inputs"
 tools="$(dpkg-query -W -f='${Package}=${Version}\n' e2fsprogs libext2fs2 libc6 grub-efi-amd64-bin dosfstools mtools xorriso fdisk zstd 2>/dev/null)"
 inputs=$( {
 	sha256sum "$deb" "$REL/nova-init" "$REL/nova-hostd" "$REL/nova-vmm" "$HERE"/*.sh "$HERE"/*.cfg "$ROOT/guest-images/linux/mkcpio.sh" /sbin/mke2fs
-	echo "$tools" "$SOURCE_DATE_EPOCH" "${MODULES[*]}" "$VERSION"
+	echo "$tools" "$SOURCE_DATE_EPOCH" "${MODULES[*]}" "$VERSION" "$IMAGE_KEYS"
 } | sha256sum | cut -d' ' -f1)
 if [[ -f $OUT/.inputs && $(cat "$OUT/.inputs") == "$inputs" ]] && (cd "$OUT" && sha256sum -c --quiet SHA256SUMS 2>/dev/null); then
 	log "inputs unchanged ($inputs): $OUT is up to date"
@@ -154,6 +162,10 @@ spec=("dir /dev 0755" "nod /dev/console 0600 c 5 1" "dir /proc 0755" "dir /sys 0
 	"file /bin/nova-vmm $STAGE/nova-vmm 0755" "file /sbin/mke2fs /sbin/mke2fs 0755"
 	"file /lib/modules/nova.modules $STAGE/nova.modules 0644"
 	"dir /etc 0755" "file /etc/nova-version $STAGE/nova-version 0644")
+if [[ -n $IMAGE_KEYS ]]; then
+	tr ',' '\n' <<<"$IMAGE_KEYS" | grep . >"$STAGE/nova-image-keys"
+	spec+=("file /etc/nova-image-keys $STAGE/nova-image-keys 0644")
+fi
 for b in nova-init nova-hostd nova-vmm; do
 	objcopy --strip-all "$REL/$b" "$STAGE/$b"
 done

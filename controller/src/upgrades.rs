@@ -6,10 +6,14 @@
 //! only once its hostd registers again; otherwise the host falls back); the host's
 //! `image_version`, reported in every heartbeat, tells which happened. Draining
 //! before is the caller's choice (`novactl cluster upgrade` drains each host first).
+//! A version's `signature.json` (`novactl host-image sign`) goes to the host with the
+//! upgrade: the host, not the controller, decides which signing keys it trusts.
 
 use std::path::{Path, PathBuf};
 
-use nova_controller_api::{HostUpgrade, HostUpgradeRequest, SystemImage};
+use nova_controller_api::{
+    HostUpgrade, HostUpgradeEvent, HostUpgradeRequest, ImageSignature, SystemImage, SIGNATURE_FILE,
+};
 use nova_hostd_api::{validate_version, SystemUpgradeRequest};
 use nova_http::FieldError;
 use sha2::{Digest, Sha256};
@@ -52,15 +56,33 @@ pub fn list(dir: &Path) -> Result<Vec<SystemImage>> {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |t| t.as_millis() as u64);
+        let signed_by = signature(&e.path()).ok().flatten().map(|s| s.key);
         out.push(SystemImage {
             version,
             kernel_bytes: k.len(),
             initrd_bytes: i.len(),
             modified_ms,
+            signed_by,
         });
     }
     out.sort_by(|a, b| (b.modified_ms, &b.version).cmp(&(a.modified_ms, &a.version)));
     Ok(out)
+}
+
+/// The signature in a version's directory, if it has one; an unreadable or
+/// malformed one is an error naming the file.
+fn signature(vdir: &Path) -> Result<Option<ImageSignature>> {
+    let p = vdir.join(SIGNATURE_FILE);
+    let text = match std::fs::read(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::conflict(format!("reading {}: {e}", p.display()))),
+    };
+    let sig: ImageSignature = serde_json::from_slice(&text)
+        .map_err(|e| Error::conflict(format!("{}: {e}", p.display())))?;
+    sig.validate()
+        .map_err(|e| Error::conflict(format!("{}: {e}", p.display())))?;
+    Ok(Some(sig))
 }
 
 /// The versions this controller holds.
@@ -138,33 +160,33 @@ pub async fn upgrade(ctx: &Context, id: &str, req: &HostUpgradeRequest) -> Resul
         from_version: host.image_version.clone(),
         to_version: version.clone(),
     };
+    let sig = signature(&vdir)?;
     let ctx = ctx.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        match install(&hostd, &id, &version, &vdir).await {
+        let (kind, data) = match install(&hostd, &id, &version, &vdir, sig).await {
             Ok(slot) => {
                 tracing::info!(host = %id, version, slot, "host is rebooting into the new version");
-                ctx.events
-                    .publish(
-                        "host.upgrading",
-                        SYSTEM_TENANT,
-                        &id,
-                        crate::events::no_data(),
-                    )
-                    .await;
+                let data = HostUpgradeEvent {
+                    version,
+                    slot: Some(slot),
+                    error: None,
+                };
+                ("host.upgrading", data)
             }
             Err(e) => {
                 tracing::error!(host = %id, version, "upgrade: {e}");
-                ctx.events
-                    .publish(
-                        "host.upgrade_failed",
-                        SYSTEM_TENANT,
-                        &id,
-                        crate::events::no_data(),
-                    )
-                    .await;
+                let data = HostUpgradeEvent {
+                    version,
+                    slot: None,
+                    error: Some(e.to_string()),
+                };
+                ("host.upgrade_failed", data)
             }
-        }
+        };
+        ctx.events
+            .publish(kind, SYSTEM_TENANT, &id, crate::events::data(&data))
+            .await;
     });
     Ok(answer)
 }
@@ -176,6 +198,7 @@ async fn install(
     id: &str,
     version: &str,
     vdir: &Path,
+    signature: Option<ImageSignature>,
 ) -> Result<String> {
     let (kernel, initrd) = (vdir.join(KERNEL), vdir.join(INITRD));
     let (k, i) = (kernel.clone(), initrd.clone());
@@ -204,6 +227,7 @@ async fn install(
             version: version.to_string(),
             kernel_sha256: ks,
             initrd_sha256: is,
+            signature,
         })
         .await?;
     Ok(started.slot)

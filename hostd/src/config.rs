@@ -157,6 +157,11 @@ pub struct Args {
     /// A connection silent this long with no request in flight is closed, s [default: 120].
     #[arg(long)]
     pub idle_timeout_s: Option<u64>,
+    /// An Ed25519 public key (64 hex digits) whose signature a host image upgrade
+    /// must carry; repeat for more (key rotation). Without one, unsigned images are
+    /// installed.
+    #[arg(long, value_name = "HEX")]
+    pub trusted_image_key: Vec<String>,
 }
 
 /// The `--config` file: the flags' names as keys.
@@ -205,6 +210,8 @@ pub struct FileConfig {
     pub header_timeout_s: Option<u64>,
     pub body_timeout_s: Option<u64>,
     pub idle_timeout_s: Option<u64>,
+    #[serde(default)]
+    pub trusted_image_key: Vec<String>,
 }
 
 impl FileConfig {
@@ -501,8 +508,18 @@ impl Args {
             .ca
             .or(file.ca)
             .or_else(|| join.as_ref().and_then(|j| j.ca_file.clone()));
+        let trusted_image_keys = if self.trusted_image_key.is_empty() {
+            file.trusted_image_key
+        } else {
+            self.trusted_image_key
+        };
+        for k in &trusted_image_keys {
+            nova_hostd_api::validate_key("trusted-image-key", k)
+                .map_err(|e| bad("trusted-image-key", e.problem))?;
+        }
         let scheme = if serve.tls.is_some() { "https" } else { "http" };
         let host = Config {
+            trusted_image_keys,
             image_roots,
             backup_roots,
             max_image_bytes: max_image_mib << 20,
@@ -617,6 +634,7 @@ log-format = "json"
         assert!(with(&["--controller", "http://c:1"]).starts_with("--join-token-file"));
         assert!(with(&["--controller-ca", "/ca.pem"]).starts_with("--controller-ca"));
         assert!(with(&["--vxlan-vni", "16777216"]).starts_with("--vxlan-vni"));
+        assert!(with(&["--trusted-image-key", "abc"]).starts_with("--trusted-image-key"));
         let e = args(&[]).resolve(FileConfig::default()).unwrap_err().0;
         assert!(e.starts_with("--listen"), "{e}");
     }

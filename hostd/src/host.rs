@@ -43,6 +43,8 @@ pub struct Config {
     pub jail: crate::jail::JailSettings,
     /// Migrate in plaintext without credentials (`--insecure-migration`).
     pub insecure_migration: bool,
+    /// Keys a host image upgrade must be signed by (`--trusted-image-key`; none: any).
+    pub trusted_image_keys: Vec<String>,
 }
 
 /// The daemon.
@@ -148,6 +150,7 @@ impl Host {
             crate::backup::BackupJobs::new(vms.clone(), &config.backup_roots)
                 .map_err(|e| crate::error::Error::io("the backup roots", e))?,
         );
+        let system = crate::upgrade::System::detect(&config.trusted_image_keys);
         Ok(Host {
             backups,
             config,
@@ -158,7 +161,7 @@ impl Host {
             net,
             vms,
             migrations,
-            system: crate::upgrade::System::detect(),
+            system,
         })
     }
 

@@ -60,13 +60,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     notify_ready();
     let app = nova_hostd::api::router(host.clone());
-    nova_http::server::serve(listener, app, r.serve.clone(), shutdown()).await?;
-    if vms_at_exit == nova_hostd::shutdown::VmsAtExit::Keep {
-        tracing::info!("nova-hostd stopping; VMs keep running");
-    } else {
-        tracing::info!(policy = ?vms_at_exit, "nova-hostd stopping: its VMs first");
-        nova_hostd::shutdown::run(&host, vms_at_exit, join).await;
-    }
+    // The VMs' policy runs before the API closes: a drain (`migrate`) needs this
+    // host's migrate-out calls answered while its VMs move away.
+    let stopping = async move {
+        shutdown().await;
+        if vms_at_exit == nova_hostd::shutdown::VmsAtExit::Keep {
+            tracing::info!("nova-hostd stopping; VMs keep running");
+        } else {
+            tracing::info!(policy = ?vms_at_exit, "nova-hostd stopping: its VMs first");
+            nova_hostd::shutdown::run(&host, vms_at_exit, join).await;
+        }
+    };
+    nova_http::server::serve(listener, app, r.serve.clone(), stopping).await?;
     Ok(())
 }
 

@@ -72,6 +72,9 @@ pub struct Config {
     /// A serial line (`ttyS0`, `ttyS1`, ...) to serve the debug console on (kernel
     /// command line only); none by default.
     pub debug_console: Option<String>,
+    /// Ed25519 public keys (hex) a host image upgrade must be signed by (hostd
+    /// `--trusted-image-key`); none: upgrades are not checked for a signature.
+    pub image_keys: Vec<String>,
 }
 
 /// What happens to the VMs when the host stops.
@@ -120,7 +123,40 @@ impl Default for Config {
             trial_secs: DEFAULT_TRIAL_SECS,
             vms_at_shutdown: VmsAtShutdown::Stop,
             debug_console: None,
+            image_keys: vec![],
         }
+    }
+}
+
+impl Config {
+    /// Adds the keys of a key list (`source`: the image's `/etc/nova-image-keys`, one
+    /// or more a line, comma or space separated, `#` comments) to
+    /// [`Config::image_keys`]; an error names the file and every bad key.
+    pub fn add_image_keys(&mut self, text: &str, source: &str) -> Result<(), ConfigError> {
+        let mut errors = vec![];
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            for k in line.split([',', ' ', '\t']).filter(|k| !k.is_empty()) {
+                match parse_key(k) {
+                    Ok(k) if !self.image_keys.contains(&k) => self.image_keys.push(k),
+                    Ok(_) => {}
+                    Err(e) => errors.push(format!("{source}: {e}")),
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// hostd's flags for [`Config::image_keys`].
+    pub fn image_key_args(&self) -> Vec<String> {
+        self.image_keys
+            .iter()
+            .flat_map(|k| ["--trusted-image-key".to_string(), k.clone()])
+            .collect()
     }
 }
 
@@ -237,6 +273,17 @@ fn parse_token(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
+/// An Ed25519 public key: 64 lowercase hex digits.
+fn parse_key(v: &str) -> Result<String, String> {
+    if v.len() == 64 && v.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "'{v}' is not an Ed25519 public key (64 lowercase hex digits)"
+        ))
+    }
+}
+
 /// A Linux interface name: 1-15 bytes, no '/', no whitespace.
 fn parse_ifname(v: &str) -> Result<String, String> {
     if v.is_empty() || v.len() > 15 || v.contains('/') || v.contains(char::is_whitespace) {
@@ -302,6 +349,13 @@ impl Config {
                             .split(',')
                             .filter(|m| !m.is_empty())
                             .map(parse_name)
+                            .collect::<Result<_, _>>()?
+                    }
+                    "image_keys" => {
+                        c.image_keys = v
+                            .split(',')
+                            .filter(|k| !k.is_empty())
+                            .map(parse_key)
                             .collect::<Result<_, _>>()?
                     }
                     "data_label" => c.data_label = parse_name(v)?,
@@ -419,7 +473,9 @@ mod tests {
              nova.data_label=mydata nova.format_data=0 nova.listen_port=7443 \
              nova.tls_cert=/data/tls/cert.pem nova.tls_key=/data/tls/key.pem \
              nova.hostname=rack1-h3 nova.ntp=192.0.2.1 nova.debug nova.slot=b quiet \
-             nova.trial_secs=90 nova.vms_at_shutdown=migrate nova.debug_console=ttyS1",
+             nova.trial_secs=90 nova.vms_at_shutdown=migrate nova.debug_console=ttyS1 \
+             nova.image_keys=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef,\
+             1111111111111111111111111111111111111111111111111111111111111111",
         )
         .unwrap();
         assert_eq!(c.controller.as_deref(), Some("https://ctl.example:8443"));
@@ -447,6 +503,43 @@ mod tests {
         assert_eq!(c.trial_secs, 90);
         assert_eq!(c.vms_at_shutdown, VmsAtShutdown::Migrate);
         assert_eq!(c.debug_console.as_deref(), Some("ttyS1"));
+        assert_eq!(c.image_keys.len(), 2);
+        assert_eq!(
+            c.image_key_args(),
+            vec![
+                "--trusted-image-key",
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "--trusted-image-key",
+                "1111111111111111111111111111111111111111111111111111111111111111"
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_baked_into_the_image_join_nova_conf_s_once_each() {
+        let (old, new) = ("ab".repeat(32), "cd".repeat(32));
+        let mut c = Config::from_sources(Some(&format!("insecure_http=1\nimage_keys={old}\n")), "")
+            .unwrap();
+        c.add_image_keys(
+            &format!("# the keys this build trusts\n{old}\n{new} # next\n"),
+            "/etc/nova-image-keys",
+        )
+        .unwrap();
+        assert_eq!(c.image_keys, vec![old.clone(), new.clone()]);
+        let e = c
+            .add_image_keys("xyz\n", "/etc/nova-image-keys")
+            .unwrap_err();
+        assert!(e.0[0].starts_with("/etc/nova-image-keys: 'xyz'"), "{e}");
+    }
+
+    #[test]
+    fn image_keys_come_from_nova_conf_too_and_a_bad_one_is_named() {
+        let key = "ab".repeat(32);
+        let c = Config::from_sources(Some(&format!("insecure_http=1\nimage_keys={key}\n")), "")
+            .unwrap();
+        assert_eq!(c.image_keys, vec![key]);
+        let e = from_cmdline("nova.insecure_http=1 nova.image_keys=ABCD").unwrap_err();
+        assert!(e.0[0].starts_with("nova.image_keys: 'ABCD'"), "{e}");
     }
 
     #[test]

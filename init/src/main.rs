@@ -14,6 +14,8 @@ use nova_init::{dhcp, disk, net, power, slots, sntp, supervise};
 
 /// Where things live on the running system.
 const ESP_LABEL: &str = "nova-esp";
+/// The image signing keys this image was built to trust (`NOVA_IMAGE_KEYS`).
+const IMAGE_KEYS: &str = "/etc/nova-image-keys";
 const ESP_MOUNT: &str = "/boot";
 const CONF_ON_ESP: &str = "/boot/nova/nova.conf";
 const DATA_MOUNT: &str = "/data";
@@ -87,7 +89,10 @@ fn boot(cmdline: &str) -> anyhow::Result<(Vec<String>, Config)> {
     let n = system::load_modules(&[]);
     tracing::info!(modules = n, "modules loaded");
     let esp_conf = read_esp_config();
-    let cfg = Config::from_sources(esp_conf.as_deref(), cmdline)?;
+    let mut cfg = Config::from_sources(esp_conf.as_deref(), cmdline)?;
+    if let Ok(t) = std::fs::read_to_string(IMAGE_KEYS) {
+        cfg.add_image_keys(&t, IMAGE_KEYS)?;
+    }
     tracing::info!(slot = ?cfg.slot, controller = ?cfg.controller, "configuration read");
     nova_init::debug_console::start(cfg.debug_console.as_deref());
     if !cfg.modules.is_empty() {
@@ -262,6 +267,7 @@ fn hostd_args(cfg: &Config, ip: std::net::Ipv4Addr) -> anyhow::Result<Vec<String
         anyhow::ensure!(ca.exists(), "nova.ca: {} does not exist", ca.display());
         a.extend(["--controller-ca".into(), ca.to_string_lossy().into_owned()]);
     }
+    a.extend(cfg.image_key_args());
     if let Some(x) = cfg.cpu_overcommit {
         a.extend(["--cpu-overcommit".into(), x.to_string()]);
     }

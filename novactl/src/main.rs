@@ -16,6 +16,7 @@ mod describe;
 mod exit;
 mod federation;
 mod host;
+mod host_image;
 mod image;
 mod operation;
 mod output;
@@ -124,6 +125,9 @@ enum Cmd {
     /// The whole cluster: a rolling upgrade of the host image (system tenant).
     #[command(subcommand)]
     Cluster(upgrade::ClusterCmd),
+    /// Host image signing, offline: keygen, pubkey, sign (a version's directory).
+    #[command(subcommand)]
+    HostImage(host_image::HostImageCmd),
     /// Images of the hosts' caches: upload, import (admins), list.
     #[command(subcommand)]
     Image(image::ImageCmd),
@@ -216,6 +220,7 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
     // Commands that need no controller.
     let cmd = match cli.cmd {
         Cmd::Config(c) => return config::run(c, g, m, f),
+        Cmd::HostImage(c) => return host_image::run(c),
         Cmd::Completion { shell } => {
             clap_complete::generate(
                 shell,
@@ -257,7 +262,9 @@ async fn run(cli: Cli, m: &clap::ArgMatches) -> anyhow::Result<()> {
         Cmd::AlertReceiver(c) => alert::receiver(&api, c, f).await,
         Cmd::Capacity(a) => alert::capacity(&api, a, f).await,
         Cmd::Federation(c) => federation::run(&api, c, f).await,
-        Cmd::Config(_) | Cmd::Completion { .. } => unreachable!("handled above"),
+        Cmd::Config(_) | Cmd::Completion { .. } | Cmd::HostImage(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -2,16 +2,26 @@
 //! version (from the controller's `--system-images`) on one host, or on every host one
 //! at a time, draining each first. The host reboots into the new version once; it
 //! stays there only if its hostd registers again within the image's trial time, or
-//! else falls back to the version it ran. Progress goes to stderr a line a step.
+//! else falls back to the version it ran. Progress goes to stderr a line a step. The
+//! controller streams the image in the background: its `host.upgrading` and
+//! `host.upgrade_failed` events, followed from before the request, say at once when
+//! the host took the image or why it did not (a bad signature, a full disk).
 
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use nova_controller_api::{ControllerClient, Host, HostState, HostUpgradeRequest};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use nova_controller_api::{
+    ControllerClient, Event, Host, HostState, HostUpgradeEvent, HostUpgradeRequest,
+};
 
 use crate::output::{self, Format};
-use crate::progress;
+use crate::progress::{self, RECONNECT_FOR};
+
+/// How often the host is read while waiting for it to come back.
+const POLL: Duration = Duration::from_secs(2);
 
 #[derive(Args)]
 pub struct UpgradeArgs {
@@ -55,6 +65,20 @@ fn version(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("-")
 }
 
+/// What a `host.upgrading` / `host.upgrade_failed` event about `id` says, if it is one.
+fn upgrade_event(ev: &Event, id: &str) -> Option<(bool, HostUpgradeEvent)> {
+    let failed = match ev.kind.as_str() {
+        "host.upgrading" => false,
+        "host.upgrade_failed" => true,
+        _ => return None,
+    };
+    if ev.id != id {
+        return None;
+    }
+    let data = serde_json::from_value::<HostUpgradeEvent>(ev.data.clone()).unwrap_or_default();
+    Some((failed, data))
+}
+
 /// Installs the version on `id` and waits (unless `no_wait`) until the host is Ready.
 async fn upgrade_one(
     api: &ControllerClient,
@@ -64,6 +88,21 @@ async fn upgrade_one(
     prefix: &str,
 ) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
+    // Subscribed before the request: its outcome cannot slip in between.
+    let mut events: Option<BoxStream<'static, Result<Event, nova_http::Error>>> = if a.no_wait {
+        None
+    } else {
+        match api.follow_events(None, RECONNECT_FOR).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                say(
+                    f,
+                    format!("{prefix}host {id}: not following events ({e}): polling only"),
+                );
+                None
+            }
+        }
+    };
     let up = api
         .upgrade_host(
             id,
@@ -87,7 +126,45 @@ async fn upgrade_one(
     let mut went_down = false;
     let deadline = Duration::from_secs(a.timeout_s);
     loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Sleep until the next poll, unless an event about this upgrade comes first.
+        let poll = tokio::time::sleep(POLL);
+        tokio::pin!(poll);
+        loop {
+            let next = async {
+                match events.as_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut poll => break,
+                ev = next => match ev {
+                    Some(Ok(ev)) => match upgrade_event(&ev, id) {
+                        Some((true, d)) => bail!(
+                            "{prefix}host {id}: the upgrade to {} failed after {} s: {}; the host stays on {}",
+                            up.to_version,
+                            t0.elapsed().as_secs(),
+                            d.error.as_deref().unwrap_or("no reason given"),
+                            version(&up.from_version),
+                        ),
+                        Some((false, d)) => say(
+                            f,
+                            format!(
+                                "{prefix}host {id}: {} written to slot {}: rebooting into it",
+                                up.to_version,
+                                d.slot.as_deref().unwrap_or("-")
+                            ),
+                        ),
+                        None => {}
+                    },
+                    Some(Err(e)) => {
+                        say(f, format!("{prefix}host {id}: the event stream failed ({e}): polling only"));
+                        events = None;
+                    }
+                    None => events = None,
+                },
+            }
+        }
         let h: Host = match api.host(id).await {
             Ok(h) => h,
             Err(e) if e.is_unreachable() => continue,
@@ -197,9 +274,11 @@ pub async fn cluster(api: &ControllerClient, cmd: ClusterCmd, f: Format) -> anyh
                 done.message
             );
         }
-        let outcome = upgrade_one(api, &h.id, &a, f, &prefix).await?;
+        let outcome = upgrade_one(api, &h.id, &a, f, &prefix).await;
+        // Back in service either way: a failed upgrade left it on its version.
         api.uncordon(&h.id).await?;
         say(f, format!("{prefix}host {}: uncordoned", h.id));
+        let outcome = outcome.map_err(|e| e.context("rolling upgrade stopped"))?;
         if let Outcome::RolledBack(v) = outcome {
             bail!(
                 "rolling upgrade stopped: host {} rolled back to {}",

@@ -378,7 +378,10 @@ fn novactl(ns: &NetNs, url: &str, admin: &str, args: &[&str]) -> (bool, String) 
 /// `novactl host upgrade` to a deliberately broken third build (its hostd cannot
 /// start, so it never registers) boots slot A on trial, which misses its deadline,
 /// and nova-init reboots into slot B: the host is Ready on the second build again.
-/// Without `nova.debug_console` on the command line there is no debug console.
+/// Without `nova.debug_console` on the command line there is no debug console. The
+/// host trusts one image signing key (nova.conf's `image_keys`): an unsigned build is
+/// refused first, the host staying as it was; the second build, signed with that key,
+/// trusts the next key too (baked in), and the third is signed with the next key only.
 #[test]
 fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
     if !require_image_and_qemu() || !require(which("mcopy"), "mtools is not installed") {
@@ -396,12 +399,46 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
         .trim()
         .to_string();
     let (v2, v3) = (format!("{v1}-next"), format!("{v1}-broken"));
+    let unsigned = format!("{v1}-unsigned");
     let dir = TempDir::new();
     let images = dir.join("images");
+    // The operator's signing key: the host trusts it (nova.conf), every build but one
+    // is signed with it.
+    let keygen = |name: &str| {
+        let key = dir.join(name);
+        let out = Command::new(binary("novactl"))
+            .args(["host-image", "keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "novactl host-image keygen");
+        (key, String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    // Key rotation: the second build bakes the next key into its initramfs
+    // (/etc/nova-image-keys, what NOVA_IMAGE_KEYS does), and the third build is signed
+    // with that key only: the host installs it because the image it runs trusts it.
+    let (key, public) = keygen("image.key");
+    let (next_key, next_public) = keygen("next.key");
+    derived_version(
+        &images,
+        &unsigned,
+        &[(
+            "/etc/nova-version",
+            format!("{unsigned}\n").as_bytes(),
+            "0644",
+        )],
+    );
     derived_version(
         &images,
         &v2,
-        &[("/etc/nova-version", format!("{v2}\n").as_bytes(), "0644")],
+        &[
+            ("/etc/nova-version", format!("{v2}\n").as_bytes(), "0644"),
+            (
+                "/etc/nova-image-keys",
+                format!("{next_public}\n").as_bytes(),
+                "0644",
+            ),
+        ],
     );
     // Broken: hostd is an empty file (exec fails, nova-init retries with backoff).
     derived_version(
@@ -412,6 +449,16 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
             ("/bin/nova-hostd", b"", "0755"),
         ],
     );
+
+    for (v, key) in [(&v2, &key), (&v3, &next_key)] {
+        let st = Command::new(binary("novactl"))
+            .args(["host-image", "sign", "--key"])
+            .arg(key)
+            .arg(images.join(v))
+            .status()
+            .unwrap();
+        assert!(st.success(), "novactl host-image sign {v}");
+    }
 
     let ns = NetNs::new();
     let tap = unique("nvg");
@@ -451,7 +498,7 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
         &conf,
         format!(
             "controller={url}\njoin_token={join}\ninsecure_http=1\nhostname=ab-host\n\
-             ip=203.0.113.2/24\ntrial_secs=90\n"
+             ip=203.0.113.2/24\ntrial_secs=90\nimage_keys={public}\n"
         ),
     )
     .unwrap();
@@ -492,6 +539,27 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
             .iter()
             .any(|l| l.text.contains("debug console on")),
         "a debug console without nova.debug_console"
+    );
+
+    // An unsigned build is refused by the host (it trusts a key, from nova.conf):
+    // novactl says why at once, and the host never reboots.
+    let mark = vm.lines().len();
+    let (ok, out) = novactl(
+        &ns,
+        &url,
+        &admin,
+        &["host", "upgrade", &host.id, "--image", &unsigned],
+    );
+    assert!(!ok, "an unsigned upgrade fails: {out}");
+    assert!(out.contains("is not signed"), "{out}");
+    assert!(out.contains(&format!("stays on {v1}")), "{out}");
+    let host = ready_host(&ns, &url, &admin, "ab-host");
+    assert_eq!(host.image_version.as_deref(), Some(v1.as_str()), "{host:?}");
+    assert!(
+        !vm.lines()[mark..]
+            .iter()
+            .any(|l| l.text.contains("NovaCron host: slot")),
+        "the host rebooted for an unsigned image"
     );
 
     // A rolling upgrade of the cluster (one host here) to the second build.

@@ -3,15 +3,20 @@
 //! /v1/hosts/{id}/upgrade` names what is wrong (no such version, a host not on the
 //! image, no `--system-images`). Against a real hostd that is not on the image, the
 //! kernel and initramfs are streamed and staged (the hashes checked) and hostd then
-//! refuses to write a slot it does not have.
+//! refuses to write a slot it does not have. `novactl host upgrade` and `cluster
+//! upgrade` follow the controller's events and fail at once with the host's reason.
+//! Signed images: `novactl host-image keygen/sign`, and a hostd trusting a key takes
+//! only what that key signed (unsigned, another key's, or altered files refused).
 
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use nova_controller_api::HostUpgradeRequest;
 use nova_hostd_api::{HostInfo, RegisterRequest, RegisterResponse};
 use nova_tests::controller::{block_on, host_info, refusal, Controller, Opts};
 use nova_tests::hostd::{Hostd, Opts as HostdOpts};
-use nova_tests::TempDir;
+use nova_tests::{binary, TempDir};
 
 fn version_dir(root: &std::path::Path, v: &str, kernel: &[u8], initrd: Option<&[u8]>) {
     let d = root.join(v);
@@ -118,4 +123,224 @@ fn upgrades_name_the_bad_version_the_host_off_the_image_and_stage_on_a_real_host
     );
     let sys = block_on(h.api().system()).unwrap();
     assert!(!sys.upgradable && sys.slot.is_none(), "{sys:?}");
+}
+
+/// Runs novactl against `c` as its admin; (success, stdout, stderr).
+fn novactl(c: &Controller, home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out: Output = Command::new(binary("novactl"))
+        .args(args)
+        .env("HOME", home)
+        .env("NOVA_URL", &c.url)
+        .env("NOVA_TOKEN", &c.admin)
+        .env_remove("NOVA_CONFIG")
+        .env_remove("NOVA_CONTEXT")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A controller holding `versions` (each a kernel and an initrd) and a real hostd
+/// started with `hostd_args`, registered as on image 1.0.
+fn cluster_of_one(
+    dir: &TempDir,
+    versions: &[&str],
+    hostd_args: Vec<String>,
+) -> (Controller, Hostd, std::path::PathBuf) {
+    let images = dir.join("images");
+    for v in versions {
+        version_dir(
+            &images,
+            v,
+            format!("kernel-{v}").as_bytes(),
+            Some(b"initrd"),
+        );
+    }
+    let c = Controller::start(
+        dir.path(),
+        Opts {
+            args: vec!["--system-images".into(), images.display().to_string()],
+            ..Default::default()
+        },
+    );
+    let h = Hostd::start(HostdOpts {
+        args: hostd_args,
+        ..Default::default()
+    });
+    let mut info = host_info("imaged", 4, 4096);
+    info.image_version = Some("1.0".into());
+    register(&c, "imaged", &format!("http://{}", h.addr), &h.token, info);
+    (c, h, images)
+}
+
+#[test]
+fn novactl_host_and_cluster_upgrade_fail_at_once_with_the_hosts_reason() {
+    let dir = TempDir::new();
+    let (c, _h, _) = cluster_of_one(&dir, &["2.0"], vec![]);
+    // The hostd runs from no host image's disk: it refuses the slot write, and the
+    // controller publishes host.upgrade_failed with its answer. novactl would wait
+    // 600 s for a Ready host on 2.0; it stops at the event instead.
+    let (ok, _, err) = novactl(
+        &c,
+        dir.path(),
+        &["host", "upgrade", "imaged", "--timeout-s", "600"],
+    );
+    assert!(!ok, "{err}");
+    assert!(err.contains("the upgrade to 2.0 failed"), "{err}");
+    assert!(
+        err.contains("host image's disk"),
+        "the host's reason: {err}"
+    );
+    assert!(err.contains("the host stays on 1.0"), "{err}");
+    assert!(!err.contains("is not Ready on"), "not the timeout: {err}");
+
+    // The rolling upgrade drains the host, fails the same way, stops there and puts
+    // the host back in service.
+    let (ok, _, err) = novactl(
+        &c,
+        dir.path(),
+        &["cluster", "upgrade", "--timeout-s", "600"],
+    );
+    assert!(!ok, "{err}");
+    assert!(err.contains("draining"), "{err}");
+    assert!(err.contains("rolling upgrade stopped"), "{err}");
+    assert!(err.contains("host image's disk"), "{err}");
+    assert!(err.contains("host imaged: uncordoned"), "{err}");
+    assert!(!block_on(c.api.host("imaged")).unwrap().cordoned);
+}
+
+#[test]
+fn a_host_trusting_a_key_installs_only_images_that_key_signed() {
+    let dir = TempDir::new();
+    let home = dir.path();
+    // Two keys: the operator's (trusted) and another one.
+    let keygen = |name: &str| {
+        let key = dir.join(name);
+        let (ok, out, err) = novactl_offline(
+            home,
+            &["host-image", "keygen", "--out", &key.display().to_string()],
+        );
+        assert!(ok, "{err}");
+        let public = out.trim().to_string();
+        assert_eq!(public.len(), 64, "{out}");
+        (key, public)
+    };
+    let (key, public) = keygen("trusted.key");
+    let (other_key, _) = keygen("other.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (ok, _, err) = novactl_offline(
+        home,
+        &["host-image", "keygen", "--out", &key.display().to_string()],
+    );
+    assert!(
+        !ok && err.contains("--out"),
+        "an existing key is never overwritten: {err}"
+    );
+    let (_, out, _) = novactl_offline(
+        home,
+        &["host-image", "pubkey", "--key", &key.display().to_string()],
+    );
+    assert_eq!(out.trim(), public);
+
+    let (c, h, images) = cluster_of_one(
+        &dir,
+        &["2.0-unsigned", "3.0-other", "4.0-altered", "5.0-good"],
+        vec!["--trusted-image-key".into(), public.clone()],
+    );
+    let sign = |key: &Path, v: &str| {
+        let (ok, _, err) = novactl_offline(
+            home,
+            &[
+                "host-image",
+                "sign",
+                "--key",
+                &key.display().to_string(),
+                &images.join(v).display().to_string(),
+            ],
+        );
+        assert!(ok, "{err}");
+    };
+    sign(&other_key, "3.0-other");
+    sign(&key, "4.0-altered");
+    sign(&key, "5.0-good");
+    // Changed after signing: the signature no longer covers these bytes.
+    std::fs::write(images.join("4.0-altered/initrd.img"), b"initrd, altered").unwrap();
+
+    // The host says what it trusts; the controller which key signed each version.
+    let sys = block_on(h.api().system()).unwrap();
+    assert_eq!(sys.trusted_image_keys, vec![public.clone()]);
+    let list = block_on(c.api.system_images()).unwrap().images;
+    let signer = |v: &str| {
+        list.iter()
+            .find(|i| i.version == v)
+            .unwrap()
+            .signed_by
+            .clone()
+    };
+    assert_eq!(signer("2.0-unsigned"), None);
+    assert_eq!(signer("5.0-good").as_deref(), Some(public.as_str()));
+    assert_ne!(signer("3.0-other").as_deref(), Some(public.as_str()));
+
+    let upgrade = |v: &str| {
+        let (ok, _, err) = novactl(
+            &c,
+            home,
+            &[
+                "host",
+                "upgrade",
+                "imaged",
+                "--image",
+                v,
+                "--timeout-s",
+                "600",
+            ],
+        );
+        assert!(!ok, "{err}");
+        err
+    };
+    let err = upgrade("2.0-unsigned");
+    assert!(err.contains("is not signed"), "{err}");
+    let err = upgrade("3.0-other");
+    assert!(err.contains("which this host does not trust"), "{err}");
+    let err = upgrade("4.0-altered");
+    assert!(err.contains("does not verify"), "{err}");
+    // None of them reached the slot: refused before it was looked for.
+    assert!(
+        !h.stderr().contains("image signature verified"),
+        "{}",
+        h.stderr()
+    );
+    // The good one passes the signature check; this hostd then has no slot to write.
+    let err = upgrade("5.0-good");
+    assert!(err.contains("host image's disk"), "{err}");
+    assert!(
+        h.stderr().contains("image signature verified"),
+        "{}",
+        h.stderr()
+    );
+    let sys = block_on(h.api().system()).unwrap();
+    assert_eq!(sys.image_version, None, "the host stays as it was: {sys:?}");
+}
+
+/// novactl's offline commands (no controller).
+fn novactl_offline(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary("novactl"))
+        .args(args)
+        .env("HOME", home)
+        .env_remove("NOVA_URL")
+        .env_remove("NOVA_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

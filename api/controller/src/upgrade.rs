@@ -17,6 +17,27 @@ pub struct SystemImage {
     /// When the version's directory last changed (ms since the epoch): the newest is
     /// the default of an upgrade.
     pub modified_ms: u64,
+    /// The public key (hex) whose signature the version carries (its
+    /// `signature.json`); absent when it is unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+}
+
+/// The file beside a version's `vmlinuz` and `initrd.img` holding its signature
+/// ([`ImageSignature`], written by `novactl host-image sign`).
+pub const SIGNATURE_FILE: &str = "signature.json";
+
+pub use nova_hostd_api::{system_image_manifest, validate_version, ImageSignature};
+
+/// The data of the `host.upgrading` and `host.upgrade_failed` events: the version,
+/// the slot written (upgrading) or why it failed (upgrade_failed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostUpgradeEvent {
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /v1/system-images`, newest first.

@@ -1,7 +1,9 @@
 //! The host image's system (kernel + initramfs in A/B slots): what hostd reports about
 //! it (`GET /v1/system`), and the upgrade contract (`PUT /v1/system/staged/{file}`
 //! with each file's bytes, then `POST /v1/system/upgrade` to write them to the
-//! inactive slot and reboot into it once).
+//! inactive slot and reboot into it once). An image may carry an Ed25519 signature
+//! over its [`system_image_manifest`] (version and the files' SHA-256s): a hostd that
+//! trusts signing keys writes only an image one of them signed.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,6 +22,10 @@ pub struct SystemInfo {
     pub slot: Option<String>,
     /// Whether this host can be upgraded (it runs from the host image's disk).
     pub upgradable: bool,
+    /// The image signing keys this host trusts (hex Ed25519 public keys): when any,
+    /// it installs only images one of them signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_image_keys: Vec<String>,
 }
 
 /// `PUT /v1/system/staged/{file}`: what was staged.
@@ -40,6 +46,58 @@ pub struct SystemUpgradeRequest {
     /// SHA-256 (hex) of the staged kernel and initrd: checked before the slot is written.
     pub kernel_sha256: String,
     pub initrd_sha256: String,
+    /// The image's signature, if it has one (required by a host trusting keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ImageSignature>,
+}
+
+/// An Ed25519 signature over an image's [`system_image_manifest`], and the public
+/// key that made it (both hex). Kept beside the image as `signature.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSignature {
+    /// The signer's Ed25519 public key: 64 hex digits.
+    pub key: String,
+    /// The signature: 128 hex digits.
+    pub signature: String,
+}
+
+impl ImageSignature {
+    /// Names the first bad field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_key("signature.key", &self.key)?;
+        validate_hex("signature.signature", &self.signature, 64)
+    }
+}
+
+/// The bytes an image signature covers: a fixed first line (so no other signed text
+/// can pass for an image's), the version and the SHA-256 of each file.
+pub fn system_image_manifest(version: &str, kernel_sha256: &str, initrd_sha256: &str) -> String {
+    format!(
+        "nova-system-image v1\nversion {version}\nkernel sha256 {kernel_sha256}\ninitrd sha256 {initrd_sha256}\n"
+    )
+}
+
+/// `n` bytes in lowercase hex.
+fn validate_hex(field: &str, v: &str, n: usize) -> Result<(), FieldError> {
+    if v.len() == 2 * n && v.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("not {n} bytes in lowercase hex ({} digits)", 2 * n),
+        ))
+    }
+}
+
+/// An Ed25519 public key: 32 bytes in lowercase hex.
+pub fn validate_key(field: &str, v: &str) -> Result<(), FieldError> {
+    validate_hex(field, v, 32).map_err(|_| {
+        FieldError::new(
+            field,
+            format!("'{v}' is not an Ed25519 public key (64 lowercase hex digits)"),
+        )
+    })
 }
 
 /// The answer to an upgrade: the slot written; the host reboots into it now.
@@ -87,7 +145,11 @@ impl SystemUpgradeRequest {
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_version("version", &self.version)?;
         validate_sha256("kernel_sha256", &self.kernel_sha256)?;
-        validate_sha256("initrd_sha256", &self.initrd_sha256)
+        validate_sha256("initrd_sha256", &self.initrd_sha256)?;
+        match &self.signature {
+            Some(s) => s.validate(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -111,7 +173,30 @@ mod tests {
             version: "2".into(),
             kernel_sha256: "a".repeat(64),
             initrd_sha256: "A".repeat(64),
+            signature: None,
         };
         assert_eq!(r.validate().unwrap_err().field, "initrd_sha256");
+    }
+
+    #[test]
+    fn signatures_name_a_malformed_key_or_signature() {
+        let mut s = ImageSignature {
+            key: "ab".repeat(32),
+            signature: "cd".repeat(64),
+        };
+        s.validate().unwrap();
+        s.signature.pop();
+        assert_eq!(s.validate().unwrap_err().field, "signature.signature");
+        s.key = "AB".repeat(32);
+        assert_eq!(s.validate().unwrap_err().field, "signature.key");
+    }
+
+    #[test]
+    fn the_manifest_names_version_and_both_hashes() {
+        let m = system_image_manifest("2.0", "aa", "bb");
+        assert_eq!(
+            m,
+            "nova-system-image v1\nversion 2.0\nkernel sha256 aa\ninitrd sha256 bb\n"
+        );
     }
 }

@@ -7,6 +7,10 @@
 //! to boot that slot once (`/run/nova/try-slot`, then SIGUSR1: reboot). nova-init owns
 //! GRUB's environment and the rollback: the new system becomes the default only when
 //! its hostd has registered with the controller (`/run/nova/registered`, written here).
+//! A host that trusts image signing keys (`--trusted-image-key`) writes a slot only
+//! for an image one of them signed: the Ed25519 signature covers the version and both
+//! files' SHA-256s ([`nova_hostd_api::system_image_manifest`]), which are checked
+//! against the staged files first.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +22,9 @@ use nova_hostd_api::{
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
+
+mod signature;
+use signature::check_signature;
 
 /// The image's version, written into the initramfs by `host-image/build.sh`.
 pub const VERSION_FILE: &str = "/etc/nova-version";
@@ -37,6 +44,8 @@ pub struct System {
     pub slot: Option<char>,
     /// nova-init's run directory (tests point it elsewhere).
     pub run_dir: PathBuf,
+    /// Public keys (hex) one of which must have signed an image; none: any image.
+    pub trusted_keys: Vec<String>,
 }
 
 /// The slot `nova.slot=` names on a kernel command line.
@@ -63,7 +72,7 @@ pub fn other(slot: char) -> char {
 
 impl System {
     /// What this machine runs: a version only when the file holds a valid one.
-    pub fn detect() -> System {
+    pub fn detect(trusted_keys: &[String]) -> System {
         let version = std::fs::read_to_string(VERSION_FILE)
             .ok()
             .map(|v| v.trim().to_string())
@@ -75,6 +84,7 @@ impl System {
             version,
             slot,
             run_dir: PathBuf::from(RUN_DIR),
+            trusted_keys: trusted_keys.to_vec(),
         }
     }
 
@@ -88,6 +98,7 @@ impl System {
             image_version: self.version.clone(),
             slot: self.slot.map(String::from),
             upgradable: self.upgradable(),
+            trusted_image_keys: self.trusted_keys.clone(),
         }
     }
 
@@ -293,13 +304,6 @@ pub fn upgrade(
     req: &SystemUpgradeRequest,
 ) -> Result<SystemUpgradeStarted> {
     req.validate()?;
-    let Some(slot) = system.slot.filter(|_| system.upgradable()) else {
-        return Err(Error::Conflict(
-            "this host does not run from the host image's disk (no nova.slot= on its kernel \
-             command line, or no nova-init): it cannot be upgraded this way"
-                .into(),
-        ));
-    };
     let dir = staging_dir(data_dir);
     let kernel = dir.join("kernel");
     let initrd = dir.join("initrd");
@@ -322,6 +326,14 @@ pub fn upgrade(
             .into());
         }
     }
+    check_signature(&system.trusted_keys, req)?;
+    let Some(slot) = system.slot.filter(|_| system.upgradable()) else {
+        return Err(Error::Conflict(
+            "this host does not run from the host image's disk (no nova.slot= on its kernel \
+             command line, or no nova-init): it cannot be upgraded this way"
+                .into(),
+        ));
+    };
     let target = other(slot);
     let name = format!("nova-{target}");
     let dev = partition_by_name(&name).ok_or_else(|| {
@@ -441,15 +453,47 @@ mod tests {
             version: None,
             slot: None,
             run_dir: dir.join("run"),
+            trusted_keys: vec![],
         };
-        let req = SystemUpgradeRequest {
-            version: "2".into(),
-            kernel_sha256: "a".repeat(64),
-            initrd_sha256: "b".repeat(64),
-        };
+        let req = staged(&dir, "2");
         let e = upgrade(&sys, &dir, &req).unwrap_err();
         assert!(matches!(e, Error::Conflict(_)), "{e}");
         assert!(e.to_string().contains("host image"), "{e}");
         assert!(!sys.info().upgradable);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Stages a kernel and an initrd in `dir`; the request naming them.
+    fn staged(dir: &Path, version: &str) -> SystemUpgradeRequest {
+        let mut hashes = vec![];
+        for (file, body) in [
+            ("kernel", &b"kernel-bytes"[..]),
+            ("initrd", b"initrd-bytes"),
+        ] {
+            let mut s = Staging::begin(dir, file).unwrap();
+            s.write(body).unwrap();
+            hashes.push(s.finish().unwrap().sha256);
+        }
+        SystemUpgradeRequest {
+            version: version.into(),
+            kernel_sha256: hashes[0].clone(),
+            initrd_sha256: hashes[1].clone(),
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn a_host_trusting_keys_refuses_an_unsigned_image_before_looking_for_a_slot() {
+        let dir = std::env::temp_dir().join(format!("nova-sig-{}", std::process::id()));
+        let sys = System {
+            version: Some("1.0".into()),
+            slot: None,
+            run_dir: dir.join("run"),
+            trusted_keys: vec!["ab".repeat(32)],
+        };
+        let req = staged(&dir, "2.0");
+        let e = upgrade(&sys, &dir, &req).unwrap_err();
+        assert!(e.to_string().contains("is not signed"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
