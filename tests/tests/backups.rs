@@ -675,18 +675,16 @@ mod through_the_controller {
         assert_eq!(e.status(), Some(409), "{e}");
     }
 
-    #[test]
-    fn a_backup_running_when_the_controller_is_killed_is_followed_to_its_end_by_the_restarted_controller(
-    ) {
-        if !require_kvm() {
-            return;
-        }
+    /// A controller, a hostd and a VM with 128 MiB of disk data whose backup has
+    /// started on the host (its job recorded): (dir, controller, hostd, its port, VM id,
+    /// the backup's operation, the backup).
+    fn a_backup_under_way() -> (TempDir, Controller, Hostd, u16, String, Operation, Backup) {
         let d = TempDir::new();
         let root = d.join("backups");
         std::fs::create_dir_all(&root).unwrap();
-        let mut c = Controller::sqlite(d.path());
+        let c = Controller::sqlite(d.path());
         let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
-        let _h = hostd_for(&c, &root);
+        let h = hostd_for(&c, &root);
         wait_for(30, "a ready host", || {
             let hosts = block_on(c.api.hosts()).ok()?;
             hosts
@@ -748,16 +746,29 @@ mod through_the_controller {
             let b = block_on(c.api.backups(Some(&vm.id))).ok()?.items.pop()?;
             b.job.is_some().then_some(b)
         });
-        c.kill();
-        assert_eq!(running.state, nova_controller_api::BackupState::Running);
+        (d, c, h, port, vm.id, op, running)
+    }
 
-        let c = Controller::start(
+    fn restarted(d: &TempDir, port: u16) -> Controller {
+        Controller::start(
             d.path(),
             nova_tests::controller::Opts {
                 port: Some(port),
                 ..Default::default()
             },
-        );
+        )
+    }
+
+    #[test]
+    fn a_backup_running_when_the_controller_is_killed_is_followed_to_its_end_by_the_restarted_controller(
+    ) {
+        if !require_kvm() {
+            return;
+        }
+        let (d, mut c, _h, port, vm, op, running) = a_backup_under_way();
+        c.kill();
+        assert_eq!(running.state, nova_controller_api::BackupState::Running);
+        let c = restarted(&d, port);
         let done = wait_op(&c, &op);
         assert_eq!(done.state, OpState::Succeeded, "{done:?}\n{}", c.log());
         assert!(
@@ -769,9 +780,51 @@ mod through_the_controller {
         assert_eq!(b.state, nova_controller_api::BackupState::Completed);
         assert_eq!(b.report.as_ref().unwrap().bytes_read, 128 * MIB, "{b:?}");
         // The next backup is incremental on it: the VMM's bitmap counts from it.
-        let next = backup_ok(&c, &vm.id);
+        let next = backup_ok(&c, &vm);
         assert_eq!(next.previous.as_deref(), Some(b.id.as_str()));
         assert!(!next.report.unwrap().files[0].full_read);
+    }
+
+    #[test]
+    fn a_backup_whose_host_forgot_its_job_while_the_controller_was_down_fails_naming_why() {
+        if !require_kvm() {
+            return;
+        }
+        let (d, mut c, mut h, port, vm, op, running) = a_backup_under_way();
+        c.kill();
+        // hostd's jobs live in memory: restarted, it no longer knows this one.
+        h.restart();
+        let c = restarted(&d, port);
+        let done = wait_op(&c, &op);
+        assert_eq!(done.state, OpState::Failed, "{done:?}");
+        assert!(done.message.contains("no longer knows"), "{done:?}");
+        let b = block_on(c.api.backup(&running.id)).unwrap();
+        assert_eq!(b.state, nova_controller_api::BackupState::Failed);
+        // The next backup is not incremental on the failed one, and works.
+        wait_for(60, "the host ready again", || {
+            let hosts = block_on(c.api.hosts()).ok()?;
+            hosts
+                .iter()
+                .any(|h| h.state == HostState::Ready)
+                .then_some(())
+        });
+        // The VMM finishes the abandoned checkpoint's copy first; until then another
+        // checkpoint is refused, saying so.
+        let body = BackupBody {
+            store: "shared".into(),
+            full: false,
+        };
+        let next = wait_for(120, "a backup after the abandoned one's copy", || {
+            let op = wait_op(&c, &block_on(c.api.backup_vm(&vm, &body)).unwrap());
+            if op.state == OpState::Succeeded {
+                return Some(serde_json::from_value::<Backup>(op.result).unwrap());
+            }
+            assert!(op.message.contains("already being taken"), "{op:?}");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            None
+        });
+        assert_eq!(next.previous, None);
+        assert!(next.report.unwrap().files[0].full_read);
     }
 
     #[test]
