@@ -15,7 +15,8 @@ APT_PACKAGES := qemu-system-x86 iproute2 iputils-ping arping socat etcd-server s
 	protobuf-compiler cpio xz-utils zstd lz4 file binutils gcc wrk xfsprogs \
 	linux-source-6.1 make flex bison bc libelf-dev patch e2fsprogs chromium \
 	acpica-tools prometheus prometheus-alertmanager \
-	grub-efi-amd64-bin mtools dosfstools xorriso fdisk ovmf dnsmasq-base
+	grub-efi-amd64-bin mtools dosfstools xorriso fdisk ovmf dnsmasq-base \
+	restic
 
 # PyPI tools the tests run: the OpenAPI documents are validated by
 # openapi-spec-validator, the API fuzzed by schemathesis, alert mail received by
@@ -25,7 +26,7 @@ PIP_PACKAGES := openapi-spec-validator schemathesis aiosmtpd moto[server]
 
 .PHONY: all up down demo test deps guest-images host-image build build-release bench bench-boot \
 	fuzz-smoke bench-migration bench-block-migration bench-clone bench-host-image bench-hostd bench-scheduler \
-	bench-api bench-metrics bench-federation lint fmt clean \
+	bench-api bench-metrics bench-federation bench-backup lint fmt clean \
 	ui ui-deps
 
 all: build
@@ -126,7 +127,7 @@ fmt:
 	$(CARGO) fmt --all
 
 # Every bench writes docs/benchmarks/<name>.{json,md}; release builds throughout.
-bench: bench-boot bench-migration bench-block-migration bench-clone bench-hostd bench-scheduler bench-api bench-metrics bench-federation
+bench: bench-boot bench-migration bench-block-migration bench-clone bench-hostd bench-scheduler bench-api bench-metrics bench-federation bench-backup
 
 bench-boot: deps guest-images build-release
 	$(RELEASE_BIN)/bench-boot --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
@@ -155,6 +156,11 @@ bench-host-image: deps host-image build-release
 bench-clone: deps guest-images build-release
 	$(RELEASE_BIN)/bench-clone --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \
 		--guest $(OUT)/testguest.elf --clones 100 --mem-mib 256 --out docs/benchmarks
+
+# restic (Debian's) backs up the same disk file side by side.
+bench-backup: deps guest-images build-release
+	$(RELEASE_BIN)/bench-backup --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \
+		--guest $(OUT)/testguest.elf --out docs/benchmarks
 
 bench-scheduler: build-release
 	$(RELEASE_BIN)/bench-scheduler --out docs/benchmarks

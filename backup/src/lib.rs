@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod manifest;
 pub mod retention;
 pub mod s3;
+mod sparse;
 pub mod store;
 
 pub use backend::{Backend, DirBackend, ObjectInfo};

@@ -157,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(nova_controller::alerting::run(ctx.clone()));
     tokio::spawn(nova_controller::snapshots::schedule::run(ctx.clone()));
     tokio::spawn(nova_controller::backups::schedule::run(ctx.clone()));
+    tokio::spawn(nova_controller::backups::recovery::run(ctx.clone()));
 
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await

@@ -149,7 +149,8 @@ fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migra
     let f = &first.files[0];
     assert!(f.full_read, "{first:?}");
     assert_eq!(f.full_read_reason.as_deref(), Some("no previous backup"));
-    assert_eq!((f.size, f.bytes_read), (64 * MIB, 64 * MIB));
+    // The three chunks holding data are read; the holes are recorded unread.
+    assert_eq!((f.size, f.bytes_read), (64 * MIB, 12 * MIB));
     // Chunk 0 (host and guest blocks), one of text, one of noise; 13 holes.
     assert_eq!((f.chunks_new, f.holes), (3, 13), "{f:?}");
 
@@ -269,6 +270,102 @@ fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migra
         line.contains("host_ok=16") && line.contains("errors=0"),
         "{line}"
     );
+}
+
+/// Whether the guest's blocks are what a crash at one instant leaves: every block
+/// whole (its checksum holds) and the passes a run of `p` then a run of `p - 1` (the
+/// guest writes them in order, pass after pass).
+fn one_instant(blocks: &[Result<u64, nova_guest_abi::BlockError>]) -> bool {
+    let Ok(passes) = blocks.iter().cloned().collect::<Result<Vec<u64>, _>>() else {
+        return false;
+    };
+    let first = passes[0];
+    let split = passes
+        .iter()
+        .position(|&p| p != first)
+        .unwrap_or(passes.len());
+    passes[split..].iter().all(|&p| p + 1 == first)
+}
+
+#[test]
+fn a_backup_copies_after_the_pause_while_the_guest_writes_and_keeps_the_point_in_time() {
+    if !require_kvm() {
+        return;
+    }
+    let d = TempDir::new();
+    let root = d.join("backups");
+    std::fs::create_dir_all(&root).unwrap();
+    let h = hostd_with_root(&root);
+    let store = dir_store(&root.join("store"));
+    // 256 MiB, all of it data: the copy takes long enough for many guest passes.
+    let base = d.join("base.raw");
+    nova_tests::disk_with_host_blocks(&base, 256);
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..MIB)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for m in 4..256 {
+            f.write_all_at(&noise, m * MIB).unwrap();
+        }
+    }
+    let mut spec = disk_guest("cbw", &base);
+    spec.disks[0].size_mib = Some(256);
+    h.create_vm(&spec);
+    h.wait_state("cbw", VmState::Running, BOOT);
+    let before = wait_for(40, "a disk pass", || last_pass(&h, "cbw"));
+
+    // The guest keeps writing its blocks (in the first 4 MiB) through the backup.
+    let r = backup(&h, &store, "cbw", "cbw-1", None);
+    let after = last_pass(&h, "cbw").unwrap();
+    eprintln!(
+        "paused {:.1} ms; guest passes {before}..{after} during the backup",
+        r.paused_ms
+    );
+    let f = &r.files[0];
+    assert!(f.full_read);
+    assert_eq!(f.bytes_read, 256 * MIB);
+    assert_eq!(f.holes, 0, "{f:?}");
+
+    let mut restored = guest("cbw-restored", "disk");
+    restored.start = false;
+    let vm = match run_job(
+        &h,
+        &store,
+        JobOp::Restore {
+            backup_id: "cbw-1".into(),
+            spec: Box::new(restored),
+        },
+    ) {
+        JobResult::Restore(r) => r.vm_id,
+        other => panic!("{other:?}"),
+    };
+    let disk = disk_of(&h, &vm);
+    let blocks = nova_tests::guest_blocks(&disk);
+    assert!(one_instant(&blocks), "{blocks:?}");
+    let pass = *blocks[0].as_ref().unwrap();
+    assert!(
+        pass <= after + 1,
+        "pass {pass} is not from the backup's time"
+    );
+    // Everything the guest does not write is the base image, byte for byte.
+    let (got, want) = (std::fs::read(&disk).unwrap(), std::fs::read(&base).unwrap());
+    let guest_area = nova_guest_abi::GUEST_BLOCKS_START as usize * nova_guest_abi::BLOCK_SIZE
+        ..(nova_guest_abi::GUEST_BLOCKS_START + nova_guest_abi::GUEST_BLOCKS) as usize
+            * nova_guest_abi::BLOCK_SIZE;
+    assert_eq!(got.len(), want.len());
+    assert!(got[..guest_area.start] == want[..guest_area.start]);
+    assert!(got[guest_area.end..] == want[guest_area.end..]);
+    // The restored VM boots and verifies what it finds.
+    h.ok(h.api().start(&vm));
+    let line = h.wait_console(&vm, "NOVA-DISK", BOOT);
+    assert!(line.contains("errors=0"), "{line}");
 }
 
 #[test]
@@ -484,13 +581,14 @@ mod through_the_controller {
         let out = novactl(&c, &["backup", "verify", &b2.id]);
         assert!(out.contains("none damaged"), "{out}");
 
-        // `--full` reads the whole disk although the bitmap would do.
+        // `--full` reads all of the disk's data (its 3 chunks holding data; holes are
+        // not read) although the bitmap would do with its one written block.
         let out = novactl(
             &c,
             &["backup", "create", &vm.id, "--store", "shared", "--full"],
         );
         assert!(
-            out.contains("full read") && out.contains("read 64.0 MiB"),
+            out.contains("full read") && out.contains("read 12.0 MiB"),
             "{out}"
         );
         // Retention keeps the last two; GC then removes only chunks of the pruned ones.
@@ -575,6 +673,158 @@ mod through_the_controller {
         };
         let e = block_on(c.api.restore_backup(&b3.id, &body)).unwrap_err();
         assert_eq!(e.status(), Some(409), "{e}");
+    }
+
+    /// A controller, a hostd and a VM with 128 MiB of disk data whose backup has
+    /// started on the host (its job recorded): (dir, controller, hostd, its port, VM id,
+    /// the backup's operation, the backup).
+    fn a_backup_under_way() -> (TempDir, Controller, Hostd, u16, String, Operation, Backup) {
+        let d = TempDir::new();
+        let root = d.join("backups");
+        std::fs::create_dir_all(&root).unwrap();
+        let c = Controller::sqlite(d.path());
+        let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
+        let h = hostd_for(&c, &root);
+        wait_for(30, "a ready host", || {
+            let hosts = block_on(c.api.hosts()).ok()?;
+            hosts
+                .iter()
+                .any(|h| h.state == HostState::Ready)
+                .then_some(())
+        });
+        let store = BackupStore {
+            name: "shared".into(),
+            location: StoreLocation::Dir {
+                path: root.join("store").display().to_string(),
+            },
+            hash: ChunkHash::Blake3,
+            chunking: ChunkingKind::Fixed,
+            encryption_key: None,
+            created_at_ms: 0,
+        };
+        block_on(c.api.create_backup_store(&store)).unwrap();
+        // 128 MiB of data: the backup outlasts the controller.
+        let base = d.join("base.raw");
+        nova_tests::disk_with_host_blocks(&base, 128);
+        {
+            let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            for m in 4..128u64 {
+                let noise: Vec<u8> = (0..MIB)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                f.write_all_at(&noise, m * MIB).unwrap();
+            }
+        }
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some("nova.workload=disk".into()),
+            disks: vec![DiskRequest {
+                image: Some(base.display().to_string()),
+                size_mib: Some(128),
+                read_only: false,
+                shared_path: None,
+            }],
+            ..VmSpec::new("long", nova_tests::hostd::testguest().display().to_string())
+        };
+        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
+        wait_for(120, "the VM running", || {
+            let v = block_on(c.api.vm(&vm.id)).ok()?;
+            (v.observed.as_ref()?.state == "running").then_some(())
+        });
+        let body = BackupBody {
+            store: "shared".into(),
+            full: false,
+        };
+        let op = block_on(c.api.backup_vm(&vm.id, &body)).unwrap();
+        let running = wait_for(60, "the backup's host job", || {
+            let b = block_on(c.api.backups(Some(&vm.id))).ok()?.items.pop()?;
+            b.job.is_some().then_some(b)
+        });
+        (d, c, h, port, vm.id, op, running)
+    }
+
+    fn restarted(d: &TempDir, port: u16) -> Controller {
+        Controller::start(
+            d.path(),
+            nova_tests::controller::Opts {
+                port: Some(port),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_backup_running_when_the_controller_is_killed_is_followed_to_its_end_by_the_restarted_controller(
+    ) {
+        if !require_kvm() {
+            return;
+        }
+        let (d, mut c, _h, port, vm, op, running) = a_backup_under_way();
+        c.kill();
+        assert_eq!(running.state, nova_controller_api::BackupState::Running);
+        let c = restarted(&d, port);
+        let done = wait_op(&c, &op);
+        assert_eq!(done.state, OpState::Succeeded, "{done:?}\n{}", c.log());
+        assert!(
+            c.log().contains("resuming a backup left running"),
+            "the restarted controller followed it: {}",
+            c.log()
+        );
+        let b = block_on(c.api.backup(&running.id)).unwrap();
+        assert_eq!(b.state, nova_controller_api::BackupState::Completed);
+        assert_eq!(b.report.as_ref().unwrap().bytes_read, 128 * MIB, "{b:?}");
+        // The next backup is incremental on it: the VMM's bitmap counts from it.
+        let next = backup_ok(&c, &vm);
+        assert_eq!(next.previous.as_deref(), Some(b.id.as_str()));
+        assert!(!next.report.unwrap().files[0].full_read);
+    }
+
+    #[test]
+    fn a_backup_whose_host_forgot_its_job_while_the_controller_was_down_fails_naming_why() {
+        if !require_kvm() {
+            return;
+        }
+        let (d, mut c, mut h, port, vm, op, running) = a_backup_under_way();
+        c.kill();
+        // hostd's jobs live in memory: restarted, it no longer knows this one.
+        h.restart();
+        let c = restarted(&d, port);
+        let done = wait_op(&c, &op);
+        assert_eq!(done.state, OpState::Failed, "{done:?}");
+        assert!(done.message.contains("no longer knows"), "{done:?}");
+        let b = block_on(c.api.backup(&running.id)).unwrap();
+        assert_eq!(b.state, nova_controller_api::BackupState::Failed);
+        // The next backup is not incremental on the failed one, and works.
+        wait_for(60, "the host ready again", || {
+            let hosts = block_on(c.api.hosts()).ok()?;
+            hosts
+                .iter()
+                .any(|h| h.state == HostState::Ready)
+                .then_some(())
+        });
+        // The VMM finishes the abandoned checkpoint's copy first; until then another
+        // checkpoint is refused, saying so.
+        let body = BackupBody {
+            store: "shared".into(),
+            full: false,
+        };
+        let next = wait_for(120, "a backup after the abandoned one's copy", || {
+            let op = wait_op(&c, &block_on(c.api.backup_vm(&vm, &body)).unwrap());
+            if op.state == OpState::Succeeded {
+                return Some(serde_json::from_value::<Backup>(op.result).unwrap());
+            }
+            assert!(op.message.contains("already being taken"), "{op:?}");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            None
+        });
+        assert_eq!(next.previous, None);
+        assert!(next.report.unwrap().files[0].full_read);
     }
 
     #[test]

@@ -124,6 +124,12 @@ pub struct Backup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at_ms: Option<u64>,
     pub created_at_ms: u64,
+    /// The operation that runs it (while it runs: a restarted controller finishes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// The host's job writing it, once started (a restarted controller follows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     #[serde(default)]
     pub revision: u64,
 }

@@ -1,6 +1,6 @@
 //! nova-backup-bench: measures, on this machine, fixed 4 MiB vs content-defined chunking
 //! and BLAKE3 vs SHA-256 hashing, and a full backup (chunk, hash, zstd, write) of a
-//! realistic image into a directory store; writes docs/benchmarks/backup.{json,md}.
+//! realistic image into a directory store; writes docs/benchmarks/backup-chunking.{json,md}.
 //! Usage: nova-backup-bench [--size-mib N] [--out-dir DIR]
 
 use anyhow::{bail, Context, Result};
@@ -160,7 +160,7 @@ fn main() -> Result<()> {
     };
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(
-        out_dir.join("backup.json"),
+        out_dir.join("backup-chunking.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
     let mut md = format!(
@@ -201,6 +201,6 @@ fn main() -> Result<()> {
             cdc.stored_bytes.unwrap_or(0),
         );
     }
-    std::fs::write(out_dir.join("backup.md"), md)?;
+    std::fs::write(out_dir.join("backup-chunking.md"), md)?;
     Ok(())
 }

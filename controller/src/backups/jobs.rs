@@ -52,6 +52,17 @@ pub async fn run(
     op: JobOp,
     op_id: &str,
 ) -> std::result::Result<JobResult, String> {
+    let job = start(ctx, host, store, op).await?;
+    follow(ctx, host, &job, op_id).await
+}
+
+/// Starts `op` on `store` at `host`: the job's id.
+pub async fn start(
+    ctx: &Context,
+    host: &Host,
+    store: &BackupStore,
+    op: JobOp,
+) -> std::result::Result<String, String> {
     let api = ctx.hostd(host).map_err(|e| e.to_string())?;
     let req = JobRequest {
         store: store_spec(store),
@@ -61,12 +72,39 @@ pub async fn run(
         .start_backup_job(&req)
         .await
         .map_err(|e| format!("host {}: {e}", host.id))?;
+    Ok(job.id)
+}
+
+/// Follows job `job_id` at `host` to its end, reporting progress on operation `op_id`.
+/// A host that answers that it does not know the job (it restarted) has lost it.
+pub async fn follow(
+    ctx: &Context,
+    host: &Host,
+    job_id: &str,
+    op_id: &str,
+) -> std::result::Result<JobResult, String> {
+    let api = ctx.hostd(host).map_err(|e| e.to_string())?;
+    let job = nova_hostd_api::BackupJob {
+        id: job_id.to_string(),
+        state: JobState::Running,
+        phase: String::new(),
+        done: 0,
+        total: 0,
+        error: None,
+        result: None,
+    };
     let mut last_ok = tokio::time::Instant::now();
     let mut last_seen = (String::new(), 0u8);
     loop {
         tokio::time::sleep(POLL).await;
         let j = match api.backup_job(&job.id).await {
             Ok(j) => j,
+            Err(e) if e.status() == Some(404) => {
+                return Err(format!(
+                    "host {} no longer knows backup job {} (it restarted): {e}",
+                    host.id, job.id
+                ))
+            }
             Err(e) if last_ok.elapsed() < LOST_AFTER => {
                 tracing::debug!(job = job.id, "polling the backup job: {e}");
                 continue;

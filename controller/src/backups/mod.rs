@@ -7,6 +7,8 @@
 //! no HTTP here.
 
 pub mod jobs;
+pub mod recovery;
+pub mod running;
 pub mod schedule;
 
 use nova_hostd_api::{JobOp, JobResult};
@@ -15,7 +17,7 @@ use crate::context::Context;
 use crate::error::{missing, Error, Result};
 use crate::model::{
     now_ms, Backup, BackupBody, BackupRetention, BackupSchedule, BackupState, BackupStore,
-    DesiredState, Host, OpState, Operation, RestoreBody, Vm,
+    DesiredState, Operation, RestoreBody, Vm,
 };
 use crate::operations::{self, failed, Outcome};
 use crate::store::{Object, Objects, StoreError};
@@ -147,72 +149,31 @@ pub async fn start_backup(ctx: &Context, vm: &Vm, body: &BackupBody) -> Result<O
         damaged_chunks: Vec::new(),
         verified_at_ms: None,
         created_at_ms: now_ms(),
+        operation: None,
+        job: None,
         revision: 0,
     };
-    b.revision = ctx.store.create(&b).await?;
     let mut op = operations::new(&vm.tenant, "backup", &vm.id);
+    b.operation = Some(op.id.clone());
+    // Followed from before it is stored: recovery must never take it for one left behind.
+    running::following().insert(b.id.clone());
+    b.revision = match ctx.store.create(&b).await {
+        Ok(rev) => rev,
+        Err(e) => {
+            running::following().remove(&b.id);
+            return Err(e.into());
+        }
+    };
     op.revision = ctx.store.create(&op).await?;
     ctx.events
         .publish("backup.started", &b.tenant, &b.id, crate::events::data(&b))
         .await;
     let (ctx2, op_id) = (ctx.clone(), op.id.clone());
     tokio::spawn(async move {
-        let outcome = run_backup(&ctx2, &b, &store, &host, &op_id).await;
+        let outcome = running::run_backup(&ctx2, &b, Some(&store), &host, &op_id).await;
         operations::finish(&ctx2, &op_id, &outcome).await;
     });
     Ok(op)
-}
-
-async fn run_backup(
-    ctx: &Context,
-    b: &Backup,
-    store: &BackupStore,
-    host: &str,
-    op_id: &str,
-) -> Outcome {
-    let op = JobOp::Backup {
-        vm_id: b.vm_id.clone(),
-        backup_id: b.id.clone(),
-        previous: b.previous.clone(),
-    };
-    let res = async {
-        let host = ctx.store.must_read::<Host>(host).await.map_err(failed)?;
-        jobs::run(ctx, &host, store, op, op_id)
-            .await
-            .map_err(failed)
-    }
-    .await;
-    let (state, report, error) = match res {
-        Ok(JobResult::Backup(r)) => (BackupState::Completed, Some(r), None),
-        Ok(other) => (
-            BackupState::Failed,
-            None,
-            Some(format!("unexpected job result {other:?}")),
-        ),
-        Err((_, e)) => (BackupState::Failed, None, Some(e)),
-    };
-    let done = ctx
-        .store
-        .update::<Backup, _>(&b.id, |r| {
-            r.state = state;
-            r.report = report.clone();
-            r.error = error.clone();
-            true
-        })
-        .await
-        .map_err(failed)?;
-    let kind = if state == BackupState::Completed {
-        "backup.completed"
-    } else {
-        "backup.failed"
-    };
-    ctx.events
-        .publish(kind, &done.tenant, &done.id, crate::events::data(&done))
-        .await;
-    match error {
-        None => Ok(crate::events::data(&done)),
-        Some(e) => Err((OpState::Failed, e)),
-    }
 }
 
 /// Starts restoring backup `b` to a new VM of `tenant` named `body.name`.

@@ -1,11 +1,12 @@
 //! Backup checkpoints of a VM's disks: a crash-consistent point taken in a short pause
-//! (every completed write is in its disk and marked; the blocks a backup must read are
-//! copied to a sparse staging file per disk; the bitmaps restart), and the bitmaps'
-//! files opened at start and saved clean on exit.
+//! (every completed write is in its disk and marked; the bitmaps restart; the blocks a
+//! backup must read are then copied to a sparse staging file per disk while the guest
+//! runs, copy-before-write), and the bitmaps' files opened at start and saved clean on
+//! exit.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -37,8 +38,10 @@ impl Vm {
         }
     }
 
-    /// Takes a backup checkpoint: pause, stage each disk's blocks to read, restart
-    /// its bitmap at `req.checkpoint`, resume (if it ran).
+    /// Takes a backup checkpoint: pause, take each disk's bits, restart its bitmap at
+    /// `req.checkpoint`, start copying the blocks to read before the guest overwrites
+    /// them, resume (if it ran); then copy them to a sparse staging file per disk while
+    /// the guest runs. The pause copies no data.
     pub fn backup_checkpoint(&self, req: &CheckpointRequest) -> Result<CheckpointReport, VmError> {
         let io = |what: String| move |e: std::io::Error| VmError::Device(format!("{what}: {e}"));
         std::fs::create_dir_all(&req.staging_dir)
@@ -73,12 +76,13 @@ impl Vm {
                 None
             };
             let full = req.full || full_reason.is_some();
-            let copied = match log.file() {
-                Some(src) => stage(&src, log.len(), &staged, full, &taken.words),
+            let begun = match log.file() {
+                Some(src) => begin_copy(&src, log.len(), &staged, full, &taken.words)
+                    .map(|(dest, pending)| log.cbw.begin(src, log.len(), dest, pending)),
                 None => Err(std::io::Error::other("the disk is not attached")),
             };
-            match copied {
-                Ok(bytes_copied) => {
+            match begun {
+                Ok(()) => {
                     log.backup.restart_at(&req.checkpoint);
                     disks.push(DiskCheckpoint {
                         index: i as u32,
@@ -89,14 +93,13 @@ impl Vm {
                         block_size: BACKUP_BLOCK,
                         dirty_blocks: taken.words.iter().map(|w| w.count_ones() as u64).sum(),
                         dirty_words: taken.words,
-                        bytes_copied,
+                        bytes_copied: 0,
                     });
                 }
                 Err(e) => {
-                    // The bits are gone with the failed copy: the next backup reads all.
-                    log.backup
-                        .lose(&format!("checkpoint {} failed", req.checkpoint));
+                    // The bits are gone with the failed checkpoint: the next backup reads all.
                     failed = Some(format!("staging disk {i} into {}: {e}", staged.display()));
+                    break;
                 }
             }
         }
@@ -104,6 +107,20 @@ impl Vm {
             self.resume();
         }
         let paused_ms = t.elapsed().as_secs_f64() * 1000.0;
+        // The guest runs; blocks it is about to overwrite are copied by its writes.
+        let mut copied_for_writes = 0;
+        for (log, d) in self.disk_logs.iter().zip(&mut disks) {
+            while failed.is_none() && log.cbw.copy_next() {}
+            match log.cbw.finish() {
+                Ok(done) => {
+                    d.bytes_copied = done.bytes_copied;
+                    copied_for_writes += done.copied_for_writes;
+                }
+                Err(e) => {
+                    failed.get_or_insert(format!("staging disk {}: {e}", d.index));
+                }
+            }
+        }
         if let Some(e) = failed {
             for log in &self.disk_logs {
                 log.backup
@@ -111,7 +128,14 @@ impl Vm {
             }
             return Err(VmError::Device(e));
         }
-        tracing::info!(checkpoint = %req.checkpoint, paused_ms, "backup checkpoint");
+        let copy_ms = t.elapsed().as_secs_f64() * 1000.0 - paused_ms;
+        tracing::info!(
+            checkpoint = %req.checkpoint,
+            paused_ms,
+            copy_ms,
+            copied_for_writes,
+            "backup checkpoint"
+        );
         Ok(CheckpointReport {
             checkpoint: req.checkpoint.clone(),
             disks,
@@ -120,10 +144,16 @@ impl Vm {
     }
 }
 
-/// Copies into a new sparse `dest` of `len` bytes either every allocated block of
-/// `src` (`all`) or the blocks set in `words`; all-zero blocks stay holes. Returns the
-/// bytes written.
-fn stage(src: &File, len: u64, dest: &Path, all: bool, words: &[u64]) -> std::io::Result<u64> {
+/// Creates the sparse staging file `dest` of `len` bytes and says which blocks of
+/// `src` go into it: every block holding data (`all`), or the blocks set in `words`.
+/// Metadata only (SEEK_DATA): it runs while the guest is paused.
+fn begin_copy(
+    src: &File,
+    len: u64,
+    dest: &Path,
+    all: bool,
+    words: &[u64],
+) -> std::io::Result<(File, Vec<u64>)> {
     let _ = std::fs::remove_file(dest);
     let out = std::fs::OpenOptions::new()
         .write(true)
@@ -132,18 +162,7 @@ fn stage(src: &File, len: u64, dest: &Path, all: bool, words: &[u64]) -> std::io
         .open(dest)?;
     out.set_len(len)?;
     let blocks = len.div_ceil(BACKUP_BLOCK);
-    let mut buf = vec![0u8; BACKUP_BLOCK as usize];
-    let mut written = 0;
-    let mut copy = |b: u64| -> std::io::Result<()> {
-        let off = b * BACKUP_BLOCK;
-        let n = BACKUP_BLOCK.min(len - off) as usize;
-        src.read_exact_at(&mut buf[..n], off)?;
-        if buf[..n].iter().any(|&x| x != 0) {
-            out.write_all_at(&buf[..n], off)?;
-            written += n as u64;
-        }
-        Ok(())
-    };
+    let mut pending = vec![0u64; blocks.div_ceil(64) as usize];
     if all {
         let mut b = 0;
         while b < blocks {
@@ -152,24 +171,24 @@ fn stage(src: &File, len: u64, dest: &Path, all: bool, words: &[u64]) -> std::io
                 Some(off) => {
                     b = b.max(off / BACKUP_BLOCK);
                     if b < blocks {
-                        copy(b)?;
+                        pending[(b / 64) as usize] |= 1 << (b % 64);
                     }
                     b += 1;
                 }
             }
         }
     } else {
-        for b in 0..blocks {
-            if words
-                .get((b / 64) as usize)
-                .is_some_and(|w| w & (1 << (b % 64)) != 0)
-            {
-                copy(b)?;
+        for (p, w) in pending.iter_mut().zip(words) {
+            *p = *w;
+        }
+        if let Some(last) = pending.last_mut() {
+            // Bits past the disk's end mean nothing.
+            if !blocks.is_multiple_of(64) {
+                *last &= (1u64 << (blocks % 64)) - 1;
             }
         }
     }
-    out.sync_all()?;
-    Ok(written)
+    Ok((out, pending))
 }
 
 /// The first data offset of `f` at or after `off`, or None past the last data.
@@ -192,6 +211,17 @@ fn next_data(f: &File, off: u64) -> std::io::Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::block::copy_before_write::CopyBeforeWrite;
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    fn staged(src: &Arc<File>, len: u64, dest: &Path, all: bool, words: &[u64]) -> u64 {
+        let (out, pending) = begin_copy(src, len, dest, all, words).unwrap();
+        let cbw = CopyBeforeWrite::default();
+        cbw.begin(src.clone(), len, out, pending);
+        while cbw.copy_next() {}
+        cbw.finish().unwrap().bytes_copied
+    }
 
     #[test]
     fn staging_copies_dirty_or_allocated_blocks_and_leaves_the_rest_holes() {
@@ -209,15 +239,17 @@ mod tests {
         src.set_len(len).unwrap();
         src.write_all_at(b"one", BACKUP_BLOCK + 10).unwrap();
         src.write_all_at(b"tail", 5 * BACKUP_BLOCK + 100).unwrap();
+        let src = Arc::new(src);
         let dest = dir.join("all");
-        let n = stage(&src, len, &dest, true, &[]).unwrap();
+        let n = staged(&src, len, &dest, true, &[]);
         assert_eq!(n, BACKUP_BLOCK + 4096);
         assert_eq!(
             std::fs::read(&dest).unwrap(),
             std::fs::read(&src_path).unwrap()
         );
         let dest = dir.join("dirty");
-        let n = stage(&src, len, &dest, false, &[0b100000]).unwrap();
+        // Bits past the disk's end are ignored.
+        let n = staged(&src, len, &dest, false, &[0b100000 | 1 << 40]);
         assert_eq!(n, 4096, "only block 5");
         let got = std::fs::read(&dest).unwrap();
         assert_eq!(&got[5 * BACKUP_BLOCK as usize + 100..][..4], b"tail");

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::backup_log::BackupLog;
+use super::copy_before_write::CopyBeforeWrite;
 use crate::dirty::DirtyBitmap;
 
 /// Size of one tracked disk block (the unit the migration sends).
@@ -25,6 +26,8 @@ pub struct DiskLog {
     file: Mutex<Option<Arc<File>>>,
     /// Blocks written since the last backup checkpoint.
     pub backup: BackupLog,
+    /// A running checkpoint's copy of the blocks the guest is about to overwrite.
+    pub cbw: CopyBeforeWrite,
 }
 
 impl DiskLog {

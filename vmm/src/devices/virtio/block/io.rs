@@ -203,6 +203,13 @@ impl BlockWorker {
                 1,
             );
         };
+        if request.kind == RequestKind::Write {
+            // A backup checkpoint's copy: the old block goes to its staging file first.
+            if let Some(log) = &self.setup.log {
+                log.cbw
+                    .before_write(request.offset, u64::from(request.data_len));
+            }
+        }
         let fd = types::Fd(self.setup.disk.as_raw_fd());
         let count = iovecs.0.len() as u32;
         let entry = match request.kind {

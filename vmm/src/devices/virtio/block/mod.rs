@@ -4,6 +4,7 @@
 //! (and, through it, in its [`backup_log`] for incremental backups).
 
 pub mod backup_log;
+pub mod copy_before_write;
 pub mod dirty;
 mod io;
 mod request;
