@@ -838,13 +838,15 @@ fn watched_lists_redraw_on_each_event_and_never_poll() {
         "nothing changed: no new read"
     );
 
-    ctl.ok(&["vm", "create", "web", "--kernel", "/k", "--no-start"]);
-    vms.wait_for(Duration::from_secs(10), |l| l.text.contains(" web "));
-    assert!(list_calls(&c, "/v1/vms") > before);
+    // Cordoned first, so the scheduler cannot give h1 the VM below and the drain
+    // finds the host empty however slowly this machine runs.
     ctl.ok(&["host", "cordon", "h1"]);
     hosts.wait_for(Duration::from_secs(10), |l| {
         l.text.contains("\"cordoned\":true")
     });
+    ctl.ok(&["vm", "create", "web", "--kernel", "/k", "--no-start"]);
+    vms.wait_for(Duration::from_secs(10), |l| l.text.contains(" web "));
+    assert!(list_calls(&c, "/v1/vms") > before);
     // A drain of an empty host is an operation that ends at once.
     ctl.ok(&["host", "drain", "h1"]);
     ops.wait_for(Duration::from_secs(10), |l| {
