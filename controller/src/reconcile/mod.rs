@@ -54,6 +54,7 @@ pub async fn pass(ctx: &Context) -> Result<()> {
     check_hosts(ctx, ctx.settings.down_after).await?;
     crate::migration::resume_orphans(ctx).await?;
     place_pending(ctx).await?;
+    crate::cloud::burst::pass(ctx).await?;
     drive_all(ctx).await
 }
 
@@ -153,11 +154,15 @@ async fn place_pending(ctx: &Context) -> Result<()> {
         let host = match picked {
             Ok(host) => host,
             Err(e) => {
+                let mut error = e.to_string();
+                if let Some(burst) = crate::cloud::burst::unplaceable(ctx, vm).await {
+                    error = format!("{error}; {burst}");
+                }
                 let why = Observed {
                     state: "pending".into(),
                     host: None,
                     at_ms: now_ms(),
-                    error: Some(e.to_string()),
+                    error: Some(error),
                 };
                 set_observed(ctx, &vm.id, why).await?;
                 continue;
