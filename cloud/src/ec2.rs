@@ -404,9 +404,12 @@ mod tests {
         }
     }
 
+    /// One change that spoils a config.
+    type Spoil = Box<dyn Fn(&mut Ec2Config)>;
+
     #[test]
     fn a_bad_value_is_refused_naming_its_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Ec2Config)>)> = vec![
+        let cases: Vec<(&str, Spoil)> = vec![
             ("ec2.ami", Box::new(|c| c.ami = "ubuntu".into())),
             ("ec2.region", Box::new(|c| c.region = String::new())),
             (
