@@ -208,4 +208,27 @@ mod tests {
             "user_data"
         );
     }
+
+    #[test]
+    fn every_cut_or_byte_flip_of_user_data_is_a_value_or_a_named_error() {
+        let good = serde_json::to_string(&HostUserData {
+            format: HostUserData::FORMAT.into(),
+            controller: "http://192.0.2.1:7070".into(),
+            join_token: "t".repeat(43),
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
+        })
+        .unwrap();
+        let bytes = good.as_bytes();
+        for cut in 0..bytes.len() {
+            let text = String::from_utf8_lossy(&bytes[..cut]);
+            assert!(!HostUserData::parse(&text).unwrap_err().field.is_empty());
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.to_vec();
+            b[i] ^= 0x5a;
+            if let Err(e) = HostUserData::parse(&String::from_utf8_lossy(&b)) {
+                assert!(!e.field.is_empty());
+            }
+        }
+    }
 }
