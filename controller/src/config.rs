@@ -181,6 +181,11 @@ pub struct Options {
     /// Between evaluations of the alert rules by the leader, ms [default: 10000].
     #[arg(long)]
     pub alert_interval_ms: Option<u64>,
+    /// `[cloud]` (config file only): the provider burst hosts are launched through,
+    /// what they are told, and the burst policy until the API sets one (docs/cloud.md).
+    #[arg(skip)]
+    #[serde(default)]
+    pub cloud: Option<crate::cloud::CloudOptions>,
 }
 
 /// Why the configuration cannot be used.
@@ -190,6 +195,9 @@ pub enum ConfigError {
     File(PathBuf, String),
     #[error("--{0}: {1}")]
     Value(&'static str, String),
+    /// A value of the file's `[cloud]` table: names the key (`cloud.ec2.ami`).
+    #[error("config file: {0}")]
+    Cloud(String),
 }
 
 /// Takes `a`'s value of each field, `b`'s where `a` has none.
@@ -211,7 +219,7 @@ impl Options {
             insecure_http, hostd_ca, max_connections, header_timeout_s, body_timeout_s,
             idle_timeout_s, max_vms_per_tenant, max_image_mib, system_images, join_token_max_age_s,
             metrics_db, scrape_interval_ms, metrics_checkpoint_s, metrics_max_series,
-            alert_interval_ms)
+            alert_interval_ms, cloud)
     }
 
     /// Reads a config file.
@@ -237,6 +245,8 @@ pub struct Config {
     /// How the API is served (TLS, connection cap, timeouts).
     pub serve: nova_http::server::ServerOptions,
     pub settings: Settings,
+    /// `[cloud]`, checked.
+    pub cloud: Option<crate::cloud::CloudOptions>,
 }
 
 /// Where the etcd credentials are.
@@ -378,7 +388,11 @@ impl Args {
                 v => ms(v, 10_000),
             },
         };
+        if let Some(c) = &o.cloud {
+            c.validate().map_err(ConfigError::Cloud)?;
+        }
         Ok(Config {
+            cloud: o.cloud.clone(),
             listen: o
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
@@ -413,6 +427,11 @@ impl Args {
                 weights,
                 retention,
                 monitoring,
+                burst_policy: o
+                    .cloud
+                    .as_ref()
+                    .and_then(|c| c.burst.clone())
+                    .unwrap_or_default(),
             },
         })
     }

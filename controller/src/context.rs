@@ -40,6 +40,8 @@ pub struct Settings {
     pub system_images: Option<std::path::PathBuf>,
     /// Metric history: where, how often, how much.
     pub monitoring: crate::history::MonitoringSettings,
+    /// The burst policy until the API sets one (`[cloud.burst]`).
+    pub burst_policy: crate::model::BurstPolicy,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             max_image_mib: 16384,
             system_images: None,
             monitoring: Default::default(),
+            burst_policy: Default::default(),
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Context {
     pub leading: watch::Receiver<bool>,
     /// This controller's name.
     pub node: String,
+    /// The cloud provider burst hosts are launched through (`[cloud]`), if any.
+    pub cloud: Option<Arc<nova_cloud::Fleet>>,
     /// One keep-alive pool for every hostd.
     http: nova_http::Client,
 }
@@ -136,8 +141,15 @@ impl Context {
             monitoring: Arc::new(monitoring),
             leading,
             node,
+            cloud: None,
             http,
         })
+    }
+
+    /// This context with a cloud provider to burst into.
+    pub fn with_cloud(mut self, cloud: nova_cloud::Fleet) -> Context {
+        self.cloud = Some(Arc::new(cloud));
+        self
     }
 
     /// The client of `host`'s hostd (its URL and the token it registered).

@@ -8,7 +8,7 @@
 //! Layers, each using only those below it: `api` (HTTP: routes, auth, errors,
 //! OpenAPI) over the domain (`reconcile`, `migration`, `vms`, `hosts`, `operations`,
 //! `retention`, `placement`, `idempotency`, `upgrades`, `monitoring`, `alerting`,
-//! `snapshots`, `templates`, `federation`, `backups`), which runs in a
+//! `snapshots`, `templates`, `federation`, `backups`, `cloud`), which runs in a
 //! `context::Context` over `events`, `slots`, `metrics`, `scheduler`, `store`, `auth` and `model`.
 
 pub mod model;
@@ -19,6 +19,7 @@ pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod backups;
+pub mod cloud;
 pub mod config;
 pub mod console;
 pub mod context;

@@ -131,7 +131,12 @@ async fn main() -> anyhow::Result<()> {
     let join = join_token(&c.join_token_file)?;
 
     let (leading, resign) = leadership(&c, &etcd).await?;
-    let ctx = Context::new(store, c.settings.clone(), leading, c.node.clone())?;
+    let mut ctx = Context::new(store, c.settings.clone(), leading, c.node.clone())?;
+    if let Some(o) = &c.cloud {
+        let cloud = nova_controller::cloud::fleet(o)?;
+        tracing::info!("cloud provider: {cloud:?}");
+        ctx = ctx.with_cloud(cloud);
+    }
     let st = AppState {
         ctx: ctx.clone(),
         join_hash: Arc::new(auth::hash(&join)),

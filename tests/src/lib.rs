@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod hostd;
 pub mod linux;
 pub mod migration;
+pub mod moto;
 pub mod net;
 pub mod vmm;
 

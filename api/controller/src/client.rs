@@ -176,6 +176,18 @@ impl ControllerClient {
             )
             .await
     }
+    /// `GET /v1/cloud/burst-policy`.
+    pub async fn burst_policy(&self) -> Result<BurstPolicy, Error> {
+        self.http.get("/v1/cloud/burst-policy").await
+    }
+    /// `PUT /v1/cloud/burst-policy`.
+    pub async fn set_burst_policy(&self, p: &BurstPolicy) -> Result<BurstPolicy, Error> {
+        self.http.put("/v1/cloud/burst-policy", p).await
+    }
+    /// `GET /v1/cloud/burst-hosts`: the burst hosts launched, with their cost.
+    pub async fn burst_hosts(&self) -> Result<BurstHosts, Error> {
+        self.http.get("/v1/cloud/burst-hosts").await
+    }
     /// Live migrations the rebalancer proposes now.
     pub async fn rebalance(&self) -> Result<Vec<Move>, Error> {
         self.http.get("/v1/rebalance").await

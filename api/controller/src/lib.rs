@@ -2,10 +2,11 @@
 //! stores and shows ([`model`]), the request and answer bodies ([`bodies`]), the
 //! cluster's migration policy ([`policy`]), the event stream's [`Event`], and
 //! (feature `client`) [`ControllerClient`]; what clusters of a federation say to each
-//! other ([`federation`]). No storage, scheduling or HTTP server here.
+//! other ([`federation`]); cloud bursting ([`cloud`]). No storage, scheduling or HTTP server here.
 
 pub mod backup;
 pub mod bodies;
+pub mod cloud;
 pub mod federation;
 pub mod model;
 pub mod monitoring;
@@ -20,6 +21,7 @@ pub use backup::*;
 pub use bodies::*;
 #[cfg(feature = "client")]
 pub use client::ControllerClient;
+pub use cloud::*;
 pub use federation::*;
 pub use model::*;
 pub use monitoring::*;

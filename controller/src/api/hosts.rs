@@ -44,6 +44,10 @@ pub async fn register(
     };
     let _ = &c;
     let creds = crate::hosts::register(&st.ctx, &by, &r).await?;
+    if let Enrolment::JoinToken(hash) = &by {
+        // A cloud host the burst policy launched joins with a token of its own.
+        crate::cloud::burst::joined(&st.ctx, hash, &r.host_id).await?;
+    }
     Ok(answer(StatusCode::CREATED, None, creds))
 }
 

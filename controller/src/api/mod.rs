@@ -6,6 +6,7 @@
 mod access;
 mod alerting;
 mod backups;
+mod cloud;
 mod console;
 mod error;
 mod federation;
@@ -177,6 +178,7 @@ pub fn router(st: AppState) -> Router {
         .merge(templates::routes())
         .merge(federation::routes())
         .merge(backups::routes())
+        .merge(cloud::routes())
         .fallback(fallback)
         .layer(with(st.clone(), federation::scope))
         .layer(with(st.clone(), middleware::idempotent))

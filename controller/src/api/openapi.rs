@@ -12,6 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::alerting;
 use super::backups;
+use super::cloud;
 use super::upgrades;
 use super::{access, console, hosts, images, monitoring, operations, policy, status, stream, vms};
 use super::{snapshots, templates};
@@ -124,6 +125,9 @@ const BEARER: &str = "bearer";
         backups::delete_backup,
         backups::restore_backup,
         backups::verify_backup,
+        cloud::get_burst_policy,
+        cloud::put_burst_policy,
+        cloud::burst_hosts,
     ),
     components(schemas(ErrorBody, crate::model::Event, crate::model::MigrationResult)),
     tags(
@@ -138,6 +142,7 @@ const BEARER: &str = "bearer";
         (name = "monitoring", description = "metric history and Prometheus service discovery"),
         (name = "alerting", description = "alert rules, alerts, silences, receivers, dead letters"),
         (name = "backups", description = "backup stores, VM backups, restore, verify, retention, GC"),
+        (name = "cloud", description = "the burst policy and the cloud hosts it launched"),
     )
 )]
 pub struct ApiDoc;

@@ -57,6 +57,7 @@ pub async fn pass(ctx: &Context) -> Result<()> {
         tracing::warn!("cross-cluster migrations after a restart: {e}");
     }
     place_pending(ctx).await?;
+    crate::cloud::burst::pass(ctx).await?;
     drive_all(ctx).await
 }
 
@@ -156,11 +157,15 @@ async fn place_pending(ctx: &Context) -> Result<()> {
         let host = match picked {
             Ok(host) => host,
             Err(e) => {
+                let mut error = e.to_string();
+                if let Some(burst) = crate::cloud::burst::unplaceable(ctx, vm).await {
+                    error = format!("{error}; {burst}");
+                }
                 let why = Observed {
                     state: "pending".into(),
                     host: None,
                     at_ms: now_ms(),
-                    error: Some(e.to_string()),
+                    error: Some(error),
                 };
                 set_observed(ctx, &vm.id, why).await?;
                 continue;
