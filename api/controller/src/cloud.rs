@@ -120,6 +120,25 @@ pub struct BurstHost {
     pub cost_usd: Option<f64>,
 }
 
+/// The data of the `cloud.launched`, `cloud.joined` and `cloud.terminated` events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BurstEvent {
+    /// The provider's machine id (`i-...`).
+    pub instance_id: String,
+    /// `ec2` (on `cloud.launched`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The VM it was launched for (on `cloud.launched`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+    /// The host id it joined as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Why it was terminated (on `cloud.terminated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// `GET /v1/cloud/burst-hosts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BurstHosts {

@@ -20,8 +20,8 @@ use super::{policy, TAG_BURST, TAG_CLUSTER};
 use crate::context::Context;
 use crate::error::Error;
 use crate::model::{
-    now_ms, AuditEntry, BurstHost, BurstHosts, BurstPolicy, BurstState, Host, HostUserData, Vm,
-    LABEL_BURST, LABEL_INSTANCE_ID, LABEL_PROVIDER, SYSTEM_TENANT,
+    now_ms, AuditEntry, BurstEvent, BurstHost, BurstHosts, BurstPolicy, BurstState, Host,
+    HostUserData, Vm, LABEL_BURST, LABEL_INSTANCE_ID, LABEL_PROVIDER, SYSTEM_TENANT,
 };
 use crate::store::{Objects, StoreError};
 
@@ -185,7 +185,12 @@ async fn launch(ctx: &Context, cloud: &Fleet, p: &BurstPolicy, vm: &Vm) -> Resul
                     "cloud.launched",
                     SYSTEM_TENANT,
                     &id,
-                    serde_json::json!({"provider": rec.provider, "instance_id": i.id, "vm": vm.id}),
+                    crate::events::data(&BurstEvent {
+                        instance_id: i.id.clone(),
+                        provider: Some(rec.provider.clone()),
+                        vm: Some(vm.id.clone()),
+                        ..BurstEvent::default()
+                    }),
                 )
                 .await;
             Ok(rec)
@@ -243,7 +248,11 @@ pub async fn joined(ctx: &Context, join_hash: &str, host_id: &str) -> crate::err
             "cloud.joined",
             SYSTEM_TENANT,
             &b.id,
-            serde_json::json!({"host": host_id, "instance_id": b.instance_id}),
+            crate::events::data(&BurstEvent {
+                instance_id: b.instance_id.clone(),
+                host: Some(host_id.to_string()),
+                ..BurstEvent::default()
+            }),
         )
         .await;
     Ok(())
@@ -406,7 +415,12 @@ async fn terminate(ctx: &Context, cloud: &Fleet, b: &BurstHost, why: &str) -> Re
             "cloud.terminated",
             SYSTEM_TENANT,
             &b.id,
-            serde_json::json!({"instance_id": b.instance_id, "host": b.host_id, "reason": why}),
+            crate::events::data(&BurstEvent {
+                instance_id: b.instance_id.clone(),
+                host: b.host_id.clone(),
+                reason: Some(why.to_string()),
+                ..BurstEvent::default()
+            }),
         )
         .await;
     Ok(())
@@ -437,7 +451,11 @@ async fn sweep(ctx: &Context, cloud: &Fleet) -> Result<()> {
                 "cloud.terminated",
                 SYSTEM_TENANT,
                 &m.id,
-                serde_json::json!({"instance_id": m.id, "reason": "unclaimed"}),
+                crate::events::data(&BurstEvent {
+                    instance_id: m.id.clone(),
+                    reason: Some("unclaimed".into()),
+                    ..BurstEvent::default()
+                }),
             )
             .await;
     }

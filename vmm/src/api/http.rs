@@ -28,6 +28,9 @@ pub struct Response {
     /// It carries a finished migration's result: once it is written, the source
     /// process may exit (see `Migration::result_read`).
     pub delivers_migration_result: bool,
+    /// It answers a stop that takes effect at once: the VM stops once it is written
+    /// (or the client has gone), never before, so the answer always leaves.
+    pub stops_vm: bool,
 }
 
 impl Response {
@@ -36,6 +39,7 @@ impl Response {
             status,
             body: serde_json::to_string(value).unwrap_or_else(|_| "{}".into()),
             delivers_migration_result: false,
+            stops_vm: false,
         }
     }
     /// An error answer: `{"error": message}`.
@@ -51,6 +55,7 @@ impl Response {
             status: 204,
             body: String::new(),
             delivers_migration_result: false,
+            stops_vm: false,
         }
     }
 }

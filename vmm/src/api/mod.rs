@@ -226,6 +226,9 @@ fn serve_connection(conn: UnixStream, served: &Served, limits: ApiLimits) {
         };
         let written = http::write_response(&mut writer, &resp);
         nova_logging::access(&method, &path, resp.status, t.elapsed(), "-");
+        if resp.stops_vm {
+            served.vm.shutdown();
+        }
         if written.is_err() {
             return;
         }
@@ -307,6 +310,19 @@ fn stop(vm: &Vm, body: &[u8]) -> Response {
     };
     if let Err(e) = req.validate() {
         return Response::bad_field(e);
+    }
+    if vm.stops_at_once(req.force) {
+        // Stopped by the connection once this answer is written: stopping here could
+        // end the process before the answer leaves.
+        let mut resp = Response::json(
+            202,
+            &StopReport {
+                power_button: false,
+                timeout_ms: req.timeout_ms,
+            },
+        );
+        resp.stops_vm = true;
+        return resp;
     }
     let power_button = vm.stop(req.force, Duration::from_millis(req.timeout_ms));
     Response::json(

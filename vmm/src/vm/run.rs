@@ -108,12 +108,18 @@ impl Vm {
         self.exit.send(VmExit::Shutdown);
     }
 
+    /// Whether `stop(force, ..)` stops the VM at once rather than pressing the power
+    /// button: when forced, or without ACPI (no button the guest knows).
+    pub fn stops_at_once(&self, force: bool) -> bool {
+        force || !self.config.acpi
+    }
+
     /// Stops the VM: at once when `force` or when it has no ACPI (no power button
     /// the guest knows); otherwise presses the power button and stops it after
     /// `timeout` unless the guest powers off first. Says whether the button was
     /// pressed.
     pub fn stop(&self, force: bool, timeout: Duration) -> bool {
-        if force || !self.config.acpi {
+        if self.stops_at_once(force) {
             self.shutdown();
             return false;
         }
