@@ -315,21 +315,7 @@ async fn gw_complete(
     Path((id, hm)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let (ip, token) = credential(&req);
-    let g = match open_gateway(&st, &id, ip, &token).await {
-        Ok(g) => g,
-        Err(r) => return r,
-    };
-    let path = req.uri().path().to_string();
-    let r = match body::<IncomingOutcome>(req).await {
-        Ok(o) => match g.complete(&st.ctx, &hm, &o).await {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => passed(e).into_response(),
-        },
-        Err(r) => r,
-    };
-    audit(&st, &g, &Method::POST, &path, r.status()).await;
-    r
+    gw_end(st, id, hm, req, false).await
 }
 
 async fn gw_abort(
@@ -337,6 +323,12 @@ async fn gw_abort(
     Path((id, hm)): Path<(String, String)>,
     req: Request,
 ) -> Response {
+    gw_end(st, id, hm, req, true).await
+}
+
+/// The end of an incoming migration, completed or aborted: the same gateway check,
+/// body and audit either way.
+async fn gw_end(st: AppState, id: String, hm: String, req: Request, abort: bool) -> Response {
     let (ip, token) = credential(&req);
     let g = match open_gateway(&st, &id, ip, &token).await {
         Ok(g) => g,
@@ -344,10 +336,17 @@ async fn gw_abort(
     };
     let path = req.uri().path().to_string();
     let r = match body::<IncomingOutcome>(req).await {
-        Ok(o) => match g.abort(&st.ctx, &hm, &o).await {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => passed(e).into_response(),
-        },
+        Ok(o) => {
+            let ended = if abort {
+                g.abort(&st.ctx, &hm, &o).await
+            } else {
+                g.complete(&st.ctx, &hm, &o).await
+            };
+            match ended {
+                Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                Err(e) => passed(e).into_response(),
+            }
+        }
         Err(r) => r,
     };
     audit(&st, &g, &Method::POST, &path, r.status()).await;
