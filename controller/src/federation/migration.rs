@@ -108,19 +108,10 @@ async fn run(
         .ok_or_else(|| failed("the VM is not placed"))?;
     let src = ctx.store.must_read::<Host>(&src_id).await.map_err(failed)?;
     let me = local(ctx).await.map_err(failed)?;
-    // Claim the VM: nobody else may migrate it, the reconcile loop leaves it alone.
-    let mut claimed = false;
-    ctx.store
-        .update::<Vm, _>(vm_id, |v| {
-            claimed = v.migrating.is_none() && v.host.as_deref() == Some(src_id.as_str());
-            if claimed {
-                v.migrating = Some(op_id.to_string());
-            }
-            claimed
-        })
+    if !crate::migration::claim(ctx, vm_id, &src_id, op_id)
         .await
-        .map_err(failed)?;
-    if !claimed {
+        .map_err(failed)?
+    {
         return Err(failed("the VM moved or is already migrating"));
     }
     let mut base = MigrationResult {

@@ -102,19 +102,7 @@ pub async fn migrate(
         .map_err(failed)?;
         tokio::time::sleep(POLL).await;
     };
-    // Claim the VM: nobody else may migrate it, the reconcile loop leaves it alone.
-    let mut claimed = false;
-    ctx.store
-        .update::<Vm, _>(vm_id, |v| {
-            claimed = v.migrating.is_none() && v.host.as_deref() == Some(src_id.as_str());
-            if claimed {
-                v.migrating = Some(op_id.to_string());
-            }
-            claimed
-        })
-        .await
-        .map_err(failed)?;
-    if !claimed {
+    if !claim(ctx, vm_id, &src_id, op_id).await.map_err(failed)? {
         return Err(failed("the VM moved or is already migrating"));
     }
     let started = MigrationResult {
@@ -315,4 +303,26 @@ pub async fn resume_orphans(ctx: &Context) -> std::result::Result<(), StoreError
         });
     }
     Ok(())
+}
+
+/// Claims `vm_id` for the migration `op_id` while it is still on `src_id` and no other
+/// migration holds it: nobody else may migrate it, and the reconcile loop leaves it
+/// alone. False when it moved or is already migrating.
+pub(crate) async fn claim(
+    ctx: &Context,
+    vm_id: &str,
+    src_id: &str,
+    op_id: &str,
+) -> std::result::Result<bool, crate::store::StoreError> {
+    let mut claimed = false;
+    ctx.store
+        .update::<Vm, _>(vm_id, |v| {
+            claimed = v.migrating.is_none() && v.host.as_deref() == Some(src_id);
+            if claimed {
+                v.migrating = Some(op_id.to_string());
+            }
+            claimed
+        })
+        .await?;
+    Ok(claimed)
 }
