@@ -440,6 +440,14 @@ fn cutting_the_link_before_the_switch_leaves_the_vm_on_the_source() {
     assert_eq!(after.state, VmState::Running, "{after:?}");
     assert_eq!(after.pid, vm.pid);
     assert!(ticking(&t.a, "c"), "the guest runs on the source");
+    // The failure was reported only once the source VMM had let go of its stream:
+    // the cancel cut its connections, so nothing of the old migration still runs.
+    let vmm_status = m.vmm.as_ref().map(|v| v.state);
+    assert_ne!(
+        vmm_status,
+        Some(nova_vmm_api::MigrationState::Running),
+        "{m:?}"
+    );
     // The link back: the destination has let go of it by itself.
     nova_tests::net::ip(&["-n", &t.ns_a.name, "link", "set", &dev, "up"]);
     wait_for(30, "the destination to let go", || {
@@ -447,6 +455,16 @@ fn cutting_the_link_before_the_switch_leaves_the_vm_on_the_source() {
             .is_err_and(|e| e.is_not_found())
             .then_some(())
     });
+    // A retry straight away is taken (not "a migration is already running") and moves it.
+    migrate(&t.a, "c", &t.b, MigrationParams::default());
+    let m = wait_migration(&t.a, "c", Duration::from_secs(60));
+    assert_eq!(
+        m.state,
+        MigrationState::Completed,
+        "{m:?}\n{}",
+        t.a.stderr()
+    );
+    assert_eq!(t.b.ok(t.b.api().vm("c")).state, VmState::Running);
 }
 
 #[test]

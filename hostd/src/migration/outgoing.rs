@@ -224,14 +224,17 @@ impl Migrations {
                     }
                 }
             }
-            if cancelled_at.is_some_and(|t| t.elapsed() > CANCEL_GRACE) {
-                // The VMM has not confirmed the cancel (its stream is stuck on a dead
-                // link). It never switched, so the VM runs here: stop waiting for it.
-                return End::Failed(Error::Peer(format!(
+            let peer_gone = || {
+                Error::Peer(format!(
                     "the destination hostd {} stopped answering before the switch; migration \
                      cancelled",
                     peer.url()
-                )));
+                ))
+            };
+            if cancelled_at.is_some_and(|t| t.elapsed() > CANCEL_GRACE) {
+                // The VMM has not confirmed the cancel. It never switched, so the VM
+                // runs here: stop waiting for it.
+                return End::Failed(peer_gone());
             }
             let answer = match vm.vmm() {
                 Ok(vmm) => vmm.migration().await.map_err(Error::vmm),
@@ -269,6 +272,10 @@ impl Migrations {
                 // Contact lost after the switch: the VM is paused here and may run
                 // there. Never resume it here on a guess: the destination decides.
                 VmmState::Unknown => return End::Unknown,
+                // Our own cancel (the peer went away) cut the VMM's connections.
+                VmmState::Failed | VmmState::Cancelled if cancelled_at.is_some() => {
+                    return End::Failed(peer_gone());
+                }
                 VmmState::Failed | VmmState::Cancelled => {
                     let why = s
                         .error

@@ -1,10 +1,14 @@
 //! The source's record of its migration: the latest one's status (what
-//! `GET /v1/migration` reports), its cancel flag, and whether its final result has
-//! been read (the process exits once the VM has moved, but not before that). One
-//! migration runs at a time: the [`Slot`] refuses a second.
+//! `GET /v1/migration` reports), its cancel flag (which also cuts its connections
+//! until the switch), and whether its final result has been read (the process exits
+//! once the VM has moved, but not before that). One migration runs at a time: the
+//! [`Slot`] refuses a second.
 
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use super::error::MigrationError;
 
 use nova_vmm_api::{MigrationMode, MigrationState, MigrationStatus};
 
@@ -13,6 +17,17 @@ pub struct Outgoing {
     status: Mutex<MigrationStatus>,
     cancel: AtomicBool,
     result_read: AtomicBool,
+    links: Mutex<Links>,
+}
+
+/// The migration's connections as a cancel sees them: handles on each socket until
+/// the switch (a cancel shuts them down, so a sender blocked on a dead link fails at
+/// once instead of after the peer timeout), none after it (the destination owns the
+/// VM then, and its connections must live).
+#[derive(Default)]
+struct Links {
+    sockets: Vec<TcpStream>,
+    switched: bool,
 }
 
 impl Outgoing {
@@ -21,7 +36,12 @@ impl Outgoing {
             status: Mutex::new(MigrationStatus::started(mode)),
             cancel: AtomicBool::new(false),
             result_read: AtomicBool::new(false),
+            links: Mutex::new(Links::default()),
         }
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Its status now.
@@ -37,9 +57,50 @@ impl Outgoing {
         f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Asks the sender to stop before the switch (`DELETE /v1/migration`).
+    /// Asks the sender to stop before the switch (`DELETE /v1/migration`): before it,
+    /// its connections are shut down, so a sender stuck writing to a dead link fails
+    /// now and resumes the VM here; after it, nothing changes.
     pub fn cancel(&self) {
+        let links = self.links();
         self.cancel.store(true, Ordering::SeqCst);
+        if !links.switched {
+            for s in &links.sockets {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Lets a cancel cut `socket`, one of this migration's connections, until the
+    /// switch (a connection made after a cancel is cut at once).
+    pub fn watch(&self, socket: &TcpStream) -> Result<(), MigrationError> {
+        let mut links = self.links();
+        let handle = socket
+            .try_clone()
+            .map_err(|e| MigrationError::Vm(format!("a handle on the connection: {e}")))?;
+        if self.is_cancelled() {
+            let _ = handle.shutdown(Shutdown::Both);
+            return Err(MigrationError::Cancelled);
+        }
+        links.sockets.push(handle);
+        Ok(())
+    }
+
+    /// The switch is about to be sent: fails with `Cancelled` if a cancel came first;
+    /// otherwise from now on a cancel changes nothing.
+    pub fn enter_switch(&self) -> Result<(), MigrationError> {
+        let mut links = self.links();
+        if self.is_cancelled() {
+            return Err(MigrationError::Cancelled);
+        }
+        links.switched = true;
+        links.sockets.clear();
+        Ok(())
+    }
+
+    /// The sender is done with its connections: the handles a cancel would cut are
+    /// closed too, so that the peer sees them end.
+    pub fn release_links(&self) {
+        self.links().sockets.clear();
     }
 
     /// Whether [`cancel`](Self::cancel) was asked.

@@ -96,6 +96,7 @@ fn run(vm: Arc<Vm>, req: MigrationRequest, dial: Dial, mig: Arc<Outgoing>) {
     let t0 = Instant::now();
     let was_paused = vm.control.is_paused();
     let result = migrate(&vm, &req, &dial, &mig, t0);
+    mig.release_links();
     let total_ms = t0.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(Outcome::Completed) => {
@@ -121,6 +122,12 @@ fn run(vm: Arc<Vm>, req: MigrationRequest, dial: Dial, mig: Arc<Outgoing>) {
             );
         }
         Err(e) => {
+            // A cancel cuts the connections: whatever error that caused, it was the cancel.
+            let e = if mig.is_cancelled() {
+                MigrationError::Cancelled
+            } else {
+                e
+            };
             vm.reset_dirty();
             if !was_paused {
                 vm.resume();
@@ -152,6 +159,7 @@ fn migrate(
         .validate()
         .map_err(|e| MigrationError::Vm(e.to_string()))?;
     let control = connect(addr, dial)?;
+    mig.watch(control.writer.socket())?;
     let mut conns = vec![control.writer];
     let config = serde_json::to_vec(&vm.config).map_err(|e| MigrationError::Vm(e.to_string()))?;
     // A migration that may switch to post-copy brings a connection for the pages the
@@ -175,6 +183,7 @@ fn migrate(
     // before the Welcome could overtake the Hello and be dropped.
     for i in 1..req.params.connections {
         let mut c = connect(addr, dial)?.writer;
+        mig.watch(c.socket())?;
         protocol::send(
             &mut c,
             &Message::DataHello {
@@ -187,6 +196,7 @@ fn migrate(
     let mut urgent = None;
     if wants_urgent {
         let mut c = connect(addr, dial)?.writer;
+        mig.watch(c.socket())?;
         protocol::send(&mut c, &Message::UrgentHello { version: VERSION })?;
         urgent = Some(c);
     }
@@ -383,7 +393,7 @@ fn migrate(
     tracing::debug!("stop-and-copy: sent at {:?}", paused_at.elapsed());
     expect_soon(&mut reader, "Ready", |m| *m == Message::Ready)?;
     tracing::debug!("stop-and-copy: ready at {:?}", paused_at.elapsed());
-    ctx.check_cancel()?;
+    mig.enter_switch()?;
 
     // The switch. After this line the destination owns the VM.
     mig.update(|s| s.phase = "switch".into());
