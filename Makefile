@@ -139,7 +139,7 @@ bench-migration: deps guest-images build-release
 
 bench-block-migration: deps guest-images build-release
 	$(RELEASE_BIN)/bench-block-migration --vmm $(RELEASE_BIN)/nova-vmm --guest $(OUT)/testguest.elf \
-		--runs 3 --out docs/benchmarks
+		--runs 3 --out docs/benchmarks --link-mbit 0,1000,100
 
 bench-hostd: deps guest-images build-release
 	$(RELEASE_BIN)/bench-hostd --hostd $(RELEASE_BIN)/nova-hostd --vmm $(RELEASE_BIN)/nova-vmm \

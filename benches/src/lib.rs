@@ -26,8 +26,10 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Of the values that were measured: a run whose figure could not be taken (NaN)
+    /// does not count, rather than sorting last and passing for the worst.
     pub fn of(values: &[f64]) -> Summary {
-        let mut v = values.to_vec();
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         v.sort_by(|a, b| a.total_cmp(b));
         let n = v.len();
         let median = if n == 0 {
