@@ -100,6 +100,11 @@ pub struct Options {
     /// PEM file of the CA that signs hosts' (https) hostd certificates.
     #[arg(long)]
     pub hostd_ca: Option<PathBuf>,
+    /// PEM file of the CA that signs federation peers' (https) certificates: peers
+    /// are then trusted through it and the web roots only, not through
+    /// `--hostd-ca` [default: `--hostd-ca`].
+    #[arg(long)]
+    pub federation_peer_ca: Option<PathBuf>,
     /// Open API connections at most (more wait) [default: 1024].
     #[arg(long)]
     pub max_connections: Option<usize>,
@@ -216,7 +221,7 @@ impl Options {
             etcd_key, etcd_user, etcd_password_file, operations_max_age_s,
             operations_max_count, audit_max_age_s, audit_max_count, events_max_age_s,
             events_max_count, idempotency_ttl_s, prune_interval_s, tls_cert, tls_key,
-            insecure_http, hostd_ca, max_connections, header_timeout_s, body_timeout_s,
+            insecure_http, hostd_ca, federation_peer_ca, max_connections, header_timeout_s, body_timeout_s,
             idle_timeout_s, max_vms_per_tenant, max_image_mib, system_images, join_token_max_age_s,
             metrics_db, scrape_interval_ms, metrics_checkpoint_s, metrics_max_series,
             alert_interval_ms, cloud)
@@ -417,6 +422,7 @@ impl Args {
             },
             serve,
             settings: Settings {
+                federation_peer_ca: o.federation_peer_ca.or_else(|| o.hostd_ca.clone()),
                 hostd_ca: o.hostd_ca,
                 system_images: o.system_images,
                 max_vms_per_tenant,

@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(60),
         )),
         federation: Arc::new(nova_controller::federation::Federation::new(
-            c.settings.hostd_ca.clone(),
+            c.settings.federation_peer_ca.clone(),
         )?),
     };
     tokio::spawn(nova_controller::federation::view::run(

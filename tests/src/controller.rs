@@ -117,6 +117,9 @@ pub struct Opts {
     /// The address it listens on (127.0.0.1 when None): a bridge's, for hosts in
     /// network namespaces.
     pub ip: Option<String>,
+    /// The network namespace it runs in (`ip netns exec`; `ip` should be an address
+    /// of that namespace the harness reaches, e.g. a [`crate::hostd::Bridged`] one).
+    pub netns: Option<String>,
     /// More flags (`--etcd-ca`, `--config`, retention, ...).
     pub args: Vec<String>,
     /// The CA the harness's clients trust (with `--tls-cert` in `args`).
@@ -134,6 +137,7 @@ impl Default for Opts {
             heartbeat_ms: Some(500),
             port: None,
             ip: None,
+            netns: None,
             args: vec![],
             ca: None,
         }
@@ -175,7 +179,16 @@ impl Controller {
             .unwrap_or_else(|| format!("sqlite:{}", dir.join("controller.db").display()));
         let logfile = dir.join(format!("{}.log", o.node));
         let log = std::fs::File::create(&logfile).unwrap();
-        let child = Command::new(binary("nova-controller"))
+        let mut cmd = match &o.netns {
+            // `ip` execs the controller: the child's pid is the controller's own.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary("nova-controller"));
+                c
+            }
+            None => Command::new(binary("nova-controller")),
+        };
+        let child = cmd
             .arg("--listen")
             .arg(format!("{ip}:{port}"))
             .arg("--store")

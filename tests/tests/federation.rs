@@ -1,11 +1,15 @@
-//! Federation end to end, three real controllers (each its own SQLite store) on
-//! loopback: peering through the handshake (each side's admin token, signed
-//! proofs), `novactl federation join|list|leave`; a federated list with one peer
-//! killed (a partial answer naming it); a federated token of cluster A honoured by B
-//! per B's trust policy and refused by C where C's says no (refused after
-//! revocation, at once or, for a peer down then, once it is back; still honoured
-//! after A rotates its key); and a VM placed "anywhere" landing
-//! on the cluster whose real hostd has room, where it boots the test guest.
+//! Federation end to end (over 500 lines: five stories, each on its own clusters),
+//! three real controllers (each its own SQLite store), each with its hosts in its own
+//! network namespace on one bridge, so the clusters talk to each other over veths:
+//! peering through the handshake (each side's admin token, signed proofs),
+//! `novactl federation join|list|leave`; a federated list with one peer cut off the
+//! network and one killed (a partial answer naming it); a federated token of cluster
+//! A honoured by B per B's trust policy and refused by C where C's says no (refused
+//! after revocation, at once or, for a peer down then, once it is back; still
+//! honoured after A rotates its key); and a VM placed "anywhere" landing on the
+//! cluster whose real hostd has room, where it boots the test guest. Peering over
+//! TLS (and `--federation-peer-ca`) runs on loopback: the dev CA's certificates
+//! name 127.0.0.1.
 
 use std::process::Command;
 
@@ -17,20 +21,57 @@ use nova_controller_api::{
 use nova_tests::controller::{
     block_on, refusal, register_host, status, stopped_spec, wait_for, Controller, Opts,
 };
-use nova_tests::hostd::{testguest, Hostd, Opts as HostdOpts};
+use nova_tests::hostd::{testguest, Bridged, Hostd};
+use nova_tests::net::require_netns;
 use nova_tests::{binary, require_kvm, unique, TempDir};
 
-/// A controller on its own SQLite store, named `name` in the federation.
+/// A controller on its own SQLite store, named `name` in the federation, on
+/// loopback.
 fn cluster(dir: &TempDir, name: &str, region: Option<&str>) -> Controller {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
-    let c = Controller::sqlite(&d);
+    named(Controller::sqlite(&d), name, region)
+}
+
+fn named(c: Controller, name: &str, region: Option<&str>) -> Controller {
     block_on(c.api.set_identity(&IdentityPatch {
         name: Some(name.into()),
         region: region.map(Into::into),
     }))
     .unwrap();
     c
+}
+
+/// The clusters' names, one a network namespace.
+const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
+
+/// Three network namespaces on one bridge, one a cluster: its controller (and its
+/// hosts, when a test starts some) in it, listening on its address there; peers
+/// reach each other over the bridge, the test from the root namespace. None where
+/// namespaces cannot be made (a failure under NOVA_REQUIRE_KVM=1).
+fn namespaces() -> Option<Bridged> {
+    require_netns().then(|| Bridged::with_namespaces(3))
+}
+
+/// The controller of cluster `i` (NAMES[i]) in namespace `i` of `net`, on `port`
+/// (a free one when None) with the store in `d`'s NAMES[i].
+fn controller_in(d: &TempDir, net: &Bridged, i: usize, port: Option<u16>) -> Controller {
+    let dir = d.join(NAMES[i]);
+    std::fs::create_dir_all(&dir).unwrap();
+    Controller::start(
+        &dir,
+        Opts {
+            ip: Some(net.host_ip(i)),
+            netns: Some(net.ns[i].name.clone()),
+            port,
+            ..Opts::default()
+        },
+    )
+}
+
+/// Clusters alpha, beta and gamma in `net`'s namespaces (gamma's region `regions[2]`).
+fn clusters_in(d: &TempDir, net: &Bridged, regions: [Option<&str>; 3]) -> [Controller; 3] {
+    [0, 1, 2].map(|i| named(controller_in(d, net, i, None), NAMES[i], regions[i]))
 }
 
 fn id_of(c: &Controller) -> String {
@@ -97,12 +138,9 @@ fn novactl(c: &Controller, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn clusters_peer_by_handshake_list_their_peers_and_leave() {
+    let Some(net) = namespaces() else { return };
     let d = TempDir::new();
-    let (a, b, c) = (
-        cluster(&d, "alpha", None),
-        cluster(&d, "beta", None),
-        cluster(&d, "gamma", None),
-    );
+    let [a, b, c] = clusters_in(&d, &net, [None; 3]);
     // The keys are public, and the same on both sides of a peering.
     let jwks = block_on(a.anonymous().jwks()).unwrap();
     assert_eq!(jwks.keys.len(), 1);
@@ -202,12 +240,9 @@ fn clusters_peer_by_handshake_list_their_peers_and_leave() {
 
 #[test]
 fn a_federated_list_with_a_peer_down_answers_the_others_and_names_it() {
+    let Some(net) = namespaces() else { return };
     let d = TempDir::new();
-    let (a, b, mut c) = (
-        cluster(&d, "alpha", None),
-        cluster(&d, "beta", None),
-        cluster(&d, "gamma", None),
-    );
+    let [a, b, mut c] = clusters_in(&d, &net, [None; 3]);
     join(&a, &b, vec![]);
     join(&a, &c, vec![]);
     let aid = id_of(&a);
@@ -239,6 +274,30 @@ fn a_federated_list_with_a_peer_down_answers_the_others_and_names_it() {
     let hosts = block_on(a.api.federated::<Host>("/v1/hosts", None)).unwrap();
     assert_eq!(hosts.items.len(), 3);
     assert!(hosts.items.iter().all(|h| h.item.hostd_token.is_empty()));
+
+    // Gamma cut off the network (its link down, the process up): alpha answers
+    // within the deadline with alpha's and beta's, naming gamma; back on the
+    // network, gamma answers again.
+    let link = |state: &str| {
+        let out = net.ns[2].run(&["ip", "link", "set", &net.dev[2], state]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    link("down");
+    let cut = list(500);
+    assert!(cut.partial, "{:?}", cut.clusters);
+    assert_eq!(cut.items.len(), 5, "alpha's and beta's");
+    let gamma = cut.clusters.iter().find(|c| c.name == "gamma").unwrap();
+    assert!(!gamma.answered && gamma.error.is_some(), "{gamma:?}");
+    assert!(cut.items.iter().all(|l| l.cluster != gamma.cluster_id));
+    link("up");
+    wait_for(30, "gamma to answer again", || {
+        let l = list(2000);
+        (!l.partial && l.items.len() == 6).then_some(())
+    });
 
     c.kill();
     let some = list(500);
@@ -273,12 +332,9 @@ fn whoami(c: &Controller, token: &str) -> Result<nova_controller_api::Whoami, u1
 
 #[test]
 fn a_federated_token_is_honoured_per_each_peers_policy_and_refused_where_it_says_no() {
+    let Some(net) = namespaces() else { return };
     let d = TempDir::new();
-    let (a, b, mut c) = (
-        cluster(&d, "alpha", None),
-        cluster(&d, "beta", None),
-        cluster(&d, "gamma", None),
-    );
+    let [a, b, mut c] = clusters_in(&d, &net, [None; 3]);
     join(&a, &b, vec![]);
     join(&a, &c, vec![]);
     let aid = id_of(&a);
@@ -384,18 +440,11 @@ fn a_federated_token_is_honoured_per_each_peers_policy_and_refused_where_it_says
     let t3 = fed(&carol, vec![]);
     assert_eq!(whoami(&c, &t3.token).unwrap().user, "carol@alpha");
     let port: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
-    let dir = c.dir.clone();
     c.kill();
     let r = block_on(a.as_(&carol).revoke_federated_token(&t3.jti)).unwrap();
     let gid = r.peers_missed.first().cloned().expect("gamma was not told");
     assert!(r.peers_told.contains(&id_of(&b)), "{r:?}");
-    let c = Controller::start(
-        &dir,
-        Opts {
-            port: Some(port),
-            ..Opts::default()
-        },
-    );
+    let c = controller_in(&d, &net, 2, Some(port));
     assert_eq!(id_of(&c), gid, "the same cluster, from its store");
     wait_for(30, "gamma to pull alpha's revocation", || {
         (whoami(&c, &t3.token) == Err(401)).then_some(())
@@ -414,25 +463,21 @@ fn host_mem_mib() -> u64 {
     kb / 1024
 }
 
-/// A real hostd registered with `c`, admitting about `mem_mib` of guest memory.
-fn hostd_with(c: &Controller, mem_mib: Option<u64>) -> Hostd {
+/// A real hostd in cluster `i`'s namespace of `net`, registered with `c` (that
+/// cluster's controller), admitting about `mem_mib` of guest memory.
+fn hostd_with(net: &Bridged, i: usize, c: &Controller, mem_mib: Option<u64>) -> Hostd {
     let mut args = vec![
         "--controller".into(),
         c.url.clone(),
         "--join-token-file".into(),
         c.dir.join("join.token").display().to_string(),
-        "--bridge".into(),
-        unique("nbr"),
     ];
     if let Some(m) = mem_mib {
         let ratio = m as f64 / host_mem_mib() as f64;
         args.extend(["--mem-overcommit".into(), format!("{ratio:.8}")]);
         args.extend(["--mem-reserve-mib".into(), "0".into()]);
     }
-    Hostd::start(HostdOpts {
-        args,
-        ..HostdOpts::default()
-    })
+    net.hostd(i, &args)
 }
 
 fn wait_ready(c: &Controller) {
@@ -468,18 +513,15 @@ fn a_vm_placed_anywhere_lands_on_the_cluster_with_room_and_boots_there() {
     if !require_kvm() {
         return;
     }
+    let Some(net) = namespaces() else { return };
     let d = TempDir::new();
-    let (a, b, c) = (
-        cluster(&d, "alpha", Some("eu")),
-        cluster(&d, "beta", Some("eu")),
-        cluster(&d, "gamma", Some("us")),
-    );
+    let [a, b, mut c] = clusters_in(&d, &net, [Some("eu"), Some("eu"), Some("us")]);
     // Alpha's host admits 32 MiB of guests, beta's 160 MiB, gamma's the machine.
-    let _hosts = (
-        hostd_with(&a, Some(32)),
-        hostd_with(&b, Some(160)),
-        hostd_with(&c, None),
-    );
+    let mut hosts = vec![
+        hostd_with(&net, 0, &a, Some(32)),
+        hostd_with(&net, 1, &b, Some(160)),
+        hostd_with(&net, 2, &c, None),
+    ];
     for ctl in [&a, &b, &c] {
         wait_ready(ctl);
     }
@@ -530,7 +572,8 @@ fn a_vm_placed_anywhere_lands_on_the_cluster_with_room_and_boots_there() {
     let r = place(&a.api, "lost", Target::Cluster("delta".into()));
     assert_eq!(refusal(r).1.as_deref(), Some("placement.cluster"));
     // Gamma down: anywhere else with room (beta still has about 96 MiB).
-    drop(c);
+    drop(hosts.pop());
+    c.kill();
     let g = place(&a.api, "fallback", Target::Anywhere(Constraints::default())).unwrap();
     assert_eq!(g.name, "beta", "{:?}", g.candidates);
     let gamma = g.candidates.iter().find(|c| c.name == "gamma").unwrap();
@@ -544,9 +587,28 @@ fn a_vm_placed_anywhere_lands_on_the_cluster_with_room_and_boots_there() {
     );
 }
 
-/// A controller serving https with the dev CA in `ca` (and, with `trust`, calling
-/// its peers trusting that CA: `--hostd-ca`).
+/// A controller serving https with the certificate of the dev CA in `ca` (and, with
+/// `trust`, calling its peers trusting that CA: `--hostd-ca`).
 fn tls_cluster(dir: &TempDir, name: &str, ca: &std::path::Path, trust: bool) -> Controller {
+    let flags = if trust {
+        vec![
+            "--hostd-ca".to_string(),
+            ca.join("ca.pem").display().to_string(),
+        ]
+    } else {
+        vec![]
+    };
+    tls_cluster_with(dir, name, ca, flags)
+}
+
+/// A controller serving https with the certificate of the dev CA in `ca`, with
+/// `flags`.
+fn tls_cluster_with(
+    dir: &TempDir,
+    name: &str,
+    ca: &std::path::Path,
+    flags: Vec<String>,
+) -> Controller {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
     let mut args = vec![
@@ -555,9 +617,7 @@ fn tls_cluster(dir: &TempDir, name: &str, ca: &std::path::Path, trust: bool) -> 
         "--tls-key".into(),
         ca.join("server.key").display().to_string(),
     ];
-    if trust {
-        args.extend(["--hostd-ca".into(), ca.join("ca.pem").display().to_string()]);
-    }
+    args.extend(flags);
     let c = Controller::start(
         &d,
         Opts {
@@ -566,18 +626,12 @@ fn tls_cluster(dir: &TempDir, name: &str, ca: &std::path::Path, trust: bool) -> 
             ..Opts::default()
         },
     );
-    block_on(c.api.set_identity(&IdentityPatch {
-        name: Some(name.into()),
-        region: None,
-    }))
-    .unwrap();
-    c
+    named(c, name, None)
 }
 
-#[test]
-fn clusters_peer_over_tls_and_refuse_a_peer_whose_certificate_they_cannot_verify() {
-    let d = TempDir::new();
-    let ca = d.join("ca");
+/// A fresh dev CA (its own key) in `dir`'s `name`.
+fn dev_ca(dir: &TempDir, name: &str) -> std::path::PathBuf {
+    let ca = dir.join(name);
     let out = Command::new(binary("nova-controller"))
         .arg("dev-ca")
         .arg(&ca)
@@ -588,6 +642,13 @@ fn clusters_peer_over_tls_and_refuse_a_peer_whose_certificate_they_cannot_verify
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    ca
+}
+
+#[test]
+fn clusters_peer_over_tls_and_refuse_a_peer_whose_certificate_they_cannot_verify() {
+    let d = TempDir::new();
+    let ca = dev_ca(&d, "ca");
     let a = tls_cluster(&d, "alpha", &ca, true);
     let b = tls_cluster(&d, "beta", &ca, true);
     let stranger = tls_cluster(&d, "stranger", &ca, false);
@@ -613,4 +674,72 @@ fn clusters_peer_over_tls_and_refuse_a_peer_whose_certificate_they_cannot_verify
     }));
     assert_eq!(refusal(r), (409, Some("peer_url".into())));
     assert_eq!(peer_names(&b), ["alpha"]);
+}
+
+#[test]
+fn with_a_federation_peer_ca_peers_are_trusted_through_it_and_not_through_the_hosts_ca() {
+    let d = TempDir::new();
+    // The cluster's own CA (its hosts', and gamma's certificate) and the
+    // federation's (beta's certificate).
+    let own = dev_ca(&d, "own-ca");
+    let federation = dev_ca(&d, "federation-ca");
+    let pem = |ca: &std::path::Path| ca.join("ca.pem").display().to_string();
+    let a = tls_cluster_with(
+        &d,
+        "alpha",
+        &own,
+        vec![
+            "--hostd-ca".into(),
+            pem(&own),
+            "--federation-peer-ca".into(),
+            pem(&federation),
+        ],
+    );
+    let b = tls_cluster_with(&d, "beta", &federation, vec![]);
+    let c = tls_cluster_with(&d, "gamma", &own, vec![]);
+    // Beta's certificate chains to the federation CA: alpha peers with it.
+    join(&a, &b, vec![]);
+    assert_eq!(peer_names(&a), ["beta"]);
+    // Gamma's chains only to alpha's own (hosts') CA: refused, naming the URL.
+    let r = block_on(a.api.join_federation(&JoinRequest {
+        peer_url: c.url.clone(),
+        peer_token: c.admin.clone(),
+        self_url: a.url.clone(),
+        trust: TrustPolicy::default(),
+        placement: true,
+    }));
+    assert_eq!(refusal(r), (409, Some("peer_url".into())));
+    assert_eq!(peer_names(&a), ["beta"]);
+    assert!(peer_names(&c).is_empty());
+    // Without the flag the hosts' CA is the peers' CA too: the same cluster
+    // configuration, less the flag, peers with gamma.
+    let a2 = tls_cluster_with(&d, "alpha2", &own, vec!["--hostd-ca".into(), pem(&own)]);
+    join(&a2, &c, vec![]);
+    assert_eq!(peer_names(&a2), ["gamma"]);
+    // The config file's key does what the flag does.
+    let file = d.join("federation.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "hostd_ca = {:?}\nfederation_peer_ca = {:?}\n",
+            pem(&own),
+            pem(&federation)
+        ),
+    )
+    .unwrap();
+    let a3 = tls_cluster_with(
+        &d,
+        "alpha3",
+        &own,
+        vec!["--config".into(), file.display().to_string()],
+    );
+    join(&a3, &b, vec![]);
+    let r = block_on(a3.api.join_federation(&JoinRequest {
+        peer_url: c.url.clone(),
+        peer_token: c.admin.clone(),
+        self_url: a3.url.clone(),
+        trust: TrustPolicy::default(),
+        placement: true,
+    }));
+    assert_eq!(refusal(r), (409, Some("peer_url".into())));
 }

@@ -230,8 +230,10 @@ fn main() -> anyhow::Result<()> {
         "Command: `{command}` (release build; `make bench-federation`). Three controllers \
          (SQLite each) peered on loopback on this machine's {cores} cores; the client, the \
          three controllers and the JSON of every VM share them. A federated list is the \
-         asking controller's own VMs plus each peer's, fetched in parallel (1,000 a page) \
-         with a federated token per peer, then answered as one body.\n\n"
+         asking controller's own VMs plus each peer's, asked of every peer in parallel \
+         with a federated token per peer (one request and one body per peer, over the \
+         pooled keep-alive connection; each peer's VMs decoded once, typed), then \
+         answered as one body.\n\n"
     );
     md += "| request | VMs | runs | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n";
     md += &format!(

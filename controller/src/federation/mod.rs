@@ -114,7 +114,8 @@ pub struct Mint<'a> {
 
 impl Federation {
     /// The pool peers are called through; https peers are trusted through the web
-    /// roots and `ca_file` (the controller's `--hostd-ca`).
+    /// roots and `ca_file` (the controller's `--federation-peer-ca`, else its
+    /// `--hostd-ca`).
     pub fn new(ca_file: Option<std::path::PathBuf>) -> Result<Federation> {
         let opts = nova_http::ClientOptions {
             timeout: Duration::from_secs(30),

@@ -1,7 +1,8 @@
-//! Two hosts in network namespaces that a controller in the root namespace reaches:
-//! each namespace's veth sits on a bridge in the root namespace, which holds an
-//! address a controller listens on. The hosts reach each other (migrations, the
-//! overlay) and the controller over that bridge. Namespaces and bridge go on drop.
+//! Hosts in network namespaces (two, or more with [`Bridged::with_namespaces`]) that a
+//! controller in the root namespace reaches: each namespace's veth sits on a bridge in
+//! the root namespace, which holds an address a controller listens on. The hosts
+//! reach each other (migrations, the overlay) and the controller over that bridge.
+//! Namespaces and bridge go on drop.
 
 use crate::net::{ip, NetNs};
 use crate::unique;
@@ -10,9 +11,9 @@ use super::{Hostd, Opts};
 
 /// The bridge, its subnet and the two namespaces (hostds start with [`Bridged::hostd`]).
 pub struct Bridged {
-    pub ns: [NetNs; 2],
+    pub ns: Vec<NetNs>,
     /// The veth inside each namespace.
-    pub dev: [String; 2],
+    pub dev: Vec<String>,
     bridge: String,
     subnet: String,
 }
@@ -22,16 +23,22 @@ impl Bridged {
     /// and from other processes' most of the time) and a namespace with `.1` and `.2`.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Bridged {
+        Self::with_namespaces(2)
+    }
+
+    /// Makes the bridge and `n` namespaces (`.1` to `.n`) on it.
+    pub fn with_namespaces(n: usize) -> Bridged {
+        assert!((1..=200).contains(&n), "1 to 200 namespaces");
         let bridge = unique("nbrc");
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let n = (std::process::id() as usize * 3 + k) % 250;
-        let subnet = format!("10.213.{n}");
+        let third = (std::process::id() as usize * 3 + k) % 250;
+        let subnet = format!("10.213.{third}");
         ip(&["link", "add", &bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("{subnet}.254/24"), "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
-        let ns = [NetNs::new(), NetNs::new()];
-        let mut dev = [String::new(), String::new()];
+        let ns: Vec<NetNs> = (0..n).map(|_| NetNs::new()).collect();
+        let mut dev = vec![String::new(); n];
         for (i, ns) in ns.iter().enumerate() {
             let (inner, outer) = (unique("nvc"), unique("nvr"));
             ip(&[
@@ -58,15 +65,16 @@ impl Bridged {
         format!("{}.254", self.subnet)
     }
 
-    /// Host `i`'s (0 or 1) address.
+    /// Host `i`'s (0 to n-1) address.
     pub fn host_ip(&self, i: usize) -> String {
         format!("{}.{}", self.subnet, i + 1)
     }
 
     /// Starts host `i`'s hostd in its namespace, listening on its address, with its
-    /// own bridge for guests, an overlay to the other host, and `extra` flags.
+    /// own bridge for guests, an overlay to the next host (the other one of two), and
+    /// `extra` flags.
     pub fn hostd(&self, i: usize, extra: &[String]) -> Hostd {
-        let (me, peer) = (self.host_ip(i), self.host_ip(1 - i));
+        let (me, peer) = (self.host_ip(i), self.host_ip((i + 1) % self.ns.len()));
         let mut args: Vec<String> = [
             "--bridge",
             "novabr0",

@@ -15,10 +15,7 @@ use super::super::{must_be_cluster, ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::federation::view::{self, Speaker};
 use crate::federation::{self as fed, Presenter};
-use crate::model::{
-    now_ms, Alert, Capacity, CapacityQuery, ClusterAnswer, FederatedList, Host, Located,
-    ScopeQuery, Vm,
-};
+use crate::model::{now_ms, Alert, ClusterAnswer, FederatedList, Host, Located, ScopeQuery, Vm};
 use crate::store::Objects;
 
 /// The lists that answer `?scope=federation`.
@@ -79,15 +76,7 @@ async fn federated_list(
                 .into_iter()
                 .filter(|v| c.sees(&v.tenant))
                 .collect();
-            gather(
-                st,
-                c,
-                fan_out,
-                timeout,
-                mine,
-                |cl| async move { cl.vms().await },
-            )
-            .await?
+            gather(st, c, fan_out, timeout, path, mine).await?
         }
         "/v1/hosts" => {
             must_be_cluster(c, false)?;
@@ -101,10 +90,7 @@ async fn federated_list(
                     h
                 })
                 .collect();
-            gather(st, c, fan_out, timeout, mine, |cl| async move {
-                cl.hosts().await
-            })
-            .await?
+            gather(st, c, fan_out, timeout, path, mine).await?
         }
         "/v1/alerts" => {
             let mine: Vec<Alert> = ctx
@@ -114,39 +100,33 @@ async fn federated_list(
                 .into_iter()
                 .filter(|a| c.sees(&a.tenant))
                 .collect();
-            gather(st, c, fan_out, timeout, mine, |cl| async move {
-                cl.alerts().await
-            })
-            .await?
+            gather(st, c, fan_out, timeout, path, mine).await?
         }
         _ => {
             must_be_cluster(c, false)?;
             let mine =
                 crate::monitoring::capacity::capacity(ctx, 1, 512, 7 * 86_400, now_ms() / 1000)
                     .await?;
-            gather(st, c, fan_out, timeout, vec![mine], |cl| async move {
-                cl.capacity(&CapacityQuery::default())
-                    .await
-                    .map(|c: Capacity| vec![c])
-            })
-            .await?
+            gather(st, c, fan_out, timeout, path, vec![mine]).await?
         }
     })
 }
 
-/// This cluster's `mine` and each peer's answer to `ask`, as one federated list.
-async fn gather<T, F, Fut>(
+/// This cluster's `mine` and each peer's own items of the list at `path`, as one
+/// federated list. A peer is asked the same federated question as its user (one
+/// request, one body: a peer's user sees that cluster only, so it does not fan
+/// out); its items are decoded once, typed, and its answer's cluster names are
+/// replaced by the peer's id (a peer speaks for itself only).
+async fn gather<T>(
     st: &AppState,
     c: &Caller,
     fan_out: bool,
     timeout: Duration,
+    path: &str,
     mine: Vec<T>,
-    ask: F,
 ) -> ApiResult<Response>
 where
-    T: serde::Serialize,
-    F: Fn(nova_controller_api::ControllerClient) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<T>, nova_http::Error>>,
+    T: serde::Serialize + serde::de::DeserializeOwned,
 {
     let me = fed::local(&st.ctx).await?;
     let peers = if fan_out {
@@ -154,7 +134,15 @@ where
     } else {
         Vec::new()
     };
-    let answers = view::ask_all(&st.federation, &me, peers, Speaker::User(c), timeout, ask).await;
+    let answers = view::ask_all(
+        &st.federation,
+        &me,
+        peers,
+        Speaker::User(c),
+        timeout,
+        |cl| async move { cl.federated::<T>(path, None).await.map(|l| l.items) },
+    )
+    .await;
     let mut clusters = vec![ClusterAnswer {
         cluster_id: me.cluster_id.clone(),
         name: me.name.clone(),
@@ -175,9 +163,9 @@ where
         clusters.push(a.status(n));
         if let Ok(v) = a.answer {
             let id = a.peer.cluster_id.clone();
-            items.extend(v.into_iter().map(|item| Located {
+            items.extend(v.into_iter().map(|l| Located {
                 cluster: id.clone(),
-                item,
+                item: l.item,
             }));
         }
     }
