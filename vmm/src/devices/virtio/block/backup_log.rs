@@ -586,6 +586,9 @@ mod tests {
             None,
         );
         v1[8] = 1;
+        let n = v1.len() - 4;
+        let crc = crc32fast::hash(&v1[..n]);
+        v1[n..].copy_from_slice(&crc.to_le_bytes());
         assert!(decode(&v1, 64 * MIB).unwrap_err().contains("version 1"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
