@@ -38,6 +38,40 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// [`write`] without the fsyncs: the old content or the new, never a mix, when the
+/// writing process crashes (the page cache survives it); after a power cut the new
+/// content may be missing until [`sync`] has returned. For records whose durability
+/// can wait (a state that another durable one already stands for), or that are made
+/// durable later, off a latency-critical path, by [`sync`].
+pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = temp_beside(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Makes what [`replace`] (or any write) left at `path` durable: fsyncs the file,
+/// then its directory (the rename that put it there).
+pub fn sync(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()?;
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => sync_dir(d),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
 /// Replaces `path` with `bytes`, created with `mode` (and set to it, whatever the
 /// umask): the old content or the new, never a mix, after a crash.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -135,6 +169,21 @@ mod tests {
         }
         let s = std::fs::read_to_string(&p).unwrap();
         assert!(s.starts_with("writer "), "a whole write: {s:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+    #[test]
+    fn a_replace_is_whole_with_its_mode_and_sync_makes_it_durable() {
+        let d = dir();
+        let p = d.join("vm.json");
+        replace(&p, b"old", SECRET).unwrap();
+        replace(&p, b"new", SECRET).unwrap();
+        sync(&p).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = std::fs::read_dir(&d).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "only the file itself: {names:?}");
+        assert!(sync(&d.join("missing")).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

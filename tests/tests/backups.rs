@@ -272,6 +272,90 @@ fn a_second_backup_reads_only_what_the_guest_wrote_across_vmm_restarts_and_migra
     );
 }
 
+#[test]
+fn a_disk_changed_while_its_vm_was_stopped_is_read_whole_by_the_next_backup_and_restores_byte_identical(
+) {
+    if !require_kvm() {
+        return;
+    }
+    let d = TempDir::new();
+    let root = d.join("backups");
+    std::fs::create_dir_all(&root).unwrap();
+    let h = hostd_with_root(&root);
+    let store = dir_store(&root.join("store"));
+    let base = d.join("base.raw");
+    base_disk(&base);
+    // A guest that never writes its disk: every change below is the host's.
+    let mut spec = disk_guest("st1", &base);
+    spec.cmdline = Some("nova.workload=counter".into());
+    h.create_vm(&spec);
+    h.wait_state("st1", VmState::Running, BOOT);
+    h.wait_console("st1", "NOVA-TICK", BOOT);
+    let first = backup(&h, &store, "st1", "st1-1", None);
+    assert!(first.files[0].full_read);
+
+    // Stopped and started with the disk untouched: the bitmap is trusted.
+    h.ok(h.api().stop("st1", false));
+    h.wait_state("st1", VmState::Stopped, BOOT);
+    h.ok(h.api().start("st1"));
+    h.wait_state("st1", VmState::Running, BOOT);
+    let second = backup(&h, &store, "st1", "st1-2", Some("st1-1"));
+    let f = &second.files[0];
+    assert!(!f.full_read, "nothing changed: {second:?}");
+    assert_eq!(f.bytes_read, 0, "{f:?}");
+
+    // Stopped, and 1 MiB written into the disk file behind the VMM's back (a tool on
+    // the host): no bitmap has it, so the next backup must read the whole disk.
+    h.ok(h.api().stop("st1", false));
+    h.wait_state("st1", VmState::Stopped, BOOT);
+    let disk = disk_of(&h, "st1");
+    let changed: Vec<u8> = (0..MIB).map(|i| (i * 7 + 3) as u8).collect();
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.write_all_at(&changed, 40 * MIB).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let at_backup = sha(&disk);
+    h.ok(h.api().start("st1"));
+    h.wait_state("st1", VmState::Running, BOOT);
+    let third = backup(&h, &store, "st1", "st1-3", Some("st1-2"));
+    let f = &third.files[0];
+    assert!(f.full_read, "the change while stopped is seen: {third:?}");
+    assert!(
+        f.full_read_reason
+            .as_deref()
+            .unwrap()
+            .contains("modified while its VM was stopped"),
+        "{f:?}"
+    );
+    assert_eq!(sha(&disk), at_backup, "the guest wrote nothing meanwhile");
+
+    // Restored: byte-identical with the disk as changed, the host's write included.
+    let mut spec = guest("st1-back", "counter");
+    spec.start = false;
+    match run_job(
+        &h,
+        &store,
+        JobOp::Restore {
+            backup_id: "st1-3".into(),
+            spec: Box::new(spec),
+        },
+    ) {
+        JobResult::Restore(r) => assert_eq!(r.vm_id, "st1-back"),
+        other => panic!("{other:?}"),
+    }
+    let back = disk_of(&h, "st1-back");
+    assert_eq!(sha(&back), at_backup, "restored byte-identical");
+    let mut got = vec![0u8; MIB as usize];
+    std::fs::File::open(&back)
+        .unwrap()
+        .read_exact_at(&mut got, 40 * MIB)
+        .unwrap();
+    assert!(
+        got == changed,
+        "the change made while stopped was backed up"
+    );
+}
+
 /// Whether the guest's blocks are what a crash at one instant leaves: every block
 /// whole (its checksum holds) and the passes a run of `p` then a run of `p - 1` (the
 /// guest writes them in order, pass after pass).

@@ -384,17 +384,26 @@ fn write_changes(path: &Path, disk_mib: u64, change_mib: u64) -> anyhow::Result<
 }
 
 /// Marks `extents` in the disk's saved (clean) backup bitmap, as the VMM marks the 4
-/// MiB blocks of a guest write.
-fn mark_bitmap(bitmap: &Path, disk_len: u64, extents: &[(u64, u64)]) -> anyhow::Result<u64> {
+/// MiB blocks of a guest write, and records the disk file's identity after the
+/// writes, as the VMM's clean exit would (else the next start finds the disk changed
+/// while stopped and the backup reads it all).
+fn mark_bitmap(
+    bitmap: &Path,
+    disk: &Path,
+    disk_len: u64,
+    extents: &[(u64, u64)],
+) -> anyhow::Result<u64> {
     let bytes = std::fs::read(bitmap).with_context(|| format!("reading {}", bitmap.display()))?;
     let mut st = backup_log::decode(&bytes, disk_len)
-        .map_err(|e| anyhow::anyhow!("the stopped VM's bitmap is not usable: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the stopped VM's bitmap is not usable: {e}"))?
+        .state;
     for &(off, len) in extents {
         for b in off / BLOCK..=(off + len - 1) / BLOCK {
             st.words[(b / 64) as usize] |= 1 << (b % 64);
         }
     }
-    std::fs::write(bitmap, backup_log::encode(&st, false))?;
+    let id = backup_log::DiskIdentity::of(disk)?;
+    std::fs::write(bitmap, backup_log::encode(&st, false, Some(&id)))?;
     Ok(st.words.iter().map(|w| w.count_ones() as u64).sum())
 }
 
@@ -720,7 +729,7 @@ fn run(args: &Args, work: &Path) -> anyhow::Result<(Vec<Row>, Vec<Target>)> {
     block_on(h.api.stop(vm, false))?;
     h.wait_state(vm, VmState::Stopped)?;
     let extents = write_changes(&disk, args.disk_mib, args.change_mib)?;
-    let marked = mark_bitmap(&bitmap, disk_len, &extents)?;
+    let marked = mark_bitmap(&bitmap, &disk, disk_len, &extents)?;
     eprintln!(
         "{} MiB changed in {} extents, {marked} blocks of 4 MiB marked",
         args.change_mib,

@@ -7,6 +7,7 @@
 //! clones take (the sum of their VMMs' PSS: shared pages counted once) against one
 //! cold-booted VM of the same guest. A cold boot through hostd (create to
 //! `NOVA-BOOTED`) is the baseline in the same run. Writes docs/benchmarks/clone.{json,md}.
+//! It is over 500 lines: one linear bench (the QEMU peer, four phases, the report).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -135,13 +136,26 @@ fn spec(args: &Args, id: &str, start: bool) -> VmSpec {
     }
 }
 
+/// Whether the console file at `path` holds a line starting with `prefix` within its
+/// first 4 KiB (a clone's first line is at its start; reading only the head keeps a
+/// poll cheap however long the file has grown).
+fn has_line(path: &Path, prefix: &[u8]) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut buf = [0u8; 4096];
+    let n = f.read(&mut buf).unwrap_or(0);
+    buf[..n]
+        .split(|&c| c == b'\n')
+        .any(|l| l.starts_with(prefix))
+}
+
 /// Waits until the console file holds a line starting with `prefix`.
 fn wait_line(path: &Path, prefix: &[u8], deadline: Instant) -> anyhow::Result<Instant> {
     loop {
-        if let Ok(b) = std::fs::read(path) {
-            if b.split(|&c| c == b'\n').any(|l| l.starts_with(prefix)) {
-                return Ok(Instant::now());
-            }
+        if has_line(path, prefix) {
+            return Ok(Instant::now());
         }
         if Instant::now() > deadline {
             bail!(
@@ -154,9 +168,8 @@ fn wait_line(path: &Path, prefix: &[u8], deadline: Instant) -> anyhow::Result<In
     }
 }
 
-/// One clone of stored snapshot `snap`: (pid, ms from the first call to its first line).
-fn clone(h: &Hostd, args: &Args, snap: &str, id: &str) -> anyhow::Result<(u32, f64)> {
-    let t0 = Instant::now();
+/// Starts one clone of stored snapshot `snap`: its VMM's pid.
+fn start_clone(h: &Hostd, args: &Args, snap: &str, id: &str) -> anyhow::Result<u32> {
     block_on(h.api.create(&spec(args, id, false))).with_context(|| format!("create {id}"))?;
     let req = RestoreRequest {
         snapshot: snap.into(),
@@ -165,8 +178,41 @@ fn clone(h: &Hostd, args: &Args, snap: &str, id: &str) -> anyhow::Result<(u32, f
         clone: true,
     };
     let vm = block_on(h.api.restore(id, &req)).with_context(|| format!("restore {id}"))?;
+    Ok(vm.pid.unwrap_or(0))
+}
+
+/// One clone of stored snapshot `snap`: (pid, ms from the first call to its first line).
+fn clone(h: &Hostd, args: &Args, snap: &str, id: &str) -> anyhow::Result<(u32, f64)> {
+    let t0 = Instant::now();
+    let pid = start_clone(h, args, snap, id)?;
     let t = wait_line(&h.console(id), b"NOVA-TICK", t0 + Duration::from_secs(300))?;
-    Ok((vm.pid.unwrap_or(0), (t - t0).as_secs_f64() * 1e3))
+    Ok((pid, (t - t0).as_secs_f64() * 1e3))
+}
+
+/// When each console in `paths` first shows a `NOVA-TICK` line, polled by this one
+/// thread every 0.5 ms (the concurrent phase: one poller per clone, 100 threads each
+/// opening its file every 0.2 ms, took CPU from the clones it was timing).
+fn watch_all(paths: &[PathBuf], deadline: Instant) -> anyhow::Result<Vec<Instant>> {
+    let mut seen: Vec<Option<Instant>> = vec![None; paths.len()];
+    loop {
+        let mut pending = 0;
+        for (p, s) in paths.iter().zip(seen.iter_mut()) {
+            if s.is_none() {
+                if has_line(p, b"NOVA-TICK") {
+                    *s = Some(Instant::now());
+                } else {
+                    pending += 1;
+                }
+            }
+        }
+        if pending == 0 {
+            return Ok(seen.into_iter().flatten().collect());
+        }
+        if Instant::now() > deadline {
+            bail!("{pending} clones show no NOVA-TICK");
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
 }
 
 /// PSS of `pid` in KiB (its share of every page it maps: pages shared by N
@@ -295,9 +341,21 @@ fn qemu_restores(args: &Args, tmp: &Path) -> anyhow::Result<Vec<f64>> {
     Ok(out)
 }
 
+/// The 1-minute load average (`/proc/loadavg`): the machine is shared, and the
+/// latencies depend on what else runs.
+fn load_avg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 #[derive(Serialize)]
 struct Report {
     command: String,
+    /// 1-minute load average when the clone phases began and when they ended.
+    load_avg_start: f64,
+    load_avg_end: f64,
     guest_mem_mib: u64,
     clones: usize,
     snapshot_paused_ms: f64,
@@ -366,6 +424,7 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
     block_on(h.api.delete("golden"))?;
 
     // Sequential: each clone alone on the host.
+    let load_avg_start = load_avg();
     let mut seq = Vec::new();
     for i in 0..args.clones {
         let id = format!("seq-{i}");
@@ -373,31 +432,39 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
         block_on(h.api.delete(&id))?;
     }
 
-    // Concurrent: all at once, left running.
+    // Concurrent: all at once (every call made at t0), left running.
+    let ids: Vec<String> = (0..args.clones).map(|i| format!("par-{i}")).collect();
+    let consoles: Vec<PathBuf> = ids.iter().map(|id| h.console(id)).collect();
     let t0 = Instant::now();
-    let done: Vec<(u32, f64)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.clones)
-            .map(|i| {
+    let (pids, seen) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| watch_all(&consoles, t0 + Duration::from_secs(300)));
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|id| {
                 let h = &h;
-                s.spawn(move || clone(h, args, "gold", &format!("par-{i}")))
+                s.spawn(move || start_clone(h, args, "gold", id))
             })
             .collect();
-        handles
+        let pids = handles
             .into_iter()
             .map(|j| j.join().expect("clone thread"))
-            .collect::<anyhow::Result<Vec<_>>>()
-    })?;
-    let all_running = t0.elapsed().as_secs_f64();
+            .collect::<anyhow::Result<Vec<_>>>();
+        (pids, watcher.join().expect("watcher thread"))
+    });
+    let (pids, seen) = (pids?, seen?);
+    let par: Vec<f64> = seen.iter().map(|t| (*t - t0).as_secs_f64() * 1e3).collect();
+    let all_running = par.iter().cloned().fold(0.0, f64::max) / 1e3;
     std::thread::sleep(Duration::from_secs(1));
     let mut total = 0u64;
-    for (pid, _) in &done {
+    for pid in &pids {
         total += pss_kib(*pid)?;
     }
     let total_mib = total as f64 / 1024.0;
-    let par: Vec<f64> = done.iter().map(|d| d.1).collect();
 
     let report = Report {
         command: "make bench-clone".into(),
+        load_avg_start,
+        load_avg_end: load_avg(),
         guest_mem_mib: args.mem_mib,
         clones: args.clones,
         snapshot_paused_ms: snap.paused_ms,
@@ -431,7 +498,9 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
          | clone, {n} at once | {cn} | {cp50:.1} | {cp99:.1} | {cmax:.1} |\n\n\
          Clone p50 vs cold boot p50: {ratio:.2}x; vs QEMU restore p50: {qratio:.2}x. All {n} \
          concurrent clones printing: \
-         {all:.2} s.\n\n\
+         {all:.2} s (all {n} started at once; one thread watches all {n} consoles \
+         every 0.5 ms). Load average (1 min) {l0:.1} at the start of the clone phases, \
+         {l1:.1} at their end: the machine (2 cores) is shared with other builds.\n\n\
          | host memory (sum of VMM PSS) | MiB |\n|---|---|\n\
          | one cold-booted VM | {one:.1} |\n| {n} running clones | {tot:.1} ({each:.2} each) |\n\
          | {n} clones / one VM | {x:.2}x |\n\n\
@@ -463,6 +532,8 @@ fn run(args: &Args, tmp: &Path) -> anyhow::Result<()> {
         qp99 = r.qemu_restore.p99_ms,
         qmax = r.qemu_restore.max_ms,
         all = r.concurrent_all_running_s,
+        l0 = r.load_avg_start,
+        l1 = r.load_avg_end,
         one = r.one_vm_pss_mib,
         tot = r.clones_pss_mib_total,
         each = r.clones_pss_mib_each,

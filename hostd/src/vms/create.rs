@@ -183,7 +183,7 @@ impl Vms {
                 exit: None,
                 migration: None,
             };
-            self.insert(&id, rec)?
+            self.insert_soon(&id, rec)?
         };
         tracing::info!(vm = id, name = spec.name, "created");
         if let Err(e) = self.make_disks_for(&vm, &bases).await {
@@ -197,8 +197,21 @@ impl Vms {
             }
         }
         if spec.start {
+            // The launch makes the record durable while the VMM starts.
             let _op = vm.op.lock().await;
             self.launch(&vm, Launch::Boot).await?;
+        } else {
+            // Made durable in the background, not on the request's path: a VM that
+            // never ran has nothing to lose but its record, and any start syncs it
+            // before the VM is reported running. A power cut in the few milliseconds
+            // before the fsync leaves no directory or an unreadable record, which
+            // hostd reports as such (state `unknown`), never a wrong one.
+            let v = vm.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = v.sync_record() {
+                    tracing::warn!(vm = v.id, "persisting the new VM: {e}");
+                }
+            });
         }
         Ok(self.vm_info(&vm).await)
     }
@@ -220,7 +233,7 @@ impl Vms {
             size_bytes: crate::nocloud::SEED_BYTES,
             method: CloneMethod::Blank,
         });
-        vm.persist()
+        vm.persist_soon()
     }
 
     /// Makes the VM's disks: clones of their base images, or blank sparse files.
@@ -274,7 +287,7 @@ impl Vms {
             });
         }
         vm.lock().rec.disks = made;
-        vm.persist()
+        vm.persist_soon()
     }
 }
 

@@ -161,6 +161,25 @@ impl Vm {
             .ctx(|| format!("writing {}", path.display()))
     }
 
+    /// Writes `vm.json` whole (temp file and rename) but not durably: a hostd crash
+    /// leaves the old record or the new one; a power cut may leave the old one until
+    /// [`sync_record`](Self::sync_record). Used on the start path, where the record
+    /// is made durable while the VMM starts (see `supervise::launch`).
+    pub fn persist_soon(&self) -> Result<()> {
+        let text = serde_json::to_vec_pretty(&self.lock().rec)
+            .map_err(|e| Error::Conflict(e.to_string()))?;
+        let path = self.dir.join("vm.json");
+        nova_durable::replace(&path, &text, nova_durable::SECRET)
+            .ctx(|| format!("writing {}", path.display()))
+    }
+
+    /// Makes the last [`persist_soon`](Self::persist_soon) durable (fsync of
+    /// `vm.json` and of the VM's directory).
+    pub fn sync_record(&self) -> Result<()> {
+        let path = self.dir.join("vm.json");
+        nova_durable::sync(&path).ctx(|| format!("syncing {}", path.display()))
+    }
+
     /// Sets the state and persists it.
     pub fn set_state(&self, state: VmState) {
         self.lock().rec.state = state;

@@ -257,7 +257,29 @@ impl Vms {
                 "snapshot '{id}' is of a VM with other disks than this one's"
             )));
         }
+        let before = rec.state;
         self.admit_start(vm, ": stop it before restoring").await?;
+        if let Err(e) = self.replace_disks(vm, &rec, id, &snap, &dir) {
+            // Not started after all: the VM is as it was (its disks whole, the old or
+            // the snapshot's: each is replaced in one rename).
+            vm.set_state(before);
+            return Err(e);
+        }
+        self.launch(vm, Launch::Restore { dir, lazy, clone })
+            .await?;
+        Ok(self.vm_info(vm).await)
+    }
+
+    /// Replaces the VM's writable disks by the stored snapshot's (a reflink where the
+    /// filesystem has it, else a sparse copy), each in one rename.
+    fn replace_disks(
+        &self,
+        vm: &Vm,
+        rec: &crate::vms::record::VmRecord,
+        id: &str,
+        snap: &StoredSnapshot,
+        dir: &Path,
+    ) -> Result<()> {
         for d in &snap.disks {
             let Some(mine) = rec.disks.get(d.index).filter(|m| !m.read_only) else {
                 return Err(Error::Conflict(format!(
@@ -274,9 +296,7 @@ impl Vms {
             std::fs::rename(&tmp, &target)
                 .map_err(|e| Error::io(format!("replacing {}", target.display()), e))?;
         }
-        self.launch(vm, Launch::Restore { dir, lazy, clone })
-            .await?;
-        Ok(self.vm_info(vm).await)
+        Ok(())
     }
 }
 

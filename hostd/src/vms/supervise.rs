@@ -66,12 +66,25 @@ impl Vms {
             launch,
             Launch::Boot | Launch::BootPaused | Launch::Restore { .. }
         ) {
-            self.wait_ready(vm, gen).await?;
+            // `starting` (written by `admit_start` or the create, not yet durable)
+            // becomes durable while the VMM starts, and before the VM is reported
+            // running: after a power cut it says the VM was active, so it is restarted
+            // by its policy, as a durable `running` would say. `running` itself then
+            // needs no fsync of its own: for recovery the two are the same.
+            let v = vm.clone();
+            let sync = tokio::task::spawn_blocking(move || v.sync_record());
+            let (ready, synced) = tokio::join!(self.wait_ready(vm, gen), sync);
+            match synced {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(vm = vm.id, "persisting state: {e}"),
+                Err(e) => tracing::warn!(vm = vm.id, "persisting state: {e}"),
+            }
+            ready?;
             let mut g = vm.lock();
             if g.rt.generation == gen && g.rt.pid.is_some() && g.rec.state == VmState::Starting {
                 g.rec.state = VmState::Running;
                 drop(g);
-                let _ = vm.persist();
+                let _ = vm.persist_soon();
             }
         }
         Ok(())
@@ -110,7 +123,8 @@ impl Vms {
                     "the VMM's API did not answer within {READY_TIMEOUT:?}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Short: a restored VMM answers within a few milliseconds.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -179,7 +193,12 @@ impl Vms {
             mem_mib: spec.mem_mib,
             disk_mib: 0,
         })?;
-        vm.set_state(VmState::Starting);
+        // Durable once the launch has synced it (see `launch_inner`); not under the
+        // admission lock, which every other VM's start and create waits for.
+        vm.lock().rec.state = VmState::Starting;
+        if let Err(e) = vm.persist_soon() {
+            tracing::warn!(vm = vm.id, "persisting state: {e}");
+        }
         Ok(())
     }
 

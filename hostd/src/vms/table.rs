@@ -91,8 +91,22 @@ impl Vms {
         self.table().contains_key(id)
     }
 
-    /// Makes `DATA/vms/<id>/` and enters the VM in the table (the caller validated `id`).
+    /// Makes `DATA/vms/<id>/` and enters the VM in the table (the caller validated
+    /// `id`), its record durable when this returns.
     pub fn insert(&self, id: &str, rec: VmRecord) -> Result<Arc<Vm>> {
+        let vm = self.insert_soon(id, rec)?;
+        // Outside the table's lock: other VMs' requests do not wait for this fsync.
+        if let Err(e) = vm.sync_record() {
+            let _ = self.remove(id);
+            return Err(e);
+        }
+        Ok(vm)
+    }
+
+    /// [`insert`](Self::insert) with the record written but not yet durable: the
+    /// caller makes it durable ([`Vm::sync_record`]) before it reports the VM, without
+    /// holding the table's or the admission lock meanwhile.
+    pub fn insert_soon(&self, id: &str, rec: VmRecord) -> Result<Arc<Vm>> {
         let dir = self.dir.join(id);
         let mut t = self.table();
         if t.contains_key(id) || dir.exists() {
@@ -102,7 +116,7 @@ impl Vms {
         }
         std::fs::create_dir_all(dir.join("disks")).ctx(|| format!("creating {}", dir.display()))?;
         let vm = Arc::new(Vm::new(id.to_string(), dir, rec));
-        vm.persist()?;
+        vm.persist_soon()?;
         t.insert(id.to_string(), vm.clone());
         Ok(vm)
     }

@@ -21,7 +21,7 @@ impl Vm {
     pub(super) fn open_backup_bitmaps(&self) {
         for (d, log) in self.config.disks.iter().zip(&self.disk_logs) {
             if let Some(path) = &d.backup_bitmap {
-                log.backup.open_file(path);
+                log.backup.open_file(path, &d.path);
             }
         }
     }

@@ -4,6 +4,14 @@
 //! unusable rather than wrong, saved clean on exit) and travels with the VM's state in
 //! snapshots and migrations. A bitmap that is missing, corrupt, in use or for another
 //! disk size is "lost": the next backup reads the whole disk and says why.
+//!
+//! Writes made to the disk file while no VMM ran (a tool, a restore of the disk, a
+//! copy over it) are in no bitmap, so the clean file also records the disk file's
+//! identity at the VMM's exit ([`DiskIdentity`]: device, inode, size, modification
+//! time to the nanosecond); a start that finds another identity loses the bitmap.
+//! The change time is not compared: hostd changes the disk's owner before every
+//! jailed start. A write within the same filesystem timestamp tick (a few ms) as the
+//! VMM's exit, with the size unchanged, is the one change this cannot see.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,8 +23,11 @@ use nova_vmm_api::BACKUP_BLOCK;
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"NVBKMAP\0";
-const VERSION: u32 = 1;
+/// 2: the disk file's identity after the block size (version 1 files are lost once).
+const VERSION: u32 = 2;
 const FLAG_IN_USE: u32 = 1;
+/// The disk identity fields hold the disk file's identity at a clean exit.
+const FLAG_IDENTITY: u32 = 2;
 /// Most words a bitmap file may hold (a 4 PiB disk).
 const MAX_WORDS: u64 = 1 << 24;
 
@@ -44,6 +55,57 @@ struct Meta {
     since: Option<String>,
     lost: Option<String>,
     file: Option<PathBuf>,
+    /// The disk file whose identity a clean save records.
+    disk: Option<PathBuf>,
+}
+
+/// What says a disk file is the one a bitmap was saved with: device, inode, size and
+/// modification time (ns). Any write to the file moves its modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DiskIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+}
+
+impl DiskIdentity {
+    /// The identity of the file at `path` now.
+    pub fn of(path: &Path) -> std::io::Result<DiskIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(path)?;
+        Ok(DiskIdentity {
+            dev: md.dev(),
+            ino: md.ino(),
+            len: md.len(),
+            mtime_sec: md.mtime(),
+            mtime_nsec: md.mtime_nsec() as u32,
+        })
+    }
+
+    /// What differs from `saved` (for the reason a bitmap is lost).
+    fn differs(&self, saved: &DiskIdentity) -> Option<String> {
+        if (self.dev, self.ino) != (saved.dev, saved.ino) {
+            Some("the disk file was replaced by another file".into())
+        } else if self.len != saved.len {
+            Some(format!(
+                "the disk file's size went from {} to {} bytes",
+                saved.len, self.len
+            ))
+        } else if (self.mtime_sec, self.mtime_nsec) != (saved.mtime_sec, saved.mtime_nsec) {
+            Some("the disk file was modified".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// A decoded bitmap file: the bits, and the disk's identity when it was saved clean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub state: BackupBitmapState,
+    pub disk: Option<DiskIdentity>,
 }
 
 /// One bit per [`BACKUP_BLOCK`] of a disk, set by the guest's writes.
@@ -91,12 +153,24 @@ impl BackupLog {
         }
     }
 
-    /// Loads the bitmap file at `path` (kept as this log's file), then rewrites it in
-    /// use. Anything unusable leaves the log "lost" with the reason.
-    pub fn open_file(&self, path: &Path) {
+    /// Loads the bitmap file at `path` (kept as this log's file) for the disk file
+    /// `disk`, then rewrites it in use. Anything unusable, or a disk file that is not
+    /// the one the bitmap was saved with (changed while the VM was stopped), leaves
+    /// the log "lost" with the reason.
+    pub fn open_file(&self, path: &Path, disk: &Path) {
         let len = self.len.get().copied().unwrap_or(0);
         let loaded = match std::fs::read(path) {
-            Ok(bytes) => decode(&bytes, len),
+            Ok(bytes) => decode(&bytes, len).and_then(|d| {
+                let saved = d.disk.ok_or_else(|| {
+                    "backup bitmap file does not record its disk file's identity".to_string()
+                })?;
+                let now = DiskIdentity::of(disk)
+                    .map_err(|e| format!("disk file {}: {e}", disk.display()))?;
+                match now.differs(&saved) {
+                    Some(why) => Err(format!("{why} while its VM was stopped")),
+                    None => Ok(d.state),
+                }
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err("no backup bitmap file (first start, or it was removed)".to_string())
             }
@@ -105,6 +179,7 @@ impl BackupLog {
         {
             let mut m = self.meta();
             m.file = Some(path.to_path_buf());
+            m.disk = Some(disk.to_path_buf());
             match loaded {
                 Ok(st) => {
                     self.or_words(&st.words);
@@ -203,11 +278,23 @@ impl BackupLog {
     }
 
     /// Writes the bitmap file (if the log has one): `in_use` while the VMM runs,
-    /// clean on exit. A failure is logged: the next start then finds it unusable.
+    /// clean on exit, with the disk file's identity as it is now (every write of the
+    /// guest completed: the VM is stopped). A failure is logged: the next start then
+    /// finds it unusable.
     pub fn save(&self, in_use: bool) {
         let (path, bytes) = {
             let m = self.meta();
             let Some(path) = m.file.clone() else { return };
+            let disk = match (&m.disk, in_use) {
+                (Some(d), false) => match DiskIdentity::of(d) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        tracing::warn!(disk = %d.display(), "backup bitmap: disk identity: {e}");
+                        None
+                    }
+                },
+                _ => None,
+            };
             let st = BackupBitmapState {
                 disk_len: self.len.get().copied().unwrap_or(0),
                 since: m.since.clone(),
@@ -218,7 +305,7 @@ impl BackupLog {
                     .map(|w| w.iter().map(|w| w.load(Ordering::Acquire)).collect())
                     .unwrap_or_default(),
             };
-            (path, encode(&st, in_use))
+            (path, encode(&st, in_use, disk.as_ref()))
         };
         if let Err(e) = write_atomic(&path, &bytes) {
             tracing::warn!(file = %path.display(), "cannot save the backup bitmap: {e}");
@@ -247,16 +334,27 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `magic | version u32 | flags u32 | disk_len u64 | block_size u64 | since_len u32 |
-/// since | word count u64 | words (LE) | crc32 of all before`.
-pub fn encode(st: &BackupBitmapState, in_use: bool) -> Vec<u8> {
+/// `magic | version u32 | flags u32 | disk_len u64 | block_size u64 | dev u64 | ino
+/// u64 | mtime_sec i64 | mtime_nsec u32 | since_len u32 | since | word count u64 |
+/// words (LE) | crc32 of all before`. The identity fields are zero unless `disk` is
+/// given (flag [`FLAG_IDENTITY`]); its size is `disk_len`.
+pub fn encode(st: &BackupBitmapState, in_use: bool, disk: Option<&DiskIdentity>) -> Vec<u8> {
     let since = st.since.as_deref().unwrap_or("").as_bytes();
-    let mut out = Vec::with_capacity(48 + since.len() + st.words.len() * 8);
+    let mut out = Vec::with_capacity(76 + since.len() + st.words.len() * 8);
+    let mut flags = if in_use { FLAG_IN_USE } else { 0 };
+    if disk.is_some() {
+        flags |= FLAG_IDENTITY;
+    }
+    let id = disk.copied().unwrap_or_default();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(if in_use { FLAG_IN_USE } else { 0 }).to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&st.disk_len.to_le_bytes());
     out.extend_from_slice(&BACKUP_BLOCK.to_le_bytes());
+    out.extend_from_slice(&id.dev.to_le_bytes());
+    out.extend_from_slice(&id.ino.to_le_bytes());
+    out.extend_from_slice(&id.mtime_sec.to_le_bytes());
+    out.extend_from_slice(&id.mtime_nsec.to_le_bytes());
     out.extend_from_slice(&(since.len() as u32).to_le_bytes());
     out.extend_from_slice(since);
     out.extend_from_slice(&(st.words.len() as u64).to_le_bytes());
@@ -270,7 +368,7 @@ pub fn encode(st: &BackupBitmapState, in_use: bool) -> Vec<u8> {
 
 /// Decodes a bitmap file for a disk of `disk_len` bytes; any problem is the reason
 /// the bitmap is lost. Never panics on any input.
-pub fn decode(bytes: &[u8], disk_len: u64) -> Result<BackupBitmapState, String> {
+pub fn decode(bytes: &[u8], disk_len: u64) -> Result<Decoded, String> {
     let bad = |why: &str| Err(format!("backup bitmap file {why}"));
     if bytes.len() < 4 {
         return bad("is truncated");
@@ -295,6 +393,10 @@ pub fn decode(bytes: &[u8], disk_len: u64) -> Result<BackupBitmapState, String> 
     }
     match u32_at(take(4)) {
         Some(VERSION) => {}
+        Some(1) => return Err(
+            "backup bitmap file is of version 1, which does not record its disk file's identity"
+                .into(),
+        ),
         Some(v) => return Err(format!("backup bitmap file has unknown version {v}")),
         None => return bad("is truncated"),
     }
@@ -317,6 +419,21 @@ pub fn decode(bytes: &[u8], disk_len: u64) -> Result<BackupBitmapState, String> 
             "backup bitmap file is for a {len} byte disk, the disk has {disk_len} (resized)"
         ));
     }
+    let (Some(dev), Some(ino), Some(msec), Some(mnsec)) = (
+        u64_at(take(8)),
+        u64_at(take(8)),
+        u64_at(take(8)),
+        u32_at(take(4)),
+    ) else {
+        return bad("is truncated");
+    };
+    let disk = (flags & FLAG_IDENTITY != 0).then_some(DiskIdentity {
+        dev,
+        ino,
+        len,
+        mtime_sec: msec as i64,
+        mtime_nsec: mnsec,
+    });
     let Some(slen) = u32_at(take(4)) else {
         return bad("is truncated");
     };
@@ -349,11 +466,14 @@ pub fn decode(bytes: &[u8], disk_len: u64) -> Result<BackupBitmapState, String> 
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    Ok(BackupBitmapState {
-        disk_len: len,
-        since,
-        lost: None,
-        words,
+    Ok(Decoded {
+        state: BackupBitmapState {
+            disk_len: len,
+            since,
+            lost: None,
+            words,
+        },
+        disk,
     })
 }
 
@@ -385,24 +505,91 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nova-bkmap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("disk0.bitmap");
+        let disk = dir.join("disk0.raw");
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(64 * MIB)
+            .unwrap();
         let _ = std::fs::remove_file(&path);
         let l = log(64 * MIB);
-        l.open_file(&path);
+        l.open_file(&path, &disk);
         assert!(l.take().lost.unwrap().contains("no backup bitmap file"));
         l.restart_at("b-1");
         l.mark(9 * MIB, 1);
         l.save(false); // a clean exit
         let again = log(64 * MIB);
-        again.open_file(&path);
+        again.open_file(&path, &disk);
         let t = again.take();
         assert_eq!((t.since.as_deref(), t.lost), (Some("b-1"), None));
         assert_eq!(t.words, vec![0b100]);
         // The file now says "in use": a VMM killed here leaves it unusable.
         let crashed = log(64 * MIB);
-        crashed.open_file(&path);
+        crashed.open_file(&path, &disk);
         let t = crashed.take();
         assert_eq!(t.since, None);
         assert!(t.lost.unwrap().contains("in use"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_disk_file_changed_or_replaced_while_its_vm_was_stopped_loses_the_bitmap() {
+        use std::os::unix::fs::FileExt;
+        let dir = std::env::temp_dir().join(format!("nova-bkid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, disk) = (dir.join("disk0.bitmap"), dir.join("disk0.raw"));
+        let _ = std::fs::remove_file(&path);
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(64 * MIB)
+            .unwrap();
+        let stop_clean = || {
+            let l = log(64 * MIB);
+            l.open_file(&path, &disk);
+            l.restart_at("b-1");
+            l.save(false);
+        };
+        let start = || {
+            let l = log(64 * MIB);
+            l.open_file(&path, &disk);
+            l.take()
+        };
+        // Untouched while stopped: adopted.
+        stop_clean();
+        assert_eq!(start().since.as_deref(), Some("b-1"));
+        // Written in place (size unchanged) while stopped.
+        stop_clean();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.write_all_at(b"changed", 5 * MIB).unwrap();
+        drop(f);
+        let t = start();
+        assert_eq!(t.since, None);
+        assert!(t
+            .lost
+            .unwrap()
+            .contains("modified while its VM was stopped"));
+        // Replaced by a copy (another inode) while stopped.
+        stop_clean();
+        let copy = dir.join("copy.raw");
+        std::fs::copy(&disk, &copy).unwrap();
+        std::fs::rename(&copy, &disk).unwrap();
+        assert!(start().lost.unwrap().contains("replaced by another file"));
+        // A version 1 file (no identity) is lost with a reason that says so.
+        let mut v1 = encode(
+            &BackupBitmapState {
+                disk_len: 64 * MIB,
+                since: Some("b".into()),
+                lost: None,
+                words: vec![0],
+            },
+            false,
+            None,
+        );
+        v1[8] = 1;
+        let n = v1.len() - 4;
+        let crc = crc32fast::hash(&v1[..n]);
+        v1[n..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode(&v1, 64 * MIB).unwrap_err().contains("version 1"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -414,7 +601,7 @@ mod tests {
             lost: None,
             words: vec![1],
         };
-        let e = decode(&encode(&st, false), 128 * MIB).unwrap_err();
+        let e = decode(&encode(&st, false, None), 128 * MIB).unwrap_err();
         assert!(e.contains("resized"), "{e}");
         let l = log(128 * MIB);
         l.restore(&st);
@@ -437,6 +624,13 @@ mod tests {
                 words: vec![0xdead_beef, 7],
             },
             false,
+            Some(&DiskIdentity {
+                dev: 1,
+                ino: 2,
+                len: 300 * MIB,
+                mtime_sec: 3,
+                mtime_nsec: 4,
+            }),
         );
         decode(&good, 300 * MIB).unwrap();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -466,8 +660,8 @@ mod tests {
                 let crc = crc32fast::hash(&b[..n]);
                 b[n..].copy_from_slice(&crc.to_le_bytes());
             }
-            if let Ok(st) = decode(&b, 300 * MIB) {
-                assert_eq!(st.words.len(), words_of(300 * MIB));
+            if let Ok(d) = decode(&b, 300 * MIB) {
+                assert_eq!(d.state.words.len(), words_of(300 * MIB));
             }
         }
     }
