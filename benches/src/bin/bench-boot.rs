@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use nova_benches::{jail, rss_kib, write_report, Summary};
+use nova_benches::{jail, rss_kib, write_report, StealSample, Summary};
 use nova_tests::linux;
 use nova_tests::net::NetNs;
 use nova_tests::vmm::{qemu_microvm, QemuRam, VmmCmd};
@@ -66,6 +66,18 @@ struct Report {
     linux_rows: Vec<LinuxRow>,
     /// nova-vmm's median over QEMU's, to the `virtio_blk` probe.
     linux_probe_ratio: Option<f64>,
+    /// /proc/loadavg when the runs started and when they ended (other work on the
+    /// machine spreads millisecond timings for every VMM alike).
+    loadavg_start: String,
+    loadavg_end: String,
+    /// CPU time the hypervisor under this machine gave to others during the runs.
+    host_steal_percent: f64,
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// The small kernel booted once under `vmm` (nova-vmm: the binary at `nova`) with a
@@ -148,6 +160,8 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     // As hostd does at start: fast cgroup attach for the jailed VMMs.
     let favordynmods = jail::favor_dynmods();
+    let loadavg_start = loadavg();
+    let steal = StealSample::now();
     let cmdline = "nova.workload=idle";
     let mut rows = Vec::new();
     for mem in [256u64, 4096] {
@@ -212,6 +226,9 @@ fn main() -> anyhow::Result<()> {
     };
     let linux_probe_ratio = (linux_rows.len() == 2)
         .then(|| linux_rows[0].probe_ms.median / linux_rows[1].probe_ms.median);
+    let loadavg_end = loadavg();
+    let host_steal_percent = steal.percent_since();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let command = format!(
         "make bench-boot  # bench-boot --vmm {} --guest {} --runs {} --linux-runs {}",
         a.vmm.display(),
@@ -232,6 +249,12 @@ fn main() -> anyhow::Result<()> {
         "cgroup2 `favordynmods`: {favordynmods} (set as hostd does at start, \
          `--cgroup-favordynmods`; without it, a jailed VMM's first cgroup attach waits for \
          an RCU grace period, about 13 ms here). "
+    ));
+    md.push_str(&format!(
+        "Machine load (`/proc/loadavg`, 1/5/15-minute averages on {cores} cores shared with other \
+         builds and tests): {loadavg_start} when the runs started, {loadavg_end} when they ended; \
+         CPU steal {host_steal_percent:.1}%. Every cell alternates the VMMs run by run, so load \
+         spreads all three alike; the medians are the figures to compare. "
     ));
     md.push_str("QEMU: `qemu-system-x86_64 -M microvm -enable-kvm -cpu host,-arch-capabilities`, guest RAM in a memfd ");
     md.push_str("like nova-vmm's, so memory beyond guest pages is RssAnon + RssFile of the process 300 ms after boot.\n\n");
@@ -302,6 +325,9 @@ fn main() -> anyhow::Result<()> {
         ratios,
         linux_rows,
         linux_probe_ratio,
+        loadavg_start,
+        loadavg_end,
+        host_steal_percent,
     };
     write_report(&a.out, "boot", &report, &md)?;
     print!("{md}");

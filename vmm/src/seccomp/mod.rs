@@ -128,6 +128,13 @@ pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
     Ok(())
 }
 
+/// Names the calling thread's kind in SIGSYS reports without narrowing its filters:
+/// for a short-lived helper of `kind` that makes only syscalls its starter may make
+/// (the filters it inherited from it are in force).
+pub fn inherit(kind: ThreadKind) {
+    KIND.with(|k| k.set(Some(kind)));
+}
+
 /// Starts a thread called `name` that confines itself to `kind` before running `f`.
 /// Every VMM thread is started through this (or applies its filter first itself).
 pub fn spawn_filtered<F, T>(

@@ -332,6 +332,36 @@ mod tests {
         }
     }
 
+    /// hostd's jail makes no IPC namespace: these filters are what keeps VMMs from
+    /// sharing System V IPC objects or POSIX message queues with each other or the host.
+    #[test]
+    fn no_thread_may_use_sysv_ipc_or_message_queues() {
+        for kind in ThreadKind::ALL {
+            let r = rules(kind);
+            for nr in [
+                libc::SYS_shmget,
+                libc::SYS_shmat,
+                libc::SYS_shmctl,
+                libc::SYS_msgget,
+                libc::SYS_msgsnd,
+                libc::SYS_msgrcv,
+                libc::SYS_msgctl,
+                libc::SYS_semget,
+                libc::SYS_semop,
+                libc::SYS_semtimedop,
+                libc::SYS_semctl,
+                libc::SYS_mq_open,
+                libc::SYS_mq_unlink,
+                libc::SYS_mq_timedsend,
+                libc::SYS_mq_timedreceive,
+                libc::SYS_mq_notify,
+                libc::SYS_mq_getsetattr,
+            ] {
+                assert!(!r.contains_key(&nr), "{kind:?} allows {nr}");
+            }
+        }
+    }
+
     #[test]
     fn starters_allow_what_their_children_need() {
         let covers = |parent: &BTreeMap<i64, _>, child: &BTreeMap<i64, Vec<SeccompRule>>| {

@@ -17,6 +17,21 @@ const EDX7_ARCH_CAPABILITIES: u32 = 1 << 29;
 /// Bus frequency we tell the guest its LAPIC timer runs at (KVM emulates 1 GHz).
 const LAPIC_BUS_KHZ: u32 = 1_000_000;
 
+/// Asks KVM what this host supports (`KVM_GET_SUPPORTED_CPUID`) on a short-lived
+/// thread of its own, so the caller can build the VM meanwhile; join it for the answer.
+/// The thread runs under the filters of the thread that started it (main's, the only
+/// one that builds VMs) and makes one open and one ioctl.
+pub fn spawn_supported(
+) -> std::io::Result<std::thread::JoinHandle<Result<CpuId, kvm_ioctls::Error>>> {
+    std::thread::Builder::new()
+        .name("cpuid".into())
+        .stack_size(256 << 10)
+        .spawn(|| {
+            crate::seccomp::inherit(crate::seccomp::ThreadKind::Main);
+            kvm_ioctls::Kvm::new()?.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        })
+}
+
 /// Adjusts KVM's supported CPUID for vCPU `index` of `count`, on a TSC of `tsc_khz`.
 pub fn for_vcpu(supported: &CpuId, index: u8, count: u8, tsc_khz: u32) -> CpuId {
     let mut entries: Vec<kvm_cpuid_entry2> = supported.as_slice().to_vec();
