@@ -32,6 +32,8 @@ pub struct Settings {
     pub retention: Retention,
     /// The CA that signs https hostd certificates (`--hostd-ca`).
     pub hostd_ca: Option<std::path::PathBuf>,
+    /// The CA pair hosts' serving certificates are issued with (`--hostd-ca-key`).
+    pub host_ca: Option<std::sync::Arc<crate::hostca::HostCa>>,
     /// VMs one tenant may have at most (`--max-vms-per-tenant`).
     pub max_vms_per_tenant: u64,
     /// Largest image upload, MiB (`--max-image-mib`).
@@ -53,6 +55,7 @@ impl Default for Settings {
             weights: Weights::default(),
             retention: Retention::default(),
             hostd_ca: None,
+            host_ca: None,
             max_vms_per_tenant: 1000,
             max_image_mib: 16384,
             system_images: None,
