@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
 };
 
 use nova_hostd_api::HostCertificate;
@@ -100,14 +100,22 @@ fn subject_and_key(der: &[u8]) -> Result<(DistinguishedName, Vec<u8>), String> {
                             let s = v.read_printable_string()?;
                             match rcgen::PrintableString::try_from(s) {
                                 Ok(p) => DnValue::PrintableString(p),
-                                Err(_) => return Err(yasna::ASN1Error::new(yasna::ASN1ErrorKind::Invalid)),
+                                Err(_) => {
+                                    return Err(yasna::ASN1Error::new(
+                                        yasna::ASN1ErrorKind::Invalid,
+                                    ))
+                                }
                             }
                         }
                         yasna::tags::TAG_IA5STRING => {
                             let s = v.read_ia5_string()?;
                             match rcgen::Ia5String::try_from(s) {
                                 Ok(p) => DnValue::Ia5String(p),
-                                Err(_) => return Err(yasna::ASN1Error::new(yasna::ASN1ErrorKind::Invalid)),
+                                Err(_) => {
+                                    return Err(yasna::ASN1Error::new(
+                                        yasna::ASN1ErrorKind::Invalid,
+                                    ))
+                                }
                             }
                         }
                         t => {
@@ -167,8 +175,14 @@ impl HostCa {
     /// Signs a certificate for `host_id`'s verified P-256 `point`, naming the host id
     /// and the host of `url` (an IP address or a DNS name), valid from a minute ago
     /// (clock skew) for `ttl`.
-    pub fn issue(&self, host_id: &str, url: &str, point: &[u8]) -> Result<HostCertificate, HostCaError> {
-        let host = url_host(url).ok_or_else(|| HostCaError::Bad(format!("{url}: no host in it")))?;
+    pub fn issue(
+        &self,
+        host_id: &str,
+        url: &str,
+        point: &[u8],
+    ) -> Result<HostCertificate, HostCaError> {
+        let host =
+            url_host(url).ok_or_else(|| HostCaError::Bad(format!("{url}: no host in it")))?;
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         p.distinguished_name.push(DnType::CommonName, host_id);
@@ -229,7 +243,10 @@ mod tests {
     #[test]
     fn the_url_host_is_found_for_names_v4_and_v6() {
         assert_eq!(url_host("https://192.0.2.1:7070"), Some("192.0.2.1"));
-        assert_eq!(url_host("https://[2001:db8::1]:7070/x"), Some("2001:db8::1"));
+        assert_eq!(
+            url_host("https://[2001:db8::1]:7070/x"),
+            Some("2001:db8::1")
+        );
         assert_eq!(url_host("https://h.example"), Some("h.example"));
         assert_eq!(url_host("https://:7070"), None);
         assert_eq!(url_host("nothing"), None);

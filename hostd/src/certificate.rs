@@ -31,8 +31,8 @@ pub enum CertError {
 /// Makes a new P-256 key and its request for `host_id`.
 pub fn new_key(host_id: &str) -> Result<PendingKey, CertError> {
     let key = rcgen::KeyPair::generate().map_err(|e| CertError::Key(e.to_string()))?;
-    let request =
-        HostKeyRequest::sign(&key.serialize_der(), host_id).map_err(|e| CertError::Key(e.problem))?;
+    let request = HostKeyRequest::sign(&key.serialize_der(), host_id)
+        .map_err(|e| CertError::Key(e.problem))?;
     Ok(PendingKey {
         pem: key.serialize_pem(),
         request,
@@ -87,11 +87,12 @@ pub fn usable(file: &Path) -> bool {
     validity(file).is_some_and(|(_, until)| until > now_ms() + 60_000)
 }
 
-/// How long until a certificate of this validity should be renewed: at two thirds
-/// of its life (kubelet renews between 70 and 90 %), at once when that has passed.
-pub fn renew_in(not_before_ms: u64, not_after_ms: u64) -> Duration {
-    let at = not_before_ms + (not_after_ms.saturating_sub(not_before_ms)) * 2 / 3;
-    Duration::from_millis(at.saturating_sub(now_ms()))
+/// How long until a certificate just received, valid until `not_after_ms`, should be
+/// renewed: after two thirds of what is left of it (kubelet renews between 70 and
+/// 90 % of its life). Counted from now, not from its not-before, which the
+/// controller backdates a minute for clock skew.
+pub fn renew_in(not_after_ms: u64) -> Duration {
+    Duration::from_millis(not_after_ms.saturating_sub(now_ms()) * 2 / 3)
 }
 
 #[cfg(test)]
@@ -122,8 +123,8 @@ mod tests {
         };
         keep(&f, &k, &soon).unwrap();
         assert!(!usable(&f), "expiring within the minute");
-        let r = renew_in(now, now + 3_000_000).as_millis() as u64;
-        assert!((1_900_000..=2_000_000).contains(&r), "{r}");
+        let r = renew_in(now_ms() + 3_000_000).as_millis() as u64;
+        assert!((1_990_000..=2_000_000).contains(&r), "{r}");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

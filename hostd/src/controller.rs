@@ -64,7 +64,7 @@ fn keep(issued: &Issued, key: &PendingKey, cert: &HostCertificate) -> Option<Ins
         return None;
     }
     issued.ready.notify_one();
-    let renew = certificate::renew_in(cert.not_before_ms, cert.not_after_ms);
+    let renew = certificate::renew_in(cert.not_after_ms);
     tracing::info!(
         not_after_ms = cert.not_after_ms,
         renew_in_s = renew.as_secs(),

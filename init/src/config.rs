@@ -502,14 +502,24 @@ impl Config {
 
     /// Takes the controller, join token and CA of EC2 user-data (`nova.config=imds`)
     /// where the command line and nova.conf gave none, then checks the result.
-    pub fn apply_user_data(&mut self, u: nova_controller_api::HostUserData) -> Result<(), ConfigError> {
+    pub fn apply_user_data(
+        &mut self,
+        u: nova_controller_api::HostUserData,
+    ) -> Result<(), ConfigError> {
         if self.controller.is_none() && self.join_token.is_none() {
-            self.controller = Some(parse_url(&u.controller).map_err(|e| ConfigError(vec![format!("user-data controller: {e}")]))?);
-            self.join_token = Some(parse_token(&u.join_token).map_err(|e| ConfigError(vec![format!("user-data join_token: {e}")]))?);
+            self.controller = Some(
+                parse_url(&u.controller)
+                    .map_err(|e| ConfigError(vec![format!("user-data controller: {e}")]))?,
+            );
+            self.join_token = Some(
+                parse_token(&u.join_token)
+                    .map_err(|e| ConfigError(vec![format!("user-data join_token: {e}")]))?,
+            );
         }
         if self.ca.is_none() && self.ca_pem.is_none() {
             if let Some(pem) = u.ca_pem {
-                check_ca_pem(&pem).map_err(|e| ConfigError(vec![format!("user-data ca_pem: {e}")]))?;
+                check_ca_pem(&pem)
+                    .map_err(|e| ConfigError(vec![format!("user-data ca_pem: {e}")]))?;
                 self.ca_pem = Some(pem);
             }
         }
@@ -724,15 +734,24 @@ mod tests {
             "nova.controller=https://192.0.2.1:7443 nova.join_token=0123456789abcdef nova.ca_b64={b64}"
         ))
         .unwrap();
-        assert_eq!((c.tls_cert, c.insecure_http), (None, false), "the certificate is issued");
+        assert_eq!(
+            (c.tls_cert, c.insecure_http),
+            (None, false),
+            "the certificate is issued"
+        );
         assert_eq!(c.ca_pem.as_deref(), Some(pem));
         let e = from_cmdline("nova.insecure_http=1 nova.ca_b64=!!").unwrap_err();
         assert!(e.0[0].starts_with("nova.ca_b64: not base64"), "{e}");
         let not_pem = base64::engine::general_purpose::STANDARD.encode("hello");
         let e = from_cmdline(&format!("nova.insecure_http=1 nova.ca_b64={not_pem}")).unwrap_err();
-        assert!(e.0[0].starts_with("nova.ca_b64: not a PEM certificate"), "{e}");
-        let e = from_cmdline(&format!("nova.insecure_http=1 nova.ca=/ca.pem nova.ca_b64={b64}"))
-            .unwrap_err();
+        assert!(
+            e.0[0].starts_with("nova.ca_b64: not a PEM certificate"),
+            "{e}"
+        );
+        let e = from_cmdline(&format!(
+            "nova.insecure_http=1 nova.ca=/ca.pem nova.ca_b64={b64}"
+        ))
+        .unwrap_err();
         assert!(e.0[0].starts_with("nova.ca_b64: given with nova.ca"), "{e}");
     }
 
@@ -742,8 +761,12 @@ mod tests {
         assert_eq!(c.imds.as_deref(), Some(DEFAULT_IMDS));
         let c = from_cmdline("nova.config=imds nova.imds_url=http://127.0.0.1:5000").unwrap();
         assert_eq!(c.imds.as_deref(), Some("http://127.0.0.1:5000"));
-        let e = from_cmdline("nova.insecure_http=1 nova.imds_url=http://127.0.0.1:5000").unwrap_err();
-        assert!(e.0[0].starts_with("nova.imds_url: needs nova.config=imds"), "{e}");
+        let e =
+            from_cmdline("nova.insecure_http=1 nova.imds_url=http://127.0.0.1:5000").unwrap_err();
+        assert!(
+            e.0[0].starts_with("nova.imds_url: needs nova.config=imds"),
+            "{e}"
+        );
         let e = from_cmdline("nova.config=ec2").unwrap_err();
         assert!(e.0[0].starts_with("nova.config:"), "{e}");
         let u = nova_controller_api::HostUserData {

@@ -59,7 +59,7 @@ fn once(base: &str, c: &Client) -> Result<HostUserData, ImdsError> {
         "/latest/user-data",
         "text/plain",
         vec![],
-        &[("X-aws-ec2-metadata-token", &token)],
+        &[("X-aws-ec2-metadata-token", token.as_str())],
     ))
     .map_err(|e| ImdsError::Unreachable(base.to_string(), e))?;
     if status != 200 {

@@ -95,7 +95,11 @@ fn tls_controller_in(ns: &NetNs, dir: &Path, ca: &Path, ip: &str, port: u16) -> 
         .args(["--san", ip])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut cmd = ns.command(&binary("nova-controller"));
     cmd.args(["--listen", &format!("{ip}:{port}")])
         .args(["--heartbeat-ms", "1000", "--down-after-ms", "30000"])

@@ -43,7 +43,10 @@ fn controller(d: &TempDir, ca: &Path, issue: bool, extra: &[&str]) -> Controller
         ca.join("ca.pem").display().to_string(),
     ];
     if issue {
-        args.extend(["--hostd-ca-key".into(), ca.join("ca.key").display().to_string()]);
+        args.extend([
+            "--hostd-ca-key".into(),
+            ca.join("ca.key").display().to_string(),
+        ]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     Controller::start(
@@ -77,7 +80,11 @@ fn registration(id: &str, url: &str, proved_for: &str) -> RegisterRequest {
     }
 }
 
-fn register(c: &Controller, token: &str, rq: &RegisterRequest) -> Result<RegisterResponse, nova_http::Error> {
+fn register(
+    c: &Controller,
+    token: &str,
+    rq: &RegisterRequest,
+) -> Result<RegisterResponse, nova_http::Error> {
     block_on(c.as_(token).http().post("/v1/hosts/register", rq))
 }
 
@@ -163,7 +170,11 @@ fn a_host_with_only_url_join_token_and_ca_gets_a_certificate_serves_tls_and_rene
     });
 
     // The join token was single use.
-    let again = register(&c, &token, &registration("second-host", "https://127.0.0.1:1", "second-host"));
+    let again = register(
+        &c,
+        &token,
+        &registration("second-host", "https://127.0.0.1:1", "second-host"),
+    );
     assert_eq!(refusal(again).0, 401);
 
     // A renewal for another host id with this host's own token is refused.
@@ -177,7 +188,9 @@ fn a_host_with_only_url_join_token_and_ca_gets_a_certificate_serves_tls_and_rene
 
     block_on(c.api.delete_vm(&vm.id)).unwrap();
     wait_for(30, "the VM to be gone", || {
-        block_on(c.api.vm(&vm.id)).err().filter(|e| e.is_not_found())
+        block_on(c.api.vm(&vm.id))
+            .err()
+            .filter(|e| e.is_not_found())
     });
 }
 
@@ -188,18 +201,35 @@ fn a_key_proved_for_another_host_id_is_refused_and_leaves_the_join_token_unused(
     dev_ca(&ca);
     let c = controller(&d, &ca, true, &[]);
     let token = join_token(&c);
-    let forged = register(&c, &token, &registration("victim", "https://192.0.2.9:7070", "mallory"));
+    let forged = register(
+        &c,
+        &token,
+        &registration("victim", "https://192.0.2.9:7070", "mallory"),
+    );
     let (status, field) = refusal(forged);
     assert_eq!((status, field.as_deref()), (400, Some("tls_key.proof")));
     // Nothing was recorded and the token still admits one honest host.
     assert!(block_on(c.api.host("victim")).unwrap_err().is_not_found());
-    let ok = register(&c, &token, &registration("honest", "https://192.0.2.9:7070", "honest")).unwrap();
+    let ok = register(
+        &c,
+        &token,
+        &registration("honest", "https://192.0.2.9:7070", "honest"),
+    )
+    .unwrap();
     let cert = ok.certificate.expect("a certificate for the key");
     assert!(cert.pem.starts_with("-----BEGIN CERTIFICATE-----"));
-    assert_eq!(cert.not_after_ms - cert.not_before_ms, 86_400_000 + 60_000, "the default lifetime, from a minute ago");
+    assert_eq!(
+        cert.not_after_ms - cert.not_before_ms,
+        86_400_000 + 60_000,
+        "the default lifetime, from a minute ago"
+    );
     // A plain http:// host gets no certificate.
     let token = join_token(&c);
-    let http = register(&c, &token, &registration("plain", "http://192.0.2.9:7070", "plain"));
+    let http = register(
+        &c,
+        &token,
+        &registration("plain", "http://192.0.2.9:7070", "plain"),
+    );
     assert_eq!(refusal(http), (400, Some("url".into())));
 }
 
@@ -210,7 +240,11 @@ fn a_controller_without_the_ca_key_issues_nothing_and_its_flags_are_checked() {
     dev_ca(&ca);
     let c = controller(&d, &ca, false, &[]);
     let token = join_token(&c);
-    let r = register(&c, &token, &registration("h", "https://192.0.2.9:7070", "h"));
+    let r = register(
+        &c,
+        &token,
+        &registration("h", "https://192.0.2.9:7070", "h"),
+    );
     assert_eq!(refusal(r), (409, Some("tls_key".into())));
 
     let start = |args: Vec<String>| {

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use nova_init::imds::{user_data, ImdsError};
-use nova_tests::moto::Moto;
 use nova_tests::free_port;
+use nova_tests::moto::Moto;
 
 #[test]
 fn imds_v2_token_is_fetched_and_a_missing_user_data_is_named() {
@@ -32,5 +32,8 @@ fn an_unreachable_metadata_service_is_asked_until_the_deadline_then_named() {
     let e = user_data(&url, Duration::from_secs(3)).unwrap_err();
     assert!(matches!(e, ImdsError::Unreachable(..)), "{e}");
     assert!(e.to_string().starts_with(&url), "{e}");
-    assert!(t.elapsed() >= Duration::from_secs(3), "asked again until the deadline");
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "asked again until the deadline"
+    );
 }

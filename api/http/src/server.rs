@@ -129,7 +129,9 @@ struct Loaded {
 
 impl std::fmt::Debug for Reloading {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloading").field("files", &self.files).finish()
+        f.debug_struct("Reloading")
+            .field("files", &self.files)
+            .finish()
     }
 }
 

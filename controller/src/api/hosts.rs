@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
-use nova_hostd_api::{Heartbeat, HostCertificate, HostKeyRequest, RegisterRequest, RegisterResponse};
+use nova_hostd_api::{
+    Heartbeat, HostCertificate, HostKeyRequest, RegisterRequest, RegisterResponse,
+};
 
 use super::error::{answer, ApiJson, ApiQuery, IfMatch};
 use super::{must_be_cluster, page, ApiError, ApiResult, AppState};
