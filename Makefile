@@ -102,7 +102,7 @@ test: deps ui-deps guest-images build
 # RUSTC_BOOTSTRAP: cargo-fuzz needs nightly flags; no sanitizer (-s none) builds on stable.
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_TARGETS := migration_frame migration_tls_records state_decode vmm_http_request boot_loader \
-	virtio_blk_queue virtio_net_queue dhcp_reply init_config backup_decode host_user_data
+	virtio_blk_queue virtio_net_queue dhcp_reply init_config backup_decode host_user_data host_registration
 FUZZ_SECONDS ?= 30
 FUZZ := cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
 FUZZ_FLAGS := -s none --target x86_64-unknown-linux-gnu

@@ -52,8 +52,9 @@ for h in a b; do
     ip -n "nova-$h" route add "198.18.0.1$o/32" dev "nux-$h"
 done
 
-# TLS everywhere: a development CA and one server certificate for the controller and
-# both hosts (their 198.18.0 addresses); every client trusts the CA (--ca).
+# TLS everywhere: a development CA and the controller's server certificate; the
+# controller signs each host's serving certificate with the CA when it joins (the
+# hosts get no TLS files); every client trusts the CA (--ca).
 "$BIN/nova-controller" dev-ca "$RUN/tls" --san 198.18.0.1 --san 198.18.0.11 --san 198.18.0.12 >/dev/null
 CA="$RUN/tls/ca.pem"
 TLS=(--tls-cert "$RUN/tls/server.pem" --tls-key "$RUN/tls/server.key")
@@ -61,7 +62,7 @@ TLS=(--tls-cert "$RUN/tls/server.pem" --tls-key "$RUN/tls/server.key")
 # Controller.
 setsid "$BIN/nova-controller" --listen 198.18.0.1:7070 --store "sqlite:$RUN/controller.db" \
     --admin-token-file "$RUN/admin.token" --join-token-file "$RUN/join.token" \
-    "${TLS[@]}" --hostd-ca "$CA" \
+    "${TLS[@]}" --hostd-ca "$CA" --hostd-ca-key "$RUN/tls/ca.key" \
     --heartbeat-ms 5000 >"$RUN/controller.log" 2>&1 < /dev/null &
 echo $! > "$RUN/controller.pid"
 for _ in $(seq 100); do [ -s "$RUN/join.token" ] && [ -s "$RUN/admin.token" ] && break; sleep 0.1; done
@@ -74,7 +75,7 @@ for h in a b; do
     chmod 600 "$RUN/hostd-$h.token"
     ip netns exec "nova-$h" setsid "$BIN/nova-hostd" --listen "198.18.0.1$n:7070" --data-dir "$RUN/host-$h" \
         --token-file "$RUN/hostd-$h.token" --controller "$API" --join-token-file "$RUN/join.token" \
-        "${TLS[@]}" --controller-ca "$CA" --image-root "$(dirname "$(readlink -f "$GUEST")")" \
+        --controller-ca "$CA" --image-root "$(dirname "$(readlink -f "$GUEST")")" \
         --vmm-bin "$BIN/nova-vmm" --bridge novabr0 --host-cidr "203.0.113.$n/24" \
         --vxlan-vni 42 --vxlan-dev "nux-$h" --vxlan-peer "198.18.0.1$peer" \
         >"$RUN/hostd-$h.log" 2>&1 < /dev/null &

@@ -105,6 +105,14 @@ pub struct Options {
     /// `--hostd-ca` [default: `--hostd-ca`].
     #[arg(long)]
     pub federation_peer_ca: Option<PathBuf>,
+    /// PEM private key of --hostd-ca: with it the controller issues hosts' serving
+    /// certificates at registration (a host given no TLS files asks for one).
+    #[arg(long)]
+    pub hostd_ca_key: Option<PathBuf>,
+    /// How long a host certificate issued with --hostd-ca-key lives; hosts renew it
+    /// at two thirds of that, s [default: 86400; at least 10].
+    #[arg(long)]
+    pub host_cert_ttl_s: Option<u64>,
     /// Open API connections at most (more wait) [default: 1024].
     #[arg(long)]
     pub max_connections: Option<usize>,
@@ -221,7 +229,8 @@ impl Options {
             etcd_key, etcd_user, etcd_password_file, operations_max_age_s,
             operations_max_count, audit_max_age_s, audit_max_count, events_max_age_s,
             events_max_count, idempotency_ttl_s, prune_interval_s, tls_cert, tls_key,
-            insecure_http, hostd_ca, federation_peer_ca, max_connections, header_timeout_s, body_timeout_s,
+            insecure_http, hostd_ca, federation_peer_ca, hostd_ca_key, host_cert_ttl_s, max_connections,
+            header_timeout_s, body_timeout_s,
             idle_timeout_s, max_vms_per_tenant, max_image_mib, system_images, join_token_max_age_s,
             metrics_db, scrape_interval_ms, metrics_checkpoint_s, metrics_max_series,
             alert_interval_ms, cloud)
@@ -262,6 +271,33 @@ pub struct EtcdFiles {
     pub key: Option<PathBuf>,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+/// The hostd CA of `--hostd-ca` and `--hostd-ca-key`, when both are given.
+fn host_ca(o: &Options) -> Result<Option<std::sync::Arc<crate::hostca::HostCa>>, ConfigError> {
+    let ttl = match o.host_cert_ttl_s {
+        Some(t) if t < 10 => {
+            return Err(ConfigError::Value(
+                "host-cert-ttl-s",
+                format!("{t} is under 10 s"),
+            ))
+        }
+        t => Duration::from_secs(t.unwrap_or(86_400)),
+    };
+    match (&o.hostd_ca, &o.hostd_ca_key) {
+        (Some(cert), Some(key)) => crate::hostca::HostCa::load(cert, key, ttl)
+            .map(|ca| Some(std::sync::Arc::new(ca)))
+            .map_err(|e| ConfigError::Value("hostd-ca-key", e.to_string())),
+        (None, Some(_)) => Err(ConfigError::Value(
+            "hostd-ca-key",
+            "needs --hostd-ca (the certificate of that key)".into(),
+        )),
+        _ if o.host_cert_ttl_s.is_some() => Err(ConfigError::Value(
+            "host-cert-ttl-s",
+            "needs --hostd-ca-key (only issued certificates have it)".into(),
+        )),
+        _ => Ok(None),
+    }
 }
 
 impl Args {
@@ -360,6 +396,7 @@ impl Args {
             idempotency_ttl: s(o.idempotency_ttl_s, r.idempotency_ttl),
             every: s(o.prune_interval_s, r.every),
         };
+        let host_ca = host_ca(&o)?;
         let store = o
             .store
             .unwrap_or_else(|| "sqlite:/var/lib/nova/controller.db".into());
@@ -424,6 +461,7 @@ impl Args {
             settings: Settings {
                 federation_peer_ca: o.federation_peer_ca.or_else(|| o.hostd_ca.clone()),
                 hostd_ca: o.hostd_ca,
+                host_ca,
                 system_images: o.system_images,
                 max_vms_per_tenant,
                 max_image_mib,

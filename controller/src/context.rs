@@ -35,6 +35,8 @@ pub struct Settings {
     /// The CA federation peers' https certificates chain to
     /// (`--federation-peer-ca`, else `--hostd-ca`).
     pub federation_peer_ca: Option<std::path::PathBuf>,
+    /// The CA pair hosts' serving certificates are issued with (`--hostd-ca-key`).
+    pub host_ca: Option<std::sync::Arc<crate::hostca::HostCa>>,
     /// VMs one tenant may have at most (`--max-vms-per-tenant`).
     pub max_vms_per_tenant: u64,
     /// Largest image upload, MiB (`--max-image-mib`).
@@ -57,6 +59,7 @@ impl Default for Settings {
             retention: Retention::default(),
             hostd_ca: None,
             federation_peer_ca: None,
+            host_ca: None,
             max_vms_per_tenant: 1000,
             max_image_mib: 16384,
             system_images: None,

@@ -4,9 +4,14 @@
 //! token (the bootstrap file's, or a single-use expiring one from `POST
 //! /v1/join-tokens`) only enrols a host id not yet known; an existing host id is
 //! re-registered only with that host's own credential (or by a system admin).
-//! The bodies are hostd's contract (`nova_hostd_api`).
+//! A host given no TLS files sends its serving key with the registration and gets
+//! its certificate back (`hostca`), then renews it with its own token
+//! ([`renew_certificate`]). The bodies are hostd's contract (`nova_hostd_api`).
 
-use nova_hostd_api::{validate_id, Heartbeat, RegisterRequest, RegisterResponse, VmSummary};
+use nova_hostd_api::{
+    validate_id, Heartbeat, HostCertificate, HostKeyRequest, RegisterRequest, RegisterResponse,
+    VmSummary,
+};
 use nova_http::FieldError;
 
 use serde::{Deserialize, Serialize};
@@ -96,7 +101,56 @@ fn check(r: &RegisterRequest) -> std::result::Result<(), FieldError> {
     if r.hostname.len() > 253 {
         return Err(FieldError::new("hostname", "longer than 253 characters"));
     }
+    if r.tls_key.is_some() && !r.url.starts_with("https://") {
+        return Err(FieldError::new(
+            "url",
+            "a host asking for a serving certificate is reached at https://",
+        ));
+    }
     Ok(())
+}
+
+/// Signs `key` (verified first: it must prove possession for `host_id`) for the
+/// host reached at `url`, with the hostd CA; a controller without one refuses.
+fn sign(ctx: &Context, host_id: &str, url: &str, key: &HostKeyRequest) -> Result<HostCertificate> {
+    let point = key.verify(host_id)?;
+    let Some(ca) = &ctx.settings.host_ca else {
+        return Err(Error::Conflict {
+            message: "this controller issues no host certificates (it has no --hostd-ca-key): \
+                      give the host its own TLS files (--tls-cert and --tls-key)"
+                .into(),
+            field: Some("tls_key".into()),
+        });
+    };
+    ca.issue(host_id, url, &point)
+        .map_err(|e| FieldError::new("url", format!("no certificate for it: {e}")).into())
+}
+
+/// A new certificate for host `id`'s new key (`POST /v1/hosts/{id}/certificate`, with
+/// that host's own token), for the URL it registered.
+pub async fn renew_certificate(
+    ctx: &Context,
+    id: &str,
+    key: &HostKeyRequest,
+) -> Result<HostCertificate> {
+    let host = ctx
+        .store
+        .read::<Host>(id)
+        .await?
+        .ok_or(Error::NotFound("host"))?;
+    if !host.url.starts_with("https://") {
+        return Err(FieldError::new("url", "the host registered a plain http:// URL").into());
+    }
+    let c = sign(ctx, id, &host.url, key)?;
+    ctx.events
+        .publish(
+            "host.certificate",
+            SYSTEM_TENANT,
+            id,
+            crate::events::no_data(),
+        )
+        .await;
+    Ok(c)
 }
 
 /// Records a host (a restarted host keeps its labels and cordon) and answers its own
@@ -108,6 +162,12 @@ pub async fn register(
     r: &RegisterRequest,
 ) -> Result<RegisterResponse> {
     check(r)?;
+    // Signed before anything is recorded (or a join token used): a key that does not
+    // prove itself for this host id, or a controller that cannot sign, changes nothing.
+    let certificate = match &r.tls_key {
+        Some(k) => Some(sign(ctx, &r.host_id, &r.url, k)?),
+        None => None,
+    };
     let known = ctx.store.read::<Host>(&r.host_id).await?.is_some();
     match by {
         Enrolment::Admin => {}
@@ -202,6 +262,7 @@ pub async fn register(
         host_id: r.host_id.clone(),
         token: secret,
         heartbeat_interval_ms: ctx.settings.heartbeat.as_millis() as u64,
+        certificate,
     })
 }
 

@@ -28,6 +28,7 @@ pub mod error;
 pub mod events;
 pub mod federation;
 pub mod history;
+pub mod hostca;
 pub mod hosts;
 pub mod idempotency;
 pub mod images;

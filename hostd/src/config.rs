@@ -121,7 +121,9 @@ pub struct Args {
     /// PEM certificate (chain) the API is served with over TLS (with --tls-key).
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
+    /// PEM private key of --tls-cert. Without --tls-cert and --tls-key (and without
+    /// --insecure-http), a hostd that joins a controller makes its own key and serves
+    /// the certificate the controller issues for it (DATA/tls/host.pem, renewed).
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
     /// What happens to the VMs when hostd is told to stop: keep them running (the
@@ -267,6 +269,14 @@ pub struct Resolved {
     pub serve: nova_http::server::ServerOptions,
     /// The CA outgoing https calls (peers, the controller) trust.
     pub ca: Option<PathBuf>,
+    /// Where the key and certificate the controller issues are kept (one PEM file,
+    /// 0600), when hostd was given no TLS files: it serves them.
+    pub issued_tls: Option<PathBuf>,
+}
+
+/// Where an issued key and certificate live in the data dir.
+pub fn issued_tls_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("host.pem")
 }
 
 fn default_vmm() -> PathBuf {
@@ -434,12 +444,23 @@ impl Args {
             (None, None) => LogFormat::Text,
         };
         let insecure = self.insecure_http || file.insecure_http;
+        let mut issued_tls = None;
         let tls = match (
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),
             insecure,
         ) {
             (Some(cert), Some(key), false) => Some(nova_http::server::TlsFiles { cert, key }),
+            (None, None, false) if join.is_some() => {
+                // The controller issues the certificate; key and chain in one file, so
+                // a renewal replaces both at once.
+                let f = issued_tls_file(&data_dir);
+                issued_tls = Some(f.clone());
+                Some(nova_http::server::TlsFiles {
+                    cert: f.clone(),
+                    key: f,
+                })
+            }
             (None, None, true) => None,
             (Some(_), Some(_), true) => {
                 return Err(bad("insecure-http", "contradicts --tls-cert: choose one"))
@@ -449,7 +470,8 @@ impl Args {
             }
             (None, None, false) => return Err(bad(
                 "tls-cert",
-                "required: serve TLS (--tls-cert and --tls-key), or plaintext with --insecure-http",
+                "required: serve TLS (--tls-cert and --tls-key, or --controller to have it issue \
+                 this host's certificate), or plaintext with --insecure-http",
             )),
         };
         let positive = |flag: &str, v: Option<u64>, d: u64| match v {
@@ -566,6 +588,7 @@ impl Args {
             log_format,
             serve,
             ca,
+            issued_tls,
         })
     }
 }

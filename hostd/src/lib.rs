@@ -6,6 +6,7 @@
 //! [`host`] wires them together; [`api`] serves them over HTTP (the wire types are
 //! the contract crate `nova-hostd-api`'s; hostd reaches VMMs with `nova-vmm-api`'s
 //! client, other hosts with `HostdClient`, the controller with [`controller`]);
+//! [`certificate`] is its serving certificate when the controller issues it;
 //! [`config`] is its flags and config file; [`jail`] confines each VMM; [`upgrade`] writes a new host image into
 //! the inactive A/B slot; [`shutdown`] stops or migrates VMs away when hostd stops. It does not decide where VMs run: the
 //! controller does.
@@ -13,6 +14,7 @@
 pub mod admission;
 pub mod api;
 pub mod backup;
+pub mod certificate;
 pub mod config;
 pub mod controller;
 pub mod error;

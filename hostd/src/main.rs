@@ -1,6 +1,7 @@
 //! `nova-hostd`: reads its flags and config file, the token, sets up the data dir and
 //! network, takes back the VMMs still running from a previous hostd, joins the
-//! controller, and serves the API. Stopping hostd (SIGTERM, SIGINT) stops no VM unless
+//! controller (and, given no TLS files, waits for the certificate it issues), and
+//! serves the API. Stopping hostd (SIGTERM, SIGINT) stops no VM unless
 //! `--vms-at-exit` says (the host image powering off).
 
 use std::sync::Arc;
@@ -55,8 +56,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", r.listen))?;
     tracing::info!(listen = %r.listen, vms = host.vms.all().len(), "serving");
+    let issued = r
+        .issued_tls
+        .clone()
+        .map(|file| nova_hostd::controller::Issued {
+            file,
+            ready: Arc::new(tokio::sync::Notify::new()),
+        });
     if let Some(join) = join.clone() {
-        tokio::spawn(nova_hostd::controller::run(host.clone(), join));
+        tokio::spawn(nova_hostd::controller::run(
+            host.clone(),
+            join,
+            issued.clone(),
+        ));
+    }
+    if let Some(i) = &issued {
+        if !nova_hostd::certificate::usable(&i.file) {
+            tracing::info!(file = %i.file.display(), "waiting for the controller to issue this host's serving certificate");
+            i.ready.notified().await;
+        }
     }
     notify_ready();
     let app = nova_hostd::api::router(host.clone());

@@ -39,6 +39,12 @@ pub struct Config {
     pub join_token: Option<String>,
     /// PEM file of the CA that signs the controller's (and other hosts') certificates.
     pub ca: Option<PathBuf>,
+    /// That CA's PEM itself (`nova.ca_b64=`, base64 of the PEM file, or EC2
+    /// user-data's `ca_pem`): for a host with no partition to keep a file on.
+    pub ca_pem: Option<String>,
+    /// Read the controller, join token and CA from the EC2 instance metadata service
+    /// at this base URL (`nova.config=imds`; `nova.imds_url=` for another endpoint).
+    pub imds: Option<String>,
     /// vCPUs admitted per physical core (hostd `--cpu-overcommit`).
     pub cpu_overcommit: Option<f64>,
     /// Guest MiB admitted per host MiB (hostd `--mem-overcommit`).
@@ -105,6 +111,8 @@ impl Default for Config {
             controller: None,
             join_token: None,
             ca: None,
+            ca_pem: None,
+            imds: None,
             cpu_overcommit: None,
             mem_overcommit: None,
             ip: IpConfig::Dhcp,
@@ -266,6 +274,31 @@ fn parse_url(v: &str) -> Result<String, String> {
     Ok(v.trim_end_matches('/').to_string())
 }
 
+/// The EC2 instance metadata service.
+pub const DEFAULT_IMDS: &str = "http://169.254.169.254";
+
+/// A CA's PEM: text with a certificate in it, 16 KiB at most.
+fn check_ca_pem(pem: &str) -> Result<(), String> {
+    if pem.len() > 16 << 10 || !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err("not a PEM certificate (16 KiB at most)".into());
+    }
+    Ok(())
+}
+
+/// `nova.ca_b64=`: base64 of a CA's PEM file (`base64 -w0 ca.pem`).
+fn parse_ca_b64(v: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    if v.len() > 22 << 10 {
+        return Err("longer than a 16 KiB PEM".into());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v)
+        .map_err(|e| format!("not base64: {e}"))?;
+    let pem = String::from_utf8(bytes).map_err(|_| "not the base64 of a PEM text".to_string())?;
+    check_ca_pem(&pem)?;
+    Ok(pem)
+}
+
 fn parse_token(v: &str) -> Result<String, String> {
     if v.is_empty() || v.len() > 4096 || !v.chars().all(|c| c.is_ascii_graphic()) {
         return Err("empty, too long or not printable ASCII".into());
@@ -334,12 +367,20 @@ impl Config {
     pub fn parse(pairs: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         let mut errors = vec![];
+        let (mut imds, mut imds_url) = (false, None);
         for (k, v) in pairs {
             let r: Result<(), String> = (|| {
                 match k.as_str() {
                     "controller" => c.controller = Some(parse_url(v)?),
                     "join_token" => c.join_token = Some(parse_token(v)?),
                     "ca" => c.ca = Some(parse_path(v)?),
+                    "ca_b64" => c.ca_pem = Some(parse_ca_b64(v)?),
+                    "config" => match v.as_str() {
+                        "imds" => imds = true,
+                        "local" => imds = false,
+                        _ => return Err(format!("'{v}' is not imds or local")),
+                    },
+                    "imds_url" => imds_url = Some(parse_url(v)?),
                     "cpu_overcommit" => c.cpu_overcommit = Some(parse_ratio(v)?),
                     "mem_overcommit" => c.mem_overcommit = Some(parse_ratio(v)?),
                     "ip" => c.ip = parse_ip(v)?,
@@ -419,20 +460,72 @@ impl Config {
                 errors.push(format!("nova.{k}: {e}"));
             }
         }
-        if c.join_token.is_some() && c.controller.is_none() {
-            errors.push("nova.join_token: given without nova.controller".into());
+        match (imds, imds_url) {
+            (true, url) => c.imds = Some(url.unwrap_or_else(|| DEFAULT_IMDS.to_string())),
+            (false, Some(_)) => errors.push("nova.imds_url: needs nova.config=imds".into()),
+            (false, None) => {}
         }
-        if c.controller.is_some() && c.join_token.is_none() {
-            errors.push("nova.controller: given without nova.join_token".into());
+        if c.ca.is_some() && c.ca_pem.is_some() {
+            errors.push("nova.ca_b64: given with nova.ca: choose one".into());
         }
         if c.tls_cert.is_some() != c.tls_key.is_some() {
             errors.push("nova.tls_cert: needs nova.tls_key, and the other way round".into());
         }
-        if c.tls_cert.is_none() && !c.insecure_http {
-            errors.push("nova.tls_cert: hostd serves TLS: give nova.tls_cert and nova.tls_key (or nova.insecure_http=1, tests only)".into());
+        // With nova.config=imds the controller and its token come later (user-data):
+        // checked once they are in (`apply_user_data`).
+        if c.imds.is_none() {
+            errors.extend(c.join_errors());
         }
         if errors.is_empty() {
             Ok(c)
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// What is wrong with how the host joins and serves: the controller and its join
+    /// token come together; hostd serves TLS with files it was given, or with the
+    /// certificate the controller issues when it joins one, or plaintext when told.
+    fn join_errors(&self) -> Vec<String> {
+        let mut errors = vec![];
+        if self.join_token.is_some() && self.controller.is_none() {
+            errors.push("nova.join_token: given without nova.controller".into());
+        }
+        if self.controller.is_some() && self.join_token.is_none() {
+            errors.push("nova.controller: given without nova.join_token".into());
+        }
+        if self.tls_cert.is_none() && !self.insecure_http && self.controller.is_none() {
+            errors.push("nova.tls_cert: hostd serves TLS: give nova.controller and nova.join_token (the controller issues the certificate), or nova.tls_cert and nova.tls_key (or nova.insecure_http=1, tests only)".into());
+        }
+        errors
+    }
+
+    /// Takes the controller, join token and CA of EC2 user-data (`nova.config=imds`)
+    /// where the command line and nova.conf gave none, then checks the result.
+    pub fn apply_user_data(
+        &mut self,
+        u: nova_controller_api::HostUserData,
+    ) -> Result<(), ConfigError> {
+        if self.controller.is_none() && self.join_token.is_none() {
+            self.controller = Some(
+                parse_url(&u.controller)
+                    .map_err(|e| ConfigError(vec![format!("user-data controller: {e}")]))?,
+            );
+            self.join_token = Some(
+                parse_token(&u.join_token)
+                    .map_err(|e| ConfigError(vec![format!("user-data join_token: {e}")]))?,
+            );
+        }
+        if self.ca.is_none() && self.ca_pem.is_none() {
+            if let Some(pem) = u.ca_pem {
+                check_ca_pem(&pem)
+                    .map_err(|e| ConfigError(vec![format!("user-data ca_pem: {e}")]))?;
+                self.ca_pem = Some(pem);
+            }
+        }
+        let errors = self.join_errors();
+        if errors.is_empty() {
+            Ok(())
         } else {
             Err(ConfigError(errors))
         }
@@ -630,6 +723,70 @@ mod tests {
         let e = from_cmdline("nova.tls_cert=/a.pem").unwrap_err();
         assert!(e.0[0].contains("needs nova.tls_key"), "{e}");
         from_cmdline("nova.tls_cert=/a.pem nova.tls_key=/k.pem").unwrap();
+    }
+
+    #[test]
+    fn a_host_joining_a_controller_needs_no_tls_files_and_takes_its_ca_inline() {
+        use base64::Engine as _;
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
+        let c = from_cmdline(&format!(
+            "nova.controller=https://192.0.2.1:7443 nova.join_token=0123456789abcdef nova.ca_b64={b64}"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.tls_cert, c.insecure_http),
+            (None, false),
+            "the certificate is issued"
+        );
+        assert_eq!(c.ca_pem.as_deref(), Some(pem));
+        let e = from_cmdline("nova.insecure_http=1 nova.ca_b64=!!").unwrap_err();
+        assert!(e.0[0].starts_with("nova.ca_b64: not base64"), "{e}");
+        let not_pem = base64::engine::general_purpose::STANDARD.encode("hello");
+        let e = from_cmdline(&format!("nova.insecure_http=1 nova.ca_b64={not_pem}")).unwrap_err();
+        assert!(
+            e.0[0].starts_with("nova.ca_b64: not a PEM certificate"),
+            "{e}"
+        );
+        let e = from_cmdline(&format!(
+            "nova.insecure_http=1 nova.ca=/ca.pem nova.ca_b64={b64}"
+        ))
+        .unwrap_err();
+        assert!(e.0[0].starts_with("nova.ca_b64: given with nova.ca"), "{e}");
+    }
+
+    #[test]
+    fn config_imds_takes_the_join_settings_from_user_data_where_none_were_given() {
+        let c = from_cmdline("nova.config=imds").unwrap();
+        assert_eq!(c.imds.as_deref(), Some(DEFAULT_IMDS));
+        let c = from_cmdline("nova.config=imds nova.imds_url=http://127.0.0.1:5000").unwrap();
+        assert_eq!(c.imds.as_deref(), Some("http://127.0.0.1:5000"));
+        let e =
+            from_cmdline("nova.insecure_http=1 nova.imds_url=http://127.0.0.1:5000").unwrap_err();
+        assert!(
+            e.0[0].starts_with("nova.imds_url: needs nova.config=imds"),
+            "{e}"
+        );
+        let e = from_cmdline("nova.config=ec2").unwrap_err();
+        assert!(e.0[0].starts_with("nova.config:"), "{e}");
+        let u = nova_controller_api::HostUserData {
+            format: nova_controller_api::HostUserData::FORMAT.into(),
+            controller: "https://192.0.2.1:7443".into(),
+            join_token: "t".repeat(43),
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n".into()),
+        };
+        let mut c = from_cmdline("nova.config=imds").unwrap();
+        c.apply_user_data(u.clone()).unwrap();
+        assert_eq!(c.controller.as_deref(), Some("https://192.0.2.1:7443"));
+        assert_eq!(c.join_token, Some("t".repeat(43)));
+        assert!(c.ca_pem.is_some());
+        // The command line wins over user-data.
+        let mut c = from_cmdline(
+            "nova.config=imds nova.controller=https://10.0.0.1:7443 nova.join_token=0123456789abcdef",
+        )
+        .unwrap();
+        c.apply_user_data(u).unwrap();
+        assert_eq!(c.controller.as_deref(), Some("https://10.0.0.1:7443"));
     }
 
     #[test]

@@ -102,6 +102,12 @@ fn boot(cmdline: &str) -> anyhow::Result<(Vec<String>, Config)> {
         system::set_hostname(h).context("setting the hostname")?;
     }
     let ip = bring_up_network(&cfg)?;
+    if let Some(base) = cfg.imds.clone() {
+        let u = nova_init::imds::user_data(&base, Duration::from_secs(60))
+            .context("nova.config=imds")?;
+        cfg.apply_user_data(u)?;
+        tracing::info!(imds = %base, controller = ?cfg.controller, "configuration from EC2 user-data");
+    }
     if let Some(server) = cfg.ntp {
         match sntp::set_clock(server) {
             Ok(t) => tracing::info!(unix_time = t, %server, "clock set"),
@@ -267,6 +273,12 @@ fn hostd_args(cfg: &Config, ip: std::net::Ipv4Addr) -> anyhow::Result<Vec<String
         anyhow::ensure!(ca.exists(), "nova.ca: {} does not exist", ca.display());
         a.extend(["--controller-ca".into(), ca.to_string_lossy().into_owned()]);
     }
+    if let Some(pem) = &cfg.ca_pem {
+        // Given inline (command line or user-data): a file for hostd, in memory.
+        let f = Path::new(RUN_DIR).join("controller-ca.pem");
+        std::fs::write(&f, pem).with_context(|| format!("writing {}", f.display()))?;
+        a.extend(["--controller-ca".into(), f.to_string_lossy().into_owned()]);
+    }
     a.extend(cfg.image_key_args());
     if let Some(x) = cfg.cpu_overcommit {
         a.extend(["--cpu-overcommit".into(), x.to_string()]);
@@ -281,7 +293,10 @@ fn hostd_args(cfg: &Config, ip: std::net::Ipv4Addr) -> anyhow::Result<Vec<String
             "--tls-key".into(),
             k.to_string_lossy().into_owned(),
         ]),
-        _ => a.push("--insecure-http".into()),
+        _ if cfg.insecure_http => a.push("--insecure-http".into()),
+        // Neither: hostd makes its key on the data partition (0600; a tmpfs when there
+        // is none) and serves the certificate the controller issues at join.
+        _ => {}
     }
     Ok(a)
 }

@@ -374,6 +374,7 @@ pub fn register_with(
         url: url.into(),
         token: "hostd-secret".into(),
         info: host_info(id, vcpus, mem_mib),
+        tls_key: None,
     };
     block_on(c.as_(token).http().post("/v1/hosts/register", &rq))
 }

@@ -3,7 +3,9 @@
 //! controller: nova-init formats the blank data partition, starts nova-hostd, the host
 //! registers and is Ready, its hostd answers, and the ACPI power button stops hostd
 //! first and powers the machine off. Booted two ways: kernel + initramfs with the
-//! settings on the command line (static address), and the raw disk by UEFI firmware
+//! settings on the command line (static address) and no disk at all, as a diskless
+//! PXE host: only the controller's URL, a join token and its CA inline, hostd serving
+//! TLS with the certificate the controller issues; and the raw disk by UEFI firmware
 //! (OVMF, GRUB, slot A) with the settings in nova.conf on the EFI partition and the
 //! address from a DHCP server (dnsmasq) on the tap. The first boot asks for a debug
 //! console on the second serial line and uses it; the disk boots show none. The A/B
@@ -16,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nova_controller_api::HostState;
-use nova_tests::controller::{block_on, client};
+use nova_tests::controller::{block_on, client, client_with_ca};
 use nova_tests::hostd::in_namespace;
 use nova_tests::net::{require_netns, NetNs};
 use nova_tests::{binary, free_port, require, root, unique, wait_for, which, Console, TempDir};
@@ -84,6 +86,40 @@ fn controller_in(ns: &NetNs, dir: &Path, ip: &str, port: u16) -> Console {
     Console::spawn(cmd)
 }
 
+/// A nova-controller on TLS in `ns` (its certificate from a dev CA made in `ca`,
+/// naming `ip`) that issues hosts' serving certificates with that CA.
+fn tls_controller_in(ns: &NetNs, dir: &Path, ca: &Path, ip: &str, port: u16) -> Console {
+    let out = Command::new(binary("nova-controller"))
+        .arg("dev-ca")
+        .arg(ca)
+        .args(["--san", ip])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = ns.command(&binary("nova-controller"));
+    cmd.args(["--listen", &format!("{ip}:{port}")])
+        .args(["--heartbeat-ms", "1000", "--down-after-ms", "30000"])
+        .arg("--tls-cert")
+        .arg(ca.join("server.pem"))
+        .arg("--tls-key")
+        .arg(ca.join("server.key"))
+        .arg("--hostd-ca")
+        .arg(ca.join("ca.pem"))
+        .arg("--hostd-ca-key")
+        .arg(ca.join("ca.key"))
+        .arg("--store")
+        .arg(format!("sqlite:{}", dir.join("c.db").display()))
+        .arg("--admin-token-file")
+        .arg(dir.join("admin"))
+        .arg("--join-token-file")
+        .arg(dir.join("join"));
+    Console::spawn(cmd)
+}
+
 /// A sparse copy of the image's raw disk (the guest writes its data partition).
 fn disk_copy(dir: &TempDir) -> PathBuf {
     let disk = dir.join("disk.raw");
@@ -98,8 +134,14 @@ fn disk_copy(dir: &TempDir) -> PathBuf {
 }
 
 /// The Ready host named `hostname` in the controller at `url` (seen from `ns`).
-fn ready_host(ns: &NetNs, url: &str, admin: &str, hostname: &str) -> nova_controller_api::Host {
-    let api = client(url, Some(admin));
+fn ready_host(
+    ns: &NetNs,
+    url: &str,
+    admin: &str,
+    hostname: &str,
+    ca: Option<&Path>,
+) -> nova_controller_api::Host {
+    let api = client_with_ca(url, Some(admin), ca);
     wait_for(BOOT_SECS, "the host to be Ready in the controller", || {
         in_namespace(Some(&ns.name), || block_on(api.hosts()))
             .ok()?
@@ -109,10 +151,13 @@ fn ready_host(ns: &NetNs, url: &str, admin: &str, hostname: &str) -> nova_contro
 }
 
 /// hostd on the image answers at the URL it registered, as the host registered.
-fn assert_hostd_answers(ns: &NetNs, host: &nova_controller_api::Host) {
+fn assert_hostd_answers(ns: &NetNs, host: &nova_controller_api::Host, ca: Option<&Path>) {
+    let opts = nova_http::ClientOptions {
+        ca_file: ca.map(Path::to_path_buf),
+        ..Default::default()
+    };
     let hostd =
-        nova_hostd_api::HostdClient::new(&host.url, "health-needs-no-token", &Default::default())
-            .unwrap();
+        nova_hostd_api::HostdClient::new(&host.url, "health-needs-no-token", &opts).unwrap();
     let health = in_namespace(Some(&ns.name), || block_on(hostd.health()))
         .expect("hostd on the image answers /v1/health");
     assert_eq!(health.host_id, host.id);
@@ -163,11 +208,20 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     let tap = unique("nvi");
     ns.add_tap(&tap, "192.0.2.1/24");
     let port = free_port();
-    let _ctl = controller_in(&ns, dir.path(), "192.0.2.1", port);
-    let url = format!("http://192.0.2.1:{port}");
+    let ca = dir.join("ca");
+    let _ctl = tls_controller_in(&ns, dir.path(), &ca, "192.0.2.1", port);
+    let url = format!("https://192.0.2.1:{port}");
+    let ca_pem = ca.join("ca.pem");
     wait_for(30, "the controller to answer", || {
-        in_namespace(Some(&ns.name), || block_on(client(&url, None).health())).ok()
+        in_namespace(Some(&ns.name), || {
+            block_on(client_with_ca(&url, None, Some(&ca_pem)).health())
+        })
+        .ok()
     });
+    let ca_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&ca_pem).unwrap())
+    };
     let read = |f: &str| {
         std::fs::read_to_string(dir.join(f))
             .unwrap()
@@ -176,7 +230,6 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     };
     let (admin, join) = (read("admin"), read("join"));
 
-    let disk = disk_copy(&dir);
     let mon = dir.join("monitor.sock");
     let dbg = dir.join("ttyS1.sock");
     let mut qemu = ns.command(Path::new("qemu-system-x86_64"));
@@ -196,22 +249,22 @@ fn host_image_joins_the_controller_and_powers_off_on_the_button() {
     .arg("-append")
     .arg(format!(
         "console=ttyS0 panic=-1 nova.ip=192.0.2.2/24 nova.controller={url} \
-             nova.join_token={join} nova.insecure_http=1 nova.hostname=img-host \
+             nova.join_token={join} nova.ca_b64={ca_b64} nova.hostname=img-host \
              nova.debug_console=ttyS1"
     ))
     .arg("-netdev")
     .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
-    .args(["-device", "virtio-net-pci,netdev=n0"])
-    .arg("-drive")
-    .arg(format!("file={},format=raw,if=virtio", disk.display()));
+    .args(["-device", "virtio-net-pci,netdev=n0"]);
     let mut vm = Console::spawn(qemu);
     expect_line(&vm, "debug console on /dev/ttyS1");
-    expect_line(&vm, "data partition is blank: formatting ext4");
+    expect_line(&vm, "no data partition");
     expect_line(&vm, "nova-hostd started");
 
-    let host = ready_host(&ns, &url, &admin, "img-host");
-    assert_eq!(host.url, "http://192.0.2.2:7070", "{host:?}");
-    assert_hostd_answers(&ns, &host);
+    // Diskless, no TLS files: hostd serves the certificate the controller issued,
+    // verified here against the controller's CA alone.
+    let host = ready_host(&ns, &url, &admin, "img-host", Some(&ca_pem));
+    assert_eq!(host.url, "https://192.0.2.2:7070", "{host:?}");
+    assert_hostd_answers(&ns, &host, Some(&ca_pem));
     // The debug console answers on its line; the image has no shell behind it.
     let answer = debug_console(&dbg, "version");
     assert!(answer.contains("image "), "{answer}");
@@ -309,9 +362,9 @@ fn host_disk_boots_by_uefi_with_settings_on_the_efi_partition_and_dhcp() {
     expect_line(&vm, "EFI partition mounted");
     let up = expect_line(&vm, "network up (DHCP)");
     assert!(up.contains("198.51.100.5"), "{up}");
-    let host = ready_host(&ns, &url, &admin, "uefi-host");
+    let host = ready_host(&ns, &url, &admin, "uefi-host", None);
     assert!(host.url.starts_with("http://198.51.100.5"), "{host:?}");
-    assert_hostd_answers(&ns, &host);
+    assert_hostd_answers(&ns, &host, None);
 }
 
 /// Waits for a console line containing `needle` at index >= `from`; its index.
@@ -532,7 +585,7 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
     let secs = BOOT_SECS;
     expect_from(&vm, 0, "NovaCron host: slot a", secs);
     expect_from(&vm, 0, "no debug console", secs);
-    let host = ready_host(&ns, &url, &admin, "ab-host");
+    let host = ready_host(&ns, &url, &admin, "ab-host", None);
     assert_eq!(host.image_version.as_deref(), Some(v1.as_str()), "{host:?}");
     assert!(
         !vm.lines()
@@ -553,7 +606,7 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
     assert!(!ok, "an unsigned upgrade fails: {out}");
     assert!(out.contains("is not signed"), "{out}");
     assert!(out.contains(&format!("stays on {v1}")), "{out}");
-    let host = ready_host(&ns, &url, &admin, "ab-host");
+    let host = ready_host(&ns, &url, &admin, "ab-host", None);
     assert_eq!(host.image_version.as_deref(), Some(v1.as_str()), "{host:?}");
     assert!(
         !vm.lines()[mark..]
@@ -578,10 +631,10 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
     let b = expect_from(&vm, mark, "NovaCron host: slot b", 30);
     expect_from(&vm, b, "slot b is on trial", 30);
     expect_from(&vm, b, "slot b registered: marked good", 60);
-    let host = ready_host(&ns, &url, &admin, "ab-host");
+    let host = ready_host(&ns, &url, &admin, "ab-host", None);
     assert_eq!(host.image_version.as_deref(), Some(v2.as_str()), "{host:?}");
     assert!(!host.cordoned, "uncordoned after the upgrade: {host:?}");
-    assert_hostd_answers(&ns, &host);
+    assert_hostd_answers(&ns, &host, None);
 
     // The broken third build: slot A on trial, no registration, back to slot B.
     let mark = vm.lines().len();
@@ -603,9 +656,9 @@ fn host_disk_upgrades_to_a_new_build_and_falls_back_from_a_broken_one() {
             .any(|l| l.text.contains("is on trial")),
         "slot b is the default again, not on trial"
     );
-    let host = ready_host(&ns, &url, &admin, "ab-host");
+    let host = ready_host(&ns, &url, &admin, "ab-host", None);
     assert_eq!(host.image_version.as_deref(), Some(v2.as_str()), "{host:?}");
-    assert_hostd_answers(&ns, &host);
+    assert_hostd_answers(&ns, &host, None);
 
     monitor(&mon, "system_powerdown");
     let st = vm.wait_exit(Duration::from_secs(120));

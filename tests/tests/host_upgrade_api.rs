@@ -36,6 +36,7 @@ fn register(c: &Controller, id: &str, url: &str, token: &str, info: HostInfo) {
         url: url.into(),
         token: token.into(),
         info,
+        tls_key: None,
     };
     let _: RegisterResponse = block_on(c.as_(&c.join).http().post("/v1/hosts/register", &rq))
         .unwrap_or_else(|e| panic!("register {id}: {e}"));

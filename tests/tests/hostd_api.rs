@@ -567,6 +567,7 @@ fn tls_controller(dir: &TempDir, heard: Arc<Mutex<Heard>>) -> (u16, std::path::P
             host_id,
             token: "own-host-token-0123456789".into(),
             heartbeat_interval_ms: 200,
+            certificate: None,
         }))
     }
     async fn heartbeat(

@@ -114,6 +114,10 @@ pub struct RegisterRequest {
     /// The token the controller must present to this hostd.
     pub token: String,
     pub info: HostInfo,
+    /// The host's serving key, when it asks the controller for its certificate (it
+    /// was given no TLS files); the answer's `certificate` is it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<crate::HostKeyRequest>,
 }
 
 /// The controller's answer to a registration: this host's own credentials for its
@@ -123,6 +127,9 @@ pub struct RegisterResponse {
     pub host_id: String,
     pub token: String,
     pub heartbeat_interval_ms: u64,
+    /// The certificate issued for the request's `tls_key`, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<crate::HostCertificate>,
 }
 
 /// hostd to controller every few seconds: `POST {controller}/v1/hosts/{host_id}/heartbeat`.

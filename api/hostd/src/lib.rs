@@ -17,6 +17,7 @@ pub use client::HostdClient;
 
 mod backup;
 mod host;
+mod host_key;
 mod migration;
 mod names;
 mod spec;
@@ -27,6 +28,7 @@ mod vm;
 pub use backup::*;
 pub use cloud_init::*;
 pub use host::*;
+pub use host_key::*;
 pub use migration::*;
 pub use names::*;
 pub use spec::*;

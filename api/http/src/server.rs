@@ -1,5 +1,6 @@
 //! The server side every NovaCron daemon serves its API with (feature `server`):
-//! TLS (rustls) from a PEM certificate and key, or plaintext only when the daemon was
+//! TLS (rustls) from a PEM certificate and key (read again when the files change: a
+//! renewed certificate needs no restart), or plaintext only when the daemon was
 //! told so explicitly; a cap on open connections (past it, new ones wait in the
 //! listen backlog); a deadline on a request's head, on each piece of its body, and on
 //! a connection that says nothing; the peer's address for the handlers
@@ -13,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -71,9 +72,11 @@ pub enum ServeError {
     Io(#[from] io::Error),
 }
 
-/// The rustls configuration of `files` (HTTP/1.1 only: the event stream's WebSocket
-/// upgrades need it).
-pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+/// The certificate chain and key of `files`, checked to match.
+fn load_certified(
+    files: &TlsFiles,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, ServeError> {
     let read = |p: &PathBuf| {
         std::fs::read(p).map_err(|e| ServeError::Tls(format!("{}: {e}", p.display())))
     };
@@ -93,19 +96,85 @@ pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeEr
         .ok_or_else(|| {
             ServeError::Tls(format!("{}: no PEM private key in it", files.key.display()))
         })?;
+    rustls::sign::CertifiedKey::from_der(certs, key, provider).map_err(|e| {
+        ServeError::Tls(format!(
+            "{} and {}: {e}",
+            files.cert.display(),
+            files.key.display()
+        ))
+    })
+}
+
+/// The modification times of the certificate and key files.
+fn stamp(files: &TlsFiles) -> (Option<SystemTime>, Option<SystemTime>) {
+    let m = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (m(&files.cert), m(&files.key))
+}
+
+/// Serves the certificate of [`TlsFiles`], read again when either file's modification
+/// time changes (looked at once a second at most): a renewed certificate (replaced
+/// by a rename) reaches new connections without a restart. A replacement that does
+/// not load is logged nowhere and ignored: the last good pair stays.
+struct Reloading {
+    files: TlsFiles,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::Mutex<Loaded>,
+}
+
+struct Loaded {
+    stamp: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl std::fmt::Debug for Reloading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Reloading {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.checked.elapsed() >= Duration::from_secs(1) {
+            cur.checked = Instant::now();
+            let now = stamp(&self.files);
+            if now != cur.stamp {
+                if let Ok(k) = load_certified(&self.files, &self.provider) {
+                    cur.key = Arc::new(k);
+                    cur.stamp = now;
+                }
+            }
+        }
+        Some(cur.key.clone())
+    }
+}
+
+/// The rustls configuration of `files` (HTTP/1.1 only: the event stream's WebSocket
+/// upgrades need it); the files are read again when they change.
+pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let first = stamp(files);
+    let key = load_certified(files, &provider)?;
+    let resolver = Reloading {
+        files: files.clone(),
+        provider: provider.clone(),
+        current: std::sync::Mutex::new(Loaded {
+            stamp: first,
+            checked: Instant::now(),
+            key: Arc::new(key),
+        }),
+    };
     let mut c = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServeError::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            ServeError::Tls(format!(
-                "{} and {}: {e}",
-                files.cert.display(),
-                files.key.display()
-            ))
-        })?;
+        .with_cert_resolver(Arc::new(resolver));
     c.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(c))
 }

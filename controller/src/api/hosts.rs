@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
-use nova_hostd_api::{Heartbeat, RegisterRequest, RegisterResponse};
+use nova_hostd_api::{
+    Heartbeat, HostCertificate, HostKeyRequest, RegisterRequest, RegisterResponse,
+};
 
 use super::error::{answer, ApiJson, ApiQuery, IfMatch};
 use super::{must_be_cluster, page, ApiError, ApiResult, AppState};
@@ -71,6 +73,30 @@ pub async fn heartbeat(
     }
     crate::hosts::heartbeat(&st.ctx, &id, &hb).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/hosts/{id}/certificate` with the host's own token: a new serving
+/// certificate for the host's new key (renewal before the old one expires).
+#[utoipa::path(post, path = "/v1/hosts/{id}/certificate", tag = "hosts", request_body = HostKeyRequest,
+    params(("id" = String, Path, description = "host id")),
+    responses((status = 200, body = HostCertificate),
+        (status = 400, description = "a key that does not prove itself for this host", body = ErrorBody),
+        (status = 403, description = "not this host's own token", body = ErrorBody),
+        (status = 409, description = "this controller issues no host certificates", body = ErrorBody)))]
+pub async fn renew_certificate(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiJson(key): ApiJson<HostKeyRequest>,
+) -> ApiResult<Json<HostCertificate>> {
+    if !(c.role == Role::Host && c.host.as_deref() == Some(id.as_str())) {
+        return Err(ApiError::forbidden(
+            "a host renews its own certificate only, with its own token",
+        ));
+    }
+    Ok(Json(
+        crate::hosts::renew_certificate(&st.ctx, &id, &key).await?,
+    ))
 }
 
 /// `GET /v1/hosts`.

@@ -131,6 +131,7 @@ pub fn router(st: AppState) -> Router {
         )
         .route("/v1/images/import", post(images::import_image))
         .route("/v1/hosts/{id}/heartbeat", post(hosts::heartbeat))
+        .route("/v1/hosts/{id}/certificate", post(hosts::renew_certificate))
         .route("/v1/hosts/{id}/cordon", post(hosts::cordon))
         .route("/v1/hosts/{id}/uncordon", post(hosts::uncordon))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))

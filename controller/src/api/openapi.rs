@@ -38,6 +38,7 @@ const BEARER: &str = "bearer";
         status::metrics,
         hosts::register,
         hosts::heartbeat,
+        hosts::renew_certificate,
         hosts::list_hosts,
         hosts::get_host,
         hosts::cordon,

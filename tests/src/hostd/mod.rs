@@ -52,6 +52,9 @@ pub struct Opts {
     /// A command hostd runs under, which must exec it with the arguments after its
     /// own (`unshare -m sh -c '...; exec "$@"' sh`); none when empty. Not with `netns`.
     pub wrap: Vec<String>,
+    /// The CA hostd's certificate is verified with: hostd serves https (its own
+    /// `--tls-cert` in `args`, or one the controller issues), no `--insecure-http`.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A running nova-hostd.
@@ -114,10 +117,11 @@ impl Hostd {
         let addr = opts
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let api = client(addr, &token, opts.tls_ca.as_deref());
         let mut h = Hostd {
             opts,
             addr,
-            api: client(addr, &token),
+            api,
             token,
             dir,
             proc: None,
@@ -152,7 +156,7 @@ impl Hostd {
             .args(&self.opts.args);
         let has = |f: &str| self.opts.args.iter().any(|a| a == f);
         // Unless the test says otherwise: plaintext, and any host path but hostd's own.
-        if !has("--tls-cert") && !has("--insecure-http") {
+        if !has("--tls-cert") && !has("--insecure-http") && self.opts.tls_ca.is_none() {
             cmd.arg("--insecure-http");
         }
         if !has("--image-root") {
@@ -173,7 +177,7 @@ impl Hostd {
                 // Another process took the free port first: try another.
                 self.kill();
                 self.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-                self.api = client(self.addr, &self.token);
+                self.api = client(self.addr, &self.token, self.opts.tls_ca.as_deref());
                 return self.spawn();
             }
             if err.contains("\nnova-hostd: ") || err.starts_with("nova-hostd: ") {
@@ -247,7 +251,7 @@ impl Hostd {
     /// Kills hostd and starts it again on the same data dir.
     pub fn restart(&mut self) {
         self.kill();
-        self.api = client(self.addr, &self.token);
+        self.api = client(self.addr, &self.token, self.opts.tls_ca.as_deref());
         self.spawn();
     }
 
@@ -353,12 +357,14 @@ impl Hostd {
     }
 }
 
-fn client(addr: SocketAddr, token: &str) -> HostdClient {
+fn client(addr: SocketAddr, token: &str, tls_ca: Option<&Path>) -> HostdClient {
     let opts = nova_http::ClientOptions {
         timeout: Duration::from_secs(60),
+        ca_file: tls_ca.map(Path::to_path_buf),
         ..Default::default()
     };
-    HostdClient::new(&format!("http://{addr}"), token, &opts).expect("hostd client")
+    let scheme = if tls_ca.is_some() { "https" } else { "http" };
+    HostdClient::new(&format!("{scheme}://{addr}"), token, &opts).expect("hostd client")
 }
 
 /// Two hosts (namespaces) joined by veth, each with a hostd on the overlay.
