@@ -16,7 +16,7 @@ const TOKEN_TTL_S: &str = "60";
 #[derive(Debug, thiserror::Error)]
 pub enum ImdsError {
     #[error("nova.imds_url {0}: {1}")]
-    Client(String, nova_http::Error),
+    Client(String, Box<nova_http::Error>),
     #[error("{url}: {what} answered {status}: {body}")]
     Status {
         url: String,
@@ -25,7 +25,7 @@ pub enum ImdsError {
         body: String,
     },
     #[error("{0}: {1}")]
-    Unreachable(String, nova_http::Error),
+    Unreachable(String, Box<nova_http::Error>),
     #[error("the user-data: {0}")]
     Parse(nova_http::FieldError),
 }
@@ -44,7 +44,7 @@ fn once(base: &str, c: &Client) -> Result<HostUserData, ImdsError> {
         vec![],
         &[("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_S)],
     ))
-    .map_err(|e| ImdsError::Unreachable(base.to_string(), e))?;
+    .map_err(|e| ImdsError::Unreachable(base.to_string(), Box::new(e)))?;
     if status != 200 {
         return Err(ImdsError::Status {
             url: base.to_string(),
@@ -61,7 +61,7 @@ fn once(base: &str, c: &Client) -> Result<HostUserData, ImdsError> {
         vec![],
         &[("X-aws-ec2-metadata-token", token.as_str())],
     ))
-    .map_err(|e| ImdsError::Unreachable(base.to_string(), e))?;
+    .map_err(|e| ImdsError::Unreachable(base.to_string(), Box::new(e)))?;
     if status != 200 {
         return Err(ImdsError::Status {
             url: base.to_string(),
@@ -82,7 +82,8 @@ pub fn user_data(base: &str, deadline: Duration) -> Result<HostUserData, ImdsErr
         connect_timeout: Duration::from_secs(2),
         ..Default::default()
     };
-    let c = Client::new(base, None, &opts).map_err(|e| ImdsError::Client(base.to_string(), e))?;
+    let c = Client::new(base, None, &opts)
+        .map_err(|e| ImdsError::Client(base.to_string(), Box::new(e)))?;
     let start = Instant::now();
     loop {
         match once(base, &c) {
