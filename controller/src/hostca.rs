@@ -226,7 +226,7 @@ impl HostCa {
 }
 
 /// The host part of `scheme://host[:port][/...]` (brackets of an IPv6 literal removed).
-fn url_host(url: &str) -> Option<&str> {
+pub(crate) fn url_host(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = match authority.strip_prefix('[') {

@@ -8,6 +8,9 @@
 //! its certificate back (`hostca`), then renews it with its own token
 //! ([`renew_certificate`]). The bodies are hostd's contract (`nova_hostd_api`).
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use nova_hostd_api::{
     validate_id, Heartbeat, HostCertificate, HostKeyRequest, RegisterRequest, RegisterResponse,
     VmSummary,
@@ -111,9 +114,19 @@ fn check(r: &RegisterRequest) -> std::result::Result<(), FieldError> {
 }
 
 /// Signs `key` (verified first: it must prove possession for `host_id`) for the
-/// host reached at `url`, with the hostd CA; a controller without one refuses.
-fn sign(ctx: &Context, host_id: &str, url: &str, key: &HostKeyRequest) -> Result<HostCertificate> {
+/// host reached at `url`, asked from address `from`, with the hostd CA; a controller
+/// without one refuses.
+async fn sign(
+    ctx: &Context,
+    host_id: &str,
+    url: &str,
+    key: &HostKeyRequest,
+    from: Option<IpAddr>,
+) -> Result<HostCertificate> {
     let point = key.verify(host_id)?;
+    if let Some(from) = from {
+        names_the_caller(url, from).await?;
+    }
     let Some(ca) = &ctx.settings.host_ca else {
         return Err(Error::Conflict {
             message: "this controller issues no host certificates (it has no --hostd-ca-key): \
@@ -126,12 +139,45 @@ fn sign(ctx: &Context, host_id: &str, url: &str, key: &HostKeyRequest) -> Result
         .map_err(|e| FieldError::new("url", format!("no certificate for it: {e}")).into())
 }
 
+/// Refuses a certificate for an address the asking host does not have: `url`'s host
+/// must be the address the request came from (`from`), or a name resolving to it. A
+/// join token admits a host; it is no licence to a certificate for another machine's
+/// address, with which its holder could pose as that machine to this controller.
+async fn names_the_caller(url: &str, from: IpAddr) -> Result<()> {
+    let host =
+        crate::hostca::url_host(url).ok_or_else(|| FieldError::new("url", "no host in it"))?;
+    let from = from.to_canonical();
+    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => {
+            let lookup = tokio::net::lookup_host((host, 0));
+            match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+                Ok(Ok(found)) => found.map(|sa| sa.ip()).collect(),
+                _ => Vec::new(),
+            }
+        }
+    };
+    if addrs.iter().any(|a| a.to_canonical() == from) {
+        return Ok(());
+    }
+    Err(FieldError::new(
+        "url",
+        format!(
+            "{host} is not the address this request came from ({from}): an issued certificate \
+             names only the host's own address (a host behind NAT or a proxy needs its own TLS \
+             files)"
+        ),
+    )
+    .into())
+}
+
 /// A new certificate for host `id`'s new key (`POST /v1/hosts/{id}/certificate`, with
 /// that host's own token), for the URL it registered.
 pub async fn renew_certificate(
     ctx: &Context,
     id: &str,
     key: &HostKeyRequest,
+    from: IpAddr,
 ) -> Result<HostCertificate> {
     let host = ctx
         .store
@@ -141,7 +187,7 @@ pub async fn renew_certificate(
     if !host.url.starts_with("https://") {
         return Err(FieldError::new("url", "the host registered a plain http:// URL").into());
     }
-    let c = sign(ctx, id, &host.url, key)?;
+    let c = sign(ctx, id, &host.url, key, Some(from)).await?;
     ctx.events
         .publish(
             "host.certificate",
@@ -160,12 +206,15 @@ pub async fn register(
     ctx: &Context,
     by: &Enrolment,
     r: &RegisterRequest,
+    from: IpAddr,
 ) -> Result<RegisterResponse> {
     check(r)?;
+    // A system admin may register a host from anywhere; a host asks from its own address.
+    let asked_from = (!matches!(by, Enrolment::Admin)).then_some(from);
     // Signed before anything is recorded (or a join token used): a key that does not
     // prove itself for this host id, or a controller that cannot sign, changes nothing.
     let certificate = match &r.tls_key {
-        Some(k) => Some(sign(ctx, &r.host_id, &r.url, k)?),
+        Some(k) => Some(sign(ctx, &r.host_id, &r.url, k, asked_from).await?),
         None => None,
     };
     let known = ctx.store.read::<Host>(&r.host_id).await?.is_some();

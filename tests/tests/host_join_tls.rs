@@ -210,10 +210,29 @@ fn a_key_proved_for_another_host_id_is_refused_and_leaves_the_join_token_unused(
     assert_eq!((status, field.as_deref()), (400, Some("tls_key.proof")));
     // Nothing was recorded and the token still admits one honest host.
     assert!(block_on(c.api.host("victim")).unwrap_err().is_not_found());
-    let ok = register(
+    // Nor is a certificate issued for an address the asking host does not have: this
+    // one asks from 127.0.0.1 for 192.0.2.9 (and could then pose as that machine).
+    let elsewhere = register(
         &c,
         &token,
         &registration("honest", "https://192.0.2.9:7070", "honest"),
+    );
+    let e = elsewhere.expect_err("a certificate for another machine's address");
+    let body = e.body().expect("an error body").clone();
+    assert_eq!(
+        (e.status(), body.field.as_deref()),
+        (Some(400), Some("url"))
+    );
+    assert!(
+        body.error.contains("192.0.2.9") && body.error.contains("127.0.0.1"),
+        "{}",
+        body.error
+    );
+    assert!(block_on(c.api.host("honest")).unwrap_err().is_not_found());
+    let ok = register(
+        &c,
+        &token,
+        &registration("honest", "https://127.0.0.1:7070", "honest"),
     )
     .unwrap();
     let cert = ok.certificate.expect("a certificate for the key");
@@ -228,7 +247,7 @@ fn a_key_proved_for_another_host_id_is_refused_and_leaves_the_join_token_unused(
     let http = register(
         &c,
         &token,
-        &registration("plain", "http://192.0.2.9:7070", "plain"),
+        &registration("plain", "http://127.0.0.1:7070", "plain"),
     );
     assert_eq!(refusal(http), (400, Some("url".into())));
 }
@@ -243,7 +262,7 @@ fn a_controller_without_the_ca_key_issues_nothing_and_its_flags_are_checked() {
     let r = register(
         &c,
         &token,
-        &registration("h", "https://192.0.2.9:7070", "h"),
+        &registration("h", "https://127.0.0.1:7070", "h"),
     );
     assert_eq!(refusal(r), (409, Some("tls_key".into())));
 

@@ -2,7 +2,9 @@
 //! get, cordon, uncordon, drain. The register and heartbeat bodies are hostd's
 //! contract (`nova_hostd_api`).
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Json};
@@ -37,6 +39,7 @@ pub async fn register(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     by: Option<Extension<Enrolment>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(r): ApiJson<RegisterRequest>,
 ) -> ApiResult<Response> {
     let Some(Extension(by)) = by else {
@@ -45,7 +48,7 @@ pub async fn register(
         ));
     };
     let _ = &c;
-    let creds = crate::hosts::register(&st.ctx, &by, &r).await?;
+    let creds = crate::hosts::register(&st.ctx, &by, &r, peer.ip()).await?;
     if let Enrolment::JoinToken(hash) = &by {
         // A cloud host the burst policy launched joins with a token of its own.
         crate::cloud::burst::joined(&st.ctx, hash, &r.host_id).await?;
@@ -80,13 +83,14 @@ pub async fn heartbeat(
 #[utoipa::path(post, path = "/v1/hosts/{id}/certificate", tag = "hosts", request_body = HostKeyRequest,
     params(("id" = String, Path, description = "host id")),
     responses((status = 200, body = HostCertificate),
-        (status = 400, description = "a key that does not prove itself for this host", body = ErrorBody),
+        (status = 400, description = "a key that does not prove itself for this host, or a URL that is not the address it asks from", body = ErrorBody),
         (status = 403, description = "not this host's own token", body = ErrorBody),
         (status = 409, description = "this controller issues no host certificates", body = ErrorBody)))]
 pub async fn renew_certificate(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
     Path(id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(key): ApiJson<HostKeyRequest>,
 ) -> ApiResult<Json<HostCertificate>> {
     if !(c.role == Role::Host && c.host.as_deref() == Some(id.as_str())) {
@@ -95,7 +99,7 @@ pub async fn renew_certificate(
         ));
     }
     Ok(Json(
-        crate::hosts::renew_certificate(&st.ctx, &id, &key).await?,
+        crate::hosts::renew_certificate(&st.ctx, &id, &key, peer.ip()).await?,
     ))
 }
 
