@@ -1,8 +1,8 @@
 //! What the host image is told: `nova.KEY=VALUE` words on the kernel command line and
 //! `KEY=VALUE` lines of a `nova.conf` file (on the EFI or data partition); the command
 //! line wins. [`Config::parse`] checks every value and names every key that is wrong,
-//! all of them at once, so one reboot fixes them all. Over 500 lines: the key table and
-//! its tests, one per key, belong together.
+//! all of them at once, so one reboot fixes them all. It is over 500 lines: the key
+//! table and its tests, one per key, belong together.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

@@ -118,7 +118,7 @@ pub struct Opts {
     /// network namespaces.
     pub ip: Option<String>,
     /// The network namespace it runs in (`ip netns exec`; `ip` should be an address
-    /// of that namespace the harness reaches, e.g. a [`crate::hostd::Bridged`] one).
+    /// of that namespace the harness reaches, e.g. a bridged hostd's).
     pub netns: Option<String>,
     /// More flags (`--etcd-ca`, `--config`, retention, ...).
     pub args: Vec<String>,

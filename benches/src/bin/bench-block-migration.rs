@@ -5,10 +5,11 @@
 //! same test guest (`counter,disk`: it rewrites and verifies its blocks all along) on
 //! the same disk image, over loopback TCP and, with `--link-mbit`, between two network
 //! namespaces joined by a veth pair shaped by `tc tbf` (this kernel has no netem), runs
-//! alternated. Reports the guest-observed pause
-//! (tick gap), each VMM's downtime, total time and bytes on the wire (memory and disk),
-//! and whether the destination's disk matched the source's outside the guest's own
-//! blocks; medians and worst runs. Writes docs/benchmarks/block-migration.{json,md}.
+//! alternated. Reports the guest-observed pause (tick gap), each VMM's downtime, total
+//! time and bytes on the wire (memory and disk), and whether the destination's disk
+//! matched the source's outside the guest's own blocks; medians and worst runs. Writes
+//! docs/benchmarks/block-migration.{json,md}. It is over 500 lines: one linear bench
+//! (the link, both VMMs' runs, the report).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

@@ -224,16 +224,14 @@ impl Migrations {
                     }
                 }
             }
+            let url = peer.url();
             let peer_gone = || {
                 Error::Peer(format!(
-                    "the destination hostd {} stopped answering before the switch; migration \
-                     cancelled",
-                    peer.url()
+                    "{url} stopped answering before the switch; cancelled"
                 ))
             };
             if cancelled_at.is_some_and(|t| t.elapsed() > CANCEL_GRACE) {
-                // The VMM has not confirmed the cancel. It never switched, so the VM
-                // runs here: stop waiting for it.
+                // The VMM never confirmed the cancel nor switched: the VM runs here.
                 return End::Failed(peer_gone());
             }
             let answer = match vm.vmm() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::channel::{Link, LinkReader, LinkWriter};
 use super::error::MigrationError;
+use super::outgoing::Outgoing;
 use super::protocol::{self, Message};
 use super::tls::Dial;
 
@@ -54,16 +55,23 @@ pub fn refusal(m: Message, want: &'static str) -> MigrationError {
 }
 
 /// Connects to the destination at `addr` (`HOST:PORT`), with the peer timeout on
-/// both directions, secured as `dial` says.
-pub fn connect(addr: &str, dial: &Dial) -> Result<Link, MigrationError> {
-    let s = connect_tcp(addr)?;
+/// both directions, secured as `dial` says. `mig` may cut the connection from the
+/// moment it exists, the TLS handshake included.
+pub fn connect(addr: &str, dial: &Dial, mig: &Outgoing) -> Result<Link, MigrationError> {
+    let s = connect_tcp(addr, mig)?;
+    mig.watch(&s)?;
     dial.secure(s).map_err(|e| MigrationError::Secure {
         addr: addr.to_string(),
         err: e.to_string(),
     })
 }
 
-fn connect_tcp(addr: &str) -> Result<TcpStream, MigrationError> {
+/// How long a connection may take to be accepted, in all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a connection not yet accepted looks whether the migration was cancelled.
+const CONNECT_SLICE: Duration = Duration::from_millis(500);
+
+fn connect_tcp(addr: &str, mig: &Outgoing) -> Result<TcpStream, MigrationError> {
     let err = |err| MigrationError::Connect {
         addr: addr.to_string(),
         err,
@@ -74,7 +82,21 @@ fn connect_tcp(addr: &str) -> Result<TcpStream, MigrationError> {
             "no address",
         ))
     })?;
-    let s = TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(err)?;
+    // In slices: a cancel (the destination's hostd went away) must not wait out a
+    // connection to a dead link.
+    let mut tried = Duration::ZERO;
+    let s = loop {
+        if mig.is_cancelled() {
+            return Err(MigrationError::Cancelled);
+        }
+        match TcpStream::connect_timeout(&sa, CONNECT_SLICE) {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && tried < CONNECT_TIMEOUT => {
+                tried += CONNECT_SLICE;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    };
     s.set_nodelay(true).map_err(err)?;
     // A destination that stops answering (hung, or the network drops everything)
     // fails the migration after PEER_TIMEOUT instead of holding the VM paused here.

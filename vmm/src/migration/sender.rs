@@ -158,8 +158,7 @@ fn migrate(
     let addr = req
         .validate()
         .map_err(|e| MigrationError::Vm(e.to_string()))?;
-    let control = connect(addr, dial)?;
-    mig.watch(control.writer.socket())?;
+    let control = connect(addr, dial, mig)?;
     let mut conns = vec![control.writer];
     let config = serde_json::to_vec(&vm.config).map_err(|e| MigrationError::Vm(e.to_string()))?;
     // A migration that may switch to post-copy brings a connection for the pages the
@@ -182,8 +181,7 @@ fn migrate(
     // side and takes none but a Hello until it has one, so a data connection opened
     // before the Welcome could overtake the Hello and be dropped.
     for i in 1..req.params.connections {
-        let mut c = connect(addr, dial)?.writer;
-        mig.watch(c.socket())?;
+        let mut c = connect(addr, dial, mig)?.writer;
         protocol::send(
             &mut c,
             &Message::DataHello {
@@ -195,8 +193,7 @@ fn migrate(
     }
     let mut urgent = None;
     if wants_urgent {
-        let mut c = connect(addr, dial)?.writer;
-        mig.watch(c.socket())?;
+        let mut c = connect(addr, dial, mig)?.writer;
         protocol::send(&mut c, &Message::UrgentHello { version: VERSION })?;
         urgent = Some(c);
     }
