@@ -37,6 +37,7 @@ pub mod migration;
 pub mod monitoring;
 pub mod operations;
 pub mod placement;
+pub mod power;
 pub mod reconcile;
 pub mod retention;
 pub mod slots;

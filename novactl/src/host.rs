@@ -1,8 +1,9 @@
-//! `novactl host ...`: list (`--watch`), get, cordon, uncordon, drain and upgrade (in
-//! `upgrade`) hosts (the system tenant's business); and how a host prints as a row.
+//! `novactl host ...`: list (`--watch`), get, cordon, uncordon, drain, upgrade (in
+//! `upgrade`), power off and reboot hosts (the system tenant's business); and how a
+//! host prints as a row.
 
 use clap::Subcommand;
-use nova_controller_api::{ControllerClient, Host, HostState};
+use nova_controller_api::{ControllerClient, Host, HostState, PowerAction, SystemPower};
 
 use crate::output::{self, Columns, Format};
 use crate::vm::ListArgs;
@@ -54,6 +55,22 @@ pub enum HostCmd {
         #[command(flatten)]
         args: crate::upgrade::UpgradeArgs,
     },
+    /// Power a host on the host image off: its VMs first, as its `vms_at_shutdown`
+    /// says (stopped, or migrated away); drain it first to move them under the policy.
+    #[command(after_long_help = "Examples:
+  novactl host drain host-a && novactl host poweroff host-a")]
+    Poweroff {
+        /// The host's id.
+        id: String,
+    },
+    /// Reboot a host on the host image (its VMs first, as for poweroff); it joins
+    /// again when it is back.
+    #[command(after_long_help = "Examples:
+  novactl host drain host-a && novactl host reboot host-a && novactl host uncordon host-a")]
+    Reboot {
+        /// The host's id.
+        id: String,
+    },
 }
 
 pub async fn run(api: &ControllerClient, cmd: HostCmd, f: Format) -> anyhow::Result<()> {
@@ -73,8 +90,20 @@ pub async fn run(api: &ControllerClient, cmd: HostCmd, f: Format) -> anyhow::Res
             return progress::run(api, op, wait, f).await;
         }
         HostCmd::Upgrade { id, args } => return crate::upgrade::host(api, &id, args, f).await,
+        HostCmd::Poweroff { id } => return power(api, &id, PowerAction::Poweroff).await,
+        HostCmd::Reboot { id } => return power(api, &id, PowerAction::Reboot).await,
     };
     print!("{}", output::one(f, &h)?);
+    Ok(())
+}
+
+async fn power(api: &ControllerClient, id: &str, action: PowerAction) -> anyhow::Result<()> {
+    api.power_host(id, &SystemPower { action }).await?;
+    let what = match action {
+        PowerAction::Poweroff => "powering off",
+        PowerAction::Reboot => "rebooting",
+    };
+    println!("host {id} is {what} (its VMs first, as its vms_at_shutdown says)");
     Ok(())
 }
 

@@ -119,7 +119,7 @@ enum Cmd {
     /// Backups of VMs: create, list, get, restore, verify, delete, prune, gc; stores.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
-    /// Hosts: list, get, cordon, uncordon, drain, upgrade (system tenant).
+    /// Hosts: list, get, cordon, uncordon, drain, upgrade, poweroff, reboot (system tenant).
     #[command(subcommand)]
     Host(host::HostCmd),
     /// The whole cluster: a rolling upgrade of the host image (system tenant).

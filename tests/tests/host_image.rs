@@ -365,6 +365,17 @@ fn host_disk_boots_by_uefi_with_settings_on_the_efi_partition_and_dhcp() {
     let host = ready_host(&ns, &url, &admin, "uefi-host", None);
     assert!(host.url.starts_with("http://198.51.100.5"), "{host:?}");
     assert_hostd_answers(&ns, &host, None);
+
+    // Powered off through the API: hostd is stopped first, then the machine.
+    let mut vm = vm;
+    let (ok, out) = novactl(&ns, &url, &admin, &["host", "poweroff", &host.id]);
+    assert!(ok, "{out}");
+    assert!(out.contains("powering off"), "{out}");
+    let asked = expect_line(&vm, "stop requested: PowerOff");
+    assert!(asked.trim_end().ends_with("12"), "SIGUSR2 from hostd: {asked:?}");
+    expect_line(&vm, "nova-hostd stopped");
+    let st = vm.wait_exit(Duration::from_secs(120));
+    assert!(st.success(), "QEMU ended {st} after power-off");
 }
 
 /// Waits for a console line containing `needle` at index >= `from`; its index.

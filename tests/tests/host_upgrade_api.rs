@@ -7,12 +7,15 @@
 //! upgrade` follow the controller's events and fail at once with the host's reason.
 //! Signed images: `novactl host-image keygen/sign`, and a hostd trusting a key takes
 //! only what that key signed (unsigned, another key's, or altered files refused).
+//! `POST /v1/hosts/{id}/power` (`novactl host poweroff|reboot`) reaches only hosts on
+//! the image, and a hostd not running under nova-init refuses it (its machine's PID 1
+//! is never signalled); the power-off itself is booted in host_image.rs.
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use nova_controller_api::HostUpgradeRequest;
+use nova_controller_api::{HostUpgradeRequest, PowerAction, SystemPower};
 use nova_hostd_api::{HostInfo, RegisterRequest, RegisterResponse};
 use nova_tests::controller::{block_on, host_info, refusal, Controller, Opts};
 use nova_tests::hostd::{Hostd, Opts as HostdOpts};
@@ -175,6 +178,51 @@ fn cluster_of_one(
     info.image_version = Some("1.0".into());
     register(&c, "imaged", &format!("http://{}", h.addr), &h.token, info);
     (c, h, images)
+}
+
+#[test]
+fn power_reaches_only_hosts_on_the_image_and_a_hostd_off_it_refuses() {
+    let dir = TempDir::new();
+    let (c, h, _) = cluster_of_one(&dir, &["2.0"], vec![]);
+    let off = SystemPower {
+        action: PowerAction::Poweroff,
+    };
+    // A host that does not run from the image: the controller does not ask it.
+    register(
+        &c,
+        "plain",
+        "http://127.0.0.1:9",
+        "hostd-secret",
+        host_info("plain", 4, 4096),
+    );
+    let e = block_on(c.api.power_host("plain", &off)).unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(e.to_string().contains("through its own OS"), "{e}");
+    let (s, _) = refusal(block_on(c.api.power_host("nosuch", &off)));
+    assert_eq!(s, 404);
+    let bad: serde_json::Value = serde_json::from_str(r#"{"action":"hibernate"}"#).unwrap();
+    let r: Result<SystemPower, _> = block_on(c.api.http().post("/v1/hosts/imaged/power", &bad));
+    let (s, field) = refusal(r);
+    assert_eq!((s, field.as_deref()), (400, Some("action")));
+
+    // A host reported as on the image, whose hostd is not under nova-init: hostd
+    // refuses, and says why through the controller and novactl.
+    let reboot = SystemPower {
+        action: PowerAction::Reboot,
+    };
+    let e = block_on(h.api().power_system(&reboot)).unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    let e = block_on(c.api.power_host("imaged", &reboot)).unwrap_err();
+    assert_eq!(e.status(), Some(502), "{e}");
+    assert!(
+        e.to_string().contains("does not run from the host image"),
+        "{e}"
+    );
+    let (ok, _, err) = novactl(&c, dir.path(), &["host", "poweroff", "imaged"]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("does not run from the host image"), "{err}");
+    // And it is still there, serving.
+    assert!(block_on(h.api().system()).is_ok());
 }
 
 #[test]

@@ -422,7 +422,7 @@ fn the_openapi_document_is_valid_and_every_route_in_it_is_served() {
     }
     assert_eq!(
         paths.len(),
-        33,
+        34,
         "the document lists every route: {:?}",
         paths.keys()
     );

@@ -142,6 +142,11 @@ impl ControllerClient {
             .await
     }
 
+    /// `POST /v1/hosts/{id}/power`: power a host on the host image off or reboot it.
+    pub async fn power_host(&self, id: &str, req: &SystemPower) -> Result<SystemPower, Error> {
+        self.http.post(&format!("/v1/hosts/{id}/power"), req).await
+    }
+
     pub async fn migration_policy(&self) -> Result<MigrationPolicy, Error> {
         self.http.get("/v1/migration-policy").await
     }

@@ -27,7 +27,9 @@ pub struct SystemImage {
 /// ([`ImageSignature`], written by `novactl host-image sign`).
 pub const SIGNATURE_FILE: &str = "signature.json";
 
-pub use nova_hostd_api::{system_image_manifest, validate_version, ImageSignature};
+pub use nova_hostd_api::{
+    system_image_manifest, validate_version, ImageSignature, PowerAction, SystemPower,
+};
 
 /// The data of the `host.upgrading` and `host.upgrade_failed` events: the version,
 /// the slot written (upgrading) or why it failed (upgrade_failed).

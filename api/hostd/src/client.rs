@@ -224,6 +224,10 @@ impl HostdClient {
             )
             .await
     }
+    /// `POST /v1/system/power`: power the machine off or reboot it, its VMs first.
+    pub async fn power_system(&self, req: &SystemPower) -> Result<SystemPower, Error> {
+        self.http.post("/v1/system/power", req).await
+    }
     /// `GET /v1/network`.
     pub async fn network(&self) -> Result<NetworkInfo, Error> {
         self.http.get("/v1/network").await

@@ -3,7 +3,8 @@
 //! with each file's bytes, then `POST /v1/system/upgrade` to write them to the
 //! inactive slot and reboot into it once). An image may carry an Ed25519 signature
 //! over its [`system_image_manifest`] (version and the files' SHA-256s): a hostd that
-//! trusts signing keys writes only an image one of them signed.
+//! trusts signing keys writes only an image one of them signed. `POST /v1/system/power`
+//! powers the machine off or reboots it, its VMs first (per its `vms_at_shutdown`).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -98,6 +99,23 @@ pub fn validate_key(field: &str, v: &str) -> Result<(), FieldError> {
             format!("'{v}' is not an Ed25519 public key (64 lowercase hex digits)"),
         )
     })
+}
+
+/// What `POST /v1/system/power` does to a host on the host image (asked, and
+/// answered with 202, before it happens): nova-init stops hostd, whose VMs are stopped
+/// or migrated away first as the host's `vms_at_shutdown` says, then halts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerAction {
+    Poweroff,
+    Reboot,
+}
+
+/// `POST /v1/system/power`'s request and its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemPower {
+    pub action: PowerAction,
 }
 
 /// The answer to an upgrade: the slot written; the host reboots into it now.

@@ -136,6 +136,7 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/hosts/{id}/uncordon", post(hosts::uncordon))
         .route("/v1/hosts/{id}/drain", post(hosts::drain))
         .route("/v1/hosts/{id}/upgrade", post(upgrades::upgrade_host))
+        .route("/v1/hosts/{id}/power", post(upgrades::power_host))
         .route("/v1/system-images", get(upgrades::system_images))
         .route(
             "/v1/migration-policy",

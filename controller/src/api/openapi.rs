@@ -48,6 +48,7 @@ const BEARER: &str = "bearer";
         hosts::forget_host,
         upgrades::system_images,
         upgrades::upgrade_host,
+        upgrades::power_host,
         images::upload_image,
         images::import_image,
         images::list_images,

@@ -1,6 +1,7 @@
-//! Host image upgrade routes: `GET /v1/system-images` (the versions of the
-//! controller's `--system-images`) and `POST /v1/hosts/{id}/upgrade` (install one on a
-//! host; system operators). The work is the domain's (`crate::upgrades`).
+//! Host image routes: `GET /v1/system-images` (the versions of the controller's
+//! `--system-images`), `POST /v1/hosts/{id}/upgrade` (install one on a host) and
+//! `POST /v1/hosts/{id}/power` (power it off or reboot it); system operators. The work
+//! is the domain's (`crate::upgrades`, `crate::power`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,7 +12,7 @@ use super::error::{answer, ApiJson};
 use super::{must_be_cluster, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::model::ErrorBody;
-use nova_controller_api::{HostUpgrade, HostUpgradeRequest, SystemImages};
+use nova_controller_api::{HostUpgrade, HostUpgradeRequest, SystemImages, SystemPower};
 
 /// `GET /v1/system-images`: the host image versions hosts may upgrade to, newest first.
 #[utoipa::path(get, path = "/v1/system-images", tag = "hosts",
@@ -46,4 +47,26 @@ pub async fn upgrade_host(
     must_be_cluster(&c, true)?;
     let up = crate::upgrades::upgrade(&st.ctx, &id, &req).await?;
     Ok(answer(StatusCode::ACCEPTED, None, up))
+}
+
+/// `POST /v1/hosts/{id}/power`: powers a host on the host image off or reboots it; its
+/// VMs go first, as the host's `vms_at_shutdown` says (drain it first to move them
+/// under the migration policy).
+#[utoipa::path(post, path = "/v1/hosts/{id}/power", tag = "hosts",
+    request_body = SystemPower,
+    params(("id" = String, Path, description = "host id")),
+    responses((status = 202, body = SystemPower),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "no such host", body = ErrorBody),
+        (status = 409, description = "not on the host image", body = ErrorBody),
+        (status = 502, description = "the host's hostd refused or is unreachable", body = ErrorBody)))]
+pub async fn power_host(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SystemPower>,
+) -> ApiResult<Response> {
+    must_be_cluster(&c, true)?;
+    let done = crate::power::power(&st.ctx, &id, &req).await?;
+    Ok(answer(StatusCode::ACCEPTED, None, done))
 }

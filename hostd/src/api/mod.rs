@@ -106,6 +106,7 @@ fn routes(host: &Arc<Host>) -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
         .routes(routes!(system::system))
         .routes(routes!(system::stage))
         .routes(routes!(system::upgrade))
+        .routes(routes!(system::power))
         .routes(routes!(backups::start_job))
         .routes(routes!(backups::get_job))
         .route_layer(middleware::from_fn_with_state(

@@ -1,7 +1,8 @@
 //! The host image's routes: what it runs (`GET /v1/system`), staging a new kernel and
 //! initramfs (`PUT /v1/system/staged/{file}`), and the upgrade that writes them to the
-//! inactive slot and reboots into it once (`POST /v1/system/upgrade`). The controller
-//! drives these (`POST /v1/hosts/{id}/upgrade` there).
+//! inactive slot and reboots into it once (`POST /v1/system/upgrade`), and powering
+//! the machine off or rebooting it (`POST /v1/system/power`). The controller drives
+//! these (`POST /v1/hosts/{id}/upgrade` and `/power` there).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use http_body_util::BodyExt;
 use nova_hostd_api::{
-    ErrorBody, FieldError, StagedFile, SystemInfo, SystemUpgradeRequest, SystemUpgradeStarted,
+    ErrorBody, FieldError, PowerAction, StagedFile, SystemInfo, SystemPower, SystemUpgradeRequest,
+    SystemUpgradeStarted,
 };
 
 use crate::api::error::{ApiResult, JsonBody};
@@ -83,7 +85,7 @@ pub async fn upgrade(
         if ok {
             // Let the answer reach the controller first.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            upgrade::request_reboot();
+            upgrade::request_halt(PowerAction::Reboot);
         }
     });
     let started = rx
@@ -92,4 +94,30 @@ pub async fn upgrade(
         .map_err(|e| Error::Conflict(format!("upgrade task: {e}")))??;
     tracing::info!(version = %started.version, slot = %started.slot, "new system written: rebooting into it");
     Ok((StatusCode::ACCEPTED, Json(started)))
+}
+
+/// Powers the machine off or reboots it: nova-init (PID 1) stops hostd first, whose
+/// VMs go as `vms_at_shutdown` says, then halts. Only on the host image.
+#[utoipa::path(post, path = "/v1/system/power", tag = "host",
+    request_body = SystemPower,
+    responses((status = 202, body = SystemPower),
+        (status = 400, body = ErrorBody),
+        (status = 409, description = "not on the host image", body = ErrorBody)))]
+pub async fn power(
+    State(h): S,
+    JsonBody(req): JsonBody<SystemPower>,
+) -> ApiResult<(StatusCode, Json<SystemPower>)> {
+    if !h.system.under_nova_init() {
+        return Err(Error::Conflict(
+            "this host does not run from the host image: power it off through its own OS".into(),
+        )
+        .into());
+    }
+    tracing::info!(action = ?req.action, "power request: asking nova-init");
+    tokio::spawn(async move {
+        // Let the answer reach the caller first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        upgrade::request_halt(req.action);
+    });
+    Ok((StatusCode::ACCEPTED, Json(req)))
 }

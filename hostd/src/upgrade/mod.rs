@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use nova_hostd_api::{
-    validate_version, FieldError, StagedFile, SystemInfo, SystemUpgradeRequest,
+    validate_version, FieldError, PowerAction, StagedFile, SystemInfo, SystemUpgradeRequest,
     SystemUpgradeStarted, SYSTEM_FILES,
 };
 use sha2::{Digest, Sha256};
@@ -91,6 +91,12 @@ impl System {
     /// Whether this host runs from the host image's disk (a slot and nova-init).
     pub fn upgradable(&self) -> bool {
         self.slot.is_some() && self.run_dir.is_dir()
+    }
+
+    /// Whether PID 1 is nova-init: this hostd runs from the host image (its version
+    /// file) and nova-init's run directory exists.
+    pub fn under_nova_init(&self) -> bool {
+        self.version.is_some() && self.run_dir.is_dir()
     }
 
     pub fn info(&self) -> SystemInfo {
@@ -356,14 +362,19 @@ pub fn upgrade(
     })
 }
 
-/// Asks PID 1 (nova-init) to reboot: it stops hostd first (VMs per its policy), then
-/// reboots into the slot named in `try-slot`.
-pub fn request_reboot() {
+/// Asks PID 1 (nova-init) to power off or reboot: it stops hostd first (VMs per its
+/// policy), then halts; a reboot boots the slot named in `try-slot` once, if any.
+/// Callers check [`System::under_nova_init`] (or [`System::upgradable`]) first.
+pub fn request_halt(action: PowerAction) {
+    let sig = match action {
+        PowerAction::Reboot => libc::SIGUSR1,
+        PowerAction::Poweroff => libc::SIGUSR2,
+    };
     // SAFETY: kill(2) with plain integers.
-    let rc = unsafe { libc::kill(1, libc::SIGUSR1) };
+    let rc = unsafe { libc::kill(1, sig) };
     if rc != 0 {
         tracing::error!(
-            "asking nova-init to reboot: {}",
+            "asking nova-init to {action:?}: {}",
             std::io::Error::last_os_error()
         );
     }
