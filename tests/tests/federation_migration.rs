@@ -77,7 +77,8 @@ fn shape(net: &Bridged) {
 }
 
 /// Alpha and beta, peered (alpha joined beta), beta honouring `trust` of alpha's
-/// users; each with its hostd ready; the test guest's kernel in both.
+/// users; each with its hostd ready; the test guest's kernel in alpha only (a
+/// migration carries it).
 fn clusters(d: &TempDir, trust: Vec<TrustRule>) -> Option<Clusters> {
     if !require_netns() || !require_kvm() || !require(which("tc"), "tc (iproute2) is not installed")
     {
@@ -126,8 +127,6 @@ fn clusters(d: &TempDir, trust: Vec<TrustRule>) -> Option<Clusters> {
         },
     ))
     .unwrap();
-    // Images are not carried across clusters: beta has the kernel too.
-    block_on(beta.api.import_image(&testguest().display().to_string())).unwrap();
     let policy = MigrationPolicy {
         completion_timeout_s: 120,
         params: MigrationParams {
@@ -226,6 +225,11 @@ fn a_vm_moves_to_a_peer_cluster_over_a_shaped_link_with_its_counter_continuous()
     // Held open, the source's console stays readable after its hostd lets the VM go.
     let mut src_console = std::fs::File::open(console_file(&c.hosts[0], &vm.id)).unwrap();
 
+    let kernel = block_on(c.alpha.api.images()).unwrap().images;
+    assert_eq!(kernel.len(), 1, "{kernel:?}");
+    let kernel = kernel[0].id.clone();
+    assert!(block_on(c.beta.api.images()).unwrap().images.is_empty());
+
     let (ok, out, err) = novactl(&c.alpha, &["vm", "migrate", &vm.id, "--cluster", "beta"]);
     assert!(ok, "novactl vm migrate --cluster beta: {out}\n{err}");
     assert!(err.contains("succeeded"), "progress output: {err}");
@@ -237,6 +241,10 @@ fn a_vm_moves_to_a_peer_cluster_over_a_shaped_link_with_its_counter_continuous()
             .filter(|v| v.migrating.is_none())
     });
     assert_eq!(there.spec.name, "traveller");
+    // Its kernel came along (through beta's gateway), and beta knows it by content.
+    assert_eq!(there.spec.kernel, kernel);
+    let images = block_on(c.beta.api.images()).unwrap().images;
+    assert!(images.iter().any(|i| i.id == kernel), "{images:?}");
     assert_eq!(there.tenant, "system");
     assert_eq!(there.host.as_deref(), Some(c.ids[1].as_str()));
     assert_eq!(
@@ -362,12 +370,18 @@ fn a_vm_moves_to_a_peer_cluster_over_a_shaped_link_with_its_counter_continuous()
             .any(|a| a.path == "/v1/federation/migrations" && a.status == 201),
         "{audit:?}"
     );
-    assert!(
-        audit.iter().any(|a| a.actor.starts_with("migration:xmig-")
-            && a.path.ends_with("/hostd/v1/migrations/incoming")
-            && a.status == 201),
-        "{audit:?}"
-    );
+    for (path, method) in [
+        ("/hostd/v1/migrations/incoming", "POST"),
+        ("/hostd/v1/images", "PUT"),
+    ] {
+        assert!(
+            audit.iter().any(|a| a.actor.starts_with("migration:xmig-")
+                && a.path.ends_with(path)
+                && a.method == method
+                && a.status == 201),
+            "{path}: {audit:?}"
+        );
+    }
     // The gateway is closed to anything but its migration's token.
     let mid = arrived.data["migration"].as_str().unwrap();
     let a = raw(

@@ -372,7 +372,10 @@ fn host_disk_boots_by_uefi_with_settings_on_the_efi_partition_and_dhcp() {
     assert!(ok, "{out}");
     assert!(out.contains("powering off"), "{out}");
     let asked = expect_line(&vm, "stop requested: PowerOff");
-    assert!(asked.trim_end().ends_with("12"), "SIGUSR2 from hostd: {asked:?}");
+    assert!(
+        asked.trim_end().ends_with("12"),
+        "SIGUSR2 from hostd: {asked:?}"
+    );
     expect_line(&vm, "nova-hostd stopped");
     let st = vm.wait_exit(Duration::from_secs(120));
     assert!(st.success(), "QEMU ended {st} after power-off");

@@ -1,5 +1,6 @@
 //! Image routes: `POST /v1/images` (an upload, streamed to a 0600 spool file and
-//! capped by `--max-image-mib`, then handed to every ready host), `POST
+//! capped by `--max-image-mib`, then handed to every ready host; the spool also
+//! carries images through a cross-cluster migration's gateway), `POST
 //! /v1/images/import` (system admins: a host path), `GET /v1/images`.
 
 use std::io::Write;
@@ -11,6 +12,7 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use http_body_util::BodyExt;
 use nova_http::FieldError;
+use sha2::{Digest, Sha256};
 
 use super::error::{answer, ApiJson};
 use super::{must_operate, ApiError, ApiResult, AppState};
@@ -18,7 +20,13 @@ use crate::auth::Caller;
 use crate::model::{ClusterImage, ClusterImages, ErrorBody, ImportImage};
 
 /// A spool file removed when dropped.
-struct Spool(std::path::PathBuf);
+pub(super) struct Spool(std::path::PathBuf);
+
+impl Spool {
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
 
 impl Drop for Spool {
     fn drop(&mut self) {
@@ -26,20 +34,9 @@ impl Drop for Spool {
     }
 }
 
-/// `POST /v1/images`: the body is the image's bytes.
-#[utoipa::path(post, path = "/v1/images", tag = "images",
-    request_body(content = String, content_type = "application/octet-stream", description = "the image's bytes"),
-    responses((status = 201, body = ClusterImage),
-        (status = 400, description = "interrupted", body = ErrorBody),
-        (status = 409, description = "no host is ready", body = ErrorBody),
-        (status = 413, description = "larger than --max-image-mib (field `body`)", body = ErrorBody)))]
-pub async fn upload_image(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    body: Body,
-) -> ApiResult<Response> {
-    must_operate(&c)?;
-    let max = st.ctx.settings.max_image_mib << 20;
+/// Streams an upload's `body` into a 0600 spool file, refusing more than `max` bytes
+/// (413, field `body`); the file and the image id its bytes hash to (`sha256:<hex>`).
+pub(super) async fn spool(body: Body, max: u64) -> ApiResult<(Spool, String)> {
     let spool = Spool(std::env::temp_dir().join(format!(
         "nova-image-{}-{:016x}",
         std::process::id(),
@@ -54,6 +51,7 @@ pub async fn upload_image(
             .open(&spool.0)
             .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?
     };
+    let mut hash = Sha256::new();
     let mut body = body;
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
@@ -69,12 +67,29 @@ pub async fn upload_image(
                 )
                 .with_field("body"));
             }
+            hash.update(&data);
             f.write_all(&data)
                 .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
         }
     }
-    drop(f);
-    let img = crate::images::distribute(&st.ctx, &spool.0).await?;
+    Ok((spool, format!("sha256:{}", hex::encode(hash.finalize()))))
+}
+
+/// `POST /v1/images`: the body is the image's bytes.
+#[utoipa::path(post, path = "/v1/images", tag = "images",
+    request_body(content = String, content_type = "application/octet-stream", description = "the image's bytes"),
+    responses((status = 201, body = ClusterImage),
+        (status = 400, description = "interrupted", body = ErrorBody),
+        (status = 409, description = "no host is ready", body = ErrorBody),
+        (status = 413, description = "larger than --max-image-mib (field `body`)", body = ErrorBody)))]
+pub async fn upload_image(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    body: Body,
+) -> ApiResult<Response> {
+    must_operate(&c)?;
+    let (spool, _) = spool(body, st.ctx.settings.max_image_mib << 20).await?;
+    let img = crate::images::distribute(&st.ctx, spool.path()).await?;
     Ok(answer(StatusCode::CREATED, None, img))
 }
 

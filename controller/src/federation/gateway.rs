@@ -1,8 +1,11 @@
 //! The gateway of one incoming cross-cluster migration: the source hostd's
 //! hostd-to-hostd calls, authenticated by that migration's own token (compared in
 //! constant time), each checked against what was admitted, passed to the chosen
-//! destination host with this cluster's own host token. Preparing, completing or
-//! aborting moves the migration's record ([`super::incoming`]).
+//! destination host with this cluster's own host token (the images the admitted VM
+//! boots from may be uploaded; nothing else). Preparing, completing or aborting
+//! moves the migration's record ([`super::incoming`]).
+
+use std::path::Path;
 
 use nova_hostd_api::{
     Health, HostdClient, ImageInfo, IncomingOutcome, IncomingReady, IncomingRequest, VmInfo,
@@ -66,6 +69,20 @@ impl Gateway {
     /// `GET /v1/images/{id}` of the destination host.
     pub async fn image(&self, id: &str) -> Result<ImageInfo> {
         Ok(self.hostd.image(id).await?)
+    }
+
+    /// `PUT /v1/images` to the destination host: `spool` holds an image's bytes, which
+    /// hash to `id`; only an image the admitted VM boots from is passed on.
+    pub async fn upload(&self, id: &str, spool: &Path) -> Result<ImageInfo> {
+        self.open_phase()?;
+        if !self.arriving.images.iter().any(|i| i == id) {
+            return Err(nova_http::FieldError::new(
+                "body",
+                format!("{id} is not an image the admitted VM boots from"),
+            )
+            .into());
+        }
+        Ok(self.hostd.upload_image(spool).await?)
     }
 
     /// `GET /v1/vms/{id}` of the destination host: this migration's VM only.

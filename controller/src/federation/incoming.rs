@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::{
     now_ms, Admitted, Host, IncomingMigration, IncomingPhase, IncomingVm, MigrationEnd, Observed,
-    Vm,
+    Vm, VmSpec,
 };
 use crate::placement;
 use crate::scheduler::{self, Weights};
@@ -43,6 +43,26 @@ pub struct Arriving {
     /// The spec's vCPUs and memory as admitted: what the host prepares must match.
     pub vcpus: u8,
     pub mem_mib: u64,
+    /// The images the VM boots from ([`boot_images`]): the ones the source may
+    /// upload to the destination host through the gateway.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+/// The images a host needs to run `spec` (kernel, initrd, read-only disks' images;
+/// writable disks travel in the VMM's stream), those named by content (`sha256:`)
+/// only: a host path means nothing in another cluster.
+pub fn boot_images(spec: &VmSpec) -> Vec<String> {
+    let mut v = vec![spec.kernel.clone()];
+    v.extend(spec.initrd.clone());
+    v.extend(
+        spec.disks
+            .iter()
+            .filter(|d| d.read_only)
+            .filter_map(|d| d.image.clone()),
+    );
+    v.retain(|i| i.starts_with("sha256:"));
+    v
 }
 
 impl Object for Arriving {
@@ -170,6 +190,7 @@ pub async fn admit(ctx: &Context, peer: &str, caller: &Caller, v: &IncomingVm) -
         hostd_migration: None,
         vcpus: v.spec.vcpus,
         mem_mib: v.spec.mem_mib,
+        images: boot_images(&v.spec),
     };
     if let Err(e) = ctx.store.create(&a).await {
         let _ = forget_record(ctx, &v.vm_id, &mid).await;
@@ -446,6 +467,27 @@ pub async fn resume(ctx: &Context) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DiskRequest;
+
+    #[test]
+    fn a_gateway_takes_only_the_images_the_vm_boots_from_named_by_content() {
+        let disk = |image: &str, read_only| DiskRequest {
+            image: Some(image.into()),
+            size_mib: None,
+            read_only,
+            shared_path: None,
+        };
+        let mut spec = VmSpec::new("v", "sha256:k");
+        spec.initrd = Some("sha256:i".into());
+        spec.disks = vec![
+            disk("sha256:ro", true),
+            // A writable disk travels in the VMM's stream; a path names nothing there.
+            disk("sha256:rw", false),
+            disk("/srv/images/ro.raw", true),
+        ];
+        assert_eq!(boot_images(&spec), ["sha256:k", "sha256:i", "sha256:ro"]);
+        assert!(boot_images(&VmSpec::new("v", "/boot/vmlinuz")).is_empty());
+    }
 
     #[test]
     fn ids_are_their_prefix_and_letters_digits_or_dashes() {

@@ -18,7 +18,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::{
     gateway_path, now_ms, DesiredState, Host, IncomingVm, MigrationEnd, MigrationResult, OpState,
-    Operation, Peer, Vm,
+    Operation, Peer, Vm, VmSpec,
 };
 use crate::operations::{self, failed, Outcome};
 use crate::store::Objects;
@@ -70,6 +70,26 @@ pub async fn start(
         ctx2.slots.unfollow(&op_id);
     });
     Ok(op)
+}
+
+/// `spec` with the images its host resolved (a host path becomes the `sha256:` id
+/// the host imported it as): how another cluster's hosts know an image.
+fn by_content(mut spec: VmSpec, on_host: &nova_hostd_api::VmInfo) -> VmSpec {
+    let id = |s: &str| s.starts_with("sha256:").then(|| s.to_string());
+    if let Some(k) = id(&on_host.spec.kernel) {
+        spec.kernel = k;
+    }
+    if let Some(i) = on_host.spec.initrd.as_deref().and_then(id) {
+        spec.initrd = Some(i);
+    }
+    for (d, info) in spec.disks.iter_mut().zip(&on_host.disks) {
+        if d.read_only && d.image.is_some() {
+            if let Some(b) = info.base.as_deref().and_then(id) {
+                d.image = Some(b);
+            }
+        }
+    }
+    spec
 }
 
 fn to_value(r: &MigrationResult) -> serde_json::Value {
@@ -128,10 +148,18 @@ async fn run(
         o.result = to_value(&base);
     })
     .await;
+    // The images by content, as the source host resolved them: the peer's hosts
+    // know an image by its id, and its gateway takes uploads of these only.
+    let on_host = ctx
+        .hostd(&src)
+        .map_err(failed)?
+        .vm(vm_id)
+        .await
+        .map_err(|e| failed(format!("the source host: {e}")))?;
     // The peer's own admission: as the user who asked (its trust policy maps them).
     let ask = IncomingVm {
         vm_id: vm.id.clone(),
-        spec: vm.spec.clone(),
+        spec: by_content(vm.spec.clone(), &on_host),
         created_at_ms: vm.created_at_ms,
         source_host: src_id.clone(),
         operation: op_id.to_string(),

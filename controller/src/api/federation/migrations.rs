@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use nova_hostd_api::{Health, ImageInfo, IncomingOutcome, IncomingReady, IncomingRequest, VmInfo};
 
@@ -48,7 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/federation/migrations/{id}/commit", post(commit))
         .route("/v1/federation/migrations/{id}/abort", post(abort))
         .route(&g("/v1/health"), get(gw_health))
-        .route(&g("/v1/images"), post(gw_upload))
+        .route(&g("/v1/images"), put(gw_upload))
         .route(&g("/v1/images/{image}"), get(gw_image))
         .route(&g("/v1/vms/{vm}"), get(gw_vm))
         .route(&g("/v1/migrations/incoming"), post(gw_prepare))
@@ -259,28 +259,24 @@ async fn gw_image(
     }
 }
 
-/// Images are not carried across clusters: the destination must have them.
+/// An image the admitted VM boots from, carried to the destination host (spooled
+/// here and hashed, so that nothing else is passed on).
 async fn gw_upload(State(st): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
     let (ip, token) = credential(&req);
-    match open_gateway(&st, &id, ip, &token).await {
-        Ok(g) => {
-            let e = ApiError::new(
-                StatusCode::CONFLICT,
-                "an image the VM boots from is not in the destination cluster: add it there \
-                 (POST /v1/images or /v1/images/import) and migrate again",
-            );
-            audit(
-                &st,
-                &g,
-                &Method::POST,
-                req.uri().path(),
-                StatusCode::CONFLICT,
-            )
-            .await;
-            e.into_response()
+    let g = match open_gateway(&st, &id, ip, &token).await {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let path = req.uri().path().to_string();
+    let max = st.ctx.settings.max_image_mib << 20;
+    let r = match super::super::images::spool(req.into_body(), max).await {
+        Ok((spool, image)) => {
+            answer::<ImageInfo>(StatusCode::CREATED, g.upload(&image, spool.path()).await)
         }
-        Err(r) => r,
-    }
+        Err(e) => e.into_response(),
+    };
+    audit(&st, &g, &Method::PUT, &path, r.status()).await;
+    r
 }
 
 async fn gw_vm(
