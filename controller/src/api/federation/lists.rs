@@ -9,6 +9,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::value::RawValue;
 
 use super::super::error::ApiQuery;
 use super::super::{must_be_cluster, ApiError, ApiResult, AppState};
@@ -69,64 +70,72 @@ async fn federated_list(
     let ctx = &st.ctx;
     Ok(match path {
         "/v1/vms" => {
-            let mine: Vec<Vm> = ctx
-                .store
-                .list_all::<Vm>()
-                .await?
-                .into_iter()
-                .filter(|v| c.sees(&v.tenant))
-                .collect();
+            let mine = async {
+                let all = ctx.store.list_all::<Vm>().await?;
+                Ok(all.into_iter().filter(|v| c.sees(&v.tenant)).collect())
+            };
             gather(st, c, fan_out, timeout, path, mine).await?
         }
         "/v1/hosts" => {
             must_be_cluster(c, false)?;
-            let mine: Vec<Host> = ctx
-                .store
-                .list_all::<Host>()
-                .await?
-                .into_iter()
-                .map(|mut h| {
-                    h.hostd_token.clear();
-                    h
-                })
-                .collect();
+            let mine = async {
+                let all = ctx.store.list_all::<Host>().await?;
+                Ok(all
+                    .into_iter()
+                    .map(|mut h: Host| {
+                        h.hostd_token.clear();
+                        h
+                    })
+                    .collect())
+            };
             gather(st, c, fan_out, timeout, path, mine).await?
         }
         "/v1/alerts" => {
-            let mine: Vec<Alert> = ctx
-                .store
-                .list_all::<Alert>()
-                .await?
-                .into_iter()
-                .filter(|a| c.sees(&a.tenant))
-                .collect();
+            let mine = async {
+                let all = ctx.store.list_all::<Alert>().await?;
+                Ok(all.into_iter().filter(|a| c.sees(&a.tenant)).collect())
+            };
             gather(st, c, fan_out, timeout, path, mine).await?
         }
         _ => {
             must_be_cluster(c, false)?;
-            let mine =
-                crate::monitoring::capacity::capacity(ctx, 1, 512, 7 * 86_400, now_ms() / 1000)
-                    .await?;
-            gather(st, c, fan_out, timeout, path, vec![mine]).await?
+            let mine = async {
+                let now_s = now_ms() / 1000;
+                let cap =
+                    crate::monitoring::capacity::capacity(ctx, 1, 512, 7 * 86_400, now_s).await?;
+                Ok(vec![cap])
+            };
+            gather(st, c, fan_out, timeout, path, mine).await?
         }
     })
 }
 
-/// This cluster's `mine` and each peer's own items of the list at `path`, as one
-/// federated list. A peer is asked the same federated question as its user (one
+/// An item of a federated answer: this cluster's, typed, or a peer's JSON object as
+/// it came (checked to be one, and passed on without being decoded and encoded
+/// again: the caller's client decodes it, once).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Item<T> {
+    Mine(T),
+    Peer(Box<RawValue>),
+}
+
+/// This cluster's items (`mine`, read while the peers are asked) and each peer's own
+/// items of the list at `path`, as one federated list. A peer is asked the same federated question as its user (one
 /// request, one body: a peer's user sees that cluster only, so it does not fan
-/// out); its items are decoded once, typed, and its answer's cluster names are
-/// replaced by the peer's id (a peer speaks for itself only).
+/// out); its items are passed on as JSON objects, and its answer's cluster names
+/// are replaced by the peer's id (a peer speaks for itself only). A peer whose
+/// items are not all JSON objects counts as not answering.
 async fn gather<T>(
     st: &AppState,
     c: &Caller,
     fan_out: bool,
     timeout: Duration,
     path: &str,
-    mine: Vec<T>,
+    mine: impl std::future::Future<Output = crate::error::Result<Vec<T>>>,
 ) -> ApiResult<Response>
 where
-    T: serde::Serialize + serde::de::DeserializeOwned,
+    T: serde::Serialize,
 {
     let me = fed::local(&st.ctx).await?;
     let peers = if fan_out {
@@ -134,15 +143,21 @@ where
     } else {
         Vec::new()
     };
-    let answers = view::ask_all(
+    let asked = view::ask_all(
         &st.federation,
         &me,
         peers,
         Speaker::User(c),
         timeout,
-        |cl| async move { cl.federated::<T>(path, None).await.map(|l| l.items) },
-    )
-    .await;
+        |cl| async move {
+            cl.federated::<Box<RawValue>>(path, None)
+                .await
+                .map(|l| l.items)
+        },
+    );
+    // The peers' requests go out first; this cluster's list is read meanwhile.
+    let (answers, mine) = tokio::join!(asked, mine);
+    let mine = mine?;
     let mut clusters = vec![ClusterAnswer {
         cluster_id: me.cluster_id.clone(),
         name: me.name.clone(),
@@ -151,21 +166,26 @@ where
         items: mine.len() as u64,
         took_ms: 0,
     }];
-    let mut items: Vec<Located<T>> = mine
+    let mut items: Vec<Located<Item<T>>> = mine
         .into_iter()
         .map(|item| Located {
             cluster: me.cluster_id.clone(),
-            item,
+            item: Item::Mine(item),
         })
         .collect();
-    for a in answers {
+    for mut a in answers {
+        if let Ok(v) = &a.answer {
+            if let Some(i) = v.iter().position(|l| !l.item.get().starts_with('{')) {
+                a.answer = Err(format!("item {i} of its answer is not a JSON object"));
+            }
+        }
         let n = a.answer.as_ref().map(|v| v.len() as u64).unwrap_or(0);
         clusters.push(a.status(n));
         if let Ok(v) = a.answer {
             let id = a.peer.cluster_id.clone();
             items.extend(v.into_iter().map(|l| Located {
                 cluster: id.clone(),
-                item: l.item,
+                item: Item::Peer(l.item),
             }));
         }
     }
