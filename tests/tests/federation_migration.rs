@@ -16,14 +16,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nova_controller_api::{
-    Compression, HostState, IdentityPatch, JoinRequest, MigrateBody, MigrationParams,
-    MigrationPolicy, MigrationResult, OpState, PeerPolicy, Role, TrustPolicy, TrustRule, Vm,
-    VmSpec,
+    Compression, HostState, IdentityPatch, IncomingVm, JoinRequest, MigrateBody, MigrationParams,
+    MigrationPolicy, MigrationResult, NewFederatedToken, OpState, PeerPolicy, Role, TrustPolicy,
+    TrustRule, Vm, VmSpec,
 };
-use nova_tests::controller::{block_on, raw, stopped_spec, wait_for, Controller, Opts};
+use nova_tests::controller::{block_on, client, raw, stopped_spec, wait_for, Controller, Opts};
 use nova_tests::hostd::{testguest, Bridged, Hostd};
 use nova_tests::net::require_netns;
 use nova_tests::{binary, require, require_kvm, which, TempDir};
+use sha2::{Digest, Sha256};
 
 /// The cap alpha's migration policy sets, below the link's 100 Mbit/s.
 const CAP_MBIT: u64 = 80;
@@ -667,4 +668,72 @@ fn a_source_controller_restarted_mid_move_ends_the_migration_by_its_hostds_word(
     assert_eq!(there.host.as_deref(), Some(c.ids[1].as_str()));
     let on_b = c.hosts[1].ok(c.hosts[1].api().vm(&vm.id));
     assert_eq!(on_b.state, nova_hostd_api::VmState::Running);
+}
+
+/// The peer's gateway passes on to its host only the images the admitted VM boots
+/// from: the admission is made here as alpha's admin would (a federated token for
+/// beta), then the gateway's own credential uploads something else (refused, beta's
+/// hosts untouched) and the VM's kernel (passed on).
+#[test]
+fn a_gateway_passes_on_only_the_images_its_vm_boots_from() {
+    let d = TempDir::new();
+    let Some(c) = clusters(&d, admins()) else {
+        return;
+    };
+    let kernel = std::fs::read(testguest()).unwrap();
+    let id = format!("sha256:{}", hex::encode(Sha256::digest(&kernel)));
+    let beta_id = block_on(c.beta.api.federation())
+        .unwrap()
+        .cluster
+        .cluster_id;
+    let t = block_on(c.alpha.api.federated_token(&NewFederatedToken {
+        audience: vec![beta_id],
+        ttl_s: None,
+    }))
+    .unwrap();
+    let as_alpha = client(&c.beta.url, Some(&t.token));
+    let mut spec = counter("gated");
+    spec.kernel = id.clone();
+    let admitted = block_on(as_alpha.admit_migration(&IncomingVm {
+        vm_id: "vm-gated0001".into(),
+        spec,
+        created_at_ms: 1,
+        source_host: c.ids[0].clone(),
+        operation: "op-gated".into(),
+        host: None,
+        timeout_s: 120,
+    }))
+    .unwrap();
+    let gateway = format!(
+        "/v1/federation/migrations/{}/hostd/v1/images",
+        admitted.migration_id
+    );
+    let other = raw(
+        &c.beta.url,
+        Some(&admitted.token),
+        "PUT",
+        &gateway,
+        b"not an image of this VM",
+    );
+    assert_eq!(other.status, 400, "{:?}", other.body);
+    assert_eq!(other.body["field"], "body");
+    assert!(block_on(c.beta.api.images()).unwrap().images.is_empty());
+    // Without the gateway's credential nothing is taken at all.
+    let anonymous = raw(&c.beta.url, None, "PUT", &gateway, &kernel);
+    assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
+    let passed = raw(&c.beta.url, Some(&admitted.token), "PUT", &gateway, &kernel);
+    assert_eq!(passed.status, 201, "{:?}", passed.body);
+    assert_eq!(passed.body["id"], id.as_str());
+    let images = block_on(c.beta.api.images()).unwrap().images;
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0].id, id);
+    assert_eq!(images[0].hosts, [c.ids[1].clone()]);
+    let audit = block_on(c.beta.api.audit()).unwrap();
+    let puts: Vec<u16> = audit
+        .iter()
+        .filter(|a| a.method == "PUT" && a.path == gateway)
+        .map(|a| a.status)
+        .collect();
+    assert_eq!(puts.len(), 2, "{audit:?}");
+    assert!(puts.contains(&400) && puts.contains(&201), "{puts:?}");
 }
