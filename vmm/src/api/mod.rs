@@ -224,8 +224,10 @@ fn serve_connection(conn: UnixStream, served: &Served, limits: ApiLimits) {
             Err(e @ HttpError::TooLarge) => (Response::error(413, e), true, "-".into(), "-".into()),
             Err(e) => (Response::error(400, e), true, "-".into(), "-".into()),
         };
-        let written = http::write_response(&mut writer, &resp);
+        // Logged before the answer goes out: a guest told to power off (ACPI) may end
+        // the process as soon as the caller has its answer.
         nova_logging::access(&method, &path, resp.status, t.elapsed(), "-");
+        let written = http::write_response(&mut writer, &resp);
         if resp.stops_vm {
             served.vm.shutdown();
         }
