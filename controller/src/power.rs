@@ -6,23 +6,14 @@
 use nova_hostd_api::SystemPower;
 
 use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::model::{Host, SYSTEM_TENANT};
-use crate::store::Objects;
+use crate::error::Result;
+use crate::model::SYSTEM_TENANT;
+use crate::upgrades::imaged_host;
 
 /// Asks host `id` to do `req`; answers once its hostd took the request (a
 /// `host.power` event records it).
 pub async fn power(ctx: &Context, id: &str, req: &SystemPower) -> Result<SystemPower> {
-    let host = ctx
-        .store
-        .read::<Host>(id)
-        .await?
-        .ok_or(Error::NotFound("host"))?;
-    if host.image_version.is_none() {
-        return Err(Error::conflict(format!(
-            "host {id} does not run from the host image: power it off through its own OS"
-        )));
-    }
+    let host = imaged_host(ctx, id, "power it off through its own OS").await?;
     let done = ctx.hostd(&host)?.power_system(req).await?;
     tracing::info!(host = %id, action = ?done.action, "host asked to power off or reboot");
     ctx.events

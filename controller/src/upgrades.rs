@@ -135,23 +135,30 @@ fn sha256_file(p: &Path) -> std::io::Result<String> {
 /// once, then streams the files and asks for the upgrade in the background (minutes
 /// on a slow link); the host reboots into it. A failure is logged and published as
 /// `host.upgrade_failed`.
-pub async fn upgrade(ctx: &Context, id: &str, req: &HostUpgradeRequest) -> Result<HostUpgrade> {
-    let dir = dir_of(ctx)?.to_path_buf();
-    let (version, vdir) = pick(&dir, req.image.as_deref())?;
+/// Host `id`, which runs from the host image (it reports an image version); a host
+/// that does not is a conflict, saying what to do `instead`.
+pub async fn imaged_host(ctx: &Context, id: &str, instead: &str) -> Result<Host> {
     let host = ctx
         .store
         .read::<Host>(id)
         .await?
         .ok_or(Error::NotFound("host"))?;
+    if host.image_version.is_none() {
+        return Err(Error::conflict(format!(
+            "host {id} does not run from the host image: {instead}"
+        )));
+    }
+    Ok(host)
+}
+
+pub async fn upgrade(ctx: &Context, id: &str, req: &HostUpgradeRequest) -> Result<HostUpgrade> {
+    let dir = dir_of(ctx)?.to_path_buf();
+    let (version, vdir) = pick(&dir, req.image.as_deref())?;
+    let host = imaged_host(ctx, id, "it has no image to upgrade").await?;
     if host.state != HostState::Ready {
         return Err(Error::conflict(format!(
             "host {id} is {:?}: only a Ready host is upgraded",
             host.state
-        )));
-    }
-    if host.image_version.is_none() {
-        return Err(Error::conflict(format!(
-            "host {id} does not run from the host image: it has no image to upgrade"
         )));
     }
     let hostd = ctx.hostd(&host)?;

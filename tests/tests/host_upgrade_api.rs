@@ -45,6 +45,17 @@ fn register(c: &Controller, id: &str, url: &str, token: &str, info: HostInfo) {
         .unwrap_or_else(|e| panic!("register {id}: {e}"));
 }
 
+/// Registers host `plain`, which does not run from the host image.
+fn register_plain(c: &Controller) {
+    register(
+        c,
+        "plain",
+        "http://127.0.0.1:9",
+        "hostd-secret",
+        host_info("plain", 4, 4096),
+    );
+}
+
 #[test]
 fn without_system_images_the_controller_says_so() {
     let dir = TempDir::new();
@@ -78,13 +89,7 @@ fn upgrades_name_the_bad_version_the_host_off_the_image_and_stage_on_a_real_host
     assert_eq!(list[0].initrd_bytes, 3 << 20);
 
     // A host not on the image has nothing to upgrade.
-    register(
-        &c,
-        "plain",
-        "http://127.0.0.1:9",
-        "hostd-secret",
-        host_info("plain", 4, 4096),
-    );
+    register_plain(&c);
     let e = block_on(c.api.upgrade_host("plain", &HostUpgradeRequest::default())).unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
     assert!(
@@ -188,13 +193,7 @@ fn power_reaches_only_hosts_on_the_image_and_a_hostd_off_it_refuses() {
         action: PowerAction::Poweroff,
     };
     // A host that does not run from the image: the controller does not ask it.
-    register(
-        &c,
-        "plain",
-        "http://127.0.0.1:9",
-        "hostd-secret",
-        host_info("plain", 4, 4096),
-    );
+    register_plain(&c);
     let e = block_on(c.api.power_host("plain", &off)).unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
     assert!(e.to_string().contains("through its own OS"), "{e}");
