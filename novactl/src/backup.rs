@@ -27,6 +27,10 @@ pub enum BackupCmd {
         /// Read the whole disk even when the VMM's bitmap would do.
         #[arg(long)]
         full: bool,
+        /// Also the guest's memory and device state (a running VM): a restore
+        /// resumes the guest where it was instead of booting it.
+        #[arg(long)]
+        memory: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -128,7 +132,7 @@ impl Columns for Backup {
             "id", "vm", "store", "state", "read", "stored", "damaged", "created",
         ];
         if wide {
-            h.extend(["previous", "host", "full_read"]);
+            h.extend(["previous", "host", "full_read", "memory"]);
         }
         h
     }
@@ -149,8 +153,10 @@ impl Columns for Backup {
                 output::or_dash(self.previous.clone()),
                 output::or_dash(self.host.clone()),
                 r.map_or("-".into(), |r| {
-                    r.files.iter().any(|f| f.full_read).to_string()
+                    let disks = r.files.iter().filter(|f| f.name.starts_with("disk"));
+                    disks.into_iter().any(|f| f.full_read).to_string()
                 }),
+                self.memory.to_string(),
             ]);
         }
         c
@@ -203,13 +209,18 @@ async fn follow(
         "backup" => {
             let b: Backup = serde_json::from_value(r)?;
             let rep = b.report.context("a completed backup without its report")?;
-            let how = match rep.files.iter().find(|f| f.full_read) {
+            let disks = rep.files.iter().filter(|f| f.name.starts_with("disk"));
+            let mut how = match disks.clone().find(|f| f.full_read) {
                 Some(f) => format!(
                     "full read ({})",
                     f.full_read_reason.as_deref().unwrap_or("asked")
                 ),
+                None if disks.count() == 0 => "no disks".into(),
                 None => format!("incremental on {}", b.previous.as_deref().unwrap_or("-")),
             };
+            if b.memory {
+                how += ", with the guest's memory";
+            }
             format!(
                 "backup {} of {}: read {}, stored {}, {how}, guest paused {:.1} ms",
                 b.id,
@@ -283,9 +294,15 @@ pub async fn run(api: &ControllerClient, c: BackupCmd, f: Format) -> anyhow::Res
             vm,
             store,
             full,
+            memory,
             wait,
         } => {
-            let op = api.backup_vm(&vm, &BackupBody { store, full }).await?;
+            let body = BackupBody {
+                store,
+                full,
+                memory,
+            };
+            let op = api.backup_vm(&vm, &body).await?;
             follow(api, op, wait, f).await
         }
         BackupCmd::List { vm } => {

@@ -68,6 +68,7 @@ fn backup(
             vm_id: vm.into(),
             backup_id: id.into(),
             previous: previous.map(Into::into),
+            memory: false,
         },
     ) {
         JobResult::Backup(r) => r,
@@ -524,6 +525,7 @@ mod through_the_controller {
         let body = BackupBody {
             store: "shared".into(),
             full: false,
+            memory: false,
         };
         let op = wait_op(c, &block_on(c.api.backup_vm(vm, &body)).unwrap());
         assert_eq!(op.state, OpState::Succeeded, "{op:?}");
@@ -560,17 +562,13 @@ mod through_the_controller {
             .ok()
     }
 
-    #[test]
-    fn backups_restore_on_another_host_retention_and_gc_keep_what_they_should_verify_finds_damage_and_tenants_are_apart(
-    ) {
-        if !require_kvm() {
-            return;
-        }
-        let d = TempDir::new();
+    /// A controller with two ready hosts sharing the backup store `shared` (a
+    /// directory under `d`).
+    fn two_hosts_and_a_store(d: &TempDir) -> (Controller, [Hostd; 2]) {
         let root = d.join("backups");
         std::fs::create_dir_all(&root).unwrap();
         let c = Controller::sqlite(d.path());
-        let (_h1, _h2) = (hostd_for(&c, &root), hostd_for(&c, &root));
+        let hosts = [hostd_for(&c, &root), hostd_for(&c, &root)];
         wait_for(30, "two ready hosts", || {
             let hosts = block_on(c.api.hosts()).ok()?;
             (hosts.iter().filter(|h| h.state == HostState::Ready).count() == 2).then_some(())
@@ -586,6 +584,132 @@ mod through_the_controller {
             created_at_ms: 0,
         };
         block_on(c.api.create_backup_store(&store)).unwrap();
+        (c, hosts)
+    }
+
+    /// The `NOVA-TICK` sequence numbers in the last `n` console lines of VM `id`.
+    fn ticks(c: &Controller, id: &str, n: u32) -> Vec<u64> {
+        let lines = block_on(c.api.console(id, n)).map(|l| l.lines);
+        lines
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| l.strip_prefix("NOVA-TICK ")?.trim().parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_backup_with_memory_restores_on_another_host_with_its_guest_counting_on_from_the_backup() {
+        if !require_kvm() {
+            return;
+        }
+        let d = TempDir::new();
+        let (c, _hosts) = two_hosts_and_a_store(&d);
+        let base = d.join("base.raw");
+        base_disk(&base);
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some("nova.workload=counter,disk".into()),
+            disks: vec![DiskRequest {
+                image: Some(base.display().to_string()),
+                size_mib: Some(64),
+                read_only: false,
+                shared_path: None,
+            }],
+            ..VmSpec::new("src", nova_tests::hostd::testguest().display().to_string())
+        };
+        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
+        let src_host = wait_for(60, "the VM running", || {
+            let v = block_on(c.api.vm(&vm.id)).ok()?;
+            (v.observed.as_ref()?.state == "running").then_some(v.host?)
+        });
+        wait_for(40, "a disk pass", || last_pass(&c, &vm.id));
+
+        // Taken through novactl's `--memory`: the guest's memory and state are in it.
+        let before = *ticks(&c, &vm.id, 100).last().unwrap();
+        let out = novactl(
+            &c,
+            &["backup", "create", &vm.id, "--store", "shared", "--memory"],
+        );
+        let after = *ticks(&c, &vm.id, 100).last().unwrap();
+        assert!(out.contains("with the guest's memory"), "{out}");
+        let b = block_on(c.api.backups(Some(&vm.id)))
+            .unwrap()
+            .items
+            .remove(0);
+        assert!(b.memory, "{b:?}");
+        let files: Vec<&str> = b
+            .report
+            .as_ref()
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(files, ["disk0", "state", "memory"]);
+        // Without it, a backup holds the disks only.
+        let disks_only = backup_ok(&c, &vm.id);
+        assert!(!disks_only.memory);
+        assert_eq!(disks_only.report.unwrap().files.len(), 1);
+
+        // Restored on the other host, the guest does not boot: it counts on from
+        // where the backup paused it, and its disk workload finds its blocks whole.
+        let other = block_on(c.api.hosts())
+            .unwrap()
+            .into_iter()
+            .find(|h| h.id != src_host)
+            .unwrap()
+            .id;
+        let body = RestoreBody {
+            name: "resumed".into(),
+            host: Some(other.clone()),
+            start: true,
+        };
+        let op = wait_op(&c, &block_on(c.api.restore_backup(&b.id, &body)).unwrap());
+        assert_eq!(op.state, OpState::Succeeded, "{op:?}");
+        let resumed: Vm = serde_json::from_value(op.result).unwrap();
+        assert_eq!(resumed.host.as_deref(), Some(other.as_str()));
+        let first = wait_for(30, "the resumed guest's ticks", || {
+            ticks(&c, &resumed.id, 10_000).first().copied()
+        });
+        assert!(
+            before < first && first <= after + 1,
+            "the resumed guest's first tick {first}: the backup began after tick {before} and ended by {after}"
+        );
+        let console = block_on(c.api.console(&resumed.id, 10_000)).unwrap().lines;
+        assert!(
+            !console.iter().any(|l| l.starts_with("NOVA-BOOTED")),
+            "the resumed guest booted again"
+        );
+        let line = wait_for(60, "the resumed guest's disk pass", || {
+            let lines = block_on(c.api.console(&resumed.id, 10_000)).ok()?.lines;
+            lines.into_iter().find(|l| l.starts_with("NOVA-DISK"))
+        });
+        assert!(line.contains("errors=0"), "{line}");
+
+        // A stopped VM has no memory to back up: refused, naming why.
+        let body = BackupBody {
+            store: "shared".into(),
+            full: false,
+            memory: true,
+        };
+        block_on(c.api.stop_vm(&resumed.id)).unwrap();
+        wait_for(60, "the resumed VM stopped", || {
+            let v = block_on(c.api.vm(&resumed.id)).ok()?;
+            (v.observed.as_ref()?.state == "stopped").then_some(())
+        });
+        let op = wait_op(&c, &block_on(c.api.backup_vm(&resumed.id, &body)).unwrap());
+        assert_eq!(op.state, OpState::Failed, "{op:?}");
+        assert!(op.message.contains("no memory to back up"), "{op:?}");
+    }
+
+    #[test]
+    fn backups_restore_on_another_host_retention_and_gc_keep_what_they_should_verify_finds_damage_and_tenants_are_apart(
+    ) {
+        if !require_kvm() {
+            return;
+        }
+        let d = TempDir::new();
+        let (c, _hosts) = two_hosts_and_a_store(&d);
         let base = d.join("base.raw");
         base_disk(&base);
         let spec = VmSpec {
@@ -725,7 +849,7 @@ mod through_the_controller {
 
         // A flipped byte in a stored chunk: verify finds it and marks the backup.
         // The chunk of b3's disk at 20 MiB: the incompressible data every backup shares.
-        let store_dir = root.join("store");
+        let store_dir = d.join("backups").join("store");
         let key = format!("manifests/{}.json", b3.id);
         let m = nova_backup::Manifest::decode(&key, &std::fs::read(store_dir.join(&key)).unwrap())
             .unwrap();
@@ -824,6 +948,7 @@ mod through_the_controller {
         let body = BackupBody {
             store: "shared".into(),
             full: false,
+            memory: false,
         };
         let op = block_on(c.api.backup_vm(&vm.id, &body)).unwrap();
         let running = wait_for(60, "the backup's host job", || {
@@ -897,6 +1022,7 @@ mod through_the_controller {
         let body = BackupBody {
             store: "shared".into(),
             full: false,
+            memory: false,
         };
         let next = wait_for(120, "a backup after the abandoned one's copy", || {
             let op = wait_op(&c, &block_on(c.api.backup_vm(&vm, &body)).unwrap());

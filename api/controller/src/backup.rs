@@ -108,6 +108,10 @@ pub struct Backup {
     pub previous: Option<String>,
     /// The VM's spec when it was backed up (what a restore starts from).
     pub spec: crate::VmSpec,
+    /// It holds the guest's memory and device state too: a restore that starts the
+    /// VM resumes the guest where it was.
+    #[serde(default)]
+    pub memory: bool,
     /// The host that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -143,6 +147,10 @@ pub struct BackupBody {
     /// Read the whole disk even if the VMM's bitmap would do.
     #[serde(default)]
     pub full: bool,
+    /// Also the guest's memory and device state, taken in the same pause as the
+    /// disks' copy point (a running VM only): a restore resumes the guest where it was.
+    #[serde(default)]
+    pub memory: bool,
 }
 
 /// `POST /v1/backups/{id}/restore`: a new VM from the backup.

@@ -148,9 +148,15 @@ pub enum JobOp {
         backup_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         previous: Option<String>,
+        /// Also the guest's memory and device state (`memory`, `state`), written in
+        /// the same pause as the disks' checkpoint: a restore resumes the guest where
+        /// it was. Only of a running VM.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        memory: bool,
     },
     /// Restore a backup to a new VM on this host: `spec` with its disks replaced by
     /// the backup's (in the same order; `read_only` kept from `spec` where given).
+    /// A backup holding memory resumes the guest from it when `spec.start`.
     Restore {
         backup_id: String,
         spec: Box<VmSpec>,
@@ -187,6 +193,7 @@ impl JobRequest {
                 vm_id,
                 backup_id,
                 previous,
+                memory: _,
             } => {
                 validate_id("op.vm_id", vm_id)?;
                 validate_backup_id("op.backup_id", backup_id)?;
@@ -257,6 +264,10 @@ pub struct RestoreReport {
     /// The new VM's id on this host.
     pub vm_id: String,
     pub bytes_written: u64,
+    /// The guest resumed from the backup's memory (rather than booting, or staying
+    /// stopped).
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// A damaged or missing chunk.
@@ -348,6 +359,7 @@ mod tests {
             vm_id: "../x".into(),
             backup_id: "b".into(),
             previous: None,
+            memory: false,
         };
         assert_eq!(r.validate().unwrap_err().field, "op.vm_id");
         r.op = JobOp::Delete {

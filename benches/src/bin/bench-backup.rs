@@ -278,6 +278,7 @@ impl Hostd {
                 vm_id: vm.into(),
                 backup_id: id.into(),
                 previous: previous.map(Into::into),
+                memory: false,
             },
         )?;
         match r {

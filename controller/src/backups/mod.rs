@@ -142,6 +142,7 @@ pub async fn start_backup(ctx: &Context, vm: &Vm, body: &BackupBody) -> Result<O
         state: BackupState::Running,
         previous: previous.clone(),
         spec: vm.spec.clone(),
+        memory: body.memory,
         host: Some(host.clone()),
         report: None,
         error: None,

@@ -28,6 +28,7 @@ pub async fn run_backup(
                     vm_id: b.vm_id.clone(),
                     backup_id: b.id.clone(),
                     previous: b.previous.clone(),
+                    memory: b.memory,
                 };
                 let job = jobs::start(ctx, &host, store, op).await.map_err(failed)?;
                 ctx.store

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use nova_backup::{BackupError, Chunking, DirtyBlocks, FileIndex, Manifest, Store};
 use nova_hostd_api::{
     BackupReport, DamagedChunk, DiskSpec, FileReport, GcReport, JobOp, JobRequest, JobResult,
-    RestoreReport, VerifyReport, VmSpec, VmState,
+    RestoreReport, RestoreRequest, VerifyReport, VmSpec, VmState,
 };
-use nova_vmm_api::{CheckpointRequest, VmmClient};
+use nova_vmm_api::{CheckpointReport, CheckpointRequest, SnapshotRequest, VmmClient};
 
 use super::{store_err, BackupJobs, Progress};
 use crate::error::{Error, Result};
@@ -27,7 +27,8 @@ pub async fn run(jobs: &Arc<BackupJobs>, req: JobRequest, p: Progress) -> Result
             vm_id,
             backup_id,
             previous,
-        } => backup(jobs, store, &vm_id, &backup_id, previous, &p)
+            memory,
+        } => backup(jobs, store, &vm_id, &backup_id, previous, memory, &p)
             .await
             .map(JobResult::Backup),
         JobOp::Restore { backup_id, spec } => restore(jobs, store, &backup_id, *spec, &p)
@@ -88,7 +89,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(store_err)
 }
 
-/// One disk to back up: where to read it, and what changed in it (None: read all).
+/// The files of a backup that hold the guest's memory and device state (a VMM
+/// snapshot's own names), when it was taken with `memory`.
+const MEMORY_FILES: [&str; 2] = ["state", "memory"];
+
+/// The name of the snapshot a restore with memory resumes the new VM from.
+const RESTORED_SNAPSHOT: &str = "from-backup";
+
+/// One file to back up (a disk, or the guest's memory or state): where to read it,
+/// and what changed in it (None: read all).
 struct Source {
     name: String,
     path: PathBuf,
@@ -103,6 +112,7 @@ async fn backup(
     vm_id: &str,
     backup_id: &str,
     previous: Option<String>,
+    memory: bool,
     p: &Progress,
 ) -> Result<BackupReport> {
     let vm = jobs.vms.get(vm_id)?;
@@ -133,7 +143,13 @@ async fn backup(
             .collect()
     };
     let op = vm.op.lock().await;
-    let running = matches!(vm.state(), VmState::Running | VmState::Paused);
+    let state = vm.state();
+    let running = matches!(state, VmState::Running | VmState::Paused);
+    if memory && !running {
+        return Err(Error::Conflict(format!(
+            "VM '{vm_id}' is not running ({state:?}): it has no memory to back up"
+        )));
+    }
     let mut paused_ms = 0.0;
     let mut staging = None;
     let mut held = Some(op);
@@ -148,21 +164,37 @@ async fn backup(
                     .is_some()
             });
         let dir = vm.run_dir().join("backup-staging");
+        let _ = std::fs::remove_dir_all(&dir);
         let client = VmmClient::new(&vm.api_sock(), CHECKPOINT_TIMEOUT).map_err(Error::vmm)?;
         p.phase("checkpoint", 0);
-        let report = client
-            .backup_checkpoint(&CheckpointRequest {
-                checkpoint: backup_id.to_string(),
-                previous: prev_id.clone(),
-                staging_dir: dir.clone(),
-                full: need_full,
-            })
-            .await
-            .map_err(Error::vmm)?;
-        staging = Some(dir);
+        let checkpoint = CheckpointRequest {
+            checkpoint: backup_id.to_string(),
+            previous: prev_id.clone(),
+            staging_dir: dir.clone(),
+            full: need_full,
+        };
+        staging = Some(dir.clone());
+        let report = if memory {
+            checkpoint_with_memory(&client, &checkpoint, &dir.join("vm"), state).await
+        } else {
+            client.backup_checkpoint(&checkpoint).await
+        };
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(Error::vmm(e));
+            }
+        };
         // The copy is made: the guest runs on, and the VM may be stopped or moved.
         held = None;
         paused_ms = report.paused_ms;
+        let memory_files = MEMORY_FILES.iter().filter(|_| memory).map(|f| Source {
+            name: f.to_string(),
+            path: dir.join("vm").join(f),
+            dirty: None,
+            full_reason: Some("memory and device state are read whole".into()),
+        });
         report
             .disks
             .into_iter()
@@ -177,6 +209,7 @@ async fn backup(
                 }),
                 full_reason: d.full_reason,
             })
+            .chain(memory_files)
             .collect()
     } else {
         disks
@@ -257,6 +290,41 @@ async fn backup(
     })
 }
 
+/// The disks' checkpoint and the guest's memory and device state (a VMM snapshot
+/// into `vm_dir`) at one instant: both inside one pause (unless the VM was paused
+/// already). The report's `paused_ms` is that whole pause: the memory is written
+/// during it, the disks are not.
+async fn checkpoint_with_memory(
+    client: &VmmClient,
+    checkpoint: &CheckpointRequest,
+    vm_dir: &std::path::Path,
+    state: VmState,
+) -> std::result::Result<CheckpointReport, nova_http::Error> {
+    let t0 = std::time::Instant::now();
+    let pause = state == VmState::Running;
+    if pause {
+        client.pause().await?;
+    }
+    let snapshot = SnapshotRequest {
+        path: vm_dir.to_path_buf(),
+        diff: false,
+    };
+    let taken = match client.snapshot(&snapshot).await {
+        Ok(_) => client.backup_checkpoint(checkpoint).await,
+        Err(e) => Err(e),
+    };
+    if pause {
+        let resumed = client.resume().await;
+        if let Err(e) = &resumed {
+            tracing::error!("resuming after a backup checkpoint: {e}");
+        }
+        resumed?;
+    }
+    let mut report = taken?;
+    report.paused_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
 async fn restore(
     jobs: &Arc<BackupJobs>,
     store: Arc<Store>,
@@ -278,15 +346,22 @@ async fn restore(
             m.damaged.len()
         )));
     }
-    // disk0, disk1, ... in order: the VM's disks as they were backed up.
+    // disk0, disk1, ... in order: the VM's disks as they were backed up; then the
+    // guest's memory and state, both or neither.
     let mut disks = Vec::new();
     while let Some(f) = m.file(&format!("disk{}", disks.len())) {
         disks.push(f.clone());
     }
-    if disks.len() != m.files.len() {
+    let memory: Vec<_> = MEMORY_FILES
+        .iter()
+        .filter_map(|n| m.file(n))
+        .cloned()
+        .collect();
+    if disks.len() + memory.len() != m.files.len() || !matches!(memory.len(), 0 | 2) {
         return Err(Error::Conflict(format!(
-            "backup {backup_id} holds files other than disk0..disk{}",
-            disks.len()
+            "backup {backup_id} holds files other than disk0..disk{} and the guest's {}",
+            disks.len(),
+            MEMORY_FILES.join(" and ")
         )));
     }
     spec.disks = disks
@@ -301,6 +376,7 @@ async fn restore(
         .collect();
     let start = spec.start;
     spec.start = false;
+    let resume = start && !memory.is_empty();
     p.phase("create", 0);
     let info = jobs.vms.create_vm(spec).await?;
     let vm = jobs.vms.get(&info.id)?;
@@ -312,14 +388,31 @@ async fn restore(
         .take(disks.len())
         .map(|d| PathBuf::from(&d.path))
         .collect();
-    p.phase("write", disks.iter().map(|f| f.size).sum());
+    // The guest's memory and state land where the VM keeps its own snapshots (a
+    // snapshot of the restored VM, which its VMM restores from).
+    let snapshot_dir = vm.dir.join("snapshots").join(RESTORED_SNAPSHOT);
+    let mut files: Vec<(FileIndex, PathBuf)> = disks.iter().cloned().zip(paths).collect();
+    if resume {
+        if let Err(e) = std::fs::create_dir_all(&snapshot_dir) {
+            let _ = jobs.vms.remove(&info.id);
+            return Err(Error::io(format!("creating {}", snapshot_dir.display()), e));
+        }
+        files.extend(
+            memory
+                .iter()
+                .map(|f| (f.clone(), snapshot_dir.join(&f.name))),
+        );
+    }
+    p.phase("write", files.iter().map(|(f, _)| f.size).sum());
     let s = store.clone();
     let written = blocking(move || {
         let mut written = 0;
-        for (f, path) in disks.iter().zip(&paths) {
+        for (f, path) in &files {
             // The blank disk is replaced by the restored one, sparse where it was.
-            std::fs::remove_file(path)
-                .map_err(|e| BackupError::io(format!("removing {}", path.display()), e))?;
+            if path.exists() {
+                std::fs::remove_file(path)
+                    .map_err(|e| BackupError::io(format!("removing {}", path.display()), e))?;
+            }
             written += s.restore_file(&m, &f.name, path)?;
         }
         Ok(written)
@@ -332,13 +425,29 @@ async fn restore(
             return Err(e);
         }
     };
-    if start {
+    if resume {
+        p.phase("resume", 0);
+        let req = RestoreRequest {
+            snapshot: RESTORED_SNAPSHOT.into(),
+            lazy: false,
+            stored: false,
+            clone: false,
+        };
+        jobs.vms.restore_vm(&info.id, req).await?;
+    } else if start {
         p.phase("start", 0);
         jobs.vms.start_vm(&info.id).await?;
     }
-    tracing::info!(vm = info.id, backup = backup_id, written, "backup restored");
+    tracing::info!(
+        vm = info.id,
+        backup = backup_id,
+        written,
+        resume,
+        "backup restored"
+    );
     Ok(RestoreReport {
         vm_id: info.id,
         bytes_written: written,
+        resumed: resume,
     })
 }
