@@ -1087,6 +1087,7 @@ mod through_the_controller {
             store: "shared".into(),
             every_s: 1,
             retention: BackupRetention::default(),
+            memory: false,
             vm_id: String::new(),
             tenant: String::new(),
             last_run_ms: 0,
@@ -1099,6 +1100,7 @@ mod through_the_controller {
                 keep_last: 2,
                 ..Default::default()
             },
+            memory: true,
             ..bad
         };
         block_on(c.api.set_backup_schedule(&vm.id, &every)).unwrap();
@@ -1123,8 +1125,20 @@ mod through_the_controller {
             items.iter().all(all_final).then_some(())
         });
         assert!(done.len() <= 3, "{done:?}");
-        // Later backups are incremental on earlier ones.
+        // Later backups are incremental on earlier ones, and hold the guest's memory
+        // as the schedule says.
         let last = done.iter().max_by_key(|b| b.created_at_ms).unwrap();
         assert!(last.previous.is_some(), "{last:?}");
+        let completed: Vec<&Backup> = done.iter().filter(|b| b.report.is_some()).collect();
+        assert!(!completed.is_empty(), "{done:?}");
+        for b in completed {
+            let files: Vec<&str> = b
+                .report
+                .iter()
+                .flat_map(|r| &r.files)
+                .map(|f| f.name.as_str())
+                .collect();
+            assert!(b.memory && files == ["disk0", "state", "memory"], "{b:?}");
+        }
     }
 }

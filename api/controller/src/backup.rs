@@ -235,6 +235,9 @@ pub struct BackupSchedule {
     pub every_s: u64,
     /// Applied after each scheduled backup.
     pub retention: BackupRetention,
+    /// Each backup holds the guest's memory too (see [`BackupBody::memory`]).
+    #[serde(default)]
+    pub memory: bool,
     /// Set by the controller.
     #[serde(default)]
     pub vm_id: String,

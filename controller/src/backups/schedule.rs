@@ -94,7 +94,7 @@ async fn run_one(ctx: &Context, s: &BackupSchedule) -> Result<()> {
     let body = BackupBody {
         store: s.store.clone(),
         full: false,
-        memory: false,
+        memory: s.memory,
     };
     let op = super::start_backup(ctx, &vm, &body).await?;
     let done = wait(ctx, &op.id).await?;
