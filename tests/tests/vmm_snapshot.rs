@@ -144,7 +144,21 @@ fn a_diff_snapshot_holds_only_what_changed_and_restores() {
     assert!(d.diff && !f.diff);
     // The counter and the 4 MiB dirty buffer changed; the guest image did not.
     assert!(dp > 0 && dp < fp, "diff {dp} pages vs full {fp}");
-    let restored = VmmCmd::raw().arg("--restore").arg(diff.path()).spawn();
+    restores_whole(diff.path());
+    // Lazy or clone restore needs the whole memory in one file.
+    let out = std::process::Command::new(nova_tests::binary("nova-vmm"))
+        .args(["run", "--lazy", "--restore"])
+        .arg(diff.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a full snapshot"));
+}
+
+/// The dirty workload of a guest restored from `dir` checks every page of its buffer
+/// on its next pass: it finds them as it wrote them.
+fn restores_whole(dir: &std::path::Path) {
+    let restored = VmmCmd::raw().arg("--restore").arg(dir).spawn();
     let pass = restored
         .console
         .wait_line("NOVA-DIRTY", Duration::from_secs(30))
@@ -154,15 +168,40 @@ fn a_diff_snapshot_holds_only_what_changed_and_restores() {
         &format!("NOVA-DIRTY pass={}", pass + 1),
         Duration::from_secs(30),
     );
-    assert_eq!(l.num("errors"), Some(0));
-    // Lazy or clone restore needs the whole memory in one file.
-    let out = std::process::Command::new(nova_tests::binary("nova-vmm"))
-        .args(["run", "--lazy", "--restore"])
-        .arg(diff.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a full snapshot"));
+    assert_eq!(l.num("errors"), Some(0), "restored from {}", dir.display());
+}
+
+#[test]
+fn a_backups_memory_restores_and_leaves_the_vms_diff_snapshots_counting_from_their_own() {
+    if !require_kvm() {
+        return;
+    }
+    let (full, diff, staging) = (TempDir::new(), TempDir::new(), TempDir::new());
+    let (cmd, sock) = VmmCmd::testguest("counter,dirty:4:max")
+        .args(["--mem-mib", "256"])
+        .with_api();
+    let vm = cmd.spawn();
+    vm.console
+        .wait_line("NOVA-DIRTY pass=2", Duration::from_secs(30));
+    snapshot(&sock, full.path(), false);
+    std::thread::sleep(Duration::from_millis(300));
+    // A backup checkpoint that writes the guest's memory too, between the two.
+    let req = nova_vmm_api::CheckpointRequest {
+        checkpoint: "b-1".into(),
+        previous: None,
+        staging_dir: staging.path().to_path_buf(),
+        full: false,
+        memory_dir: Some(staging.join("vm")),
+    };
+    let vmm = nova_tests::vmm::client(&sock);
+    nova_http::blocking::block_on(vmm.backup_checkpoint(&req)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let d = snapshot(&sock, diff.path(), true);
+    assert!(d.diff);
+    // The diff holds what changed since the full snapshot, the backup's writing
+    // notwithstanding; and the backup's memory is a snapshot of its own.
+    restores_whole(diff.path());
+    restores_whole(&staging.join("vm"));
 }
 
 #[test]

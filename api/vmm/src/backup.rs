@@ -52,6 +52,13 @@ pub struct CheckpointRequest {
     /// Copy every allocated block even when the bitmap would do (a full backup).
     #[serde(default)]
     pub full: bool,
+    /// Also write the guest's memory and device state (a full snapshot: `state`,
+    /// `memory`) into this absolute directory (created if missing), in the
+    /// checkpoint's pause. It leaves the VM's snapshots alone: no diff snapshot
+    /// counts from it, and the dirty-page tracking they use is not restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub memory_dir: Option<PathBuf>,
 }
 
 impl CheckpointRequest {
@@ -61,11 +68,16 @@ impl CheckpointRequest {
         if let Some(p) = &self.previous {
             validate_checkpoint("previous", p)?;
         }
-        if !self.staging_dir.is_absolute() {
-            return Err(FieldError::new(
-                "staging_dir",
-                format!("'{}' is not an absolute path", self.staging_dir.display()),
-            ));
+        for (field, dir) in [
+            ("staging_dir", Some(&self.staging_dir)),
+            ("memory_dir", self.memory_dir.as_ref()),
+        ] {
+            if let Some(d) = dir.filter(|d| !d.is_absolute()) {
+                return Err(FieldError::new(
+                    field,
+                    format!("'{}' is not an absolute path", d.display()),
+                ));
+            }
         }
         Ok(())
     }
@@ -118,6 +130,7 @@ mod tests {
             previous: Some("b-0".into()),
             staging_dir: "/s".into(),
             full: false,
+            memory_dir: Some("/s/vm".into()),
         };
         ok.validate().unwrap();
         let mut r = ok.clone();
@@ -126,6 +139,9 @@ mod tests {
         let mut r = ok.clone();
         r.previous = Some(String::new());
         assert_eq!(r.validate().unwrap_err().field, "previous");
+        let mut r = ok.clone();
+        r.memory_dir = Some("vm".into());
+        assert_eq!(r.validate().unwrap_err().field, "memory_dir");
         let mut r = ok;
         r.staging_dir = "rel".into();
         assert_eq!(r.validate().unwrap_err().field, "staging_dir");

@@ -11,7 +11,7 @@ use nova_hostd_api::{
     BackupReport, DamagedChunk, DiskSpec, FileReport, GcReport, JobOp, JobRequest, JobResult,
     RestoreReport, RestoreRequest, VerifyReport, VmSpec, VmState,
 };
-use nova_vmm_api::{CheckpointReport, CheckpointRequest, SnapshotRequest, VmmClient};
+use nova_vmm_api::{CheckpointRequest, VmmClient};
 
 use super::{store_err, BackupJobs, Progress};
 use crate::error::{Error, Result};
@@ -163,7 +163,9 @@ async fn backup(
                     .incremental_refused(&format!("disk{i}"), *size, prev.as_ref(), Some(&dirty))
                     .is_some()
             });
-        let dir = vm.run_dir().join("backup-staging");
+        // Its own staging directory: another backup of the VM may still be reading
+        // its files after it let go of the VM.
+        let dir = vm.run_dir().join("backup-staging").join(backup_id);
         let _ = std::fs::remove_dir_all(&dir);
         let client = VmmClient::new(&vm.api_sock(), CHECKPOINT_TIMEOUT).map_err(Error::vmm)?;
         p.phase("checkpoint", 0);
@@ -172,14 +174,10 @@ async fn backup(
             previous: prev_id.clone(),
             staging_dir: dir.clone(),
             full: need_full,
+            memory_dir: memory.then(|| dir.join("vm")),
         };
         staging = Some(dir.clone());
-        let report = if memory {
-            checkpoint_with_memory(&client, &checkpoint, &dir.join("vm"), state).await
-        } else {
-            client.backup_checkpoint(&checkpoint).await
-        };
-        let report = match report {
+        let report = match client.backup_checkpoint(&checkpoint).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -290,41 +288,6 @@ async fn backup(
     })
 }
 
-/// The disks' checkpoint and the guest's memory and device state (a VMM snapshot
-/// into `vm_dir`) at one instant: both inside one pause (unless the VM was paused
-/// already). The report's `paused_ms` is that whole pause: the memory is written
-/// during it, the disks are not.
-async fn checkpoint_with_memory(
-    client: &VmmClient,
-    checkpoint: &CheckpointRequest,
-    vm_dir: &std::path::Path,
-    state: VmState,
-) -> std::result::Result<CheckpointReport, nova_http::Error> {
-    let t0 = std::time::Instant::now();
-    let pause = state == VmState::Running;
-    if pause {
-        client.pause().await?;
-    }
-    let snapshot = SnapshotRequest {
-        path: vm_dir.to_path_buf(),
-        diff: false,
-    };
-    let taken = match client.snapshot(&snapshot).await {
-        Ok(_) => client.backup_checkpoint(checkpoint).await,
-        Err(e) => Err(e),
-    };
-    if pause {
-        let resumed = client.resume().await;
-        if let Err(e) = &resumed {
-            tracing::error!("resuming after a backup checkpoint: {e}");
-        }
-        resumed?;
-    }
-    let mut report = taken?;
-    report.paused_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    Ok(report)
-}
-
 async fn restore(
     jobs: &Arc<BackupJobs>,
     store: Arc<Store>,
@@ -425,7 +388,7 @@ async fn restore(
             return Err(e);
         }
     };
-    if resume {
+    let started = if resume {
         p.phase("resume", 0);
         let req = RestoreRequest {
             snapshot: RESTORED_SNAPSHOT.into(),
@@ -433,10 +396,22 @@ async fn restore(
             stored: false,
             clone: false,
         };
-        jobs.vms.restore_vm(&info.id, req).await?;
+        let resumed = jobs.vms.restore_vm(&info.id, req).await.map(drop);
+        // Its VMM holds the memory now: the copy would only go stale beside newer disks.
+        let _ = std::fs::remove_dir_all(&snapshot_dir);
+        resumed
     } else if start {
         p.phase("start", 0);
-        jobs.vms.start_vm(&info.id).await?;
+        jobs.vms.start_vm(&info.id).await.map(drop)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = started {
+        // Nothing half-made stays behind: the controller knows no such VM.
+        if let Err(d) = jobs.vms.delete_vm(&info.id).await {
+            tracing::warn!(vm = info.id, "removing the VM a failed restore made: {d}");
+        }
+        return Err(e);
     }
     tracing::info!(
         vm = info.id,

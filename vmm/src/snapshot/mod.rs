@@ -91,11 +91,13 @@ pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, Snapsho
     let was_paused = vm.control.is_paused();
     let t0 = std::time::Instant::now();
     vm.pause();
-    let result = write_snapshot(vm, dir, parent);
+    let result = write_snapshot(vm, dir, parent, true);
     if !was_paused {
         vm.resume();
     }
-    let (pages, bytes) = result?;
+    // The dirty log may have restarted before a failure: no diff may count from the
+    // previous snapshot any more (it would miss those pages).
+    let (pages, bytes) = result.inspect_err(|_| vm.set_diff_base(None))?;
     vm.set_diff_base(Some(std::fs::canonicalize(dir).map_err(io(dir))?));
     Ok(SnapshotReport {
         path: dir.to_owned(),
@@ -106,10 +108,21 @@ pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, Snapsho
     })
 }
 
+/// Writes a full snapshot of the paused `vm` into `dir` (created if missing) for a
+/// backup: the VM's own snapshots are left alone (its dirty-page tracking is not
+/// restarted, no diff counts from this one). Pages and bytes written.
+pub fn write_detached(vm: &Vm, dir: &Path) -> Result<(u64, u64), SnapshotError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_snapshot(vm, dir, None, false)
+}
+
+/// Writes state and memory (every touched page, or with `parent` the pages dirtied
+/// since it); `restart_dirty` restarts the dirty-page tracking a next diff counts from.
 fn write_snapshot(
     vm: &Vm,
     dir: &Path,
     parent: Option<PathBuf>,
+    restart_dirty: bool,
 ) -> Result<(u64, u64), SnapshotError> {
     let vmerr = |e: VmError| SnapshotError::Vm(e.to_string());
     let state = vm.save_state().map_err(vmerr)?;
@@ -117,11 +130,16 @@ fn write_snapshot(
     let mem_bytes = vm.config.mem_mib << 20;
     let file = File::create(&mem_path).map_err(io(&mem_path))?;
     file.set_len(mem_bytes).map_err(io(&mem_path))?;
-    // Every snapshot restarts dirty tracking, so the next diff holds what changed since.
-    let dirty_now = vm.collect_dirty().map_err(vmerr)?;
-    let pages: Box<dyn Iterator<Item = usize>> = match &parent {
-        Some(_) => Box::new(dirty_now.iter().collect::<Vec<_>>().into_iter()),
-        None => Box::new(
+    // Every snapshot of the VM's own restarts dirty tracking, so the next diff holds
+    // what changed since.
+    let dirty_now = match restart_dirty {
+        true => Some(vm.collect_dirty().map_err(vmerr)?),
+        false => None,
+    };
+    let pages: Box<dyn Iterator<Item = usize>> = match (&parent, dirty_now) {
+        (Some(_), Some(dirty_now)) => Box::new(dirty_now.iter().collect::<Vec<_>>().into_iter()),
+        (Some(_), None) => return Err(SnapshotError::NoBase),
+        (None, _) => Box::new(
             ranges::touched_pages(vm)
                 .map_err(io(&mem_path))?
                 .into_iter(),

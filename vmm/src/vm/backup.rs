@@ -103,6 +103,13 @@ impl Vm {
                 }
             }
         }
+        // The guest's memory and state at the same instant, when asked (written in
+        // the pause: unlike the disks, memory has no copy-before-write).
+        if let (Some(dir), None) = (&req.memory_dir, &failed) {
+            if let Err(e) = crate::snapshot::write_detached(self, dir) {
+                failed = Some(format!("writing memory into {}: {e}", dir.display()));
+            }
+        }
         if was_running {
             self.resume();
         }
