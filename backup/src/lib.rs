@@ -25,4 +25,4 @@ pub use maintenance::{GcReport, VerifyReport};
 pub use manifest::{ChunkRef, Chunking, FileIndex, Manifest};
 pub use retention::{select_retained, RetentionPolicy};
 pub use s3::{S3Backend, S3Config};
-pub use store::{BackupFileResult, Store, StoreConfig};
+pub use store::{open_regular, BackupFileResult, Store, StoreConfig};

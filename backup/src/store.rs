@@ -18,6 +18,32 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Opens `path` for reading only if it is itself a regular file: a symlink (the
+/// last component is not followed), a device or a FIFO is refused rather than read.
+/// A backup reads files that a jailed VMM may have made; hostd reads them as root.
+pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            BackupError::io(
+                format!("opening {} (not followed if a symlink)", path.display()),
+                e,
+            )
+        })?;
+    let md = file
+        .metadata()
+        .map_err(|e| BackupError::io(format!("stat {}", path.display()), e))?;
+    if !md.is_file() {
+        return Err(BackupError::InvalidArgument {
+            field: "path",
+            reason: format!("{} is not a regular file", path.display()),
+        });
+    }
+    Ok((file, md))
+}
+
 /// Bytes read from the source per step (a multiple of the 4 MiB disk chunk).
 const WINDOW: usize = 32 << 20;
 
@@ -211,7 +237,8 @@ impl Store {
 
     /// Backs up the file at `path` under `name`. With a previous manifest and a dirty-block
     /// bitmap since it, reads only dirty ranges and reuses the previous chunk ids for the
-    /// rest; otherwise reads everything and says why in the result.
+    /// rest; otherwise reads everything and says why in the result. `path` must name a
+    /// regular file itself (see [`open_regular`]).
     pub fn backup_file(
         &self,
         name: &str,
@@ -219,8 +246,20 @@ impl Store {
         previous: Option<&Manifest>,
         dirty: Option<&DirtyBlocks>,
     ) -> Result<BackupFileResult> {
-        let file = File::open(path)
-            .map_err(|e| BackupError::io(format!("opening {}", path.display()), e))?;
+        let (file, _) = open_regular(path)?;
+        self.backup_opened(name, &file, path, previous, dirty)
+    }
+
+    /// [`Store::backup_file`] of a file the caller opened (and checked); `path` names it
+    /// in errors.
+    pub fn backup_opened(
+        &self,
+        name: &str,
+        file: &File,
+        path: &Path,
+        previous: Option<&Manifest>,
+        dirty: Option<&DirtyBlocks>,
+    ) -> Result<BackupFileResult> {
         let size = file
             .metadata()
             .map_err(|e| BackupError::io(format!("stat {}", path.display()), e))?
@@ -246,7 +285,7 @@ impl Store {
                 tracing::info!(file = name, %reason, "full read");
                 res.full_read = true;
                 res.full_read_reason = Some(reason);
-                let chunks = self.store_range(&file, 0, size, &mut res, &mut seen)?;
+                let chunks = self.store_range(file, 0, size, &mut res, &mut seen)?;
                 res.index.chunks = chunks;
             }
             Ok(prev) => {
@@ -294,7 +333,7 @@ impl Store {
                         i += 1;
                     }
                     let end = prev.chunks.get(i).map_or(size, |n| n.offset);
-                    let chunks = self.store_range(&file, start, end, &mut res, &mut seen)?;
+                    let chunks = self.store_range(file, start, end, &mut res, &mut seen)?;
                     res.index.chunks.extend(chunks);
                 }
             }

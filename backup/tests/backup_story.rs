@@ -368,3 +368,30 @@ fn strict_incremental_fails_on_a_missing_previous_chunk_and_counts_progress() {
     store.delete_backup("b1").unwrap();
     assert!(store.list_backups().unwrap().is_empty());
 }
+
+#[test]
+fn a_backup_reads_regular_files_only_never_a_symlink_or_fifo_put_in_its_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("another-tenants-disk.img");
+    std::fs::write(&secret, b"not yours").unwrap();
+    let store = Store::new(
+        Box::new(DirBackend::open(tmp.path().join("store")).unwrap()),
+        StoreConfig::default(),
+    );
+    // A staging directory a jailed VMM controls: its `disk0.img` made a symlink.
+    let link = tmp.path().join("disk0.img");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let e = store.backup_file("disk0", &link, None, None).unwrap_err();
+    assert!(e.to_string().contains("not followed if a symlink"), "{e}");
+    // A FIFO (which would block a reader) is refused as not a regular file.
+    let fifo = tmp.path().join("memory");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = store.backup_file("memory", &fifo, None, None).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    // The file itself is read.
+    assert!(store.backup_file("disk0", &secret, None, None).is_ok());
+}

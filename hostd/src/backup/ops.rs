@@ -2,6 +2,7 @@
 //! checkpoint and its staged copies, a stopped one from its disk files), restore a
 //! backup to a new VM here, verify, collect garbage, delete backups.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -101,6 +102,9 @@ const RESTORED_SNAPSHOT: &str = "from-backup";
 struct Source {
     name: String,
     path: PathBuf,
+    /// The uid that must own it: a file the jailed VMM made, in a directory it
+    /// controls (hostd, as root, reads only a regular file of the VM's own).
+    owner: Option<u32>,
     dirty: Option<DirtyBlocks>,
     /// Why the VMM copied the whole disk, when it did.
     full_reason: Option<String>,
@@ -144,7 +148,17 @@ async fn backup(
     };
     let op = vm.op.lock().await;
     let state = vm.state();
-    let running = matches!(state, VmState::Running | VmState::Paused);
+    // A VM between states (starting, migrating) has neither a VMM to checkpoint nor
+    // disk files at rest.
+    let running = match state {
+        VmState::Running | VmState::Paused => true,
+        VmState::Created | VmState::Stopped | VmState::Crashed => false,
+        _ => {
+            return Err(Error::Conflict(format!(
+                "VM '{vm_id}' is {state:?}: back it up once it runs or has stopped"
+            )))
+        }
+    };
     if memory && !running {
         return Err(Error::Conflict(format!(
             "VM '{vm_id}' is not running ({state:?}): it has no memory to back up"
@@ -168,6 +182,10 @@ async fn backup(
         let dir = vm.run_dir().join("backup-staging").join(backup_id);
         let _ = std::fs::remove_dir_all(&dir);
         let client = VmmClient::new(&vm.api_sock(), CHECKPOINT_TIMEOUT).map_err(Error::vmm)?;
+        let owner = match jobs.vms.settings.jail.enabled {
+            true => Some(jobs.vms.jailer.uid_for(vm_id)?),
+            false => None,
+        };
         p.phase("checkpoint", 0);
         let checkpoint = CheckpointRequest {
             checkpoint: backup_id.to_string(),
@@ -190,6 +208,7 @@ async fn backup(
         let memory_files = MEMORY_FILES.iter().filter(|_| memory).map(|f| Source {
             name: f.to_string(),
             path: dir.join("vm").join(f),
+            owner,
             dirty: None,
             full_reason: Some("memory and device state are read whole".into()),
         });
@@ -199,7 +218,9 @@ async fn backup(
             .filter(|d| (d.index as usize) < disks.len())
             .map(|d| Source {
                 name: format!("disk{}", d.index),
-                path: d.staged,
+                // Where the VMM was told to stage it, not where it says it did.
+                path: dir.join(format!("disk{}.img", d.index)),
+                owner,
                 dirty: (!d.full).then(|| DirtyBlocks {
                     block_size: d.block_size,
                     blocks: d.size.div_ceil(d.block_size.max(1)),
@@ -216,6 +237,7 @@ async fn backup(
             .map(|(i, (path, _))| Source {
                 name: format!("disk{i}"),
                 path: PathBuf::from(path),
+                owner: None,
                 dirty: None,
                 full_reason: Some("the VM is not running: its disk files are read whole".into()),
             })
@@ -236,14 +258,22 @@ async fn backup(
             let mut files: Vec<FileIndex> = Vec::new();
             let mut reports = Vec::new();
             for src in &sources {
+                let (file, md) = nova_backup::open_regular(&src.path)?;
+                if let Some(uid) = src.owner.filter(|&u| u != md.uid()) {
+                    return Err(BackupError::InvalidArgument {
+                        field: "staging",
+                        reason: format!(
+                            "{} is owned by uid {}, not by the VM's {uid}: not read",
+                            src.path.display(),
+                            md.uid()
+                        ),
+                    });
+                }
                 if let Some(d) = &src.dirty {
                     // The staged copy holds only the changed blocks: anything but an
                     // incremental backup of it would store holes for the rest.
-                    let size = std::fs::metadata(&src.path)
-                        .map_err(|e| BackupError::io(format!("stat {}", src.path.display()), e))?
-                        .len();
                     if let Some(why) =
-                        s.incremental_refused(&src.name, size, prev.as_ref(), Some(d))
+                        s.incremental_refused(&src.name, md.len(), prev.as_ref(), Some(d))
                     {
                         return Err(BackupError::InvalidArgument {
                             field: "op.previous",
@@ -251,7 +281,13 @@ async fn backup(
                         });
                     }
                 }
-                let r = s.backup_file(&src.name, &src.path, prev.as_ref(), src.dirty.as_ref())?;
+                let r = s.backup_opened(
+                    &src.name,
+                    &file,
+                    &src.path,
+                    prev.as_ref(),
+                    src.dirty.as_ref(),
+                )?;
                 reports.push(FileReport {
                     name: src.name.clone(),
                     size: r.index.size,

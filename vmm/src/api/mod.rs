@@ -368,7 +368,14 @@ fn backup_checkpoint(served: &Served, body: &[u8]) -> Response {
             return Response::error(409, "a migration is running; checkpoint after it");
         }
     }
-    match served.vm.backup_checkpoint(&req) {
+    // The guest's memory, when asked, is written in the checkpoint's pause.
+    let memory = |vm: &crate::vm::Vm| match &req.memory_dir {
+        Some(dir) => snapshot::write_detached(vm, dir)
+            .map(drop)
+            .map_err(|e| format!("writing memory into {}: {e}", dir.display())),
+        None => Ok(()),
+    };
+    match served.vm.backup_checkpoint(&req, memory) {
         Ok(report) => Response::json(200, &report),
         Err(e) => Response::error(500, e),
     }

@@ -40,9 +40,14 @@ impl Vm {
 
     /// Takes a backup checkpoint: pause, take each disk's bits, restart its bitmap at
     /// `req.checkpoint`, start copying the blocks to read before the guest overwrites
-    /// them, resume (if it ran); then copy them to a sparse staging file per disk while
-    /// the guest runs. The pause copies no data.
-    pub fn backup_checkpoint(&self, req: &CheckpointRequest) -> Result<CheckpointReport, VmError> {
+    /// them, run `in_pause` (the caller's: the guest's memory, when the backup holds
+    /// it), resume (if it ran); then copy the blocks to a sparse staging file per disk
+    /// while the guest runs. The pause copies no disk data.
+    pub fn backup_checkpoint(
+        &self,
+        req: &CheckpointRequest,
+        in_pause: impl FnOnce(&Vm) -> Result<(), String>,
+    ) -> Result<CheckpointReport, VmError> {
         let io = |what: String| move |e: std::io::Error| VmError::Device(format!("{what}: {e}"));
         std::fs::create_dir_all(&req.staging_dir)
             .map_err(io(format!("creating {}", req.staging_dir.display())))?;
@@ -103,12 +108,10 @@ impl Vm {
                 }
             }
         }
-        // The guest's memory and state at the same instant, when asked (written in
-        // the pause: unlike the disks, memory has no copy-before-write).
-        if let (Some(dir), None) = (&req.memory_dir, &failed) {
-            if let Err(e) = crate::snapshot::write_detached(self, dir) {
-                failed = Some(format!("writing memory into {}: {e}", dir.display()));
-            }
+        // The guest's memory and state at the same instant (written in the pause:
+        // unlike the disks, memory has no copy-before-write).
+        if failed.is_none() {
+            failed = in_pause(self).err();
         }
         if was_running {
             self.resume();
