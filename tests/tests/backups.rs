@@ -587,6 +587,37 @@ mod through_the_controller {
         (c, hosts)
     }
 
+    /// A VM named `src` running `workload` on a 64 MiB disk made from [`base_disk`],
+    /// once its disk workload has done a pass: the VM and its host.
+    fn disk_vm_running(c: &Controller, d: &TempDir, workload: &str) -> (Vm, String) {
+        let base = d.join("base.raw");
+        base_disk(&base);
+        let spec = VmSpec {
+            mem_mib: 64,
+            cmdline: Some(format!("nova.workload={workload}")),
+            disks: vec![DiskRequest {
+                image: Some(base.display().to_string()),
+                size_mib: Some(64),
+                read_only: false,
+                shared_path: None,
+            }],
+            ..VmSpec::new("src", nova_tests::hostd::testguest().display().to_string())
+        };
+        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
+        let host = wait_for(60, "the VM running", || {
+            let v = block_on(c.api.vm(&vm.id)).ok()?;
+            (v.observed.as_ref()?.state == "running").then_some(v.host?)
+        });
+        wait_for(40, "a disk pass", || last_pass(c, &vm.id));
+        (vm, host)
+    }
+
+    /// The ready host that is not `than`.
+    fn other_host(c: &Controller, than: &str) -> String {
+        let hosts = block_on(c.api.hosts()).unwrap();
+        hosts.into_iter().find(|h| h.id != than).unwrap().id
+    }
+
     /// The `NOVA-TICK` sequence numbers in the last `n` console lines of VM `id`.
     fn ticks(c: &Controller, id: &str, n: u32) -> Vec<u64> {
         let lines = block_on(c.api.console(id, n)).map(|l| l.lines);
@@ -604,25 +635,7 @@ mod through_the_controller {
         }
         let d = TempDir::new();
         let (c, _hosts) = two_hosts_and_a_store(&d);
-        let base = d.join("base.raw");
-        base_disk(&base);
-        let spec = VmSpec {
-            mem_mib: 64,
-            cmdline: Some("nova.workload=counter,disk".into()),
-            disks: vec![DiskRequest {
-                image: Some(base.display().to_string()),
-                size_mib: Some(64),
-                read_only: false,
-                shared_path: None,
-            }],
-            ..VmSpec::new("src", nova_tests::hostd::testguest().display().to_string())
-        };
-        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
-        let src_host = wait_for(60, "the VM running", || {
-            let v = block_on(c.api.vm(&vm.id)).ok()?;
-            (v.observed.as_ref()?.state == "running").then_some(v.host?)
-        });
-        wait_for(40, "a disk pass", || last_pass(&c, &vm.id));
+        let (vm, src_host) = disk_vm_running(&c, &d, "counter,disk");
 
         // Taken through novactl's `--memory`: the guest's memory and state are in it.
         let before = *ticks(&c, &vm.id, 100).last().unwrap();
@@ -653,12 +666,7 @@ mod through_the_controller {
 
         // Restored on the other host, the guest does not boot: it counts on from
         // where the backup paused it, and its disk workload finds its blocks whole.
-        let other = block_on(c.api.hosts())
-            .unwrap()
-            .into_iter()
-            .find(|h| h.id != src_host)
-            .unwrap()
-            .id;
+        let other = other_host(&c, &src_host);
         let body = RestoreBody {
             name: "resumed".into(),
             host: Some(other.clone()),
@@ -710,25 +718,7 @@ mod through_the_controller {
         }
         let d = TempDir::new();
         let (c, _hosts) = two_hosts_and_a_store(&d);
-        let base = d.join("base.raw");
-        base_disk(&base);
-        let spec = VmSpec {
-            mem_mib: 64,
-            cmdline: Some("nova.workload=disk".into()),
-            disks: vec![DiskRequest {
-                image: Some(base.display().to_string()),
-                size_mib: Some(64),
-                read_only: false,
-                shared_path: None,
-            }],
-            ..VmSpec::new("src", nova_tests::hostd::testguest().display().to_string())
-        };
-        let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
-        let src_host = wait_for(60, "the VM running", || {
-            let v = block_on(c.api.vm(&vm.id)).ok()?;
-            (v.observed.as_ref()?.state == "running").then_some(v.host?)
-        });
-        wait_for(40, "a disk pass", || last_pass(&c, &vm.id));
+        let (vm, src_host) = disk_vm_running(&c, &d, "disk");
 
         let b1 = backup_ok(&c, &vm.id);
         let r1 = b1.report.clone().unwrap();
@@ -744,12 +734,7 @@ mod through_the_controller {
         assert_eq!(r2.bytes_read, 4 * MIB, "only the block the guest wrote");
 
         // Restored on the other host, it boots and its guest verifies its disk.
-        let other = block_on(c.api.hosts())
-            .unwrap()
-            .into_iter()
-            .find(|h| h.id != src_host)
-            .unwrap()
-            .id;
+        let other = other_host(&c, &src_host);
         let body = RestoreBody {
             name: "restored".into(),
             host: Some(other.clone()),
