@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use nova_controller_api::{
     Backup, BackupBody, BackupRetention, BackupStore, ChunkHash, ChunkingKind, ControllerClient,
-    GcBody, GcReport, OpState, Operation, PruneBody, PruneResult, RestoreBody, StoreLocation, Vm,
+    FileReport, GcBody, GcReport, OpState, Operation, PruneBody, PruneResult, RestoreBody,
+    StoreLocation, Vm,
 };
 
 use crate::dates;
@@ -153,8 +154,9 @@ impl Columns for Backup {
                 output::or_dash(self.previous.clone()),
                 output::or_dash(self.host.clone()),
                 r.map_or("-".into(), |r| {
-                    let disks = r.files.iter().filter(|f| f.name.starts_with("disk"));
-                    disks.into_iter().any(|f| f.full_read).to_string()
+                    let disk_read_whole =
+                        |f: &FileReport| f.full_read && f.name.starts_with("disk");
+                    r.files.iter().any(disk_read_whole).to_string()
                 }),
                 self.memory.to_string(),
             ]);

@@ -18,14 +18,21 @@ fn snapshot(sock: &std::path::Path, dir: &std::path::Path, diff: bool) -> Snapsh
     serde_json::from_str(out.trim()).unwrap()
 }
 
-/// Boots a counter + dirty guest and snapshots it once it has done a dirty pass.
-fn guest_with_snapshot(dir: &std::path::Path) -> (nova_tests::vmm::Vm, std::path::PathBuf, u64) {
-    let (cmd, sock) = VmmCmd::testguest("counter,dirty:8:max")
+/// A 256 MiB guest counting and dirtying `mib` MiB as fast as it can, once it has
+/// done a dirty pass (so a restore of it can check every page): it and its API socket.
+fn dirtying_guest(mib: u32) -> (nova_tests::vmm::Vm, std::path::PathBuf) {
+    let (cmd, sock) = VmmCmd::testguest(&format!("counter,dirty:{mib}:max"))
         .args(["--mem-mib", "256"])
         .with_api();
     let vm = cmd.spawn();
     vm.console
         .wait_line("NOVA-DIRTY pass=2", Duration::from_secs(30));
+    (vm, sock)
+}
+
+/// Boots a counter + dirty guest and snapshots it once it has done a dirty pass.
+fn guest_with_snapshot(dir: &std::path::Path) -> (nova_tests::vmm::Vm, std::path::PathBuf, u64) {
+    let (vm, sock) = dirtying_guest(8);
     snapshot(&sock, dir, false);
     let tick = ticks(&vm.console.lines()).last().unwrap().0;
     (vm, sock, tick)
@@ -131,12 +138,7 @@ fn a_diff_snapshot_holds_only_what_changed_and_restores() {
         return;
     }
     let (full, diff) = (TempDir::new(), TempDir::new());
-    let (cmd, sock) = VmmCmd::testguest("counter,dirty:4:max")
-        .args(["--mem-mib", "256"])
-        .with_api();
-    let vm = cmd.spawn();
-    vm.console
-        .wait_line("NOVA-DIRTY pass=2", Duration::from_secs(30));
+    let (_vm, sock) = dirtying_guest(4);
     let f = snapshot(&sock, full.path(), false);
     std::thread::sleep(Duration::from_millis(300));
     let d = snapshot(&sock, diff.path(), true);
@@ -177,12 +179,7 @@ fn a_backups_memory_restores_and_leaves_the_vms_diff_snapshots_counting_from_the
         return;
     }
     let (full, diff, staging) = (TempDir::new(), TempDir::new(), TempDir::new());
-    let (cmd, sock) = VmmCmd::testguest("counter,dirty:4:max")
-        .args(["--mem-mib", "256"])
-        .with_api();
-    let vm = cmd.spawn();
-    vm.console
-        .wait_line("NOVA-DIRTY pass=2", Duration::from_secs(30));
+    let (_vm, sock) = dirtying_guest(4);
     snapshot(&sock, full.path(), false);
     std::thread::sleep(Duration::from_millis(300));
     // A backup checkpoint that writes the guest's memory too, between the two.

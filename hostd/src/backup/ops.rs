@@ -392,10 +392,6 @@ async fn restore(
     let snapshot_dir = vm.dir.join("snapshots").join(RESTORED_SNAPSHOT);
     let mut files: Vec<(FileIndex, PathBuf)> = disks.iter().cloned().zip(paths).collect();
     if resume {
-        if let Err(e) = std::fs::create_dir_all(&snapshot_dir) {
-            let _ = jobs.vms.remove(&info.id);
-            return Err(Error::io(format!("creating {}", snapshot_dir.display()), e));
-        }
         files.extend(
             memory
                 .iter()
@@ -407,6 +403,10 @@ async fn restore(
     let written = blocking(move || {
         let mut written = 0;
         for (f, path) in &files {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| BackupError::io(format!("creating {}", dir.display()), e))?;
+            }
             // The blank disk is replaced by the restored one, sparse where it was.
             if path.exists() {
                 std::fs::remove_file(path)

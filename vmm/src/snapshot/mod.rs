@@ -91,7 +91,12 @@ pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, Snapsho
     let was_paused = vm.control.is_paused();
     let t0 = std::time::Instant::now();
     vm.pause();
-    let result = write_snapshot(vm, dir, parent, true);
+    // Every snapshot of the VM's own restarts dirty tracking, so the next diff holds
+    // what changed since.
+    let result = vm
+        .collect_dirty()
+        .map_err(|e| SnapshotError::Vm(e.to_string()))
+        .and_then(|dirty| write_snapshot(vm, dir, parent.map(|p| (p, dirty))));
     if !was_paused {
         vm.resume();
     }
@@ -113,16 +118,15 @@ pub fn create(vm: &Vm, dir: &Path, diff: bool) -> Result<SnapshotReport, Snapsho
 /// restarted, no diff counts from this one). Pages and bytes written.
 pub fn write_detached(vm: &Vm, dir: &Path) -> Result<(u64, u64), SnapshotError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    write_snapshot(vm, dir, None, false)
+    write_snapshot(vm, dir, None)
 }
 
-/// Writes state and memory (every touched page, or with `parent` the pages dirtied
-/// since it); `restart_dirty` restarts the dirty-page tracking a next diff counts from.
+/// Writes state and memory: every touched page, or for a diff (its parent and the
+/// pages dirtied since it) those pages.
 fn write_snapshot(
     vm: &Vm,
     dir: &Path,
-    parent: Option<PathBuf>,
-    restart_dirty: bool,
+    diff: Option<(PathBuf, DirtyBitmap)>,
 ) -> Result<(u64, u64), SnapshotError> {
     let vmerr = |e: VmError| SnapshotError::Vm(e.to_string());
     let state = vm.save_state().map_err(vmerr)?;
@@ -130,16 +134,9 @@ fn write_snapshot(
     let mem_bytes = vm.config.mem_mib << 20;
     let file = File::create(&mem_path).map_err(io(&mem_path))?;
     file.set_len(mem_bytes).map_err(io(&mem_path))?;
-    // Every snapshot of the VM's own restarts dirty tracking, so the next diff holds
-    // what changed since.
-    let dirty_now = match restart_dirty {
-        true => Some(vm.collect_dirty().map_err(vmerr)?),
-        false => None,
-    };
-    let pages: Box<dyn Iterator<Item = usize>> = match (&parent, dirty_now) {
-        (Some(_), Some(dirty_now)) => Box::new(dirty_now.iter().collect::<Vec<_>>().into_iter()),
-        (Some(_), None) => return Err(SnapshotError::NoBase),
-        (None, _) => Box::new(
+    let pages: Box<dyn Iterator<Item = usize>> = match &diff {
+        Some((_, dirty)) => Box::new(dirty.iter().collect::<Vec<_>>().into_iter()),
+        None => Box::new(
             ranges::touched_pages(vm)
                 .map_err(io(&mem_path))?
                 .into_iter(),
@@ -153,7 +150,7 @@ fn write_snapshot(
         written.set(page);
         // Zero pages are holes in a full snapshot; a diff must record them (they may
         // have been non-zero in the parent).
-        if parent.is_none() && buf.iter().all(|b| *b == 0) {
+        if diff.is_none() && buf.iter().all(|b| *b == 0) {
             continue;
         }
         file.write_all_at(&buf, (page * PAGE_SIZE) as u64)
@@ -163,7 +160,7 @@ fn write_snapshot(
     }
     file.sync_all().map_err(io(&mem_path))?;
     let snap = Snapshot {
-        diff: parent.map(|parent| DiffOf {
+        diff: diff.map(|(parent, _)| DiffOf {
             parent,
             pages: written.words().to_vec(),
         }),
