@@ -123,9 +123,28 @@ fn name_key(tenant: &str, name: &str) -> String {
     format!("{NAMES}{tenant}/{name}")
 }
 
+/// How long a create may take from claiming its name to storing its record: a claim
+/// younger than this whose VM is not stored yet is a create under way, not one that
+/// was interrupted.
+const CLAIM_GRACE_MS: u64 = 60_000;
+
+/// A name claim's stored value: the VM's id and when it was claimed.
+fn claim_value(id: &str) -> Vec<u8> {
+    format!("{id} {}", now_ms()).into_bytes()
+}
+
+/// The VM id and the claim time (0 when unknown) of a stored name claim.
+fn claim_of(value: &[u8]) -> (String, u64) {
+    let text = String::from_utf8_lossy(value);
+    let mut words = text.split(' ');
+    let id = words.next().unwrap_or_default().to_string();
+    (id, words.next().and_then(|t| t.parse().ok()).unwrap_or(0))
+}
+
 /// Claims `name` in `tenant` for VM `id`: one compare-and-swap, so two creates of one
 /// name cannot both win. A claim whose VM is gone (a create interrupted between claim
-/// and record) is taken over.
+/// and record) is taken over once it is older than [`CLAIM_GRACE_MS`]: a younger one
+/// is a create still under way, whose record is not written yet.
 async fn claim_name(ctx: &Context, tenant: &str, name: &str, id: &str) -> Result<()> {
     let key = name_key(tenant, name);
     let taken = || {
@@ -135,11 +154,7 @@ async fn claim_name(ctx: &Context, tenant: &str, name: &str, id: &str) -> Result
         )
     };
     loop {
-        match ctx
-            .store
-            .put(&key, id.as_bytes().to_vec(), Expect::Absent)
-            .await
-        {
+        match ctx.store.put(&key, claim_value(id), Expect::Absent).await {
             Ok(_) => return Ok(()),
             Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
@@ -147,17 +162,14 @@ async fn claim_name(ctx: &Context, tenant: &str, name: &str, id: &str) -> Result
         let Some(held) = ctx.store.get(&key).await? else {
             continue; // released meanwhile
         };
-        let owner = String::from_utf8_lossy(&held.value).into_owned();
-        if ctx.store.read::<Vm>(&owner).await?.is_some() {
+        let (owner, claimed_at) = claim_of(&held.value);
+        let under_way = now_ms().saturating_sub(claimed_at) < CLAIM_GRACE_MS;
+        if under_way || ctx.store.read::<Vm>(&owner).await?.is_some() {
             return Err(taken());
         }
         match ctx
             .store
-            .put(
-                &key,
-                id.as_bytes().to_vec(),
-                Expect::Revision(held.revision),
-            )
+            .put(&key, claim_value(id), Expect::Revision(held.revision))
             .await
         {
             Ok(_) => return Ok(()),
@@ -421,7 +433,7 @@ pub async fn forget(ctx: &Context, vm: &Vm) -> Result<()> {
     if ctx.store.remove::<Vm>(&vm.id).await? {
         let key = name_key(&vm.tenant, &vm.spec.name);
         if let Some(held) = ctx.store.get(&key).await? {
-            if held.value == vm.id.as_bytes() {
+            if claim_of(&held.value).0 == vm.id {
                 let _ = ctx
                     .store
                     .delete(&key, Expect::Revision(held.revision))
