@@ -47,11 +47,16 @@ impl Events {
     }
 
     /// The events after revision `since` (only new ones when None), then every new
-    /// one as it is appended, in revision order.
-    pub fn subscribe(&self, since: Option<u64>) -> BoxStream<'static, Result<Event, StoreError>> {
+    /// one as it is appended, in revision order; every event published after this
+    /// returns is in the stream.
+    pub async fn subscribe(
+        &self,
+        since: Option<u64>,
+    ) -> BoxStream<'static, Result<Event, StoreError>> {
         self.store
             .clone()
             .watch_log(PREFIX, since)
+            .await
             .filter_map(|r| async move {
                 match r {
                     Ok(v) => match serde_json::from_slice::<Event>(&v.value) {

@@ -31,7 +31,7 @@ pub async fn events(
     ApiQuery(q): ApiQuery<EventsQuery>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let events = st.ctx.events.subscribe(q.since);
+    let events = st.ctx.events.subscribe(q.since).await;
     let token = token.map(|Extension(t)| t);
     Ok(ws.on_upgrade(move |socket| send_events(socket, events, c, st, token)))
 }

@@ -221,28 +221,33 @@ impl Store for EtcdStore {
         Ok(self.unprefixed(r.kvs()))
     }
 
-    fn watch_log(
+    async fn watch_log(
         self: Arc<Self>,
         prefix: &str,
         after: Option<u64>,
     ) -> BoxStream<'static, Result<Versioned<Vec<u8>>, StoreError>> {
         let (tx, rx) = mpsc::channel(256);
-        let key = self.k(prefix);
+        // etcd replays its history from `after` on (until it is compacted), then
+        // streams: one mechanism for catching up and for live entries. The watch is
+        // created (etcd has answered) before this returns, so "only new ones" misses
+        // no entry appended after the call.
+        let mut opts = WatchOptions::new().with_prefix();
+        if let Some(a) = after {
+            opts = opts.with_start_revision(a as i64 + 1);
+        }
+        let created = self
+            .client
+            .watch_client()
+            .watch(self.k(prefix), Some(opts))
+            .await;
         tokio::spawn(async move {
-            // etcd replays its history from `after` on (until it is compacted), then
-            // streams: one mechanism for catching up and for live entries.
-            let mut opts = WatchOptions::new().with_prefix();
-            if let Some(a) = after {
-                opts = opts.with_start_revision(a as i64 + 1);
-            }
-            let (_watcher, mut stream) =
-                match self.client.watch_client().watch(key, Some(opts)).await {
-                    Ok(w) => w,
-                    Err(e) => {
-                        let _ = tx.send(Err(be(e))).await;
-                        return;
-                    }
-                };
+            let (_watcher, mut stream) = match created {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = tx.send(Err(be(e))).await;
+                    return;
+                }
+            };
             loop {
                 let msg = tokio::select! {
                     m = stream.message() => m,

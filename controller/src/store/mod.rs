@@ -103,8 +103,9 @@ pub trait Store: Send + Sync {
     /// The log under `prefix` as it grows, whoever appends (this process or another
     /// controller): the entries above `after` first (only new ones when None), then
     /// each new one, in revision order, none twice. Ends with an error if the
-    /// backend fails; the caller resumes from the last revision it saw.
-    fn watch_log(
+    /// backend fails; the caller resumes from the last revision it saw. Returns once
+    /// the watch is in place, so "only new ones" includes every entry appended after.
+    async fn watch_log(
         self: Arc<Self>,
         prefix: &str,
         after: Option<u64>,

@@ -321,7 +321,7 @@ impl Store for SqliteStore {
         )
     }
 
-    fn watch_log(
+    async fn watch_log(
         self: Arc<Self>,
         prefix: &str,
         after: Option<u64>,

@@ -238,7 +238,7 @@ pub async fn run(store: DynStore) {
     let after = s.log_since("log/", r1, 10).await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].1.value, b"two");
-    let mut w = store.clone().watch_log("log/", Some(0));
+    let mut w = store.clone().watch_log("log/", Some(0)).await;
     let mut seen = vec![];
     for _ in 0..2 {
         seen.push(w.next().await.unwrap().unwrap().value);
@@ -247,10 +247,14 @@ pub async fn run(store: DynStore) {
     let live = w.next().await.unwrap().unwrap();
     assert_eq!((live.value.as_slice(), live.revision), (&b"three"[..], r3));
     assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec()]);
-    let mut fresh = store.clone().watch_log("log/", None);
+    let mut fresh = store.clone().watch_log("log/", None).await;
     s.append("log/", b"four".to_vec()).await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(20), fresh.next()).await;
     assert_eq!(
-        fresh.next().await.unwrap().unwrap().value,
+        next.expect("an entry appended after the watch started is in it")
+            .unwrap()
+            .unwrap()
+            .value,
         b"four",
         "only new ones"
     );
