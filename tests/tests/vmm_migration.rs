@@ -116,10 +116,12 @@ fn migrates_with_guest_intact(mode: &str) {
     let dst = Destination::start_for(512, 1, &[&dst_disk]);
     // Post-copy pushes pages faster than this guest (in KVM's emulator, on a loaded
     // machine) touches them on loopback; a tight cap on the push keeps most pages on
-    // the source long enough that the guest surely faults on some.
+    // the source long enough that the guest surely faults on some. Compressed, as on
+    // the slow links post-copy is for: the pages it pushes and those it sends on
+    // request are compressed too.
     let mut args = vec!["--mode", mode];
     if mode == "postcopy" {
-        args.extend(["--bandwidth-mbit", "40"]);
+        args.extend(["--bandwidth-mbit", "40", "--compress", "zstd"]);
     }
     let (ok, result, err) = migrate_to(&sock, &dst, &args);
     assert!(ok, "migration failed: {result:?} {err}");
@@ -157,6 +159,10 @@ fn migrates_with_guest_intact(mode: &str) {
     eprintln!("migration result: {result:?}");
     if mode == "postcopy" {
         assert!(result.postcopy.faults_served > 0, "{result:?}");
+        assert_eq!(
+            result.pages.compressed, result.pages.sent,
+            "requested and pushed pages are compressed: {result:?}"
+        );
     }
     let info = block_on(client(&dst.sock).info()).unwrap();
     assert_eq!(info.state, RunState::Running);

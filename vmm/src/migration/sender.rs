@@ -443,6 +443,7 @@ fn migrate(
             &pending,
             &ctx.counters,
             &ctx.limiter,
+            ctx.compression,
         )
         .map_err(|e| MigrationError::Vm(format!("post-copy after the switch: {e}")));
         match stats {
