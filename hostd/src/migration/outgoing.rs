@@ -426,14 +426,16 @@ impl Migrations {
         });
         if alive {
             // A failed pre-copy leaves the source running; make sure it is not left
-            // paused by a failure after the VMM paused it.
-            if let Ok(vmm) = vm.vmm() {
-                if vmm
-                    .info()
-                    .await
-                    .is_ok_and(|i| i.state == nova_vmm_api::RunState::Paused)
-                {
-                    let _ = vmm.resume().await;
+            // paused by a failure after the VMM paused it (warm), or booted paused
+            // (cold). A VMM slow to answer is asked again: a VM left paused here while
+            // its record says running would be lost in plain sight.
+            for attempt in 1..=5 {
+                match resume_if_paused(vm).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(vm = vm.id, attempt, "resuming after the failed move: {e}");
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    }
                 }
             }
         }
@@ -497,4 +499,14 @@ impl Migrations {
         vm.vmm()?.cancel_migration().await.map_err(Error::vmm)?;
         Ok(())
     }
+}
+
+/// Resumes the VM's VMM if it is paused.
+async fn resume_if_paused(vm: &Vm) -> Result<()> {
+    let vmm = vm.vmm()?;
+    let info = vmm.info().await.map_err(Error::vmm)?;
+    if info.state == nova_vmm_api::RunState::Paused {
+        vmm.resume().await.map_err(Error::vmm)?;
+    }
+    Ok(())
 }

@@ -474,8 +474,33 @@ pub fn kill_vmms_under(dir: &Path) {
     }
 }
 
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 impl Drop for Hostd {
     fn drop(&mut self) {
+        // A failed test shows what hostd and each VMM said last: on CI that is all
+        // there is to go on once the temporary directory is gone.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- hostd {} log (tail) ---\n{}",
+                self.addr,
+                tail(&self.stderr(), 80)
+            );
+            if let Ok(rd) = std::fs::read_dir(self.data().join("vms")) {
+                for e in rd.flatten() {
+                    let log = std::fs::read_to_string(e.path().join("vmm.log")).unwrap_or_default();
+                    eprintln!(
+                        "--- VMM log of {} (tail) ---\n{}",
+                        e.file_name().to_string_lossy(),
+                        tail(&log, 30)
+                    );
+                }
+            }
+        }
         self.kill();
         kill_vmms_under(self.dir.path());
         kill_vmms_under(&self.data());
