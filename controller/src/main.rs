@@ -148,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         federation: Arc::new(nova_controller::federation::Federation::new(
             c.settings.federation_peer_ca.clone(),
         )?),
+        vm_json: Default::default(),
     };
     tokio::spawn(nova_controller::federation::view::run(
         ctx.clone(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use bytes::Bytes;
 pub use reqwest::Method;
 
 use crate::ErrorBody;
@@ -345,7 +346,8 @@ impl Client {
         for (k, v) in headers {
             rq = rq.header(*k, *v);
         }
-        self.send(&method, path, rq).await
+        let (status, bytes) = self.send(&method, path, rq).await?;
+        Ok((status, bytes.to_vec()))
     }
 
     /// `GET path` with an hour's deadline, each chunk of the answer handed to `sink`
@@ -389,7 +391,16 @@ impl Client {
     pub async fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>), Error> {
         let rq = self.request(Method::GET, path);
         let (status, bytes) = self.send(&Method::GET, path, rq).await?;
-        Ok((status, bytes))
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// `GET path`, the JSON answer's body as it came (not decoded, not copied), for a
+    /// caller that passes it on; a status outside 2xx fails as in [`Client::get`].
+    pub async fn get_body(&self, path: &str) -> Result<Bytes, Error> {
+        let rq = self.request(Method::GET, path);
+        let (status, bytes) = self.send(&Method::GET, path, rq).await?;
+        self.check(Method::GET, path, status, &bytes)?;
+        Ok(bytes)
     }
 
     async fn send(
@@ -397,15 +408,29 @@ impl Client {
         _method: &Method,
         path: &str,
         rq: reqwest::RequestBuilder,
-    ) -> Result<(u16, Vec<u8>), Error> {
+    ) -> Result<(u16, Bytes), Error> {
         let unreachable = |e: reqwest::Error| Error::Unreachable {
             url: self.url(path),
             reason: describe(&e),
         };
         let r = rq.send().await.map_err(unreachable)?;
         let status = r.status().as_u16();
+        // The body as reqwest assembled it: decoded from there, never copied again.
         let bytes = r.bytes().await.map_err(unreachable)?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, bytes))
+    }
+
+    /// An error for a status outside 2xx, with the API's error body.
+    fn check(&self, method: Method, path: &str, status: u16, bytes: &[u8]) -> Result<(), Error> {
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        Err(Error::Status {
+            method,
+            url: self.url(path),
+            status,
+            body: ErrorBody::from_answer(bytes),
+        })
     }
 
     fn decode<T: DeserializeOwned>(
@@ -415,14 +440,7 @@ impl Client {
         status: u16,
         bytes: &[u8],
     ) -> Result<T, Error> {
-        if !(200..300).contains(&status) {
-            return Err(Error::Status {
-                method,
-                url: self.url(path),
-                status,
-                body: ErrorBody::from_answer(bytes),
-            });
-        }
+        self.check(method, path, status, bytes)?;
         let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
             &b"null"[..]
         } else {

@@ -8,6 +8,7 @@ mod alerting;
 mod backups;
 mod cloud;
 mod console;
+mod encoded;
 mod error;
 mod federation;
 mod hosts;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub limiter: Arc<FailedAuthLimiter>,
     /// Peers, their cached summaries, the pool they are called through.
     pub federation: Arc<crate::federation::Federation>,
+    /// The VMs' API JSON per revision, for federated lists.
+    pub vm_json: Arc<encoded::EncodedList<crate::model::Vm>>,
 }
 
 /// Requires a role that may change things in the caller's tenant.

@@ -168,6 +168,23 @@ impl Store for EtcdStore {
         Ok(self.unprefixed(r.kvs()))
     }
 
+    async fn list_revisions(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let r = self
+            .client
+            .kv_client()
+            .get(
+                self.k(prefix),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(be)?;
+        Ok(self
+            .unprefixed(r.kvs())
+            .into_iter()
+            .map(|(k, v)| (k, v.revision))
+            .collect())
+    }
+
     async fn list_range(
         &self,
         prefix: &str,

@@ -81,6 +81,16 @@ pub trait Store: Send + Sync {
     async fn delete(&self, key: &str, expect: Expect) -> Result<bool, StoreError>;
     /// Every key under `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Entries, StoreError>;
+    /// Every key under `prefix` and its revision, in key order, without the values:
+    /// what a reader that keeps values by revision asks first.
+    async fn list_revisions(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, v.revision))
+            .collect())
+    }
     /// At most `limit` keys under `prefix` that sort after `after` (a whole key; from
     /// the first when None), in key order.
     async fn list_range(
@@ -212,7 +222,8 @@ impl Object for AuditEntry {
     }
 }
 
-fn decode<T: Object>(key: &str, v: Versioned<Vec<u8>>) -> Result<T, StoreError> {
+/// The object stored at `key` as `v`, with its revision and key set.
+pub fn decode<T: Object>(key: &str, v: Versioned<Vec<u8>>) -> Result<T, StoreError> {
     let mut o: T = serde_json::from_slice(&v.value)
         .map_err(|e| StoreError::Codec(key.into(), e.to_string()))?;
     o.set_revision(v.revision);

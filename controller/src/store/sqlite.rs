@@ -78,7 +78,8 @@ impl SqliteStore {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, rev INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), rev INTEGER NOT NULL);
-             INSERT OR IGNORE INTO meta (id, rev) VALUES (0, 0);",
+             INSERT OR IGNORE INTO meta (id, rev) VALUES (0, 0);
+             CREATE INDEX IF NOT EXISTS kv_key_rev ON kv (key, rev);",
         )
         .map_err(be)?;
         let mut readers = vec![];
@@ -248,6 +249,22 @@ impl Store for SqliteStore {
             &range_end(prefix),
             i64::MAX as usize,
         )
+    }
+
+    async fn list_revisions(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        // From the index on (key, rev) alone: no row and no value is read.
+        let c = self.reader();
+        let mut st = c
+            .prepare_cached(
+                "SELECT key, rev FROM kv INDEXED BY kv_key_rev WHERE key >= ?1 AND key < ?2 ORDER BY key",
+            )
+            .map_err(be)?;
+        let rows = st
+            .query_map(params![prefix, &range_end(prefix)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(be)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(be)
     }
 
     async fn list_range(

@@ -93,6 +93,16 @@ pub async fn run(store: DynStore) {
     let now = s.must_read::<Vm>("a").await.unwrap();
     assert_eq!(now.observed.as_ref().unwrap().state, "running");
     assert_eq!(s.list_all::<Vm>().await.unwrap().len(), 2);
+    // Keys and revisions alone are those of the whole list.
+    let whole: Vec<(String, u64)> = s
+        .list("vms/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.revision))
+        .collect();
+    assert_eq!(s.list_revisions("vms/").await.unwrap(), whole);
+    assert_eq!(whole.len(), 2);
     assert!(s.remove::<Vm>("b").await.unwrap());
     assert!(!s.remove::<Vm>("b").await.unwrap());
     assert!(s.read::<Vm>("b").await.unwrap().is_none());

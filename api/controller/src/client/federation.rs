@@ -97,6 +97,13 @@ impl ControllerClient {
             .unwrap_or_default();
         self.http.get(&format!("{path}?scope=federation{t}")).await
     }
+    /// [`ControllerClient::federated`]'s answer as it came, not decoded: for a
+    /// controller that passes a peer's items on.
+    pub async fn federated_body(&self, path: &str) -> Result<nova_http::Bytes, Error> {
+        self.http
+            .get_body(&format!("{path}?scope=federation"))
+            .await
+    }
     /// `POST /v1/federation/vms`: a VM placed by the federation scheduler.
     pub async fn create_global_vm(&self, s: &GlobalVmSpec) -> Result<GlobalPlacement, Error> {
         self.http.post("/v1/federation/vms", s).await
