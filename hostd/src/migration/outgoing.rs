@@ -37,7 +37,7 @@ const COLD_STOP: Duration = Duration::from_secs(5);
 const UNKNOWN: &str = "contact with the destination VMM was lost after the switch";
 
 /// How an outgoing migration ended.
-enum End {
+pub(super) enum End {
     /// The VM runs on the destination; the source VMM's last word, if it had one.
     Moved(Option<VmmStatus>),
     /// Nothing moved: the VM is here.
@@ -195,7 +195,7 @@ impl Migrations {
     }
 
     /// Follows the source VMM's `GET /v1/migration` to its end.
-    async fn follow(&self, vm: &Vm, peer: &HostdClient) -> End {
+    pub(super) async fn follow(&self, vm: &Vm, peer: &HostdClient) -> End {
         let mut failures = 0;
         let mut peer_check = Instant::now();
         let mut peer_failures = 0;
@@ -303,7 +303,13 @@ impl Migrations {
         None
     }
 
-    async fn finish_outgoing(&self, vm: &Arc<Vm>, peer: &HostdClient, p: &Pending, end: End) {
+    pub(super) async fn finish_outgoing(
+        &self,
+        vm: &Arc<Vm>,
+        peer: &HostdClient,
+        p: &Pending,
+        end: End,
+    ) {
         let end = match end {
             End::Unknown => match self.settle_unknown(vm, peer).await {
                 Some(true) => End::Moved(None),
@@ -440,54 +446,6 @@ impl Migrations {
             }
         }
         self.clear_pending(vm);
-    }
-
-    /// After a hostd restart with a migration out under way: follow it to its end (if
-    /// the VMM is gone already, the destination says whether the VM runs there).
-    pub fn resume_outgoing(self: &Arc<Self>, vm: Arc<Vm>) {
-        let Some(p) = self.pending(&vm) else {
-            vm.set_state(VmState::Running);
-            return;
-        };
-        let peer = match self.peer(&p.target) {
-            Ok(peer) => peer,
-            Err(e) => {
-                tracing::error!(vm = vm.id, "the pending migration's target: {e}");
-                vm.set_state(VmState::Running);
-                return;
-            }
-        };
-        let m = self.clone();
-        tokio::spawn(async move {
-            let op = vm.op.lock().await;
-            // Warm and cold migrations stop or pause the guest before the stream: a
-            // hostd killed then finds a VMM that was never asked to migrate (or, cold,
-            // none at all). Nothing reached the destination, so the VM stays here.
-            let streaming = match vm.vmm() {
-                Ok(vmm) => vmm.migration().await.is_ok(),
-                Err(_) => vm
-                    .lock()
-                    .rec
-                    .migration
-                    .as_ref()
-                    .is_some_and(|s| s.state != MigrationState::Preparing),
-            };
-            let end = if streaming {
-                m.follow(&vm, &peer).await
-            } else {
-                End::Failed(Error::Peer(
-                    "hostd restarted before the stream started".into(),
-                ))
-            };
-            m.finish_outgoing(&vm, &peer, &p, end).await;
-            drop(op);
-            // A cold migration had stopped the guest: boot it here again.
-            if !streaming && vm.state() == VmState::Crashed {
-                if let Err(e) = m.vms.start_vm(&vm.id).await {
-                    tracing::error!(vm = vm.id, "booting it again after the failed move: {e}");
-                }
-            }
-        });
     }
 
     /// Cancels an outgoing migration (the VMM's `DELETE /v1/migration`).
