@@ -492,9 +492,10 @@ fn a_store_directory_outside_the_backup_roots_is_refused_naming_the_field() {
 mod through_the_controller {
     use super::*;
     use nova_controller_api::{
-        Backup, BackupBody, BackupRetention, BackupStore, DiskRequest, GcBody, HostState, OpState,
-        Operation, PruneBody, PruneResult, RestoreBody, Role, Vm, VmSpec,
+        Backup, BackupBody, BackupRetention, BackupStore, GcBody, HostState, OpState, Operation,
+        PruneBody, PruneResult, RestoreBody, Role, Vm,
     };
+    use nova_tests::controller::disk_guest as controller_disk_guest;
     use nova_tests::controller::{block_on, Controller};
 
     fn hostd_for(c: &Controller, root: &Path) -> Hostd {
@@ -592,17 +593,7 @@ mod through_the_controller {
     fn disk_vm_running(c: &Controller, d: &TempDir, workload: &str) -> (Vm, String) {
         let base = d.join("base.raw");
         base_disk(&base);
-        let spec = VmSpec {
-            mem_mib: 64,
-            cmdline: Some(format!("nova.workload={workload}")),
-            disks: vec![DiskRequest {
-                image: Some(base.display().to_string()),
-                size_mib: Some(64),
-                read_only: false,
-                shared_path: None,
-            }],
-            ..VmSpec::new("src", nova_tests::hostd::testguest().display().to_string())
-        };
+        let spec = controller_disk_guest("src", workload, &base, 64);
         let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
         let host = wait_for(60, "the VM running", || {
             let v = block_on(c.api.vm(&vm.id)).ok()?;
@@ -914,17 +905,7 @@ mod through_the_controller {
                 f.write_all_at(&noise, m * MIB).unwrap();
             }
         }
-        let spec = VmSpec {
-            mem_mib: 64,
-            cmdline: Some("nova.workload=disk".into()),
-            disks: vec![DiskRequest {
-                image: Some(base.display().to_string()),
-                size_mib: Some(128),
-                read_only: false,
-                shared_path: None,
-            }],
-            ..VmSpec::new("long", nova_tests::hostd::testguest().display().to_string())
-        };
+        let spec = controller_disk_guest("long", "disk", &base, 128);
         let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
         wait_for(120, "the VM running", || {
             let v = block_on(c.api.vm(&vm.id)).ok()?;
@@ -1049,20 +1030,7 @@ mod through_the_controller {
         assert!(out.contains("shared"), "{out}");
         let base = d.join("base.raw");
         base_disk(&base);
-        let spec = VmSpec {
-            mem_mib: 64,
-            cmdline: Some("nova.workload=disk".into()),
-            disks: vec![DiskRequest {
-                image: Some(base.display().to_string()),
-                size_mib: Some(64),
-                read_only: false,
-                shared_path: None,
-            }],
-            ..VmSpec::new(
-                "sched",
-                nova_tests::hostd::testguest().display().to_string(),
-            )
-        };
+        let spec = controller_disk_guest("sched", "disk", &base, 64);
         let vm = block_on(c.api.create_vm(&spec, None)).unwrap();
         wait_for(60, "the VM running", || {
             let v = block_on(c.api.vm(&vm.id)).ok()?;

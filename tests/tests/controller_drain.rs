@@ -8,26 +8,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use nova_controller_api::{DiskRequest, MigrationPolicy, VmSpec};
-use nova_tests::controller::{block_on, wait_for, Controller, Opts};
-use nova_tests::hostd::{testguest, Bridged, Hostd};
+use nova_controller_api::{DiskRequest, MigrationPolicy};
+use nova_tests::controller::{block_on, disk_guest, wait_for, Controller, Opts};
+use nova_tests::hostd::{Bridged, Hostd};
 use nova_tests::net::require_netns;
 use nova_tests::{binary, disk_with_host_blocks, guest_blocks, require_kvm, TempDir};
-
-/// A VM whose guest runs `workload` on a 32 MiB writable disk cloned from `base`.
-fn disk_guest(name: &str, workload: &str, base: &Path) -> VmSpec {
-    VmSpec {
-        cmdline: Some(format!("nova.workload={workload}")),
-        disks: vec![DiskRequest {
-            image: Some(base.display().to_string()),
-            size_mib: Some(32),
-            read_only: false,
-            shared_path: None,
-        }],
-        mem_mib: 64,
-        ..VmSpec::new(name, testguest().display().to_string())
-    }
-}
 
 /// The last `NOVA-DISK` line of the VM's console on host `h`: (pass, errors, line).
 fn disk_pass(h: &Hostd, id: &str) -> Option<(u64, u64, String)> {
@@ -102,7 +87,7 @@ fn novactl_host_drain_evacuates_a_host_whose_vms_have_local_disks_with_their_che
     let vms: Vec<String> = [("quiet", "disk"), ("busy", "counter,dirty:4:50,disk")]
         .iter()
         .map(|(name, w)| {
-            block_on(c.api.create_vm(&disk_guest(name, w, &base), None))
+            block_on(c.api.create_vm(&disk_guest(name, w, &base, 32), None))
                 .unwrap()
                 .id
         })
@@ -115,7 +100,7 @@ fn novactl_host_drain_evacuates_a_host_whose_vms_have_local_disks_with_their_che
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(&shared_file).unwrap().ino()
     };
-    let mut spec = disk_guest("shared", "disk", &base);
+    let mut spec = disk_guest("shared", "disk", &base, 32);
     spec.disks[0] = DiskRequest {
         image: None,
         size_mib: None,

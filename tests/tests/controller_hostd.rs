@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use nova_controller_api::{
-    DiskRequest, MigrateBody, MigrationKind, MigrationMode, MigrationPolicy, MigrationResult,
-    OpState, Role, Vm, VmSpec,
+    MigrateBody, MigrationKind, MigrationMode, MigrationPolicy, MigrationResult, OpState, Role, Vm,
+    VmSpec,
 };
 use nova_hostd_api::HostdClient;
-use nova_tests::controller::{block_on, wait_for, Controller, EventStream};
+use nova_tests::controller::{block_on, disk_guest, wait_for, Controller, EventStream};
 use nova_tests::hostd::{hostd_for, wait_hosts_ready};
 use nova_tests::hostd::{testguest, Hostd};
 use nova_tests::{require_kvm, TempDir};
@@ -191,21 +191,6 @@ fn drain_evacuates_a_host_by_live_migration_within_the_policy() {
     assert!(block_on(c.api.host(&a)).unwrap().cordoned);
 }
 
-/// A VM whose guest writes and verifies its own disk: a writable disk cloned from a
-/// base image holding the host's checksummed blocks.
-fn disk_guest(name: &str, workload: &str, base: &std::path::Path) -> VmSpec {
-    VmSpec {
-        cmdline: Some(format!("nova.workload={workload}")),
-        disks: vec![DiskRequest {
-            image: Some(base.display().to_string()),
-            size_mib: Some(32),
-            read_only: false,
-            shared_path: None,
-        }],
-        ..guest(name)
-    }
-}
-
 /// The last `NOVA-DISK` line the controller shows of the VM's console.
 fn last_disk_line(c: &Controller, id: &str) -> Option<String> {
     let lines = block_on(c.api.console(id, 500)).ok()?.lines;
@@ -236,12 +221,15 @@ fn drain_evacuates_a_host_whose_vms_have_local_disks_warm_when_live_is_impossibl
     block_on(c.api.set_migration_policy(&policy)).unwrap();
     let base = d.path().join("base.raw");
     nova_tests::disk_with_host_blocks(&base, 16);
-    let calm = block_on(c.api.create_vm(&disk_guest("calm", "disk", &base), None))
-        .unwrap()
-        .id;
+    let calm = block_on(
+        c.api
+            .create_vm(&disk_guest("calm", "disk", &base, 32), None),
+    )
+    .unwrap()
+    .id;
     let busy = block_on(
         c.api
-            .create_vm(&disk_guest("busy", "dirty:2:max,disk", &base), None),
+            .create_vm(&disk_guest("busy", "dirty:2:max,disk", &base, 32), None),
     )
     .unwrap()
     .id;
@@ -282,9 +270,12 @@ fn a_vm_migrated_cold_through_the_controller_boots_on_its_new_host_with_its_disk
     wait_hosts_ready(&c, 2);
     let base = d.path().join("base.raw");
     nova_tests::disk_with_host_blocks(&base, 16);
-    let id = block_on(c.api.create_vm(&disk_guest("cold", "disk", &base), None))
-        .unwrap()
-        .id;
+    let id = block_on(
+        c.api
+            .create_vm(&disk_guest("cold", "disk", &base, 32), None),
+    )
+    .unwrap()
+    .id;
     let src = wait_observed(&c, &id, "running", 40).host.unwrap();
     wait_for(40, "a disk pass", || last_disk_line(&c, &id));
     let mut events = EventStream::open(&c.url, &c.admin);

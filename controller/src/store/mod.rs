@@ -83,14 +83,7 @@ pub trait Store: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Entries, StoreError>;
     /// Every key under `prefix` and its revision, in key order, without the values:
     /// what a reader that keeps values by revision asks first.
-    async fn list_revisions(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(self
-            .list(prefix)
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k, v.revision))
-            .collect())
-    }
+    async fn list_revisions(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
     /// At most `limit` keys under `prefix` that sort after `after` (a whole key; from
     /// the first when None), in key order.
     async fn list_range(
