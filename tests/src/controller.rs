@@ -486,24 +486,3 @@ pub fn stopped_spec(name: &str) -> nova_controller_api::VmSpec {
         ..nova_controller_api::VmSpec::new(name, NO_IMAGE)
     }
 }
-
-/// A 64 MiB test guest running `workload` on a writable disk of `disk_mib` MiB cloned
-/// from the image at `base`: the VM a disk story creates through the controller.
-pub fn disk_guest(
-    name: &str,
-    workload: &str,
-    base: &Path,
-    disk_mib: u64,
-) -> nova_controller_api::VmSpec {
-    nova_controller_api::VmSpec {
-        mem_mib: 64,
-        cmdline: Some(format!("nova.workload={workload}")),
-        disks: vec![nova_controller_api::DiskRequest {
-            image: Some(base.display().to_string()),
-            size_mib: Some(disk_mib),
-            read_only: false,
-            shared_path: None,
-        }],
-        ..nova_controller_api::VmSpec::new(name, crate::hostd::testguest().display().to_string())
-    }
-}

@@ -495,8 +495,8 @@ mod through_the_controller {
         Backup, BackupBody, BackupRetention, BackupStore, GcBody, HostState, OpState, Operation,
         PruneBody, PruneResult, RestoreBody, Role, Vm,
     };
-    use nova_tests::controller::disk_guest as controller_disk_guest;
     use nova_tests::controller::{block_on, Controller};
+    use nova_tests::hostd::controller_disk_guest;
 
     fn hostd_for(c: &Controller, root: &Path) -> Hostd {
         let join = c.dir.join("join.token");

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use nova_controller_api::{DiskRequest, MigrationPolicy};
-use nova_tests::controller::{block_on, disk_guest, wait_for, Controller, Opts};
-use nova_tests::hostd::{Bridged, Hostd};
+use nova_tests::controller::{block_on, wait_for, Controller, Opts};
+use nova_tests::hostd::{controller_disk_guest, Bridged, Hostd};
 use nova_tests::net::require_netns;
 use nova_tests::{binary, disk_with_host_blocks, guest_blocks, require_kvm, TempDir};
 
@@ -87,9 +87,12 @@ fn novactl_host_drain_evacuates_a_host_whose_vms_have_local_disks_with_their_che
     let vms: Vec<String> = [("quiet", "disk"), ("busy", "counter,dirty:4:50,disk")]
         .iter()
         .map(|(name, w)| {
-            block_on(c.api.create_vm(&disk_guest(name, w, &base, 32), None))
-                .unwrap()
-                .id
+            block_on(
+                c.api
+                    .create_vm(&controller_disk_guest(name, w, &base, 32), None),
+            )
+            .unwrap()
+            .id
         })
         .collect();
     // A VM on a shared disk: a file both hosts see (one filesystem here).
@@ -100,7 +103,7 @@ fn novactl_host_drain_evacuates_a_host_whose_vms_have_local_disks_with_their_che
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(&shared_file).unwrap().ino()
     };
-    let mut spec = disk_guest("shared", "disk", &base, 32);
+    let mut spec = controller_disk_guest("shared", "disk", &base, 32);
     spec.disks[0] = DiskRequest {
         image: None,
         size_mib: None,

@@ -12,9 +12,9 @@ use nova_controller_api::{
     VmSpec,
 };
 use nova_hostd_api::HostdClient;
-use nova_tests::controller::{block_on, disk_guest, wait_for, Controller, EventStream};
+use nova_tests::controller::{block_on, wait_for, Controller, EventStream};
+use nova_tests::hostd::{controller_disk_guest, testguest, Hostd};
 use nova_tests::hostd::{hostd_for, wait_hosts_ready};
-use nova_tests::hostd::{testguest, Hostd};
 use nova_tests::{require_kvm, TempDir};
 
 const BOOT: Duration = Duration::from_secs(40);
@@ -223,14 +223,14 @@ fn drain_evacuates_a_host_whose_vms_have_local_disks_warm_when_live_is_impossibl
     nova_tests::disk_with_host_blocks(&base, 16);
     let calm = block_on(
         c.api
-            .create_vm(&disk_guest("calm", "disk", &base, 32), None),
+            .create_vm(&controller_disk_guest("calm", "disk", &base, 32), None),
     )
     .unwrap()
     .id;
-    let busy = block_on(
-        c.api
-            .create_vm(&disk_guest("busy", "dirty:2:max,disk", &base, 32), None),
-    )
+    let busy = block_on(c.api.create_vm(
+        &controller_disk_guest("busy", "dirty:2:max,disk", &base, 32),
+        None,
+    ))
     .unwrap()
     .id;
     for id in [&calm, &busy] {
@@ -272,7 +272,7 @@ fn a_vm_migrated_cold_through_the_controller_boots_on_its_new_host_with_its_disk
     nova_tests::disk_with_host_blocks(&base, 16);
     let id = block_on(
         c.api
-            .create_vm(&disk_guest("cold", "disk", &base, 32), None),
+            .create_vm(&controller_disk_guest("cold", "disk", &base, 32), None),
     )
     .unwrap()
     .id;

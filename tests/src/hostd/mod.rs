@@ -17,7 +17,7 @@ mod teardown;
 
 pub use joined::{hostd_for, wait_hosts_ready};
 
-pub use specs::{guest, testguest};
+pub use specs::{controller_disk_guest, guest, testguest};
 pub use teardown::{is_vmm, kill_vmms_under};
 
 use std::future::Future;

@@ -1,6 +1,7 @@
-//! The VM specs hostd tests start from: the test guest running a workload.
+//! The VM specs tests start from: the test guest running a workload (for hostd, and
+//! with a disk, for the controller).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nova_hostd_api::VmSpec;
 
@@ -24,5 +25,26 @@ pub fn guest(id: &str, workload: &str) -> VmSpec {
         restart: Default::default(),
         start: true,
         cloud_init: None,
+    }
+}
+
+/// A 64 MiB test guest running `workload` on a writable disk of `disk_mib` MiB cloned
+/// from the image at `base`: the VM a disk story creates through the controller.
+pub fn controller_disk_guest(
+    name: &str,
+    workload: &str,
+    base: &Path,
+    disk_mib: u64,
+) -> nova_controller_api::VmSpec {
+    nova_controller_api::VmSpec {
+        mem_mib: 64,
+        cmdline: Some(format!("nova.workload={workload}")),
+        disks: vec![nova_controller_api::DiskRequest {
+            image: Some(base.display().to_string()),
+            size_mib: Some(disk_mib),
+            read_only: false,
+            shared_path: None,
+        }],
+        ..nova_controller_api::VmSpec::new(name, testguest().display().to_string())
     }
 }
